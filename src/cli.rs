@@ -1,0 +1,251 @@
+//! Command-line parsing (clap) and the seam that turns it into plain
+//! configuration. Nothing past this module sees a clap type.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{ApplyConfig, Common, Format};
+use crate::db::{Env, Target};
+use crate::error::Failure;
+use crate::history::HistoryTable;
+use crate::lock::LockKey;
+use crate::output::Verbosity;
+use crate::parse;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 applied/current, 1 failed, 2 usage, 3 skipped (lock busy), 4 disabled \
+(RUN_MIGRATIONS off), 5 unavailable, 6 invalid migration set, 7 pending, 130 interrupted.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "miglock",
+    version,
+    about = "Apply PostgreSQL migrations safely when many replicas start at once",
+    long_about = "Apply refinery-format SQL migrations (V<version>__<name>.sql) to PostgreSQL \
+                  under a session advisory lock taken with pg_try_advisory_lock in a bounded \
+                  retry loop: exactly one replica migrates, the others find the schema current \
+                  or skip. Each migration and its history row commit in one transaction.",
+    after_help = AFTER_HELP,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// PostgreSQL connection URL (or key=value string); never printed
+    ///
+    /// Without it, the libpq variables PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE,
+    /// PGSSLMODE and PGAPPNAME are used. They also fill whatever the URL leaves out.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        global = true
+    )]
+    pub database_url: Option<String>,
+
+    /// Folder of V<version>__<name>.sql files
+    #[arg(
+        long,
+        env = "MIGLOCK_MIGRATIONS",
+        value_name = "DIR",
+        default_value = "migrations",
+        global = true
+    )]
+    pub migrations: PathBuf,
+
+    /// History table, optionally schema-qualified (schema.table)
+    #[arg(long, env = "MIGLOCK_TABLE", value_name = "NAME", default_value = crate::history::DEFAULT_TABLE, global = true)]
+    pub table: String,
+
+    /// Advisory-lock key (0 to 9223372036854775807)
+    ///
+    /// By default derived from the database name and the table:
+    /// ('x0' || left(md5('miglock:' || <database> || ':' || <table>), 15))::bit(64)::bigint.
+    /// Set it when replicas reach one database under different names.
+    #[arg(long, env = "MIGLOCK_LOCK_KEY", value_name = "N", global = true,
+          value_parser = clap::value_parser!(i64).range(0..), allow_negative_numbers = true)]
+    pub lock_key: Option<i64>,
+
+    /// Keep retrying the first connection this long (the database may still be starting)
+    #[arg(long, env = "MIGLOCK_CONNECT_TIMEOUT", value_name = "D", default_value = "30s",
+          value_parser = parse::duration, global = true)]
+    pub connect_timeout: Duration,
+
+    /// Output: text, or one JSON object on stdout describing the result
+    #[arg(long, env = "MIGLOCK_FORMAT", value_enum, default_value_t = FormatArg::Text, global = true)]
+    pub format: FormatArg,
+
+    /// Log warnings and errors only
+    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    /// Log more (-v debug, -vv trace); RUST_LOG applies when neither -q nor -v is given
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Wait (bounded) for the lock, apply every pending migration, release the lock
+    ///
+    /// RUN_MIGRATIONS=0/false/no/off disables it (exit 4, no connection is made).
+    Apply(ApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// How long to keep retrying the lock; 0 = one try [default: 30s]
+    ///
+    /// MIGRATION_LOCK_WAIT_SECONDS is read when neither this flag nor MIGLOCK_WAIT is set.
+    #[arg(long, env = "MIGLOCK_WAIT", value_name = "D", value_parser = parse::duration)]
+    pub wait: Option<Duration>,
+
+    /// Bound on each migration statement (never on the lock wait) [default: off]
+    #[arg(long, env = "MIGLOCK_STATEMENT_TIMEOUT", value_name = "D", value_parser = parse::duration)]
+    pub statement_timeout: Option<Duration>,
+
+    /// Apply up to and including version V
+    #[arg(long, value_name = "V", value_parser = clap::value_parser!(i32).range(1..))]
+    pub target: Option<i32>,
+
+    /// Print the plan and change nothing (exit 7 when migrations are pending, 0 when current)
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl GlobalArgs {
+    pub fn format(&self) -> Format {
+        match self.format {
+            FormatArg::Text => Format::Text,
+            FormatArg::Json => Format::Json,
+        }
+    }
+
+    pub fn verbosity(&self) -> Verbosity {
+        Verbosity::from_flags(self.quiet, self.verbose)
+    }
+
+    /// The seam: resolves the connection and validates names and keys.
+    pub fn common(&self, env: Env) -> Result<Common, Failure> {
+        let table = HistoryTable::parse(&self.table).map_err(|e| Failure::usage(anyhow!(e)))?;
+        let url = self
+            .database_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty());
+        let target = Target::resolve(url, env)?;
+        let key = match self.lock_key {
+            Some(key) => LockKey::explicit(key),
+            None => LockKey::derived(target.database(), &table),
+        };
+        let instance = env("MIGLOCK_INSTANCE").filter(|v| !v.trim().is_empty());
+        Ok(Common {
+            target,
+            migrations: self.migrations.clone(),
+            table,
+            key,
+            connect_timeout: self.connect_timeout,
+            instance,
+        })
+    }
+}
+
+/// `RUN_MIGRATIONS`, checked before anything else `apply` does.
+pub fn migrations_enabled(env: Env) -> Result<bool, Failure> {
+    parse::run_migrations(env("RUN_MIGRATIONS").as_deref()).map_err(|e| Failure::usage(anyhow!(e)))
+}
+
+impl ApplyArgs {
+    pub fn config(&self, common: Common, env: Env) -> Result<ApplyConfig, Failure> {
+        let wait = match self.wait {
+            Some(wait) => wait,
+            None => match env("MIGRATION_LOCK_WAIT_SECONDS").filter(|v| !v.trim().is_empty()) {
+                Some(seconds) => parse::duration(&seconds)
+                    .map_err(|e| Failure::usage(anyhow!("MIGRATION_LOCK_WAIT_SECONDS: {e}")))?,
+                None => Duration::from_secs(30),
+            },
+        };
+        Ok(ApplyConfig {
+            common,
+            wait,
+            statement_timeout: self.statement_timeout.filter(|t| !t.is_zero()),
+            target_version: self.target,
+            dry_run: self.dry_run,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn options_may_follow_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "miglock",
+            "apply",
+            "--database-url",
+            "postgres://u@h/d",
+            "--wait",
+            "10s",
+            "--lock-key",
+            "7",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.lock_key, Some(7));
+        assert_eq!(cli.global.format(), Format::Json);
+        let Command::Apply(args) = &cli.command;
+        assert_eq!(args.wait, Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn negative_and_non_numeric_keys_are_usage_errors() {
+        for bad in ["-1", "abc", "1.5", "9223372036854775808"] {
+            let err = Cli::try_parse_from(["miglock", "apply", "--lock-key", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+        }
+    }
+
+    #[test]
+    fn seed_deployment_wait_variable_is_honoured_below_the_flag() {
+        let vars = |name: &str| (name == "MIGRATION_LOCK_WAIT_SECONDS").then(|| "12".to_string());
+        let cli = Cli::try_parse_from(["miglock", "apply", "--database-url", "postgres://u@h/d"])
+            .unwrap();
+        let Command::Apply(args) = &cli.command;
+        let common = cli.global.common(&vars).unwrap();
+        assert_eq!(
+            args.config(common.clone(), &vars).unwrap().wait,
+            Duration::from_secs(12)
+        );
+        let cli = Cli::try_parse_from(["miglock", "apply", "--wait", "3s"]).unwrap();
+        let Command::Apply(args) = &cli.command;
+        assert_eq!(
+            args.config(common, &vars).unwrap().wait,
+            Duration::from_secs(3)
+        );
+    }
+}

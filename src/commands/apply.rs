@@ -1,0 +1,541 @@
+//! `miglock apply`: wait (bounded) for the lock, apply what is pending,
+//! release the lock.
+//!
+//! Round trips, in the common cases:
+//! - nothing pending (every replica but one, every restart): connect, read
+//!   the history, done. No lock is taken: committed history rows are proof
+//!   enough that the schema is current.
+//! - something pending: one round trip that sets the session up, listens
+//!   for the release notification, tries the lock and re-reads the history;
+//!   then one round trip per migration; then one to unlock and notify.
+
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use postgres::error::SqlState;
+use postgres::Client;
+use time::format_description::well_known::Rfc3339;
+
+use crate::config::{ApplyConfig, Format};
+use crate::db;
+use crate::error::{ErrorDetail, Failure};
+use crate::history::{self, AppliedMigration, HistoryTable};
+use crate::interrupt::Interrupt;
+use crate::lock::{self, Identity, LockHolder, LockKey};
+use crate::migrations::{LocalMigration, MigrationSet, Plan, Problems};
+use crate::outcome::Outcome;
+use crate::output::Progress;
+use crate::report::{AppliedEntry, PendingEntry, Report};
+
+/// First pause between lock attempts; it doubles up to [`MAX_BACKOFF`].
+/// Waiters are woken by the holder's NOTIFY on release, so polling is only
+/// the fallback for a holder that died without one: it can be slow, and
+/// must be, so a hundred waiting replicas do not hammer the server.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// What each migration transaction starts with. Sent in the same round
+/// trip as the migration's SQL; error positions are shifted by its length.
+const BEGIN: &str = "BEGIN;\n";
+
+pub fn run(
+    config: &ApplyConfig,
+    report: &mut Report,
+    progress: &Progress,
+    interrupt: &Interrupt,
+    format: Format,
+) -> Result<Outcome, Failure> {
+    let common = &config.common;
+    report.set_key(&common.key);
+    report.database = Some(common.target.to_string());
+    report.dry_run = config.dry_run;
+
+    let set = MigrationSet::load(&common.migrations).map_err(|p| invalid(report, p))?;
+    if set.migrations.is_empty() {
+        log::warn!("no migration files in {}", common.migrations.display());
+    }
+    if let Some(target) = config.target_version {
+        match set.last_version() {
+            Some(last) if target <= last => {}
+            last => {
+                return Err(Failure::usage(anyhow!(
+                    "--target {target} is beyond the newest migration in {} ({})",
+                    common.migrations.display(),
+                    last.map_or("there is none".to_string(), |v| format!("V{v}"))
+                )))
+            }
+        }
+    }
+
+    let identity = Identity::new(
+        "apply",
+        common
+            .instance
+            .as_deref()
+            .or(common.target.application_name()),
+    );
+    let mut client = db::connect(
+        &common.target,
+        common.connect_timeout,
+        &identity.application_name(None),
+        interrupt,
+    )?;
+    interrupt.watch(Some(client.cancel_token()));
+
+    let history = history::read(&mut client, &common.table)?;
+    let table_exists = history.is_some();
+    let history = history.unwrap_or_default();
+    let plan = Plan::new(&set, &history, config.target_version).map_err(|p| invalid(report, p))?;
+    report.pending = pending_entries(&plan);
+    if plan.pending.is_empty() {
+        return Ok(current(&plan, config, "nothing pending"));
+    }
+    if config.dry_run {
+        print_plan(config, &plan, format);
+        return Ok(Outcome::Pending);
+    }
+
+    let waited = Instant::now();
+    let history = match wait_for_lock(
+        &mut client,
+        config,
+        &set,
+        &identity,
+        table_exists,
+        report,
+        progress,
+        interrupt,
+    )? {
+        LockWait::Acquired(history) => history,
+        LockWait::CurrentMeanwhile(plan) => {
+            report.pending.clear();
+            report.lock.waited_ms = millis(waited.elapsed());
+            return Ok(current(
+                &plan,
+                config,
+                "applied by another replica while this one waited",
+            ));
+        }
+        LockWait::TimedOut => {
+            report.lock.waited_ms = millis(waited.elapsed());
+            let holder = report
+                .lock
+                .holder
+                .as_ref()
+                .map(LockHolder::describe)
+                .unwrap_or_default();
+            log::warn!(
+                "LOCK_WAIT_TIMEOUT key={} waited_ms={} {holder}: nothing was changed by this run",
+                common.key,
+                report.lock.waited_ms
+            );
+            return Ok(Outcome::Skipped);
+        }
+    };
+    report.lock.waited_ms = millis(waited.elapsed());
+    report.lock.holder = None;
+    let held_since = Instant::now();
+    log::info!(
+        "LOCK_ACQUIRED key={} waited_ms={}",
+        common.key,
+        report.lock.waited_ms
+    );
+
+    let result = migrate_locked(
+        &mut client,
+        config,
+        &set,
+        &history,
+        report,
+        progress,
+        interrupt,
+    );
+    release(&mut client, &common.key, held_since);
+    result
+}
+
+fn invalid(report: &mut Report, problems: Problems) -> Failure {
+    report.problems = problems.0.clone();
+    Failure::invalid(problems)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn pending_entries(plan: &Plan) -> Vec<PendingEntry> {
+    plan.pending
+        .iter()
+        .map(|m| PendingEntry {
+            version: m.version.into(),
+            name: m.name.clone(),
+        })
+        .collect()
+}
+
+fn current(plan: &Plan, config: &ApplyConfig, why: &str) -> Outcome {
+    let version = plan.applied.last().map_or("none".to_string(), |a| {
+        format!("V{}__{}", a.version, a.name)
+    });
+    log::info!(
+        "SCHEMA_CURRENT version={version} applied={} ({why})",
+        plan.applied.len()
+    );
+    if plan.beyond_target > 0 {
+        log::info!(
+            "{} migration(s) beyond --target {} left for a later run",
+            plan.beyond_target,
+            config.target_version.unwrap_or_default()
+        );
+    }
+    Outcome::Current
+}
+
+fn print_plan(config: &ApplyConfig, plan: &Plan, format: Format) {
+    if format == Format::Json {
+        return;
+    }
+    let common = &config.common;
+    println!(
+        "Plan for {} (table {}, lock key {}):",
+        common.target, common.table, common.key
+    );
+    for m in &plan.pending {
+        println!("  apply {m}  ({})", m.path.display());
+    }
+    println!(
+        "{} pending, {} applied; nothing was changed (--dry-run).",
+        plan.pending.len(),
+        plan.applied.len()
+    );
+}
+
+enum LockWait<'a> {
+    /// This session holds the key; the history as read under it.
+    Acquired(Vec<AppliedMigration>),
+    /// Another replica applied everything while this one waited.
+    CurrentMeanwhile(Plan<'a>),
+    TimedOut,
+}
+
+/// Settings for the migrating session, set by name only where the server
+/// knows the name (older servers lack some), in one statement:
+/// - `statement_timeout` as given, or 0 so a role default cannot cut a long
+///   migration (the lock wait runs no statement, so it is never bounded by it);
+/// - `idle_session_timeout` and `idle_in_transaction_session_timeout` 0 so a
+///   server default cannot end the session and take the lock away silently;
+/// - server-side TCP keepalives and `client_connection_check_interval`, so a
+///   holder whose network vanishes loses the lock in about 30 s instead of
+///   the kernel's default of over two hours.
+fn session_settings_sql(statement_timeout: Option<Duration>) -> String {
+    let statement_timeout = statement_timeout.map_or(0, |t| t.as_millis().max(1));
+    format!(
+        "SELECT count(set_config(s.name, v.setting, false)) FROM (VALUES \
+         ('statement_timeout', '{statement_timeout}'), \
+         ('idle_session_timeout', '0'), ('idle_in_transaction_session_timeout', '0'), \
+         ('tcp_keepalives_idle', '10'), ('tcp_keepalives_interval', '5'), ('tcp_keepalives_count', '3'), \
+         ('client_connection_check_interval', '5000')) AS v(name, setting) \
+         JOIN pg_settings s USING (name)"
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn wait_for_lock<'a>(
+    client: &mut Client,
+    config: &ApplyConfig,
+    set: &'a MigrationSet,
+    identity: &Identity,
+    table_exists: bool,
+    report: &mut Report,
+    progress: &Progress,
+    interrupt: &Interrupt,
+) -> Result<LockWait<'a>, Failure> {
+    let common = &config.common;
+    let key = &common.key;
+    let deadline = Instant::now() + config.wait;
+    let try_lock = lock::try_lock_sql(
+        key.key,
+        &identity.application_name(Some("holding")),
+        &identity.application_name(Some("waiting")),
+    );
+    // The history is re-read in the same round trip as every attempt: once
+    // the key is ours it is the truth to apply against, and while it is
+    // busy it tells when the holder has already done this replica's work.
+    let read_history = if table_exists {
+        format!("; {}", common.table.select_sql())
+    } else {
+        String::new()
+    };
+    let mut batch = format!(
+        "{}; LISTEN {}; {try_lock}{read_history}",
+        session_settings_sql(config.statement_timeout),
+        key.channel()
+    );
+    let mut first_attempt = true;
+    let mut backoff = FIRST_BACKOFF;
+    let mut spinner: Option<indicatif::ProgressBar> = None;
+    let mut last_holder: Option<i32> = None;
+    let started = Instant::now();
+    loop {
+        // Notifications that arrived before this attempt are answered by it.
+        lock::drain_notifications(client);
+        let messages = client.simple_query(&batch).map_err(|e| {
+            Failure::failed(db::describe(&e).context(format!("cannot try the lock {key}")))
+        })?;
+        let statements = lock::rows_per_statement(&messages);
+        // The first batch starts with the settings and the LISTEN.
+        let skip = if first_attempt { 2 } else { 0 };
+        first_attempt = false;
+        let attempt = statements
+            .get(skip)
+            .and_then(|rows| rows.first())
+            .ok_or_else(|| Failure::failed(anyhow!("the lock attempt returned no row")))?;
+        let got = attempt.get(0) == Some("t");
+        let history = match statements.get(skip + 1) {
+            Some(rows) => Some(history::rows_from_rows(rows)?),
+            None => None,
+        };
+        batch = format!("{try_lock}{read_history}");
+
+        if got {
+            if let Some(bar) = spinner.take() {
+                bar.finish_and_clear();
+            }
+            let history = match history {
+                Some(history) => history,
+                None => create_history_table(client, &common.table)?,
+            };
+            return Ok(LockWait::Acquired(history));
+        }
+
+        let holder = LockHolder::from_row(attempt, 1);
+        if holder.as_ref().map(|h| h.pid) != last_holder {
+            last_holder = holder.as_ref().map(|h| h.pid);
+            let who = holder
+                .as_ref()
+                .map_or("holder_pid=<gone>".to_string(), LockHolder::describe);
+            log::info!(
+                "LOCK_BUSY key={key} {who} waited_ms={} wait_ms={}",
+                millis(started.elapsed()),
+                millis(config.wait)
+            );
+            let message = format!("waiting for lock {key} ({who})");
+            match &spinner {
+                Some(bar) => bar.set_message(message),
+                None => spinner = progress.spinner(message),
+            }
+        }
+        if holder.is_some() {
+            report.lock.holder = holder;
+        }
+        if let Some(history) = history {
+            let plan =
+                Plan::new(set, &history, config.target_version).map_err(|p| invalid(report, p))?;
+            if plan.pending.is_empty() {
+                if let Some(bar) = spinner.take() {
+                    bar.finish_and_clear();
+                }
+                return Ok(LockWait::CurrentMeanwhile(plan));
+            }
+            report.pending = pending_entries(&plan);
+        }
+
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            if let Some(bar) = spinner.take() {
+                bar.finish_and_clear();
+            }
+            return Ok(LockWait::TimedOut);
+        }
+        let jitter = 0.5 + fastrand::f64() * 0.5;
+        let pause = backoff.mul_f64(jitter).min(remaining);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        match lock::idle_wait(client, pause, interrupt) {
+            Ok(_) if interrupt.is_set() => return Err(Failure::interrupted()),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Failure::failed(db::describe(&e).context(format!(
+                    "lost the connection while waiting for the lock {key}"
+                ))))
+            }
+        }
+    }
+}
+
+/// Creates the history table under the lock, so concurrent first runs
+/// never race on it, and reads it back.
+fn create_history_table(
+    client: &mut Client,
+    table: &HistoryTable,
+) -> Result<Vec<AppliedMigration>, Failure> {
+    let messages = client
+        // Quietly: replicas that saw no table before waiting would each
+        // log "relation already exists, skipping".
+        .simple_query(&format!(
+            "BEGIN; SET LOCAL client_min_messages = warning; {}; COMMIT; {}",
+            table.create_sql(),
+            table.select_sql()
+        ))
+        .map_err(|e| {
+            Failure::failed(
+                db::describe(&e).context(format!("cannot create the history table {table}")),
+            )
+        })?;
+    let statements = lock::rows_per_statement(&messages);
+    Ok(history::rows_from_rows(
+        statements.last().map(Vec::as_slice).unwrap_or_default(),
+    )?)
+}
+
+fn migrate_locked(
+    client: &mut Client,
+    config: &ApplyConfig,
+    set: &MigrationSet,
+    history: &[AppliedMigration],
+    report: &mut Report,
+    progress: &Progress,
+    interrupt: &Interrupt,
+) -> Result<Outcome, Failure> {
+    let plan = Plan::new(set, history, config.target_version).map_err(|p| invalid(report, p))?;
+    report.pending = pending_entries(&plan);
+    if plan.pending.is_empty() {
+        return Ok(current(
+            &plan,
+            config,
+            "applied by another replica before the lock was taken",
+        ));
+    }
+    let bar = progress.bar(plan.pending.len() as u64);
+    for migration in &plan.pending {
+        if interrupt.is_set() {
+            return Err(Failure::interrupted());
+        }
+        if let Some(bar) = &bar {
+            bar.set_message(migration.to_string());
+        }
+        let started = Instant::now();
+        apply_one(client, migration, &config.common.table, interrupt)?;
+        let duration_ms = millis(started.elapsed());
+        log::info!(
+            "MIGRATION_APPLIED version={} name={} ms={duration_ms}",
+            migration.version,
+            migration.name
+        );
+        report.pending.remove(0);
+        report.applied.push(AppliedEntry {
+            version: migration.version.into(),
+            name: migration.name.clone(),
+            duration_ms: Some(duration_ms),
+            applied_on: None,
+        });
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let last = plan
+        .pending
+        .last()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    log::info!(
+        "SCHEMA_CURRENT version={last} applied={} (this run applied {})",
+        plan.applied.len() + plan.pending.len(),
+        plan.pending.len()
+    );
+    Ok(Outcome::Applied)
+}
+
+/// The migration's SQL and its history row, in one transaction and one
+/// round trip. refinery's own runner commits them in two transactions, so
+/// a crash between the two leaves a migration applied but unrecorded.
+fn apply_one(
+    client: &mut Client,
+    migration: &LocalMigration,
+    table: &HistoryTable,
+    interrupt: &Interrupt,
+) -> Result<(), Failure> {
+    let applied_on = time::OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .map_err(|e| anyhow!("cannot format the time: {e}"))?;
+    // The newline after the SQL ends a trailing `--` comment; the `;` ends
+    // a last statement written without one.
+    let batch = format!(
+        "{BEGIN}{}\n;\n{};\nCOMMIT",
+        migration.sql,
+        table.insert_sql(
+            migration.version,
+            &migration.name,
+            &applied_on,
+            migration.checksum
+        )
+    );
+    let Err(error) = client.batch_execute(&batch) else {
+        return Ok(());
+    };
+    // Whatever failed, the transaction must not stay open on the session
+    // that still holds the lock. On a lost connection this fails too, and
+    // the server rolls back by itself.
+    let _ = client.batch_execute("ROLLBACK");
+    if interrupt.is_set() && error.code() == Some(&SqlState::QUERY_CANCELED) {
+        return Err(Failure::interrupted());
+    }
+    let file = migration.path.display();
+    let Some(db_error) = error.as_db_error() else {
+        log::error!(
+            "MIGRATION_FAILED version={} name={} sqlstate=none",
+            migration.version,
+            migration.name
+        );
+        return Err(Failure::failed(anyhow!(
+            "migration {migration} ({file}) did not complete: {}; it was not recorded and its transaction \
+             rolled back",
+            db::error_chain(&error)
+        )));
+    };
+    let ErrorDetail { sqlstate, line, .. } = db::locate(db_error, BEGIN, &migration.sql);
+    let at = line.map_or(String::new(), |l| format!(", line {l}"));
+    log::error!(
+        "MIGRATION_FAILED version={} name={} sqlstate={}",
+        migration.version,
+        migration.name,
+        sqlstate.as_deref().unwrap_or("none")
+    );
+    Err(Failure::failed(anyhow!(
+        "migration {migration} failed ({file}{at}): {}\nIt was rolled back: nothing of it was applied.",
+        db::db_error_text(db_error)
+    ))
+    .with_detail(ErrorDetail {
+        sqlstate,
+        file: Some(migration.path.clone()),
+        line,
+    }))
+}
+
+/// Unlocks and wakes the waiters. On a lost connection the server has
+/// already released the lock with the session.
+fn release(client: &mut Client, key: &LockKey, held_since: Instant) {
+    match client.simple_query(&key.unlock_sql()) {
+        Ok(messages) => {
+            let released = lock::rows_per_statement(&messages)
+                .first()
+                .and_then(|rows| rows.first())
+                .and_then(|row| row.get(0))
+                == Some("t");
+            if released {
+                log::info!(
+                    "LOCK_RELEASED key={key} held_ms={}",
+                    millis(held_since.elapsed())
+                );
+            } else {
+                log::warn!("LOCK_RELEASED key={key}: the session no longer held it");
+            }
+        }
+        Err(e) => log::warn!(
+            "LOCK_RELEASED key={key} with the session: unlock failed ({})",
+            db::error_chain(&e)
+        ),
+    }
+}

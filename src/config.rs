@@ -1,0 +1,40 @@
+//! Plain configuration the commands run from. The command-line types in
+//! `cli` stop here, so commands can be called without a process.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::db::Target;
+use crate::history::HistoryTable;
+use crate::lock::LockKey;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// What every database command needs.
+#[derive(Clone)]
+pub struct Common {
+    pub target: Target,
+    pub migrations: PathBuf,
+    pub table: HistoryTable,
+    pub key: LockKey,
+    pub connect_timeout: Duration,
+    /// A name for this replica (`MIGLOCK_INSTANCE`, e.g. a CI job id),
+    /// kept in `application_name` so a DBA can tell sessions apart.
+    pub instance: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct ApplyConfig {
+    pub common: Common,
+    /// How long to keep retrying the lock; zero means one try.
+    pub wait: Duration,
+    /// Bound on each migration statement; `None` means none at all.
+    pub statement_timeout: Option<Duration>,
+    /// Apply up to and including this version.
+    pub target_version: Option<i32>,
+    pub dry_run: bool,
+}

@@ -1,0 +1,90 @@
+//! The error a command ends with: an [`Outcome`] (which decides the exit
+//! code), the chain of context for the human, and the structured parts the
+//! JSON result carries.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::outcome::Outcome;
+
+/// Where a failure came from, for the JSON `error` object.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ErrorDetail {
+    pub sqlstate: Option<String>,
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct Failure {
+    pub outcome: Outcome,
+    pub error: anyhow::Error,
+    pub detail: ErrorDetail,
+}
+
+impl Failure {
+    pub fn new(outcome: Outcome, error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            outcome,
+            error: error.into(),
+            detail: ErrorDetail::default(),
+        }
+    }
+
+    pub fn usage(error: impl Into<anyhow::Error>) -> Failure {
+        Failure::new(Outcome::Usage, error)
+    }
+
+    pub fn invalid(error: impl Into<anyhow::Error>) -> Failure {
+        Failure::new(Outcome::Invalid, error)
+    }
+
+    pub fn unavailable(error: impl Into<anyhow::Error>) -> Failure {
+        Failure::new(Outcome::Unavailable, error)
+    }
+
+    pub fn failed(error: impl Into<anyhow::Error>) -> Failure {
+        Failure::new(Outcome::Failed, error)
+    }
+
+    pub fn interrupted() -> Failure {
+        Failure::new(
+            Outcome::Interrupted,
+            anyhow::anyhow!("interrupted by a signal; nothing was left half-applied"),
+        )
+    }
+
+    pub fn with_detail(mut self, detail: ErrorDetail) -> Failure {
+        self.detail = detail;
+        self
+    }
+
+    /// The whole chain on one line, as it is printed and put in the JSON.
+    pub fn message(&self) -> String {
+        format!("{:#}", self.error)
+    }
+}
+
+/// Anything not classified otherwise is a plain failure (exit 1).
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Failure {
+        Failure::failed(error)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+/// Turns an `anyhow` result into a [`Failure`] with a chosen outcome.
+pub trait OrFail<T> {
+    fn or_fail(self, outcome: Outcome) -> Result<T, Failure>;
+}
+
+impl<T, E: Into<anyhow::Error>> OrFail<T> for Result<T, E> {
+    fn or_fail(self, outcome: Outcome) -> Result<T, Failure> {
+        self.map_err(|e| Failure::new(outcome, e))
+    }
+}

@@ -1,0 +1,227 @@
+//! refinery's history table: its name, its SQL, and the rows read from it.
+//!
+//! The table, its columns and the checksum are refinery's own, so a database
+//! migrated by refinery or refinery_cli is recognised and the other way round:
+//! `version INT4 PRIMARY KEY, name VARCHAR(255), applied_on VARCHAR(255),
+//! checksum VARCHAR(255)`, `applied_on` in RFC 3339, `checksum` a decimal u64.
+
+use std::fmt;
+
+use anyhow::{bail, Context};
+use postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
+
+use crate::sql;
+
+pub const DEFAULT_TABLE: &str = "refinery_schema_history";
+
+/// A validated, optionally schema-qualified table name.
+///
+/// refinery splices the name unquoted into its SQL, so PostgreSQL folds it
+/// to lower case; miglock folds it the same way and then always quotes it,
+/// so the name can never carry SQL of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryTable {
+    schema: Option<String>,
+    name: String,
+}
+
+impl HistoryTable {
+    pub fn parse(text: &str) -> Result<HistoryTable, String> {
+        let invalid = |why: &str| {
+            format!(
+                "invalid history table name {:?}: {why}; use letters, digits, _ and $, starting with a letter or _, \
+                 at most 63 bytes, optionally schema-qualified as schema.table",
+                crate::parse::shorten(text, 80)
+            )
+        };
+        let mut parts = text.split('.');
+        let (schema, name) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(name), None, None) => (None, name),
+            (Some(schema), Some(name), None) => (Some(schema), name),
+            _ => return Err(invalid("more than one '.'")),
+        };
+        let identifier = |part: &str| -> Result<String, String> {
+            if part.is_empty() {
+                return Err(invalid("empty name"));
+            }
+            if part.len() > 63 {
+                return Err(invalid("longer than 63 bytes"));
+            }
+            let mut chars = part.chars();
+            let first_ok = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+            if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$') {
+                return Err(invalid("unexpected character"));
+            }
+            Ok(part.to_ascii_lowercase())
+        };
+        Ok(HistoryTable {
+            schema: schema.map(identifier).transpose()?,
+            name: identifier(name)?,
+        })
+    }
+
+    /// The quoted name to put in SQL.
+    pub fn sql_name(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("{}.{}", sql::ident(schema), sql::ident(&self.name)),
+            None => sql::ident(&self.name),
+        }
+    }
+
+    pub fn create_sql(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {}(version INT4 PRIMARY KEY, name VARCHAR(255), \
+             applied_on VARCHAR(255), checksum VARCHAR(255))",
+            self.sql_name()
+        )
+    }
+
+    pub fn select_sql(&self) -> String {
+        format!(
+            "SELECT version, name, applied_on, checksum FROM {} ORDER BY version",
+            self.sql_name()
+        )
+    }
+
+    pub fn insert_sql(&self, version: i32, name: &str, applied_on: &str, checksum: u64) -> String {
+        format!(
+            "INSERT INTO {} (version, name, applied_on, checksum) VALUES ({version}, {}, {}, '{checksum}')",
+            self.sql_name(),
+            sql::literal(name),
+            sql::literal(applied_on),
+        )
+    }
+}
+
+impl Default for HistoryTable {
+    fn default() -> Self {
+        HistoryTable {
+            schema: None,
+            name: DEFAULT_TABLE.into(),
+        }
+    }
+}
+
+/// The name as the user would write it (folded to lower case, unquoted).
+impl fmt::Display for HistoryTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// One row of the history table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub name: String,
+    pub applied_on: String,
+    /// Kept as text: a row written by another tool may not hold a number.
+    pub checksum: String,
+}
+
+/// Reads the history (one round trip). `None` when the table does not exist.
+pub fn read(
+    client: &mut Client,
+    table: &HistoryTable,
+) -> anyhow::Result<Option<Vec<AppliedMigration>>> {
+    match client.simple_query(&table.select_sql()) {
+        Ok(messages) => Ok(Some(rows_from(&messages)?)),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
+        Err(e) => Err(crate::db::describe(&e))
+            .with_context(|| format!("cannot read the history table {table}")),
+    }
+}
+
+/// The history rows in the messages of one statement (version, name,
+/// applied_on, checksum, in that order).
+pub fn rows_from(messages: &[SimpleQueryMessage]) -> anyhow::Result<Vec<AppliedMigration>> {
+    let rows: Vec<&SimpleQueryRow> = messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .collect();
+    rows_from_rows(&rows)
+}
+
+pub fn rows_from_rows(rows: &[&SimpleQueryRow]) -> anyhow::Result<Vec<AppliedMigration>> {
+    rows.iter()
+        .map(|row| {
+            let text = |i: usize| {
+                row.try_get(i)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let version_text = text(0);
+            let Ok(version) = version_text.parse::<i64>() else {
+                bail!("the history table holds a version that is not a number: {version_text:?}");
+            };
+            Ok(AppliedMigration {
+                version,
+                name: text(1),
+                applied_on: text(2),
+                checksum: text(3),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_qualified_names_are_folded_and_quoted() {
+        let t = HistoryTable::parse("refinery_schema_history").unwrap();
+        assert_eq!(t.sql_name(), "\"refinery_schema_history\"");
+        assert_eq!(t.to_string(), "refinery_schema_history");
+        let t = HistoryTable::parse("App.Schema_History$1").unwrap();
+        assert_eq!(t.sql_name(), "\"app\".\"schema_history$1\"");
+        assert_eq!(t.to_string(), "app.schema_history$1");
+        assert_eq!(
+            HistoryTable::default(),
+            HistoryTable::parse(DEFAULT_TABLE).unwrap()
+        );
+    }
+
+    #[test]
+    fn injection_and_odd_names_are_refused() {
+        let long = "a".repeat(64);
+        for bad in [
+            "",
+            "x; drop table y",
+            "a\"b",
+            "a'b",
+            "a.b.c",
+            ".a",
+            "a.",
+            "1abc",
+            "a b",
+            "tablé",
+            long.as_str(),
+            "a-b",
+        ] {
+            let err = HistoryTable::parse(bad).unwrap_err();
+            assert!(err.contains("invalid history table name"), "{bad:?}: {err}");
+        }
+        assert!(HistoryTable::parse(&"a".repeat(63)).is_ok());
+    }
+
+    #[test]
+    fn insert_quotes_every_text_value() {
+        let t = HistoryTable::default();
+        assert_eq!(
+            t.insert_sql(3, "it's", "2026-01-01T00:00:00Z", 42),
+            "INSERT INTO \"refinery_schema_history\" (version, name, applied_on, checksum) \
+             VALUES (3, E'it''s', E'2026-01-01T00:00:00Z', '42')"
+        );
+    }
+}

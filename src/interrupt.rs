@@ -1,0 +1,108 @@
+//! SIGINT and SIGTERM: stop promptly, but never leave the database half
+//! migrated. The signal only raises a flag and cancels the statement in
+//! flight; the main thread then rolls back, releases the lock and exits
+//! 130.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use postgres::{CancelToken, NoTls};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// How long the main thread gets to roll back and unlock before the
+/// process exits anyway. Closing the socket still ends the session, and
+/// with it the lock and the open transaction.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Sleeps are cut in slices this long so a signal is noticed quickly.
+const SLICE: Duration = Duration::from_millis(50);
+
+#[derive(Default)]
+pub struct Interrupt {
+    raised: AtomicBool,
+    cancel: Mutex<Option<CancelToken>>,
+}
+
+impl Interrupt {
+    pub fn new() -> Arc<Interrupt> {
+        Arc::new(Interrupt::default())
+    }
+
+    /// Routes SIGINT and SIGTERM to this handle (once per process).
+    pub fn install(self: &Arc<Self>) -> std::io::Result<()> {
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let this = Arc::clone(self);
+        thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    if this.raised.swap(true, Ordering::SeqCst) {
+                        // A second signal: the user insists.
+                        std::process::exit(130);
+                    }
+                    let name = if signal == SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    };
+                    log::warn!("INTERRUPTED signal={name}: rolling back and releasing the lock");
+                    this.cancel_running_statement();
+                    thread::spawn(|| {
+                        thread::sleep(GRACE);
+                        std::process::exit(130);
+                    });
+                }
+            })?;
+        Ok(())
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    /// Raises the flag as a signal would (for tests and embedders).
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        self.cancel_running_statement();
+    }
+
+    /// The connection whose running statement a signal must cancel.
+    pub fn watch(&self, token: Option<CancelToken>) {
+        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = token;
+    }
+
+    fn cancel_running_statement(&self) {
+        let token = self
+            .cancel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(token) = token {
+            // The cancel request opens its own connection; do not let a
+            // slow network hold up the signal thread.
+            thread::spawn(move || {
+                if let Err(e) = token.cancel_query(NoTls) {
+                    log::debug!("cancel request failed: {e}");
+                }
+            });
+        }
+    }
+
+    /// Sleeps `duration` unless interrupted first; `false` if interrupted.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        let end = Instant::now() + duration;
+        loop {
+            if self.is_set() {
+                return false;
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            thread::sleep(left.min(SLICE));
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The advisory lock: its key, who holds it, and the SQL that takes and
+//! releases it.
+//!
+//! Only `pg_try_advisory_lock` is used. A session blocked in
+//! `pg_advisory_lock` sits inside a statement holding a snapshot, and
+//! `CREATE INDEX CONCURRENTLY` (in a migration of the holder, or of anyone)
+//! waits for every such snapshot: the waiter and the holder deadlock.
+//! Waiting is done client-side instead, idle, listening for the holder's
+//! release notification.
+
+use std::fmt;
+
+use std::time::{Duration, Instant};
+
+use fallible_iterator::FallibleIterator;
+use md5::{Digest, Md5};
+use postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
+use serde::Serialize;
+
+use crate::history::HistoryTable;
+use crate::interrupt::Interrupt;
+use crate::sql;
+
+/// How often an idle wait looks at the interrupt flag.
+const IDLE_SLICE: Duration = Duration::from_millis(100);
+
+/// The bigint advisory-lock key and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockKey {
+    pub key: i64,
+    /// How the key was chosen, for `status` and the JSON result.
+    pub source: String,
+}
+
+impl LockKey {
+    /// The default key: the first 60 bits of
+    /// `md5('miglock:' || <database> || ':' || <table>)`, so it is never
+    /// negative and anyone can recompute it in SQL:
+    ///
+    /// ```sql
+    /// SELECT ('x0' || left(md5('miglock:' || 'mydb' || ':' || 'refinery_schema_history'), 15))::bit(64)::bigint;
+    /// ```
+    ///
+    /// The database is the name miglock connects with and the table is
+    /// the `--table` value as folded to lower case, so every replica
+    /// configured alike agrees on the key. (Replicas that reach one
+    /// database under different names, e.g. through a pooler alias, must
+    /// share an explicit `--lock-key`.)
+    pub fn derived(database: &str, table: &HistoryTable) -> LockKey {
+        let digest = Md5::digest(format!("miglock:{database}:{table}").as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        let key = (u64::from_be_bytes(first) >> 4) as i64;
+        LockKey {
+            key,
+            source: format!("derived from md5('miglock:{database}:{table}')"),
+        }
+    }
+
+    pub fn explicit(key: i64) -> LockKey {
+        LockKey {
+            key,
+            source: "--lock-key".into(),
+        }
+    }
+
+    /// The LISTEN/NOTIFY channel on which a holder announces its release.
+    pub fn channel(&self) -> String {
+        sql::ident(&format!("miglock_{}", self.key))
+    }
+
+    pub fn unlock_sql(&self) -> String {
+        format!(
+            "SELECT pg_advisory_unlock({key}); NOTIFY {channel}",
+            key = self.key,
+            channel = self.channel()
+        )
+    }
+}
+
+impl fmt::Display for LockKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.key)
+    }
+}
+
+/// A session that holds (or waits for) the key, as `pg_stat_activity`
+/// shows it. Fields are `None` where the role may not see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockHolder {
+    pub pid: i32,
+    pub usename: Option<String>,
+    pub application_name: Option<String>,
+    pub client_addr: Option<String>,
+    pub backend_start: Option<String>,
+    pub state: Option<String>,
+    pub state_since: Option<String>,
+    pub query: Option<String>,
+}
+
+/// The columns [`LockHolder::from_row`] reads, starting at column `first`.
+/// `pg_try_advisory_lock` callers never show in `pg_locks` as waiters; the
+/// holder does, under `(classid << 32) | objid` with `objsubid = 1` for a
+/// bigint key, in its own database.
+pub fn holder_sql(key: i64) -> String {
+    format!(
+        "SELECT l.pid, a.usename, a.application_name, host(a.client_addr) AS client_addr, \
+         to_json(a.backend_start) #>> '{{}}' AS backend_start, a.state, \
+         to_json(a.state_change) #>> '{{}}' AS state_since, left(a.query, 200) AS query \
+         FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND ((l.classid::int8 << 32) | l.objid::int8) = {key}"
+    )
+}
+
+impl LockHolder {
+    pub fn from_row(row: &SimpleQueryRow, first: usize) -> Option<LockHolder> {
+        let text = |i: usize| row.try_get(first + i).ok().flatten().map(str::to_string);
+        let pid = text(0)?.parse().ok()?;
+        Some(LockHolder {
+            pid,
+            usename: text(1),
+            application_name: text(2),
+            client_addr: text(3),
+            backend_start: text(4),
+            state: text(5),
+            state_since: text(6),
+            query: text(7),
+        })
+    }
+
+    /// `pid=… application_name="…"` for log lines.
+    pub fn describe(&self) -> String {
+        match &self.application_name {
+            Some(app) => format!("holder_pid={} holder_application_name={app:?}", self.pid),
+            None => format!(
+                "holder_pid={} holder_application_name=<not visible to this role>",
+                self.pid
+            ),
+        }
+    }
+}
+
+/// One statement: try the key once and, in the same round trip, name
+/// this session after the result (`… holding …` or `… waiting …`, so
+/// `pg_stat_activity` tells a DBA who is who) and, when the key is busy,
+/// read who holds it. Columns: `got`, then the [`holder_sql`] columns.
+pub fn try_lock_sql(key: i64, holding_name: &str, waiting_name: &str) -> String {
+    format!(
+        "WITH t AS (SELECT pg_try_advisory_lock({key}) AS got), \
+         n AS (SELECT set_config('application_name', CASE WHEN t.got THEN {holding} ELSE {waiting} END, false) FROM t) \
+         SELECT t.got, h.* FROM t CROSS JOIN n LEFT JOIN LATERAL ({holder} AND NOT t.got) h ON true",
+        holding = sql::literal(holding_name),
+        waiting = sql::literal(waiting_name),
+        holder = holder_sql(key),
+    )
+}
+
+/// The rows of each statement of a multi-statement simple query, in order.
+pub fn rows_per_statement(messages: &[SimpleQueryMessage]) -> Vec<Vec<&SimpleQueryRow>> {
+    let mut statements = vec![Vec::new()];
+    for message in messages {
+        match message {
+            SimpleQueryMessage::Row(row) => {
+                statements.last_mut().into_iter().for_each(|s| s.push(row))
+            }
+            SimpleQueryMessage::CommandComplete(_) => statements.push(Vec::new()),
+            _ => {}
+        }
+    }
+    statements.pop();
+    statements
+}
+
+/// Waits idle (no statement, no snapshot) for a notification on a
+/// channel this session listens to, for at most `duration`; `true` if one
+/// came. Returns early, `false`, once `interrupt` is raised.
+pub fn idle_wait(
+    client: &mut Client,
+    duration: Duration,
+    interrupt: &Interrupt,
+) -> Result<bool, postgres::Error> {
+    let end = Instant::now() + duration;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() || interrupt.is_set() {
+            return Ok(false);
+        }
+        if client
+            .notifications()
+            .timeout_iter(left.min(IDLE_SLICE))
+            .next()?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+}
+
+/// Drops the notifications already received.
+pub fn drain_notifications(client: &mut Client) {
+    let mut notifications = client.notifications();
+    let mut received = notifications.iter();
+    while let Ok(Some(_)) = received.next() {}
+}
+
+/// Who this process is, as `application_name` shows it:
+/// `miglock apply holding host=web-1 pid=42 ci-job-7`. PostgreSQL keeps
+/// 63 bytes of it, so the user's own name comes last.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    command: &'static str,
+    host: String,
+    pid: u32,
+    instance: Option<String>,
+}
+
+impl Identity {
+    pub fn new(command: &'static str, instance: Option<&str>) -> Identity {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown".into());
+        Identity {
+            command,
+            host,
+            pid: std::process::id(),
+            instance: instance.map(str::to_string),
+        }
+    }
+
+    pub fn application_name(&self, state: Option<&str>) -> String {
+        let mut name = format!("miglock {}", self.command);
+        if let Some(state) = state {
+            name.push(' ');
+            name.push_str(state);
+        }
+        name.push_str(&format!(" host={} pid={}", self.host, self.pid));
+        if let Some(instance) = &self.instance {
+            name.push(' ');
+            name.push_str(instance);
+        }
+        let name: String = name.chars().filter(|c| !c.is_control()).collect();
+        let mut end = name.len().min(63);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name[..end].to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_key_is_stable_and_non_negative() {
+        let table = HistoryTable::default();
+        let a = LockKey::derived("app", &table);
+        // Pinned: changing the formula would let old and new replicas migrate at once.
+        assert_eq!(a.key, LockKey::derived("app", &table).key);
+        assert_eq!(
+            a.key, 629_191_865_261_042_018,
+            "the SQL in the doc comment gives this"
+        );
+        assert!(a.key >= 0);
+        assert_ne!(a.key, LockKey::derived("app2", &table).key);
+        assert_ne!(
+            a.key,
+            LockKey::derived("app", &HistoryTable::parse("other").unwrap()).key
+        );
+        assert!(a.source.contains("miglock:app:refinery_schema_history"));
+    }
+
+    #[test]
+    fn application_name_fits_in_63_bytes_and_keeps_state_first() {
+        let id = Identity {
+            command: "apply",
+            host: "web-1".into(),
+            pid: 42,
+            instance: Some("ci-job-7".into()),
+        };
+        assert_eq!(
+            id.application_name(Some("holding")),
+            "miglock apply holding host=web-1 pid=42 ci-job-7"
+        );
+        let long = Identity {
+            instance: Some("é".repeat(40)),
+            ..id
+        };
+        let name = long.application_name(Some("waiting"));
+        assert!(
+            name.len() <= 63 && name.starts_with("miglock apply waiting host=web-1 pid=42 é"),
+            "{name}"
+        );
+    }
+
+    #[test]
+    fn channel_is_a_quoted_identifier() {
+        assert_eq!(LockKey::explicit(42).channel(), "\"miglock_42\"");
+        assert_eq!(
+            LockKey::explicit(42).unlock_sql(),
+            "SELECT pg_advisory_unlock(42); NOTIFY \"miglock_42\""
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! Every exit code miglock returns is decided here, from one [`Outcome`].
+//!
+//! Entrypoint scripts branch on these codes, so they are part of the
+//! contract (`CONTRACT.md`): never renumber one.
+
+use std::fmt;
+
+/// What a run ended with. The word (see [`Outcome::as_str`]) is the JSON
+/// `outcome` field; the number is the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Pending migrations were applied; the schema is current.
+    Applied,
+    /// Nothing was pending; the schema is current.
+    Current,
+    /// A migration failed (rolled back) or another error happened.
+    Failed,
+    /// Bad flags, arguments, environment values or URL.
+    Usage,
+    /// The lock stayed busy for the whole wait; nothing changed.
+    Skipped,
+    /// `RUN_MIGRATIONS` is off; nothing was touched.
+    Disabled,
+    /// No connection within the connect timeout.
+    Unavailable,
+    /// The migration set cannot be read or is unsafe to run.
+    Invalid,
+    /// Migrations are pending (`status --check`, or `wait` timed out).
+    Pending,
+    /// SIGINT or SIGTERM; rolled back and lock released.
+    Interrupted,
+    /// `unlock`: the holder was terminated and the lock verified free.
+    Released,
+    /// `unlock`: nobody held the lock.
+    Free,
+    /// `unlock`: the holder was left alone (busy without `--force`, or termination failed).
+    Refused,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Applied | Outcome::Current | Outcome::Released | Outcome::Free => 0,
+            Outcome::Failed | Outcome::Refused => 1,
+            Outcome::Usage => 2,
+            Outcome::Skipped => 3,
+            Outcome::Disabled => 4,
+            Outcome::Unavailable => 5,
+            Outcome::Invalid => 6,
+            Outcome::Pending => 7,
+            Outcome::Interrupted => 130,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Current => "current",
+            Outcome::Failed => "failed",
+            Outcome::Usage => "usage",
+            Outcome::Skipped => "skipped",
+            Outcome::Disabled => "disabled",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Invalid => "invalid",
+            Outcome::Pending => "pending",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Released => "released",
+            Outcome::Free => "free",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome::{self, *};
+
+    const ALL: [Outcome; 13] = [
+        Applied,
+        Current,
+        Failed,
+        Usage,
+        Skipped,
+        Disabled,
+        Unavailable,
+        Invalid,
+        Pending,
+        Interrupted,
+        Released,
+        Free,
+        Refused,
+    ];
+
+    #[test]
+    fn exit_codes_match_the_contract() {
+        let table: Vec<(&str, u8)> = ALL.iter().map(|o| (o.as_str(), o.exit_code())).collect();
+        assert_eq!(
+            table,
+            [
+                ("applied", 0),
+                ("current", 0),
+                ("failed", 1),
+                ("usage", 2),
+                ("skipped", 3),
+                ("disabled", 4),
+                ("unavailable", 5),
+                ("invalid", 6),
+                ("pending", 7),
+                ("interrupted", 130),
+                ("released", 0),
+                ("free", 0),
+                ("refused", 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_word_is_the_display_word() {
+        for o in ALL {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+            assert_eq!(o.to_string(), o.as_str());
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Parsers for the untrusted text miglock reads from flags and the
+//! environment. Each returns a message fit to show the user as is.
+
+use std::time::Duration;
+
+/// The longest duration accepted anywhere: beyond a year is a typo, and it
+/// keeps every `Instant + Duration` far from overflow.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// `500ms`, `30s`, `2m`, `1h 30m`, or a bare number of seconds (`30`, `1.5`).
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration: use e.g. 500ms, 30s, 2m or a number of seconds".into());
+    }
+    let parsed = if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        text.parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite())
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or_else(|| format!("invalid duration {text:?}: not a number of seconds"))?
+    } else {
+        humantime::parse_duration(text).map_err(|e| {
+            format!(
+                "invalid duration {text:?} ({e}): use e.g. 500ms, 30s, 2m or a number of seconds"
+            )
+        })?
+    };
+    if parsed > MAX_DURATION {
+        return Err(format!("duration {text:?} is too long (at most 366 days)"));
+    }
+    Ok(parsed)
+}
+
+/// `RUN_MIGRATIONS`: `None` when unset (enabled).
+pub fn run_migrations(value: Option<&str>) -> Result<bool, String> {
+    let Some(value) = value else { return Ok(true) };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "RUN_MIGRATIONS={:?} is not understood: use 1/true/yes/on to migrate or 0/false/no/off to skip",
+            shorten(value, 40)
+        )),
+    }
+}
+
+/// Cuts user-supplied text that is echoed back in a message.
+pub fn shorten(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(max_chars).collect();
+        format!("{cut}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_every_documented_form() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration(" 0 "), Ok(Duration::ZERO));
+        assert_eq!(duration("1.5"), Ok(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn bad_durations_are_refused_with_the_text() {
+        for bad in [
+            "",
+            "abc",
+            "-1",
+            "-5s",
+            "1..2",
+            "10 parsecs",
+            "1e3",
+            "999999999999999999999",
+        ] {
+            let err = duration(bad).unwrap_err();
+            assert!(err.contains("duration"), "{bad:?}: {err}");
+        }
+        assert!(duration("400d").unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn run_migrations_values() {
+        assert_eq!(run_migrations(None), Ok(true));
+        for on in ["1", "true", "YES", "On"] {
+            assert_eq!(run_migrations(Some(on)), Ok(true), "{on}");
+        }
+        for off in ["0", "false", "No", "OFF", " 0 "] {
+            assert_eq!(run_migrations(Some(off)), Ok(false), "{off}");
+        }
+        for bad in ["", "2", "maybe", "enabled"] {
+            assert!(run_migrations(Some(bad))
+                .unwrap_err()
+                .contains("RUN_MIGRATIONS"));
+        }
+    }
+
+    #[test]
+    fn shorten_counts_characters_not_bytes() {
+        assert_eq!(shorten("ééé", 3), "ééé");
+        assert_eq!(shorten("éééé", 3), "ééé…");
+    }
+}
