@@ -70,9 +70,15 @@ impl HistoryTable {
         }
     }
 
+    /// Creates the table (and its schema, which no migration can create
+    /// first since the table comes before any migration).
     pub fn create_sql(&self) -> String {
+        let schema = match &self.schema {
+            Some(schema) => format!("CREATE SCHEMA IF NOT EXISTS {}; ", sql::ident(schema)),
+            None => String::new(),
+        };
         format!(
-            "CREATE TABLE IF NOT EXISTS {}(version INT4 PRIMARY KEY, name VARCHAR(255), \
+            "{schema}CREATE TABLE IF NOT EXISTS {}(version INT4 PRIMARY KEY, name VARCHAR(255), \
              applied_on VARCHAR(255), checksum VARCHAR(255))",
             self.sql_name()
         )

@@ -133,7 +133,6 @@ pub fn run(
         }
     };
     report.lock.waited_ms = millis(waited.elapsed());
-    report.lock.holder = None;
     let held_since = Instant::now();
     log::info!(
         "LOCK_ACQUIRED key={} waited_ms={}",

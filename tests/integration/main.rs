@@ -1,1 +1,4 @@
-
+mod apply;
+mod cluster;
+mod harness;
+mod smoke;

@@ -1,0 +1,94 @@
+#!/usr/bin/env sh
+# miglock demo: a throwaway PostgreSQL, five replicas started at once, one of
+# them migrates and the others find the schema current. Then the exit codes an
+# entrypoint branches on. Needs the PostgreSQL server binaries (initdb, pg_ctl)
+# and cargo; works as root (the cluster then runs as the postgres user).
+set -eu
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+bindir=${MIGLOCK_PG_BINDIR:-}
+if [ -z "$bindir" ]; then
+    if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then
+        bindir=$(pg_config --bindir)
+    else
+        bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    fi
+fi
+if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
+    echo "demo: PostgreSQL server binaries not found (apt-get install postgresql, or set MIGLOCK_PG_BINDIR)" >&2
+    exit 1
+fi
+
+echo "==> building miglock"
+cargo build --locked --quiet
+miglock="$here/target/debug/miglock"
+
+work=$(mktemp -d /tmp/miglock-demo.XXXXXX)
+as_owner() { "$@"; }
+if [ "$(id -u)" = 0 ]; then
+    chown postgres "$work"
+    as_owner() { runuser -u postgres -- "$@"; }
+fi
+port=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 20000 ))
+cleanup() {
+    as_owner "$bindir/pg_ctl" -D "$work/data" stop -m immediate >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+echo "==> starting a throwaway PostgreSQL on 127.0.0.1:$port ($work)"
+as_owner "$bindir/initdb" -D "$work/data" -U postgres -A trust -E UTF8 >/dev/null
+as_owner "$bindir/pg_ctl" -D "$work/data" -l "$work/server.log" -w -o \
+    "-p $port -k $work -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+"$bindir/psql" -X -q -h "$work" -p "$port" -U postgres -c "CREATE DATABASE demo"
+
+export DATABASE_URL="postgres://postgres@127.0.0.1:$port/demo"
+export MIGLOCK_MIGRATIONS="$here/examples/migrations"
+
+echo "==> five replicas start at once: api-1 api-2 worker-1 worker-2 calls-1"
+for replica in api-1 api-2 worker-1 worker-2 calls-1; do
+    (
+        code=0
+        MIGLOCK_INSTANCE=$replica "$miglock" apply --wait 20s 2>"$work/$replica.log" || code=$?
+        echo "$code" >"$work/$replica.code"
+    ) &
+done
+wait
+
+for replica in api-1 api-2 worker-1 worker-2 calls-1; do
+    code=$(cat "$work/$replica.code")
+    applied=$(grep -c MIGRATION_APPLIED "$work/$replica.log" || true)
+    if [ "$applied" -gt 0 ]; then
+        what="applied $applied migrations under the lock"
+    elif grep -q SCHEMA_CURRENT "$work/$replica.log"; then
+        what="found the schema current ($(sed -n 's/.*SCHEMA_CURRENT.*(\(.*\))$/\1/p' "$work/$replica.log" | tail -n 1))"
+    else
+        what="see $work/$replica.log"
+    fi
+    printf '  %-9s exit %s  %s\n' "$replica" "$code" "$what"
+done
+
+echo "==> the log of the replica that migrated"
+for replica in api-1 api-2 worker-1 worker-2 calls-1; do
+    if grep -q MIGRATION_APPLIED "$work/$replica.log"; then
+        sed 's/^/  /' "$work/$replica.log"
+    fi
+done
+
+echo "==> the history table (refinery's own, so refinery and refinery_cli read it too)"
+"$bindir/psql" -X -h "$work" -p "$port" -U postgres -d demo \
+    -c "SELECT version, name, applied_on FROM refinery_schema_history ORDER BY version"
+
+echo "==> exit codes an entrypoint branches on"
+code=0; RUN_MIGRATIONS=0 "$miglock" apply -q || code=$?
+echo "  RUN_MIGRATIONS=0 miglock apply            -> exit $code (disabled, nothing touched)"
+code=0; "$miglock" apply -q || code=$?
+echo "  miglock apply (again)                     -> exit $code (current)"
+code=0; "$miglock" apply -q --database-url "postgres://postgres@127.0.0.1:1/demo" --connect-timeout 1s 2>/dev/null || code=$?
+echo "  miglock apply (nothing listening)         -> exit $code (unavailable)"
+mkdir "$work/bad" && cp examples/migrations/*.sql "$work/bad/" && echo "select 1;" >"$work/bad/V5-oops.sql"
+code=0; "$miglock" apply -q --migrations "$work/bad" 2>/dev/null || code=$?
+echo "  miglock apply (a misnamed file)           -> exit $code (invalid, nothing run)"
+echo "==> done; the cluster is removed"

@@ -1,0 +1,373 @@
+//! Running the miglock binary from tests: migration directories, a command
+//! builder with a clean environment, and checks on what the binary printed.
+#![allow(dead_code)]
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::cluster::{known_passwords, TestDb};
+
+/// How long one run of the binary may take before the harness kills it.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A temporary directory of migration files, removed on drop.
+pub struct MigrationDir {
+    dir: tempfile::TempDir,
+}
+
+impl MigrationDir {
+    pub fn new() -> MigrationDir {
+        let dir = tempfile::Builder::new()
+            .prefix("miglock-migrations-")
+            .tempdir()
+            .expect("create migration tempdir");
+        MigrationDir { dir }
+    }
+
+    /// Writes (or overwrites) `name`, which may contain `/` to put the file
+    /// in a subdirectory; missing directories are created.
+    pub fn file(&self, name: &str, contents: &str) -> &Self {
+        self.bytes(name, contents.as_bytes())
+    }
+
+    /// Like [`MigrationDir::file`] with arbitrary bytes (invalid UTF-8, BOMs,
+    /// CRLF line ends).
+    pub fn bytes(&self, name: &str, contents: &[u8]) -> &Self {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+        }
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        self
+    }
+
+    pub fn remove(&self, name: &str) -> &Self {
+        let path = self.dir.path().join(name);
+        fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+        self
+    }
+
+    /// Creates an (empty) subdirectory and returns its path.
+    pub fn subdir(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        path
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Default for MigrationDir {
+    fn default() -> Self {
+        MigrationDir::new()
+    }
+}
+
+/// Builder for one run of the miglock binary. The environment is cleared:
+/// the child sees only PATH, HOME, `NO_COLOR=1`, `LANG=C.UTF-8` and whatever
+/// the test sets.
+pub struct Miglock {
+    program: PathBuf,
+    args: Vec<OsString>,
+    /// In order; a later entry for the same key wins, `None` removes.
+    env: Vec<(OsString, Option<OsString>)>,
+    stdin: Option<Stdio>,
+    current_dir: Option<PathBuf>,
+    timeout: Duration,
+}
+
+impl Miglock {
+    /// The binary with no database configured.
+    pub fn new() -> Miglock {
+        Miglock {
+            program: PathBuf::from(env!("CARGO_BIN_EXE_miglock")),
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: None,
+            current_dir: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The binary with `DATABASE_URL` set to the database's TCP URL (an env
+    /// variable rather than an option, so argument order does not matter).
+    pub fn for_db(db: &TestDb) -> Miglock {
+        let mut m = Miglock::new();
+        m.env("DATABASE_URL", db.url());
+        m
+    }
+
+    /// Runs another program with the same environment and checks; for
+    /// testing the harness itself.
+    pub fn program(&mut self, program: impl AsRef<Path>) -> &mut Self {
+        self.program = program.as_ref().to_path_buf();
+        self
+    }
+
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.env
+            .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
+        self
+    }
+
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+        self.env.push((key.as_ref().to_owned(), None));
+        self
+    }
+
+    /// Stdin for the next run or spawn only (`Stdio` cannot be reused);
+    /// null by default.
+    pub fn stdin(&mut self, stdin: Stdio) -> &mut Self {
+        self.stdin = Some(stdin);
+        self
+    }
+
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.current_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Overrides [`DEFAULT_TIMEOUT`] for `run`.
+    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn command(&mut self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args).env_clear();
+        cmd.env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        );
+        if let Some(home) = std::env::var_os("HOME") {
+            cmd.env("HOME", home);
+        }
+        cmd.env("NO_COLOR", "1").env("LANG", "C.UTF-8");
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        if let Some(dir) = &self.current_dir {
+            cmd.current_dir(dir);
+        }
+        cmd.stdin(self.stdin.take().unwrap_or_else(Stdio::null))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn describe(&self) -> String {
+        let mut text = self.program.display().to_string();
+        for arg in &self.args {
+            text.push(' ');
+            text.push_str(&arg.to_string_lossy());
+        }
+        text
+    }
+
+    /// Starts the binary with stdout and stderr piped; collect the result
+    /// with [`RunOutput::from_child`] so the secret check applies.
+    pub fn spawn(&mut self) -> Child {
+        let description = self.describe();
+        self.command()
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {description}: {e}"))
+    }
+
+    /// Runs the binary to completion (killing it and panicking after the
+    /// timeout) and checks that its output leaks no cluster password.
+    #[track_caller]
+    pub fn run(&mut self) -> RunOutput {
+        let description = self.describe();
+        let child = self.spawn();
+        collect(child, self.timeout, &description)
+    }
+}
+
+impl Default for Miglock {
+    fn default() -> Self {
+        Miglock::new()
+    }
+}
+
+/// What a finished run printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    /// The exit code, or minus the signal number if a signal killed it.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl RunOutput {
+    /// Panics if the output contains the password of any cluster started by
+    /// this process, so every test doubles as a secret-leak test.
+    #[track_caller]
+    pub fn new(code: i32, stdout: String, stderr: String) -> RunOutput {
+        let output = RunOutput {
+            code,
+            stdout,
+            stderr,
+        };
+        for password in known_passwords() {
+            for (stream, text) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+                assert!(
+                    !text.contains(&password),
+                    "SECRET LEAK: a database password appeared on {stream}\n{}",
+                    output.details()
+                );
+            }
+        }
+        output
+    }
+
+    /// Waits (at most [`DEFAULT_TIMEOUT`]) for a spawned child and collects
+    /// its output, with the same secret check as [`Miglock::run`].
+    #[track_caller]
+    pub fn from_child(child: Child) -> RunOutput {
+        collect(child, DEFAULT_TIMEOUT, "spawned child")
+    }
+
+    /// Stdout parsed as one JSON object.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        match serde_json::from_str::<serde_json::Value>(&self.stdout) {
+            Ok(value) if value.is_object() => value,
+            Ok(_) => panic!("stdout is JSON but not an object\n{}", self.details()),
+            Err(e) => panic!("stdout is not one JSON object: {e}\n{}", self.details()),
+        }
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, expected: i32) -> &Self {
+        assert!(
+            self.code == expected,
+            "expected exit code {expected}, got {}\n{}",
+            self.code,
+            self.details()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        self.assert_code(0)
+    }
+
+    #[track_caller]
+    pub fn assert_stdout_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout does not contain {needle:?}\n{}",
+            self.details()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_stderr_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr does not contain {needle:?}\n{}",
+            self.details()
+        );
+        self
+    }
+
+    fn details(&self) -> String {
+        format!(
+            "exit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- end ---",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+#[track_caller]
+fn collect(mut child: Child, timeout: Duration, description: &str) -> RunOutput {
+    // Both pipes are drained concurrently: a child blocked writing a full
+    // stderr pipe would otherwise never exit while we wait on stdout.
+    let stdout = child.stdout.take().map(read_in_thread);
+    let stderr = child.stderr.take().map(read_in_thread);
+    let join = |reader: Option<thread::JoinHandle<String>>| {
+        reader.map_or_else(String::new, |r| r.join().expect("output reader panicked"))
+    };
+
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let status = child.wait().expect("wait for killed child");
+            let output = RunOutput::new(exit_code(status), join(stdout), join(stderr));
+            panic!(
+                "{description} ran longer than {timeout:?} and was killed\n{}",
+                output.details()
+            );
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    RunOutput::new(exit_code(status), join(stdout), join(stderr))
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => -signal,
+        (None, None) => unreachable!("a finished process has a code or a signal"),
+    }
+}
+
+fn read_in_thread(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Polls `condition` every 20 ms until it holds; panics (at the caller's
+/// line) if it does not within `timeout`.
+#[track_caller]
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("condition not met within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
