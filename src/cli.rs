@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{ApplyConfig, Common, Format};
+use crate::config::{ApplyConfig, Common, Format, StatusConfig, UnlockConfig, WaitConfig};
 use crate::db::{Env, Target};
 use crate::error::Failure;
 use crate::history::HistoryTable;
@@ -107,6 +107,53 @@ pub enum Command {
     ///
     /// RUN_MIGRATIONS=0/false/no/off disables it (exit 4, no connection is made).
     Apply(ApplyArgs),
+
+    /// Show applied, pending, divergent and missing migrations, and who holds or waits for the lock
+    ///
+    /// Exit 0 whatever the state; with --check, 7 when migrations are pending and 6 when the
+    /// set is invalid (divergent, missing, badly named files).
+    Status(StatusArgs),
+
+    /// Block until the schema is current (every local migration applied) — for services that never migrate
+    ///
+    /// Exit 0 once current, 7 when --timeout passes first (naming what is still pending), 6 when
+    /// the applied set does not match the files.
+    Wait(WaitArgs),
+
+    /// Free a stuck lock by terminating the session that holds it, with confirmation and safety checks
+    ///
+    /// Lists the holder first. A holder running a statement right now (e.g. a long migration) is
+    /// left alone unless --force. Without a terminal, --yes is required.
+    Unlock(UnlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Exit 7 when migrations are pending, 6 when the set is invalid
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Give up after this long (exit 7)
+    #[arg(long, env = "MIGLOCK_WAIT_TIMEOUT", value_name = "D", default_value = "5m", value_parser = parse::duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Terminate without asking (required when stdin is not a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Show what would be terminated; terminate nothing (exit 3 when the lock is held, 0 when free)
+    #[arg(long, conflicts_with = "yes")]
+    pub dry_run: bool,
+
+    /// Also terminate a holder that is running a statement right now (its migration rolls back)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +238,35 @@ impl ApplyArgs {
     }
 }
 
+impl StatusArgs {
+    pub fn config(&self, common: Common) -> StatusConfig {
+        StatusConfig {
+            common,
+            check: self.check,
+        }
+    }
+}
+
+impl WaitArgs {
+    pub fn config(&self, common: Common) -> WaitConfig {
+        WaitConfig {
+            common,
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl UnlockArgs {
+    pub fn config(&self, common: Common) -> UnlockConfig {
+        UnlockConfig {
+            common,
+            yes: self.yes,
+            dry_run: self.dry_run,
+            force: self.force,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,7 +294,9 @@ mod tests {
         .unwrap();
         assert_eq!(cli.global.lock_key, Some(7));
         assert_eq!(cli.global.format(), Format::Json);
-        let Command::Apply(args) = &cli.command;
+        let Command::Apply(args) = &cli.command else {
+            panic!("apply")
+        };
         assert_eq!(args.wait, Some(Duration::from_secs(10)));
     }
 
@@ -235,14 +313,18 @@ mod tests {
         let vars = |name: &str| (name == "MIGRATION_LOCK_WAIT_SECONDS").then(|| "12".to_string());
         let cli = Cli::try_parse_from(["miglock", "apply", "--database-url", "postgres://u@h/d"])
             .unwrap();
-        let Command::Apply(args) = &cli.command;
+        let Command::Apply(args) = &cli.command else {
+            panic!("apply")
+        };
         let common = cli.global.common(&vars).unwrap();
         assert_eq!(
             args.config(common.clone(), &vars).unwrap().wait,
             Duration::from_secs(12)
         );
         let cli = Cli::try_parse_from(["miglock", "apply", "--wait", "3s"]).unwrap();
-        let Command::Apply(args) = &cli.command;
+        let Command::Apply(args) = &cli.command else {
+            panic!("apply")
+        };
         assert_eq!(
             args.config(common, &vars).unwrap().wait,
             Duration::from_secs(3)

@@ -38,3 +38,28 @@ pub struct ApplyConfig {
     pub target_version: Option<i32>,
     pub dry_run: bool,
 }
+
+#[derive(Clone)]
+pub struct StatusConfig {
+    pub common: Common,
+    /// Exit 7 when migrations are pending and 6 when the set is invalid.
+    pub check: bool,
+}
+
+#[derive(Clone)]
+pub struct WaitConfig {
+    pub common: Common,
+    /// Give up (exit 7) after this long.
+    pub timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct UnlockConfig {
+    pub common: Common,
+    /// Terminate without asking.
+    pub yes: bool,
+    /// Show what would be terminated, terminate nothing.
+    pub dry_run: bool,
+    /// Also terminate a holder running a statement right now.
+    pub force: bool,
+}

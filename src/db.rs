@@ -132,6 +132,10 @@ impl Target {
         &self.database
     }
 
+    pub fn user(&self) -> &str {
+        self.config.get_user().unwrap_or_default()
+    }
+
     /// The `application_name` the user configured, if any (URL or `PGAPPNAME`).
     pub fn application_name(&self) -> Option<&str> {
         self.config.get_application_name()

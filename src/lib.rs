@@ -51,16 +51,37 @@ pub fn run() -> ExitCode {
         log::warn!("cannot handle SIGINT/SIGTERM ({e}); a signal will end miglock abruptly");
     }
 
+    let global = &cli.global;
     let report = match &cli.command {
-        Command::Apply(args) => execute("apply", format, |report| {
+        Command::Apply(args) => execute("apply", format, Outcome::exit_code, |report| {
             // The gate comes first: a disabled replica must not fail on
             // settings it will never use.
             if !cli::migrations_enabled(&env)? {
                 log::info!("MIGRATIONS_DISABLED RUN_MIGRATIONS is off: nothing was touched");
                 return Ok(Outcome::Disabled);
             }
-            let config = args.config(cli.global.common(&env)?, &env)?;
+            let config = args.config(global.common(&env)?, &env)?;
             commands::apply::run(&config, report, &progress, &interrupt, format)
+        }),
+        Command::Status(args) => {
+            let check = args.check;
+            execute(
+                "status",
+                format,
+                move |o| o.status_exit_code(check),
+                |report| {
+                    let config = args.config(global.common(&env)?);
+                    commands::status::run(&config, report, &interrupt, format)
+                },
+            )
+        }
+        Command::Wait(args) => execute("wait", format, Outcome::exit_code, |report| {
+            let config = args.config(global.common(&env)?);
+            commands::wait::run(&config, report, &progress, &interrupt)
+        }),
+        Command::Unlock(args) => execute("unlock", format, Outcome::exit_code, |report| {
+            let config = args.config(global.common(&env)?);
+            commands::unlock::run(&config, report, &interrupt, format)
         }),
     };
     ExitCode::from(report.exit_code)
@@ -71,14 +92,15 @@ pub fn run() -> ExitCode {
 fn execute(
     command: &'static str,
     format: Format,
+    exit_code: impl Fn(Outcome) -> u8,
     body: impl FnOnce(&mut Report) -> Result<Outcome, Failure>,
 ) -> Report {
     let mut report = Report::new(command);
     match body(&mut report) {
-        Ok(outcome) => report.finish(outcome),
+        Ok(outcome) => report.finish(outcome, exit_code(outcome)),
         Err(failure) => {
             eprintln!("error: {}", failure.message());
-            report.fail(&failure);
+            report.fail(&failure, exit_code(failure.outcome));
         }
     }
     if format == Format::Json {

@@ -9,6 +9,7 @@
 //! release notification.
 
 use std::fmt;
+use std::fmt::Write as _;
 
 use std::time::{Duration, Instant};
 
@@ -86,7 +87,7 @@ impl fmt::Display for LockKey {
 
 /// A session that holds (or waits for) the key, as `pg_stat_activity`
 /// shows it. Fields are `None` where the role may not see them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LockHolder {
     pub pid: i32,
     pub usename: Option<String>,
@@ -95,24 +96,77 @@ pub struct LockHolder {
     pub backend_start: Option<String>,
     pub state: Option<String>,
     pub state_since: Option<String>,
+    /// Seconds spent in `state` so far.
+    pub state_seconds: Option<f64>,
     pub query: Option<String>,
 }
 
-/// The columns [`LockHolder::from_row`] reads, starting at column `first`.
-/// `pg_try_advisory_lock` callers never show in `pg_locks` as waiters; the
-/// holder does, under `(classid << 32) | objid` with `objsubid = 1` for a
-/// bigint key, in its own database.
-pub fn holder_sql(key: i64) -> String {
-    format!(
-        "SELECT l.pid, a.usename, a.application_name, host(a.client_addr) AS client_addr, \
-         to_json(a.backend_start) #>> '{{}}' AS backend_start, a.state, \
-         to_json(a.state_change) #>> '{{}}' AS state_since, left(a.query, 200) AS query \
-         FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
-         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         AND ((l.classid::int8 << 32) | l.objid::int8) = {key}"
-    )
+/// Where in `pg_locks` a session shows for the key. A bigint advisory key
+/// shows as `classid = key >> 32`, `objid = key & 0xffffffff`,
+/// `objsubid = 1`. `pg_try_advisory_lock` callers that failed never show,
+/// so each waiting miglock session also holds a *shared* advisory lock on
+/// the two-int4 key with the same halves, which shows with `objsubid = 2`:
+/// a space no bigint key can collide with, and shared locks never block
+/// one another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockRole {
+    Holder,
+    Waiter,
 }
+
+impl LockKey {
+    /// The two int4 halves of the key, as `pg_locks` shows them.
+    fn halves(&self) -> (i32, i32) {
+        ((self.key >> 32) as i32, self.key as u32 as i32)
+    }
+
+    /// Marks this session as waiting for the key (see [`LockRole`]).
+    pub fn mark_waiting_sql(&self) -> String {
+        let (high, low) = self.halves();
+        format!("SELECT pg_try_advisory_lock_shared({high}, {low})")
+    }
+
+    pub fn unmark_waiting_sql(&self) -> String {
+        let (high, low) = self.halves();
+        format!("SELECT pg_advisory_unlock_shared({high}, {low})")
+    }
+
+    /// The sessions holding or waiting for the key, in this database, as
+    /// the columns [`LockHolder::from_row`] reads.
+    pub fn sessions_sql(&self, role: LockRole) -> String {
+        let (objsubid, mode) = match role {
+            LockRole::Holder => (1, "ExclusiveLock"),
+            LockRole::Waiter => (2, "ShareLock"),
+        };
+        format!(
+            "SELECT l.pid, {ACTIVITY_COLUMNS} \
+             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = {objsubid} AND l.mode = '{mode}' \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND ((l.classid::int8 << 32) | l.objid::int8) = {key}",
+            key = self.key
+        )
+    }
+
+    /// The sessions blocked behind the holder (on a table lock its
+    /// migration took, say), as [`LockHolder::from_row`] reads them.
+    pub fn blocked_sql(&self) -> String {
+        format!(
+            "SELECT a.pid, {ACTIVITY_COLUMNS} FROM pg_stat_activity a \
+             WHERE EXISTS (SELECT 1 FROM ({holder}) h WHERE h.pid = ANY (pg_blocking_pids(a.pid))) \
+             ORDER BY a.pid",
+            holder = self.sessions_sql(LockRole::Holder)
+        )
+    }
+}
+
+/// What `pg_stat_activity` (as `a`) tells of a session, after its pid.
+const ACTIVITY_COLUMNS: &str =
+    "a.usename, a.application_name, host(a.client_addr) AS client_addr, \
+     to_json(a.backend_start) #>> '{}' AS backend_start, a.state, \
+     to_json(a.state_change) #>> '{}' AS state_since, \
+     round(extract(epoch FROM clock_timestamp() - a.state_change)::numeric, 1) AS state_seconds, \
+     left(a.query, 200) AS query";
 
 impl LockHolder {
     pub fn from_row(row: &SimpleQueryRow, first: usize) -> Option<LockHolder> {
@@ -126,11 +180,55 @@ impl LockHolder {
             backend_start: text(4),
             state: text(5),
             state_since: text(6),
-            query: text(7),
+            state_seconds: text(7).and_then(|s| s.parse().ok()),
+            query: text(8),
         })
     }
 
-    /// `pid=… application_name="…"` for log lines.
+    /// Whether `pg_stat_activity` hides this session's details from the
+    /// current role (it then shows no state and `<insufficient privilege>`).
+    pub fn details_hidden(&self) -> bool {
+        self.state.is_none()
+            && self
+                .query
+                .as_deref()
+                .is_none_or(|q| q == "<insufficient privilege>")
+    }
+
+    /// `pid 4242 "miglock apply holding host=api-1 pid=7" user app from 10.0.0.5, active for 12.5s: ALTER TABLE …`
+    pub fn summary(&self) -> String {
+        let s = self;
+        let mut line = format!("pid {}", s.pid);
+        if let Some(app) = s.application_name.as_deref().filter(|a| !a.is_empty()) {
+            let _ = write!(line, " {app:?}");
+        }
+        if let Some(user) = &s.usename {
+            let _ = write!(line, " user {user}");
+        }
+        if let Some(addr) = &s.client_addr {
+            let _ = write!(line, " from {addr}");
+        }
+        if let Some(since) = &s.backend_start {
+            let _ = write!(line, " connected {since}");
+        }
+        if let Some(state) = &s.state {
+            let _ = write!(line, ", {state}");
+            if let Some(seconds) = s.state_seconds {
+                let _ = write!(line, " for {seconds}s");
+            }
+        }
+        if let Some(query) = s
+            .query
+            .as_deref()
+            .filter(|q| !q.is_empty() && !s.details_hidden())
+        {
+            let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+            let _ = write!(line, ": {}", crate::parse::shorten(&query, 80));
+        }
+        line
+    }
+
+    /// `holder_pid=… holder_application_name="…"` for log lines.
     pub fn describe(&self) -> String {
         match &self.application_name {
             Some(app) => format!("holder_pid={} holder_application_name={app:?}", self.pid),
@@ -142,18 +240,24 @@ impl LockHolder {
     }
 }
 
-/// One statement: try the key once and, in the same round trip, name
-/// this session after the result (`… holding …` or `… waiting …`, so
-/// `pg_stat_activity` tells a DBA who is who) and, when the key is busy,
-/// read who holds it. Columns: `got`, then the [`holder_sql`] columns.
-pub fn try_lock_sql(key: i64, holding_name: &str, waiting_name: &str) -> String {
+/// One statement: try the key once and, in the same round trip, name this
+/// session after the result (`… holding …` or `… waiting …`, so
+/// `pg_stat_activity` tells a DBA who is who), drop the waiting mark once
+/// the key is ours, and, when it is busy, read who holds it. Columns:
+/// `got`, then the [`LockKey::sessions_sql`] columns.
+///
+/// Must follow exactly one [`LockKey::mark_waiting_sql`] on the session.
+pub fn try_lock_sql(key: &LockKey, holding_name: &str, waiting_name: &str) -> String {
+    let (high, low) = key.halves();
     format!(
-        "WITH t AS (SELECT pg_try_advisory_lock({key}) AS got), \
-         n AS (SELECT set_config('application_name', CASE WHEN t.got THEN {holding} ELSE {waiting} END, false) FROM t) \
+        "WITH t AS (SELECT pg_try_advisory_lock({k}) AS got), \
+         n AS (SELECT set_config('application_name', CASE WHEN t.got THEN {holding} ELSE {waiting} END, false), \
+               CASE WHEN t.got THEN pg_advisory_unlock_shared({high}, {low}) END FROM t) \
          SELECT t.got, h.* FROM t CROSS JOIN n LEFT JOIN LATERAL ({holder} AND NOT t.got) h ON true",
+        k = key.key,
         holding = sql::literal(holding_name),
         waiting = sql::literal(waiting_name),
-        holder = holder_sql(key),
+        holder = key.sessions_sql(LockRole::Holder),
     )
 }
 

@@ -61,6 +61,21 @@ pub enum ProblemKind {
     OutOfOrder,
 }
 
+impl ProblemKind {
+    /// The JSON word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::Folder => "folder",
+            ProblemKind::Misnamed => "misnamed",
+            ProblemKind::Duplicate => "duplicate",
+            ProblemKind::Unreadable => "unreadable",
+            ProblemKind::Divergent => "divergent",
+            ProblemKind::Missing => "missing",
+            ProblemKind::OutOfOrder => "out_of_order",
+        }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
@@ -445,6 +460,16 @@ impl<'a> Plan<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn problem_kind_words_are_the_json_words() {
+        use ProblemKind::*;
+        for kind in [
+            Folder, Misnamed, Duplicate, Unreadable, Divergent, Missing, OutOfOrder,
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+    }
 
     #[test]
     fn file_names_accepted_as_refinery_reads_them() {

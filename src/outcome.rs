@@ -53,6 +53,15 @@ impl Outcome {
         }
     }
 
+    /// `status` describes the state and exits 0 whatever it is, unless
+    /// `--check` asks for the state's own code (7 pending, 6 invalid).
+    pub fn status_exit_code(self, check: bool) -> u8 {
+        match self {
+            Outcome::Current | Outcome::Pending | Outcome::Invalid if !check => 0,
+            _ => self.exit_code(),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Applied => "applied",
@@ -119,6 +128,19 @@ mod tests {
                 ("refused", 1),
             ]
         );
+    }
+
+    #[test]
+    fn status_exits_0_for_any_state_unless_checking() {
+        for state in [Current, Pending, Invalid] {
+            assert_eq!(state.status_exit_code(false), 0);
+            assert_eq!(state.status_exit_code(true), state.exit_code());
+        }
+        assert_eq!(Pending.status_exit_code(true), 7);
+        assert_eq!(Invalid.status_exit_code(true), 6);
+        for other in [Usage, Unavailable, Failed, Interrupted] {
+            assert_eq!(other.status_exit_code(false), other.exit_code());
+        }
     }
 
     #[test]

@@ -25,6 +25,18 @@ pub struct Report {
     /// The database, as `user@host:port/database` (never the password).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// `status`: the history table, and whether it exists yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableReport>,
+    /// `unlock`: the sessions terminated.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub terminated: Vec<i32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TableReport {
+    pub name: String,
+    pub exists: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,6 +62,9 @@ pub struct LockReport {
     pub waited_ms: u64,
     pub holder: Option<LockHolder>,
     pub waiting: Vec<LockHolder>,
+    /// `status`: sessions blocked behind the holder (`pg_blocking_pids`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<LockHolder>,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +88,8 @@ impl Report {
             problems: Vec::new(),
             dry_run: false,
             database: None,
+            table: None,
+            terminated: Vec::new(),
         }
     }
 
@@ -81,13 +98,13 @@ impl Report {
         self.lock.key_source = Some(key.source.clone());
     }
 
-    pub fn finish(&mut self, outcome: Outcome) {
+    pub fn finish(&mut self, outcome: Outcome, exit_code: u8) {
         self.outcome = outcome;
-        self.exit_code = outcome.exit_code();
+        self.exit_code = exit_code;
     }
 
-    pub fn fail(&mut self, failure: &Failure) {
-        self.finish(failure.outcome);
+    pub fn fail(&mut self, failure: &Failure, exit_code: u8) {
+        self.finish(failure.outcome, exit_code);
         let ErrorDetail {
             sqlstate,
             file,

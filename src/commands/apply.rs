@@ -27,6 +27,8 @@ use crate::outcome::Outcome;
 use crate::output::Progress;
 use crate::report::{AppliedEntry, PendingEntry, Report};
 
+use super::millis;
+
 /// First pause between lock attempts; it doubles up to [`MAX_BACKOFF`].
 /// Waiters are woken by the holder's NOTIFY on release, so polling is only
 /// the fallback for a holder that died without one: it can be slow, and
@@ -158,10 +160,6 @@ fn invalid(report: &mut Report, problems: Problems) -> Failure {
     Failure::invalid(problems)
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 fn pending_entries(plan: &Plan) -> Vec<PendingEntry> {
     plan.pending
         .iter()
@@ -253,7 +251,7 @@ fn wait_for_lock<'a>(
     let key = &common.key;
     let deadline = Instant::now() + config.wait;
     let try_lock = lock::try_lock_sql(
-        key.key,
+        key,
         &identity.application_name(Some("holding")),
         &identity.application_name(Some("waiting")),
     );
@@ -266,9 +264,10 @@ fn wait_for_lock<'a>(
         String::new()
     };
     let mut batch = format!(
-        "{}; LISTEN {}; {try_lock}{read_history}",
+        "{}; LISTEN {}; {}; {try_lock}{read_history}",
         session_settings_sql(config.statement_timeout),
-        key.channel()
+        key.channel(),
+        key.mark_waiting_sql(),
     );
     let mut first_attempt = true;
     let mut backoff = FIRST_BACKOFF;
@@ -282,8 +281,8 @@ fn wait_for_lock<'a>(
             Failure::failed(db::describe(&e).context(format!("cannot try the lock {key}")))
         })?;
         let statements = lock::rows_per_statement(&messages);
-        // The first batch starts with the settings and the LISTEN.
-        let skip = if first_attempt { 2 } else { 0 };
+        // The first batch starts with the settings, the LISTEN and the mark.
+        let skip = if first_attempt { 3 } else { 0 };
         first_attempt = false;
         let attempt = statements
             .get(skip)

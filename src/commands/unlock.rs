@@ -1,0 +1,225 @@
+//! `miglock unlock`: free a stuck lock. Only `pg_terminate_backend` frees
+//! another session's advisory lock, so this ends the holder's session —
+//! carefully: never a session that does not hold the key, never one busy
+//! running a statement unless `--force`, and only after confirmation.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use postgres::error::SqlState;
+use postgres::Client;
+
+use crate::config::{Format, UnlockConfig};
+use crate::db;
+use crate::error::Failure;
+use crate::interrupt::Interrupt;
+use crate::lock::{self, LockHolder, LockKey, LockRole};
+use crate::outcome::Outcome;
+use crate::report::Report;
+
+/// How long `pg_terminate_backend` waits for the session to end, and how
+/// long the lock then gets to show as released.
+const TERMINATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn run(
+    config: &UnlockConfig,
+    report: &mut Report,
+    interrupt: &Interrupt,
+    format: Format,
+) -> Result<Outcome, Failure> {
+    let common = &config.common;
+    let key = &common.key;
+    report.set_key(key);
+    report.database = Some(common.target.to_string());
+    report.dry_run = config.dry_run;
+    let say = |line: String| {
+        if format == Format::Text {
+            println!("{line}");
+        }
+    };
+
+    let interactive = std::io::stdin().is_terminal();
+    if !config.yes && !config.dry_run && !interactive {
+        return Err(Failure::usage(anyhow!(
+            "unlock ends a database session: confirm with --yes when stdin is not a terminal \
+             (or use --dry-run to see what it would do); nothing was touched"
+        )));
+    }
+
+    let identity = super::identity("unlock", common);
+    let mut client = super::connect(common, &identity, interrupt)?;
+    let holders = holders(&mut client, key)?;
+    let Some(holder) = holders.first().cloned() else {
+        say(format!(
+            "Lock {key} is free: nobody holds it, nothing to do."
+        ));
+        log::info!("LOCK_FREE key={key}");
+        return Ok(Outcome::Free);
+    };
+    report.lock.holder = Some(holder.clone());
+    say(format!("Lock {key} ({}) is held by:", key.source));
+    for h in &holders {
+        say(format!("  {}", h.summary()));
+    }
+
+    // Busy or not is what decides whether ending the session is safe; a
+    // role that cannot see the state cannot tell, so it needs --force too.
+    let busy = match holder.state.as_deref() {
+        Some("active") => Some(format!(
+            "pid {} is running a statement right now{}",
+            holder.pid,
+            holder.query.as_deref().map_or(String::new(), |q| format!(
+                " ({})",
+                crate::parse::shorten(q.trim(), 60)
+            ))
+        )),
+        None => Some(format!(
+            "this role cannot see whether pid {} is running a statement (its state is hidden)",
+            holder.pid
+        )),
+        Some(_) => None,
+    };
+    if let Some(busy) = &busy {
+        if !config.force {
+            return Err(Failure::new(
+                Outcome::Refused,
+                anyhow!(
+                    "{busy}: left alone. --force would terminate it anyway, rolling back its open \
+                     transaction (a migration in progress rolls back entirely and runs again on the next apply)"
+                ),
+            ));
+        }
+    }
+
+    if config.dry_run {
+        say(format!(
+            "Would terminate pid {} with pg_terminate_backend; nothing was done (--dry-run).",
+            holder.pid
+        ));
+        return Ok(Outcome::Skipped);
+    }
+    if !config.yes && !confirm(&holder)? {
+        return Err(Failure::new(
+            Outcome::Refused,
+            anyhow!("not confirmed: pid {} was left alone", holder.pid),
+        ));
+    }
+
+    terminate(&mut client, key, &holder, config, common.target.user())?;
+    report.terminated.push(holder.pid);
+    log::info!("LOCK_RELEASED key={key} terminated_pid={}", holder.pid);
+
+    // The session ends asynchronously; the lock goes with it.
+    let started = Instant::now();
+    loop {
+        let now = self::holders(&mut client, key)?;
+        if now.iter().all(|h| h.pid != holder.pid) {
+            match now.first() {
+                None => say(format!("Terminated pid {}; lock {key} is free.", holder.pid)),
+                Some(next) => say(format!(
+                    "Terminated pid {}; lock {key} was taken over at once by pid {} (a waiting replica).",
+                    holder.pid, next.pid
+                )),
+            }
+            report.lock.holder = now.into_iter().next();
+            return Ok(Outcome::Released);
+        }
+        if started.elapsed() > TERMINATE_TIMEOUT {
+            return Err(Failure::failed(anyhow!(
+                "pid {} was signalled but still holds lock {key} after {}s",
+                holder.pid,
+                TERMINATE_TIMEOUT.as_secs()
+            )));
+        }
+        if !interrupt.sleep(Duration::from_millis(50)) {
+            return Err(Failure::interrupted());
+        }
+    }
+}
+
+fn holders(client: &mut Client, key: &LockKey) -> Result<Vec<LockHolder>, Failure> {
+    let messages = client
+        .simple_query(&key.sessions_sql(LockRole::Holder))
+        .map_err(|e| Failure::failed(db::describe(&e).context("cannot read who holds the lock")))?;
+    Ok(lock::rows_per_statement(&messages)
+        .first()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|row| LockHolder::from_row(row, 0))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+fn confirm(holder: &LockHolder) -> Result<bool, Failure> {
+    eprint!("Terminate pid {} and free the lock? [y/N] ", holder.pid);
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::failed(anyhow!("cannot read the answer: {e}")))?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+/// Terminates the holder in one statement that re-checks, at that moment,
+/// that the pid still holds the key (and, without `--force`, is not
+/// running a statement): a pid that let go, or was reused, is never hit.
+fn terminate(
+    client: &mut Client,
+    key: &LockKey,
+    holder: &LockHolder,
+    config: &UnlockConfig,
+    user: &str,
+) -> Result<(), Failure> {
+    let not_busy = if config.force {
+        ""
+    } else {
+        " AND a.state IS DISTINCT FROM 'active'"
+    };
+    let statement = format!(
+        "SELECT pg_terminate_backend(s.pid, {timeout}) FROM ({holders}{not_busy}) s WHERE s.pid = {pid}",
+        timeout = TERMINATE_TIMEOUT.as_millis(),
+        holders = key.sessions_sql(LockRole::Holder),
+        pid = holder.pid
+    );
+    match client.simple_query(&statement) {
+        Ok(messages) => {
+            let signalled = lock::rows_per_statement(&messages)
+                .first()
+                .is_some_and(|rows| !rows.is_empty());
+            if signalled {
+                Ok(())
+            } else {
+                Err(Failure::new(
+                    Outcome::Refused,
+                    anyhow!(
+                        "pid {} no longer holds lock {key}, or started running a statement: nothing was \
+                         terminated; run unlock again to see the current holder",
+                        holder.pid
+                    ),
+                ))
+            }
+        }
+        Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+            let owner = holder.usename.as_deref().unwrap_or("another role");
+            Err(Failure::new(
+                Outcome::Refused,
+                anyhow!(
+                    "permission denied: role {user} may not terminate pid {pid}, which belongs to role {owner} \
+                     (SQLSTATE 42501). Run unlock as {owner} or as a superuser, or let {user} signal other \
+                     sessions with: GRANT pg_signal_backend TO {user}; (a superuser's session can only be \
+                     ended by a superuser)",
+                    pid = holder.pid
+                ),
+            ))
+        }
+        Err(e) => Err(Failure::failed(
+            db::describe(&e).context(format!("cannot terminate pid {}", holder.pid)),
+        )),
+    }
+}
