@@ -9,16 +9,19 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use postgres::config::Host;
 use postgres::error::{DbError, ErrorPosition, SqlState};
-use postgres::{Client, NoTls};
+use postgres::Client;
 
+use crate::conninfo;
 use crate::error::{ErrorDetail, Failure};
 use crate::interrupt::Interrupt;
+use crate::tls::{SslMode, TlsSettings};
 
 /// Where to connect, resolved from `--database-url`/`DATABASE_URL` or the
 /// libpq variables. Has no `Debug`: the config holds the password.
 #[derive(Clone)]
 pub struct Target {
     config: postgres::Config,
+    tls: TlsSettings,
     /// `user@host:port/database`, safe to print.
     display: String,
     database: String,
@@ -31,9 +34,38 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 impl Target {
     /// Resolves the connection as libpq does: the URL (or `key=value`
     /// string) first, then `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`,
-    /// `PGDATABASE`, `PGSSLMODE`, `PGAPPNAME` for whatever it leaves out.
+    /// `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGAPPNAME` for whatever
+    /// it leaves out.
     pub fn resolve(url: Option<&str>, env: Env) -> Result<Target, Failure> {
         let var = |name: &str| env(name).filter(|v| !v.is_empty());
+        let malformed =
+            |why: String| Failure::usage(anyhow!("the database URL is malformed: {why}"));
+        let (url, tls_params) = match url {
+            Some(url) => {
+                let (rest, taken) =
+                    conninfo::take_params(url, &["sslmode", "sslrootcert"]).map_err(malformed)?;
+                (Some(rest), taken)
+            }
+            None => (None, Vec::new()),
+        };
+        let param = |name: &str| {
+            tls_params
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let tls = TlsSettings {
+            mode: match (param("sslmode"), var("PGSSLMODE")) {
+                (Some(mode), _) => SslMode::parse(&mode).map_err(malformed)?,
+                (None, Some(mode)) => {
+                    SslMode::parse(&mode).map_err(|e| Failure::usage(anyhow!("PGSSLMODE: {e}")))?
+                }
+                (None, None) => SslMode::default(),
+            },
+            root_cert: param("sslrootcert").or_else(|| var("PGSSLROOTCERT")),
+        };
+        let url = url.as_deref();
         let pg_port = match var("PGPORT") {
             Some(port) => {
                 Some(port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
@@ -97,22 +129,6 @@ impl Target {
                 .unwrap_or_else(|| config.get_user().unwrap_or_default().to_string());
             config.dbname(&database);
         }
-        if url.is_none() {
-            if let Some(mode) = var("PGSSLMODE") {
-                let parsed = match mode.as_str() {
-                    "disable" => postgres::config::SslMode::Disable,
-                    "prefer" => postgres::config::SslMode::Prefer,
-                    "require" => postgres::config::SslMode::Require,
-                    _ => {
-                        return Err(Failure::usage(anyhow!(
-                            "PGSSLMODE={:?} is not supported: use disable, prefer or require",
-                            crate::parse::shorten(&mode, 20)
-                        )))
-                    }
-                };
-                config.ssl_mode(parsed);
-            }
-        }
         if config.get_application_name().is_none() {
             if let Some(name) = var("PGAPPNAME") {
                 config.application_name(&name);
@@ -123,6 +139,7 @@ impl Target {
         let display = describe_target(&config);
         Ok(Target {
             config,
+            tls,
             display,
             database,
         })
@@ -255,6 +272,10 @@ fn classify(e: &postgres::Error) -> Attempt {
         };
     }
     let message = error_chain(e);
+    // Certificates and TLS support do not change between attempts.
+    if message.starts_with("error performing TLS handshake") {
+        return Attempt::GiveUp(message);
+    }
     let io_failure = std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<std::io::Error>())
         .is_some();
@@ -301,6 +322,20 @@ pub fn connect(
     config.keepalives_retries(3);
     config
         .notice_callback(|notice| log::info!("NOTICE {}: {}", notice.severity(), notice.message()));
+    // PostgreSQL never speaks TLS on a Unix socket; libpq ignores sslmode there.
+    let local_only = config.get_hostaddrs().is_empty()
+        && config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, Host::Unix(_)));
+    config.ssl_mode(if local_only {
+        postgres::config::SslMode::Disable
+    } else {
+        target.tls.mode.wire_mode()
+    });
+    let connector = target.tls.connector().map_err(|e| {
+        Failure::unavailable(e.context(format!("cannot set up TLS (sslmode={})", target.tls.mode)))
+    })?;
 
     let mut delay = Duration::from_millis(100);
     let mut attempt = 1u32;
@@ -309,8 +344,13 @@ pub fn connect(
         // Each attempt is bounded too: a silent network would otherwise
         // hang one attempt for the kernel's TCP timeout.
         config.connect_timeout(remaining.clamp(Duration::from_secs(1), Duration::from_secs(10)));
-        let error = match config.connect(NoTls) {
-            Ok(client) => return Ok(client),
+        let error = match config.connect(connector.clone()) {
+            Ok(client) => {
+                let token = client.cancel_token();
+                let connector = connector.clone();
+                interrupt.watch(Box::new(move || token.cancel_query(connector.clone())));
+                return Ok(client);
+            }
             Err(e) => e,
         };
         if interrupt.is_set() {
@@ -318,8 +358,13 @@ pub fn connect(
         }
         let reason = match classify(&error) {
             Attempt::GiveUp(reason) => {
+                let tls = match target.tls.root_cert.as_deref() {
+                    _ if !reason.contains("TLS") => String::new(),
+                    Some(root) => format!(" (sslmode={}, sslrootcert={root})", target.tls.mode),
+                    None => format!(" (sslmode={})", target.tls.mode),
+                };
                 return Err(Failure::unavailable(anyhow!(
-                    "cannot connect to {target}: {reason}"
+                    "cannot connect to {target}: {reason}{tls}"
                 )));
             }
             Attempt::Retry(reason) => reason,

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use postgres::{CancelToken, NoTls};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -20,10 +19,13 @@ const GRACE: Duration = Duration::from_secs(5);
 /// Sleeps are cut in slices this long so a signal is noticed quickly.
 const SLICE: Duration = Duration::from_millis(50);
 
+/// Sends a cancel request for the statement running on a connection.
+pub type Canceller = Box<dyn Fn() -> Result<(), postgres::Error> + Send + Sync>;
+
 #[derive(Default)]
 pub struct Interrupt {
     raised: AtomicBool,
-    cancel: Mutex<Option<CancelToken>>,
+    cancel: Mutex<Option<Arc<Canceller>>>,
 }
 
 impl Interrupt {
@@ -69,22 +71,23 @@ impl Interrupt {
         self.cancel_running_statement();
     }
 
-    /// The connection whose running statement a signal must cancel.
-    pub fn watch(&self, token: Option<CancelToken>) {
-        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = token;
+    /// How to cancel the statement a signal must stop (the connection's
+    /// cancel token, with its TLS connector).
+    pub fn watch(&self, canceller: Canceller) {
+        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(canceller));
     }
 
     fn cancel_running_statement(&self) {
-        let token = self
+        let canceller = self
             .cancel
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        if let Some(token) = token {
+        if let Some(cancel) = canceller {
             // The cancel request opens its own connection; do not let a
             // slow network hold up the signal thread.
             thread::spawn(move || {
-                if let Err(e) = token.cancel_query(NoTls) {
+                if let Err(e) = cancel() {
                     log::debug!("cancel request failed: {e}");
                 }
             });

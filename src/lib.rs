@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod conninfo;
 pub mod db;
 pub mod error;
 pub mod history;
@@ -16,6 +17,7 @@ pub mod output;
 pub mod parse;
 pub mod report;
 pub mod sql;
+pub mod tls;
 
 use std::process::ExitCode;
 

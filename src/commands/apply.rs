@@ -69,20 +69,8 @@ pub fn run(
         }
     }
 
-    let identity = Identity::new(
-        "apply",
-        common
-            .instance
-            .as_deref()
-            .or(common.target.application_name()),
-    );
-    let mut client = db::connect(
-        &common.target,
-        common.connect_timeout,
-        &identity.application_name(None),
-        interrupt,
-    )?;
-    interrupt.watch(Some(client.cancel_token()));
+    let identity = super::identity("apply", common);
+    let mut client = super::connect(common, &identity, interrupt)?;
 
     let history = history::read(&mut client, &common.table)?;
     let table_exists = history.is_some();

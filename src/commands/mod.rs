@@ -25,17 +25,14 @@ fn identity(command: &'static str, common: &Common) -> Identity {
     )
 }
 
-/// Connects (retrying for the connect timeout) and lets a signal cancel
-/// whatever then runs on the connection.
+/// Connects, retrying for the connect timeout.
 fn connect(common: &Common, identity: &Identity, interrupt: &Interrupt) -> Result<Client, Failure> {
-    let client = db::connect(
+    db::connect(
         &common.target,
         common.connect_timeout,
         &identity.application_name(None),
         interrupt,
-    )?;
-    interrupt.watch(Some(client.cancel_token()));
-    Ok(client)
+    )
 }
 
 fn millis(d: std::time::Duration) -> u64 {

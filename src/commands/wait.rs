@@ -170,7 +170,6 @@ fn reconnect(
         &identity.application_name(None),
         interrupt,
     )?;
-    interrupt.watch(Some(client.cancel_token()));
     listen(&mut client, config, identity)?;
     Ok(client)
 }

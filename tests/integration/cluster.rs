@@ -221,9 +221,13 @@ impl Cluster {
         self.write_server_file("miglock_harness.conf", &text);
     }
 
-    fn write_server_file(&self, name: &str, contents: &str) {
+    /// Writes a file into the data directory, owned by the server's user
+    /// and private to it (PostgreSQL refuses a key file others can read).
+    pub fn write_server_file(&self, name: &str, contents: &str) {
         let path = self.data_dir.join(name);
         fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
         chown_to_server(&path);
     }
 

@@ -1,0 +1,181 @@
+//! Connection strings, in both of libpq's forms: a URL
+//! (`postgres://user@host/db?sslmode=verify-full`) and `key=value` pairs
+//! (`host=db sslmode='verify-full'`).
+//!
+//! miglock handles some parameters itself (`sslmode`, `sslrootcert`: see
+//! `tls`), so it takes them out before the rest reaches rust-postgres,
+//! which would reject them.
+
+use percent_encoding::percent_decode_str;
+
+/// The connection string without the `taken` parameters, and their values
+/// (the last one wins when one is given twice, as in libpq).
+pub fn take_params(
+    conninfo: &str,
+    taken: &[&str],
+) -> Result<(String, Vec<(String, String)>), String> {
+    if let Some((head, query)) = url_parts(conninfo) {
+        let Some(query) = query else {
+            return Ok((conninfo.to_string(), Vec::new()));
+        };
+        let mut kept = Vec::new();
+        let mut found = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                "a URL query parameter has no '=' (expected key=value)".to_string()
+            })?;
+            let key = decode(key)?;
+            if taken.contains(&key.as_str()) {
+                found.push((key, decode(value)?));
+            } else {
+                kept.push(pair);
+            }
+        }
+        let rest = if kept.is_empty() {
+            head.to_string()
+        } else {
+            format!("{head}?{}", kept.join("&"))
+        };
+        return Ok((rest, found));
+    }
+
+    let pairs = key_value_pairs(conninfo)?;
+    let mut kept = Vec::new();
+    let mut found = Vec::new();
+    for (key, value) in pairs {
+        if taken.contains(&key.as_str()) {
+            found.push((key, value));
+        } else {
+            kept.push(format!(
+                "{key}='{}'",
+                value.replace('\\', "\\\\").replace('\'', "\\'")
+            ));
+        }
+    }
+    Ok((kept.join(" "), found))
+}
+
+/// `(everything before '?', the query)` for a `postgres://` or
+/// `postgresql://` URL; `None` for a `key=value` string.
+fn url_parts(conninfo: &str) -> Option<(&str, Option<&str>)> {
+    if !(conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://")) {
+        return None;
+    }
+    Some(match conninfo.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (conninfo, None),
+    })
+}
+
+fn decode(text: &str) -> Result<String, String> {
+    percent_decode_str(text)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| "a URL query parameter is not valid UTF-8 once decoded".to_string())
+}
+
+/// libpq's `key = value` syntax: whitespace between pairs and around `=`;
+/// a value is either single-quoted (with `\'` and `\\`) or runs to the
+/// next whitespace (with `\` escaping the next character).
+fn key_value_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(format!(
+                "missing \"=\" after {:?} in the connection string",
+                crate::parse::shorten(&key, 30)
+            ));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    None => return Err("unterminated quoted value in the connection string".into()),
+                    Some('\'') => break,
+                    Some('\\') => value.extend(chars.next()),
+                    Some(c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        pairs.push((key, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TLS: &[&str] = &["sslmode", "sslrootcert"];
+
+    #[test]
+    fn url_parameters_are_taken_out_and_decoded() {
+        let (rest, found) = take_params(
+            "postgres://u:p@h/db?application_name=x&sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem",
+            TLS,
+        )
+        .unwrap();
+        assert_eq!(rest, "postgres://u:p@h/db?application_name=x");
+        assert_eq!(
+            found,
+            [
+                ("sslmode".to_string(), "verify-full".to_string()),
+                ("sslrootcert".to_string(), "/etc/ca.pem".to_string())
+            ]
+        );
+        let (rest, found) = take_params("postgresql://h/db?sslmode=require", TLS).unwrap();
+        assert_eq!((rest.as_str(), found.len()), ("postgresql://h/db", 1));
+        let (rest, found) = take_params("postgres://h/db", TLS).unwrap();
+        assert_eq!((rest.as_str(), found.len()), ("postgres://h/db", 0));
+    }
+
+    #[test]
+    fn key_value_strings_are_rewritten_without_the_taken_keys() {
+        let (rest, found) = take_params(
+            "host=db  port = 5433 password='it\\'s a secret' sslmode=verify-ca sslrootcert='/a b/ca.pem'",
+            TLS,
+        )
+        .unwrap();
+        assert_eq!(rest, "host='db' port='5433' password='it\\'s a secret'");
+        assert_eq!(found[0], ("sslmode".to_string(), "verify-ca".to_string()));
+        assert_eq!(
+            found[1],
+            ("sslrootcert".to_string(), "/a b/ca.pem".to_string())
+        );
+        // The rewritten string means the same to rust-postgres.
+        let config: postgres::Config = rest.parse().unwrap();
+        assert_eq!(config.get_password(), Some(&b"it's a secret"[..]));
+        assert_eq!(config.get_ports(), [5433]);
+    }
+
+    #[test]
+    fn malformed_strings_are_refused_without_echoing_values() {
+        for bad in [
+            "host=db password='secretpw",
+            "host db",
+            "postgres://h/db?sslmode",
+            "postgres://h/db?sslmode=%FF",
+        ] {
+            let err = take_params(bad, TLS).unwrap_err();
+            assert!(!err.contains("secretpw"), "{bad}: {err}");
+        }
+    }
+}

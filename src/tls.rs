@@ -1,0 +1,342 @@
+//! TLS with libpq's `sslmode` semantics, on rustls (pure Rust: no OpenSSL
+//! to link, so a static binary stays simple).
+//!
+//! rust-postgres knows only `disable`, `prefer` and `require` (and rejects
+//! `verify-ca`/`verify-full` in a URL), so the mode is taken out of the
+//! connection string before it reaches it and enforced here, in the
+//! certificate verifier:
+//!
+//! | sslmode | encryption | certificate checked |
+//! |---|---|---|
+//! | `disable` | never | — |
+//! | `allow`, `prefer` | when the server offers it | no |
+//! | `require` | always | no; as `verify-ca` when a root certificate file is given or `~/.postgresql/root.crt` exists (as libpq does) |
+//! | `verify-ca` | always | chain to a trusted root |
+//! | `verify-full` | always | chain, and the host name |
+//!
+//! Trusted roots: `sslrootcert` (a PEM file), else `~/.postgresql/root.crt`,
+//! else the system's roots (`sslrootcert=system` asks for them explicitly).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn parse(text: &str) -> Result<SslMode, String> {
+        Ok(match text {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => {
+                return Err(format!(
+                    "unknown sslmode {:?}: use disable, allow, prefer, require, verify-ca or verify-full",
+                    crate::parse::shorten(text, 20)
+                ))
+            }
+        })
+    }
+
+    /// What rust-postgres is told: whether to ask for TLS and whether to
+    /// insist. `allow` (plain first, TLS if the server insists) is asked
+    /// as `prefer` (TLS first, plain if the server has none).
+    pub fn wire_mode(self) -> postgres::config::SslMode {
+        match self {
+            SslMode::Disable => postgres::config::SslMode::Disable,
+            SslMode::Allow | SslMode::Prefer => postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                postgres::config::SslMode::Require
+            }
+        }
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        })
+    }
+}
+
+/// `sslmode` and `sslrootcert`, from the URL or `PGSSLMODE`/`PGSSLROOTCERT`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub mode: SslMode,
+    pub root_cert: Option<String>,
+}
+
+/// How certificates are checked, once the settings are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    None,
+    Chain,
+    ChainAndHost,
+}
+
+impl TlsSettings {
+    /// The connector for these settings. Reads the root certificates, so a
+    /// missing or malformed file is reported here, before connecting.
+    pub fn connector(&self) -> anyhow::Result<MakeRustlsConnect> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let default_root = home_root_cert();
+        let root_file = self.root_cert.clone().or_else(|| default_root.clone());
+        let check = match self.mode {
+            SslMode::Disable | SslMode::Allow | SslMode::Prefer => Check::None,
+            SslMode::Require if root_file.is_none() => Check::None,
+            SslMode::Require | SslMode::VerifyCa => Check::Chain,
+            SslMode::VerifyFull => Check::ChainAndHost,
+        };
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .context("cannot set up TLS")?;
+        let config = if check == Check::None {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoCertificateCheck(provider)))
+                .with_no_client_auth()
+        } else {
+            let roots = Arc::new(roots(root_file.as_deref())?);
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                .build()
+                .context("cannot set up certificate verification")?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainCheck {
+                    webpki,
+                    check_host: check == Check::ChainAndHost,
+                }))
+                .with_no_client_auth()
+        };
+        Ok(MakeRustlsConnect::new(config))
+    }
+}
+
+fn home_root_cert() -> Option<String> {
+    let home = std::env::var_os("HOME")?;
+    let path = Path::new(&home).join(".postgresql/root.crt");
+    path.is_file().then(|| path.display().to_string())
+}
+
+fn roots(file: Option<&str>) -> anyhow::Result<RootCertStore> {
+    let mut store = RootCertStore::empty();
+    match file {
+        None | Some("system") => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = store.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(anyhow!(
+                    "no system root certificates found: give sslrootcert=<file> (or PGSSLROOTCERT)"
+                ));
+            }
+        }
+        Some(file) => {
+            let path = PathBuf::from(file);
+            let pem = std::fs::read(&path).with_context(|| {
+                format!("cannot read the root certificate file {}", path.display())
+            })?;
+            let mut added = 0;
+            for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+                let cert: CertificateDer<'static> = cert
+                    .with_context(|| format!("{} is not a PEM certificate file", path.display()))?;
+                store.add(cert).with_context(|| {
+                    format!("{} holds a certificate rustls cannot use", path.display())
+                })?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(anyhow!("{} holds no PEM certificate", path.display()));
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// `prefer`/`require` without a root file, as libpq: encrypted, but any
+/// certificate is accepted. Handshake signatures are still verified.
+#[derive(Debug)]
+struct NoCertificateCheck(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoCertificateCheck {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `verify-ca` (chain only) and `verify-full` (chain and host name).
+#[derive(Debug)]
+struct ChainCheck {
+    webpki: Arc<WebPkiServerVerifier>,
+    check_host: bool,
+}
+
+impl ServerCertVerifier for ChainCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_host => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_libpq_mode_parses_and_prints_back() {
+        for text in [
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ] {
+            assert_eq!(SslMode::parse(text).unwrap().to_string(), text);
+        }
+        assert!(SslMode::parse("sometimes")
+            .unwrap_err()
+            .contains("unknown sslmode"));
+        assert!(
+            SslMode::parse("VERIFY-FULL").is_err(),
+            "libpq's values are lower case"
+        );
+    }
+
+    #[test]
+    fn missing_or_empty_root_files_are_reported() {
+        let settings = TlsSettings {
+            mode: SslMode::VerifyFull,
+            root_cert: Some("/nonexistent/root.crt".into()),
+        };
+        let err = format!("{:#}", settings.connector().err().unwrap());
+        assert!(
+            err.contains("cannot read the root certificate file /nonexistent/root.crt"),
+            "{err}"
+        );
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        let settings = TlsSettings {
+            mode: SslMode::VerifyCa,
+            root_cert: Some(empty.path().display().to_string()),
+        };
+        let err = format!("{:#}", settings.connector().err().unwrap());
+        assert!(err.contains("holds no PEM certificate"), "{err}");
+        // Modes that check nothing need no file.
+        for mode in [SslMode::Disable, SslMode::Prefer, SslMode::Require] {
+            assert!(
+                TlsSettings {
+                    mode,
+                    root_cert: None
+                }
+                .connector()
+                .is_ok(),
+                "{mode}"
+            );
+        }
+    }
+}

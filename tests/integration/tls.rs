@@ -1,0 +1,265 @@
+//! TLS against a real TLS-enabled cluster, with a CA made for the test:
+//! every libpq sslmode, root certificates from the URL and the environment,
+//! and the refusals (wrong CA, wrong host name, no TLS on the server).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+use crate::cluster::{Cluster, TestDb};
+use crate::harness::{wait_until, Miglock, MigrationDir, RunOutput};
+
+/// A CA, a server certificate it signed for `names`, and the CA's PEM
+/// in a file the client can be pointed at.
+struct Pki {
+    ca_file: PathBuf,
+    other_ca_file: PathBuf,
+    server_cert: String,
+    server_key: String,
+    _dir: tempfile::TempDir,
+}
+
+fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), Issuer::new(params, key))
+}
+
+fn pki(server_names: &[&str]) -> Pki {
+    let (ca_pem, issuer) = ca("miglock test CA");
+    let (other_ca_pem, _) = ca("some other CA");
+    let mut params = CertificateParams::new(
+        server_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, server_names[0]);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("root.crt");
+    let other_ca_file = dir.path().join("other-root.crt");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    std::fs::write(&other_ca_file, other_ca_pem).unwrap();
+    Pki {
+        ca_file,
+        other_ca_file,
+        server_cert: cert.pem(),
+        server_key: key.serialize_pem(),
+        _dir: dir,
+    }
+}
+
+/// A private cluster serving TLS with the PKI's server certificate.
+fn tls_cluster(server_names: &[&str]) -> (Cluster, Pki) {
+    let pki = pki(server_names);
+    let cluster = Cluster::start();
+    cluster.write_server_file("server.crt", &pki.server_cert);
+    cluster.write_server_file("server.key", &pki.server_key);
+    // ALTER SYSTEM refuses to share a (multi-statement) transaction.
+    let mut admin = cluster.admin();
+    for statement in [
+        "ALTER SYSTEM SET ssl = on",
+        "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+        "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+        "SELECT pg_reload_conf()",
+    ] {
+        admin.batch_execute(statement).unwrap();
+    }
+    wait_until(Duration::from_secs(10), || {
+        cluster
+            .admin()
+            .query_one("SHOW ssl", &[])
+            .unwrap()
+            .get::<_, String>(0)
+            == "on"
+    });
+    (cluster, pki)
+}
+
+fn with_params(db: &TestDb, params: &str) -> String {
+    format!("{}?{params}", db.url())
+}
+
+fn migrations() -> MigrationDir {
+    let dir = MigrationDir::new();
+    dir.file("V1__t.sql", "CREATE TABLE t (id int);\n");
+    dir
+}
+
+fn apply_with_url(url: &str, dir: &MigrationDir) -> RunOutput {
+    Miglock::new()
+        .env("DATABASE_URL", url)
+        .args([
+            "apply",
+            "--format",
+            "json",
+            "--connect-timeout",
+            "5s",
+            "--migrations",
+        ])
+        .arg(dir.path())
+        .run()
+}
+
+/// Whether the miglock session named `prefix…` uses TLS, per `pg_stat_ssl`.
+fn session_is_encrypted(db: &TestDb, prefix: &str) -> bool {
+    let rows = db.query_strings(&format!(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE '{prefix}%'"
+    ));
+    assert_eq!(rows.len(), 1, "one {prefix} session");
+    rows[0][0].as_deref() == Some("t")
+}
+
+#[test]
+fn require_really_encrypts_and_disable_does_not() {
+    let (cluster, _pki) = tls_cluster(&["localhost"]);
+    for (mode, encrypted) in [("require", true), ("disable", false), ("prefer", true)] {
+        let db = cluster.create_db();
+        let dir = migrations();
+        // A `wait` session stays connected long enough to be looked at.
+        let waiter = Miglock::new()
+            .env("DATABASE_URL", with_params(&db, &format!("sslmode={mode}")))
+            .args(["wait", "--timeout", "30s", "--migrations"])
+            .arg(dir.path())
+            .spawn();
+        wait_until(Duration::from_secs(20), || {
+            db.query_i64(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'miglock wait%'",
+            ) == 1
+        });
+        assert_eq!(
+            session_is_encrypted(&db, "miglock wait"),
+            encrypted,
+            "sslmode={mode}"
+        );
+        apply_with_url(&with_params(&db, &format!("sslmode={mode}")), &dir).assert_success();
+        RunOutput::from_child(waiter).assert_success();
+        assert!(db.table_exists("t"), "sslmode={mode}");
+    }
+}
+
+#[test]
+fn verify_full_accepts_the_right_ca_and_host_and_refuses_others() {
+    let (cluster, pki) = tls_cluster(&["localhost", "127.0.0.1"]);
+    let db = cluster.create_db();
+    let dir = migrations();
+    let ca = pki.ca_file.display().to_string();
+    let other = pki.other_ca_file.display().to_string();
+
+    let wrong_ca = apply_with_url(
+        &with_params(&db, &format!("sslmode=verify-full&sslrootcert={other}")),
+        &dir,
+    );
+    wrong_ca
+        .assert_code(5)
+        .assert_stderr_contains("error performing TLS handshake")
+        .assert_stderr_contains("UnknownIssuer")
+        .assert_stderr_contains("sslmode=verify-full");
+    assert!(
+        !wrong_ca.stderr.contains("CONNECT_RETRY"),
+        "a certificate error is not retried"
+    );
+    assert_eq!(wrong_ca.json()["outcome"], "unavailable");
+    assert!(!db.table_exists("t"));
+
+    let out = apply_with_url(
+        &with_params(&db, &format!("sslmode=verify-full&sslrootcert={ca}")),
+        &dir,
+    );
+    out.assert_success();
+    assert!(db.table_exists("t"));
+}
+
+#[test]
+fn verify_full_refuses_a_wrong_host_name_that_verify_ca_accepts() {
+    let (cluster, pki) = tls_cluster(&["db.example"]);
+    let db = cluster.create_db();
+    let dir = migrations();
+    let ca = pki.ca_file.display().to_string();
+    apply_with_url(
+        &with_params(&db, &format!("sslmode=verify-full&sslrootcert={ca}")),
+        &dir,
+    )
+    .assert_code(5)
+    .assert_stderr_contains("certificate not valid for name \"127.0.0.1\"");
+    assert!(!db.table_exists("t"));
+    apply_with_url(
+        &with_params(&db, &format!("sslmode=verify-ca&sslrootcert={ca}")),
+        &dir,
+    )
+    .assert_success();
+    assert!(db.table_exists("t"));
+}
+
+#[test]
+fn libpq_variables_choose_the_mode_and_root() {
+    let (cluster, pki) = tls_cluster(&["127.0.0.1"]);
+    let db = cluster.create_db();
+    let dir = migrations();
+    let run = |mode: &str, root: &std::path::Path| {
+        Miglock::new()
+            .env("DATABASE_URL", db.url())
+            .env("PGSSLMODE", mode)
+            .env("PGSSLROOTCERT", root)
+            .args(["apply", "--connect-timeout", "5s", "--migrations"])
+            .arg(dir.path())
+            .run()
+    };
+    run("verify-full", &pki.other_ca_file)
+        .assert_code(5)
+        .assert_stderr_contains("UnknownIssuer");
+    // The URL wins over the environment.
+    Miglock::new()
+        .env("DATABASE_URL", with_params(&db, "sslmode=disable"))
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", &pki.other_ca_file)
+        .args(["status", "--migrations"])
+        .arg(dir.path())
+        .run()
+        .assert_success();
+    run("verify-full", &pki.ca_file).assert_success();
+    assert!(db.table_exists("t"));
+}
+
+#[test]
+fn tls_refusals_and_bad_settings() {
+    let db = Cluster::shared().create_db();
+    let dir = migrations();
+    // The shared cluster has no TLS.
+    apply_with_url(&with_params(&db, "sslmode=require"), &dir)
+        .assert_code(5)
+        .assert_stderr_contains("TLS");
+    // `prefer` falls back to plain text.
+    apply_with_url(&with_params(&db, "sslmode=prefer"), &dir).assert_success();
+    assert!(db.table_exists("t"));
+    apply_with_url(
+        &with_params(&db, "sslmode=verify-full&sslrootcert=/nonexistent/root.crt"),
+        &dir,
+    )
+    .assert_code(5)
+    .assert_stderr_contains("cannot read the root certificate file /nonexistent/root.crt");
+    let out = apply_with_url(&with_params(&db, "sslmode=sometimes"), &dir);
+    out.assert_code(2)
+        .assert_stderr_contains("unknown sslmode \"sometimes\"");
+    assert_eq!(out.json()["outcome"], "usage");
+    Miglock::for_db(&db)
+        .env("PGSSLMODE", "maybe")
+        .args(["apply", "--migrations"])
+        .arg(dir.path())
+        .run()
+        .assert_code(2)
+        .assert_stderr_contains("PGSSLMODE");
+}
