@@ -79,7 +79,7 @@ pub struct GlobalArgs {
 
     /// Keep retrying the first connection this long (the database may still be starting)
     #[arg(long, env = "MIGLOCK_CONNECT_TIMEOUT", value_name = "D", default_value = "30s",
-          value_parser = parse::duration, global = true)]
+          value_parser = parse::duration, allow_hyphen_values = true, global = true)]
     pub connect_timeout: Duration,
 
     /// Output: text, or one JSON object on stdout describing the result
@@ -137,7 +137,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct WaitArgs {
     /// Give up after this long (exit 7)
-    #[arg(long, env = "MIGLOCK_WAIT_TIMEOUT", value_name = "D", default_value = "5m", value_parser = parse::duration)]
+    #[arg(long, env = "MIGLOCK_WAIT_TIMEOUT", value_name = "D", default_value = "5m", value_parser = parse::duration, allow_hyphen_values = true)]
     pub timeout: Duration,
 }
 
@@ -161,11 +161,11 @@ pub struct ApplyArgs {
     /// How long to keep retrying the lock; 0 = one try [default: 30s]
     ///
     /// MIGRATION_LOCK_WAIT_SECONDS is read when neither this flag nor MIGLOCK_WAIT is set.
-    #[arg(long, env = "MIGLOCK_WAIT", value_name = "D", value_parser = parse::duration)]
+    #[arg(long, env = "MIGLOCK_WAIT", value_name = "D", value_parser = parse::duration, allow_hyphen_values = true)]
     pub wait: Option<Duration>,
 
     /// Bound on each migration statement (never on the lock wait) [default: off]
-    #[arg(long, env = "MIGLOCK_STATEMENT_TIMEOUT", value_name = "D", value_parser = parse::duration)]
+    #[arg(long, env = "MIGLOCK_STATEMENT_TIMEOUT", value_name = "D", value_parser = parse::duration, allow_hyphen_values = true)]
     pub statement_timeout: Option<Duration>,
 
     /// Apply up to and including version V
@@ -175,6 +175,27 @@ pub struct ApplyArgs {
     /// Print the plan and change nothing (exit 7 when migrations are pending, 0 when current)
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Set a PostgreSQL setting for the migrating session (repeatable; comma-separated in the env)
+    ///
+    /// Overrides miglock's own choices: statement_timeout=0 (or --statement-timeout),
+    /// idle_session_timeout=0, idle_in_transaction_session_timeout=0, tcp_keepalives_idle=10,
+    /// tcp_keepalives_interval=5, tcp_keepalives_count=3, client_connection_check_interval=5000 (ms).
+    #[arg(long = "set", env = "MIGLOCK_SET", value_name = "NAME=VALUE", value_delimiter = ',',
+          value_parser = parse::setting)]
+    pub settings: Vec<(String, String)>,
+
+    /// lock_timeout for each migration's transaction; on timeout (55P03) it rolls back and is retried
+    ///
+    /// An ALTER TABLE queued behind a long query blocks all traffic on that table while it waits;
+    /// this bounds that wait. Never applies to the advisory-lock wait.
+    #[arg(long, env = "MIGLOCK_DDL_LOCK_TIMEOUT", value_name = "D", value_parser = parse::duration, allow_hyphen_values = true)]
+    pub ddl_lock_timeout: Option<Duration>,
+
+    /// How many times a migration that hit --ddl-lock-timeout is retried (with backoff) before exit 1
+    #[arg(long, env = "MIGLOCK_DDL_RETRIES", value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub ddl_retries: u32,
 }
 
 impl GlobalArgs {
@@ -234,6 +255,9 @@ impl ApplyArgs {
             statement_timeout: self.statement_timeout.filter(|t| !t.is_zero()),
             target_version: self.target,
             dry_run: self.dry_run,
+            settings: self.settings.clone(),
+            ddl_lock_timeout: self.ddl_lock_timeout.filter(|t| !t.is_zero()),
+            ddl_retries: self.ddl_retries,
         })
     }
 }

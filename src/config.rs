@@ -37,6 +37,12 @@ pub struct ApplyConfig {
     /// Apply up to and including this version.
     pub target_version: Option<i32>,
     pub dry_run: bool,
+    /// Session settings given with `--set`, applied over miglock's own.
+    pub settings: Vec<(String, String)>,
+    /// `lock_timeout` inside each migration's transaction.
+    pub ddl_lock_timeout: Option<Duration>,
+    /// How often a migration that hit the DDL lock timeout is retried.
+    pub ddl_retries: u32,
 }
 
 #[derive(Clone)]

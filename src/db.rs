@@ -21,6 +21,8 @@ use crate::tls::{SslMode, TlsSettings};
 #[derive(Clone)]
 pub struct Target {
     config: postgres::Config,
+    /// Bound on one connection attempt (`connect_timeout`, `PGCONNECT_TIMEOUT`).
+    attempt_timeout: Option<Duration>,
     tls: TlsSettings,
     /// `user@host:port/database`, safe to print.
     display: String,
@@ -119,16 +121,36 @@ impl Target {
             };
             config.user(&user);
         }
-        if config.get_password().is_none() {
-            if let Some(password) = var("PGPASSWORD") {
-                config.password(password);
-            }
-        }
         if config.get_dbname().is_none() {
             let database = var("PGDATABASE")
                 .unwrap_or_else(|| config.get_user().unwrap_or_default().to_string());
             config.dbname(&database);
         }
+        if config.get_password().is_none() {
+            if let Some(password) = var("PGPASSWORD") {
+                config.password(password);
+            } else if let Some(password) = password_from_file(&config, env) {
+                config.password(password);
+            }
+        }
+        // libpq's connect_timeout is per attempt; the overall bound is
+        // miglock's --connect-timeout.
+        let attempt_timeout = match (config.get_connect_timeout(), var("PGCONNECT_TIMEOUT")) {
+            (Some(timeout), _) => Some(*timeout),
+            (None, Some(seconds)) => Some(
+                seconds
+                    .trim()
+                    .parse::<u64>()
+                    .map(Duration::from_secs)
+                    .map_err(|_| {
+                        Failure::usage(anyhow!(
+                            "PGCONNECT_TIMEOUT={seconds:?} is not a number of seconds"
+                        ))
+                    })?,
+            ),
+            (None, None) => None,
+        }
+        .filter(|t| !t.is_zero());
         if config.get_application_name().is_none() {
             if let Some(name) = var("PGAPPNAME") {
                 config.application_name(&name);
@@ -139,6 +161,7 @@ impl Target {
         let display = describe_target(&config);
         Ok(Target {
             config,
+            attempt_timeout,
             tls,
             display,
             database,
@@ -201,6 +224,27 @@ fn url_with_default_port(url: &str, port: u16) -> Option<String> {
         .collect();
     let credentials = credentials.map_or(String::new(), |c| format!("{c}@"));
     Some(format!("{scheme}://{credentials}{}{tail}", hosts.join(",")))
+}
+
+/// The password file's entry for the first host, as libpq would pick it.
+fn password_from_file(config: &postgres::Config, env: Env) -> Option<Vec<u8>> {
+    let path = crate::pgpass::default_path(env)?;
+    let (host, default_socket) = match config.get_hosts().first() {
+        Some(Host::Tcp(name)) => (name.clone(), false),
+        Some(Host::Unix(dir)) => (
+            dir.display().to_string(),
+            dir.as_os_str() == default_socket_dir(),
+        ),
+        None => (config.get_hostaddrs().first()?.to_string(), false),
+    };
+    let lookup = crate::pgpass::Lookup {
+        host: &host,
+        default_socket,
+        port: config.get_ports().first().copied().unwrap_or(5432),
+        database: config.get_dbname().unwrap_or_default(),
+        user: config.get_user().unwrap_or_default(),
+    };
+    crate::pgpass::find(&path, lookup).map(String::into_bytes)
 }
 
 fn default_socket_dir() -> &'static str {
@@ -316,10 +360,17 @@ pub fn connect(
     config.application_name(application_name);
     // Client-side keepalives: a holder whose network vanishes must not
     // stall the waiters' view for the kernel's two hours.
-    config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(10));
-    config.keepalives_interval(Duration::from_secs(5));
-    config.keepalives_retries(3);
+    // Unless the URL chose its own (keepalives_idle=…, which rust-postgres
+    // reads; its default idle time is two hours).
+    if config.get_keepalives() && config.get_keepalives_idle() == Duration::from_secs(2 * 3600) {
+        config.keepalives_idle(Duration::from_secs(10));
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(Duration::from_secs(5));
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(3);
+        }
+    }
     config
         .notice_callback(|notice| log::info!("NOTICE {}: {}", notice.severity(), notice.message()));
     // PostgreSQL never speaks TLS on a Unix socket; libpq ignores sslmode there.
@@ -343,9 +394,15 @@ pub fn connect(
         let remaining = deadline.saturating_duration_since(Instant::now());
         // Each attempt is bounded too: a silent network would otherwise
         // hang one attempt for the kernel's TCP timeout.
-        config.connect_timeout(remaining.clamp(Duration::from_secs(1), Duration::from_secs(10)));
+        let cap = target.attempt_timeout.unwrap_or(Duration::from_secs(10));
+        config.connect_timeout(remaining.min(cap).max(Duration::from_secs(1)));
         let error = match config.connect(connector.clone()) {
             Ok(client) => {
+                log::debug!(
+                    "connected to {target} (attempt {attempt}, {} ms, sslmode={})",
+                    started.elapsed().as_millis(),
+                    target.tls.mode
+                );
                 let token = client.cancel_token();
                 let connector = connector.clone();
                 interrupt.watch(Box::new(move || token.cancel_query(connector.clone())));
@@ -517,6 +574,43 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.message().contains("PGSSLMODE"));
+    }
+
+    #[test]
+    fn the_password_file_fills_a_missing_password_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(&file, "db.example:5432:app:deploy:from-file\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = file.display().to_string();
+        let vars = [("PGPASSFILE", path.as_str())];
+        let t = Target::resolve(Some("postgres://deploy@db.example/app"), &env(&vars)).unwrap();
+        assert_eq!(t.config.get_password(), Some(&b"from-file"[..]));
+        let t =
+            Target::resolve(Some("postgres://deploy:given@db.example/app"), &env(&vars)).unwrap();
+        assert_eq!(t.config.get_password(), Some(&b"given"[..]));
+        let with_env = [("PGPASSFILE", path.as_str()), ("PGPASSWORD", "from-env")];
+        let t = Target::resolve(Some("postgres://deploy@db.example/app"), &env(&with_env)).unwrap();
+        assert_eq!(t.config.get_password(), Some(&b"from-env"[..]));
+        let t = Target::resolve(Some("postgres://other@db.example/app"), &env(&vars)).unwrap();
+        assert_eq!(t.config.get_password(), None);
+    }
+
+    #[test]
+    fn connect_timeout_is_per_attempt_from_the_url_or_pgconnect_timeout() {
+        let t = Target::resolve(Some("postgres://u@h/d?connect_timeout=3"), &env(&[])).unwrap();
+        assert_eq!(t.attempt_timeout, Some(Duration::from_secs(3)));
+        let t = Target::resolve(
+            Some("postgres://u@h/d"),
+            &env(&[("PGCONNECT_TIMEOUT", "4")]),
+        )
+        .unwrap();
+        assert_eq!(t.attempt_timeout, Some(Duration::from_secs(4)));
+        let err = Target::resolve(None, &env(&[("PGCONNECT_TIMEOUT", "soon")]))
+            .err()
+            .unwrap();
+        assert!(err.message().contains("PGCONNECT_TIMEOUT"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod migrations;
 pub mod outcome;
 pub mod output;
 pub mod parse;
+pub mod pgpass;
 pub mod report;
 pub mod sql;
 pub mod tls;
@@ -34,18 +35,16 @@ use crate::report::Report;
 /// Parses the command line, runs the command, prints the result, and
 /// returns the exit code its outcome decides.
 pub fn run() -> ExitCode {
+    let env = |name: &str| std::env::var(name).ok();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                Outcome::Usage.exit_code()
-            } else {
-                0
-            });
+            return ExitCode::SUCCESS;
         }
+        Err(e) => return ExitCode::from(parse_failure(e, &env)),
     };
-    let env = |name: &str| std::env::var(name).ok();
     let progress = Progress::init(cli.global.verbosity(), env("RUST_LOG").as_deref());
     let format = cli.global.format();
     let interrupt = Interrupt::new();
@@ -87,6 +86,68 @@ pub fn run() -> ExitCode {
         }),
     };
     ExitCode::from(report.exit_code)
+}
+
+/// A command line clap refused. It is still a result: `--format json`
+/// gets its JSON object. And `apply` with `RUN_MIGRATIONS` off is disabled
+/// before anything else: a replica that never migrates must not fail on a
+/// migration setting it shares with the one that does (`MIGLOCK_WAIT`…).
+fn parse_failure(error: clap::Error, env: db::Env) -> u8 {
+    use clap::CommandFactory;
+    let seen = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(std::env::args_os())
+        .ok();
+    let command = seen
+        .as_ref()
+        .and_then(|m| m.subcommand_name())
+        .unwrap_or("miglock");
+    // clap stops at the first error, so the format may lie beyond it.
+    let args: Vec<String> = std::env::args().collect();
+    let flag = args
+        .windows(2)
+        .rev()
+        .find_map(|w| (w[0] == "--format").then(|| w[1].clone()))
+        .or_else(|| {
+            args.iter()
+                .rev()
+                .find_map(|a| a.strip_prefix("--format=").map(str::to_string))
+        });
+    let json = flag.or_else(|| env("MIGLOCK_FORMAT")).as_deref() == Some("json");
+    let format = if json { Format::Json } else { Format::Text };
+    let command: &'static str = match command {
+        "apply" => "apply",
+        "status" => "status",
+        "wait" => "wait",
+        "unlock" => "unlock",
+        _ => "miglock",
+    };
+    if command == "apply" && cli::migrations_enabled(env).ok() == Some(false) {
+        let _ = Progress::init(output::Verbosity::Normal, None);
+        let report = execute(command, format, Outcome::exit_code, |_| {
+            log::info!("MIGRATIONS_DISABLED RUN_MIGRATIONS is off: nothing was touched");
+            Ok(Outcome::Disabled)
+        });
+        return report.exit_code;
+    }
+    let _ = error.print();
+    if json {
+        // clap's own first line: "invalid value 'abc' for '--wait <D>': …".
+        let rendered = error.render().to_string();
+        let message = rendered
+            .lines()
+            .next()
+            .map(|line| line.trim_start_matches("error: ").to_string())
+            .filter(|line| !line.is_empty())
+            .unwrap_or_else(|| "invalid command line".into());
+        let mut report = Report::new(command);
+        report.fail(
+            &Failure::usage(anyhow::anyhow!(message)),
+            Outcome::Usage.exit_code(),
+        );
+        println!("{}", report.to_json());
+    }
+    Outcome::Usage.exit_code()
 }
 
 /// Runs one command and prints its result: the error once on stderr, the

@@ -45,6 +45,27 @@ pub fn run_migrations(value: Option<&str>) -> Result<bool, String> {
     }
 }
 
+/// `NAME=VALUE` for `--set`: a PostgreSQL setting name (custom ones have
+/// a dot) and any value, which is passed as a quoted literal.
+pub fn setting(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{:?} is not NAME=VALUE", shorten(text, 40)))?;
+    let name = name.trim().to_ascii_lowercase();
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+    if !valid {
+        return Err(format!("{:?} is not a setting name", shorten(&name, 40)));
+    }
+    Ok((name, value.trim().to_string()))
+}
+
 /// Cuts user-supplied text that is echoed back in a message.
 pub fn shorten(text: &str, max_chars: usize) -> String {
     if text.chars().count() <= max_chars {
@@ -101,6 +122,25 @@ mod tests {
             assert!(run_migrations(Some(bad))
                 .unwrap_err()
                 .contains("RUN_MIGRATIONS"));
+        }
+    }
+
+    #[test]
+    fn settings_are_name_equals_value() {
+        assert_eq!(
+            setting("tcp_keepalives_idle=30"),
+            Ok(("tcp_keepalives_idle".into(), "30".into()))
+        );
+        assert_eq!(
+            setting("App.Flag = a b"),
+            Ok(("app.flag".into(), "a b".into()))
+        );
+        assert_eq!(
+            setting("work_mem='64MB'"),
+            Ok(("work_mem".into(), "'64MB'".into()))
+        );
+        for bad in ["novalue", "=1", "a;b=1", "1x=2", "a b=1"] {
+            assert!(setting(bad).is_err(), "{bad}");
         }
     }
 

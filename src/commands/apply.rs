@@ -56,6 +56,14 @@ pub fn run(
     if set.migrations.is_empty() {
         log::warn!("no migration files in {}", common.migrations.display());
     }
+    log::debug!(
+        "read {} migration files from {} (newest {})",
+        set.migrations.len(),
+        common.migrations.display(),
+        set.migrations
+            .last()
+            .map_or("none".to_string(), |m| m.to_string())
+    );
     if let Some(target) = config.target_version {
         match set.last_version() {
             Some(last) if target <= last => {}
@@ -74,12 +82,30 @@ pub fn run(
 
     let history = history::read(&mut client, &common.table)?;
     let table_exists = history.is_some();
+    log::debug!(
+        "history table {}: {}",
+        common.table,
+        history
+            .as_ref()
+            .map_or("does not exist yet".to_string(), |h| format!(
+                "{} applied",
+                h.len()
+            ))
+    );
     let history = history.unwrap_or_default();
     let plan = Plan::new(&set, &history, config.target_version).map_err(|p| invalid(report, p))?;
     report.pending = pending_entries(&plan);
     if plan.pending.is_empty() {
         return Ok(current(&plan, config, "nothing pending"));
     }
+    log::debug!(
+        "pending: {}",
+        plan.pending
+            .iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if config.dry_run {
         print_plan(config, &plan, format);
         return Ok(Outcome::Pending);
@@ -203,25 +229,52 @@ enum LockWait<'a> {
     TimedOut,
 }
 
-/// Settings for the migrating session, set by name only where the server
-/// knows the name (older servers lack some), in one statement:
+/// Settings for the migrating session, in one statement. miglock's own are
+/// set by name only where the server knows the name (older servers lack
+/// some); those given with `--set` replace them and must exist.
 /// - `statement_timeout` as given, or 0 so a role default cannot cut a long
 ///   migration (the lock wait runs no statement, so it is never bounded by it);
 /// - `idle_session_timeout` and `idle_in_transaction_session_timeout` 0 so a
 ///   server default cannot end the session and take the lock away silently;
 /// - server-side TCP keepalives and `client_connection_check_interval`, so a
-///   holder whose network vanishes loses the lock in about 30 s instead of
+///   holder whose network vanishes loses the lock in about 25 s instead of
 ///   the kernel's default of over two hours.
-fn session_settings_sql(statement_timeout: Option<Duration>) -> String {
-    let statement_timeout = statement_timeout.map_or(0, |t| t.as_millis().max(1));
-    format!(
-        "SELECT count(set_config(s.name, v.setting, false)) FROM (VALUES \
-         ('statement_timeout', '{statement_timeout}'), \
-         ('idle_session_timeout', '0'), ('idle_in_transaction_session_timeout', '0'), \
-         ('tcp_keepalives_idle', '10'), ('tcp_keepalives_interval', '5'), ('tcp_keepalives_count', '3'), \
-         ('client_connection_check_interval', '5000')) AS v(name, setting) \
-         JOIN pg_settings s USING (name)"
-    )
+fn session_settings_sql(config: &ApplyConfig) -> String {
+    let statement_timeout = config
+        .statement_timeout
+        .map_or(0, |t| t.as_millis().max(1))
+        .to_string();
+    let defaults = [
+        ("statement_timeout", statement_timeout.as_str()),
+        ("idle_session_timeout", "0"),
+        ("idle_in_transaction_session_timeout", "0"),
+        ("tcp_keepalives_idle", "10"),
+        ("tcp_keepalives_interval", "5"),
+        ("tcp_keepalives_count", "3"),
+        ("client_connection_check_interval", "5000"),
+    ];
+    let given = |name: &str| config.settings.iter().any(|(n, _)| n == name);
+    let values: Vec<String> = defaults
+        .iter()
+        .filter(|(name, _)| !given(name))
+        .map(|(name, value)| format!("('{name}', '{value}')"))
+        .collect();
+    let mut columns = Vec::new();
+    if !values.is_empty() {
+        columns.push(format!(
+            "(SELECT count(set_config(s.name, v.setting, false)) FROM (VALUES {}) AS v(name, setting) \
+             JOIN pg_settings s USING (name))",
+            values.join(", ")
+        ));
+    }
+    for (name, value) in &config.settings {
+        columns.push(format!(
+            "set_config({}, {}, false)",
+            crate::sql::literal(name),
+            crate::sql::literal(value)
+        ));
+    }
+    format!("SELECT {}", columns.join(", "))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -251,12 +304,14 @@ fn wait_for_lock<'a>(
     } else {
         String::new()
     };
-    let mut batch = format!(
-        "{}; LISTEN {}; {}; {try_lock}{read_history}",
-        session_settings_sql(config.statement_timeout),
+    // Once per connection: the session settings, the LISTEN and the mark.
+    let setup = format!(
+        "{}; LISTEN {}; {}; ",
+        session_settings_sql(config),
         key.channel(),
         key.mark_waiting_sql(),
     );
+    let attempt_sql = format!("{try_lock}{read_history}");
     let mut first_attempt = true;
     let mut backoff = FIRST_BACKOFF;
     let mut spinner: Option<indicatif::ProgressBar> = None;
@@ -265,11 +320,26 @@ fn wait_for_lock<'a>(
     loop {
         // Notifications that arrived before this attempt are answered by it.
         lock::drain_notifications(client);
-        let messages = client.simple_query(&batch).map_err(|e| {
-            Failure::failed(db::describe(&e).context(format!("cannot try the lock {key}")))
-        })?;
+        let batch = if first_attempt {
+            format!("{setup}{attempt_sql}")
+        } else {
+            attempt_sql.clone()
+        };
+        log::trace!("lock attempt: {batch}");
+        let messages = match client.simple_query(&batch) {
+            Ok(messages) => messages,
+            Err(_) if client.is_closed() => {
+                *client = reconnect(config, identity, deadline, interrupt)?;
+                first_attempt = true;
+                continue;
+            }
+            Err(e) => {
+                return Err(Failure::failed(
+                    db::describe(&e).context(format!("cannot try the lock {key}")),
+                ))
+            }
+        };
         let statements = lock::rows_per_statement(&messages);
-        // The first batch starts with the settings, the LISTEN and the mark.
         let skip = if first_attempt { 3 } else { 0 };
         first_attempt = false;
         let attempt = statements
@@ -281,7 +351,6 @@ fn wait_for_lock<'a>(
             Some(rows) => Some(history::rows_from_rows(rows)?),
             None => None,
         };
-        batch = format!("{try_lock}{read_history}");
 
         if got {
             if let Some(bar) = spinner.take() {
@@ -339,6 +408,10 @@ fn wait_for_lock<'a>(
         match lock::idle_wait(client, pause, interrupt) {
             Ok(_) if interrupt.is_set() => return Err(Failure::interrupted()),
             Ok(_) => {}
+            Err(_) if client.is_closed() => {
+                *client = reconnect(config, identity, deadline, interrupt)?;
+                first_attempt = true;
+            }
             Err(e) => {
                 return Err(Failure::failed(db::describe(&e).context(format!(
                     "lost the connection while waiting for the lock {key}"
@@ -346,6 +419,30 @@ fn wait_for_lock<'a>(
             }
         }
     }
+}
+
+/// The server went away while this replica waited (restart, failover):
+/// connect again within what is left of `--wait`, then carry on waiting.
+/// The lock was not ours, so nothing is lost.
+fn reconnect(
+    config: &ApplyConfig,
+    identity: &Identity,
+    deadline: Instant,
+    interrupt: &Interrupt,
+) -> Result<Client, Failure> {
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
+    log::warn!(
+        "CONNECT_RETRY the connection was lost while waiting for the lock; reconnecting (for up to {})",
+        humantime::format_duration(Duration::from_millis(millis(remaining)))
+    );
+    db::connect(
+        &config.common.target,
+        remaining,
+        &identity.application_name(None),
+        interrupt,
+    )
 }
 
 /// Creates the history table under the lock, so concurrent first runs
@@ -400,7 +497,12 @@ fn migrate_locked(
             bar.set_message(migration.to_string());
         }
         let started = Instant::now();
-        apply_one(client, migration, &config.common.table, interrupt)?;
+        if let Err(failure) = apply_one(client, migration, config, interrupt) {
+            if client.is_closed() && failure.outcome == Outcome::Failed {
+                return Err(after_connection_loss(config, migration, failure, interrupt));
+            }
+            return Err(failure);
+        }
         let duration_ms = millis(started.elapsed());
         log::info!(
             "MIGRATION_APPLIED version={} name={} ms={duration_ms}",
@@ -437,37 +539,72 @@ fn migrate_locked(
 /// The migration's SQL and its history row, in one transaction and one
 /// round trip. refinery's own runner commits them in two transactions, so
 /// a crash between the two leaves a migration applied but unrecorded.
+///
+/// With `--ddl-lock-timeout`, a migration that times out waiting for a
+/// table lock (55P03) is rolled back and tried again after a pause, up to
+/// `--ddl-retries` times: queued behind a long query, its ALTER TABLE
+/// would otherwise block every other query on that table while it waits.
 fn apply_one(
     client: &mut Client,
     migration: &LocalMigration,
-    table: &HistoryTable,
+    config: &ApplyConfig,
     interrupt: &Interrupt,
 ) -> Result<(), Failure> {
-    let applied_on = time::OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .map_err(|e| anyhow!("cannot format the time: {e}"))?;
-    // The newline after the SQL ends a trailing `--` comment; the `;` ends
-    // a last statement written without one.
-    let batch = format!(
-        "{BEGIN}{}\n;\n{};\nCOMMIT",
-        migration.sql,
-        table.insert_sql(
-            migration.version,
-            &migration.name,
-            &applied_on,
-            migration.checksum
-        )
-    );
-    let Err(error) = client.batch_execute(&batch) else {
-        return Ok(());
+    let table = &config.common.table;
+    let begin = match config.ddl_lock_timeout {
+        Some(timeout) => format!(
+            "{BEGIN}SET LOCAL lock_timeout = {};\n",
+            timeout.as_millis().max(1)
+        ),
+        None => BEGIN.to_string(),
     };
-    // Whatever failed, the transaction must not stay open on the session
-    // that still holds the lock. On a lost connection this fails too, and
-    // the server rolls back by itself.
-    let _ = client.batch_execute("ROLLBACK");
-    if interrupt.is_set() && error.code() == Some(&SqlState::QUERY_CANCELED) {
-        return Err(Failure::interrupted());
-    }
+    let mut retries = 0;
+    let mut pause = Duration::from_millis(500);
+    let error = loop {
+        let applied_on = time::OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .map_err(|e| anyhow!("cannot format the time: {e}"))?;
+        // The newline after the SQL ends a trailing `--` comment; the `;`
+        // ends a last statement written without one.
+        let batch = format!(
+            "{begin}{}\n;\n{};\nCOMMIT",
+            migration.sql,
+            table.insert_sql(
+                migration.version,
+                &migration.name,
+                &applied_on,
+                migration.checksum
+            )
+        );
+        let Err(error) = client.batch_execute(&batch) else {
+            return Ok(());
+        };
+        // Whatever failed, the transaction must not stay open on the session
+        // that still holds the lock. On a lost connection this fails too,
+        // and the server rolls back by itself.
+        let _ = client.batch_execute("ROLLBACK");
+        if interrupt.is_set() && error.code() == Some(&SqlState::QUERY_CANCELED) {
+            return Err(Failure::interrupted());
+        }
+        let lock_timeout = error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE);
+        if !(lock_timeout && config.ddl_lock_timeout.is_some() && retries < config.ddl_retries) {
+            break error;
+        }
+        retries += 1;
+        let wait = pause.mul_f64(0.5 + fastrand::f64() * 0.5);
+        log::warn!(
+            "MIGRATION_RETRY version={} name={} attempt={retries}/{} reason=lock_timeout retry_in_ms={}",
+            migration.version,
+            migration.name,
+            config.ddl_retries,
+            millis(wait)
+        );
+        if !interrupt.sleep(wait) {
+            return Err(Failure::interrupted());
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
+    };
+
     let file = migration.path.display();
     let Some(db_error) = error.as_db_error() else {
         log::error!(
@@ -476,28 +613,119 @@ fn apply_one(
             migration.name
         );
         return Err(Failure::failed(anyhow!(
-            "migration {migration} ({file}) did not complete: {}; it was not recorded and its transaction \
-             rolled back",
+            "migration {migration} ({file}) did not complete: {}",
             db::error_chain(&error)
         )));
     };
-    let ErrorDetail { sqlstate, line, .. } = db::locate(db_error, BEGIN, &migration.sql);
-    let at = line.map_or(String::new(), |l| format!(", line {l}"));
+    let ErrorDetail { sqlstate, line, .. } = db::locate(db_error, &begin, &migration.sql);
     log::error!(
         "MIGRATION_FAILED version={} name={} sqlstate={}",
         migration.version,
         migration.name,
         sqlstate.as_deref().unwrap_or("none")
     );
-    Err(Failure::failed(anyhow!(
-        "migration {migration} failed ({file}{at}): {}\nIt was rolled back: nothing of it was applied.",
+    let at = line.map_or(String::new(), |l| format!(", line {l}"));
+    let mut message = format!(
+        "migration {migration} failed ({file}{at}): {}",
         db::db_error_text(db_error)
-    ))
-    .with_detail(ErrorDetail {
+    );
+    if db_error.code() == &SqlState::LOCK_NOT_AVAILABLE {
+        if let Some(timeout) = config.ddl_lock_timeout {
+            message.push_str(&format!(
+                "\nIt could not get a table lock within --ddl-lock-timeout {} in {} tries.{}",
+                humantime::format_duration(timeout),
+                retries + 1,
+                table_lock_holders(client)
+            ));
+        }
+    }
+    if !client.is_closed() {
+        message.push_str("\nIt was rolled back: nothing of it was applied.");
+    }
+    Err(Failure::failed(anyhow!(message)).with_detail(ErrorDetail {
         sqlstate,
         file: Some(migration.path.clone()),
         line,
     }))
+}
+
+/// After a DDL lock timeout: who holds table locks now, longest first —
+/// the session a migration queues behind is usually among them.
+fn table_lock_holders(client: &mut Client) -> String {
+    let query = "SELECT l.pid, a.application_name, l.relation::regclass::text, l.mode, a.state, \
+         round(extract(epoch FROM clock_timestamp() - coalesce(a.xact_start, a.state_change))::numeric, 1), \
+         left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80) \
+         FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+         WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid() AND l.relation >= 16384 \
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         ORDER BY 6 DESC NULLS LAST LIMIT 5";
+    let Ok(messages) = client.simple_query(query) else {
+        return String::new();
+    };
+    let lines: Vec<String> = lock::rows_per_statement(&messages)
+        .first()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    let col = |i: usize| r.get(i).unwrap_or("?");
+                    format!(
+                        "\n  pid {} {:?} holds {} on {} ({} for {}s): {}",
+                        col(0),
+                        col(1),
+                        col(3),
+                        col(2),
+                        col(4),
+                        col(5),
+                        col(6)
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(" Sessions holding table locks now:{}", lines.concat())
+    }
+}
+
+/// The connection died during a migration: whether its COMMIT went through
+/// is unknown from here, so look again on a new connection and say which.
+fn after_connection_loss(
+    config: &ApplyConfig,
+    migration: &LocalMigration,
+    failure: Failure,
+    interrupt: &Interrupt,
+) -> Failure {
+    let common = &config.common;
+    let lost = failure.message();
+    log::warn!("CONNECT_RETRY the connection was lost during {migration}; reconnecting to check what was applied");
+    let identity = super::identity("apply", common);
+    let checked = super::connect(common, &identity, interrupt)
+        .and_then(|mut client| history::read(&mut client, &common.table).map_err(Failure::failed));
+    match checked {
+        Ok(history) => {
+            let recorded = history
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a.version == i64::from(migration.version));
+            let what = if recorded {
+                "it had committed (with its history row) before the connection was lost"
+            } else {
+                "it was not applied: the server rolled it back"
+            };
+            Failure::failed(anyhow!(
+                "{lost}\nThe connection was lost during {migration}; checked on a new connection: {what}. \
+                 The next apply carries on from there."
+            ))
+        }
+        Err(reconnect) => Failure::unavailable(anyhow!(
+            "{lost}\nThe connection was lost during {migration}, and reconnecting to check whether it \
+             committed failed: {}. Each migration commits with its history row, so it is either applied \
+             and recorded or not at all; `miglock status` tells which.",
+            reconnect.message()
+        )),
+    }
 }
 
 /// Unlocks and wakes the waiters. On a lost connection the server has

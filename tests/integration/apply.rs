@@ -321,7 +321,7 @@ fn a_waiter_applies_once_the_holder_lets_go() {
         .unwrap();
     let child = apply(&db, &dir).args(["--wait", "30s"]).spawn();
     wait_until(Duration::from_secs(20), || {
-        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'miglock apply waiting%'") == 1
+        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply waiting%'") == 1
     });
     // A plain unlock sends no notification: the waiter's polling finds it.
     holder
@@ -343,7 +343,7 @@ fn a_waiter_finds_the_work_done_by_the_holder_and_exits_current() {
     // The first run creates the history table, so the second can follow the history while it waits.
     let first = apply(&db, &dir).spawn();
     wait_until(Duration::from_secs(20), || {
-        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'miglock apply holding%' AND query LIKE '%pg_sleep%'") == 1
+        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply holding%' AND query LIKE '%pg_sleep%'") == 1
     });
     let second = apply(&db, &dir).args(["--wait", "30s"]).run();
     let first = RunOutput::from_child(first);
@@ -427,7 +427,7 @@ fn sigterm_and_sigint_mid_migration_roll_back_release_and_exit_130() {
         let child = apply(&db, &dir).spawn();
         let pid = child.id();
         wait_until(Duration::from_secs(20), || {
-            db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND state = 'active' AND application_name LIKE 'miglock apply holding%'") == 1
+            db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(60)%' AND state = 'active' AND application_name LIKE 'miglock apply holding%'") == 1
         });
         let sent = Instant::now();
         send_signal(pid, signal);
@@ -466,7 +466,7 @@ fn a_signal_while_waiting_for_the_lock_exits_130_without_changes() {
     let child = apply(&db, &dir).args(["--wait", "60s"]).spawn();
     let pid = child.id();
     wait_until(Duration::from_secs(20), || {
-        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'miglock apply waiting%'") == 1
+        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply waiting%'") == 1
     });
     send_signal(pid, "TERM");
     let out = RunOutput::from_child(child);

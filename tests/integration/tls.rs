@@ -117,7 +117,7 @@ fn apply_with_url(url: &str, dir: &MigrationDir) -> RunOutput {
 /// Whether the miglock session named `prefix…` uses TLS, per `pg_stat_ssl`.
 fn session_is_encrypted(db: &TestDb, prefix: &str) -> bool {
     let rows = db.query_strings(&format!(
-        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE '{prefix}%'"
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = current_database() AND a.application_name LIKE '{prefix}%'"
     ));
     assert_eq!(rows.len(), 1, "one {prefix} session");
     rows[0][0].as_deref() == Some("t")
@@ -137,7 +137,7 @@ fn require_really_encrypts_and_disable_does_not() {
             .spawn();
         wait_until(Duration::from_secs(20), || {
             db.query_i64(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'miglock wait%'",
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock wait%'",
             ) == 1
         });
         assert_eq!(

@@ -1,0 +1,370 @@
+//! Production faults: DDL lock timeouts, restarts while waiting, a
+//! connection lost mid-migration, and a holder whose network silently
+//! vanishes.
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::cluster::{Cluster, TestDb};
+use crate::harness::{wait_until, Miglock, MigrationDir, RunOutput};
+
+fn apply(db: &TestDb, dir: &MigrationDir) -> Miglock {
+    let mut m = Miglock::for_db(db);
+    m.args(["apply", "--format", "json", "--migrations"])
+        .arg(dir.path());
+    m
+}
+
+fn history(db: &TestDb) -> Vec<i64> {
+    db.query_strings("SELECT version FROM refinery_schema_history ORDER BY version")
+        .into_iter()
+        .map(|row| row[0].as_deref().unwrap().parse().unwrap())
+        .collect()
+}
+
+fn default_key(db: &TestDb) -> i64 {
+    db.query_i64(
+        "SELECT ('x0' || left(md5('miglock:' || current_database() || ':' || 'refinery_schema_history'), 15))::bit(64)::bigint",
+    )
+}
+
+fn lock_holders(db: &TestDb, key: i64) -> i64 {
+    db.query_i64(&format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted \
+         AND ((classid::int8 << 32) | objid::int8) = {key}"
+    ))
+}
+
+fn has_column(db: &TestDb, table: &str, column: &str) -> bool {
+    db.query_i64(&format!(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = '{table}' AND column_name = '{column}'"
+    )) == 1
+}
+
+/// V1 makes table `t`; V2 alters it, which needs an ACCESS EXCLUSIVE lock.
+fn alter_migrations() -> MigrationDir {
+    let dir = MigrationDir::new();
+    dir.file("V1__t.sql", "CREATE TABLE t (id int);\n")
+        .file("V2__alter_t.sql", "ALTER TABLE t ADD COLUMN x int;\n");
+    dir
+}
+
+#[test]
+fn a_ddl_lock_timeout_is_retried_then_explained() {
+    let db = Cluster::shared().create_db();
+    let dir = alter_migrations();
+    apply(&db, &dir)
+        .args(["--target", "1"])
+        .run()
+        .assert_success();
+
+    // A long report holds a lock that ALTER TABLE must wait for.
+    let mut report = db.client();
+    report
+        .batch_execute(
+            "SET application_name = 'long-report'; BEGIN; LOCK TABLE t IN ACCESS SHARE MODE;",
+        )
+        .unwrap();
+    let report_pid = report
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get::<_, i32>(0);
+    let out = apply(&db, &dir)
+        .args(["--ddl-lock-timeout", "200ms", "--ddl-retries", "2"])
+        .run();
+    out.assert_code(1)
+        .assert_stderr_contains(
+            "MIGRATION_RETRY version=2 name=alter_t attempt=1/2 reason=lock_timeout",
+        )
+        .assert_stderr_contains("MIGRATION_RETRY version=2 name=alter_t attempt=2/2")
+        .assert_stderr_contains("MIGRATION_FAILED version=2 name=alter_t sqlstate=55P03")
+        .assert_stderr_contains(
+            "could not get a table lock within --ddl-lock-timeout 200ms in 3 tries",
+        )
+        .assert_stderr_contains(&format!(
+            "pid {report_pid} \"long-report\" holds AccessShareLock on t"
+        ))
+        .assert_stderr_contains("LOCK_RELEASED");
+    assert_eq!(out.json()["error"]["sqlstate"], "55P03");
+    assert_eq!(history(&db), [1]);
+    assert!(!has_column(&db, "t", "x"));
+
+    // Once the report ends, a retry gets through.
+    let child = apply(&db, &dir)
+        .args(["--ddl-lock-timeout", "200ms", "--ddl-retries", "20"])
+        .spawn();
+    wait_until(Duration::from_secs(20), || {
+        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply holding%'") == 1
+    });
+    thread::sleep(Duration::from_millis(400));
+    report.batch_execute("COMMIT").unwrap();
+    let out = RunOutput::from_child(child);
+    out.assert_success()
+        .assert_stderr_contains("MIGRATION_RETRY");
+    assert_eq!(history(&db), [1, 2]);
+    assert!(has_column(&db, "t", "x"));
+}
+
+#[test]
+fn without_ddl_lock_timeout_a_migration_waits_for_its_table_lock() {
+    let db = Cluster::shared().create_db();
+    let dir = alter_migrations();
+    apply(&db, &dir)
+        .args(["--target", "1"])
+        .run()
+        .assert_success();
+    let mut report = db.client();
+    report
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS SHARE MODE;")
+        .unwrap();
+    let child = apply(&db, &dir).spawn();
+    wait_until(Duration::from_secs(20), || {
+        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%ALTER TABLE t%'") == 1
+    });
+    report.batch_execute("COMMIT").unwrap();
+    RunOutput::from_child(child).assert_success();
+    assert!(has_column(&db, "t", "x"));
+}
+
+#[test]
+fn a_replica_waiting_for_the_lock_survives_a_server_restart() {
+    let cluster = Cluster::start();
+    let db = cluster.create_db();
+    let dir = alter_migrations();
+    let key = default_key(&db);
+    let mut holder = db.client();
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
+        .unwrap();
+    let child = apply(&db, &dir).args(["--wait", "60s"]).spawn();
+    wait_until(Duration::from_secs(20), || {
+        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply waiting%'") == 1
+    });
+    // The restart ends the holder's session too, so the lock is free after it.
+    cluster.restart();
+    let out = RunOutput::from_child(child);
+    out.assert_success()
+        .assert_stderr_contains("LOCK_BUSY")
+        .assert_stderr_contains("connection was lost while waiting for the lock; reconnecting")
+        .assert_stderr_contains("LOCK_ACQUIRED");
+    assert_eq!(out.json()["outcome"], "applied");
+    assert_eq!(history(&db), [1, 2]);
+}
+
+#[test]
+fn a_holder_whose_backend_is_terminated_exits_1_and_a_waiter_takes_over() {
+    let db = Cluster::shared().create_db();
+    let dir = alter_migrations();
+    dir.file(
+        "V2__alter_t.sql",
+        "ALTER TABLE t ADD COLUMN x int;\nSELECT pg_sleep(60);\n",
+    );
+    let holder = apply(&db, &dir).spawn();
+    wait_until(Duration::from_secs(20), || {
+        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply holding%' AND query LIKE '%pg_sleep(60)%'") == 1
+    });
+    let fast = MigrationDir::new();
+    fast.file("V1__t.sql", "CREATE TABLE t (id int);\n").file(
+        "V2__alter_t.sql",
+        "ALTER TABLE t ADD COLUMN x int;\nSELECT pg_sleep(60);\n",
+    );
+    let waiter = apply(&db, &dir).args(["--wait", "60s"]).spawn();
+    wait_until(Duration::from_secs(20), || {
+        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply waiting%'") == 1
+    });
+    // A DBA ends the holder's session.
+    db.query_i64(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply holding%'",
+    );
+    let out = RunOutput::from_child(holder);
+    out.assert_code(1)
+        .assert_stderr_contains("terminating connection due to administrator command")
+        .assert_stderr_contains("The connection was lost during V2__alter_t; checked on a new connection: it was not applied");
+    // The waiter takes over and runs V2 itself (then its own pg_sleep: end it).
+    wait_until(Duration::from_secs(20), || {
+        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply holding%' AND query LIKE '%pg_sleep(60)%'") == 1
+    });
+    db.query_i64("SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply holding%'");
+    let out = RunOutput::from_child(waiter);
+    out.assert_code(1)
+        .assert_stderr_contains("canceling statement due to user request (SQLSTATE 57014)");
+    assert_eq!(history(&db), [1], "each attempt at V2 rolled back whole");
+    assert!(!has_column(&db, "t", "x"));
+    assert_eq!(lock_holders(&db, default_key(&db)), 0);
+}
+
+#[test]
+fn a_connection_lost_mid_migration_with_no_server_to_check_exits_5() {
+    let cluster = Cluster::start();
+    let db = cluster.create_db();
+    let dir = alter_migrations();
+    dir.file(
+        "V2__alter_t.sql",
+        "ALTER TABLE t ADD COLUMN x int;\nSELECT pg_sleep(60);\n",
+    );
+    let child = apply(&db, &dir).args(["--connect-timeout", "1s"]).spawn();
+    wait_until(Duration::from_secs(20), || {
+        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply holding%' AND query LIKE '%pg_sleep(60)%' AND state = 'active'") == 1
+    });
+    cluster.stop_fast();
+    let out = RunOutput::from_child(child);
+    out.assert_code(5)
+        .assert_stderr_contains("The connection was lost during V2__alter_t, and reconnecting to check whether it committed failed");
+    assert_eq!(out.json()["outcome"], "unavailable");
+    cluster.start_again();
+    assert_eq!(history(&db), [1]);
+    assert!(!has_column(&db, "t", "x"));
+}
+
+/// A network namespace joined to the host by a veth pair; removed on drop.
+struct Netns {
+    name: String,
+    host_ip: String,
+    ns_ip: String,
+    ns_if: String,
+}
+
+impl Netns {
+    fn ip(args: &[&str]) -> Result<(), String> {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    fn create() -> Result<Netns, String> {
+        let n = std::process::id() % 200 + 20;
+        let name = format!("mlk{}", std::process::id());
+        let (host_if, ns_if) = (format!("mlkh{n}"), format!("mlkn{n}"));
+        let (host_ip, ns_ip) = (format!("10.231.{n}.1"), format!("10.231.{n}.2"));
+        let _ = Netns::ip(&["netns", "del", &name]);
+        Netns::ip(&["netns", "add", &name])?;
+        let netns = Netns {
+            name: name.clone(),
+            host_ip: host_ip.clone(),
+            ns_ip: ns_ip.clone(),
+            ns_if: ns_if.clone(),
+        };
+        Netns::ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ])?;
+        Netns::ip(&["link", "set", &ns_if, "netns", &name])?;
+        Netns::ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if])?;
+        Netns::ip(&["link", "set", &host_if, "up"])?;
+        Netns::ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{ns_ip}/30"),
+            "dev",
+            &ns_if,
+        ])?;
+        Netns::ip(&["-n", &name, "link", "set", &ns_if, "up"])?;
+        Netns::ip(&["-n", &name, "link", "set", "lo", "up"])?;
+        Ok(netns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = Netns::ip(&["netns", "del", &self.name]);
+    }
+}
+
+#[test]
+fn a_holder_whose_network_vanishes_loses_the_lock_within_30_seconds() {
+    let netns = match Netns::create() {
+        Ok(netns) => netns,
+        Err(why) if std::env::var_os("MIGLOCK_TEST_NO_NETNS").is_some() => {
+            eprintln!("NOT RUN: network-namespace fault test left out (MIGLOCK_TEST_NO_NETNS is set): {why}");
+            return;
+        }
+        Err(why) => panic!(
+            "cannot create a network namespace ({why}); this test needs root and iproute2. \
+             Set MIGLOCK_TEST_NO_NETNS=1 to leave it out on a machine that cannot."
+        ),
+    };
+    let cluster = Cluster::start_with(&[(
+        "listen_addresses",
+        &format!("'127.0.0.1,{}'", netns.host_ip),
+    )]);
+    cluster.write_server_file(
+        "pg_hba.conf",
+        &format!(
+            "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all {}/32 scram-sha-256\n",
+            netns.ns_ip
+        ),
+    );
+    cluster
+        .admin()
+        .batch_execute("SELECT pg_reload_conf()")
+        .unwrap();
+    let db = cluster.create_db();
+    let key = default_key(&db);
+    let dir = MigrationDir::new();
+    dir.file(
+        "V1__long.sql",
+        "CREATE TABLE t (id int);\nSELECT pg_sleep(600);\n",
+    );
+    let url = format!(
+        "postgres://postgres:{}@{}:{}/{}",
+        cluster.password(),
+        netns.host_ip,
+        cluster.port(),
+        db.name()
+    );
+    let mut holder = Miglock::new()
+        .program("ip")
+        .args([
+            "netns",
+            "exec",
+            &netns.name,
+            env!("CARGO_BIN_EXE_miglock"),
+            "apply",
+            "--migrations",
+        ])
+        .arg(dir.path())
+        .env("DATABASE_URL", &url)
+        .spawn();
+    wait_until(Duration::from_secs(20), || {
+        db.query_i64(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND client_addr = '{}' AND state = 'active' AND query LIKE '%pg_sleep(600)%'",
+            netns.ns_ip
+        )) == 1
+    });
+    assert_eq!(lock_holders(&db, key), 1);
+
+    // The link goes down inside the namespace: no FIN, no RST, just silence.
+    Netns::ip(&["-n", &netns.name, "link", "set", &netns.ns_if, "down"]).unwrap();
+    let cut = Instant::now();
+    wait_until(Duration::from_secs(60), || lock_holders(&db, key) == 0);
+    let freed_after = cut.elapsed();
+    eprintln!(
+        "network cut: lock freed after {:.1}s",
+        freed_after.as_secs_f64()
+    );
+    // keepalives 10 s idle + 3 × 5 s probes, then client_connection_check_interval 5 s.
+    assert!(
+        freed_after <= Duration::from_secs(40),
+        "lock freed after {freed_after:?}"
+    );
+    assert!(!db.table_exists("t"), "the cut migration rolled back");
+    assert_eq!(
+        db.query_i64("SELECT count(*) FROM refinery_schema_history"),
+        0
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
