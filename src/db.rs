@@ -363,7 +363,7 @@ pub fn connect(
     // Unless the URL chose its own (keepalives_idle=…, which rust-postgres
     // reads; its default idle time is two hours).
     if config.get_keepalives() && config.get_keepalives_idle() == Duration::from_secs(2 * 3600) {
-        config.keepalives_idle(Duration::from_secs(10));
+        config.keepalives_idle(Duration::from_secs(5));
         if config.get_keepalives_interval().is_none() {
             config.keepalives_interval(Duration::from_secs(5));
         }
