@@ -1,4 +1,10 @@
 mod apply;
 mod cluster;
+mod faults;
 mod harness;
+mod inputs;
 mod smoke;
+mod status;
+mod tls;
+mod unlock;
+mod wait;
