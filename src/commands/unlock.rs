@@ -33,9 +33,13 @@ pub fn run(
     report.set_key(key);
     report.database = Some(common.target.to_string());
     report.dry_run = config.dry_run;
+    // What a person reads: on stdout as the result, or on stderr beside
+    // the JSON object.
     let say = |line: String| {
         if format == Format::Text {
             println!("{line}");
+        } else {
+            log::info!("{line}");
         }
     };
 
@@ -75,29 +79,34 @@ pub fn run(
             ))
         )),
         None => Some(format!(
-            "this role cannot see whether pid {} is running a statement (its state is hidden)",
+            "this role cannot see whether pid {} is running a statement (its state is hidden: \
+             pg_read_all_stats, or the holder's role, would show it)",
             holder.pid
         )),
         Some(_) => None,
     };
-    if let Some(busy) = &busy {
-        if !config.force {
-            return Err(Failure::new(
-                Outcome::Refused,
-                anyhow!(
-                    "{busy}: left alone. --force would terminate it anyway, rolling back its open \
-                     transaction (a migration in progress rolls back entirely and runs again on the next apply)"
-                ),
-            ));
-        }
-    }
+    let refusal = busy.as_ref().filter(|_| !config.force).map(|busy| {
+        format!(
+            "{busy}: left alone. --force would terminate it anyway, rolling back its open transaction \
+             (a migration in progress rolls back entirely and runs again on the next apply)"
+        )
+    });
 
     if config.dry_run {
-        say(format!(
-            "Would terminate pid {} with pg_terminate_backend; nothing was done (--dry-run).",
-            holder.pid
-        ));
+        // A preview of either answer; the lock is held and nothing changed.
+        match &refusal {
+            Some(refusal) => say(format!(
+                "Would refuse: {refusal}. Nothing was done (--dry-run)."
+            )),
+            None => say(format!(
+                "Would terminate pid {} with pg_terminate_backend; nothing was done (--dry-run).",
+                holder.pid
+            )),
+        }
         return Ok(Outcome::Skipped);
+    }
+    if let Some(refusal) = refusal {
+        return Err(Failure::new(Outcome::Refused, anyhow!(refusal)));
     }
     if !config.yes && !confirm(&holder)? {
         return Err(Failure::new(
@@ -207,13 +216,32 @@ fn terminate(
         }
         Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
             let owner = holder.usename.as_deref().unwrap_or("another role");
+            let superuser = client
+                .simple_query(&format!(
+                    "SELECT rolsuper FROM pg_roles WHERE rolname = {}",
+                    crate::sql::literal(owner)
+                ))
+                .ok()
+                .and_then(|m| {
+                    lock::rows_per_statement(&m)
+                        .first()
+                        .and_then(|r| r.first())
+                        .map(|r| r.get(0) == Some("t"))
+                })
+                .unwrap_or(false);
+            let fix = if superuser {
+                format!("{owner} is a superuser, whose sessions only a superuser may end: run unlock as a superuser")
+            } else {
+                format!(
+                    "run unlock as {owner} or as a superuser, or let {user} end other roles' sessions with: \
+                     GRANT pg_signal_backend TO {user};"
+                )
+            };
             Err(Failure::new(
                 Outcome::Refused,
                 anyhow!(
                     "permission denied: role {user} may not terminate pid {pid}, which belongs to role {owner} \
-                     (SQLSTATE 42501). Run unlock as {owner} or as a superuser, or let {user} signal other \
-                     sessions with: GRANT pg_signal_backend TO {user}; (a superuser's session can only be \
-                     ended by a superuser)",
+                     (SQLSTATE 42501). {fix}",
                     pid = holder.pid
                 ),
             ))

@@ -1,0 +1,331 @@
+//! `miglock wait` against a real PostgreSQL: it returns once the schema is
+//! current, times out naming what is pending, refuses an unsafe set, and
+//! rides out a server restart.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cluster::{Cluster, TestDb};
+use crate::harness::{wait_until, Miglock, MigrationDir, RunOutput};
+
+fn two_migrations() -> MigrationDir {
+    let dir = MigrationDir::new();
+    dir.file("V1__create_t.sql", "CREATE TABLE t (id int);\n")
+        .file("V2__add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n");
+    dir
+}
+
+/// `miglock wait --format json --migrations DIR` for the database.
+fn wait(db: &TestDb, dir: &MigrationDir) -> Miglock {
+    let mut m = Miglock::for_db(db);
+    m.args(["wait", "--format", "json", "--migrations"])
+        .arg(dir.path());
+    m
+}
+
+#[track_caller]
+fn apply(db: &TestDb, dir: &MigrationDir, extra: &[&str]) -> RunOutput {
+    let out = Miglock::for_db(db)
+        .args(["apply", "--format", "json", "--migrations"])
+        .arg(dir.path())
+        .args(extra)
+        .run();
+    out.assert_success();
+    out
+}
+
+fn history(db: &TestDb) -> Vec<i64> {
+    if !db.table_exists("refinery_schema_history") {
+        return Vec::new();
+    }
+    db.query_strings("SELECT version FROM refinery_schema_history ORDER BY version")
+        .into_iter()
+        .map(|row| row[0].as_deref().unwrap().parse().unwrap())
+        .collect()
+}
+
+fn versions(list: &Value) -> Vec<i64> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|m| m["version"].as_i64().unwrap())
+        .collect()
+}
+
+/// Backend pids of `miglock wait` sessions marked as waiting.
+fn waiting_backends(db: &TestDb) -> Vec<i64> {
+    db.query_strings(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND application_name LIKE 'miglock wait waiting%' ORDER BY pid",
+    )
+    .into_iter()
+    .map(|row| row[0].as_deref().unwrap().parse().unwrap())
+    .collect()
+}
+
+#[test]
+fn a_timeout_exits_7_naming_what_is_still_pending_and_changes_nothing() {
+    let db = Cluster::shared().create_db();
+    let dir = two_migrations();
+    let started = Instant::now();
+    let out = wait(&db, &dir).args(["--timeout", "1s"]).run();
+    let took = started.elapsed();
+    out.assert_code(7)
+        .assert_stderr_contains("WAITING_FOR_SCHEMA pending=2 next=V1__create_t")
+        .assert_stderr_contains(
+            "error: timed out after 1s (--timeout): still pending: V1__create_t, V2__add_note",
+        );
+    assert!(
+        took >= Duration::from_secs(1),
+        "it waited the timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "and not much longer: {took:?}"
+    );
+    let json = out.json();
+    assert_eq!(json["command"], "wait");
+    assert_eq!(json["outcome"], "pending");
+    assert_eq!(json["exit_code"], 7);
+    assert_eq!(versions(&json["pending"]), [1, 2]);
+    assert!(json["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("still pending: V1__create_t, V2__add_note"));
+    assert!(json["lock"]["waited_ms"].as_u64().unwrap() >= 1000);
+    assert!(
+        !db.table_exists("refinery_schema_history"),
+        "wait creates nothing"
+    );
+    assert!(!db.table_exists("t"));
+
+    // Partly applied: only what is left is named. The timeout may come from
+    // the environment too.
+    apply(&db, &dir, &["--target", "1"]);
+    let out = wait(&db, &dir).env("MIGLOCK_WAIT_TIMEOUT", "500ms").run();
+    out.assert_code(7)
+        .assert_stderr_contains("(--timeout): still pending: V2__add_note");
+    assert_eq!(versions(&out.json()["pending"]), [2]);
+    assert_eq!(history(&db), [1]);
+}
+
+#[test]
+fn a_current_schema_returns_at_once() {
+    let db = Cluster::shared().create_db();
+    let dir = two_migrations();
+    apply(&db, &dir, &[]);
+    // Someone holding the lock does not matter: the history decides.
+    let mut holder = db.client();
+    holder
+        .batch_execute(
+            "SELECT pg_advisory_lock(('x0' || left(md5('miglock:' || current_database() || ':refinery_schema_history'), 15))::bit(64)::bigint)",
+        )
+        .unwrap();
+    let started = Instant::now();
+    let out = wait(&db, &dir).args(["--timeout", "30s"]).run();
+    out.assert_success()
+        .assert_stderr_contains("SCHEMA_CURRENT version=V2__add_note applied=2");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let json = out.json();
+    assert_eq!(json["outcome"], "current");
+    assert_eq!(json["exit_code"], 0);
+    assert_eq!(json["pending"], serde_json::json!([]));
+    assert_eq!(json["error"], Value::Null);
+}
+
+#[test]
+fn it_returns_promptly_once_another_process_has_applied() {
+    let db = Cluster::shared().create_db();
+    let dir = two_migrations();
+    let waiter = wait(&db, &dir).args(["--timeout", "60s"]).spawn();
+    wait_until(Duration::from_secs(20), || waiting_backends(&db).len() == 1);
+    let backend = waiting_backends(&db)[0];
+
+    // Let it poll four times: it then sleeps 3 to 4 s before the next look,
+    // so only the holder's release notification can end it sooner.
+    let mut polls = HashSet::new();
+    wait_until(Duration::from_secs(20), || {
+        let rows = db.query_strings(&format!(
+            "SELECT query_start FROM pg_stat_activity WHERE pid = {backend} \
+             AND query LIKE '%refinery_schema_history%'"
+        ));
+        if let Some(Some(start)) = rows.first().map(|r| r[0].clone()) {
+            polls.insert(start);
+        }
+        polls.len() >= 4
+    });
+    let applied = apply(&db, &dir, &[]);
+    let applied_at = Instant::now();
+    assert_eq!(applied.json()["outcome"], "applied");
+
+    let out = RunOutput::from_child(waiter);
+    let lag = applied_at.elapsed();
+    out.assert_success()
+        .assert_stderr_contains("WAITING_FOR_SCHEMA pending=2 next=V1__create_t")
+        .assert_stderr_contains("SCHEMA_CURRENT version=V2__add_note applied=2");
+    let json = out.json();
+    assert_eq!(json["outcome"], "current");
+    assert_eq!(json["pending"], serde_json::json!([]));
+    // Four looks, 0.5 s, 1 s and 2 s apart less up to a quarter of jitter.
+    assert!(
+        json["lock"]["waited_ms"].as_u64().unwrap() >= 2600,
+        "{json:#}"
+    );
+    assert!(
+        lag < Duration::from_millis(1500),
+        "woken by the release notification, not by its next poll: {lag:?}"
+    );
+    assert_eq!(history(&db), [1, 2]);
+}
+
+#[test]
+fn a_divergent_history_exits_6() {
+    let db = Cluster::shared().create_db();
+    let dir = two_migrations();
+    apply(&db, &dir, &[]);
+    dir.file(
+        "V2__add_note.sql",
+        "ALTER TABLE t ADD COLUMN note varchar;\n",
+    );
+    let started = Instant::now();
+    let out = wait(&db, &dir).args(["--timeout", "30s"]).run();
+    out.assert_code(6)
+        .assert_stderr_contains("V2__add_note.sql");
+    assert!(started.elapsed() < Duration::from_secs(10), "at once");
+    let json = out.json();
+    assert_eq!(json["outcome"], "invalid");
+    assert_eq!(json["exit_code"], 6);
+    assert_eq!(json["problems"][0]["kind"], "divergent");
+    assert_eq!(json["problems"][0]["version"], 2);
+
+    dir.file("V2__add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n")
+        .remove("V1__create_t.sql");
+    let json = wait(&db, &dir).run().assert_code(6).json();
+    assert_eq!(json["problems"][0]["kind"], "missing");
+    assert_eq!(history(&db), [1, 2]);
+}
+
+#[test]
+fn an_invalid_migration_folder_exits_6_without_connecting() {
+    // Nothing listens on the port: the files are checked first.
+    let url = format!(
+        "postgres://postgres:{}@127.0.0.1:{}/nowhere",
+        Cluster::shared().password(),
+        free_port()
+    );
+    let dir = MigrationDir::new();
+    let mut m = Miglock::new();
+    let out = m
+        .env("DATABASE_URL", &url)
+        .args([
+            "wait",
+            "--format",
+            "json",
+            "--connect-timeout",
+            "20s",
+            "--migrations",
+        ])
+        .arg(dir.path().join("absent"))
+        .run();
+    out.assert_code(6).assert_stderr_contains("absent");
+    let json = out.json();
+    assert_eq!(json["outcome"], "invalid");
+    assert_eq!(json["problems"][0]["kind"], "folder");
+
+    dir.file("V1__ok.sql", "SELECT 1;\n")
+        .file("V1__again.sql", "SELECT 2;\n");
+    let mut m = Miglock::new();
+    let json = m
+        .env("DATABASE_URL", &url)
+        .args([
+            "wait",
+            "--format",
+            "json",
+            "--connect-timeout",
+            "20s",
+            "--migrations",
+        ])
+        .arg(dir.path())
+        .run()
+        .assert_code(6)
+        .json();
+    assert_eq!(json["problems"][0]["kind"], "duplicate");
+}
+
+/// A port nothing listens on (it was free a moment ago).
+fn free_port() -> u16 {
+    TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn nothing_listening_exits_5_after_the_connect_timeout() {
+    let url = format!(
+        "postgres://postgres:{}@127.0.0.1:{}/nowhere",
+        Cluster::shared().password(),
+        free_port()
+    );
+    let dir = two_migrations();
+    let started = Instant::now();
+    let mut m = Miglock::new();
+    let out = m
+        .env("DATABASE_URL", &url)
+        .args([
+            "wait",
+            "--format",
+            "json",
+            "--connect-timeout",
+            "1s",
+            "--migrations",
+        ])
+        .arg(dir.path())
+        .run();
+    let took = started.elapsed();
+    out.assert_code(5)
+        .assert_stderr_contains("CONNECT_RETRY")
+        .assert_stderr_contains("cannot connect to");
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let json = out.json();
+    assert_eq!(json["outcome"], "unavailable");
+    assert_eq!(json["exit_code"], 5);
+}
+
+#[test]
+fn it_survives_a_server_restart() {
+    let cluster = Cluster::start();
+    let db = cluster.create_db();
+    let dir = two_migrations();
+    let waiter = wait(&db, &dir).args(["--timeout", "60s"]).spawn();
+    wait_until(Duration::from_secs(20), || waiting_backends(&db).len() == 1);
+    let before = waiting_backends(&db);
+
+    cluster.restart();
+    // It comes back on its own, as a new session, marked as waiting again.
+    wait_until(Duration::from_secs(30), || {
+        let now = waiting_backends(&db);
+        now.len() == 1 && now != before
+    });
+    assert_eq!(
+        db.query_i64(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+             WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND a.application_name LIKE 'miglock wait waiting%'"
+        ),
+        1,
+        "the waiting mark is set again after reconnecting"
+    );
+
+    apply(&db, &dir, &[]);
+    let out = RunOutput::from_child(waiter);
+    out.assert_success()
+        .assert_stderr_contains("CONNECT_RETRY")
+        .assert_stderr_contains("SCHEMA_CURRENT version=V2__add_note applied=2");
+    assert_eq!(out.json()["outcome"], "current");
+    assert_eq!(history(&db), [1, 2]);
+}
