@@ -125,6 +125,19 @@ pub enum Command {
     /// Lists the holder first. A holder running a statement right now (e.g. a long migration) is
     /// left alone unless --force. Without a terminal, --yes is required.
     Unlock(UnlockArgs),
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
+    ///
+    /// e.g. `miglock completions bash > /etc/bash_completion.d/miglock`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff) on stdout
+    ///
+    /// e.g. `miglock man > /usr/local/share/man/man1/miglock.1`
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -45,6 +45,11 @@ pub fn run() -> ExitCode {
         }
         Err(e) => return ExitCode::from(parse_failure(e, &env)),
     };
+    match &cli.command {
+        Command::Completions { shell } => return print_completions(*shell),
+        Command::Man => return print_man_page(),
+        _ => {}
+    }
     let progress = Progress::init(cli.global.verbosity(), env("RUST_LOG").as_deref());
     let format = cli.global.format();
     let interrupt = Interrupt::new();
@@ -84,8 +89,80 @@ pub fn run() -> ExitCode {
             let config = args.config(global.common(&env)?);
             commands::unlock::run(&config, report, &interrupt, format)
         }),
+        Command::Completions { .. } | Command::Man => return ExitCode::SUCCESS,
     };
     ExitCode::from(report.exit_code)
+}
+
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "miglock", &mut script);
+    write_stdout(&script)
+}
+
+/// One page: the top-level command, each subcommand's options, then the
+/// exit codes scripts branch on.
+fn print_man_page() -> ExitCode {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let mut page = Vec::new();
+    let rendered = clap_mangen::Man::new(command.clone())
+        .render(&mut page)
+        .and_then(|()| {
+            for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+                let name = format!("miglock {}", sub.get_name());
+                let sub = sub
+                    .clone()
+                    .display_name(name.clone())
+                    .bin_name(name.clone());
+                let man = clap_mangen::Man::new(sub);
+                page.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
+                man.render_description_section(&mut page)?;
+                man.render_synopsis_section(&mut page)?;
+                man.render_options_section(&mut page)?;
+            }
+            Ok(())
+        });
+    if let Err(e) = rendered {
+        eprintln!("error: cannot render the man page: {e}");
+        return ExitCode::from(Outcome::Failed.exit_code());
+    }
+    page.extend_from_slice(b".SH \"EXIT STATUS\"\n");
+    for outcome in [
+        Outcome::Applied,
+        Outcome::Failed,
+        Outcome::Usage,
+        Outcome::Skipped,
+        Outcome::Disabled,
+        Outcome::Unavailable,
+        Outcome::Invalid,
+        Outcome::Pending,
+        Outcome::Interrupted,
+    ] {
+        page.extend_from_slice(
+            format!(
+                ".TP\n\\fB{}\\fR\n{}\n",
+                outcome.exit_code(),
+                outcome.describe()
+            )
+            .as_bytes(),
+        );
+    }
+    write_stdout(&page)
+}
+
+/// Writes a generated document; a reader that went away (`| head`) is fine.
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            ExitCode::from(Outcome::Failed.exit_code())
+        }
+    }
 }
 
 /// A command line clap refused. It is still a result: `--format json`

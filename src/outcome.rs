@@ -62,6 +62,23 @@ impl Outcome {
         }
     }
 
+    /// One line for the man page's EXIT STATUS.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Outcome::Applied | Outcome::Current => "applied or current: the schema is current",
+            Outcome::Released | Outcome::Free => "unlock: released or free",
+            Outcome::Failed => "failed: a migration failed (rolled back) or another error",
+            Outcome::Refused => "unlock refused: the holder was left alone",
+            Outcome::Usage => "usage: bad flags, arguments, environment values or URL",
+            Outcome::Skipped => "skipped: the lock stayed busy for the whole --wait; nothing changed",
+            Outcome::Disabled => "disabled: RUN_MIGRATIONS is off; nothing was touched",
+            Outcome::Unavailable => "unavailable: no connection within --connect-timeout",
+            Outcome::Invalid => "invalid: the migration set cannot be read or is unsafe to run",
+            Outcome::Pending => "pending: status --check or apply --dry-run found pending migrations, or wait timed out",
+            Outcome::Interrupted => "interrupted: SIGINT or SIGTERM; rolled back, lock released",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Applied => "applied",
