@@ -193,7 +193,7 @@ pub struct ApplyArgs {
     ///
     /// Overrides miglock's own choices: statement_timeout=0 (or --statement-timeout),
     /// idle_session_timeout=0, idle_in_transaction_session_timeout=0, tcp_keepalives_idle=5,
-    /// tcp_keepalives_interval=5, tcp_keepalives_count=3, client_connection_check_interval=2000 (ms).
+    /// tcp_keepalives_interval=5, tcp_keepalives_count=3, client_connection_check_interval=1000 (ms).
     #[arg(long = "set", env = "MIGLOCK_SET", value_name = "NAME=VALUE", value_delimiter = ',',
           value_parser = parse::setting)]
     pub settings: Vec<(String, String)>,

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use crate::sql;
@@ -134,12 +134,14 @@ pub struct AppliedMigration {
 pub fn read(
     client: &mut Client,
     table: &HistoryTable,
-) -> anyhow::Result<Option<Vec<AppliedMigration>>> {
+) -> Result<Option<Vec<AppliedMigration>>, crate::error::Failure> {
     match client.simple_query(&table.select_sql()) {
         Ok(messages) => Ok(Some(rows_from(&messages)?)),
         Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
-        Err(e) => Err(crate::db::describe(&e))
-            .with_context(|| format!("cannot read the history table {table}")),
+        Err(e) => Err(crate::db::failed(
+            &e,
+            format!("cannot read the history table {table}"),
+        )),
     }
 }
 

@@ -242,23 +242,38 @@ impl LockHolder {
 
 /// One statement: try the key once and, in the same round trip, name this
 /// session after the result (`… holding …` or `… waiting …`, so
-/// `pg_stat_activity` tells a DBA who is who), drop the waiting mark once
-/// the key is ours, and, when it is busy, read who holds it. Columns:
-/// `got`, then the [`LockKey::sessions_sql`] columns.
+/// `pg_stat_activity` tells a DBA who is who) and drop the waiting mark
+/// once the key is ours. Its one column is `got`.
+///
+/// Kept lean: it is on the handover's critical path, where every planned
+/// join (`pg_locks` ⋈ `pg_stat_activity` costs milliseconds to plan) would
+/// delay the waiter that a release notification just woke. Who holds the
+/// key is asked separately, only when it is busy ([`LockKey::busy_sql`]).
 ///
 /// Must follow exactly one [`LockKey::mark_waiting_sql`] on the session.
 pub fn try_lock_sql(key: &LockKey, holding_name: &str, waiting_name: &str) -> String {
     let (high, low) = key.halves();
     format!(
-        "WITH t AS (SELECT pg_try_advisory_lock({k}) AS got), \
-         n AS (SELECT set_config('application_name', CASE WHEN t.got THEN {holding} ELSE {waiting} END, false), \
-               CASE WHEN t.got THEN pg_advisory_unlock_shared({high}, {low}) END FROM t) \
-         SELECT t.got, h.* FROM t CROSS JOIN n LEFT JOIN LATERAL ({holder} AND NOT t.got) h ON true",
+        "WITH t AS (SELECT pg_try_advisory_lock({k}) AS got) \
+         SELECT t.got, set_config('application_name', CASE WHEN t.got THEN {holding} ELSE {waiting} END, false), \
+         CASE WHEN t.got THEN pg_advisory_unlock_shared({high}, {low}) END FROM t",
         k = key.key,
         holding = sql::literal(holding_name),
         waiting = sql::literal(waiting_name),
-        holder = key.sessions_sql(LockRole::Holder),
     )
+}
+
+impl LockKey {
+    /// Who holds the key (the [`LockKey::sessions_sql`] columns, no row
+    /// when it was just released), then, in a second statement, how many
+    /// miglock sessions wait for it.
+    pub fn busy_sql(&self) -> String {
+        format!(
+            "{}; SELECT count(*) FROM ({}) w",
+            self.sessions_sql(LockRole::Holder),
+            self.sessions_sql(LockRole::Waiter)
+        )
+    }
 }
 
 /// The rows of each statement of a multi-statement simple query, in order.

@@ -1,10 +1,12 @@
 //! The migration set on disk, read strictly, and its comparison with the
 //! history table.
 //!
-//! refinery provides the model (name parsing, checksum); the strictness is
-//! miglock's own, because refinery silently skips misnamed files, runs two
-//! files with the same version, and panics on some names (`|1__x.sql`
-//! matches its `[U|V]` pattern and then reaches `unreachable!`).
+//! The format and the checksum are refinery's, so refinery, refinery_cli and
+//! miglock recognise each other's history (the tests hold both against
+//! refinery's own code). The strictness is miglock's: refinery silently
+//! skips misnamed files, runs two files with the same version, and panics
+//! on some names (`|1__x.sql` matches its `[U|V]` pattern and then reaches
+//! `unreachable!`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,7 +38,7 @@ impl fmt::Display for LocalMigration {
 pub struct Problem {
     pub kind: ProblemKind,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "lossy_path")]
     pub file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
@@ -59,6 +61,18 @@ pub enum ProblemKind {
     Missing,
     /// A file not applied although a later version is.
     OutOfOrder,
+}
+
+/// A path in JSON even when it is not UTF-8 (bad bytes shown as U+FFFD):
+/// the file that is misnamed for that very reason must still be named.
+fn lossy_path<S: serde::Serializer>(
+    path: &Option<PathBuf>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(path) => serializer.serialize_str(&path.to_string_lossy()),
+        None => serializer.serialize_none(),
+    }
 }
 
 impl ProblemKind {
@@ -125,98 +139,41 @@ impl MigrationSet {
         }
 
         let mut by_version: BTreeMap<i32, Vec<LocalMigration>> = BTreeMap::new();
-        let walker = walkdir::WalkDir::new(dir)
-            .follow_links(true)
-            .sort_by_file_name()
-            .min_depth(1);
-        for entry in walker {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => {
-                    problems.push(walk_problem(dir, &e));
-                    continue;
-                }
-            };
-            let path = entry.path();
-            let Some(file_name) = entry.file_name().to_str() else {
-                if has_sql_extension(&entry.file_name().to_string_lossy()) {
-                    problems.push(Problem {
-                        kind: ProblemKind::Misnamed,
-                        message: format!("{}: the file name is not valid UTF-8", path.display()),
-                        file: Some(path.to_path_buf()),
-                        version: None,
-                    });
-                }
-                continue;
-            };
-            if !has_sql_extension(file_name) {
-                continue;
-            }
-            if entry.file_type().is_dir() {
+        let mut files = Vec::new();
+        let mut ancestors = Vec::new();
+        walk(dir, &mut ancestors, &mut files, &mut problems);
+        let mut named = Vec::with_capacity(files.len());
+        for path in files {
+            let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
                 problems.push(Problem {
-                    kind: ProblemKind::Unreadable,
-                    message: format!("{}: is a folder, not a migration file", path.display()),
-                    file: Some(path.to_path_buf()),
+                    kind: ProblemKind::Misnamed,
+                    message: format!("{}: the file name is not valid UTF-8", path.display()),
+                    file: Some(path.clone()),
                     version: None,
                 });
                 continue;
+            };
+            match parse_file_name(file_name) {
+                Ok((version, name)) => {
+                    let name = name.to_string();
+                    named.push((path, version, name));
+                }
+                Err(why) => problems.push(Problem {
+                    kind: ProblemKind::Misnamed,
+                    message: format!("{}: {why}", path.display()),
+                    file: Some(path.clone()),
+                    version: None,
+                }),
             }
-            let (version, _) = match parse_file_name(file_name) {
-                Ok(parsed) => parsed,
-                Err(why) => {
-                    problems.push(Problem {
-                        kind: ProblemKind::Misnamed,
-                        message: format!("{}: {why}", path.display()),
-                        file: Some(path.to_path_buf()),
-                        version: None,
-                    });
-                    continue;
-                }
-            };
-            let unreadable = |why: String| Problem {
-                kind: ProblemKind::Unreadable,
-                message: format!("{}: {why}", path.display()),
-                file: Some(path.to_path_buf()),
-                version: Some(version.into()),
-            };
-            let bytes = match std::fs::read(path) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    problems.push(unreadable(format!("cannot be read ({})", io_reason(&e))));
-                    continue;
-                }
-            };
-            let sql = match String::from_utf8(bytes) {
-                Ok(sql) => sql,
-                Err(e) => {
-                    let at = e.utf8_error().valid_up_to();
-                    problems.push(unreadable(format!(
-                        "is not valid UTF-8 (first bad byte at offset {at})"
-                    )));
-                    continue;
-                }
-            };
-            if sql.trim().is_empty() {
-                problems.push(unreadable("is empty".into()));
-                continue;
+        }
+        for read in read_all(named) {
+            match read {
+                Ok(migration) => by_version
+                    .entry(migration.version)
+                    .or_default()
+                    .push(migration),
+                Err(problem) => problems.push(problem),
             }
-            let stem = &file_name[..file_name.len() - ".sql".len()];
-            // refinery computes the checksum that refinery and refinery_cli
-            // store, so a database migrated by either is recognised.
-            let migration = match refinery::Migration::unapplied(stem, &sql) {
-                Ok(m) => m,
-                Err(e) => {
-                    problems.push(unreadable(format!("refinery refuses it: {e}")));
-                    continue;
-                }
-            };
-            by_version.entry(version).or_default().push(LocalMigration {
-                version,
-                name: migration.name().to_string(),
-                path: path.to_path_buf(),
-                sql,
-                checksum: migration.checksum(),
-            });
         }
 
         let mut migrations = Vec::with_capacity(by_version.len());
@@ -248,6 +205,97 @@ impl MigrationSet {
     pub fn last_version(&self) -> Option<i32> {
         self.migrations.last().map(|m| m.version)
     }
+}
+
+/// Reads and checks the files, on several threads when there are many:
+/// on a no-op run, reading hundreds of small files is most of the work.
+fn read_all(named: Vec<(PathBuf, i32, String)>) -> Vec<Result<LocalMigration, Problem>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(8).min(named.len() / 64).max(1);
+    if threads == 1 {
+        return named.into_iter().map(read_one).collect();
+    }
+    let chunk = named.len().div_ceil(threads);
+    let mut chunks = Vec::new();
+    let mut rest = named;
+    while rest.len() > chunk {
+        let tail = rest.split_off(chunk);
+        chunks.push(rest);
+        rest = tail;
+    }
+    chunks.push(rest);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(read_one).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+fn read_one((path, version, name): (PathBuf, i32, String)) -> Result<LocalMigration, Problem> {
+    use std::io::Read;
+    let unreadable = |why: String| Problem {
+        kind: ProblemKind::Unreadable,
+        message: format!("{}: {why}", path.display()),
+        file: Some(path.clone()),
+        version: Some(version.into()),
+    };
+    // open, read to the end, close: without the size lookup (statx) that
+    // `fs::read` and `File::read_to_end` make, which costs as much as the read.
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(&path).and_then(|mut file| {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match file.read(&mut chunk) {
+                Ok(0) => return Ok(()),
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    if let Err(e) = read {
+        return Err(unreadable(format!("cannot be read ({})", io_reason(&e))));
+    }
+    let sql = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        unreadable(format!(
+            "is not valid UTF-8 (first bad byte at offset {at})"
+        ))
+    })?;
+    if sql.trim().is_empty() {
+        return Err(unreadable("is empty".into()));
+    }
+    Ok(LocalMigration {
+        version,
+        checksum: checksum(&name, version, &sql),
+        name,
+        path,
+        sql,
+    })
+}
+
+/// refinery's checksum, the one refinery and refinery_cli store: SipHash-1-3
+/// with zero keys over the name, the version (as `i32`) and the SQL, each
+/// fed through `Hash` — the calls `refinery::Migration::unapplied` makes.
+/// Computed here because refinery only offers it behind its file-name
+/// regex, whose compilation cost half of a whole no-op run; the tests
+/// check it against refinery's own on every build.
+pub fn checksum(name: &str, version: i32, sql: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = siphasher::sip::SipHasher13::new();
+    name.hash(&mut hasher);
+    version.hash(&mut hasher);
+    sql.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn has_sql_extension(file_name: &str) -> bool {
@@ -303,14 +351,19 @@ pub fn parse_file_name(file_name: &str) -> Result<(i32, &str), String> {
     Ok((version, name))
 }
 
+/// refinery's `\w` (the regex crate's Unicode word class: letters, marks,
+/// decimal digits, connector punctuation). ASCII is decided here; other
+/// characters by the same regex class refinery uses, compiled only when a
+/// name needs it (compiling the Unicode class costs more than a whole
+/// no-op run).
 fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric()
-        || c == '_'
-        || matches!(
-            c,
-            '\u{203F}' | '\u{2040}' | '\u{2054}' | '\u{FE33}' | '\u{FE34}' | '\u{FE4D}'
-                ..='\u{FE4F}' | '\u{FF3F}'
-        )
+    if c.is_ascii() {
+        return c.is_ascii_alphanumeric() || c == '_';
+    }
+    static WORD: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    WORD.get_or_init(|| regex::Regex::new(r"^\w$").ok())
+        .as_ref()
+        .is_some_and(|word| word.is_match(c.encode_utf8(&mut [0; 4])))
 }
 
 fn folder_problem(dir: &Path, why: &str) -> Problem {
@@ -322,25 +375,97 @@ fn folder_problem(dir: &Path, why: &str) -> Problem {
     }
 }
 
-fn walk_problem(dir: &Path, e: &walkdir::Error) -> Problem {
-    let path = e.path().unwrap_or(dir).to_path_buf();
-    let why = if let Some(ancestor) = e.loop_ancestor() {
-        format!("is a symbolic link loop back to {}", ancestor.display())
-    } else if let Some(io) = e.io_error() {
-        format!("cannot be read ({})", io_reason(io))
-    } else {
-        e.to_string()
-    };
-    Problem {
-        kind: if path == dir {
-            ProblemKind::Folder
-        } else {
-            ProblemKind::Unreadable
-        },
+/// Collects the `.sql` files under `dir` (following symbolic links, in
+/// file-name order at each level, as refinery does), and a problem for
+/// each entry that cannot be walked. Hand-written rather than walkdir:
+/// sorting by name there re-parses every path on each comparison, which
+/// cost more than reading the files.
+fn walk(
+    dir: &Path,
+    ancestors: &mut Vec<(u64, u64)>,
+    files: &mut Vec<PathBuf>,
+    problems: &mut Vec<Problem>,
+) {
+    use std::os::unix::fs::MetadataExt;
+    let unreadable = |path: &Path, why: String| Problem {
+        kind: ProblemKind::Unreadable,
         message: format!("{}: {why}", path.display()),
-        file: Some(path),
+        file: Some(path.to_path_buf()),
         version: None,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            let kind = if ancestors.is_empty() {
+                ProblemKind::Folder
+            } else {
+                ProblemKind::Unreadable
+            };
+            problems.push(Problem {
+                kind,
+                ..unreadable(dir, format!("cannot be read ({})", io_reason(&e)))
+            });
+            return;
+        }
+    };
+    let id = std::fs::metadata(dir).map_or((0, 0), |meta| (meta.dev(), meta.ino()));
+    ancestors.push(id);
+    let mut entries: Vec<(std::ffi::OsString, std::fs::DirEntry)> = entries
+        .filter_map(Result::ok)
+        .map(|e| (e.file_name(), e))
+        .collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (name, entry) in entries {
+        let path = entry.path();
+        let is_sql = has_sql_extension(&name.to_string_lossy());
+        // The type comes with the directory entry; only links cost a stat.
+        let Ok(mut file_type) = entry.file_type() else {
+            continue;
+        };
+        let mut target = None;
+        if file_type.is_symlink() {
+            match std::fs::metadata(&path) {
+                Ok(meta) => {
+                    file_type = meta.file_type();
+                    target = Some((meta.dev(), meta.ino()));
+                }
+                Err(e) => {
+                    if is_sql {
+                        problems.push(unreadable(
+                            &path,
+                            format!("cannot be read ({})", io_reason(&e)),
+                        ));
+                    }
+                    continue;
+                }
+            }
+        }
+        if file_type.is_dir() {
+            if is_sql {
+                problems.push(unreadable(
+                    &path,
+                    "is a folder, not a migration file".into(),
+                ));
+                continue;
+            }
+            if let Some(id) = target {
+                if ancestors.contains(&id) {
+                    problems.push(unreadable(
+                        &path,
+                        "is a symbolic link loop back to a folder above it".into(),
+                    ));
+                    continue;
+                }
+            }
+            walk(&path, ancestors, files, problems);
+        } else if is_sql && file_type.is_file() {
+            files.push(path);
+        } else if is_sql {
+            // A FIFO would block the read forever; a device is no migration.
+            problems.push(unreadable(&path, "is not a regular file".into()));
+        }
     }
+    ancestors.pop();
 }
 
 fn io_reason(e: &std::io::Error) -> String {
@@ -371,78 +496,59 @@ impl<'a> Plan<'a> {
         history: &[AppliedMigration],
         target: Option<i32>,
     ) -> Result<Plan<'a>, Problems> {
+        let mut sorted;
+        let history = if history.is_sorted_by_key(|a| a.version) {
+            history
+        } else {
+            sorted = history.to_vec();
+            sorted.sort_by_key(|a| a.version);
+            &sorted
+        };
+        let newest_applied = history.last().map(|a| a.version);
         let mut problems = Vec::new();
-        let local: BTreeMap<i64, &LocalMigration> = set
-            .migrations
-            .iter()
-            .map(|m| (i64::from(m.version), m))
-            .collect();
-        for applied in history {
-            match local.get(&applied.version) {
-                None => problems.push(Problem {
-                    kind: ProblemKind::Missing,
-                    message: format!(
-                        "V{}__{} was applied on {} but its file is gone from the migrations folder",
-                        applied.version, applied.name, applied.applied_on
-                    ),
-                    file: None,
-                    version: Some(applied.version),
-                }),
-                Some(file) => {
-                    let what = if file.name != applied.name {
-                        Some(format!(
-                            "the name changed from {:?} to {:?}",
-                            applied.name, file.name
-                        ))
-                    } else if applied.checksum != file.checksum.to_string() {
-                        Some(format!(
-                            "its content changed (checksum {} applied, {} on disk)",
-                            applied.checksum, file.checksum
-                        ))
-                    } else {
-                        None
-                    };
-                    if let Some(what) = what {
-                        problems.push(Problem {
-                            kind: ProblemKind::Divergent,
-                            message: format!(
-                                "{}: applied on {} but {what}",
-                                file.path.display(),
-                                applied.applied_on
-                            ),
-                            file: Some(file.path.clone()),
-                            version: Some(applied.version),
-                        });
-                    }
-                }
-            }
-        }
-        let newest_applied = history.iter().map(|a| a.version).max();
-        let applied_versions: std::collections::BTreeSet<i64> =
-            history.iter().map(|a| a.version).collect();
         let mut pending = Vec::new();
         let mut beyond_target = 0;
-        for m in &set.migrations {
-            let version = i64::from(m.version);
-            if applied_versions.contains(&version) {
-                continue;
-            }
-            if let Some(newest) = newest_applied.filter(|newest| *newest > version) {
-                problems.push(Problem {
-                    kind: ProblemKind::OutOfOrder,
-                    message: format!(
-                        "{}: not applied, but the later version {newest} is; give it a version above {newest}",
-                        m.path.display()
-                    ),
-                    file: Some(m.path.clone()),
-                    version: Some(version),
-                });
-                continue;
-            }
-            if target.is_some_and(|t| m.version > t) {
-                beyond_target += 1;
-            } else {
-                pending.push(m);
+        // Both lists are in version order: one merge pass, no lookups.
+        let mut applied = history.iter().peekable();
+        let mut files = set.migrations.iter().peekable();
+        loop {
+            let (a, m) = (applied.peek().copied(), files.peek().copied());
+            match (a, m) {
+                (None, None) => break,
+                (Some(a), Some(m)) if a.version == i64::from(m.version) => {
+                    if let Some(problem) = divergence(a, m) {
+                        problems.push(problem);
+                    }
+                    applied.next();
+                    files.next();
+                }
+                (Some(a), None) => {
+                    problems.push(missing(a));
+                    applied.next();
+                }
+                (Some(a), Some(m)) if a.version < i64::from(m.version) => {
+                    problems.push(missing(a));
+                    applied.next();
+                }
+                (_, Some(m)) => {
+                    let version = i64::from(m.version);
+                    if let Some(newest) = newest_applied.filter(|newest| *newest > version) {
+                        problems.push(Problem {
+                            kind: ProblemKind::OutOfOrder,
+                            message: format!(
+                                "{}: not applied, but the later version {newest} is; give it a version above {newest}",
+                                m.path.display()
+                            ),
+                            file: Some(m.path.clone()),
+                            version: Some(version),
+                        });
+                    } else if target.is_some_and(|t| m.version > t) {
+                        beyond_target += 1;
+                    } else {
+                        pending.push(m);
+                    }
+                    files.next();
+                }
             }
         }
         if problems.is_empty() {
@@ -455,6 +561,46 @@ impl<'a> Plan<'a> {
             Err(Problems(problems))
         }
     }
+}
+
+fn missing(applied: &AppliedMigration) -> Problem {
+    Problem {
+        kind: ProblemKind::Missing,
+        message: format!(
+            "V{}__{} was applied on {} but its file is gone from the migrations folder",
+            applied.version, applied.name, applied.applied_on
+        ),
+        file: None,
+        version: Some(applied.version),
+    }
+}
+
+/// An applied migration whose file no longer matches it: renamed, or with
+/// other content (refinery's `abort_divergent`).
+fn divergence(applied: &AppliedMigration, file: &LocalMigration) -> Option<Problem> {
+    let what = if file.name != applied.name {
+        format!(
+            "the name changed from {:?} to {:?}",
+            applied.name, file.name
+        )
+    } else if applied.checksum.parse::<u64>() != Ok(file.checksum) {
+        format!(
+            "its content changed (checksum {} applied, {} on disk)",
+            applied.checksum, file.checksum
+        )
+    } else {
+        return None;
+    };
+    Some(Problem {
+        kind: ProblemKind::Divergent,
+        message: format!(
+            "{}: applied on {} but {what}",
+            file.path.display(),
+            applied.applied_on
+        ),
+        file: Some(file.path.clone()),
+        version: Some(applied.version),
+    })
 }
 
 #[cfg(test)]
@@ -524,19 +670,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn checksum_is_refinerys() {
+        for (version, name, sql) in [
+            (1, "init", "create table t (id int);"),
+            (2147483647, "créer_table", "-- é\n\r\nselect 'x';"),
+            (42, "a", ""),
+        ] {
+            let theirs =
+                refinery::Migration::unapplied(&format!("V{version}__{name}"), sql).unwrap();
+            assert_eq!(
+                checksum(name, version, sql),
+                theirs.checksum(),
+                "V{version}__{name}"
+            );
+        }
+    }
+
     fn set(files: &[(i32, &str, &str)]) -> MigrationSet {
         MigrationSet {
             migrations: files
                 .iter()
-                .map(|(v, name, sql)| {
-                    let m = refinery::Migration::unapplied(&format!("V{v}__{name}"), sql).unwrap();
-                    LocalMigration {
-                        version: *v,
-                        name: name.to_string(),
-                        path: PathBuf::from(format!("m/V{v}__{name}.sql")),
-                        sql: sql.to_string(),
-                        checksum: m.checksum(),
-                    }
+                .map(|(v, name, sql)| LocalMigration {
+                    version: *v,
+                    name: name.to_string(),
+                    path: PathBuf::from(format!("m/V{v}__{name}.sql")),
+                    sql: sql.to_string(),
+                    checksum: checksum(name, *v, sql),
                 })
                 .collect(),
         }
@@ -575,13 +735,14 @@ mod tests {
         };
         let err = Plan::new(&s, &[renamed, edited, gone], None).unwrap_err();
         let kinds: Vec<ProblemKind> = err.0.iter().map(|p| p.kind).collect();
+        // In version order: V1, V2, V3 (a file below the applied V9), V9.
         assert_eq!(
             kinds,
             [
                 ProblemKind::Divergent,
                 ProblemKind::Divergent,
-                ProblemKind::Missing,
-                ProblemKind::OutOfOrder
+                ProblemKind::OutOfOrder,
+                ProblemKind::Missing
             ]
         );
         let text = err.to_string();

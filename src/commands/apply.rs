@@ -36,6 +36,9 @@ use super::millis;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
+/// The polling budget shared by all the replicas waiting for one key.
+const ATTEMPTS_PER_SECOND: f64 = 20.0;
+
 /// What each migration transaction starts with. Sent in the same round
 /// trip as the migration's SQL; error positions are shifted by its length.
 const BEGIN: &str = "BEGIN;\n";
@@ -52,6 +55,15 @@ pub fn run(
     report.database = Some(common.target.to_string());
     report.dry_run = config.dry_run;
 
+    // The server starts a backend for this run while the files are read:
+    // on a no-op run those are the two costs, and they overlap.
+    let identity = super::identity("apply", common);
+    let connecting = db::Connecting::start(
+        &common.target,
+        common.connect_timeout,
+        &identity.application_name(None),
+        true,
+    );
     let set = MigrationSet::load(&common.migrations).map_err(|p| invalid(report, p))?;
     if set.migrations.is_empty() {
         log::warn!("no migration files in {}", common.migrations.display());
@@ -77,8 +89,7 @@ pub fn run(
         }
     }
 
-    let identity = super::identity("apply", common);
-    let mut client = super::connect(common, &identity, interrupt)?;
+    let mut client = connecting.finish(interrupt)?;
 
     let history = history::read(&mut client, &common.table)?;
     let table_exists = history.is_some();
@@ -156,6 +167,7 @@ pub fn run(
         report.lock.waited_ms
     );
 
+    let mut released = false;
     let result = migrate_locked(
         &mut client,
         config,
@@ -164,8 +176,17 @@ pub fn run(
         report,
         progress,
         interrupt,
+        &mut released,
     );
-    release(&mut client, &common.key, held_since);
+    if released {
+        log::info!(
+            "LOCK_RELEASED key={} held_ms={}",
+            common.key,
+            millis(held_since.elapsed())
+        );
+    } else {
+        release(&mut client, &common.key, held_since);
+    }
     result
 }
 
@@ -230,14 +251,15 @@ enum LockWait<'a> {
 }
 
 /// Settings for the migrating session, in one statement. miglock's own are
-/// set by name only where the server knows the name (older servers lack
-/// some); those given with `--set` replace them and must exist.
+/// set only where the server knows the name (`idle_session_timeout` and
+/// `client_connection_check_interval` came in PostgreSQL 14); those given
+/// with `--set` replace them and must exist.
 /// - `statement_timeout` as given, or 0 so a role default cannot cut a long
 ///   migration (the lock wait runs no statement, so it is never bounded by it);
 /// - `idle_session_timeout` and `idle_in_transaction_session_timeout` 0 so a
 ///   server default cannot end the session and take the lock away silently;
 /// - server-side TCP keepalives and `client_connection_check_interval`, so a
-///   holder whose network vanishes loses the lock in about 22 s instead of
+///   holder whose network vanishes loses the lock in about 21 s instead of
 ///   the kernel's default of over two hours.
 fn session_settings_sql(config: &ApplyConfig) -> String {
     let statement_timeout = config
@@ -251,7 +273,7 @@ fn session_settings_sql(config: &ApplyConfig) -> String {
         ("tcp_keepalives_idle", "5"),
         ("tcp_keepalives_interval", "5"),
         ("tcp_keepalives_count", "3"),
-        ("client_connection_check_interval", "2000"),
+        ("client_connection_check_interval", "1000"),
     ];
     let given = |name: &str| config.settings.iter().any(|(n, _)| n == name);
     let values: Vec<String> = defaults
@@ -261,9 +283,12 @@ fn session_settings_sql(config: &ApplyConfig) -> String {
         .collect();
     let mut columns = Vec::new();
     if !values.is_empty() {
+        // current_setting(…, true) is NULL for a name the server does not
+        // know; much cheaper than the pg_settings view, which renders
+        // every setting.
         columns.push(format!(
-            "(SELECT count(set_config(s.name, v.setting, false)) FROM (VALUES {}) AS v(name, setting) \
-             JOIN pg_settings s USING (name))",
+            "(SELECT count(set_config(v.name, v.setting, false)) FROM (VALUES {}) AS v(name, setting) \
+             WHERE current_setting(v.name, true) IS NOT NULL)",
             values.join(", ")
         ));
     }
@@ -315,7 +340,7 @@ fn wait_for_lock<'a>(
     let mut first_attempt = true;
     let mut backoff = FIRST_BACKOFF;
     let mut spinner: Option<indicatif::ProgressBar> = None;
-    let mut last_holder: Option<i32> = None;
+    let mut busy_logged: Option<Option<i32>> = None;
     let started = Instant::now();
     loop {
         // Notifications that arrived before this attempt are answered by it.
@@ -333,11 +358,7 @@ fn wait_for_lock<'a>(
                 first_attempt = true;
                 continue;
             }
-            Err(e) => {
-                return Err(Failure::failed(
-                    db::describe(&e).context(format!("cannot try the lock {key}")),
-                ))
-            }
+            Err(e) => return Err(db::failed(&e, format!("cannot try the lock {key}"))),
         };
         let statements = lock::rows_per_statement(&messages);
         let skip = if first_attempt { 3 } else { 0 };
@@ -363,9 +384,51 @@ fn wait_for_lock<'a>(
             return Ok(LockWait::Acquired(history));
         }
 
-        let holder = LockHolder::from_row(attempt, 1);
-        if holder.as_ref().map(|h| h.pid) != last_holder {
-            last_holder = holder.as_ref().map(|h| h.pid);
+        if let Some(history) = history {
+            let plan =
+                Plan::new(set, &history, config.target_version).map_err(|p| invalid(report, p))?;
+            if plan.pending.is_empty() {
+                if let Some(bar) = spinner.take() {
+                    bar.finish_and_clear();
+                }
+                return Ok(LockWait::CurrentMeanwhile(plan));
+            }
+            report.pending = pending_entries(&plan);
+        }
+
+        // Busy: who holds it, and how many wait (off the handover's path).
+        let (holder, waiters) = match client.simple_query(&key.busy_sql()) {
+            Ok(messages) => {
+                let statements = lock::rows_per_statement(&messages);
+                let holder = statements
+                    .first()
+                    .and_then(|rows| rows.first())
+                    .and_then(|row| LockHolder::from_row(row, 0));
+                let waiters = statements
+                    .get(1)
+                    .and_then(|rows| rows.first())
+                    .and_then(|row| row.get(0))
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .unwrap_or(1);
+                (holder, waiters)
+            }
+            Err(_) if client.is_closed() => {
+                *client = reconnect(config, identity, deadline, interrupt)?;
+                first_attempt = true;
+                continue;
+            }
+            Err(e) => {
+                return Err(db::failed(
+                    &e,
+                    format!("cannot read who holds the lock {key}"),
+                ))
+            }
+        };
+        // Logged the first time, and whenever the holder changes (a holder
+        // gone between the attempt and this look is logged as such).
+        let holder_pid = holder.as_ref().map(|h| h.pid);
+        if busy_logged != Some(holder_pid) {
+            busy_logged = Some(holder_pid);
             let who = holder
                 .as_ref()
                 .map_or("holder_pid=<gone>".to_string(), LockHolder::describe);
@@ -383,17 +446,6 @@ fn wait_for_lock<'a>(
         if holder.is_some() {
             report.lock.holder = holder;
         }
-        if let Some(history) = history {
-            let plan =
-                Plan::new(set, &history, config.target_version).map_err(|p| invalid(report, p))?;
-            if plan.pending.is_empty() {
-                if let Some(bar) = spinner.take() {
-                    bar.finish_and_clear();
-                }
-                return Ok(LockWait::CurrentMeanwhile(plan));
-            }
-            report.pending = pending_entries(&plan);
-        }
 
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
@@ -402,8 +454,13 @@ fn wait_for_lock<'a>(
             }
             return Ok(LockWait::TimedOut);
         }
+        // However many replicas wait, together they poll the server at
+        // most about ATTEMPTS_PER_SECOND times a second: each waits at least
+        // its share. The release notification, not the polling, is what
+        // makes the handover quick.
+        let share = Duration::from_secs_f64(f64::from(waiters) / ATTEMPTS_PER_SECOND / 0.75);
         let jitter = 0.5 + fastrand::f64() * 0.5;
-        let pause = backoff.mul_f64(jitter).min(remaining);
+        let pause = backoff.max(share).mul_f64(jitter).min(remaining);
         backoff = (backoff * 2).min(MAX_BACKOFF);
         match lock::idle_wait(client, pause, interrupt) {
             Ok(_) if interrupt.is_set() => return Err(Failure::interrupted()),
@@ -413,9 +470,10 @@ fn wait_for_lock<'a>(
                 first_attempt = true;
             }
             Err(e) => {
-                return Err(Failure::failed(db::describe(&e).context(format!(
-                    "lost the connection while waiting for the lock {key}"
-                ))))
+                return Err(db::failed(
+                    &e,
+                    format!("lost the connection while waiting for the lock {key}"),
+                ))
             }
         }
     }
@@ -459,17 +517,17 @@ fn create_history_table(
             table.create_sql(),
             table.select_sql()
         ))
-        .map_err(|e| {
-            Failure::failed(
-                db::describe(&e).context(format!("cannot create the history table {table}")),
-            )
-        })?;
+        .map_err(|e| db::failed(&e, format!("cannot create the history table {table}")))?;
     let statements = lock::rows_per_statement(&messages);
     Ok(history::rows_from_rows(
         statements.last().map(Vec::as_slice).unwrap_or_default(),
     )?)
 }
 
+/// Applies what is pending; the last migration's round trip also releases
+/// the lock and wakes the waiters (`released` says so), which takes a
+/// round trip off the handover.
+#[allow(clippy::too_many_arguments)]
 fn migrate_locked(
     client: &mut Client,
     config: &ApplyConfig,
@@ -478,6 +536,7 @@ fn migrate_locked(
     report: &mut Report,
     progress: &Progress,
     interrupt: &Interrupt,
+    released: &mut bool,
 ) -> Result<Outcome, Failure> {
     let plan = Plan::new(set, history, config.target_version).map_err(|p| invalid(report, p))?;
     report.pending = pending_entries(&plan);
@@ -489,20 +548,40 @@ fn migrate_locked(
         ));
     }
     let bar = progress.bar(plan.pending.len() as u64);
-    for migration in &plan.pending {
+    for (i, migration) in plan.pending.iter().enumerate() {
         if interrupt.is_set() {
             return Err(Failure::interrupted());
         }
+        let last = i + 1 == plan.pending.len();
         if let Some(bar) = &bar {
             bar.set_message(migration.to_string());
         }
         let started = Instant::now();
-        if let Err(failure) = apply_one(client, migration, config, interrupt) {
+        let then_release = last.then_some(&config.common.key);
+        // Also what tells this run's history row from another replica's.
+        let applied_on = time::OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .map_err(|e| anyhow!("cannot format the time: {e}"))?;
+        if let Err(failure) = apply_one(
+            client,
+            migration,
+            config,
+            &applied_on,
+            then_release,
+            interrupt,
+        ) {
             if client.is_closed() && failure.outcome == Outcome::Failed {
-                return Err(after_connection_loss(config, migration, failure, interrupt));
+                return Err(after_connection_loss(
+                    config,
+                    migration,
+                    &applied_on,
+                    failure,
+                    interrupt,
+                ));
             }
             return Err(failure);
         }
+        *released = last;
         let duration_ms = millis(started.elapsed());
         log::info!(
             "MIGRATION_APPLIED version={} name={} ms={duration_ms}",
@@ -548,6 +627,8 @@ fn apply_one(
     client: &mut Client,
     migration: &LocalMigration,
     config: &ApplyConfig,
+    applied_on: &str,
+    then_release: Option<&LockKey>,
     interrupt: &Interrupt,
 ) -> Result<(), Failure> {
     let table = &config.common.table;
@@ -561,18 +642,16 @@ fn apply_one(
     let mut retries = 0;
     let mut pause = Duration::from_millis(500);
     let error = loop {
-        let applied_on = time::OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .map_err(|e| anyhow!("cannot format the time: {e}"))?;
         // The newline after the SQL ends a trailing `--` comment; the `;`
         // ends a last statement written without one.
+        let release = then_release.map_or(String::new(), |key| format!(";\n{}", key.unlock_sql()));
         let batch = format!(
-            "{begin}{}\n;\n{};\nCOMMIT",
+            "{begin}{}\n;\n{};\nCOMMIT{release}",
             migration.sql,
             table.insert_sql(
                 migration.version,
                 &migration.name,
-                &applied_on,
+                applied_on,
                 migration.checksum
             )
         );
@@ -694,6 +773,7 @@ fn table_lock_holders(client: &mut Client) -> String {
 fn after_connection_loss(
     config: &ApplyConfig,
     migration: &LocalMigration,
+    applied_on: &str,
     failure: Failure,
     interrupt: &Interrupt,
 ) -> Failure {
@@ -702,17 +782,21 @@ fn after_connection_loss(
     log::warn!("CONNECT_RETRY the connection was lost during {migration}; reconnecting to check what was applied");
     let identity = super::identity("apply", common);
     let checked = super::connect(common, &identity, interrupt)
-        .and_then(|mut client| history::read(&mut client, &common.table).map_err(Failure::failed));
+        .and_then(|mut client| history::read(&mut client, &common.table));
     match checked {
         Ok(history) => {
-            let recorded = history
+            // The row says who applied it: a waiter may have taken over and
+            // applied the migration since, with its own applied_on.
+            let row = history
                 .unwrap_or_default()
-                .iter()
-                .any(|a| a.version == i64::from(migration.version));
-            let what = if recorded {
-                "it had committed (with its history row) before the connection was lost"
-            } else {
-                "it was not applied: the server rolled it back"
+                .into_iter()
+                .find(|a| a.version == i64::from(migration.version));
+            let what = match row {
+                Some(row) if row.applied_on == applied_on => {
+                    "it had committed (with its history row) before the connection was lost"
+                }
+                Some(_) => "this run's attempt was rolled back; another replica has applied it since",
+                None => "it was not applied: the server rolled it back",
             };
             Failure::failed(anyhow!(
                 "{lost}\nThe connection was lost during {migration}; checked on a new connection: {what}. \

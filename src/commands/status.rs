@@ -54,9 +54,7 @@ pub fn run(
             key.sessions_sql(LockRole::Waiter),
             key.blocked_sql()
         ))
-        .map_err(|e| {
-            Failure::failed(db::describe(&e).context("cannot read the lock's sessions"))
-        })?;
+        .map_err(|e| db::failed(&e, "cannot read the lock's sessions"))?;
     let statements = lock::rows_per_statement(&messages);
     let sessions = |i: usize| -> Vec<LockHolder> {
         statements

@@ -150,7 +150,7 @@ pub fn run(
 fn holders(client: &mut Client, key: &LockKey) -> Result<Vec<LockHolder>, Failure> {
     let messages = client
         .simple_query(&key.sessions_sql(LockRole::Holder))
-        .map_err(|e| Failure::failed(db::describe(&e).context("cannot read who holds the lock")))?;
+        .map_err(|e| db::failed(&e, "cannot read who holds the lock"))?;
     Ok(lock::rows_per_statement(&messages)
         .first()
         .map(|rows| {
@@ -246,8 +246,9 @@ fn terminate(
                 ),
             ))
         }
-        Err(e) => Err(Failure::failed(
-            db::describe(&e).context(format!("cannot terminate pid {}", holder.pid)),
+        Err(e) => Err(db::failed(
+            &e,
+            format!("cannot terminate pid {}", holder.pid),
         )),
     }
 }

@@ -57,7 +57,7 @@ pub fn run(
                 client = reconnect(config, &identity, deadline, interrupt)?;
                 continue;
             }
-            Err(e) => return Err(Failure::failed(e)),
+            Err(failure) => return Err(failure),
         };
         let plan = Plan::new(&set, &history, None).map_err(|problems| {
             report.problems = problems.0.clone();
@@ -127,7 +127,7 @@ pub fn run(
             Err(_) if client.is_closed() => {
                 client = reconnect(config, &identity, deadline, interrupt)?
             }
-            Err(e) => return Err(Failure::failed(db::describe(&e))),
+            Err(e) => return Err(db::failed(&e, "the connection failed")),
         }
     }
 }
@@ -143,9 +143,7 @@ fn listen(client: &mut Client, config: &WaitConfig, identity: &Identity) -> Resu
             key.channel(),
             key.mark_waiting_sql()
         ))
-        .map_err(|e| {
-            Failure::failed(db::describe(&e).context("cannot listen for the lock's release"))
-        })?;
+        .map_err(|e| db::failed(&e, "cannot listen for the lock's release"))?;
     Ok(())
 }
 

@@ -1,0 +1,372 @@
+#!/usr/bin/env python3
+"""miglock benchmarks, side by side with psql doing the same work.
+
+Starts its own throwaway PostgreSQL cluster (fsync on, TCP on 127.0.0.1,
+trust authentication for every client alike), builds miglock in release
+mode, and runs each scenario alternating miglock and its baseline, reporting
+medians and ratios:
+
+  noop     `apply` with 400 migrations applied  vs  psql -c 'select 1'
+           (process + connect + one query), plus peak RSS of each
+  bulk     400 `create table` migrations on an empty database  vs  one psql
+           session doing, per migration, BEGIN; SQL; history insert; COMMIT
+           (wall time and client CPU time)
+  handoff  holder's commit of its last migration -> waiter's first migration
+           statement, on the server's clock, two miglock replicas sharing a
+           lock key  vs  two psql sessions handing over a blocking
+           pg_advisory_lock
+  storm    100 replicas waiting for a held lock: lock attempts per second
+           the server sees (transactions committed per second)
+
+Peers (sqlx-cli, refinery_cli, dbmate, node-pg-migrate) are measured on the
+no-op when found on PATH, and skipped with a message otherwise; see
+BENCHMARKS.md for how to install them.
+
+Usage: python3 bench/bench.py [--runs N] [--only noop,bulk,handoff,storm]
+"""
+
+import argparse
+import os
+import pwd
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIGRATIONS = 400
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def pg_bindir():
+    if os.environ.get("MIGLOCK_PG_BINDIR"):
+        return os.environ["MIGLOCK_PG_BINDIR"]
+    candidates = sorted(
+        (d for d in os.listdir("/usr/lib/postgresql") if os.path.exists(f"/usr/lib/postgresql/{d}/bin/initdb")),
+        key=lambda v: [int(x) for x in v.split(".") if x.isdigit()],
+    ) if os.path.isdir("/usr/lib/postgresql") else []
+    if not candidates:
+        sys.exit("bench: PostgreSQL server binaries not found (set MIGLOCK_PG_BINDIR)")
+    return f"/usr/lib/postgresql/{candidates[-1]}/bin"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """A throwaway cluster; as root it runs as the postgres user."""
+
+    def __init__(self, bindir):
+        self.bindir = bindir
+        self.dir = tempfile.mkdtemp(prefix="miglock-bench-")
+        self.port = free_port()
+        self.as_owner = []
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self.as_owner = ["runuser", "-u", "postgres", "--"]
+        data = f"{self.dir}/data"
+        subprocess.run(self.as_owner + [f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8"],
+                       check=True, stdout=subprocess.DEVNULL)
+        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300 "
+                f"-c shared_buffers=128MB -c track_commit_timestamp=on")
+        subprocess.run(self.as_owner + [f"{bindir}/pg_ctl", "-D", data, "-l", f"{self.dir}/log", "-w", "-o", opts, "start"],
+                       check=True, stdout=subprocess.DEVNULL)
+        self.data = data
+
+    def url(self, db):
+        return f"postgres://postgres@127.0.0.1:{self.port}/{db}"
+
+    def psql(self, db, sql, capture=False):
+        out = subprocess.run([f"{self.bindir}/psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+                              "-p", str(self.port), "-U", "postgres", "-d", db, "-c", sql],
+                             check=True, capture_output=True, text=True)
+        return out.stdout.strip() if capture else None
+
+    def create_db(self, name):
+        self.psql("postgres", f"DROP DATABASE IF EXISTS {name}")
+        self.psql("postgres", f"CREATE DATABASE {name}")
+
+    def stop(self):
+        subprocess.run(self.as_owner + [f"{self.bindir}/pg_ctl", "-D", self.data, "stop", "-m", "immediate"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run(cmd, env=None):
+    """Wall ms, client CPU ms and peak RSS KiB of one process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = (time.perf_counter() - start) * 1000
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err}")
+    return wall, (usage.ru_utime + usage.ru_stime) * 1000, usage.ru_maxrss
+
+
+def alternate(cases, runs):
+    """Runs each case `runs` times, interleaved so drift hits all alike."""
+    results = {name: [] for name in cases}
+    for _ in range(runs):
+        for name, cmd in cases.items():
+            results[name].append(run(*cmd) if isinstance(cmd, tuple) else run(cmd))
+    return results
+
+
+def med(values, i=0):
+    return statistics.median(v[i] for v in values)
+
+
+def write_migrations(folder, count, body):
+    os.makedirs(folder, exist_ok=True)
+    for i in range(1, count + 1):
+        with open(f"{folder}/V{i}__create_t_{i}.sql", "w") as f:
+            f.write(body(i))
+
+
+def bench_noop(cluster, miglock, runs, work):
+    log(f"\n== no-op: apply with {MIGRATIONS} migrations applied, vs psql -c 'select 1'")
+    cluster.create_db("noop")
+    folder = f"{work}/noop"
+    write_migrations(folder, MIGRATIONS, lambda i: f"CREATE TABLE t_{i} (id int PRIMARY KEY, name text);\n")
+    env = dict(os.environ, DATABASE_URL=cluster.url("noop"))
+    run([miglock, "apply", "-q", "--migrations", folder], env)
+    psql = [f"{cluster.bindir}/psql", "-X", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", "-d",
+            "noop", "-c", "select 1"]
+    cases = {"psql select 1": psql, "miglock apply (no-op)": ([miglock, "apply", "-q", "--migrations", folder], env)}
+    for name, cmd in peers_noop(cluster, folder).items():
+        cases[name] = cmd
+    results = alternate(cases, runs)
+    base = med(results["psql select 1"])
+    for name, values in results.items():
+        log(f"  {name:28} {med(values):7.2f} ms  ratio {med(values) / base:4.2f}   "
+            f"cpu {med(values, 1):6.2f} ms   peak RSS {med(values, 2) / 1024:5.1f} MB")
+
+
+def peers_noop(cluster, folder):
+    """Peer tools found on PATH, set up on their own database each."""
+    found = {}
+    url = cluster.url
+    if shutil.which("refinery"):
+        cluster.create_db("peer_refinery")
+        cfg = f"{folder}.refinery.toml"
+        with open(cfg, "w") as f:
+            f.write(f'[main]\ndb_type = "Postgres"\ndb_host = "127.0.0.1"\ndb_port = "{cluster.port}"\n'
+                    f'db_user = "postgres"\ndb_name = "peer_refinery"\n')
+        cmd = ["refinery", "migrate", "-c", cfg, "-p", folder]
+        run(cmd)
+        found["refinery_cli migrate"] = cmd
+    else:
+        log("  (refinery_cli not found: cargo install refinery_cli --no-default-features --features postgresql)")
+    if shutil.which("sqlx"):
+        cluster.create_db("peer_sqlx")
+        sqlx_dir = f"{folder}.sqlx"
+        os.makedirs(sqlx_dir, exist_ok=True)
+        for i in range(1, MIGRATIONS + 1):
+            with open(f"{sqlx_dir}/{i:04d}_create_t_{i}.sql", "w") as f:
+                f.write(f"CREATE TABLE t_{i} (id int PRIMARY KEY, name text);\n")
+        cmd = ["sqlx", "migrate", "run", "--source", sqlx_dir, "--database-url", url("peer_sqlx")]
+        run(cmd)
+        found["sqlx-cli migrate run"] = cmd
+    else:
+        log("  (sqlx-cli not found: cargo install sqlx-cli --no-default-features --features postgres,rustls)")
+    if shutil.which("dbmate"):
+        cluster.create_db("peer_dbmate")
+        dbmate_dir = f"{folder}.dbmate"
+        os.makedirs(dbmate_dir, exist_ok=True)
+        for i in range(1, MIGRATIONS + 1):
+            with open(f"{dbmate_dir}/{i:04d}_create_t_{i}.sql", "w") as f:
+                f.write(f"-- migrate:up\nCREATE TABLE t_{i} (id int PRIMARY KEY, name text);\n-- migrate:down\n")
+        cmd = ["dbmate", "--no-dump-schema", "-d", dbmate_dir, "-u", url("peer_dbmate") + "?sslmode=disable", "up"]
+        run(cmd)
+        found["dbmate up"] = cmd
+    else:
+        log("  (dbmate not found: npm install -g dbmate)")
+    if shutil.which("node-pg-migrate"):
+        cluster.create_db("peer_npm")
+        npm_dir = f"{folder}.npm"
+        os.makedirs(npm_dir, exist_ok=True)
+        for i in range(1, MIGRATIONS + 1):
+            with open(f"{npm_dir}/{i:04d}_create_t_{i}.sql", "w") as f:
+                f.write(f"-- Up Migration\nCREATE TABLE t_{i} (id int PRIMARY KEY, name text);\n")
+        env = dict(os.environ, DATABASE_URL=url("peer_npm"))
+        cmd = (["node-pg-migrate", "up", "-m", npm_dir, "--no-lock"], env)
+        run(*cmd)
+        found["node-pg-migrate up"] = (["node-pg-migrate", "up", "-m", npm_dir], env)
+    else:
+        log("  (node-pg-migrate not found: npm install -g node-pg-migrate pg)")
+    return found
+
+
+def bench_bulk(cluster, miglock, runs, work):
+    log(f"\n== bulk: {MIGRATIONS} create-table migrations on an empty database, vs one psql session")
+    folder = f"{work}/bulk"
+    write_migrations(folder, MIGRATIONS, lambda i: f"CREATE TABLE t_{i} (id int PRIMARY KEY, name text);\n")
+    script = f"{work}/bulk.sql"
+    with open(script, "w") as f:
+        f.write("CREATE TABLE refinery_schema_history (version int4 PRIMARY KEY, name varchar(255), "
+                "applied_on varchar(255), checksum varchar(255));\n")
+        for i in range(1, MIGRATIONS + 1):
+            f.write(f"BEGIN;\nCREATE TABLE t_{i} (id int PRIMARY KEY, name text);\n"
+                    f"INSERT INTO refinery_schema_history VALUES ({i}, 'create_t_{i}', now()::text, '0');\nCOMMIT;\n")
+    walls = {"psql -f (same statements)": [], "miglock apply": []}
+    for r in range(runs):
+        cluster.create_db("bulk_psql")
+        cluster.create_db("bulk_miglock")
+        walls["psql -f (same statements)"].append(run(
+            [f"{cluster.bindir}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(cluster.port),
+             "-U", "postgres", "-d", "bulk_psql", "-f", script]))
+        walls["miglock apply"].append(run([miglock, "apply", "-q", "--migrations", folder],
+                                          dict(os.environ, DATABASE_URL=cluster.url("bulk_miglock"))))
+    base = med(walls["psql -f (same statements)"])
+    base_cpu = med(walls["psql -f (same statements)"], 1)
+    for name, values in walls.items():
+        log(f"  {name:28} {med(values):8.1f} ms  ratio {med(values) / base:4.2f}   "
+            f"client cpu {med(values, 1):6.1f} ms (ratio {med(values, 1) / base_cpu:4.2f})")
+
+
+def bench_handoff(cluster, miglock, runs, work):
+    log("\n== handoff: holder's commit of its last migration -> waiter's first migration statement (server clock:"
+        " commit timestamp -> clock_timestamp())")
+    holder_dir, waiter_dir = f"{work}/handoff-holder", f"{work}/handoff-waiter"
+    os.makedirs(holder_dir, exist_ok=True)
+    os.makedirs(waiter_dir, exist_ok=True)
+    with open(f"{holder_dir}/V1__slow.sql", "w") as f:
+        f.write("SELECT pg_sleep(0.5);\nINSERT INTO handoff VALUES ('holder', clock_timestamp());\n")
+    # The waiter's history exists already (a replica of a deployed service):
+    # what is measured is the handover, not a first run's CREATE TABLE.
+    with open(f"{waiter_dir}/V1__earlier.sql", "w") as f:
+        f.write("SELECT 1;\n")
+    with open(f"{waiter_dir}/V2__first.sql", "w") as f:
+        f.write("INSERT INTO handoff VALUES ('waiter', clock_timestamp());\n")
+    gaps, psql_gaps = [], []
+    for r in range(runs):
+        db = "handoff"
+        cluster.create_db(db)
+        cluster.psql(db, "CREATE TABLE handoff (who text, at timestamptz)")
+        env = dict(os.environ, DATABASE_URL=cluster.url(db))
+        run([miglock, "apply", "-q", "--lock-key", "77", "--table", "waiter_history", "--target", "1",
+             "--migrations", waiter_dir], env)
+        holder = subprocess.Popen([miglock, "apply", "-q", "--lock-key", "77", "--table", "holder_history",
+                                   "--migrations", holder_dir], env=env)
+        wait_for(lambda: cluster.psql(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 77 "
+                                          "AND objsubid = 1", capture=True) == "1")
+        waiter = subprocess.Popen([miglock, "apply", "-q", "--lock-key", "77", "--table", "waiter_history",
+                                   "--migrations", waiter_dir], env=env)
+        if holder.wait() != 0 or waiter.wait() != 0:
+            raise RuntimeError("handoff run failed")
+        gaps.append(gap(cluster, db))
+        # The same handover between two psql sessions on a blocking lock.
+        cluster.psql(db, "TRUNCATE handoff")
+        psql = [f"{cluster.bindir}/psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres",
+                "-d", db]
+        a = subprocess.Popen(psql + ["-c", "SELECT pg_advisory_lock(78)", "-c", "SELECT pg_sleep(0.5)",
+                                     "-c", "BEGIN; INSERT INTO handoff VALUES ('holder', clock_timestamp()); COMMIT;",
+                                     "-c", "SELECT pg_advisory_unlock(78)"], stdout=subprocess.DEVNULL)
+        wait_for(lambda: cluster.psql(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 78",
+                                      capture=True) == "1")
+        b = subprocess.Popen(psql + ["-c", "SELECT pg_advisory_lock(78)",
+                                     "-c", "INSERT INTO handoff VALUES ('waiter', clock_timestamp())"],
+                             stdout=subprocess.DEVNULL)
+        a.wait()
+        b.wait()
+        psql_gaps.append(gap(cluster, db))
+    log(f"  miglock replicas (NOTIFY)      median {statistics.median(gaps):6.2f} ms   "
+        f"p90 {sorted(gaps)[int(len(gaps) * 0.9) - 1]:6.2f} ms   ({runs} runs)")
+    log(f"  psql, blocking pg_advisory_lock median {statistics.median(psql_gaps):6.2f} ms   "
+        "(the waiter blocks inside the server: what miglock must not do)")
+
+
+def gap(cluster, db):
+    """Milliseconds from the holder's commit (its commit timestamp) to the
+    waiter's first statement (clock_timestamp() in it), both server clock."""
+    return float(cluster.psql(db, "SELECT extract(epoch FROM (SELECT at FROM handoff WHERE who = 'waiter') - "
+                                  "(SELECT pg_xact_commit_timestamp(xmin) FROM handoff WHERE who = 'holder')) * 1000",
+                              capture=True))
+
+
+def bench_storm(cluster, miglock, work, waiters=100, seconds=20, settle=10):
+    log(f"\n== storm: {waiters} replicas waiting for a held lock, counted over {seconds} s after {settle} s")
+    db = "storm"
+    cluster.create_db(db)
+    folder = f"{work}/storm"
+    write_migrations(folder, 1, lambda i: "CREATE TABLE t (id int);\n")
+    env = dict(os.environ, DATABASE_URL=cluster.url(db))
+    holder = subprocess.Popen([f"{cluster.bindir}/psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(cluster.port), "-U",
+                               "postgres", "-d", db, "-c", f"SELECT pg_advisory_lock(91), pg_sleep({settle + seconds + 30})"],
+                              stdout=subprocess.DEVNULL)
+    wait_for(lambda: cluster.psql(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 91 "
+                                      "AND objsubid = 1", capture=True) == "1")
+    procs = [subprocess.Popen([miglock, "apply", "-q", "--lock-key", "91", "--wait", f"{settle + seconds + 20}s",
+                               "--migrations", folder], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(waiters)]
+    wait_for(lambda: cluster.psql(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 91 "
+                                      "AND objsubid = 2", capture=True) == str(waiters), timeout=60)
+    time.sleep(settle)
+    count = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+    cluster.psql(db, "SELECT pg_stat_clear_snapshot()")
+    before = int(cluster.psql(db, count, capture=True))
+    start = time.perf_counter()
+    time.sleep(seconds)
+    after = int(cluster.psql(db, count, capture=True))
+    elapsed = time.perf_counter() - start
+    # Each attempt is one transaction; the two counting queries add two.
+    rate = (after - before - 2) / elapsed
+    log(f"  {rate:.1f} lock attempts per second in total ({rate / waiters:.2f} per replica), all {waiters} waiting")
+    subprocess.run([f"{cluster.bindir}/psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres",
+                    "-d", db, "-c", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE "
+                    "'%pg_advisory_lock(91)%' AND pid <> pg_backend_pid()"], stdout=subprocess.DEVNULL)
+    holder.wait()
+    codes = [p.wait() for p in procs]
+    log(f"  after the holder went: {codes.count(0)} of {waiters} replicas exited 0")
+
+
+def wait_for(condition, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise RuntimeError("timed out waiting")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--only", default="noop,bulk,handoff,storm")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    log("== building miglock (release)")
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
+    miglock = f"{ROOT}/target/release/miglock"
+    bindir = pg_bindir()
+    log(f"== machine: {os.cpu_count()} cores, {os.uname().release}; PostgreSQL from {bindir}")
+    cluster = Cluster(bindir)
+    work = tempfile.mkdtemp(prefix="miglock-bench-work-")
+    try:
+        if "noop" in only:
+            bench_noop(cluster, miglock, args.runs, work)
+        if "bulk" in only:
+            bench_bulk(cluster, miglock, max(3, args.runs // 6), work)
+        if "handoff" in only:
+            bench_handoff(cluster, miglock, max(5, args.runs // 2), work)
+        if "storm" in only:
+            bench_storm(cluster, miglock, work)
+    finally:
+        cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
