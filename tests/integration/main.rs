@@ -1,8 +1,11 @@
 mod apply;
 mod cluster;
+mod deploy;
 mod faults;
+mod fuzz;
 mod harness;
 mod inputs;
+mod reliability;
 mod smoke;
 mod status;
 mod tls;
