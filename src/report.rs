@@ -3,9 +3,10 @@
 
 use serde::Serialize;
 
+use crate::config::Common;
 use crate::error::{ErrorDetail, Failure};
-use crate::lock::{LockHolder, LockKey};
-use crate::migrations::Problem;
+use crate::lock::LockHolder;
+use crate::migrations::{Plan, Problem};
 use crate::outcome::Outcome;
 
 #[derive(Debug, Serialize)]
@@ -93,9 +94,22 @@ impl Report {
         }
     }
 
-    pub fn set_key(&mut self, key: &LockKey) {
-        self.lock.key = Some(key.key);
-        self.lock.key_source = Some(key.source.clone());
+    /// The database and the lock key a command works on.
+    pub fn describe(&mut self, common: &Common) {
+        self.lock.key = Some(common.key.key);
+        self.lock.key_source = Some(common.key.source.clone());
+        self.database = Some(common.target.to_string());
+    }
+
+    pub fn set_pending(&mut self, plan: &Plan) {
+        self.pending = plan
+            .pending
+            .iter()
+            .map(|m| PendingEntry {
+                version: m.version.into(),
+                name: m.name.clone(),
+            })
+            .collect();
     }
 
     pub fn finish(&mut self, outcome: Outcome, exit_code: u8) {

@@ -25,7 +25,7 @@ use crate::lock::{self, Identity, LockHolder, LockKey};
 use crate::migrations::{LocalMigration, MigrationSet, Plan, Problems};
 use crate::outcome::Outcome;
 use crate::output::Progress;
-use crate::report::{AppliedEntry, PendingEntry, Report};
+use crate::report::{AppliedEntry, Report};
 
 use super::millis;
 
@@ -51,8 +51,7 @@ pub fn run(
     format: Format,
 ) -> Result<Outcome, Failure> {
     let common = &config.common;
-    report.set_key(&common.key);
-    report.database = Some(common.target.to_string());
+    report.describe(common);
     report.dry_run = config.dry_run;
 
     // The server starts a backend for this run while the files are read:
@@ -105,7 +104,7 @@ pub fn run(
     );
     let history = history.unwrap_or_default();
     let plan = Plan::new(&set, &history, config.target_version).map_err(|p| invalid(report, p))?;
-    report.pending = pending_entries(&plan);
+    report.set_pending(&plan);
     if plan.pending.is_empty() {
         return Ok(current(&plan, config, "nothing pending"));
     }
@@ -193,16 +192,6 @@ pub fn run(
 fn invalid(report: &mut Report, problems: Problems) -> Failure {
     report.problems = problems.0.clone();
     Failure::invalid(problems)
-}
-
-fn pending_entries(plan: &Plan) -> Vec<PendingEntry> {
-    plan.pending
-        .iter()
-        .map(|m| PendingEntry {
-            version: m.version.into(),
-            name: m.name.clone(),
-        })
-        .collect()
 }
 
 fn current(plan: &Plan, config: &ApplyConfig, why: &str) -> Outcome {
@@ -393,7 +382,7 @@ fn wait_for_lock<'a>(
                 }
                 return Ok(LockWait::CurrentMeanwhile(plan));
             }
-            report.pending = pending_entries(&plan);
+            report.set_pending(&plan);
         }
 
         // Busy: who holds it, and how many wait (off the handover's path).
@@ -539,7 +528,7 @@ fn migrate_locked(
     released: &mut bool,
 ) -> Result<Outcome, Failure> {
     let plan = Plan::new(set, history, config.target_version).map_err(|p| invalid(report, p))?;
-    report.pending = pending_entries(&plan);
+    report.set_pending(&plan);
     if plan.pending.is_empty() {
         return Ok(current(
             &plan,

@@ -12,7 +12,7 @@ use crate::interrupt::Interrupt;
 use crate::lock::{self, LockHolder, LockRole};
 use crate::migrations::{MigrationSet, Plan};
 use crate::outcome::Outcome;
-use crate::report::{AppliedEntry, PendingEntry, Report, TableReport};
+use crate::report::{AppliedEntry, Report, TableReport};
 
 pub fn run(
     config: &StatusConfig,
@@ -21,8 +21,7 @@ pub fn run(
     format: Format,
 ) -> Result<Outcome, Failure> {
     let common = &config.common;
-    report.set_key(&common.key);
-    report.database = Some(common.target.to_string());
+    report.describe(common);
 
     // A set that cannot be read is still a state to describe, with the
     // history and the lock beside it.
@@ -81,14 +80,7 @@ pub fn run(
                 Outcome::Invalid
             }
             Ok(plan) => {
-                report.pending = plan
-                    .pending
-                    .iter()
-                    .map(|m| PendingEntry {
-                        version: m.version.into(),
-                        name: m.name.clone(),
-                    })
-                    .collect();
+                report.set_pending(&plan);
                 if plan.pending.is_empty() {
                     Outcome::Current
                 } else {

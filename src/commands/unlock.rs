@@ -30,8 +30,7 @@ pub fn run(
 ) -> Result<Outcome, Failure> {
     let common = &config.common;
     let key = &common.key;
-    report.set_key(key);
-    report.database = Some(common.target.to_string());
+    report.describe(common);
     report.dry_run = config.dry_run;
     // What a person reads: on stdout as the result, or on stderr beside
     // the JSON object.

@@ -20,7 +20,7 @@ use crate::lock::{self, Identity};
 use crate::migrations::{MigrationSet, Plan};
 use crate::outcome::Outcome;
 use crate::output::Progress;
-use crate::report::{PendingEntry, Report};
+use crate::report::Report;
 
 use super::millis;
 
@@ -34,8 +34,7 @@ pub fn run(
     interrupt: &Interrupt,
 ) -> Result<Outcome, Failure> {
     let common = &config.common;
-    report.set_key(&common.key);
-    report.database = Some(common.target.to_string());
+    report.describe(common);
     let set = MigrationSet::load(&common.migrations).map_err(|problems| {
         report.problems = problems.0.clone();
         Failure::invalid(problems)
@@ -63,14 +62,7 @@ pub fn run(
             report.problems = problems.0.clone();
             Failure::invalid(problems)
         })?;
-        report.pending = plan
-            .pending
-            .iter()
-            .map(|m| PendingEntry {
-                version: m.version.into(),
-                name: m.name.clone(),
-            })
-            .collect();
+        report.set_pending(&plan);
         report.lock.waited_ms = millis(started.elapsed());
         let names: Vec<String> = plan.pending.iter().map(|m| m.to_string()).collect();
         if names.is_empty() {

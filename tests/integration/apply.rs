@@ -1,14 +1,13 @@
 //! `miglock apply` against a real PostgreSQL: what it applies, how it waits
 //! for the lock, how it fails, and how it stops.
 
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{wait_until, Miglock, MigrationDir, RunOutput};
+use crate::harness::{send_signal, versions, wait_until, Miglock, MigrationDir, RunOutput};
 
 /// Three migrations, each leaving a side effect that tells how often it ran.
 fn three_migrations() -> MigrationDir {
@@ -36,13 +35,6 @@ fn apply(db: &TestDb, dir: &MigrationDir) -> Miglock {
     m
 }
 
-fn history(db: &TestDb) -> Vec<i64> {
-    db.query_strings("SELECT version FROM refinery_schema_history ORDER BY version")
-        .into_iter()
-        .map(|row| row[0].as_deref().unwrap().parse().unwrap())
-        .collect()
-}
-
 fn effects(db: &TestDb) -> Vec<(i64, i64)> {
     db.query_strings("SELECT version, count(*) FROM effects GROUP BY version ORDER BY version")
         .into_iter()
@@ -55,27 +47,12 @@ fn effects(db: &TestDb) -> Vec<(i64, i64)> {
         .collect()
 }
 
-/// The documented default key, computed by PostgreSQL from the documented SQL.
-fn default_key(db: &TestDb) -> i64 {
-    db.query_i64(
-        "SELECT ('x0' || left(md5('miglock:' || current_database() || ':' || 'refinery_schema_history'), 15))::bit(64)::bigint",
-    )
-}
-
 fn advisory_locks_held(db: &TestDb, key: i64) -> i64 {
     db.query_i64(&format!(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 \
          AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
          AND ((classid::int8 << 32) | objid::int8) = {key}"
     ))
-}
-
-fn versions(list: &Value) -> Vec<i64> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["version"].as_i64().unwrap())
-        .collect()
 }
 
 #[test]
@@ -98,17 +75,17 @@ fn applies_pending_migrations_in_order_and_records_them() {
     assert_eq!(json["error"], Value::Null);
     assert_eq!(
         json["lock"]["key"].as_i64(),
-        Some(default_key(&db)),
+        Some(db.default_key()),
         "the documented key formula"
     );
     assert_eq!(json["lock"]["holder"], Value::Null);
     assert!(json["lock"]["waiting"].is_array());
     assert!(!json["database"].as_str().unwrap().contains("pw-"));
 
-    assert_eq!(history(&db), [1, 2, 3]);
+    assert_eq!(db.history(), [1, 2, 3]);
     assert_eq!(effects(&db), [(1, 1), (2, 1), (3, 1)]);
     assert_eq!(
-        advisory_locks_held(&db, default_key(&db)),
+        advisory_locks_held(&db, db.default_key()),
         0,
         "the lock is released"
     );
@@ -122,7 +99,7 @@ fn a_second_run_finds_the_schema_current_without_taking_the_lock() {
     // A session holding the key proves the no-op run never needs it.
     let mut holder = db.client();
     holder
-        .batch_execute(&format!("SELECT pg_advisory_lock({})", default_key(&db)))
+        .batch_execute(&format!("SELECT pg_advisory_lock({})", db.default_key()))
         .unwrap();
     let out = apply(&db, &dir).args(["--wait", "0"]).run();
     out.assert_success()
@@ -150,7 +127,7 @@ fn new_files_are_applied_on_top_of_an_earlier_run() {
     );
     let json = apply(&db, &dir).run().assert_success().json();
     assert_eq!(versions(&json["applied"]), [3]);
-    assert_eq!(history(&db), [1, 2, 3]);
+    assert_eq!(db.history(), [1, 2, 3]);
 }
 
 #[test]
@@ -163,7 +140,7 @@ fn history_is_refinerys_own_both_ways() {
     refinery::Runner::new(&migrations)
         .run(&mut db.client())
         .unwrap();
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
     // …miglock recognises them (same checksums) and applies only V3…
     dir.file(
         "V3__add_email.sql",
@@ -214,10 +191,10 @@ fn a_failing_migration_is_rolled_back_and_reported_with_file_line_and_sqlstate()
     assert_eq!(versions(&json["applied"]), [1]);
     assert_eq!(versions(&json["pending"]), [2, 3]);
     // Nothing of V2 remains: neither its table nor its side effect nor its row.
-    assert_eq!(history(&db), [1]);
+    assert_eq!(db.history(), [1]);
     assert!(!db.table_exists("users"));
     assert_eq!(effects(&db), [(1, 1)]);
-    assert_eq!(advisory_locks_held(&db, default_key(&db)), 0);
+    assert_eq!(advisory_locks_held(&db, db.default_key()), 0);
 }
 
 #[test]
@@ -242,7 +219,7 @@ fn detail_and_hint_are_reported() {
         .assert_stderr_contains("(SQLSTATE 42883)")
         .assert_stderr_contains("HINT: No function matches");
     assert!(!db.table_exists("t"));
-    assert_eq!(history(&db), Vec::<i64>::new());
+    assert_eq!(db.history(), Vec::<i64>::new());
 }
 
 #[test]
@@ -256,7 +233,7 @@ fn a_last_line_comment_or_missing_semicolon_does_not_swallow_the_history_row() {
         )
         .file("V3__crlf.sql", "CREATE TABLE c (id int);\r\n-- windows\r\n");
     apply(&db, &dir).run().assert_success();
-    assert_eq!(history(&db), [1, 2, 3]);
+    assert_eq!(db.history(), [1, 2, 3]);
     assert!(db.table_exists("a") && db.table_exists("b") && db.table_exists("c"));
 }
 
@@ -268,7 +245,7 @@ fn busy_lock_past_the_wait_exits_3_naming_the_holder_and_changes_nothing() {
     holder
         .batch_execute(&format!(
             "SET application_name = 'stuck-deploy-7'; SELECT pg_advisory_lock({})",
-            default_key(&db)
+            db.default_key()
         ))
         .unwrap();
     let holder_pid = holder
@@ -280,7 +257,7 @@ fn busy_lock_past_the_wait_exits_3_naming_the_holder_and_changes_nothing() {
     out.assert_code(3)
         .assert_stderr_contains(&format!(
             "LOCK_BUSY key={} holder_pid={holder_pid} holder_application_name=\"stuck-deploy-7\"",
-            default_key(&db)
+            db.default_key()
         ))
         .assert_stderr_contains("LOCK_WAIT_TIMEOUT");
     assert!(
@@ -314,7 +291,7 @@ fn busy_lock_past_the_wait_exits_3_naming_the_holder_and_changes_nothing() {
 fn a_waiter_applies_once_the_holder_lets_go() {
     let db = Cluster::shared().create_db();
     let dir = three_migrations();
-    let key = default_key(&db);
+    let key = db.default_key();
     let mut holder = db.client();
     holder
         .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
@@ -332,7 +309,7 @@ fn a_waiter_applies_once_the_holder_lets_go() {
         .assert_stderr_contains("LOCK_BUSY")
         .assert_stderr_contains("LOCK_ACQUIRED");
     assert_eq!(out.json()["outcome"], "applied");
-    assert_eq!(history(&db), [1, 2, 3]);
+    assert_eq!(db.history(), [1, 2, 3]);
 }
 
 #[test]
@@ -402,17 +379,9 @@ fn twenty_concurrent_replicas_apply_each_migration_exactly_once() {
         versions(&outputs[applied_by[0]].json()["applied"]),
         [1, 2, 3, 4]
     );
-    assert_eq!(history(&db), [1, 2, 3, 4]);
+    assert_eq!(db.history(), [1, 2, 3, 4]);
     assert_eq!(effects(&db), [(1, 1), (2, 1), (3, 1), (4, 1)]);
-    assert_eq!(advisory_locks_held(&db, default_key(&db)), 0);
-}
-
-fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{signal} {pid}");
+    assert_eq!(advisory_locks_held(&db, db.default_key()), 0);
 }
 
 #[test]
@@ -441,17 +410,17 @@ fn sigterm_and_sigint_mid_migration_roll_back_release_and_exit_130() {
         let json = out.json();
         assert_eq!(json["outcome"], "interrupted");
         assert_eq!(json["exit_code"], 130);
-        assert_eq!(history(&db), [1], "SIG{signal}");
+        assert_eq!(db.history(), [1], "SIG{signal}");
         assert!(!db.table_exists("users"), "SIG{signal}: V2 rolled back");
         assert_eq!(effects(&db), [(1, 1)]);
-        assert_eq!(advisory_locks_held(&db, default_key(&db)), 0, "SIG{signal}");
+        assert_eq!(advisory_locks_held(&db, db.default_key()), 0, "SIG{signal}");
         // The next run completes the set.
         dir.file(
             "V2__create_users.sql",
             "CREATE TABLE users (id int PRIMARY KEY);\nINSERT INTO effects (version) VALUES (2);\n",
         );
         apply(&db, &dir).run().assert_success();
-        assert_eq!(history(&db), [1, 2, 3]);
+        assert_eq!(db.history(), [1, 2, 3]);
     }
 }
 
@@ -461,7 +430,7 @@ fn a_signal_while_waiting_for_the_lock_exits_130_without_changes() {
     let dir = three_migrations();
     let mut holder = db.client();
     holder
-        .batch_execute(&format!("SELECT pg_advisory_lock({})", default_key(&db)))
+        .batch_execute(&format!("SELECT pg_advisory_lock({})", db.default_key()))
         .unwrap();
     let child = apply(&db, &dir).args(["--wait", "60s"]).spawn();
     let pid = child.id();
@@ -493,7 +462,7 @@ fn statement_timeout_bounds_migration_statements_but_not_the_lock_wait() {
     assert!(!db.table_exists("s"));
 
     // A lock held for longer than the statement timeout does not cut the wait.
-    let key = default_key(&db);
+    let key = db.default_key();
     let mut holder = db.client();
     holder
         .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
@@ -573,7 +542,7 @@ fn target_applies_up_to_and_including_a_version() {
         .assert_success()
         .json();
     assert_eq!(versions(&json["applied"]), [1, 2]);
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
     let json = apply(&db, &dir)
         .args(["--target", "2"])
         .run()
@@ -581,7 +550,7 @@ fn target_applies_up_to_and_including_a_version() {
         .json();
     assert_eq!(json["outcome"], "current");
     apply(&db, &dir).run().assert_success();
-    assert_eq!(history(&db), [1, 2, 3]);
+    assert_eq!(db.history(), [1, 2, 3]);
 }
 
 #[test]
@@ -589,7 +558,7 @@ fn two_history_tables_in_one_database_do_not_block_each_other() {
     let db = Cluster::shared().create_db();
     let mut holder = db.client();
     holder
-        .batch_execute(&format!("SELECT pg_advisory_lock({})", default_key(&db)))
+        .batch_execute(&format!("SELECT pg_advisory_lock({})", db.default_key()))
         .unwrap();
     let other = MigrationDir::new();
     other.file("V1__billing.sql", "CREATE TABLE invoices (id int);\n");
@@ -598,7 +567,7 @@ fn two_history_tables_in_one_database_do_not_block_each_other() {
         .run()
         .assert_success()
         .json();
-    assert_ne!(json["lock"]["key"].as_i64(), Some(default_key(&db)));
+    assert_ne!(json["lock"]["key"].as_i64(), Some(db.default_key()));
     assert!(
         db.table_exists("billing.schema_history"),
         "the schema is created with the table"
@@ -629,7 +598,7 @@ fn explicit_lock_key_and_quiet_logging() {
     );
     assert_eq!(out.json()["lock"]["key"], 43);
     assert_eq!(out.json()["lock"]["key_source"], "--lock-key");
-    assert_eq!(history(&db), [1, 2, 3]);
+    assert_eq!(db.history(), [1, 2, 3]);
 }
 
 #[test]

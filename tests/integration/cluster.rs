@@ -596,6 +596,26 @@ impl<'c> TestDb<'c> {
     /// Whether `name` (optionally schema-qualified, resolved through the
     /// search_path, unquoted names folded to lower case) is a table, view,
     /// sequence or other relation.
+    /// The versions in refinery's history table, in order (none when the
+    /// table does not exist).
+    pub fn history(&self) -> Vec<i64> {
+        if !self.table_exists("refinery_schema_history") {
+            return Vec::new();
+        }
+        self.query_strings("SELECT version FROM refinery_schema_history ORDER BY version")
+            .into_iter()
+            .map(|row| row[0].as_deref().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    /// The default lock key for refinery's table, computed by PostgreSQL
+    /// from the formula the README documents.
+    pub fn default_key(&self) -> i64 {
+        self.query_i64(
+            "SELECT ('x0' || left(md5('miglock:' || current_database() || ':' || 'refinery_schema_history'), 15))::bit(64)::bigint",
+        )
+    }
+
     pub fn table_exists(&self, name: &str) -> bool {
         self.client()
             .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&name])

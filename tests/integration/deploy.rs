@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{wait_until, Miglock, MigrationDir, RunOutput};
+use crate::harness::{send_signal, wait_until, Miglock, MigrationDir, RunOutput};
 
 const MIGLOCK: &str = env!("CARGO_BIN_EXE_miglock");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -42,30 +42,12 @@ fn two_migrations() -> MigrationDir {
     dir
 }
 
-/// Applied versions; empty while the history table does not exist.
-fn history(db: &TestDb) -> Vec<i64> {
-    if !db.table_exists("refinery_schema_history") {
-        return Vec::new();
-    }
-    db.query_strings("SELECT version FROM refinery_schema_history ORDER BY version")
-        .into_iter()
-        .map(|row| row[0].as_deref().unwrap().parse().unwrap())
-        .collect()
-}
-
-/// The documented default key, computed by PostgreSQL from the documented SQL.
-fn default_key(db: &TestDb) -> i64 {
-    db.query_i64(
-        "SELECT ('x0' || left(md5('miglock:' || current_database() || ':' || 'refinery_schema_history'), 15))::bit(64)::bigint",
-    )
-}
-
 /// A session holding the migration lock, as another replica mid-migration
 /// would; dropping the client releases it.
 fn hold_lock(db: &TestDb) -> postgres::Client {
     let mut holder = db.client();
     holder
-        .batch_execute(&format!("SELECT pg_advisory_lock({})", default_key(db)))
+        .batch_execute(&format!("SELECT pg_advisory_lock({})", db.default_key()))
         .unwrap();
     holder
 }
@@ -100,14 +82,6 @@ fn run_with_pid(m: &mut Miglock) -> (RunOutput, u32) {
     let child = m.spawn();
     let pid = child.id();
     (RunOutput::from_child(child), pid)
-}
-
-fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{signal} {pid}");
 }
 
 /// The application the entrypoint starts: it prints its pid and arguments
@@ -221,7 +195,7 @@ fn entrypoint_applies_then_execs_the_app() {
     app.assert_started(&out, pid);
     // Only the program is logged: arguments may hold secrets.
     assert!(!out.stderr.contains("two words"), "{}", out.stderr);
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
 }
 
 #[test]
@@ -238,7 +212,7 @@ fn entrypoint_starts_the_app_when_the_schema_is_current() {
         .assert_stderr_contains("miglock-entrypoint: apply exited 0 (the schema is current)");
     assert!(!out.stderr.contains("MIGRATION_APPLIED"), "{}", out.stderr);
     app.assert_started(&out, pid);
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
 }
 
 #[test]
@@ -248,7 +222,7 @@ fn entrypoint_without_an_app_only_migrates() {
     let out = entrypoint(&db, dir.path()).run();
     out.assert_success()
         .assert_stderr_contains("miglock-entrypoint: no app command given: exit 0");
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
 }
 
 #[test]
@@ -269,7 +243,7 @@ fn entrypoint_starts_without_waiting_when_the_lock_is_busy_by_default() {
         );
     app.assert_started(&out, pid);
     assert_eq!(
-        history(&db),
+        db.history(),
         Vec::<i64>::new(),
         "the holder never migrated, nor did we"
     );
@@ -302,7 +276,7 @@ fn entrypoint_waits_for_the_schema_when_the_lock_is_busy_in_wait_mode() {
         .assert_stderr_contains("miglock-entrypoint: wait exited 0 (the schema is current)");
     assert!(!out.stderr.contains("MIGRATION_APPLIED"), "{}", out.stderr);
     app.assert_started(&out, pid);
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
 }
 
 #[test]
@@ -321,7 +295,7 @@ fn entrypoint_starts_at_once_when_migrations_are_disabled() {
         );
     app.assert_started(&out, pid);
     assert_eq!(
-        history(&db),
+        db.history(),
         Vec::<i64>::new(),
         "a disabled replica touches nothing"
     );
@@ -349,7 +323,7 @@ fn entrypoint_waits_for_the_migrator_when_disabled_and_told_to() {
         .assert_stderr_contains("MIGLOCK_WAIT_WHEN_DISABLED=1: waiting for the schema")
         .assert_stderr_contains("miglock-entrypoint: wait exited 0 (the schema is current)");
     app.assert_started(&out, pid);
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
 }
 
 #[test]
@@ -368,7 +342,7 @@ fn entrypoint_does_not_start_when_the_wait_times_out() {
          MIGLOCK_WAIT_TIMEOUT): not starting the app; exit 7",
     );
     app.assert_not_started(&out);
-    assert_eq!(history(&db), Vec::<i64>::new());
+    assert_eq!(db.history(), Vec::<i64>::new());
 }
 
 #[test]
@@ -402,7 +376,7 @@ fn entrypoint_exits_75_without_starting_when_the_database_is_unavailable() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(history(&db), Vec::<i64>::new());
+    assert_eq!(db.history(), Vec::<i64>::new());
 }
 
 #[test]
@@ -422,7 +396,7 @@ fn entrypoint_does_not_start_after_a_failed_migration() {
         .assert_stderr_contains("miglock-entrypoint: apply exited 1 (failed: ")
         .assert_stderr_contains("not starting the app; exit 1");
     app.assert_not_started(&out);
-    assert_eq!(history(&db), [1], "V1 committed, V2 rolled back");
+    assert_eq!(db.history(), [1], "V1 committed, V2 rolled back");
 }
 
 #[test]
@@ -445,7 +419,7 @@ fn entrypoint_does_not_start_with_an_invalid_migration_set() {
         );
     app.assert_not_started(&out);
     assert_eq!(
-        history(&db),
+        db.history(),
         Vec::<i64>::new(),
         "nothing runs from a bad set"
     );
@@ -470,7 +444,7 @@ fn entrypoint_refuses_its_own_bad_settings_before_running_miglock() {
         assert!(!out.stderr.contains("apply exited"), "{}", out.stderr);
         app.assert_not_started(&out);
     }
-    assert_eq!(history(&db), Vec::<i64>::new());
+    assert_eq!(db.history(), Vec::<i64>::new());
 }
 
 #[test]
@@ -501,7 +475,7 @@ fn entrypoint_forwards_sigterm_to_miglock_and_does_not_start() {
     );
     app.assert_not_started(&out);
     assert_eq!(sessions_like(&db, "miglock apply%"), 0);
-    assert_eq!(history(&db), Vec::<i64>::new());
+    assert_eq!(db.history(), Vec::<i64>::new());
 }
 
 // --- YAML --------------------------------------------------------------------
@@ -695,7 +669,7 @@ fn compose_services_migrate_once_and_start_in_order_against_a_real_database() {
         assert!(!out.stderr.contains("MIGRATION_APPLIED"), "{name}");
         app.assert_started(&out, pid);
     }
-    assert_eq!(history(&db), example_migration_versions());
+    assert_eq!(db.history(), example_migration_versions());
 }
 
 /// A container's `command` + `args`, with `miglock` swapped for the binary
@@ -809,7 +783,7 @@ fn kubernetes_job_applies_once_and_the_deployment_waits_for_it() {
     RunOutput::from_child(init)
         .assert_success()
         .assert_stderr_contains("SCHEMA_CURRENT");
-    assert_eq!(history(&db), example_migration_versions());
+    assert_eq!(db.history(), example_migration_versions());
 }
 
 /// The `run:` script of the workflow's step that calls miglock.
@@ -903,7 +877,7 @@ fn github_actions_step_summarises_and_fails_with_miglock() {
     );
     assert!(summary.contains("| 1 | create_accounts |"), "{summary}");
     assert_eq!(outputs, "outcome=applied\n");
-    assert_eq!(history(&db), example_migration_versions());
+    assert_eq!(db.history(), example_migration_versions());
 
     let dir = two_migrations();
     dir.file("V3__broken.sql", "SELECT * FROM no_such_table;\n");

@@ -16,19 +16,6 @@ fn apply(db: &TestDb, dir: &MigrationDir) -> Miglock {
     m
 }
 
-fn history(db: &TestDb) -> Vec<i64> {
-    db.query_strings("SELECT version FROM refinery_schema_history ORDER BY version")
-        .into_iter()
-        .map(|row| row[0].as_deref().unwrap().parse().unwrap())
-        .collect()
-}
-
-fn default_key(db: &TestDb) -> i64 {
-    db.query_i64(
-        "SELECT ('x0' || left(md5('miglock:' || current_database() || ':' || 'refinery_schema_history'), 15))::bit(64)::bigint",
-    )
-}
-
 fn lock_holders(db: &TestDb, key: i64) -> i64 {
     db.query_i64(&format!(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted \
@@ -87,7 +74,7 @@ fn a_ddl_lock_timeout_is_retried_then_explained() {
         ))
         .assert_stderr_contains("LOCK_RELEASED");
     assert_eq!(out.json()["error"]["sqlstate"], "55P03");
-    assert_eq!(history(&db), [1]);
+    assert_eq!(db.history(), [1]);
     assert!(!has_column(&db, "t", "x"));
 
     // Once the report ends, a retry gets through.
@@ -102,7 +89,7 @@ fn a_ddl_lock_timeout_is_retried_then_explained() {
     let out = RunOutput::from_child(child);
     out.assert_success()
         .assert_stderr_contains("MIGRATION_RETRY");
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
     assert!(has_column(&db, "t", "x"));
 }
 
@@ -132,7 +119,7 @@ fn a_replica_waiting_for_the_lock_survives_a_server_restart() {
     let cluster = Cluster::start();
     let db = cluster.create_db();
     let dir = alter_migrations();
-    let key = default_key(&db);
+    let key = db.default_key();
     let mut holder = db.client();
     holder
         .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
@@ -149,7 +136,7 @@ fn a_replica_waiting_for_the_lock_survives_a_server_restart() {
         .assert_stderr_contains("connection was lost while waiting for the lock; reconnecting")
         .assert_stderr_contains("LOCK_ACQUIRED");
     assert_eq!(out.json()["outcome"], "applied");
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
 }
 
 #[test]
@@ -191,9 +178,9 @@ fn a_holder_whose_backend_is_terminated_exits_1_and_a_waiter_takes_over() {
     let out = RunOutput::from_child(waiter);
     out.assert_code(1)
         .assert_stderr_contains("canceling statement due to user request (SQLSTATE 57014)");
-    assert_eq!(history(&db), [1], "each attempt at V2 rolled back whole");
+    assert_eq!(db.history(), [1], "each attempt at V2 rolled back whole");
     assert!(!has_column(&db, "t", "x"));
-    assert_eq!(lock_holders(&db, default_key(&db)), 0);
+    assert_eq!(lock_holders(&db, db.default_key()), 0);
 }
 
 #[test]
@@ -215,7 +202,7 @@ fn a_connection_lost_mid_migration_with_no_server_to_check_exits_5() {
         .assert_stderr_contains("The connection was lost during V2__alter_t, and reconnecting to check whether it committed failed");
     assert_eq!(out.json()["outcome"], "unavailable");
     cluster.start_again();
-    assert_eq!(history(&db), [1]);
+    assert_eq!(db.history(), [1]);
     assert!(!has_column(&db, "t", "x"));
 }
 
@@ -314,7 +301,7 @@ fn a_holder_whose_network_vanishes_loses_the_lock_within_30_seconds() {
         .batch_execute("SELECT pg_reload_conf()")
         .unwrap();
     let db = cluster.create_db();
-    let key = default_key(&db);
+    let key = db.default_key();
     let dir = MigrationDir::new();
     dir.file(
         "V1__long.sql",

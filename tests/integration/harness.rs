@@ -371,3 +371,21 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The `version` of each entry of a JSON list (`applied`, `pending`).
+pub fn versions(list: &serde_json::Value) -> Vec<i64> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|m| m["version"].as_i64().unwrap())
+        .collect()
+}
+
+/// Sends `signal` (`TERM`, `INT`, `KILL`…) to a process.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}

@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use postgres::Client;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{wait_until, Miglock, MigrationDir, RunOutput};
+use crate::harness::{send_signal, versions, wait_until, Miglock, MigrationDir, RunOutput};
 
 /// The advisory key gated migrations wait for (transaction-level, so it is
 /// released by their commit or rollback). Advisory keys are per database.
@@ -129,14 +129,6 @@ fn effects_of(db: &TestDb, table: &str) -> Vec<(i64, i64)> {
 
 fn once_each(versions: impl IntoIterator<Item = i64>) -> Vec<(i64, i64)> {
     versions.into_iter().map(|v| (v, 1)).collect()
-}
-
-fn versions(list: &Value) -> Vec<i64> {
-    list.as_array()
-        .unwrap_or_else(|| panic!("not a list: {list}"))
-        .iter()
-        .map(|m| m["version"].as_i64().unwrap())
-        .collect()
 }
 
 /// The documented default key for a history table, computed by PostgreSQL.
@@ -302,14 +294,6 @@ fn release(mut herd: Vec<Child>) -> Vec<Child> {
         stdin.write_all(b"go\n").expect("release a held child");
     }
     herd
-}
-
-fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{signal} {pid}");
 }
 
 /// What a run printed, for assertion messages.

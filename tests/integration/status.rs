@@ -8,7 +8,7 @@ use postgres::{Client, NoTls};
 use serde_json::Value;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{wait_until, Miglock, MigrationDir, RunOutput};
+use crate::harness::{versions, wait_until, Miglock, MigrationDir, RunOutput};
 
 fn two_migrations() -> MigrationDir {
     let dir = MigrationDir::new();
@@ -44,34 +44,12 @@ fn apply(db: &TestDb, dir: &MigrationDir, extra: &[&str]) {
         .assert_success();
 }
 
-/// The documented default key, computed by PostgreSQL from the documented SQL.
-fn default_key(db: &TestDb) -> i64 {
-    db.query_i64(
-        "SELECT ('x0' || left(md5('miglock:' || current_database() || ':' || 'refinery_schema_history'), 15))::bit(64)::bigint",
-    )
-}
-
 fn advisory_locks_held(db: &TestDb, key: i64) -> i64 {
     db.query_i64(&format!(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted \
          AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
          AND ((classid::int8 << 32) | objid::int8) = {key}"
     ))
-}
-
-fn history(db: &TestDb) -> Vec<i64> {
-    db.query_strings("SELECT version FROM refinery_schema_history ORDER BY version")
-        .into_iter()
-        .map(|row| row[0].as_deref().unwrap().parse().unwrap())
-        .collect()
-}
-
-fn versions(list: &Value) -> Vec<i64> {
-    list.as_array()
-        .unwrap_or_else(|| panic!("not a list: {list}"))
-        .iter()
-        .map(|m| m["version"].as_i64().unwrap())
-        .collect()
 }
 
 /// A list field that `skip_serializing_if` may leave out when empty.
@@ -110,7 +88,7 @@ fn truncated(name: String) -> String {
 fn an_empty_database_has_everything_pending() {
     let db = Cluster::shared().create_db();
     let dir = two_migrations();
-    let key = default_key(&db);
+    let key = db.default_key();
 
     let json = status_json(&db, &dir, &[], 0);
     assert_eq!(json["command"], "status");
@@ -220,7 +198,7 @@ fn a_partly_applied_database_lists_applied_with_dates_and_what_is_pending() {
         .assert_stdout_contains("Pending (1)\n  V2__add_note\n")
         .assert_stdout_contains("Status      pending (1 migration(s) to apply)");
     status_json(&db, &dir, &["--check"], 7);
-    assert_eq!(history(&db), [1], "status applies nothing");
+    assert_eq!(db.history(), [1], "status applies nothing");
     assert!(db.table_exists("t"));
     assert_eq!(
         db.query_i64("SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'note'"),
@@ -243,7 +221,7 @@ fn an_up_to_date_database_is_current_and_check_passes() {
         .assert_stdout_contains("Applied (2)")
         .assert_stdout_contains("Status      current (nothing pending)");
     assert!(!out.stdout.contains("Pending ("), "{}", out.stdout);
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
 }
 
 #[test]
@@ -277,7 +255,7 @@ fn an_edited_applied_file_is_divergent() {
         .assert_stdout_contains("Problems (1)\n  divergent: ")
         .assert_stdout_contains("Status      invalid (1 problem(s): apply would refuse to run)");
     status(&db, &dir).arg("--check").run().assert_code(6);
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
 }
 
 #[test]
@@ -302,7 +280,7 @@ fn a_deleted_applied_file_is_missing() {
         .run()
         .assert_success()
         .assert_stdout_contains("  missing: V1__create_t was applied on");
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
 }
 
 #[test]
@@ -327,7 +305,7 @@ fn an_unreadable_folder_is_invalid_and_the_database_is_still_described() {
 fn the_holder_is_shown_with_pid_name_client_and_state() {
     let db = Cluster::shared().create_db();
     let dir = two_migrations();
-    let key = default_key(&db);
+    let key = db.default_key();
     let mut holder = db.client_tcp();
     holder
         .batch_execute(&format!(
@@ -383,7 +361,7 @@ fn the_holder_is_shown_with_pid_name_client_and_state() {
 fn waiting_apply_and_wait_processes_are_listed() {
     let db = Cluster::shared().create_db();
     let dir = two_migrations();
-    let key = default_key(&db);
+    let key = db.default_key();
     let mut holder = db.client();
     holder
         .batch_execute(&format!(
@@ -472,14 +450,14 @@ fn waiting_apply_and_wait_processes_are_listed() {
     let json = status_json(&db, &dir, &["--check"], 0);
     assert_eq!(json["lock"]["holder"], Value::Null);
     assert_eq!(json["lock"]["waiting"], serde_json::json!([]));
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
 }
 
 #[test]
 fn sessions_blocked_behind_the_holder_are_listed() {
     let db = Cluster::shared().create_db();
     let dir = two_migrations();
-    let key = default_key(&db);
+    let key = db.default_key();
     db.client()
         .batch_execute("CREATE TABLE t (id int)")
         .unwrap();
@@ -544,7 +522,7 @@ fn a_role_without_privileges_sees_a_hidden_holder_and_is_told_why() {
     let cluster = db.cluster();
     let dir = two_migrations();
     apply(&db, &dir, &[]);
-    let key = default_key(&db);
+    let key = db.default_key();
     // The role's password is the cluster's own, so the leak check covers it.
     let role = format!("{}_viewer", db.name());
     db.client()

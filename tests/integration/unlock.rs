@@ -33,13 +33,6 @@ fn unlock_as(db: &TestDb, role: &str) -> Miglock {
     m
 }
 
-/// The documented default key, computed by PostgreSQL from the documented SQL.
-fn default_key(db: &TestDb) -> i64 {
-    db.query_i64(
-        "SELECT ('x0' || left(md5('miglock:' || current_database() || ':' || 'refinery_schema_history'), 15))::bit(64)::bigint",
-    )
-}
-
 /// The pids holding the bigint advisory key in the database.
 fn holders(db: &TestDb, key: i64) -> Vec<i64> {
     db.query_strings(&format!(
@@ -115,7 +108,7 @@ fn terminated(json: &Value) -> Vec<i64> {
 #[test]
 fn without_a_terminal_it_needs_yes_and_touches_nothing() {
     let db = Cluster::shared().create_db();
-    let key = default_key(&db);
+    let key = db.default_key();
     let mut holder = db.client_tcp();
     let holder_pid = hold(&mut holder, key, "stale-deploy");
 
@@ -167,7 +160,7 @@ fn without_a_terminal_it_needs_yes_and_touches_nothing() {
 #[test]
 fn dry_run_shows_what_it_would_do_and_changes_nothing() {
     let db = Cluster::shared().create_db();
-    let key = default_key(&db);
+    let key = db.default_key();
 
     let json = unlock(&db).arg("--dry-run").run().assert_success().json();
     assert_eq!(json["outcome"], "free");
@@ -206,7 +199,7 @@ fn dry_run_shows_what_it_would_do_and_changes_nothing() {
 #[test]
 fn a_free_lock_is_reported_free() {
     let db = Cluster::shared().create_db();
-    let key = default_key(&db);
+    let key = db.default_key();
     // Another key held in the database is not this lock.
     let mut other = db.client();
     hold(&mut other, key + 1, "other-key");
@@ -231,7 +224,7 @@ fn a_free_lock_is_reported_free() {
 #[test]
 fn an_idle_stale_holder_is_terminated_and_the_lock_is_free() {
     let db = Cluster::shared().create_db();
-    let key = default_key(&db);
+    let key = db.default_key();
     let mut holder = db.client_tcp();
     let holder_pid = hold(&mut holder, key, "miglock apply holding host=gone pid=1");
 
@@ -254,7 +247,7 @@ fn an_idle_stale_holder_is_terminated_and_the_lock_is_free() {
 #[test]
 fn an_active_holder_is_left_alone_unless_forced() {
     let db = Cluster::shared().create_db();
-    let key = default_key(&db);
+    let key = db.default_key();
     let mut busy = db.client();
     busy.batch_execute("SET application_name = 'busy-migration'")
         .unwrap();
@@ -320,7 +313,7 @@ fn an_active_holder_is_left_alone_unless_forced() {
 fn sessions_that_do_not_hold_the_key_are_never_touched() {
     let cluster = Cluster::shared();
     let db = cluster.create_db();
-    let key = default_key(&db);
+    let key = db.default_key();
     let mut holder = db.client_tcp();
     let holder_pid = hold(&mut holder, key, "worker");
 
@@ -368,7 +361,7 @@ fn sessions_that_do_not_hold_the_key_are_never_touched() {
 #[test]
 fn a_waiting_replica_proceeds_once_the_stale_holder_is_gone() {
     let db = Cluster::shared().create_db();
-    let key = default_key(&db);
+    let key = db.default_key();
     let dir = MigrationDir::new();
     dir.file("V1__create_t.sql", "CREATE TABLE t (id int);\n");
     let mut stale = db.client_tcp();
@@ -397,7 +390,7 @@ fn a_waiting_replica_proceeds_once_the_stale_holder_is_gone() {
 #[test]
 fn permission_denied_is_explained_and_pg_signal_backend_fixes_it() {
     let db = Cluster::shared().create_db();
-    let key = default_key(&db);
+    let key = db.default_key();
     let ops = create_role(&db, "ops");
 
     // A superuser holds the key; a plain role cannot end that session.
@@ -484,7 +477,7 @@ fn permission_denied_is_explained_and_pg_signal_backend_fixes_it() {
 #[test]
 fn on_a_terminal_it_asks_first() {
     let db = Cluster::shared().create_db();
-    let key = default_key(&db);
+    let key = db.default_key();
     let mut holder = db.client_tcp();
     let holder_pid = hold(&mut holder, key, "stale-deploy");
     // `script` runs unlock on a pseudo-terminal and feeds it our stdin.
@@ -526,7 +519,7 @@ fn on_a_terminal_it_asks_first() {
 #[test]
 fn a_holder_idle_in_transaction_is_terminated_and_what_it_blocked_proceeds() {
     let db = Cluster::shared().create_db();
-    let key = default_key(&db);
+    let key = db.default_key();
     db.client()
         .batch_execute("CREATE TABLE t (id int)")
         .unwrap();

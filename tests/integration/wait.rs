@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{wait_until, Miglock, MigrationDir, RunOutput};
+use crate::harness::{versions, wait_until, Miglock, MigrationDir, RunOutput};
 
 fn two_migrations() -> MigrationDir {
     let dir = MigrationDir::new();
@@ -35,24 +35,6 @@ fn apply(db: &TestDb, dir: &MigrationDir, extra: &[&str]) -> RunOutput {
         .run();
     out.assert_success();
     out
-}
-
-fn history(db: &TestDb) -> Vec<i64> {
-    if !db.table_exists("refinery_schema_history") {
-        return Vec::new();
-    }
-    db.query_strings("SELECT version FROM refinery_schema_history ORDER BY version")
-        .into_iter()
-        .map(|row| row[0].as_deref().unwrap().parse().unwrap())
-        .collect()
-}
-
-fn versions(list: &Value) -> Vec<i64> {
-    list.as_array()
-        .unwrap_or_else(|| panic!("not a list: {list}"))
-        .iter()
-        .map(|m| m["version"].as_i64().unwrap())
-        .collect()
 }
 
 /// Backend pids of `miglock wait` sessions marked as waiting.
@@ -109,7 +91,7 @@ fn a_timeout_exits_7_naming_what_is_still_pending_and_changes_nothing() {
     out.assert_code(7)
         .assert_stderr_contains("(--timeout): still pending: V2__add_note");
     assert_eq!(versions(&out.json()["pending"]), [2]);
-    assert_eq!(history(&db), [1]);
+    assert_eq!(db.history(), [1]);
 }
 
 #[test]
@@ -178,7 +160,7 @@ fn it_returns_promptly_once_another_process_has_applied() {
         lag < Duration::from_millis(1500),
         "woken by the release notification, not by its next poll: {lag:?}"
     );
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
 }
 
 #[test]
@@ -205,7 +187,7 @@ fn a_divergent_history_exits_6() {
         .remove("V1__create_t.sql");
     let json = wait(&db, &dir).run().assert_code(6).json();
     assert_eq!(json["problems"][0]["kind"], "missing");
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
 }
 
 #[test]
@@ -327,5 +309,5 @@ fn it_survives_a_server_restart() {
         .assert_stderr_contains("CONNECT_RETRY")
         .assert_stderr_contains("SCHEMA_CURRENT version=V2__add_note applied=2");
     assert_eq!(out.json()["outcome"], "current");
-    assert_eq!(history(&db), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
 }
