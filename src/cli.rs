@@ -178,7 +178,7 @@ pub struct ApplyArgs {
     pub wait: Option<Duration>,
 
     /// Bound on each migration statement (never on the lock wait) [default: off]
-    #[arg(long, env = "MIGLOCK_STATEMENT_TIMEOUT", value_name = "D", value_parser = parse::duration, allow_hyphen_values = true)]
+    #[arg(long, env = "MIGLOCK_STATEMENT_TIMEOUT", value_name = "D", value_parser = parse::pg_duration, allow_hyphen_values = true)]
     pub statement_timeout: Option<Duration>,
 
     /// Apply up to and including version V
@@ -189,20 +189,21 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Set a PostgreSQL setting for the migrating session (repeatable; comma-separated in the env)
+    /// Set a PostgreSQL setting for the migrating session (repeatable)
     ///
     /// Overrides miglock's own choices: statement_timeout=0 (or --statement-timeout),
     /// idle_session_timeout=0, idle_in_transaction_session_timeout=0, tcp_keepalives_idle=5,
     /// tcp_keepalives_interval=5, tcp_keepalives_count=3, client_connection_check_interval=1000 (ms).
-    #[arg(long = "set", env = "MIGLOCK_SET", value_name = "NAME=VALUE", value_delimiter = ',',
-          value_parser = parse::setting)]
+    /// Without the flag, MIGLOCK_SET holds them separated by ';' (a value may hold commas, as in
+    /// search_path=app,public).
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse::setting)]
     pub settings: Vec<(String, String)>,
 
     /// lock_timeout for each migration's transaction; on timeout (55P03) it rolls back and is retried
     ///
     /// An ALTER TABLE queued behind a long query blocks all traffic on that table while it waits;
     /// this bounds that wait. Never applies to the advisory-lock wait.
-    #[arg(long, env = "MIGLOCK_DDL_LOCK_TIMEOUT", value_name = "D", value_parser = parse::duration, allow_hyphen_values = true)]
+    #[arg(long, env = "MIGLOCK_DDL_LOCK_TIMEOUT", value_name = "D", value_parser = parse::pg_duration, allow_hyphen_values = true)]
     pub ddl_lock_timeout: Option<Duration>,
 
     /// How many times a migration that hit --ddl-lock-timeout is retried (with backoff) before exit 1
@@ -268,7 +269,21 @@ impl ApplyArgs {
             statement_timeout: self.statement_timeout.filter(|t| !t.is_zero()),
             target_version: self.target,
             dry_run: self.dry_run,
-            settings: self.settings.clone(),
+            settings: if self.settings.is_empty() {
+                match env("MIGLOCK_SET") {
+                    Some(list) => list
+                        .split(';')
+                        .filter(|s| !s.trim().is_empty())
+                        .map(|s| {
+                            parse::setting(s)
+                                .map_err(|e| Failure::usage(anyhow!("MIGLOCK_SET: {e}")))
+                        })
+                        .collect::<Result<_, _>>()?,
+                    None => Vec::new(),
+                }
+            } else {
+                self.settings.clone()
+            },
             ddl_lock_timeout: self.ddl_lock_timeout.filter(|t| !t.is_zero()),
             ddl_retries: self.ddl_retries,
         })

@@ -61,8 +61,14 @@ fn url_parts(conninfo: &str) -> Option<(&str, Option<&str>)> {
     if !(conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://")) {
         return None;
     }
-    Some(match conninfo.split_once('?') {
-        Some((head, query)) => (head, Some(query)),
+    // A password may hold a raw '?': the query starts after the user
+    // information, which ends at the first '@' (as rust-postgres reads it).
+    let after_user = conninfo.find('@').map_or(0, |at| at + 1);
+    Some(match conninfo[after_user..].find('?') {
+        Some(i) => (
+            &conninfo[..after_user + i],
+            Some(&conninfo[after_user + i + 1..]),
+        ),
         None => (conninfo, None),
     })
 }
@@ -91,9 +97,12 @@ fn key_value_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
+            // The word may be part of a password typed without quotes: it
+            // is not repeated, only counted.
             return Err(format!(
-                "missing \"=\" after {:?} in the connection string",
-                crate::parse::shorten(&key, 30)
+                "missing \"=\" after the {} word of the connection string (key=value pairs, values with \
+                 spaces in single quotes)",
+                ordinal(pairs.len() + 1)
             ));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
@@ -118,6 +127,17 @@ fn key_value_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
         }
         pairs.push((key, value));
     }
+}
+
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, 11) | (2, 12) | (3, 13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 #[cfg(test)]
@@ -145,6 +165,8 @@ mod tests {
         assert_eq!((rest.as_str(), found.len()), ("postgresql://h/db", 1));
         let (rest, found) = take_params("postgres://h/db", TLS).unwrap();
         assert_eq!((rest.as_str(), found.len()), ("postgres://h/db", 0));
+        let (rest, found) = take_params("postgres://u:pa?ss@h/db?sslmode=require", TLS).unwrap();
+        assert_eq!((rest.as_str(), found.len()), ("postgres://u:pa?ss@h/db", 1));
     }
 
     #[test]

@@ -68,6 +68,7 @@ impl Target {
             },
             root_cert: param("sslrootcert").or_else(|| var("PGSSLROOTCERT")),
         };
+        tls.check().map_err(|e| Failure::usage(anyhow!(e)))?;
         let url = url.as_deref();
         let pg_port = match var("PGPORT") {
             Some(port) => {

@@ -77,14 +77,3 @@ impl fmt::Display for Failure {
         write!(f, "{:#}", self.error)
     }
 }
-
-/// Turns an `anyhow` result into a [`Failure`] with a chosen outcome.
-pub trait OrFail<T> {
-    fn or_fail(self, outcome: Outcome) -> Result<T, Failure>;
-}
-
-impl<T, E: Into<anyhow::Error>> OrFail<T> for Result<T, E> {
-    fn or_fail(self, outcome: Outcome) -> Result<T, Failure> {
-        self.map_err(|e| Failure::new(outcome, e))
-    }
-}

@@ -65,12 +65,6 @@ impl Interrupt {
         self.raised.load(Ordering::SeqCst)
     }
 
-    /// Raises the flag as a signal would (for tests and embedders).
-    pub fn raise(&self) {
-        self.raised.store(true, Ordering::SeqCst);
-        self.cancel_running_statement();
-    }
-
     /// How to cancel the statement a signal must stop (the connection's
     /// cancel token, with its TLS connector).
     pub fn watch(&self, canceller: Canceller) {

@@ -59,36 +59,41 @@ pub fn run() -> ExitCode {
 
     let global = &cli.global;
     let report = match &cli.command {
-        Command::Apply(args) => execute("apply", format, Outcome::exit_code, |report| {
-            // The gate comes first: a disabled replica must not fail on
-            // settings it will never use.
-            if !cli::migrations_enabled(&env)? {
-                log::info!("MIGRATIONS_DISABLED RUN_MIGRATIONS is off: nothing was touched");
-                return Ok(Outcome::Disabled);
-            }
-            let config = args.config(global.common(&env)?, &env)?;
-            commands::apply::run(&config, report, &progress, &interrupt, format)
-        }),
+        Command::Apply(args) => {
+            execute("apply", format, &interrupt, Outcome::exit_code, |report| {
+                // The gate comes first: a disabled replica must not fail on
+                // settings it will never use.
+                if !cli::migrations_enabled(&env)? {
+                    log::info!("MIGRATIONS_DISABLED RUN_MIGRATIONS is off: nothing was touched");
+                    return Ok(Outcome::Disabled);
+                }
+                let config = args.config(global.common(&env)?, &env)?;
+                commands::apply::run(&config, report, &progress, &interrupt, format)
+            })
+        }
         Command::Status(args) => {
             let check = args.check;
             execute(
                 "status",
                 format,
-                move |o| o.status_exit_code(check),
+                &interrupt,
+                move |o: Outcome| o.status_exit_code(check),
                 |report| {
                     let config = args.config(global.common(&env)?);
                     commands::status::run(&config, report, &interrupt, format)
                 },
             )
         }
-        Command::Wait(args) => execute("wait", format, Outcome::exit_code, |report| {
+        Command::Wait(args) => execute("wait", format, &interrupt, Outcome::exit_code, |report| {
             let config = args.config(global.common(&env)?);
             commands::wait::run(&config, report, &progress, &interrupt)
         }),
-        Command::Unlock(args) => execute("unlock", format, Outcome::exit_code, |report| {
-            let config = args.config(global.common(&env)?);
-            commands::unlock::run(&config, report, &interrupt, format)
-        }),
+        Command::Unlock(args) => {
+            execute("unlock", format, &interrupt, Outcome::exit_code, |report| {
+                let config = args.config(global.common(&env)?);
+                commands::unlock::run(&config, report, &interrupt, format)
+            })
+        }
         Command::Completions { .. } | Command::Man => return ExitCode::SUCCESS,
     };
     ExitCode::from(report.exit_code)
@@ -180,7 +185,9 @@ fn parse_failure(error: clap::Error, env: db::Env) -> u8 {
         .and_then(|m| m.subcommand_name())
         .unwrap_or("miglock");
     // clap stops at the first error, so the format may lie beyond it.
-    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let flag = args
         .windows(2)
         .rev()
@@ -201,16 +208,29 @@ fn parse_failure(error: clap::Error, env: db::Env) -> u8 {
     };
     if command == "apply" && cli::migrations_enabled(env).ok() == Some(false) {
         let _ = Progress::init(output::Verbosity::Normal, None);
-        let report = execute(command, format, Outcome::exit_code, |_| {
-            log::info!("MIGRATIONS_DISABLED RUN_MIGRATIONS is off: nothing was touched");
-            Ok(Outcome::Disabled)
-        });
+        let report = execute(
+            command,
+            format,
+            &Interrupt::default(),
+            Outcome::exit_code,
+            |_| {
+                log::info!("MIGRATIONS_DISABLED RUN_MIGRATIONS is off: nothing was touched");
+                Ok(Outcome::Disabled)
+            },
+        );
         return report.exit_code;
     }
-    let _ = error.print();
+    // clap quotes the argument it refused; a connection string given as a
+    // positional argument by mistake must not come back with its password.
+    let mut rendered = error.render().to_string();
+    for arg in &args {
+        if arg.contains("://") || arg.contains("password") {
+            rendered = rendered.replace(arg.as_str(), "<connection string>");
+        }
+    }
+    eprint!("{rendered}");
     if json {
         // clap's own first line: "invalid value 'abc' for '--wait <D>': …".
-        let rendered = error.render().to_string();
         let message = rendered
             .lines()
             .next()
@@ -232,12 +252,20 @@ fn parse_failure(error: clap::Error, env: db::Env) -> u8 {
 fn execute(
     command: &'static str,
     format: Format,
+    interrupt: &Interrupt,
     exit_code: impl Fn(Outcome) -> u8,
     body: impl FnOnce(&mut Report) -> Result<Outcome, Failure>,
 ) -> Report {
     let mut report = Report::new(command);
     match body(&mut report) {
         Ok(outcome) => report.finish(outcome, exit_code(outcome)),
+        // Whatever statement a signal's cancel request hit (a history
+        // read, a lock attempt), the run was interrupted, not failed.
+        Err(failure) if failure.outcome == Outcome::Failed && interrupt.is_set() => {
+            let failure = Failure::interrupted();
+            eprintln!("error: {}", failure.message());
+            report.fail(&failure, exit_code(failure.outcome));
+        }
         Err(failure) => {
             eprintln!("error: {}", failure.message());
             report.fail(&failure, exit_code(failure.outcome));

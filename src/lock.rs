@@ -126,11 +126,6 @@ impl LockKey {
         format!("SELECT pg_try_advisory_lock_shared({high}, {low})")
     }
 
-    pub fn unmark_waiting_sql(&self) -> String {
-        let (high, low) = self.halves();
-        format!("SELECT pg_advisory_unlock_shared({high}, {low})")
-    }
-
     /// The sessions holding or waiting for the key, in this database, as
     /// the columns [`LockHolder::from_row`] reads.
     pub fn sessions_sql(&self, role: LockRole) -> String {

@@ -88,14 +88,6 @@ impl Progress {
         Progress { multi, enabled }
     }
 
-    /// No bars, no logging setup (library use).
-    pub fn hidden() -> Progress {
-        Progress {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
-            enabled: false,
-        }
-    }
-
     pub fn spinner(&self, message: String) -> Option<ProgressBar> {
         if !self.enabled {
             return None;

@@ -32,6 +32,18 @@ pub fn duration(text: &str) -> Result<Duration, String> {
     Ok(parsed)
 }
 
+/// A duration PostgreSQL takes as a timeout setting (milliseconds in an
+/// int4): up to about 24.8 days.
+pub fn pg_duration(text: &str) -> Result<Duration, String> {
+    let parsed = duration(text)?;
+    if parsed.as_millis() > i32::MAX as u128 {
+        return Err(format!(
+            "duration {text:?} is too long for a PostgreSQL timeout (at most 24 days)"
+        ));
+    }
+    Ok(parsed)
+}
+
 /// `RUN_MIGRATIONS`: `None` when unset (enabled).
 pub fn run_migrations(value: Option<&str>) -> Result<bool, String> {
     let Some(value) = value else { return Ok(true) };
@@ -107,6 +119,14 @@ mod tests {
             assert!(err.contains("duration"), "{bad:?}: {err}");
         }
         assert!(duration("400d").unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn timeouts_fit_in_postgresql() {
+        assert_eq!(pg_duration("24d"), Ok(Duration::from_secs(24 * 86400)));
+        assert!(pg_duration("30d")
+            .unwrap_err()
+            .contains("PostgreSQL timeout"));
     }
 
     #[test]

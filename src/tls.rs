@@ -15,7 +15,9 @@
 //! | `verify-full` | always | chain, and the host name |
 //!
 //! Trusted roots: `sslrootcert` (a PEM file), else `~/.postgresql/root.crt`,
-//! else the system's roots (`sslrootcert=system` asks for them explicitly).
+//! else, for `verify-full` only, the system's roots (`sslrootcert=system`
+//! asks for them explicitly). As in libpq, `verify-ca` needs a root file,
+//! and the system's roots need `verify-full`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -103,6 +105,29 @@ enum Check {
 }
 
 impl TlsSettings {
+    /// Combinations libpq refuses, for the same reason: the system's roots
+    /// vouch for any public certificate, so they prove nothing unless the
+    /// host name is checked too.
+    pub fn check(&self) -> Result<(), String> {
+        let system = self.root_cert.as_deref() == Some("system");
+        if system && self.mode != SslMode::VerifyFull {
+            return Err(format!(
+                "sslrootcert=system needs sslmode=verify-full (not {}): the system's roots trust any public \
+                 certificate, whatever host it names",
+                self.mode
+            ));
+        }
+        if self.mode == SslMode::VerifyCa && self.root_cert.is_none() && home_root_cert().is_none()
+        {
+            return Err(
+                "sslmode=verify-ca needs a root certificate file (sslrootcert=<file>, PGSSLROOTCERT or \
+                 ~/.postgresql/root.crt); with the system's roots use sslmode=verify-full"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The connector for these settings. Reads the root certificates, so a
     /// missing or malformed file is reported here, before connecting.
     pub fn connector(&self) -> anyhow::Result<MakeRustlsConnect> {
@@ -326,6 +351,17 @@ mod tests {
         };
         let err = format!("{:#}", settings.connector().err().unwrap());
         assert!(err.contains("holds no PEM certificate"), "{err}");
+        // libpq's refusals.
+        let system = |mode| TlsSettings {
+            mode,
+            root_cert: Some("system".into()),
+        };
+        assert!(system(SslMode::VerifyCa)
+            .check()
+            .unwrap_err()
+            .contains("verify-full"));
+        assert!(system(SslMode::Require).check().is_err());
+        assert!(system(SslMode::VerifyFull).check().is_ok());
         // Modes that check nothing need no file.
         for mode in [SslMode::Disable, SslMode::Prefer, SslMode::Require] {
             assert!(

@@ -166,17 +166,24 @@ pub fn run(
         report.lock.waited_ms
     );
 
+    // From here on, every path goes through the release below.
     let mut released = false;
-    let result = migrate_locked(
-        &mut client,
-        config,
-        &set,
-        &history,
-        report,
-        progress,
-        interrupt,
-        &mut released,
-    );
+    let result = match history {
+        Some(history) => history.map_err(Failure::failed),
+        None => create_history_table(&mut client, &common.table),
+    }
+    .and_then(|history| {
+        migrate_locked(
+            &mut client,
+            config,
+            &set,
+            &history,
+            report,
+            progress,
+            interrupt,
+            &mut released,
+        )
+    });
     if released {
         log::info!(
             "LOCK_RELEASED key={} held_ms={}",
@@ -232,8 +239,9 @@ fn print_plan(config: &ApplyConfig, plan: &Plan, format: Format) {
 }
 
 enum LockWait<'a> {
-    /// This session holds the key; the history as read under it.
-    Acquired(Vec<AppliedMigration>),
+    /// This session holds the key; the history as read under it (`None`:
+    /// the table has yet to be created).
+    Acquired(Option<anyhow::Result<Vec<AppliedMigration>>>),
     /// Another replica applied everything while this one waited.
     CurrentMeanwhile(Plan<'a>),
     TimedOut,
@@ -313,8 +321,12 @@ fn wait_for_lock<'a>(
     // The history is re-read in the same round trip as every attempt: once
     // the key is ours it is the truth to apply against, and while it is
     // busy it tells when the holder has already done this replica's work.
+    // The COMMIT ends the attempt's implicit transaction, so the history
+    // is read with a snapshot taken after the lock (a database whose
+    // default isolation is repeatable read would otherwise share the
+    // attempt's, taken before it).
     let read_history = if table_exists {
-        format!("; {}", common.table.select_sql())
+        format!("; COMMIT; {}", common.table.select_sql())
     } else {
         String::new()
     };
@@ -343,7 +355,7 @@ fn wait_for_lock<'a>(
         let messages = match client.simple_query(&batch) {
             Ok(messages) => messages,
             Err(_) if client.is_closed() => {
-                *client = reconnect(config, identity, deadline, interrupt)?;
+                *client = super::reconnect(common, identity, deadline, interrupt)?;
                 first_attempt = true;
                 continue;
             }
@@ -357,23 +369,21 @@ fn wait_for_lock<'a>(
             .and_then(|rows| rows.first())
             .ok_or_else(|| Failure::failed(anyhow!("the lock attempt returned no row")))?;
         let got = attempt.get(0) == Some("t");
-        let history = match statements.get(skip + 1) {
-            Some(rows) => Some(history::rows_from_rows(rows)?),
-            None => None,
-        };
+        // Parsed here, but a parse error after `got` is only raised under
+        // the lock's protection (see `run`), so the lock is still released.
+        let history = statements
+            .get(skip + 2)
+            .map(|rows| history::rows_from_rows(rows));
 
         if got {
             if let Some(bar) = spinner.take() {
                 bar.finish_and_clear();
             }
-            let history = match history {
-                Some(history) => history,
-                None => create_history_table(client, &common.table)?,
-            };
             return Ok(LockWait::Acquired(history));
         }
 
         if let Some(history) = history {
+            let history = history?;
             let plan =
                 Plan::new(set, &history, config.target_version).map_err(|p| invalid(report, p))?;
             if plan.pending.is_empty() {
@@ -402,7 +412,7 @@ fn wait_for_lock<'a>(
                 (holder, waiters)
             }
             Err(_) if client.is_closed() => {
-                *client = reconnect(config, identity, deadline, interrupt)?;
+                *client = super::reconnect(common, identity, deadline, interrupt)?;
                 first_attempt = true;
                 continue;
             }
@@ -455,7 +465,7 @@ fn wait_for_lock<'a>(
             Ok(_) if interrupt.is_set() => return Err(Failure::interrupted()),
             Ok(_) => {}
             Err(_) if client.is_closed() => {
-                *client = reconnect(config, identity, deadline, interrupt)?;
+                *client = super::reconnect(common, identity, deadline, interrupt)?;
                 first_attempt = true;
             }
             Err(e) => {
@@ -466,30 +476,6 @@ fn wait_for_lock<'a>(
             }
         }
     }
-}
-
-/// The server went away while this replica waited (restart, failover):
-/// connect again within what is left of `--wait`, then carry on waiting.
-/// The lock was not ours, so nothing is lost.
-fn reconnect(
-    config: &ApplyConfig,
-    identity: &Identity,
-    deadline: Instant,
-    interrupt: &Interrupt,
-) -> Result<Client, Failure> {
-    let remaining = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_secs(1));
-    log::warn!(
-        "CONNECT_RETRY the connection was lost while waiting for the lock; reconnecting (for up to {})",
-        humantime::format_duration(Duration::from_millis(millis(remaining)))
-    );
-    db::connect(
-        &config.common.target,
-        remaining,
-        &identity.application_name(None),
-        interrupt,
-    )
 }
 
 /// Creates the history table under the lock, so concurrent first runs
@@ -551,7 +537,7 @@ fn migrate_locked(
         let applied_on = time::OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .map_err(|e| anyhow!("cannot format the time: {e}"))?;
-        if let Err(failure) = apply_one(
+        match apply_one(
             client,
             migration,
             config,
@@ -559,7 +545,8 @@ fn migrate_locked(
             then_release,
             interrupt,
         ) {
-            if client.is_closed() && failure.outcome == Outcome::Failed {
+            Ok(released_with_it) => *released = released_with_it,
+            Err(failure) if client.is_closed() && failure.outcome == Outcome::Failed => {
                 return Err(after_connection_loss(
                     config,
                     migration,
@@ -568,9 +555,8 @@ fn migrate_locked(
                     interrupt,
                 ));
             }
-            return Err(failure);
+            Err(failure) => return Err(failure),
         }
-        *released = last;
         let duration_ms = millis(started.elapsed());
         log::info!(
             "MIGRATION_APPLIED version={} name={} ms={duration_ms}",
@@ -619,7 +605,7 @@ fn apply_one(
     applied_on: &str,
     then_release: Option<&LockKey>,
     interrupt: &Interrupt,
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
     let table = &config.common.table;
     let begin = match config.ddl_lock_timeout {
         Some(timeout) => format!(
@@ -635,7 +621,7 @@ fn apply_one(
         // ends a last statement written without one.
         let release = then_release.map_or(String::new(), |key| format!(";\n{}", key.unlock_sql()));
         let batch = format!(
-            "{begin}{}\n;\n{};\nCOMMIT{release}",
+            "{begin}{}\n;\nSAVEPOINT miglock_guard;\n{};\nCOMMIT{release}",
             migration.sql,
             table.insert_sql(
                 migration.version,
@@ -645,12 +631,17 @@ fn apply_one(
             )
         );
         let Err(error) = client.batch_execute(&batch) else {
-            return Ok(());
+            return Ok(then_release.is_some());
         };
         // Whatever failed, the transaction must not stay open on the session
         // that still holds the lock. On a lost connection this fails too,
         // and the server rolls back by itself.
         let _ = client.batch_execute("ROLLBACK");
+        // An error after the COMMIT (a cancel landing on the unlock that
+        // follows it) leaves the migration applied: its row says so.
+        if then_release.is_some() && committed(client, table, migration, applied_on) {
+            return Ok(false);
+        }
         if interrupt.is_set() && error.code() == Some(&SqlState::QUERY_CANCELED) {
             return Err(Failure::interrupted());
         }
@@ -697,6 +688,14 @@ fn apply_one(
         "migration {migration} failed ({file}{at}): {}",
         db::db_error_text(db_error)
     );
+    if db_error.code() == &SqlState::NO_ACTIVE_SQL_TRANSACTION {
+        message.push_str(
+            "\nThe migration ended its own transaction (a COMMIT or ROLLBACK in the file), so its \
+             history row was not written. miglock runs each migration in one transaction with its \
+             row: take the transaction control out of the file. Anything the file committed itself \
+             stays; check it before the next apply.",
+        );
+    }
     if db_error.code() == &SqlState::LOCK_NOT_AVAILABLE {
         if let Some(timeout) = config.ddl_lock_timeout {
             message.push_str(&format!(
@@ -715,6 +714,27 @@ fn apply_one(
         file: Some(migration.path.clone()),
         line,
     }))
+}
+
+/// Whether the history holds this run's row for `migration` (its
+/// `applied_on` tells it from a row another replica wrote).
+fn committed(
+    client: &mut Client,
+    table: &HistoryTable,
+    migration: &LocalMigration,
+    applied_on: &str,
+) -> bool {
+    let query = format!(
+        "SELECT 1 FROM {} WHERE version = {} AND applied_on = {}",
+        table.sql_name(),
+        migration.version,
+        crate::sql::literal(applied_on)
+    );
+    client.simple_query(&query).is_ok_and(|messages| {
+        lock::rows_per_statement(&messages)
+            .first()
+            .is_some_and(|rows| !rows.is_empty())
+    })
 }
 
 /// After a DDL lock timeout: who holds table locks now, longest first —
@@ -804,7 +824,16 @@ fn after_connection_loss(
 /// Unlocks and wakes the waiters. On a lost connection the server has
 /// already released the lock with the session.
 fn release(client: &mut Client, key: &LockKey, held_since: Instant) {
-    match client.simple_query(&key.unlock_sql()) {
+    let mut unlocked = client.simple_query(&key.unlock_sql());
+    // A signal's cancel request, sent from its own thread, may land on the
+    // unlock rather than on the migration it was meant for: unlock again.
+    if unlocked
+        .as_ref()
+        .is_err_and(|e| e.code() == Some(&SqlState::QUERY_CANCELED))
+    {
+        unlocked = client.simple_query(&key.unlock_sql());
+    }
+    match unlocked {
         Ok(messages) => {
             let released = lock::rows_per_statement(&messages)
                 .first()

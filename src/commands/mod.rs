@@ -35,6 +35,31 @@ fn connect(common: &Common, identity: &Identity, interrupt: &Interrupt) -> Resul
     )
 }
 
+/// The server went away while this run waited (restart, failover): connect
+/// again within what is left until `deadline`. Nothing is lost: the run
+/// held no lock.
+fn reconnect(
+    common: &Common,
+    identity: &Identity,
+    deadline: std::time::Instant,
+    interrupt: &Interrupt,
+) -> Result<Client, Failure> {
+    let remaining = deadline
+        .saturating_duration_since(std::time::Instant::now())
+        .max(std::time::Duration::from_secs(1));
+    log::warn!(
+        "CONNECT_RETRY the connection was lost while waiting; reconnecting to {} (for up to {})",
+        common.target,
+        humantime::format_duration(std::time::Duration::from_millis(millis(remaining)))
+    );
+    db::connect(
+        &common.target,
+        remaining,
+        &identity.application_name(None),
+        interrupt,
+    )
+}
+
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -116,13 +116,13 @@ pub fn run(
 
     terminate(&mut client, key, &holder, config, common.target.user())?;
     report.terminated.push(holder.pid);
-    log::info!("LOCK_RELEASED key={key} terminated_pid={}", holder.pid);
 
     // The session ends asynchronously; the lock goes with it.
     let started = Instant::now();
     loop {
         let now = self::holders(&mut client, key)?;
         if now.iter().all(|h| h.pid != holder.pid) {
+            log::info!("LOCK_RELEASED key={key} terminated_pid={}", holder.pid);
             match now.first() {
                 None => say(format!("Terminated pid {}; lock {key} is free.", holder.pid)),
                 Some(next) => say(format!(
@@ -190,8 +190,9 @@ fn terminate(
         " AND a.state IS DISTINCT FROM 'active'"
     };
     let statement = format!(
-        "SELECT pg_terminate_backend(s.pid, {timeout}) FROM ({holders}{not_busy}) s WHERE s.pid = {pid}",
-        timeout = TERMINATE_TIMEOUT.as_millis(),
+        // The one-argument form (the timeout came in PostgreSQL 14); the
+        // loop in `run` waits for the session to end.
+        "SELECT pg_terminate_backend(s.pid) FROM ({holders}{not_busy}) s WHERE s.pid = {pid}",
         holders = key.sessions_sql(LockRole::Holder),
         pid = holder.pid
     );

@@ -53,7 +53,8 @@ pub fn run(
         let history = match history::read(&mut client, &common.table) {
             Ok(history) => history.unwrap_or_default(),
             Err(_) if client.is_closed() => {
-                client = reconnect(config, &identity, deadline, interrupt)?;
+                client = super::reconnect(common, &identity, deadline, interrupt)?;
+                listen(&mut client, config, &identity)?;
                 continue;
             }
             Err(failure) => return Err(failure),
@@ -117,7 +118,8 @@ pub fn run(
             Ok(true) => pause = FIRST_PAUSE,
             Ok(false) => pause = (pause * 2).min(MAX_PAUSE),
             Err(_) if client.is_closed() => {
-                client = reconnect(config, &identity, deadline, interrupt)?
+                client = super::reconnect(common, &identity, deadline, interrupt)?;
+                listen(&mut client, config, &identity)?
             }
             Err(e) => return Err(db::failed(&e, "the connection failed")),
         }
@@ -137,31 +139,6 @@ fn listen(client: &mut Client, config: &WaitConfig, identity: &Identity) -> Resu
         ))
         .map_err(|e| db::failed(&e, "cannot listen for the lock's release"))?;
     Ok(())
-}
-
-/// The server went away (restart, failover): connect again within what is
-/// left of the timeout, and listen again.
-fn reconnect(
-    config: &WaitConfig,
-    identity: &Identity,
-    deadline: Instant,
-    interrupt: &Interrupt,
-) -> Result<Client, Failure> {
-    log::warn!(
-        "CONNECT_RETRY the connection was lost; reconnecting to {}",
-        config.common.target
-    );
-    let remaining = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_secs(1));
-    let mut client = db::connect(
-        &config.common.target,
-        remaining,
-        &identity.application_name(None),
-        interrupt,
-    )?;
-    listen(&mut client, config, identity)?;
-    Ok(client)
 }
 
 fn list(names: &[String]) -> String {

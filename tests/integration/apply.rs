@@ -614,3 +614,151 @@ fn verbose_runs_and_an_empty_folder() {
     assert_eq!(out.json()["outcome"], "current");
     assert!(!db.table_exists("refinery_schema_history"));
 }
+
+#[test]
+fn a_migration_that_ends_its_own_transaction_is_not_recorded() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::new();
+    dir.file("V1__t.sql", "CREATE TABLE t (id int);\n").file(
+        "V2__rolls_back.sql",
+        "CREATE TABLE lost (id int);\nROLLBACK;\n",
+    );
+    let out = apply(&db, &dir).run();
+    out.assert_code(1)
+        .assert_stderr_contains("MIGRATION_FAILED version=2 name=rolls_back sqlstate=25P01")
+        .assert_stderr_contains("The migration ended its own transaction")
+        .assert_stderr_contains("LOCK_RELEASED");
+    assert_eq!(out.json()["error"]["sqlstate"], "25P01");
+    assert_eq!(
+        db.history(),
+        [1],
+        "no history row for a migration that was rolled back"
+    );
+    assert!(!db.table_exists("lost"));
+}
+
+#[test]
+fn a_signal_during_any_statement_is_an_interruption() {
+    let db = Cluster::shared().create_db();
+    let dir = three_migrations();
+    apply(&db, &dir)
+        .args(["--target", "1"])
+        .run()
+        .assert_success();
+    // The history read itself blocks behind a table lock.
+    let mut blocker = db.client();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE refinery_schema_history IN ACCESS EXCLUSIVE MODE;")
+        .unwrap();
+    let child = apply(&db, &dir).spawn();
+    let pid = child.id();
+    wait_until(Duration::from_secs(20), || {
+        db.query_i64(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE 'SELECT version, name%'",
+        ) == 1
+    });
+    send_signal(pid, "TERM");
+    let out = RunOutput::from_child(child);
+    out.assert_code(130)
+        .assert_stderr_contains("INTERRUPTED signal=SIGTERM");
+    assert_eq!(out.json()["outcome"], "interrupted");
+    blocker.batch_execute("COMMIT").unwrap();
+    assert_eq!(db.history(), [1]);
+}
+
+#[test]
+fn the_lock_is_released_and_logged_when_the_history_table_cannot_be_created() {
+    let db = Cluster::shared().create_db();
+    // PostgreSQL 15 lets no role but the owner create in schema public.
+    let role = format!("{}_app", db.name());
+    db.client()
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{}'",
+            db.cluster().password()
+        ))
+        .unwrap();
+    let url = format!(
+        "postgres://{role}:{}@127.0.0.1:{}/{}",
+        db.cluster().password(),
+        db.cluster().port(),
+        db.name()
+    );
+    let dir = three_migrations();
+    let out = Miglock::new()
+        .env("DATABASE_URL", url)
+        .args(["apply", "--format", "json", "--migrations"])
+        .arg(dir.path())
+        .run();
+    out.assert_code(1)
+        .assert_stderr_contains("LOCK_ACQUIRED")
+        .assert_stderr_contains("cannot create the history table refinery_schema_history")
+        .assert_stderr_contains("LOCK_RELEASED");
+    assert_eq!(out.json()["error"]["sqlstate"], "42501");
+    assert!(!db.table_exists("refinery_schema_history"));
+    assert_eq!(advisory_locks_held(&db, db.default_key()), 0);
+}
+
+#[test]
+fn settings_may_hold_commas_and_come_from_the_environment() {
+    let db = Cluster::shared().create_db();
+    db.client().batch_execute("CREATE SCHEMA app").unwrap();
+    let dir = MigrationDir::new();
+    dir.file(
+        "V1__where.sql",
+        "CREATE TABLE public.seen AS SELECT current_setting('search_path') AS path, \
+         current_setting('work_mem') AS mem;\n",
+    );
+    apply(&db, &dir)
+        .args(["--set", "search_path=app,public"])
+        .env("MIGLOCK_SET", "work_mem=1MB")
+        .run()
+        .assert_success();
+    // The flag wins over the environment: work_mem kept its default.
+    let seen = db.query_strings("SELECT path, mem FROM public.seen");
+    assert_eq!(seen[0][0].as_deref(), Some("app,public"));
+    assert_ne!(seen[0][1].as_deref(), Some("1MB"));
+
+    let dir = MigrationDir::new();
+    dir.file("V1__where.sql", "SELECT 1;\n").file(
+        "V2__mem.sql",
+        "CREATE TABLE public.mem AS SELECT current_setting('work_mem') AS mem;\n",
+    );
+    let other = Cluster::shared().create_db();
+    apply(&other, &dir)
+        .env("MIGLOCK_SET", "work_mem=1MB;search_path=public")
+        .run()
+        .assert_success();
+    assert_eq!(
+        other.query_strings("SELECT mem FROM mem")[0][0].as_deref(),
+        Some("1MB")
+    );
+}
+
+#[test]
+fn odd_command_lines_are_usage_errors_without_echoing_secrets() {
+    let db = Cluster::shared().create_db();
+    let dir = three_migrations();
+    // A connection string given as a positional argument by mistake.
+    let out = Miglock::new()
+        .args(["apply", "--format", "json"])
+        .arg(db.url())
+        .run();
+    out.assert_code(2)
+        .assert_stderr_contains("unexpected argument '<connection string>'");
+    assert_eq!(out.json()["outcome"], "usage");
+    // Timeouts PostgreSQL cannot hold.
+    apply(&db, &dir)
+        .args(["--statement-timeout", "30d"])
+        .run()
+        .assert_code(2)
+        .assert_stderr_contains("too long for a PostgreSQL timeout");
+    // An argument that is not UTF-8.
+    let out = Miglock::for_db(&db)
+        .args(["apply", "--wait", "bogus", "--migrations"])
+        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"\xff"))
+        .run();
+    out.assert_code(2);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(!db.table_exists("refinery_schema_history"));
+}

@@ -133,7 +133,7 @@ fn a_replica_waiting_for_the_lock_survives_a_server_restart() {
     let out = RunOutput::from_child(child);
     out.assert_success()
         .assert_stderr_contains("LOCK_BUSY")
-        .assert_stderr_contains("connection was lost while waiting for the lock; reconnecting")
+        .assert_stderr_contains("connection was lost while waiting; reconnecting")
         .assert_stderr_contains("LOCK_ACQUIRED");
     assert_eq!(out.json()["outcome"], "applied");
     assert_eq!(db.history(), [1, 2]);

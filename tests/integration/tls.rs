@@ -251,6 +251,18 @@ fn tls_refusals_and_bad_settings() {
     )
     .assert_code(5)
     .assert_stderr_contains("cannot read the root certificate file /nonexistent/root.crt");
+    // libpq's refusals: the system's roots prove nothing without the host name.
+    for params in [
+        "sslmode=verify-ca&sslrootcert=system",
+        "sslmode=require&sslrootcert=system",
+    ] {
+        apply_with_url(&with_params(&db, params), &dir)
+            .assert_code(2)
+            .assert_stderr_contains("sslrootcert=system needs sslmode=verify-full");
+    }
+    apply_with_url(&with_params(&db, "sslmode=verify-ca"), &dir)
+        .assert_code(2)
+        .assert_stderr_contains("sslmode=verify-ca needs a root certificate file");
     let out = apply_with_url(&with_params(&db, "sslmode=sometimes"), &dir);
     out.assert_code(2)
         .assert_stderr_contains("unknown sslmode \"sometimes\"");
