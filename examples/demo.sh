@@ -81,6 +81,9 @@ echo "==> the history table (refinery's own, so refinery and refinery_cli read i
 "$bindir/psql" -X -h "$work" -p "$port" -U postgres -d demo \
     -c "SELECT version, name, applied_on FROM refinery_schema_history ORDER BY version"
 
+echo "==> miglock status: what a DBA sees (the lock is free now; while busy it names the holder)"
+"$miglock" status | sed 's/^/  /'
+
 echo "==> exit codes an entrypoint branches on"
 code=0; RUN_MIGRATIONS=0 "$miglock" apply -q || code=$?
 echo "  RUN_MIGRATIONS=0 miglock apply            -> exit $code (disabled, nothing touched)"
