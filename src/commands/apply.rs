@@ -7,7 +7,10 @@
 //!   enough that the schema is current.
 //! - something pending: one round trip that sets the session up, listens
 //!   for the release notification, tries the lock and re-reads the history;
-//!   then one round trip per migration; then one to unlock and notify.
+//!   then one round trip per migration, the last of which also unlocks and
+//!   notifies the waiters.
+//!
+//! The first connection attempt runs while the files are read.
 
 use std::time::{Duration, Instant};
 
