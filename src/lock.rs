@@ -271,6 +271,11 @@ impl LockKey {
     }
 }
 
+/// The first column of the first row of statement `n` of a simple query.
+pub fn first_value(messages: &[SimpleQueryMessage], n: usize) -> Option<&str> {
+    rows_per_statement(messages).get(n)?.first()?.get(0)
+}
+
 /// The rows of each statement of a multi-statement simple query, in order.
 pub fn rows_per_statement(messages: &[SimpleQueryMessage]) -> Vec<Vec<&SimpleQueryRow>> {
     let mut statements = vec![Vec::new()];

@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 use log::LevelFilter;
 
 /// `-q`/`-v`/`-vv` win over `RUST_LOG`; without either, info.
@@ -92,7 +92,10 @@ impl Progress {
         if !self.enabled {
             return None;
         }
-        let bar = self.multi.add(ProgressBar::new_spinner());
+        // Cleared when dropped, on whatever path the command leaves by.
+        let bar = self
+            .multi
+            .add(ProgressBar::new_spinner().with_finish(ProgressFinish::AndClear));
         bar.set_style(
             ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -106,7 +109,9 @@ impl Progress {
         if !self.enabled {
             return None;
         }
-        let bar = self.multi.add(ProgressBar::new(len));
+        let bar = self
+            .multi
+            .add(ProgressBar::new(len).with_finish(ProgressFinish::AndClear));
         bar.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ({elapsed})")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),

@@ -379,9 +379,6 @@ fn wait_for_lock<'a>(
             .map(|rows| history::rows_from_rows(rows));
 
         if got {
-            if let Some(bar) = spinner.take() {
-                bar.finish_and_clear();
-            }
             return Ok(LockWait::Acquired(history));
         }
 
@@ -390,9 +387,6 @@ fn wait_for_lock<'a>(
             let plan =
                 Plan::new(set, &history, config.target_version).map_err(|p| invalid(report, p))?;
             if plan.pending.is_empty() {
-                if let Some(bar) = spinner.take() {
-                    bar.finish_and_clear();
-                }
                 return Ok(LockWait::CurrentMeanwhile(plan));
             }
             report.set_pending(&plan);
@@ -406,10 +400,7 @@ fn wait_for_lock<'a>(
                     .first()
                     .and_then(|rows| rows.first())
                     .and_then(|row| LockHolder::from_row(row, 0));
-                let waiters = statements
-                    .get(1)
-                    .and_then(|rows| rows.first())
-                    .and_then(|row| row.get(0))
+                let waiters = lock::first_value(&messages, 1)
                     .and_then(|n| n.parse::<u32>().ok())
                     .unwrap_or(1);
                 (holder, waiters)
@@ -451,9 +442,6 @@ fn wait_for_lock<'a>(
 
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            if let Some(bar) = spinner.take() {
-                bar.finish_and_clear();
-            }
             return Ok(LockWait::TimedOut);
         }
         // However many replicas wait, together they poll the server at
@@ -576,9 +564,6 @@ fn migrate_locked(
         if let Some(bar) = &bar {
             bar.inc(1);
         }
-    }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
     }
     let last = plan
         .pending
@@ -838,11 +823,7 @@ fn release(client: &mut Client, key: &LockKey, held_since: Instant) {
     }
     match unlocked {
         Ok(messages) => {
-            let released = lock::rows_per_statement(&messages)
-                .first()
-                .and_then(|rows| rows.first())
-                .and_then(|row| row.get(0))
-                == Some("t");
+            let released = lock::first_value(&messages, 0) == Some("t");
             if released {
                 log::info!(
                     "LOCK_RELEASED key={key} held_ms={}",

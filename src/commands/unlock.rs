@@ -221,14 +221,7 @@ fn terminate(
                     "SELECT rolsuper FROM pg_roles WHERE rolname = {}",
                     crate::sql::literal(owner)
                 ))
-                .ok()
-                .and_then(|m| {
-                    lock::rows_per_statement(&m)
-                        .first()
-                        .and_then(|r| r.first())
-                        .map(|r| r.get(0) == Some("t"))
-                })
-                .unwrap_or(false);
+                .is_ok_and(|m| lock::first_value(&m, 0) == Some("t"));
             let fix = if superuser {
                 format!("{owner} is a superuser, whose sessions only a superuser may end: run unlock as a superuser")
             } else {

@@ -67,9 +67,6 @@ pub fn run(
         report.lock.waited_ms = millis(started.elapsed());
         let names: Vec<String> = plan.pending.iter().map(|m| m.to_string()).collect();
         if names.is_empty() {
-            if let Some(bar) = spinner.take() {
-                bar.finish_and_clear();
-            }
             let version = plan.applied.last().map_or("none".to_string(), |a| {
                 format!("V{}__{}", a.version, a.name)
             });
@@ -96,9 +93,6 @@ pub fn run(
 
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            if let Some(bar) = spinner.take() {
-                bar.finish_and_clear();
-            }
             return Err(Failure::new(
                 Outcome::Pending,
                 anyhow!(
