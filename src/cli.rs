@@ -8,7 +8,8 @@ use anyhow::anyhow;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{ApplyConfig, Common, Format, StatusConfig, UnlockConfig, WaitConfig};
-use crate::db::{Env, Target};
+use crate::connect::ConnectTarget;
+use crate::env::Env;
 use crate::error::Failure;
 use crate::history::HistoryTable;
 use crate::lock::LockKey;
@@ -231,14 +232,14 @@ impl GlobalArgs {
             .database_url
             .as_deref()
             .filter(|u| !u.trim().is_empty());
-        let target = Target::resolve(url, env)?;
+        let database = ConnectTarget::resolve(url, env)?;
         let key = match self.lock_key {
             Some(key) => LockKey::explicit(key),
-            None => LockKey::derived(target.database(), &table),
+            None => LockKey::derived(database.database(), &table),
         };
         let instance = env("MIGLOCK_INSTANCE").filter(|v| !v.trim().is_empty());
         Ok(Common {
-            target,
+            database,
             migrations: self.migrations.clone(),
             table,
             key,
@@ -292,10 +293,7 @@ impl ApplyArgs {
 
 impl StatusArgs {
     pub fn config(&self, common: Common) -> StatusConfig {
-        StatusConfig {
-            common,
-            check: self.check,
-        }
+        StatusConfig { common }
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::db::Target;
+use crate::connect::ConnectTarget;
 use crate::history::HistoryTable;
 use crate::lock::LockKey;
 
@@ -17,7 +17,7 @@ pub enum Format {
 /// What every database command needs.
 #[derive(Clone)]
 pub struct Common {
-    pub target: Target,
+    pub database: ConnectTarget,
     pub migrations: PathBuf,
     pub table: HistoryTable,
     pub key: LockKey,
@@ -48,8 +48,6 @@ pub struct ApplyConfig {
 #[derive(Clone)]
 pub struct StatusConfig {
     pub common: Common,
-    /// Exit 7 when migrations are pending and 6 when the set is invalid.
-    pub check: bool,
 }
 
 #[derive(Clone)]

@@ -59,6 +59,15 @@ impl Failure {
         self
     }
 
+    /// Whether the server ended the session: a connection error (class 08)
+    /// or a shutdown or restart (57P01–57P03). The client may not know its
+    /// connection is closed yet when the error arrives.
+    pub fn connection_lost(&self) -> bool {
+        self.detail.sqlstate.as_deref().is_some_and(|code| {
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        })
+    }
+
     /// The whole chain on one line, as it is printed and put in the JSON.
     pub fn message(&self) -> String {
         format!("{:#}", self.error)

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use anyhow::bail;
-use postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
+use postgres::{Client, SimpleQueryRow};
 
 use crate::sql;
 
@@ -70,18 +70,52 @@ impl HistoryTable {
         }
     }
 
+    /// The schema named with `--table schema.table`, if any.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// One statement whose value is `t` when the `--table` schema does not
+    /// exist yet (`None` without one).
+    pub fn schema_missing_sql(&self) -> Option<String> {
+        self.schema.as_ref().map(|schema| {
+            format!(
+                "SELECT NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = {})",
+                sql::literal(schema)
+            )
+        })
+    }
+
+    /// One statement whose value is the schema the table is in, or, when
+    /// it does not exist yet, the schema it would be created in.
+    pub fn schema_sql(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("SELECT {}", sql::literal(schema)),
+            None => format!(
+                "SELECT coalesce((SELECT relnamespace::regnamespace::text FROM pg_class \
+                 WHERE oid = to_regclass({})), current_schema())",
+                sql::literal(&self.sql_name())
+            ),
+        }
+    }
+
     /// Creates the table (and its schema, which no migration can create
-    /// first since the table comes before any migration).
-    pub fn create_sql(&self) -> String {
-        let schema = match &self.schema {
-            Some(schema) => format!("CREATE SCHEMA IF NOT EXISTS {}; ", sql::ident(schema)),
-            None => String::new(),
-        };
-        format!(
-            "{schema}CREATE TABLE IF NOT EXISTS {}(version INT4 PRIMARY KEY, name VARCHAR(255), \
+    /// first since the table comes before any migration), one statement
+    /// each.
+    pub fn create_sql(&self) -> Vec<String> {
+        let mut statements = Vec::new();
+        if let Some(schema) = &self.schema {
+            statements.push(format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                sql::ident(schema)
+            ));
+        }
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {}(version INT4 PRIMARY KEY, name VARCHAR(255), \
              applied_on VARCHAR(255), checksum VARCHAR(255))",
             self.sql_name()
-        )
+        ));
+        statements
     }
 
     pub fn select_sql(&self) -> String {
@@ -130,35 +164,32 @@ pub struct AppliedMigration {
     pub checksum: String,
 }
 
+impl fmt::Display for AppliedMigration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "V{}__{}", self.version, self.name)
+    }
+}
+
 /// Reads the history (one round trip). `None` when the table does not exist.
 pub fn read(
     client: &mut Client,
     table: &HistoryTable,
 ) -> Result<Option<Vec<AppliedMigration>>, crate::error::Failure> {
-    match client.simple_query(&table.select_sql()) {
-        Ok(messages) => Ok(Some(rows_from(&messages)?)),
+    let mut batch = crate::sql::Batch::new();
+    let rows = batch.push(&table.select_sql());
+    match batch.query(client) {
+        Ok(results) => Ok(Some(rows_from_rows(results.rows(rows))?)),
         Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
-        Err(e) => Err(crate::db::failed(
+        Err(e) => Err(crate::pg_error::failed(
             &e,
             format!("cannot read the history table {table}"),
         )),
     }
 }
 
-/// The history rows in the messages of one statement (version, name,
-/// applied_on, checksum, in that order).
-pub fn rows_from(messages: &[SimpleQueryMessage]) -> anyhow::Result<Vec<AppliedMigration>> {
-    let rows: Vec<&SimpleQueryRow> = messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(row),
-            _ => None,
-        })
-        .collect();
-    rows_from_rows(&rows)
-}
-
-pub fn rows_from_rows(rows: &[&SimpleQueryRow]) -> anyhow::Result<Vec<AppliedMigration>> {
+/// The history rows of one statement (version, name, applied_on,
+/// checksum, in that order).
+pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<AppliedMigration>> {
     rows.iter()
         .map(|row| {
             let text = |i: usize| {

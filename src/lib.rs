@@ -1,24 +1,69 @@
 //! miglock: apply PostgreSQL migrations safely when many replicas start at
-//! once. The binary is a thin `main` over [`run`]; commands take plain
-//! configuration (`config`) so they can be driven without a process.
+//! once.
+//!
+//! The `miglock` binary is a thin `main` over [`run`]. Applications that
+//! migrate at start-up can do the same in-process with [`Migrator`]: the
+//! same advisory lock, the same strict reading of the files, one
+//! transaction per migration with its history row, so replicas running the
+//! binary and replicas embedding the library share one lock and one
+//! history (refinery's table).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! let result = miglock::Migrator::new("postgres://app@db/app")
+//!     .migrations("migrations")
+//!     .wait(Duration::from_secs(30))
+//!     .apply();
+//! match result {
+//!     Ok(miglock::Migrated::Applied(applied)) => println!("applied {}", applied.len()),
+//!     Ok(miglock::Migrated::Current) => println!("nothing to do"),
+//!     Ok(miglock::Migrated::Skipped) => println!("another replica is migrating"),
+//!     Err(e) => eprintln!("migrations failed (exit code {}): {e}", e.exit_code()),
+//! }
+//! ```
 
-pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod conninfo;
-pub mod db;
-pub mod error;
-pub mod history;
-pub mod interrupt;
-pub mod lock;
-pub mod migrations;
-pub mod outcome;
-pub mod output;
-pub mod parse;
-pub mod pgpass;
-pub mod report;
-pub mod sql;
-pub mod tls;
+mod api;
+mod cli;
+mod commands;
+mod config;
+mod connect;
+mod env;
+mod error;
+mod history;
+mod interrupt;
+mod lock;
+mod migrate;
+mod migrations;
+mod outcome;
+mod output;
+mod parse;
+mod pg_error;
+mod report;
+mod sql;
+
+pub use api::{AppliedMigration, Error, ErrorKind, Migrated, Migrator};
+
+/// Internals the property tests drive directly (parsers, quoting, name
+/// checks); not part of the API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::connect::conninfo::take_params;
+    pub use crate::connect::tls::SslMode;
+    pub use crate::connect::ConnectTarget;
+    pub use crate::history::HistoryTable;
+    pub use crate::lock::Identity;
+    pub use crate::migrations::{parse_file_name, MigrationSet, ProblemKind};
+    pub mod parse {
+        pub use crate::parse::*;
+    }
+    pub mod pgpass {
+        pub use crate::connect::pgpass::*;
+    }
+    pub mod sql {
+        pub use crate::sql::*;
+    }
+}
 
 use std::process::ExitCode;
 
@@ -26,11 +71,16 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 use crate::config::Format;
+use crate::env::Env;
 use crate::error::Failure;
 use crate::interrupt::Interrupt;
 use crate::outcome::Outcome;
-use crate::output::Progress;
+use crate::output::{Console, Progress};
 use crate::report::Report;
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Parses the command line, runs the command, prints the result, and
 /// returns the exit code its outcome decides.
@@ -39,15 +89,30 @@ pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
-            // --help, --version
+            // --help, --version; a reader that went away is fine.
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
         Err(e) => return ExitCode::from(parse_failure(e, &env)),
     };
+    let stdout = Console::stdout();
     match &cli.command {
-        Command::Completions { shell } => return print_completions(*shell),
-        Command::Man => return print_man_page(),
+        Command::Completions { shell } => {
+            stdout.print_bytes(&commands::completions::render(*shell));
+            return ExitCode::from(written(&stdout, Outcome::Current, 0));
+        }
+        Command::Man => {
+            return ExitCode::from(match commands::man::render() {
+                Ok(page) => {
+                    stdout.print_bytes(&page);
+                    written(&stdout, Outcome::Current, 0)
+                }
+                Err(e) => {
+                    output::error_line(&format!("error: cannot render the man page: {e}"));
+                    Outcome::Failed.exit_code()
+                }
+            });
+        }
         _ => {}
     }
     let progress = Progress::init(cli.global.verbosity(), env("RUST_LOG").as_deref());
@@ -56,11 +121,17 @@ pub fn run() -> ExitCode {
     if let Err(e) = interrupt.install() {
         log::warn!("cannot handle SIGINT/SIGTERM ({e}); a signal will end miglock abruptly");
     }
+    // Text goes to stdout only in text mode; JSON mode prints the object.
+    let none = Console::none();
+    let text = match format {
+        Format::Text => &stdout,
+        Format::Json => &none,
+    };
 
     let global = &cli.global;
     let report = match &cli.command {
         Command::Apply(args) => {
-            execute("apply", format, &interrupt, Outcome::exit_code, |report| {
+            execute("apply", &interrupt, Outcome::exit_code, |report| {
                 // The gate comes first: a disabled replica must not fail on
                 // settings it will never use.
                 if !cli::migrations_enabled(&env)? {
@@ -68,104 +139,59 @@ pub fn run() -> ExitCode {
                     return Ok(Outcome::Disabled);
                 }
                 let config = args.config(global.common(&env)?, &env)?;
-                commands::apply::run(&config, report, &progress, &interrupt, format)
+                commands::apply::run(&config, report, &progress, &interrupt, text)
             })
         }
         Command::Status(args) => {
             let check = args.check;
             execute(
                 "status",
-                format,
                 &interrupt,
                 move |o: Outcome| o.status_exit_code(check),
                 |report| {
                     let config = args.config(global.common(&env)?);
-                    commands::status::run(&config, report, &interrupt, format)
+                    commands::status::run(&config, report, &interrupt, text)
                 },
             )
         }
-        Command::Wait(args) => execute("wait", format, &interrupt, Outcome::exit_code, |report| {
+        Command::Wait(args) => execute("wait", &interrupt, Outcome::exit_code, |report| {
             let config = args.config(global.common(&env)?);
             commands::wait::run(&config, report, &progress, &interrupt)
         }),
-        Command::Unlock(args) => {
-            execute("unlock", format, &interrupt, Outcome::exit_code, |report| {
-                let config = args.config(global.common(&env)?);
-                commands::unlock::run(&config, report, &interrupt, format)
-            })
-        }
+        Command::Unlock(args) => execute("unlock", &interrupt, Outcome::exit_code, |report| {
+            let config = args.config(global.common(&env)?);
+            commands::unlock::run(&config, report, &interrupt, format, text)
+        }),
         Command::Completions { .. } | Command::Man => return ExitCode::SUCCESS,
     };
-    ExitCode::from(report.exit_code)
+    ExitCode::from(print_result(&report, format, &stdout))
 }
 
-fn print_completions(shell: clap_complete::Shell) -> ExitCode {
-    use clap::CommandFactory;
-    let mut script = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "miglock", &mut script);
-    write_stdout(&script)
+/// Prints the JSON object (with `--format json`) and decides the exit
+/// code: the outcome's, unless stdout could not take the result. A reader
+/// that went away (`| head`) is no failure, as for any Unix tool; any other
+/// write error (a full disk, a closed stdout) is exit 1, said on stderr.
+fn print_result(report: &Report, format: Format, stdout: &Console) -> u8 {
+    if format == Format::Json {
+        stdout.line(&report.to_json());
+    }
+    written(stdout, report.outcome, report.exit_code)
 }
 
-/// One page: the top-level command, each subcommand's options, then the
-/// exit codes scripts branch on.
-fn print_man_page() -> ExitCode {
-    use clap::CommandFactory;
-    let command = Cli::command();
-    let mut page = Vec::new();
-    let rendered = clap_mangen::Man::new(command.clone())
-        .render(&mut page)
-        .and_then(|()| {
-            for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
-                let name = format!("miglock {}", sub.get_name());
-                let sub = sub
-                    .clone()
-                    .display_name(name.clone())
-                    .bin_name(name.clone());
-                let man = clap_mangen::Man::new(sub);
-                page.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
-                man.render_description_section(&mut page)?;
-                man.render_synopsis_section(&mut page)?;
-                man.render_options_section(&mut page)?;
+fn written(stdout: &Console, outcome: Outcome, exit_code: u8) -> u8 {
+    match stdout.take_error() {
+        None => exit_code,
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit_code,
+        Some(e) => {
+            let mut message = format!("error: cannot write the result to stdout: {e}");
+            if outcome == Outcome::Applied {
+                message.push_str(
+                    "\nThe migrations were applied (the log above names them); only the result \
+                     could not be written.",
+                );
             }
-            Ok(())
-        });
-    if let Err(e) = rendered {
-        eprintln!("error: cannot render the man page: {e}");
-        return ExitCode::from(Outcome::Failed.exit_code());
-    }
-    page.extend_from_slice(b".SH \"EXIT STATUS\"\n");
-    for outcome in [
-        Outcome::Applied,
-        Outcome::Failed,
-        Outcome::Usage,
-        Outcome::Skipped,
-        Outcome::Disabled,
-        Outcome::Unavailable,
-        Outcome::Invalid,
-        Outcome::Pending,
-        Outcome::Interrupted,
-    ] {
-        page.extend_from_slice(
-            format!(
-                ".TP\n\\fB{}\\fR\n{}\n",
-                outcome.exit_code(),
-                outcome.describe()
-            )
-            .as_bytes(),
-        );
-    }
-    write_stdout(&page)
-}
-
-/// Writes a generated document; a reader that went away (`| head`) is fine.
-fn write_stdout(bytes: &[u8]) -> ExitCode {
-    use std::io::Write;
-    match std::io::stdout().lock().write_all(bytes) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: cannot write to stdout: {e}");
-            ExitCode::from(Outcome::Failed.exit_code())
+            output::error_line(&message);
+            Outcome::Failed.exit_code()
         }
     }
 }
@@ -174,7 +200,7 @@ fn write_stdout(bytes: &[u8]) -> ExitCode {
 /// gets its JSON object. And `apply` with `RUN_MIGRATIONS` off is disabled
 /// before anything else: a replica that never migrates must not fail on a
 /// migration setting it shares with the one that does (`MIGLOCK_WAIT`…).
-fn parse_failure(error: clap::Error, env: db::Env) -> u8 {
+fn parse_failure(error: clap::Error, env: Env) -> u8 {
     use clap::CommandFactory;
     let seen = Cli::command()
         .ignore_errors(true)
@@ -206,19 +232,14 @@ fn parse_failure(error: clap::Error, env: db::Env) -> u8 {
         "unlock" => "unlock",
         _ => "miglock",
     };
+    let stdout = Console::stdout();
     if command == "apply" && cli::migrations_enabled(env).ok() == Some(false) {
         let _ = Progress::init(output::Verbosity::Normal, None);
-        let report = execute(
-            command,
-            format,
-            &Interrupt::default(),
-            Outcome::exit_code,
-            |_| {
-                log::info!("MIGRATIONS_DISABLED RUN_MIGRATIONS is off: nothing was touched");
-                Ok(Outcome::Disabled)
-            },
-        );
-        return report.exit_code;
+        let report = execute(command, &Interrupt::default(), Outcome::exit_code, |_| {
+            log::info!("MIGRATIONS_DISABLED RUN_MIGRATIONS is off: nothing was touched");
+            Ok(Outcome::Disabled)
+        });
+        return print_result(&report, format, &stdout);
     }
     // clap quotes the argument it refused; a connection string given as a
     // positional argument by mistake must not come back with its password.
@@ -228,30 +249,26 @@ fn parse_failure(error: clap::Error, env: db::Env) -> u8 {
             rendered = rendered.replace(arg.as_str(), "<connection string>");
         }
     }
-    eprint!("{rendered}");
-    if json {
-        // clap's own first line: "invalid value 'abc' for '--wait <D>': …".
-        let message = rendered
-            .lines()
-            .next()
-            .map(|line| line.trim_start_matches("error: ").to_string())
-            .filter(|line| !line.is_empty())
-            .unwrap_or_else(|| "invalid command line".into());
-        let mut report = Report::new(command);
-        report.fail(
-            &Failure::usage(anyhow::anyhow!(message)),
-            Outcome::Usage.exit_code(),
-        );
-        println!("{}", report.to_json());
-    }
-    Outcome::Usage.exit_code()
+    output::error_text(&rendered);
+    let mut report = Report::new(command);
+    // clap's own first line: "invalid value 'abc' for '--wait <D>': …".
+    let message = rendered
+        .lines()
+        .next()
+        .map(|line| line.trim_start_matches("error: ").to_string())
+        .filter(|line| !line.is_empty())
+        .unwrap_or_else(|| "invalid command line".into());
+    report.fail(
+        &Failure::usage(anyhow::anyhow!(message)),
+        Outcome::Usage.exit_code(),
+    );
+    print_result(&report, format, &stdout)
 }
 
-/// Runs one command and prints its result: the error once on stderr, the
-/// JSON object on stdout with `--format json`.
+/// Runs one command and records its result; the error is printed once, on
+/// stderr.
 fn execute(
     command: &'static str,
-    format: Format,
     interrupt: &Interrupt,
     exit_code: impl Fn(Outcome) -> u8,
     body: impl FnOnce(&mut Report) -> Result<Outcome, Failure>,
@@ -259,20 +276,17 @@ fn execute(
     let mut report = Report::new(command);
     match body(&mut report) {
         Ok(outcome) => report.finish(outcome, exit_code(outcome)),
-        // Whatever statement a signal's cancel request hit (a history
-        // read, a lock attempt), the run was interrupted, not failed.
-        Err(failure) if failure.outcome == Outcome::Failed && interrupt.is_set() => {
-            let failure = Failure::interrupted();
-            eprintln!("error: {}", failure.message());
-            report.fail(&failure, exit_code(failure.outcome));
-        }
         Err(failure) => {
-            eprintln!("error: {}", failure.message());
+            // Whatever statement a signal's cancel request hit (a history
+            // read, a lock attempt), the run was interrupted, not failed.
+            let failure = if failure.outcome == Outcome::Failed && interrupt.is_set() {
+                Failure::interrupted()
+            } else {
+                failure
+            };
+            output::error_line(&format!("error: {}", failure.message()));
             report.fail(&failure, exit_code(failure.outcome));
         }
-    }
-    if format == Format::Json {
-        println!("{}", report.to_json());
     }
     report
 }

@@ -63,7 +63,7 @@ impl Outcome {
     }
 
     /// One line for the man page's EXIT STATUS.
-    pub fn describe(self) -> &'static str {
+    pub fn meaning(self) -> &'static str {
         match self {
             Outcome::Applied | Outcome::Current => "applied or current: the schema is current",
             Outcome::Released | Outcome::Free => "unlock: released or free",

@@ -1,6 +1,7 @@
 //! What the user sees: log lines on stderr (with greppable event tokens),
 //! progress on a terminal only, and the result on stdout.
 
+use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
@@ -88,6 +89,15 @@ impl Progress {
         Progress { multi, enabled }
     }
 
+    /// No progress and no logger: for a library caller, whose own logger
+    /// (if any) receives the log lines.
+    pub fn hidden() -> Progress {
+        Progress {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+            enabled: false,
+        }
+    }
+
     pub fn spinner(&self, message: String) -> Option<ProgressBar> {
         if !self.enabled {
             return None;
@@ -119,4 +129,94 @@ impl Progress {
         bar.enable_steady_tick(Duration::from_millis(200));
         Some(bar)
     }
+}
+
+/// The result on stdout, written through a handle that reports errors
+/// instead of panicking as `println!` does. The first error is kept and
+/// nothing more is written after it: a reader that went away (`| head`)
+/// ends the output quietly; any other failure (a full disk, a closed
+/// stdout) is the run's to report.
+pub struct Console {
+    enabled: bool,
+    error: RefCell<Option<std::io::Error>>,
+}
+
+impl Console {
+    pub fn stdout() -> Console {
+        Console {
+            enabled: true,
+            error: RefCell::new(None),
+        }
+    }
+
+    /// Prints nothing (`--format json` for text, or a library caller).
+    pub fn none() -> Console {
+        Console {
+            enabled: false,
+            error: RefCell::new(None),
+        }
+    }
+
+    pub fn print(&self, text: &str) {
+        self.print_bytes(text.as_bytes());
+    }
+
+    pub fn print_bytes(&self, bytes: &[u8]) {
+        if !self.enabled || self.error.borrow().is_some() {
+            return;
+        }
+        if stdout_was_closed() {
+            *self.error.borrow_mut() = Some(std::io::Error::other("stdout is closed"));
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+            *self.error.borrow_mut() = Some(e);
+        }
+    }
+
+    pub fn line(&self, text: &str) {
+        self.print(&format!("{text}\n"));
+    }
+
+    /// The first write error, if any.
+    pub fn take_error(&self) -> Option<std::io::Error> {
+        self.error.borrow_mut().take()
+    }
+}
+
+/// A line on stderr. Unlike `eprintln!`, never panics: with stderr gone
+/// there is nobody left to tell.
+pub fn error_line(text: &str) {
+    error_text(&format!("{text}\n"));
+}
+
+pub fn error_text(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// Whether stdout was closed when the process started. The Rust runtime
+/// opens /dev/null read-write on a closed standard descriptor before
+/// `main`, so writes to it succeed and the result would be lost without a
+/// word; a shell's `>/dev/null` opens it write-only, which tells the two
+/// apart.
+pub fn stdout_was_closed() -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_GETFL) };
+    if flags < 0 || flags & libc::O_ACCMODE != libc::O_RDWR {
+        return false;
+    }
+    let Ok(null) = std::fs::metadata("/dev/null") else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a stat for a valid descriptor into the buffer.
+    if unsafe { libc::fstat(libc::STDOUT_FILENO, stat.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: fstat returned 0, so the buffer was written.
+    let stat = unsafe { stat.assume_init() };
+    null.file_type().is_char_device() && stat.st_rdev == null.rdev()
 }

@@ -5,9 +5,18 @@ use serde::Serialize;
 
 use crate::config::Common;
 use crate::error::{ErrorDetail, Failure};
-use crate::lock::LockHolder;
-use crate::migrations::{Plan, Problem};
+use crate::lock::Backend;
+use crate::migrations::{Plan, Problem, Problems};
 use crate::outcome::Outcome;
+
+/// The one `SCHEMA_CURRENT` line: the newest applied migration, how many
+/// are applied, and why the schema is current now.
+pub fn schema_current(newest: Option<String>, applied: usize, why: &str) {
+    log::info!(
+        "SCHEMA_CURRENT version={} applied={applied} ({why})",
+        newest.as_deref().unwrap_or("none")
+    );
+}
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -36,7 +45,11 @@ pub struct Report {
 
 #[derive(Debug, Serialize)]
 pub struct TableReport {
+    /// As configured (`--table`).
     pub name: String,
+    /// The schema the table is in, or would be created in, as the
+    /// session's `search_path` resolves it (`null`: it names no schema).
+    pub schema: Option<String>,
     pub exists: bool,
 }
 
@@ -56,16 +69,28 @@ pub struct PendingEntry {
     pub name: String,
 }
 
+impl std::fmt::Display for AppliedEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "V{}__{}", self.version, self.name)
+    }
+}
+
+impl std::fmt::Display for PendingEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "V{}__{}", self.version, self.name)
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct LockReport {
     pub key: Option<i64>,
     pub key_source: Option<String>,
     pub waited_ms: u64,
-    pub holder: Option<LockHolder>,
-    pub waiting: Vec<LockHolder>,
+    pub holder: Option<Backend>,
+    pub waiting: Vec<Backend>,
     /// `status`: sessions blocked behind the holder (`pg_blocking_pids`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub blocked: Vec<LockHolder>,
+    pub blocked: Vec<Backend>,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,10 +120,34 @@ impl Report {
     }
 
     /// The database and the lock key a command works on.
-    pub fn describe(&mut self, common: &Common) {
+    pub fn set_database(&mut self, common: &Common) {
         self.lock.key = Some(common.key.key);
         self.lock.key_source = Some(common.key.source.clone());
-        self.database = Some(common.target.to_string());
+        self.database = Some(common.database.to_string());
+    }
+
+    /// The set is unsafe to run: every problem goes in the result, and the
+    /// run ends `invalid` with them.
+    pub fn invalid(&mut self, problems: Problems) -> Failure {
+        self.problems = problems.0.clone();
+        Failure::invalid(problems)
+    }
+
+    /// Nothing is pending: says so (`SCHEMA_CURRENT`), with why.
+    pub fn current(&mut self, plan: &Plan, why: &str) -> Outcome {
+        self.pending.clear();
+        schema_current(
+            plan.applied.last().map(ToString::to_string),
+            plan.applied.len(),
+            why,
+        );
+        if plan.beyond_target > 0 {
+            log::info!(
+                "{} migration(s) beyond --target left for a later run",
+                plan.beyond_target
+            );
+        }
+        Outcome::Current
     }
 
     pub fn set_pending(&mut self, plan: &Plan) {

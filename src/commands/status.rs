@@ -4,34 +4,53 @@
 
 use std::fmt::Write as _;
 
-use crate::config::{Format, StatusConfig};
-use crate::db;
+use crate::config::StatusConfig;
+use crate::connect;
 use crate::error::Failure;
 use crate::history;
 use crate::interrupt::Interrupt;
-use crate::lock::{self, LockHolder, LockRole};
+use crate::lock::{Backend, Identity, LockRole};
 use crate::migrations::{MigrationSet, Plan};
 use crate::outcome::Outcome;
+use crate::output::Console;
+use crate::pg_error;
 use crate::report::{AppliedEntry, Report, TableReport};
+use crate::sql::Batch;
 
 pub fn run(
     config: &StatusConfig,
     report: &mut Report,
     interrupt: &Interrupt,
-    format: Format,
+    out: &Console,
 ) -> Result<Outcome, Failure> {
     let common = &config.common;
-    report.describe(common);
+    report.set_database(common);
 
     // A set that cannot be read is still a state to describe, with the
     // history and the lock beside it.
     let set = MigrationSet::load(&common.migrations);
-    let identity = super::identity("status", common);
-    let mut client = super::connect(common, &identity, interrupt)?;
+    let identity = Identity::for_command("status", common);
+    let mut client = connect::connect(
+        &common.database,
+        common.connect_timeout,
+        &identity.application_name(None),
+        interrupt,
+    )?;
 
     let history = history::read(&mut client, &common.table)?;
+    let key = &common.key;
+    let mut batch = Batch::new();
+    let schema = batch.push(&common.table.schema_sql());
+    let holder = batch.push(&key.sessions_sql(LockRole::Holder));
+    let waiting = batch.push(&key.sessions_sql(LockRole::Waiter));
+    let blocked = batch.push(&key.blocked_sql());
+    let results = batch
+        .query(&mut client)
+        .map_err(|e| pg_error::failed(&e, "cannot read the lock's sessions"))?;
     report.table = Some(TableReport {
         name: common.table.to_string(),
+        // Where search_path resolved the table to (or would create it).
+        schema: results.value(schema).map(str::to_string),
         exists: history.is_some(),
     });
     let history = history.unwrap_or_default();
@@ -45,29 +64,16 @@ pub fn run(
         })
         .collect();
 
-    let key = &common.key;
-    let messages = client
-        .simple_query(&format!(
-            "{}; {}; {}",
-            key.sessions_sql(LockRole::Holder),
-            key.sessions_sql(LockRole::Waiter),
-            key.blocked_sql()
-        ))
-        .map_err(|e| db::failed(&e, "cannot read the lock's sessions"))?;
-    let statements = lock::rows_per_statement(&messages);
-    let sessions = |i: usize| -> Vec<LockHolder> {
-        statements
-            .get(i)
-            .map(|rows| {
-                rows.iter()
-                    .filter_map(|row| LockHolder::from_row(row, 0))
-                    .collect()
-            })
-            .unwrap_or_default()
+    let sessions = |slot| -> Vec<Backend> {
+        results
+            .rows(slot)
+            .iter()
+            .filter_map(|row| Backend::from_row(row, 0))
+            .collect()
     };
-    report.lock.holder = sessions(0).into_iter().next();
-    report.lock.waiting = sessions(1);
-    report.lock.blocked = sessions(2);
+    report.lock.holder = sessions(holder).into_iter().next();
+    report.lock.waiting = sessions(waiting);
+    report.lock.blocked = sessions(blocked);
 
     let outcome = match &set {
         Err(problems) => {
@@ -89,9 +95,7 @@ pub fn run(
             }
         },
     };
-    if format == Format::Text {
-        print!("{}", render(config, report, outcome));
-    }
+    out.print(&render(config, report, outcome));
     Ok(outcome)
 }
 
@@ -102,9 +106,21 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
         Some(t) if t.exists => "",
         _ => " (does not exist yet: nothing applied)",
     };
-    let _ = writeln!(out, "Database    {}", common.target);
+    let _ = writeln!(out, "Database    {}", common.database);
     let _ = writeln!(out, "Migrations  {}", common.migrations.display());
-    let _ = writeln!(out, "Table       {}{table_state}", common.table);
+    let table = match report
+        .table
+        .as_ref()
+        .map(|t| (t.schema.as_deref(), common.table.schema()))
+    {
+        Some((Some(schema), None)) => format!("{schema}.{}", common.table),
+        Some((None, None)) => format!(
+            "{} (search_path names no existing schema: give --table schema.table)",
+            common.table
+        ),
+        _ => common.table.to_string(),
+    };
+    let _ = writeln!(out, "Table       {table}{table_state}");
     let _ = writeln!(out, "Lock key    {} ({})", common.key, common.key.source);
     match &report.lock.holder {
         None => {
@@ -143,11 +159,7 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
     }
 
     let _ = writeln!(out, "\nApplied ({})", report.applied.len());
-    let names: Vec<String> = report
-        .applied
-        .iter()
-        .map(|a| format!("V{}__{}", a.version, a.name))
-        .collect();
+    let names: Vec<String> = report.applied.iter().map(ToString::to_string).collect();
     let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
     for (name, applied) in names.iter().zip(&report.applied) {
         let _ = writeln!(
@@ -159,7 +171,7 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
     if !report.pending.is_empty() {
         let _ = writeln!(out, "\nPending ({})", report.pending.len());
         for pending in &report.pending {
-            let _ = writeln!(out, "  V{}__{}", pending.version, pending.name);
+            let _ = writeln!(out, "  {pending}");
         }
     }
     if !report.problems.is_empty() {

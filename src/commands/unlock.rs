@@ -11,12 +11,15 @@ use postgres::error::SqlState;
 use postgres::Client;
 
 use crate::config::{Format, UnlockConfig};
-use crate::db;
+use crate::connect;
 use crate::error::Failure;
 use crate::interrupt::Interrupt;
-use crate::lock::{self, LockHolder, LockKey, LockRole};
+use crate::lock::{Backend, Identity, LockKey, LockRole};
 use crate::outcome::Outcome;
+use crate::output::Console;
+use crate::pg_error;
 use crate::report::Report;
+use crate::sql::Batch;
 
 /// How long `pg_terminate_backend` waits for the session to end, and how
 /// long the lock then gets to show as released.
@@ -27,16 +30,17 @@ pub fn run(
     report: &mut Report,
     interrupt: &Interrupt,
     format: Format,
+    out: &Console,
 ) -> Result<Outcome, Failure> {
     let common = &config.common;
     let key = &common.key;
-    report.describe(common);
+    report.set_database(common);
     report.dry_run = config.dry_run;
     // What a person reads: on stdout as the result, or on stderr beside
     // the JSON object.
     let say = |line: String| {
         if format == Format::Text {
-            println!("{line}");
+            out.line(&line);
         } else {
             log::info!("{line}");
         }
@@ -50,8 +54,13 @@ pub fn run(
         )));
     }
 
-    let identity = super::identity("unlock", common);
-    let mut client = super::connect(common, &identity, interrupt)?;
+    let identity = Identity::for_command("unlock", common);
+    let mut client = connect::connect(
+        &common.database,
+        common.connect_timeout,
+        &identity.application_name(None),
+        interrupt,
+    )?;
     let holders = holders(&mut client, key)?;
     let Some(holder) = holders.first().cloned() else {
         say(format!(
@@ -114,7 +123,7 @@ pub fn run(
         ));
     }
 
-    terminate(&mut client, key, &holder, config, common.target.user())?;
+    terminate(&mut client, key, &holder, config, common.database.user())?;
     report.terminated.push(holder.pid);
 
     // The session ends asynchronously; the lock goes with it.
@@ -146,21 +155,20 @@ pub fn run(
     }
 }
 
-fn holders(client: &mut Client, key: &LockKey) -> Result<Vec<LockHolder>, Failure> {
-    let messages = client
-        .simple_query(&key.sessions_sql(LockRole::Holder))
-        .map_err(|e| db::failed(&e, "cannot read who holds the lock"))?;
-    Ok(lock::rows_per_statement(&messages)
-        .first()
-        .map(|rows| {
-            rows.iter()
-                .filter_map(|row| LockHolder::from_row(row, 0))
-                .collect()
-        })
-        .unwrap_or_default())
+fn holders(client: &mut Client, key: &LockKey) -> Result<Vec<Backend>, Failure> {
+    let mut batch = Batch::new();
+    let holders = batch.push(&key.sessions_sql(LockRole::Holder));
+    let results = batch
+        .query(client)
+        .map_err(|e| pg_error::failed(&e, "cannot read who holds the lock"))?;
+    Ok(results
+        .rows(holders)
+        .iter()
+        .filter_map(|row| Backend::from_row(row, 0))
+        .collect())
 }
 
-fn confirm(holder: &LockHolder) -> Result<bool, Failure> {
+fn confirm(holder: &Backend) -> Result<bool, Failure> {
     eprint!("Terminate pid {} and free the lock? [y/N] ", holder.pid);
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
@@ -180,7 +188,7 @@ fn confirm(holder: &LockHolder) -> Result<bool, Failure> {
 fn terminate(
     client: &mut Client,
     key: &LockKey,
-    holder: &LockHolder,
+    holder: &Backend,
     config: &UnlockConfig,
     user: &str,
 ) -> Result<(), Failure> {
@@ -196,12 +204,11 @@ fn terminate(
         holders = key.sessions_sql(LockRole::Holder),
         pid = holder.pid
     );
-    match client.simple_query(&statement) {
-        Ok(messages) => {
-            let signalled = lock::rows_per_statement(&messages)
-                .first()
-                .is_some_and(|rows| !rows.is_empty());
-            if signalled {
+    let mut batch = Batch::new();
+    let signalled = batch.push(&statement);
+    match batch.query(client) {
+        Ok(results) => {
+            if !results.rows(signalled).is_empty() {
                 Ok(())
             } else {
                 Err(Failure::new(
@@ -216,12 +223,14 @@ fn terminate(
         }
         Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
             let owner = holder.usename.as_deref().unwrap_or("another role");
-            let superuser = client
-                .simple_query(&format!(
-                    "SELECT rolsuper FROM pg_roles WHERE rolname = {}",
-                    crate::sql::literal(owner)
-                ))
-                .is_ok_and(|m| lock::first_value(&m, 0) == Some("t"));
+            let mut batch = Batch::new();
+            let rolsuper = batch.push(&format!(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = {}",
+                crate::sql::literal(owner)
+            ));
+            let superuser = batch
+                .query(client)
+                .is_ok_and(|results| results.value(rolsuper) == Some("t"));
             let fix = if superuser {
                 format!("{owner} is a superuser, whose sessions only a superuser may end: run unlock as a superuser")
             } else {
@@ -239,7 +248,7 @@ fn terminate(
                 ),
             ))
         }
-        Err(e) => Err(db::failed(
+        Err(e) => Err(pg_error::failed(
             &e,
             format!("cannot terminate pid {}", holder.pid),
         )),

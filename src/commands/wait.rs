@@ -9,20 +9,17 @@
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use postgres::Client;
 
 use crate::config::WaitConfig;
-use crate::db;
 use crate::error::Failure;
 use crate::history;
 use crate::interrupt::Interrupt;
-use crate::lock::{self, Identity};
+use crate::lock::wait::{self, Look, Woken};
+use crate::lock::{Identity, LockSession};
 use crate::migrations::{MigrationSet, Plan};
 use crate::outcome::Outcome;
 use crate::output::Progress;
-use crate::report::Report;
-
-use super::millis;
+use crate::report::{self, Report};
 
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
 const MAX_PAUSE: Duration = Duration::from_secs(5);
@@ -34,105 +31,65 @@ pub fn run(
     interrupt: &Interrupt,
 ) -> Result<Outcome, Failure> {
     let common = &config.common;
-    report.describe(common);
-    let set = MigrationSet::load(&common.migrations).map_err(|problems| {
-        report.problems = problems.0.clone();
-        Failure::invalid(problems)
-    })?;
+    report.set_database(common);
+    let set = MigrationSet::load(&common.migrations).map_err(|p| report.invalid(p))?;
 
     let started = Instant::now();
     let deadline = started + config.timeout;
-    let identity = super::identity("wait", common);
-    let mut client = super::connect(common, &identity, interrupt)?;
-    listen(&mut client, config, &identity)?;
+    let identity = Identity::for_command("wait", common);
+    let mut session = LockSession::connect(common, identity, interrupt)?;
 
     let mut pause = FIRST_PAUSE;
     let mut spinner: Option<indicatif::ProgressBar> = None;
     let mut announced: Option<usize> = None;
-    loop {
-        let history = match history::read(&mut client, &common.table) {
-            Ok(history) => history.unwrap_or_default(),
-            Err(_) if client.is_closed() => {
-                client = super::reconnect(common, &identity, deadline, interrupt)?;
-                listen(&mut client, config, &identity)?;
-                continue;
-            }
-            Err(failure) => return Err(failure),
-        };
-        let plan = Plan::new(&set, &history, None).map_err(|problems| {
-            report.problems = problems.0.clone();
-            Failure::invalid(problems)
-        })?;
+    let mut pending = Vec::new();
+    let current = wait::until(&mut session, deadline, interrupt, |session, woken| {
+        session.listen()?;
+        let history = history::read(session.client(), &common.table)?.unwrap_or_default();
+        let plan = Plan::new(&set, &history, None).map_err(|p| report.invalid(p))?;
         report.set_pending(&plan);
-        report.lock.waited_ms = millis(started.elapsed());
-        let names: Vec<String> = plan.pending.iter().map(|m| m.to_string()).collect();
-        if names.is_empty() {
-            let version = plan.applied.last().map_or("none".to_string(), |a| {
-                format!("V{}__{}", a.version, a.name)
-            });
-            log::info!(
-                "SCHEMA_CURRENT version={version} applied={} waited_ms={}",
+        report.lock.waited_ms = crate::millis(started.elapsed());
+        if plan.pending.is_empty() {
+            report::schema_current(
+                plan.applied.last().map(ToString::to_string),
                 plan.applied.len(),
-                report.lock.waited_ms
+                &format!("waited_ms={}", report.lock.waited_ms),
             );
-            return Ok(Outcome::Current);
+            return Ok(Look::Done(()));
         }
-        if announced != Some(names.len()) {
-            announced = Some(names.len());
+        pending = plan.pending.iter().map(ToString::to_string).collect();
+        if announced != Some(pending.len()) {
+            announced = Some(pending.len());
             log::info!(
                 "WAITING_FOR_SCHEMA pending={} next={}",
-                names.len(),
-                names[0]
+                pending.len(),
+                pending[0]
             );
-            let message = format!("waiting for {} to be applied", list(&names));
+            let message = format!("waiting for {} to be applied", list(&pending));
             match &spinner {
                 Some(bar) => bar.set_message(message),
                 None => spinner = progress.spinner(message),
             }
         }
-
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(Failure::new(
-                Outcome::Pending,
-                anyhow!(
-                    "timed out after {} (--timeout): still pending: {}",
-                    humantime::format_duration(config.timeout),
-                    names.join(", ")
-                ),
-            ));
-        }
+        // A release: look at once, and quickly again if still pending.
+        pause = match woken {
+            Woken::Notified | Woken::Start => FIRST_PAUSE,
+            Woken::Timeout => (pause * 2).min(MAX_PAUSE),
+        };
         let jitter = 0.75 + fastrand::f64() * 0.25;
-        let waited = lock::idle_wait(&mut client, pause.mul_f64(jitter).min(remaining), interrupt);
-        if interrupt.is_set() {
-            return Err(Failure::interrupted());
-        }
-        match waited {
-            // A release: look at once, and quickly again if still pending.
-            Ok(true) => pause = FIRST_PAUSE,
-            Ok(false) => pause = (pause * 2).min(MAX_PAUSE),
-            Err(_) if client.is_closed() => {
-                client = super::reconnect(common, &identity, deadline, interrupt)?;
-                listen(&mut client, config, &identity)?
-            }
-            Err(e) => return Err(db::failed(&e, "the connection failed")),
-        }
+        Ok(Look::Again(pause.mul_f64(jitter)))
+    })?;
+    match current {
+        Some(()) => Ok(Outcome::Current),
+        None => Err(Failure::new(
+            Outcome::Pending,
+            anyhow!(
+                "timed out after {} (--timeout): still pending: {}",
+                humantime::format_duration(config.timeout),
+                pending.join(", ")
+            ),
+        )),
     }
-}
-
-/// Names this session and listens for the holder's release; the waiting
-/// mark lets `status` list this session among the waiters.
-fn listen(client: &mut Client, config: &WaitConfig, identity: &Identity) -> Result<(), Failure> {
-    let key = &config.common.key;
-    client
-        .simple_query(&format!(
-            "SELECT set_config('application_name', {}, false); LISTEN {}; {}",
-            crate::sql::literal(&identity.application_name(Some("waiting"))),
-            key.channel(),
-            key.mark_waiting_sql()
-        ))
-        .map_err(|e| db::failed(&e, "cannot listen for the lock's release"))?;
-    Ok(())
 }
 
 fn list(names: &[String]) -> String {

@@ -26,15 +26,10 @@ use std::time::Duration;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use proptest::prelude::*;
 
-use miglock::conninfo::take_params;
-use miglock::db::Target;
-use miglock::history::HistoryTable;
-use miglock::lock::Identity;
-use miglock::migrations::{parse_file_name, MigrationSet, ProblemKind};
-use miglock::parse;
-use miglock::pgpass;
-use miglock::sql;
-use miglock::tls::SslMode;
+use miglock::testing::{
+    parse, parse_file_name, pgpass, sql, take_params, ConnectTarget as Target, HistoryTable,
+    Identity, MigrationSet, ProblemKind, SslMode,
+};
 
 /// `parse::duration`'s documented bound.
 const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);

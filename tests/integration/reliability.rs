@@ -464,7 +464,7 @@ fn storm_of_100_replicas_round_after_round() {
     let short: Vec<Child> = (0..STORM / 2)
         .map(|i| {
             let wait = short_waits[i % short_waits.len()];
-            short_wait_of.push(miglock::parse::duration(wait).unwrap());
+            short_wait_of.push(miglock::testing::parse::duration(wait).unwrap());
             apply(&db, &dir)
                 .args(["--wait", wait])
                 .env("MIGLOCK_INSTANCE", format!("storm-4-short-{i}"))

@@ -116,7 +116,7 @@ fn an_empty_database_has_everything_pending() {
     let out = status(&db, &dir).run();
     out.assert_success()
         .assert_stdout_contains(
-            "Table       refinery_schema_history (does not exist yet: nothing applied)",
+            "Table       public.refinery_schema_history (does not exist yet: nothing applied)",
         )
         .assert_stdout_contains(&format!(
             "Lock key    {key} (derived from md5('miglock:{}:refinery_schema_history'))",

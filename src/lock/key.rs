@@ -1,5 +1,5 @@
-//! The advisory lock: its key, who holds it, and the SQL that takes and
-//! releases it.
+//! The advisory lock's key, the identity a session shows while it holds or
+//! waits for it, and the SQL that names both.
 //!
 //! Only `pg_try_advisory_lock` is used. A session blocked in
 //! `pg_advisory_lock` sits inside a statement holding a snapshot, and
@@ -11,19 +11,13 @@
 use std::fmt;
 use std::fmt::Write as _;
 
-use std::time::{Duration, Instant};
-
-use fallible_iterator::FallibleIterator;
 use md5::{Digest, Md5};
-use postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
+use postgres::SimpleQueryRow;
 use serde::Serialize;
 
+use crate::config::Common;
 use crate::history::HistoryTable;
-use crate::interrupt::Interrupt;
 use crate::sql;
-
-/// How often an idle wait looks at the interrupt flag.
-const IDLE_SLICE: Duration = Duration::from_millis(100);
 
 /// The bigint advisory-lock key and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,11 +65,12 @@ impl LockKey {
     }
 
     pub fn unlock_sql(&self) -> String {
-        format!(
-            "SELECT pg_advisory_unlock({key}); NOTIFY {channel}",
-            key = self.key,
-            channel = self.channel()
-        )
+        format!("SELECT pg_advisory_unlock({})", self.key)
+    }
+
+    /// Wakes the sessions waiting for the key (they LISTEN on its channel).
+    pub fn notify_sql(&self) -> String {
+        format!("NOTIFY {}", self.channel())
     }
 }
 
@@ -85,10 +80,11 @@ impl fmt::Display for LockKey {
     }
 }
 
-/// A session that holds (or waits for) the key, as `pg_stat_activity`
-/// shows it. Fields are `None` where the role may not see them.
+/// A server process (a session that holds or waits for the key, or one
+/// blocked behind the holder) as `pg_stat_activity` shows it. Fields are
+/// `None` where the role may not see them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LockHolder {
+pub struct Backend {
     pub pid: i32,
     pub usename: Option<String>,
     pub application_name: Option<String>,
@@ -127,7 +123,7 @@ impl LockKey {
     }
 
     /// The sessions holding or waiting for the key, in this database, as
-    /// the columns [`LockHolder::from_row`] reads.
+    /// the columns [`Backend::from_row`] reads.
     pub fn sessions_sql(&self, role: LockRole) -> String {
         let (objsubid, mode) = match role {
             LockRole::Holder => (1, "ExclusiveLock"),
@@ -144,7 +140,7 @@ impl LockKey {
     }
 
     /// The sessions blocked behind the holder (on a table lock its
-    /// migration took, say), as [`LockHolder::from_row`] reads them.
+    /// migration took, say), as [`Backend::from_row`] reads them.
     pub fn blocked_sql(&self) -> String {
         format!(
             "SELECT a.pid, {ACTIVITY_COLUMNS} FROM pg_stat_activity a \
@@ -163,11 +159,11 @@ const ACTIVITY_COLUMNS: &str =
      round(extract(epoch FROM clock_timestamp() - a.state_change)::numeric, 1) AS state_seconds, \
      left(a.query, 200) AS query";
 
-impl LockHolder {
-    pub fn from_row(row: &SimpleQueryRow, first: usize) -> Option<LockHolder> {
+impl Backend {
+    pub fn from_row(row: &SimpleQueryRow, first: usize) -> Option<Backend> {
         let text = |i: usize| row.try_get(first + i).ok().flatten().map(str::to_string);
         let pid = text(0)?.parse().ok()?;
-        Some(LockHolder {
+        Some(Backend {
             pid,
             usename: text(1),
             application_name: text(2),
@@ -224,7 +220,7 @@ impl LockHolder {
     }
 
     /// `holder_pid=… holder_application_name="…"` for log lines.
-    pub fn describe(&self) -> String {
+    pub fn holder_log_fields(&self) -> String {
         match &self.application_name {
             Some(app) => format!("holder_pid={} holder_application_name={app:?}", self.pid),
             None => format!(
@@ -243,7 +239,7 @@ impl LockHolder {
 /// Kept lean: it is on the handover's critical path, where every planned
 /// join (`pg_locks` ⋈ `pg_stat_activity` costs milliseconds to plan) would
 /// delay the waiter that a release notification just woke. Who holds the
-/// key is asked separately, only when it is busy ([`LockKey::busy_sql`]).
+/// key is asked separately, only when it is busy.
 ///
 /// Must follow exactly one [`LockKey::mark_waiting_sql`] on the session.
 pub fn try_lock_sql(key: &LockKey, holding_name: &str, waiting_name: &str) -> String {
@@ -259,69 +255,13 @@ pub fn try_lock_sql(key: &LockKey, holding_name: &str, waiting_name: &str) -> St
 }
 
 impl LockKey {
-    /// Who holds the key (the [`LockKey::sessions_sql`] columns, no row
-    /// when it was just released), then, in a second statement, how many
-    /// miglock sessions wait for it.
-    pub fn busy_sql(&self) -> String {
+    /// How many miglock sessions wait for the key.
+    pub fn waiter_count_sql(&self) -> String {
         format!(
-            "{}; SELECT count(*) FROM ({}) w",
-            self.sessions_sql(LockRole::Holder),
+            "SELECT count(*) FROM ({}) w",
             self.sessions_sql(LockRole::Waiter)
         )
     }
-}
-
-/// The first column of the first row of statement `n` of a simple query.
-pub fn first_value(messages: &[SimpleQueryMessage], n: usize) -> Option<&str> {
-    rows_per_statement(messages).get(n)?.first()?.get(0)
-}
-
-/// The rows of each statement of a multi-statement simple query, in order.
-pub fn rows_per_statement(messages: &[SimpleQueryMessage]) -> Vec<Vec<&SimpleQueryRow>> {
-    let mut statements = vec![Vec::new()];
-    for message in messages {
-        match message {
-            SimpleQueryMessage::Row(row) => {
-                statements.last_mut().into_iter().for_each(|s| s.push(row))
-            }
-            SimpleQueryMessage::CommandComplete(_) => statements.push(Vec::new()),
-            _ => {}
-        }
-    }
-    statements.pop();
-    statements
-}
-
-/// Waits idle (no statement, no snapshot) for a notification on a
-/// channel this session listens to, for at most `duration`; `true` if one
-/// came. Returns early, `false`, once `interrupt` is raised.
-pub fn idle_wait(
-    client: &mut Client,
-    duration: Duration,
-    interrupt: &Interrupt,
-) -> Result<bool, postgres::Error> {
-    let end = Instant::now() + duration;
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() || interrupt.is_set() {
-            return Ok(false);
-        }
-        if client
-            .notifications()
-            .timeout_iter(left.min(IDLE_SLICE))
-            .next()?
-            .is_some()
-        {
-            return Ok(true);
-        }
-    }
-}
-
-/// Drops the notifications already received.
-pub fn drain_notifications(client: &mut Client) {
-    let mut notifications = client.notifications();
-    let mut received = notifications.iter();
-    while let Ok(Some(_)) = received.next() {}
 }
 
 /// Who this process is, as `application_name` shows it:
@@ -336,6 +276,18 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Who runs `command`: the user's own name for it (`MIGLOCK_INSTANCE`,
+    /// else the connection's `application_name`) is kept.
+    pub fn for_command(command: &'static str, common: &Common) -> Identity {
+        Identity::new(
+            command,
+            common
+                .instance
+                .as_deref()
+                .or(common.database.application_name()),
+        )
+    }
+
     pub fn new(command: &'static str, instance: Option<&str>) -> Identity {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
@@ -420,9 +372,6 @@ mod tests {
     #[test]
     fn channel_is_a_quoted_identifier() {
         assert_eq!(LockKey::explicit(42).channel(), "\"miglock_42\"");
-        assert_eq!(
-            LockKey::explicit(42).unlock_sql(),
-            "SELECT pg_advisory_unlock(42); NOTIFY \"miglock_42\""
-        );
+        assert_eq!(LockKey::explicit(42).notify_sql(), "NOTIFY \"miglock_42\"");
     }
 }

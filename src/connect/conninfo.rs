@@ -55,20 +55,54 @@ pub fn take_params(
     Ok((kept.join(" "), found))
 }
 
-/// `(everything before '?', the query)` for a `postgres://` or
-/// `postgresql://` URL; `None` for a `key=value` string.
-fn url_parts(conninfo: &str) -> Option<(&str, Option<&str>)> {
-    if !(conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://")) {
+/// A `postgres://` or `postgresql://` URL cut into its parts; `None` for a
+/// `key=value` string. The only URL splitter: everything that reads a URL's
+/// parts goes through it, so all agree with rust-postgres, which ends the
+/// user information at the *first* `@` (a password's own `@` must be
+/// percent-encoded).
+pub struct UrlParts<'a> {
+    pub scheme: &'a str,
+    /// `user:password`, without the `@`.
+    pub userinfo: Option<&'a str>,
+    /// `host:port,host2` (may be empty).
+    pub hosts: &'a str,
+    /// The path and query: `/db?sslmode=require`.
+    pub tail: &'a str,
+}
+
+impl<'a> UrlParts<'a> {
+    /// The query, after `?`.
+    pub fn query(&self) -> Option<&'a str> {
+        self.tail.split_once('?').map(|(_, query)| query)
+    }
+}
+
+pub fn split_url(conninfo: &str) -> Option<UrlParts<'_>> {
+    let (scheme, rest) = conninfo.split_once("://")?;
+    if scheme != "postgres" && scheme != "postgresql" {
         return None;
     }
-    // A password may hold a raw '?': the query starts after the user
-    // information, which ends at the first '@' (as rust-postgres reads it).
-    let after_user = conninfo.find('@').map_or(0, |at| at + 1);
-    Some(match conninfo[after_user..].find('?') {
-        Some(i) => (
-            &conninfo[..after_user + i],
-            Some(&conninfo[after_user + i + 1..]),
-        ),
+    // A password may hold a raw '?' or '/': the host list starts after the
+    // user information.
+    let (userinfo, after_user) = match rest.split_once('@') {
+        Some((userinfo, after)) => (Some(userinfo), after),
+        None => (None, rest),
+    };
+    let end = after_user.find(['/', '?']).unwrap_or(after_user.len());
+    Some(UrlParts {
+        scheme,
+        userinfo,
+        hosts: &after_user[..end],
+        tail: &after_user[end..],
+    })
+}
+
+/// `(everything before '?', the query)` for a URL; `None` for a
+/// `key=value` string.
+fn url_parts(conninfo: &str) -> Option<(&str, Option<&str>)> {
+    let parts = split_url(conninfo)?;
+    Some(match parts.query() {
+        Some(query) => (&conninfo[..conninfo.len() - query.len() - 1], Some(query)),
         None => (conninfo, None),
     })
 }

@@ -1,0 +1,289 @@
+//! The connection, retried while the server starts, fails over or
+//! restarts: refused, unreachable and starting-up servers are tried again
+//! until the connect timeout; what retrying cannot fix fails at once.
+
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use postgres::config::Host;
+use postgres::error::SqlState;
+use postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::target::ConnectTarget;
+use crate::error::Failure;
+use crate::interrupt::Interrupt;
+use crate::pg_error::error_chain;
+
+/// How a failed connection attempt is handled.
+enum AttemptError {
+    /// The server may come up: try again until the connect timeout.
+    Retry(String),
+    /// Retrying cannot help (authentication, unknown database, TLS).
+    GiveUp(String),
+}
+
+fn classify(e: &postgres::Error) -> AttemptError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        let retry = code == &SqlState::CANNOT_CONNECT_NOW
+            || code == &SqlState::TOO_MANY_CONNECTIONS
+            || code == &SqlState::ADMIN_SHUTDOWN
+            || code == &SqlState::CRASH_SHUTDOWN
+            || code.code().starts_with("08");
+        let message = format!("{} (SQLSTATE {})", db.message(), code.code());
+        return if retry {
+            AttemptError::Retry(message)
+        } else {
+            AttemptError::GiveUp(message)
+        };
+    }
+    let message = error_chain(e);
+    // Certificates and TLS support do not change between attempts.
+    if message.starts_with("error performing TLS handshake") {
+        return AttemptError::GiveUp(message);
+    }
+    let io_failure = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some();
+    if io_failure || message.contains("timeout") || message.contains("timed out") {
+        AttemptError::Retry(message)
+    } else {
+        AttemptError::GiveUp(message)
+    }
+}
+
+/// A connection being made: the first attempt may already be under way on
+/// its own thread (see [`Connecting::start`]).
+pub struct Connecting<'t> {
+    target: &'t ConnectTarget,
+    config: postgres::Config,
+    /// A TLS set-up error is reported by `finish`, in its turn: after the
+    /// migration files, as the contract orders the checks.
+    connector: Result<MakeRustlsConnect, String>,
+    started: Instant,
+    timeout: Duration,
+    first: Option<ConnectAttempt>,
+}
+
+/// One connection attempt running on its own thread. rust-postgres bounds
+/// only the TCP connect: a server that accepts and then never answers
+/// (a stuck proxy, a frozen host) would hang the start-up exchange for
+/// ever, so the wait for the attempt is bounded here and a stuck attempt
+/// is left behind.
+struct ConnectAttempt {
+    result: std::sync::mpsc::Receiver<Result<Client, postgres::Error>>,
+    bound: Duration,
+}
+
+/// A first attempt that is no longer wanted (the files were invalid) ends
+/// politely if it is done, instead of leaving the server an EOF.
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        if let Some(first) = self.first.take() {
+            drop(first.result.try_recv());
+        }
+    }
+}
+
+impl<'t> Connecting<'t> {
+    /// Prepares the connection; with `early`, starts the first attempt at
+    /// once, so the server's backend start-up overlaps with what the caller
+    /// does meanwhile (`apply` reads its migration files).
+    pub fn start(
+        target: &'t ConnectTarget,
+        timeout: Duration,
+        application_name: &str,
+        early: bool,
+    ) -> Connecting<'t> {
+        let mut config = target.config.clone();
+        config.application_name(application_name);
+        // Client-side keepalives, so a vanished server does not stall this
+        // side for the kernel's two hours; unless the URL chose its own
+        // (keepalives_idle=…; rust-postgres's default idle time is two hours).
+        if config.get_keepalives() && config.get_keepalives_idle() == Duration::from_secs(2 * 3600)
+        {
+            config.keepalives_idle(Duration::from_secs(5));
+            if config.get_keepalives_interval().is_none() {
+                config.keepalives_interval(Duration::from_secs(5));
+            }
+            if config.get_keepalives_retries().is_none() {
+                config.keepalives_retries(3);
+            }
+        }
+        config.notice_callback(|notice| {
+            log::info!("NOTICE {}: {}", notice.severity(), notice.message())
+        });
+        // PostgreSQL never speaks TLS on a Unix socket; libpq ignores sslmode there.
+        let local_only = config.get_hostaddrs().is_empty()
+            && config
+                .get_hosts()
+                .iter()
+                .all(|h| matches!(h, Host::Unix(_)));
+        config.ssl_mode(if local_only {
+            postgres::config::SslMode::Disable
+        } else {
+            target.tls.mode.wire_mode()
+        });
+        let connector = target.tls.connector().map_err(|e| {
+            format!(
+                "{:#}",
+                e.context(format!("cannot set up TLS (sslmode={})", target.tls.mode))
+            )
+        });
+        let mut connecting = Connecting {
+            target,
+            config,
+            connector,
+            started: Instant::now(),
+            timeout,
+            first: None,
+        };
+        if early {
+            connecting.first = connecting.attempt(timeout);
+        }
+        connecting
+    }
+
+    /// Starts one attempt, bounded by `connect_timeout`/`PGCONNECT_TIMEOUT`
+    /// (10 s without), by what is left of the connect timeout, and by 1 s
+    /// at least. `None` when TLS could not be set up.
+    fn attempt(&self, remaining: Duration) -> Option<ConnectAttempt> {
+        let connector = self.connector.as_ref().ok()?.clone();
+        let cap = self
+            .target
+            .attempt_timeout
+            .unwrap_or(Duration::from_secs(10));
+        let bound = remaining.min(cap).max(Duration::from_secs(1));
+        let mut config = self.config.clone();
+        config.connect_timeout(bound);
+        let (sender, result) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("connect".into())
+            .spawn(move || {
+                let _ = sender.send(config.connect(connector));
+            })
+            .ok()?;
+        Some(ConnectAttempt { result, bound })
+    }
+
+    /// Connects, retrying refused/unreachable/starting-up servers with
+    /// backoff until the connect timeout (`CONNECT_RETRY` on each retry);
+    /// exit 5 past it.
+    pub fn finish(mut self, interrupt: &Interrupt) -> Result<Client, Failure> {
+        let target = self.target;
+        let connector = match &self.connector {
+            Ok(connector) => connector.clone(),
+            Err(e) => return Err(Failure::unavailable(anyhow!("{e}"))),
+        };
+        let deadline = self.started + self.timeout;
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 1u32;
+        loop {
+            let pending = match self.first.take() {
+                Some(first) => Some(first),
+                None => self.attempt(deadline.saturating_duration_since(Instant::now())),
+            };
+            let outcome = match pending {
+                Some(pending) => wait_for_attempt(&pending, interrupt),
+                None => Err(AttemptError::GiveUp(
+                    "cannot start a connection attempt".into(),
+                )),
+            };
+            if interrupt.is_set() {
+                return Err(Failure::interrupted());
+            }
+            let error = match outcome {
+                Ok(client) => {
+                    log::debug!(
+                        "connected to {target} (attempt {attempt}, {} ms, sslmode={})",
+                        self.started.elapsed().as_millis(),
+                        target.tls.mode
+                    );
+                    let token = client.cancel_token();
+                    let connector = connector.clone();
+                    interrupt.watch(Box::new(move || token.cancel_query(connector.clone())));
+                    return Ok(client);
+                }
+                Err(error) => error,
+            };
+            let reason = match error {
+                AttemptError::GiveUp(reason) => {
+                    let tls = match target.tls.root_cert.as_deref() {
+                        _ if !reason.contains("TLS") => String::new(),
+                        Some(root) => format!(" (sslmode={}, sslrootcert={root})", target.tls.mode),
+                        None => format!(" (sslmode={})", target.tls.mode),
+                    };
+                    return Err(Failure::unavailable(anyhow!(
+                        "cannot connect to {target}: {reason}{tls}"
+                    )));
+                }
+                AttemptError::Retry(reason) => reason,
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Failure::unavailable(anyhow!(
+                    "cannot connect to {target} (gave up after {attempt} attempt{} in {:.1}s, --connect-timeout {}): {reason}",
+                    if attempt == 1 { "" } else { "s" },
+                    self.started.elapsed().as_secs_f64(),
+                    humantime::format_duration(self.timeout),
+                )));
+            }
+            let sleep = delay.min(remaining);
+            log::warn!(
+                "CONNECT_RETRY attempt={attempt} target={target} retry_in_ms={} reason={reason:?}",
+                sleep.as_millis()
+            );
+            if !interrupt.sleep(sleep) {
+                return Err(Failure::interrupted());
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+            attempt += 1;
+        }
+    }
+}
+
+/// The attempt's result, or why it failed; a signal ends the wait early
+/// (the caller checks the flag).
+fn wait_for_attempt(
+    pending: &ConnectAttempt,
+    interrupt: &Interrupt,
+) -> Result<Client, AttemptError> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let end = Instant::now() + pending.bound + Duration::from_millis(500);
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(AttemptError::Retry(format!(
+                "the server accepted the connection but did not answer within {}",
+                humantime::format_duration(pending.bound)
+            )));
+        }
+        match pending
+            .result
+            .recv_timeout(left.min(Duration::from_millis(100)))
+        {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(e)) => return Err(classify(&e)),
+            Err(RecvTimeoutError::Timeout) if interrupt.is_set() => {
+                return Err(AttemptError::Retry("interrupted".into()))
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(AttemptError::GiveUp(
+                    "the connection attempt ended without a result".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Connects, retrying for `timeout` (see [`Connecting::finish`]).
+pub fn connect(
+    target: &ConnectTarget,
+    timeout: Duration,
+    application_name: &str,
+    interrupt: &Interrupt,
+) -> Result<Client, Failure> {
+    Connecting::start(target, timeout, application_name, false).finish(interrupt)
+}

@@ -1,0 +1,404 @@
+//! Where to connect: a URL or `key=value` string, or the libpq variables,
+//! resolved as libpq resolves them, and never printed with its password.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use postgres::config::Host;
+
+use super::conninfo;
+use super::tls::{SslMode, TlsSettings};
+use crate::env::Env;
+use crate::error::Failure;
+use crate::pg_error::error_chain;
+
+/// Where to connect, resolved from `--database-url`/`DATABASE_URL` or the
+/// libpq variables. Has no `Debug`: the config holds the password.
+#[derive(Clone)]
+pub struct ConnectTarget {
+    pub(super) config: postgres::Config,
+    /// Bound on one connection attempt (`connect_timeout`, `PGCONNECT_TIMEOUT`).
+    pub(super) attempt_timeout: Option<Duration>,
+    pub(super) tls: TlsSettings,
+    /// `user@host:port/database`, safe to print.
+    display: String,
+    database: String,
+}
+
+impl ConnectTarget {
+    /// Resolves the connection as libpq does: the URL (or `key=value`
+    /// string) first, then `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`,
+    /// `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGAPPNAME` for whatever
+    /// it leaves out.
+    pub fn resolve(url: Option<&str>, env: Env) -> Result<ConnectTarget, Failure> {
+        let var = |name: &str| env(name).filter(|v| !v.is_empty());
+        let malformed =
+            |why: String| Failure::usage(anyhow!("the database URL is malformed: {why}"));
+        let (url, tls_params) = match url {
+            Some(url) => {
+                let (rest, taken) =
+                    conninfo::take_params(url, &["sslmode", "sslrootcert"]).map_err(malformed)?;
+                (Some(rest), taken)
+            }
+            None => (None, Vec::new()),
+        };
+        let param = |name: &str| {
+            tls_params
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let tls = TlsSettings {
+            mode: match (param("sslmode"), var("PGSSLMODE")) {
+                (Some(mode), _) => SslMode::parse(&mode).map_err(malformed)?,
+                (None, Some(mode)) => {
+                    SslMode::parse(&mode).map_err(|e| Failure::usage(anyhow!("PGSSLMODE: {e}")))?
+                }
+                (None, None) => SslMode::default(),
+            },
+            root_cert: param("sslrootcert").or_else(|| var("PGSSLROOTCERT")),
+        };
+        tls.check().map_err(|e| Failure::usage(anyhow!(e)))?;
+        let url = url.as_deref();
+        let pg_port = match var("PGPORT") {
+            Some(port) => {
+                Some(port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    Failure::usage(anyhow!("PGPORT={port:?} is not a port number"))
+                })?)
+            }
+            None => None,
+        };
+        let mut config = match url {
+            Some(url) => {
+                let url = pg_port
+                    .and_then(|port| url_with_default_port(url, port))
+                    .map_or(std::borrow::Cow::Borrowed(url), std::borrow::Cow::Owned);
+                postgres::Config::from_str(&url).map_err(|e| {
+                    // The parser's messages name the option, never its value,
+                    // so they are safe to show; the URL itself is not.
+                    Failure::usage(anyhow!(
+                        "the database URL is malformed: {}",
+                        error_chain(&e)
+                    ))
+                })?
+            }
+            None => postgres::Config::new(),
+        };
+
+        if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+            match var("PGHOST") {
+                Some(hosts) => {
+                    for host in hosts.split(',') {
+                        config.host(host);
+                    }
+                }
+                None => {
+                    config.host(default_socket_dir());
+                }
+            }
+        }
+        if config.get_ports().is_empty() {
+            if let Some(port) = pg_port {
+                config.port(port);
+            }
+        }
+        if config.get_user().is_none() {
+            let user = match var("PGUSER") {
+                Some(user) => user,
+                None => whoami::username().map_err(|e| {
+                    Failure::usage(anyhow!(
+                        "no database user given and the OS user is unknown: {e}"
+                    ))
+                })?,
+            };
+            config.user(&user);
+        }
+        if config.get_dbname().is_none() {
+            let database = var("PGDATABASE")
+                .unwrap_or_else(|| config.get_user().unwrap_or_default().to_string());
+            config.dbname(&database);
+        }
+        if config.get_password().is_none() {
+            if let Some(password) = var("PGPASSWORD") {
+                config.password(password);
+            } else if let Some(password) = password_from_file(&config, env) {
+                config.password(password);
+            }
+        }
+        // libpq's connect_timeout is per attempt; the overall bound is
+        // miglock's --connect-timeout.
+        let attempt_timeout = match (config.get_connect_timeout(), var("PGCONNECT_TIMEOUT")) {
+            (Some(timeout), _) => Some(*timeout),
+            (None, Some(seconds)) => Some(
+                seconds
+                    .trim()
+                    .parse::<u64>()
+                    .map(Duration::from_secs)
+                    .map_err(|_| {
+                        Failure::usage(anyhow!(
+                            "PGCONNECT_TIMEOUT={seconds:?} is not a number of seconds"
+                        ))
+                    })?,
+            ),
+            (None, None) => None,
+        }
+        .filter(|t| !t.is_zero());
+        if config.get_application_name().is_none() {
+            if let Some(name) = var("PGAPPNAME") {
+                config.application_name(&name);
+            }
+        }
+
+        let database = config.get_dbname().unwrap_or_default().to_string();
+        let display = display_name(&config);
+        Ok(ConnectTarget {
+            config,
+            attempt_timeout,
+            tls,
+            display,
+            database,
+        })
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    pub fn user(&self) -> &str {
+        self.config.get_user().unwrap_or_default()
+    }
+
+    /// The `application_name` the user configured, if any (URL or `PGAPPNAME`).
+    pub fn application_name(&self) -> Option<&str> {
+        self.config.get_application_name()
+    }
+}
+
+impl fmt::Display for ConnectTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+/// A `postgres://` URL with `port` given to each host that has none, as
+/// libpq reads PGPORT. (tokio-postgres would fill in 5432 instead.) `None`
+/// when nothing is to change.
+fn url_with_default_port(url: &str, port: u16) -> Option<String> {
+    let parts = conninfo::split_url(url)?;
+    let query_names_port = parts
+        .query()
+        .is_some_and(|query| query.split('&').any(|p| p.starts_with("port=")));
+    if parts.hosts.is_empty() || query_names_port {
+        return None;
+    }
+    let hosts: Vec<String> = parts
+        .hosts
+        .split(',')
+        .map(|chunk| {
+            let has_port = match chunk.rsplit_once(']') {
+                Some((_, after)) => after.starts_with(':'),
+                None => chunk.contains(':'),
+            };
+            if has_port {
+                chunk.to_string()
+            } else {
+                format!("{chunk}:{port}")
+            }
+        })
+        .collect();
+    let credentials = parts.userinfo.map_or(String::new(), |c| format!("{c}@"));
+    Some(format!(
+        "{}://{credentials}{}{}",
+        parts.scheme,
+        hosts.join(","),
+        parts.tail
+    ))
+}
+
+/// The password file's entry for the first host, as libpq would pick it.
+fn password_from_file(config: &postgres::Config, env: Env) -> Option<Vec<u8>> {
+    let path = super::pgpass::default_path(env)?;
+    let (host, default_socket) = match config.get_hosts().first() {
+        Some(Host::Tcp(name)) => (name.clone(), false),
+        Some(Host::Unix(dir)) => (
+            dir.display().to_string(),
+            dir.as_os_str() == default_socket_dir(),
+        ),
+        None => (config.get_hostaddrs().first()?.to_string(), false),
+    };
+    let lookup = super::pgpass::Lookup {
+        host: &host,
+        default_socket,
+        port: config.get_ports().first().copied().unwrap_or(5432),
+        database: config.get_dbname().unwrap_or_default(),
+        user: config.get_user().unwrap_or_default(),
+    };
+    super::pgpass::find(&path, lookup).map(String::into_bytes)
+}
+
+pub(super) fn default_socket_dir() -> &'static str {
+    // Debian's and most distributions' libpq look here; upstream's default is /tmp.
+    if std::path::Path::new("/var/run/postgresql").is_dir() {
+        "/var/run/postgresql"
+    } else {
+        "/tmp"
+    }
+}
+
+fn display_name(config: &postgres::Config) -> String {
+    let hosts: Vec<String> = if config.get_hosts().is_empty() {
+        config
+            .get_hostaddrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
+    } else {
+        config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .collect()
+    };
+    let ports = config.get_ports();
+    let port = match ports {
+        [] => "5432".to_string(),
+        [one] => one.to_string(),
+        many => many
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    format!(
+        "{}@{}:{}/{}",
+        config.get_user().unwrap_or_default(),
+        hosts.join(","),
+        port,
+        config.get_dbname().unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn url_is_described_without_its_password() {
+        let t = ConnectTarget::resolve(
+            Some("postgres://app:s3cret@db.example:6543/prod"),
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(t.to_string(), "app@db.example:6543/prod");
+        assert_eq!(t.database(), "prod");
+        assert!(!format!("{t}").contains("s3cret"));
+    }
+
+    #[test]
+    fn libpq_variables_fill_what_the_url_leaves_out() {
+        let vars = [
+            ("PGHOST", "h1"),
+            ("PGPORT", "5433"),
+            ("PGUSER", "u"),
+            ("PGPASSWORD", "pw"),
+            ("PGDATABASE", "d"),
+            ("PGAPPNAME", "ci-42"),
+        ];
+        let t = ConnectTarget::resolve(None, &env(&vars)).unwrap();
+        assert_eq!(t.to_string(), "u@h1:5433/d");
+        assert_eq!(t.application_name(), Some("ci-42"));
+        let t = ConnectTarget::resolve(Some("postgres://other@h2/x"), &env(&vars)).unwrap();
+        assert_eq!(t.to_string(), "other@h2:5433/x");
+        let t = ConnectTarget::resolve(Some("postgres://other@h2:7000/x"), &env(&vars)).unwrap();
+        assert_eq!(t.to_string(), "other@h2:7000/x");
+        let t = ConnectTarget::resolve(Some("postgres://other@[::1]:7001/x"), &env(&vars)).unwrap();
+        assert_eq!(t.to_string(), "other@::1:7001/x");
+        let t = ConnectTarget::resolve(Some("postgres://other@h2"), &env(&[])).unwrap();
+        assert_eq!(
+            t.database(),
+            "other",
+            "the database defaults to the user, as in libpq"
+        );
+    }
+
+    #[test]
+    fn malformed_urls_and_values_are_usage_errors_that_do_not_echo_them() {
+        for bad in [
+            "postgres://u:secretpw@h:notaport/db",
+            "postgres://u:secretpw@h/db?sslmode=sometimes",
+            "postgres://u:secretpw@h/db?bogus_option=1",
+            "host=h password='secretpw",
+        ] {
+            let err = ConnectTarget::resolve(Some(bad), &env(&[]))
+                .err()
+                .expect(bad);
+            assert_eq!(err.outcome, crate::outcome::Outcome::Usage, "{bad}");
+            let text = err.message();
+            assert!(text.contains("malformed"), "{bad}: {text}");
+            assert!(!text.contains("secretpw"), "{bad}: {text}");
+        }
+        let err = ConnectTarget::resolve(None, &env(&[("PGPORT", "x")]))
+            .err()
+            .unwrap();
+        assert!(err.message().contains("PGPORT"));
+        let err = ConnectTarget::resolve(None, &env(&[("PGSSLMODE", "sometimes")]))
+            .err()
+            .unwrap();
+        assert!(err.message().contains("PGSSLMODE"));
+    }
+
+    #[test]
+    fn the_password_file_fills_a_missing_password_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(&file, "db.example:5432:app:deploy:from-file\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = file.display().to_string();
+        let vars = [("PGPASSFILE", path.as_str())];
+        let t =
+            ConnectTarget::resolve(Some("postgres://deploy@db.example/app"), &env(&vars)).unwrap();
+        assert_eq!(t.config.get_password(), Some(&b"from-file"[..]));
+        let t = ConnectTarget::resolve(Some("postgres://deploy:given@db.example/app"), &env(&vars))
+            .unwrap();
+        assert_eq!(t.config.get_password(), Some(&b"given"[..]));
+        let with_env = [("PGPASSFILE", path.as_str()), ("PGPASSWORD", "from-env")];
+        let t = ConnectTarget::resolve(Some("postgres://deploy@db.example/app"), &env(&with_env))
+            .unwrap();
+        assert_eq!(t.config.get_password(), Some(&b"from-env"[..]));
+        let t =
+            ConnectTarget::resolve(Some("postgres://other@db.example/app"), &env(&vars)).unwrap();
+        assert_eq!(t.config.get_password(), None);
+    }
+
+    #[test]
+    fn connect_timeout_is_per_attempt_from_the_url_or_pgconnect_timeout() {
+        let t =
+            ConnectTarget::resolve(Some("postgres://u@h/d?connect_timeout=3"), &env(&[])).unwrap();
+        assert_eq!(t.attempt_timeout, Some(Duration::from_secs(3)));
+        let t = ConnectTarget::resolve(
+            Some("postgres://u@h/d"),
+            &env(&[("PGCONNECT_TIMEOUT", "4")]),
+        )
+        .unwrap();
+        assert_eq!(t.attempt_timeout, Some(Duration::from_secs(4)));
+        let err = ConnectTarget::resolve(None, &env(&[("PGCONNECT_TIMEOUT", "soon")]))
+            .err()
+            .unwrap();
+        assert!(err.message().contains("PGCONNECT_TIMEOUT"));
+    }
+}

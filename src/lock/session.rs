@@ -1,0 +1,339 @@
+//! [`LockSession`]: the one connection that waits for the key, holds it,
+//! runs the migrations and releases it.
+//!
+//! Holding is a property of the type: the key is released by
+//! [`LockSession::release`], by the round trip of the last migration
+//! ([`LockSession::execute_then_release`]), or, on any other way out (an
+//! error, a signal, a panic), by `Drop`. A session whose connection is gone
+//! holds nothing: PostgreSQL releases a session lock with its session.
+
+use std::time::{Duration, Instant};
+
+use fallible_iterator::FallibleIterator;
+use postgres::error::SqlState;
+use postgres::Client;
+
+use super::key::{try_lock_sql, Backend, Identity, LockRole};
+use crate::config::Common;
+use crate::connect;
+use crate::error::Failure;
+use crate::history::{self, AppliedMigration, HistoryTable};
+use crate::interrupt::Interrupt;
+use crate::pg_error;
+use crate::sql::{Batch, Results, Slot};
+
+/// How often an idle wait looks at the interrupt flag.
+const IDLE_SLICE: Duration = Duration::from_millis(100);
+
+pub struct LockSession<'c> {
+    client: Client,
+    common: &'c Common,
+    identity: Identity,
+    /// Session settings sent once per connection, with the first attempt.
+    settings: Option<String>,
+    /// Whether this connection listens for the release and carries the
+    /// waiting mark (see [`LockRole`]); redone after a reconnect.
+    listening: bool,
+    /// Since when the key is held; `None` while it is not.
+    held_since: Option<Instant>,
+}
+
+/// One try for the key.
+pub struct Attempt {
+    pub acquired: bool,
+    /// The history, read in the same round trip (after the attempt's own
+    /// transaction ended, so with a snapshot taken after the lock): `None`
+    /// when the table was not asked for.
+    pub history: Option<anyhow::Result<Vec<AppliedMigration>>>,
+}
+
+impl<'c> LockSession<'c> {
+    pub fn new(client: Client, common: &'c Common, identity: Identity) -> LockSession<'c> {
+        LockSession {
+            client,
+            common,
+            identity,
+            settings: None,
+            listening: false,
+            held_since: None,
+        }
+    }
+
+    /// Connects, retrying for the connect timeout.
+    pub fn connect(
+        common: &'c Common,
+        identity: Identity,
+        interrupt: &Interrupt,
+    ) -> Result<LockSession<'c>, Failure> {
+        let client = connect::connect(
+            &common.database,
+            common.connect_timeout,
+            &identity.application_name(None),
+            interrupt,
+        )?;
+        Ok(LockSession::new(client, common, identity))
+    }
+
+    /// Session settings (one statement) to send with the first lock attempt
+    /// on each connection.
+    pub fn with_settings(mut self, settings: String) -> LockSession<'c> {
+        self.settings = Some(settings);
+        self
+    }
+
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held_since.is_some()
+    }
+
+    /// The server went away (restart, failover) `when` (`while waiting`):
+    /// connect again within what is left until `deadline`. Whatever this
+    /// session held went with the old connection.
+    pub fn reconnect(
+        &mut self,
+        when: &str,
+        deadline: Instant,
+        interrupt: &Interrupt,
+    ) -> Result<(), Failure> {
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        log::warn!(
+            "CONNECT_RETRY the connection was lost {when}; reconnecting to {} (for up to {})",
+            self.common.database,
+            humantime::format_duration(Duration::from_millis(crate::millis(remaining)))
+        );
+        self.held_since = None;
+        self.listening = false;
+        self.client = connect::connect(
+            &self.common.database,
+            remaining,
+            &self.identity.application_name(None),
+            interrupt,
+        )?;
+        Ok(())
+    }
+
+    /// On a connection's first wait: listen for the holder's release and
+    /// take the waiting mark.
+    fn push_listen(&mut self, batch: &mut Batch) {
+        if self.listening {
+            return;
+        }
+        let key = &self.common.key;
+        batch.push(&format!("LISTEN {}", key.channel()));
+        batch.push(&key.mark_waiting_sql());
+        self.listening = true;
+    }
+
+    /// Makes this session a waiter `status` can list, woken by the holder's
+    /// release (for `wait`, which never takes the key).
+    pub fn listen(&mut self) -> Result<(), Failure> {
+        if self.listening {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        batch.push(&format!(
+            "SELECT set_config('application_name', {}, false)",
+            crate::sql::literal(&self.identity.application_name(Some("waiting")))
+        ));
+        self.push_listen(&mut batch);
+        batch.execute(&mut self.client).map_err(|e| {
+            self.listening = false;
+            pg_error::failed(&e, "cannot listen for the lock's release")
+        })
+    }
+
+    /// Tries the key once, never blocking in the server; with `history`,
+    /// re-reads it in the same round trip. Once the key is ours that read
+    /// is the truth to apply against; while it is busy it tells when the
+    /// holder has already done this replica's work.
+    pub fn try_acquire(&mut self, history: Option<&HistoryTable>) -> Result<Attempt, Failure> {
+        let key = &self.common.key;
+        let mut batch = Batch::new();
+        if !self.listening {
+            if let Some(settings) = &self.settings {
+                batch.push(settings);
+            }
+        }
+        self.push_listen(&mut batch);
+        let attempt = batch.push(&try_lock_sql(
+            key,
+            &self.identity.application_name(Some("holding")),
+            &self.identity.application_name(Some("waiting")),
+        ));
+        // The COMMIT ends the attempt's implicit transaction, so the
+        // history is read with a snapshot taken after the lock (a database
+        // whose default isolation is repeatable read would otherwise share
+        // the attempt's, taken before it).
+        let rows = history.map(|table| {
+            batch.push("COMMIT");
+            batch.push(&table.select_sql())
+        });
+        // Notifications that arrived before this attempt are answered by it.
+        self.drain_notifications();
+        log::trace!("lock attempt: {batch:?}");
+        let results = batch.query(&mut self.client).map_err(|e| {
+            self.listening = false;
+            pg_error::failed(&e, format!("cannot try the lock {key}"))
+        })?;
+        let acquired = match results.value(attempt) {
+            Some(got) => got == "t",
+            None => {
+                return Err(Failure::failed(anyhow::anyhow!(
+                    "the lock attempt returned no row"
+                )))
+            }
+        };
+        if acquired {
+            self.held_since = Some(Instant::now());
+        }
+        Ok(Attempt {
+            acquired,
+            history: rows.map(|slot| history::rows_from_rows(results.rows(slot))),
+        })
+    }
+
+    /// Who holds the key now (`None`: released since the attempt), and how
+    /// many miglock sessions wait for it. Off the handover's path: asked
+    /// only after a failed attempt.
+    pub fn busy(&mut self) -> Result<(Option<Backend>, u32), Failure> {
+        let key = &self.common.key;
+        let mut batch = Batch::new();
+        let holder = batch.push(&key.sessions_sql(LockRole::Holder));
+        let waiters = batch.push(&key.waiter_count_sql());
+        let results = batch
+            .query(&mut self.client)
+            .map_err(|e| pg_error::failed(&e, format!("cannot read who holds the lock {key}")))?;
+        let holder = results
+            .rows(holder)
+            .first()
+            .and_then(|row| Backend::from_row(row, 0));
+        let waiters = results
+            .value(waiters)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        Ok((holder, waiters))
+    }
+
+    /// Waits idle (no statement, no snapshot) for a notification on a
+    /// channel this session listens to, for at most `duration`; `true` if
+    /// one came. Returns early, `false`, once `interrupt` is raised.
+    pub fn idle_wait(
+        &mut self,
+        duration: Duration,
+        interrupt: &Interrupt,
+    ) -> Result<bool, postgres::Error> {
+        let end = Instant::now() + duration;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() || interrupt.is_set() {
+                return Ok(false);
+            }
+            if self
+                .client
+                .notifications()
+                .timeout_iter(left.min(IDLE_SLICE))
+                .next()?
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn drain_notifications(&mut self) {
+        let mut notifications = self.client.notifications();
+        let mut received = notifications.iter();
+        while let Ok(Some(_)) = received.next() {}
+    }
+
+    /// Runs `batch` under the key.
+    pub fn execute(&mut self, batch: &Batch) -> Result<(), postgres::Error> {
+        debug_assert!(self.is_held());
+        batch.execute(&mut self.client)
+    }
+
+    /// Runs `batch` under the key and releases the key in the same round
+    /// trip, which takes a round trip off the handover to the next waiter.
+    /// When the batch fails, the key is still held.
+    pub fn execute_then_release(&mut self, mut batch: Batch) -> Result<(), postgres::Error> {
+        let key = &self.common.key;
+        let unlocked = batch.push(&key.unlock_sql());
+        batch.push(&key.notify_sql());
+        let results = batch.query(&mut self.client)?;
+        self.released(&results, unlocked);
+        Ok(())
+    }
+
+    /// Unlocks and wakes the waiters. On a lost connection the server has
+    /// already released the key with the session.
+    pub fn release(mut self) {
+        self.unlock();
+    }
+
+    fn unlock(&mut self) {
+        if self.held_since.is_none() {
+            return;
+        }
+        let key = &self.common.key;
+        if self.client.is_closed() {
+            log::warn!("LOCK_RELEASED key={key} with the session: the connection was lost");
+            self.held_since = None;
+            return;
+        }
+        let mut batch = Batch::new();
+        let unlocked = batch.push(&key.unlock_sql());
+        batch.push(&key.notify_sql());
+        let mut results = batch.query(&mut self.client);
+        // A signal's cancel request, sent from its own thread, may land on
+        // the unlock rather than on the migration it was meant for.
+        if results
+            .as_ref()
+            .is_err_and(|e| e.code() == Some(&SqlState::QUERY_CANCELED))
+        {
+            results = batch.query(&mut self.client);
+        }
+        match results {
+            Ok(results) => self.released(&results, unlocked),
+            Err(e) => {
+                log::warn!(
+                    "LOCK_RELEASED key={key} with the session: unlock failed ({})",
+                    pg_error::error_chain(&e)
+                );
+                self.held_since = None;
+            }
+        }
+    }
+
+    fn released(&mut self, results: &Results, unlocked: Slot) {
+        let key = &self.common.key;
+        let held_ms = self
+            .held_since
+            .take()
+            .map_or(0, |t| crate::millis(t.elapsed()));
+        if results.value(unlocked) == Some("t") {
+            log::info!("LOCK_RELEASED key={key} held_ms={held_ms}");
+        } else {
+            // pg_advisory_unlock said this session did not hold the key:
+            // something else released it, or (behind a pooler) this
+            // statement ran on another server session than the lock.
+            log::warn!(
+                "LOCK_RELEASED key={key}: the session no longer held it (pg_advisory_unlock returned false)"
+            );
+        }
+    }
+}
+
+impl Drop for LockSession<'_> {
+    fn drop(&mut self) {
+        self.unlock();
+    }
+}
