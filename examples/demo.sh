@@ -1,29 +1,47 @@
 #!/usr/bin/env sh
 # miglock demo: a throwaway PostgreSQL, five replicas started at once, one of
 # them migrates and the others find the schema current. Then the exit codes an
-# entrypoint branches on. Needs the PostgreSQL server binaries (initdb, pg_ctl)
-# and cargo; works as root (the cluster then runs as the postgres user).
+# entrypoint branches on. Needs cargo; installs the PostgreSQL server binaries
+# first when they are missing (scripts/setup-postgres.sh, which also leaves the
+# machine ready for `cargo test --locked`). Works as root (the cluster then
+# runs as the postgres user).
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
+echo "==> checking the set-up (scripts/setup-postgres.sh)"
+"$here/scripts/setup-postgres.sh"
+
+# Found as scripts/setup-postgres.sh and the test suite find them.
 bindir=${MIGLOCK_PG_BINDIR:-}
 if [ -z "$bindir" ]; then
     if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then
         bindir=$(pg_config --bindir)
     else
-        bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+        for dir in /usr/lib/postgresql/*/bin; do
+            [ -x "$dir/initdb" ] || continue
+            version=${dir%/bin}
+            version=${version##*/}
+            case "$version" in *[!0-9]* | "") continue ;; esac
+            if [ -z "$bindir" ] || [ "$version" -gt "$newest" ]; then
+                bindir=$dir newest=$version
+            fi
+        done
     fi
 fi
+if [ -z "$bindir" ] && command -v initdb >/dev/null 2>&1; then
+    bindir=$(dirname "$(command -v initdb)")
+fi
 if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
-    echo "demo: PostgreSQL server binaries not found (apt-get install postgresql, or set MIGLOCK_PG_BINDIR)" >&2
+    echo "demo: PostgreSQL server binaries not found (set MIGLOCK_PG_BINDIR to the directory holding initdb)" >&2
     exit 1
 fi
 
 echo "==> building miglock"
 cargo build --locked --quiet
-miglock="$here/target/debug/miglock"
+# Where cargo put it: target/, or CARGO_TARGET_DIR (relative to here).
+miglock="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/miglock"
 
 work=$(mktemp -d /tmp/miglock-demo.XXXXXX)
 as_owner() { "$@"; }
