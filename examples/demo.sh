@@ -1,29 +1,47 @@
 #!/usr/bin/env sh
 # miglock demo: a throwaway PostgreSQL, five replicas started at once, one of
 # them migrates and the others find the schema current. Then the exit codes an
-# entrypoint branches on. Needs the PostgreSQL server binaries (initdb, pg_ctl)
-# and cargo; works as root (the cluster then runs as the postgres user).
+# entrypoint branches on. Needs cargo; installs the PostgreSQL server binaries
+# first when they are missing (scripts/setup-postgres.sh, which also leaves the
+# machine ready for `cargo test --locked`). Works as root (the cluster then
+# runs as the postgres user).
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
+echo "==> checking the set-up (scripts/setup-postgres.sh)"
+"$here/scripts/setup-postgres.sh"
+
+# Found as scripts/setup-postgres.sh and the test suite find them.
 bindir=${MIGLOCK_PG_BINDIR:-}
 if [ -z "$bindir" ]; then
     if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then
         bindir=$(pg_config --bindir)
     else
-        bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+        for dir in /usr/lib/postgresql/*/bin; do
+            [ -x "$dir/initdb" ] || continue
+            version=${dir%/bin}
+            version=${version##*/}
+            case "$version" in *[!0-9]* | "") continue ;; esac
+            if [ -z "$bindir" ] || [ "$version" -gt "$newest" ]; then
+                bindir=$dir newest=$version
+            fi
+        done
     fi
 fi
+if [ -z "$bindir" ] && command -v initdb >/dev/null 2>&1; then
+    bindir=$(dirname "$(command -v initdb)")
+fi
 if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
-    echo "demo: PostgreSQL server binaries not found (apt-get install postgresql, or set MIGLOCK_PG_BINDIR)" >&2
+    echo "demo: PostgreSQL server binaries not found (set MIGLOCK_PG_BINDIR to the directory holding initdb)" >&2
     exit 1
 fi
 
 echo "==> building miglock"
 cargo build --locked --quiet
-miglock="$here/target/debug/miglock"
+# Where cargo put it: target/, or CARGO_TARGET_DIR (relative to here).
+miglock="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/miglock"
 
 work=$(mktemp -d /tmp/miglock-demo.XXXXXX)
 as_owner() { "$@"; }
@@ -45,7 +63,9 @@ as_owner "$bindir/pg_ctl" -D "$work/data" -l "$work/server.log" -w -o \
 "$bindir/psql" -X -q -h "$work" -p "$port" -U postgres -c "CREATE DATABASE demo"
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$port/demo"
-export MIGLOCK_MIGRATIONS="$here/examples/migrations"
+# The demo runs in the repository root, so miglock finds migrations/ by
+# default (--migrations, MIGLOCK_MIGRATIONS).
+unset MIGLOCK_MIGRATIONS
 
 echo "==> five replicas start at once: api-1 api-2 worker-1 worker-2 calls-1"
 for replica in api-1 api-2 worker-1 worker-2 calls-1; do
@@ -91,7 +111,7 @@ code=0; "$miglock" apply -q || code=$?
 echo "  miglock apply (again)                     -> exit $code (current)"
 code=0; "$miglock" apply -q --database-url "postgres://postgres@127.0.0.1:1/demo" --connect-timeout 1s 2>/dev/null || code=$?
 echo "  miglock apply (nothing listening)         -> exit $code (unavailable)"
-mkdir "$work/bad" && cp examples/migrations/*.sql "$work/bad/" && echo "select 1;" >"$work/bad/V5-oops.sql"
+mkdir "$work/bad" && cp migrations/*.sql "$work/bad/" && echo "select 1;" >"$work/bad/V5-oops.sql"
 code=0; "$miglock" apply -q --migrations "$work/bad" 2>/dev/null || code=$?
 echo "  miglock apply (a misnamed file)           -> exit $code (invalid, nothing run)"
 echo "==> done; the cluster is removed"

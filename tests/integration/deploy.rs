@@ -549,7 +549,7 @@ fn k8s_env(container: &Yaml, what: &str) -> BTreeMap<String, Option<String>> {
 
 /// The migrations folder the image holds, as found in this repository.
 fn example_migrations() -> PathBuf {
-    repo_path("examples/migrations")
+    repo_path("migrations")
 }
 
 fn example_migration_versions() -> Vec<i64> {
@@ -973,7 +973,7 @@ fn dockerfile_builds_a_small_non_root_image_with_the_entrypoint() {
     };
     assert_eq!(copy_to("--from=builder"), "/usr/local/bin/miglock");
     let entrypoint = copy_to("examples/entrypoint.sh");
-    let migrations = copy_to("examples/migrations");
+    let migrations = copy_to("migrations");
     // Every source copied from the build context exists in this repository.
     for (word, rest) in &instructions {
         if word == "COPY" && !rest.contains("--from=") {

@@ -6,6 +6,7 @@ mod fuzz;
 mod harness;
 mod inputs;
 mod reliability;
+mod setup;
 mod smoke;
 mod status;
 mod tls;
