@@ -55,6 +55,29 @@ pub fn take_params(
     Ok((kept.join(" "), found))
 }
 
+/// Whether the connection string itself holds a password (not empty): in a
+/// URL's user information (`user:secret@host`) or as a `password`
+/// parameter (URL query or `key=value`). The password is not returned.
+/// A string too malformed to read counts when it names a password at all.
+pub fn has_password(conninfo: &str) -> bool {
+    if let Some((head, _)) = url_parts(conninfo) {
+        let authority = head.split_once("://").map_or(head, |(_, rest)| rest);
+        // The user information ends at the first '@', as in `url_parts`.
+        if let Some((user_info, _)) = authority.split_once('@') {
+            if user_info
+                .split_once(':')
+                .is_some_and(|(_, password)| !password.is_empty())
+            {
+                return true;
+            }
+        }
+    }
+    match take_params(conninfo, &["password"]) {
+        Ok((_, found)) => found.iter().any(|(_, value)| !value.is_empty()),
+        Err(_) => conninfo.to_ascii_lowercase().contains("password"),
+    }
+}
+
 /// `(everything before '?', the query)` for a `postgres://` or
 /// `postgresql://` URL; `None` for a `key=value` string.
 fn url_parts(conninfo: &str) -> Option<(&str, Option<&str>)> {
@@ -198,6 +221,34 @@ mod tests {
         ] {
             let err = take_params(bad, TLS).unwrap_err();
             assert!(!err.contains("secretpw"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_found_in_every_place_a_connection_string_holds_them() {
+        for with in [
+            "postgres://u:s3cret@h/db",
+            "postgresql://u:s3cret@h1,h2:5433/db?sslmode=require",
+            "postgres://u:pa?ss@h/db",
+            "postgres://u@h/db?password=s3cret",
+            "postgres://h/db?application_name=x&password=s%20cret",
+            "host=h user=u password=s3cret",
+            "host=h password = 'it\\'s'",
+            "host=h password='unterminated",
+        ] {
+            assert!(has_password(with), "{with}");
+        }
+        for without in [
+            "postgres://u@h/db",
+            "postgres://u:@h/db",
+            "postgres://h/db",
+            "postgres://h:5432/db?user=u",
+            "postgres://u@h/db?password=",
+            "host=h user=u",
+            "host=h password=''",
+            "",
+        ] {
+            assert!(!has_password(without), "{without}");
         }
     }
 }

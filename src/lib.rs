@@ -22,8 +22,6 @@ pub mod tls;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::cli::{Cli, Command};
 use crate::config::Format;
 use crate::error::Failure;
@@ -36,7 +34,7 @@ use crate::report::Report;
 /// returns the exit code its outcome decides.
 pub fn run() -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_command_line() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help, --version

@@ -1,0 +1,175 @@
+//! Paper cuts, each against the real binary: an empty `DATABASE_URL`, a
+//! missing root certificate file, `--set` checked before anything is
+//! touched, SIGHUP, hidden files in the migrations folder, and a password
+//! given on the command line.
+
+use std::time::{Duration, Instant};
+
+use crate::cluster::{Cluster, TestDb};
+use crate::harness::{send_signal, wait_until, Miglock, MigrationDir, RunOutput};
+
+const HISTORY: &str = "refinery_schema_history";
+
+fn migrations() -> MigrationDir {
+    let dir = MigrationDir::new();
+    dir.file("V1__create_t.sql", "CREATE TABLE t (id int);\n");
+    dir
+}
+
+/// `apply --format json --migrations DIR` with no connection configured.
+fn apply_without_db(dir: &MigrationDir) -> Miglock {
+    let mut m = Miglock::new();
+    m.args(["apply", "--format", "json", "--migrations"])
+        .arg(dir.path());
+    m
+}
+
+fn apply(db: &TestDb, dir: &MigrationDir) -> Miglock {
+    let mut m = Miglock::for_db(db);
+    m.args(["apply", "--format", "json", "--migrations"])
+        .arg(dir.path());
+    m
+}
+
+/// The libpq variables that reach `db` on their own.
+fn pg_vars(m: &mut Miglock, db: &TestDb) {
+    m.env("PGHOST", "127.0.0.1")
+        .env("PGPORT", db.cluster().port().to_string())
+        .env("PGUSER", "postgres")
+        .env("PGPASSWORD", db.cluster().password())
+        .env("PGDATABASE", db.name());
+}
+
+fn advisory_locks_held(db: &TestDb, key: i64) -> i64 {
+    db.query_i64(&format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND ((classid::int8 << 32) | objid::int8) = {key}"
+    ))
+}
+
+#[track_caller]
+fn assert_usage(out: &RunOutput, message: &str) {
+    out.assert_code(2).assert_stderr_contains(message);
+    let json = out.json();
+    assert_eq!(json["outcome"], "usage", "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(message)),
+        "{json}"
+    );
+}
+
+// 1. An empty DATABASE_URL or --database-url
+
+#[test]
+fn an_empty_database_url_is_a_usage_error_not_a_fallback_to_libpq_defaults() {
+    let db = Cluster::shared().create_db();
+    let dir = migrations();
+    // The PG* variables reach the database: a fallback would migrate it.
+    for blank in ["", "  ", "\t"] {
+        let mut m = apply_without_db(&dir);
+        pg_vars(&mut m, &db);
+        let started = Instant::now();
+        let out = m.env("DATABASE_URL", blank).run();
+        assert_usage(&out, "DATABASE_URL is set but empty");
+        out.assert_stderr_contains("unset it to connect with the libpq variables");
+        assert!(!out.stderr.contains("CONNECT_RETRY"), "{}", out.stderr);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    let mut m = apply_without_db(&dir);
+    pg_vars(&mut m, &db);
+    let out = m.args(["--database-url", ""]).run();
+    assert_usage(&out, "--database-url is empty");
+    // The other commands too.
+    for command in ["status", "wait", "unlock"] {
+        let mut m = Miglock::new();
+        pg_vars(&mut m, &db);
+        m.env("DATABASE_URL", "")
+            .arg(command)
+            .run()
+            .assert_code(2)
+            .assert_stderr_contains("DATABASE_URL is set but empty");
+    }
+    assert!(!db.table_exists(HISTORY), "nothing was touched");
+    assert!(!db.table_exists("t"));
+
+    // RUN_MIGRATIONS=0 still wins for apply.
+    let mut m = apply_without_db(&dir);
+    let out = m.env("DATABASE_URL", "").env("RUN_MIGRATIONS", "0").run();
+    out.assert_code(4)
+        .assert_stderr_contains("MIGRATIONS_DISABLED");
+    assert_eq!(out.json()["outcome"], "disabled");
+
+    // Unset, it still leaves the connection to the PG* variables.
+    let mut m = apply_without_db(&dir);
+    pg_vars(&mut m, &db);
+    m.env_remove("DATABASE_URL").run().assert_success();
+    assert_eq!(db.history(), [1]);
+}
+
+// 6. A password on the command line
+
+const PASSWORD_WARNING: &str = "the --database-url value holds a password, which every local user \
+                                can read in the process list: give it in DATABASE_URL, PGPASSWORD \
+                                or ~/.pgpass instead";
+
+#[test]
+fn a_password_on_the_command_line_is_warned_about_once() {
+    let db = Cluster::shared().create_db();
+    let dir = migrations();
+    let cluster = db.cluster();
+    // In the URL.
+    let out = Miglock::new()
+        .args(["apply", "--migrations"])
+        .arg(dir.path())
+        .args(["--database-url", &db.url()])
+        .run();
+    out.assert_success()
+        .assert_stderr_contains(PASSWORD_WARNING);
+    assert_eq!(out.stderr.matches("holds a password").count(), 1);
+    assert_eq!(db.history(), [1]);
+    // As a password= key, with any command.
+    let key_value = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={} password={}",
+        cluster.port(),
+        db.name(),
+        cluster.password()
+    );
+    for command in ["apply", "status", "wait"] {
+        let out = Miglock::new()
+            .args([command, "--migrations"])
+            .arg(dir.path())
+            .args(["--database-url", &key_value])
+            .run();
+        out.assert_success()
+            .assert_stderr_contains(PASSWORD_WARNING);
+    }
+    // In DATABASE_URL, from PGPASSWORD, or with no password at all: no warning.
+    let out = apply(&db, &dir).run();
+    out.assert_success();
+    assert!(!out.stderr.contains("holds a password"), "{}", out.stderr);
+    let out = Miglock::new()
+        .env("PGPASSWORD", cluster.password())
+        .args(["apply", "--migrations"])
+        .arg(dir.path())
+        .args([
+            "--database-url",
+            &format!(
+                "postgres://postgres@127.0.0.1:{}/{}",
+                cluster.port(),
+                db.name()
+            ),
+        ])
+        .run();
+    out.assert_success();
+    assert!(!out.stderr.contains("holds a password"), "{}", out.stderr);
+    // RUN_MIGRATIONS=0 looks at nothing, so it says nothing either.
+    let out = Miglock::new()
+        .env("RUN_MIGRATIONS", "0")
+        .args(["apply", "--database-url", &db.url()])
+        .run();
+    out.assert_code(4);
+    assert!(!out.stderr.contains("holds a password"), "{}", out.stderr);
+}
