@@ -109,6 +109,64 @@ fn an_empty_database_url_is_a_usage_error_not_a_fallback_to_libpq_defaults() {
     assert_eq!(db.history(), [1]);
 }
 
+// 2. A root certificate file that is missing or unreadable
+
+#[test]
+fn a_missing_or_unreadable_root_certificate_file_is_a_usage_error_naming_it() {
+    let db = Cluster::shared().create_db();
+    let dir = migrations();
+    let folder = MigrationDir::new();
+    let folder_path = folder.path().display().to_string();
+    let not_pem = MigrationDir::new();
+    not_pem.file("root.crt", "not a certificate\n");
+    let not_pem_path = not_pem.path().join("root.crt").display().to_string();
+    let cases = [
+        ("/nonexistent/root.crt", "verify-full"),
+        (folder_path.as_str(), "verify-ca"),
+        (not_pem_path.as_str(), "require"),
+    ];
+    for (file, mode) in cases {
+        // As URL parameters…
+        let url = format!("{}?sslmode={mode}&sslrootcert={file}", db.url());
+        let out = apply_without_db(&dir).args(["--database-url", &url]).run();
+        assert_usage(&out, "sslrootcert: ");
+        out.assert_stderr_contains(file);
+        assert!(!out.stderr.contains("cannot connect"), "{}", out.stderr);
+        // …and as libpq variables.
+        let out = apply(&db, &dir)
+            .env("PGSSLMODE", mode)
+            .env("PGSSLROOTCERT", file)
+            .run();
+        assert_usage(&out, file);
+    }
+    let out = apply(&db, &dir)
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", "/nonexistent/root.crt")
+        .run();
+    assert_usage(
+        &out,
+        "sslrootcert: cannot read the root certificate file /nonexistent/root.crt",
+    );
+    // status, wait and unlock the same.
+    for command in ["status", "wait", "unlock"] {
+        Miglock::for_db(&db)
+            .env("PGSSLMODE", "verify-full")
+            .env("PGSSLROOTCERT", "/nonexistent/root.crt")
+            .arg(command)
+            .run()
+            .assert_code(2)
+            .assert_stderr_contains("/nonexistent/root.crt");
+    }
+    assert!(!db.table_exists(HISTORY), "nothing was touched");
+    // A mode that never reads the file does not mind it (libpq's `prefer`).
+    apply(&db, &dir)
+        .env("PGSSLMODE", "prefer")
+        .env("PGSSLROOTCERT", "/nonexistent/root.crt")
+        .run()
+        .assert_success();
+    assert_eq!(db.history(), [1]);
+}
+
 // 6. A password on the command line
 
 const PASSWORD_WARNING: &str = "the --database-url value holds a password, which every local user \
