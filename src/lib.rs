@@ -17,6 +17,7 @@ pub mod output;
 pub mod parse;
 pub mod pgpass;
 pub mod report;
+pub mod settings;
 pub mod sql;
 pub mod tls;
 

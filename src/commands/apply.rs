@@ -92,6 +92,7 @@ pub fn run(
     }
 
     let mut client = connecting.finish(interrupt)?;
+    crate::settings::check_on_server(&mut client, &config.settings)?;
 
     let history = history::read(&mut client, &common.table)?;
     let table_exists = history.is_some();
