@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::config::{ApplyConfig, Common, Format, StatusConfig, UnlockConfig, WaitConfig};
+use crate::connect::conninfo;
 use crate::connect::ConnectTarget;
 use crate::env::Env;
 use crate::error::Failure;
@@ -45,7 +47,9 @@ pub struct GlobalArgs {
     /// PostgreSQL connection URL (or key=value string); never printed
     ///
     /// Without it, the libpq variables PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE,
-    /// PGSSLMODE and PGAPPNAME are used. They also fill whatever the URL leaves out.
+    /// PGSSLMODE and PGAPPNAME are used. They also fill whatever the URL leaves out. An empty
+    /// value is a usage error. Keep the password out of this flag (the process list shows it):
+    /// use DATABASE_URL, PGPASSWORD or ~/.pgpass.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -54,6 +58,12 @@ pub struct GlobalArgs {
         global = true
     )]
     pub database_url: Option<String>,
+
+    /// Whether `database_url` came from the flag rather than from
+    /// `DATABASE_URL`: a password there is in the process list. Set by
+    /// [`Cli::parse_command_line`].
+    #[arg(skip)]
+    pub database_url_on_command_line: bool,
 
     /// Folder of V<version>__<name>.sql files
     #[arg(
@@ -94,6 +104,28 @@ pub struct GlobalArgs {
     /// Log more (-v debug, -vv trace); RUST_LOG applies when neither -q nor -v is given
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
+}
+
+impl Cli {
+    /// Parses the process's command line (see [`Cli::parse_args`]).
+    pub fn parse_command_line() -> Result<Cli, clap::Error> {
+        Cli::parse_args(std::env::args_os())
+    }
+
+    /// As `Cli::try_parse_from`, also noting where the connection string
+    /// came from: clap merges `--database-url` and `DATABASE_URL` into one
+    /// value, and only its matches know which one it was.
+    pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut Cli::command()))?;
+        cli.global.database_url_on_command_line =
+            matches.value_source("database_url") == Some(ValueSource::CommandLine);
+        Ok(cli)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -196,7 +228,8 @@ pub struct ApplyArgs {
     /// idle_session_timeout=0, idle_in_transaction_session_timeout=0, tcp_keepalives_idle=5,
     /// tcp_keepalives_interval=5, tcp_keepalives_count=3, client_connection_check_interval=1000 (ms).
     /// Without the flag, MIGLOCK_SET holds them separated by ';' (a value may hold commas, as in
-    /// search_path=app,public).
+    /// search_path=app,public). Once connected, the server is asked whether it takes them before
+    /// anything else: an unknown setting or a refused value is a usage error (exit 2).
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse::setting)]
     pub settings: Vec<(String, String)>,
 
@@ -228,10 +261,16 @@ impl GlobalArgs {
     /// The seam: resolves the connection and validates names and keys.
     pub fn common(&self, env: Env) -> Result<Common, Failure> {
         let table = HistoryTable::parse(&self.table).map_err(|e| Failure::usage(anyhow!(e)))?;
-        let url = self
-            .database_url
-            .as_deref()
-            .filter(|u| !u.trim().is_empty());
+        let url = self.database_url.as_deref();
+        if url.is_some_and(|u| u.trim().is_empty()) {
+            return Err(Failure::usage(anyhow!(self.empty_database_url())));
+        }
+        if self.password_on_command_line() {
+            log::warn!(
+                "the --database-url value holds a password, which every local user can read in the \
+                 process list: give it in DATABASE_URL, PGPASSWORD or ~/.pgpass instead"
+            );
+        }
         let database = ConnectTarget::resolve(url, env)?;
         let key = match self.lock_key {
             Some(key) => LockKey::explicit(key),
@@ -246,6 +285,34 @@ impl GlobalArgs {
             connect_timeout: self.connect_timeout,
             instance,
         })
+    }
+}
+
+impl GlobalArgs {
+    /// An empty connection string is a mistake (an unfilled template, a
+    /// secret that did not load), not a wish for libpq's defaults: those
+    /// would be tried for the whole --connect-timeout against the wrong
+    /// server. Unset, `DATABASE_URL` still leaves the PG* variables to it.
+    fn empty_database_url(&self) -> String {
+        if self.database_url_on_command_line {
+            "--database-url is empty: give a connection URL, or leave the flag out to connect with \
+             DATABASE_URL or the libpq variables (PGHOST, PGPORT, PGUSER, PGDATABASE…)"
+                .into()
+        } else {
+            "DATABASE_URL is set but empty: give it a connection URL, or unset it to connect with \
+             the libpq variables (PGHOST, PGPORT, PGUSER, PGDATABASE…)"
+                .into()
+        }
+    }
+
+    /// A password given as an argument (in the URL or a `password=` key)
+    /// rather than in the environment or a file.
+    pub fn password_on_command_line(&self) -> bool {
+        self.database_url_on_command_line
+            && self
+                .database_url
+                .as_deref()
+                .is_some_and(conninfo::has_password)
     }
 }
 
@@ -320,7 +387,6 @@ impl UnlockArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -379,5 +445,64 @@ mod tests {
             args.config(common, &vars).unwrap().wait,
             Duration::from_secs(3)
         );
+    }
+
+    fn no_vars(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn an_empty_database_url_is_a_usage_error_naming_where_it_came_from() {
+        for blank in ["", "   ", "\t\n"] {
+            let cli = Cli::parse_args(["miglock", "status", "--database-url", blank]).unwrap();
+            let err = cli.global.common(&no_vars).err().expect("usage error");
+            assert_eq!(err.outcome, crate::outcome::Outcome::Usage);
+            assert!(
+                err.message().starts_with("--database-url is empty"),
+                "{err}"
+            );
+        }
+        // As DATABASE_URL: clap hands over the same value, from elsewhere.
+        let mut cli = Cli::parse_args(["miglock", "status"]).unwrap();
+        cli.global.database_url = Some(String::new());
+        let err = cli.global.common(&no_vars).err().unwrap();
+        assert!(
+            err.message().starts_with("DATABASE_URL is set but empty"),
+            "{err}"
+        );
+        // Unset: the libpq variables.
+        cli.global.database_url = None;
+        let vars = |name: &str| (name == "PGDATABASE").then(|| "from_pg".to_string());
+        let common = cli.global.common(&vars).unwrap();
+        assert_eq!(common.database.database(), "from_pg");
+    }
+
+    #[test]
+    fn a_password_is_on_the_command_line_only_when_the_flag_gave_it() {
+        for args in [
+            &["miglock", "--database-url", "postgres://u:pw@h/d", "apply"][..],
+            &["miglock", "apply", "--database-url", "postgres://u:pw@h/d"],
+            &["miglock", "wait", "--database-url=host=h password=pw"],
+        ] {
+            let cli = Cli::parse_args(args).unwrap();
+            assert!(cli.global.database_url_on_command_line, "{args:?}");
+            assert!(cli.global.password_on_command_line(), "{args:?}");
+        }
+        let cli =
+            Cli::parse_args(["miglock", "apply", "--database-url", "postgres://u@h/d"]).unwrap();
+        assert!(cli.global.database_url_on_command_line);
+        assert!(!cli.global.password_on_command_line());
+        // Parsed without the flag (as from DATABASE_URL): never flagged.
+        let mut cli = Cli::parse_args(["miglock", "apply"]).unwrap();
+        assert!(!cli.global.database_url_on_command_line);
+        cli.global.database_url = Some("postgres://u:pw@h/d".into());
+        assert!(!cli.global.password_on_command_line());
+    }
+
+    #[test]
+    fn parse_args_refuses_what_clap_refuses() {
+        let err = Cli::parse_args(["miglock", "apply", "--wait", "soon"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("invalid duration"), "{err}");
     }
 }

@@ -1,5 +1,5 @@
-//! SIGINT and SIGTERM: stop promptly, but never leave the database half
-//! migrated. The signal only raises a flag and cancels the statement in
+//! SIGINT, SIGTERM and SIGHUP (the terminal or the SSH session went away):
+//! stop promptly, but never leave the database half migrated. The signal only raises a flag and cancels the statement in
 //! flight; the main thread then rolls back, releases the lock and exits
 //! 130.
 
@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 /// How long the main thread gets to roll back and unlock before the
@@ -18,6 +18,19 @@ const GRACE: Duration = Duration::from_secs(5);
 
 /// Sleeps are cut in slices this long so a signal is noticed quickly.
 const SLICE: Duration = Duration::from_millis(50);
+
+/// The signals that interrupt a run. SIGHUP would otherwise end the
+/// process at once (exit 129), leaving the session to the server.
+const HANDLED: [libc::c_int; 3] = [SIGINT, SIGTERM, SIGHUP];
+
+/// The name logged in `INTERRUPTED signal=…`.
+fn signal_name(signal: libc::c_int) -> &'static str {
+    match signal {
+        SIGINT => "SIGINT",
+        SIGHUP => "SIGHUP",
+        _ => "SIGTERM",
+    }
+}
 
 /// Sends a cancel request for the statement running on a connection.
 pub type Canceller = Box<dyn Fn() -> Result<(), postgres::Error> + Send + Sync>;
@@ -33,9 +46,9 @@ impl Interrupt {
         Arc::new(Interrupt::default())
     }
 
-    /// Routes SIGINT and SIGTERM to this handle (once per process).
+    /// Routes SIGINT, SIGTERM and SIGHUP to this handle (once per process).
     pub fn install(self: &Arc<Self>) -> std::io::Result<()> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new(HANDLED)?;
         let this = Arc::clone(self);
         thread::Builder::new()
             .name("signals".into())
@@ -45,11 +58,7 @@ impl Interrupt {
                         // A second signal: the user insists.
                         std::process::exit(130);
                     }
-                    let name = if signal == SIGINT {
-                        "SIGINT"
-                    } else {
-                        "SIGTERM"
-                    };
+                    let name = signal_name(signal);
                     log::warn!("INTERRUPTED signal={name}: rolling back and releasing the lock");
                     this.cancel_running_statement();
                     thread::spawn(|| {
@@ -101,5 +110,16 @@ impl Interrupt {
             }
             thread::sleep(left.min(SLICE));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_handled_signal_has_its_own_name() {
+        let names: Vec<&str> = HANDLED.iter().map(|s| signal_name(*s)).collect();
+        assert_eq!(names, ["SIGINT", "SIGTERM", "SIGHUP"]);
     }
 }

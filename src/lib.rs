@@ -40,6 +40,7 @@ mod output;
 mod parse;
 mod pg_error;
 mod report;
+mod settings;
 mod sql;
 
 pub use api::{AppliedMigration, Error, ErrorKind, Migrated, Migrator};
@@ -67,8 +68,6 @@ pub mod testing {
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::cli::{Cli, Command};
 use crate::config::Format;
 use crate::env::Env;
@@ -86,7 +85,7 @@ fn millis(d: std::time::Duration) -> u64 {
 /// returns the exit code its outcome decides.
 pub fn run() -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_command_line() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help, --version; a reader that went away is fine.
@@ -119,7 +118,7 @@ pub fn run() -> ExitCode {
     let format = cli.global.format();
     let interrupt = Interrupt::new();
     if let Err(e) = interrupt.install() {
-        log::warn!("cannot handle SIGINT/SIGTERM ({e}); a signal will end miglock abruptly");
+        log::warn!("cannot handle SIGINT/SIGTERM/SIGHUP ({e}); a signal will end miglock abruptly");
     }
     // Text goes to stdout only in text mode; JSON mode prints the object.
     let none = Console::none();

@@ -125,7 +125,8 @@ pub struct MigrationSet {
 
 impl MigrationSet {
     /// Reads every file under `dir` (recursively, as refinery does). Any
-    /// `.sql` file that is not a well-formed migration is a problem.
+    /// `.sql` file that is not a well-formed migration is a problem, except
+    /// hidden files (a name starting with `.`), which are ignored.
     pub fn load(dir: &Path) -> Result<MigrationSet, Problems> {
         let mut problems = Vec::new();
         match std::fs::metadata(dir) {
@@ -418,6 +419,9 @@ fn walk(
     for (name, entry) in entries {
         let path = entry.path();
         let is_sql = has_sql_extension(&name.to_string_lossy());
+        // Editor and tool droppings (`.#V8__x.sql`, `.V1__a.sql.swp`) are
+        // not migrations, even when their name ends in `.sql`.
+        let hidden = name.as_encoded_bytes().starts_with(b".");
         // The type comes with the directory entry; only links cost a stat.
         let Ok(mut file_type) = entry.file_type() else {
             continue;
@@ -430,7 +434,10 @@ fn walk(
                     target = Some((meta.dev(), meta.ino()));
                 }
                 Err(e) => {
-                    if is_sql {
+                    // An Emacs lock file is a dangling link.
+                    if hidden {
+                        skip_hidden(&path);
+                    } else if is_sql {
                         problems.push(unreadable(
                             &path,
                             format!("cannot be read ({})", io_reason(&e)),
@@ -439,6 +446,10 @@ fn walk(
                     continue;
                 }
             }
+        }
+        if hidden && !file_type.is_dir() {
+            skip_hidden(&path);
+            continue;
         }
         if file_type.is_dir() {
             if is_sql {
@@ -466,6 +477,13 @@ fn walk(
         }
     }
     ancestors.pop();
+}
+
+fn skip_hidden(path: &Path) {
+    log::debug!(
+        "ignoring hidden file {} (a name starting with '.' is no migration)",
+        path.display()
+    );
 }
 
 fn io_reason(e: &std::io::Error) -> String {
@@ -751,5 +769,24 @@ mod tests {
         assert!(text.contains("content changed"), "{text}");
         assert!(text.contains("file is gone"), "{text}");
         assert!(text.contains("later version 9"), "{text}");
+    }
+
+    #[test]
+    fn hidden_files_are_ignored_even_when_named_like_migrations() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("V1__a.sql"), "SELECT 1;").unwrap();
+        // Vim's swap file, a hidden copy, and Emacs' lock file (a dangling link).
+        std::fs::write(dir.path().join(".V1__a.sql.swp"), "junk").unwrap();
+        std::fs::write(dir.path().join(".V2__copy.sql"), "SELECT 2;").unwrap();
+        std::os::unix::fs::symlink("user@host.1234:1", dir.path().join(".#V8__x.sql")).unwrap();
+        std::fs::write(dir.path().join(".sql"), "").unwrap();
+        let set = MigrationSet::load(dir.path()).unwrap();
+        let names: Vec<String> = set.migrations.iter().map(|m| m.to_string()).collect();
+        assert_eq!(names, ["V1__a"]);
+        // A visible misnamed file is still a problem.
+        std::fs::write(dir.path().join("V8__x.sql.sql"), "SELECT 8;").unwrap();
+        std::fs::write(dir.path().join("v9__x.sql"), "SELECT 9;").unwrap();
+        let problems = MigrationSet::load(dir.path()).unwrap_err();
+        assert_eq!(problems.0.len(), 2, "{problems}");
     }
 }

@@ -28,7 +28,7 @@ pub enum Outcome {
     Invalid,
     /// Migrations are pending (`status --check`, or `wait` timed out).
     Pending,
-    /// SIGINT or SIGTERM; rolled back and lock released.
+    /// SIGINT, SIGTERM or SIGHUP; rolled back and lock released.
     Interrupted,
     /// `unlock`: the holder was terminated and the lock verified free.
     Released,
@@ -75,7 +75,7 @@ impl Outcome {
             Outcome::Unavailable => "unavailable: no connection within --connect-timeout",
             Outcome::Invalid => "invalid: the migration set cannot be read or is unsafe to run",
             Outcome::Pending => "pending: status --check or apply --dry-run found pending migrations, or wait timed out",
-            Outcome::Interrupted => "interrupted: SIGINT or SIGTERM; rolled back, lock released",
+            Outcome::Interrupted => "interrupted: SIGINT, SIGTERM or SIGHUP; rolled back, lock released",
         }
     }
 

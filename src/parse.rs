@@ -57,25 +57,45 @@ pub fn run_migrations(value: Option<&str>) -> Result<bool, String> {
     }
 }
 
-/// `NAME=VALUE` for `--set`: a PostgreSQL setting name (custom ones have
-/// a dot) and any value, which is passed as a quoted literal.
+/// The longest `--set` value accepted: far beyond any real setting (a
+/// long `search_path` is a few hundred bytes), short of a pasted file.
+pub const MAX_SETTING_VALUE: usize = 8192;
+
+/// `NAME=VALUE` for `--set`: a PostgreSQL setting name (letters, digits,
+/// `_` and `$`, not starting with a digit or `$`; custom ones have dotted
+/// parts, as in `app.flag`), folded to lower case as PostgreSQL folds it,
+/// and a value without NUL of at most [`MAX_SETTING_VALUE`] bytes, which
+/// is passed as a quoted literal. Whether the server knows the name and
+/// takes the value is checked once connected (`settings`).
 pub fn setting(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
         .split_once('=')
         .ok_or_else(|| format!("{:?} is not NAME=VALUE", shorten(text, 40)))?;
     let name = name.trim().to_ascii_lowercase();
-    let valid = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
-    if !valid {
-        return Err(format!("{:?} is not a setting name", shorten(&name, 40)));
+    let part = |p: &str| {
+        p.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$')
+    };
+    if name.len() > 63 || !name.split('.').all(part) {
+        return Err(format!(
+            "{:?} is not a setting name (letters, digits, _ and $, dotted for custom ones: app.flag)",
+            shorten(&name, 40)
+        ));
     }
-    Ok((name, value.trim().to_string()))
+    let value = value.trim();
+    if value.contains('\0') {
+        return Err(format!("the value of {name} holds a NUL character"));
+    }
+    if value.len() > MAX_SETTING_VALUE {
+        return Err(format!(
+            "the value of {name} is too long ({} bytes, at most {MAX_SETTING_VALUE})",
+            value.len()
+        ));
+    }
+    Ok((name, value.to_string()))
 }
 
 /// Cuts user-supplied text that is echoed back in a message.
@@ -159,9 +179,26 @@ mod tests {
             setting("work_mem='64MB'"),
             Ok(("work_mem".into(), "'64MB'".into()))
         );
-        for bad in ["novalue", "=1", "a;b=1", "1x=2", "a b=1"] {
-            assert!(setting(bad).is_err(), "{bad}");
+        assert_eq!(
+            setting("my_ext.Sub.x$1=on"),
+            Ok(("my_ext.sub.x$1".into(), "on".into()))
+        );
+        assert_eq!(setting("x="), Ok(("x".into(), "".into())));
+        for bad in [
+            "novalue", "=1", "a;b=1", "1x=2", "a b=1", "$a=1", "a.=1", ".a=1", "a..b=1", "a.1b=1",
+            "a-b=1", "é=1",
+        ] {
+            let err = setting(bad).unwrap_err();
+            assert!(err.contains("not"), "{bad}: {err}");
         }
+        assert!(setting(&format!("{}=1", "a".repeat(64)))
+            .unwrap_err()
+            .contains("is not a setting name"));
+        assert!(setting("app.x=a\0b").unwrap_err().contains("NUL"));
+        let long = format!("search_path={}", "s,".repeat(MAX_SETTING_VALUE));
+        assert!(setting(&long).unwrap_err().contains("too long"));
+        let longest = format!("search_path={}", "s".repeat(MAX_SETTING_VALUE));
+        assert!(setting(&longest).is_ok());
     }
 
     #[test]

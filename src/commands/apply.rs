@@ -29,6 +29,7 @@ use crate::outcome::Outcome;
 use crate::output::{Console, Progress};
 use crate::pg_error;
 use crate::report::{self, AppliedEntry, Report};
+use crate::settings;
 use crate::sql::Batch;
 
 /// First pause between lock attempts; it doubles up to [`MAX_BACKOFF`].
@@ -75,7 +76,8 @@ pub fn run(
     );
     check_target_version(config, &set)?;
 
-    let client = connecting.finish(interrupt)?;
+    let mut client = connecting.finish(interrupt)?;
+    settings::check_on_server(&mut client, &config.settings)?;
     let mut session =
         LockSession::new(client, common, identity).with_settings(session_settings_sql(config));
 

@@ -55,6 +55,26 @@ pub fn take_params(
     Ok((kept.join(" "), found))
 }
 
+/// Whether the connection string itself holds a password (not empty): in a
+/// URL's user information (`user:secret@host`) or as a `password`
+/// parameter (URL query or `key=value`). The password is not returned.
+/// A string too malformed to read counts when it names a password at all.
+pub fn has_password(conninfo: &str) -> bool {
+    if let Some(parts) = split_url(conninfo) {
+        if parts
+            .userinfo
+            .and_then(|userinfo| userinfo.split_once(':'))
+            .is_some_and(|(_, password)| !password.is_empty())
+        {
+            return true;
+        }
+    }
+    match take_params(conninfo, &["password"]) {
+        Ok((_, found)) => found.iter().any(|(_, value)| !value.is_empty()),
+        Err(_) => conninfo.to_ascii_lowercase().contains("password"),
+    }
+}
+
 /// A `postgres://` or `postgresql://` URL cut into its parts; `None` for a
 /// `key=value` string. The only URL splitter: everything that reads a URL's
 /// parts goes through it, so all agree with rust-postgres, which ends the
@@ -232,6 +252,34 @@ mod tests {
         ] {
             let err = take_params(bad, TLS).unwrap_err();
             assert!(!err.contains("secretpw"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_found_in_every_place_a_connection_string_holds_them() {
+        for with in [
+            "postgres://u:s3cret@h/db",
+            "postgresql://u:s3cret@h1,h2:5433/db?sslmode=require",
+            "postgres://u:pa?ss@h/db",
+            "postgres://u@h/db?password=s3cret",
+            "postgres://h/db?application_name=x&password=s%20cret",
+            "host=h user=u password=s3cret",
+            "host=h password = 'it\\'s'",
+            "host=h password='unterminated",
+        ] {
+            assert!(has_password(with), "{with}");
+        }
+        for without in [
+            "postgres://u@h/db",
+            "postgres://u:@h/db",
+            "postgres://h/db",
+            "postgres://h:5432/db?user=u",
+            "postgres://u@h/db?password=",
+            "host=h user=u",
+            "host=h password=''",
+            "",
+        ] {
+            assert!(!has_password(without), "{without}");
         }
     }
 }

@@ -107,7 +107,10 @@ enum Check {
 impl TlsSettings {
     /// Combinations libpq refuses, for the same reason: the system's roots
     /// vouch for any public certificate, so they prove nothing unless the
-    /// host name is checked too.
+    /// host name is checked too. And a root certificate file that was
+    /// named (`sslrootcert`, `PGSSLROOTCERT`) and will be used must be a
+    /// readable PEM file: a typo in its path is a usage error, not an
+    /// unavailable server.
     pub fn check(&self) -> Result<(), String> {
         let system = self.root_cert.as_deref() == Some("system");
         if system && self.mode != SslMode::VerifyFull {
@@ -124,6 +127,15 @@ impl TlsSettings {
                  ~/.postgresql/root.crt); with the system's roots use sslmode=verify-full"
                     .into(),
             );
+        }
+        let verifies = matches!(
+            self.mode,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        );
+        if let Some(file) = self.root_cert.as_deref().filter(|f| *f != "system") {
+            if verifies {
+                roots(Some(file)).map_err(|e| format!("sslrootcert: {e:#}"))?;
+            }
         }
         Ok(())
     }
@@ -362,6 +374,34 @@ mod tests {
             .contains("verify-full"));
         assert!(system(SslMode::Require).check().is_err());
         assert!(system(SslMode::VerifyFull).check().is_ok());
+        // A named file that will be read is checked up front (a usage error).
+        for mode in [SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull] {
+            let missing = TlsSettings {
+                mode,
+                root_cert: Some("/nonexistent/root.crt".into()),
+            };
+            let err = missing.check().unwrap_err();
+            assert!(
+                err.contains("cannot read the root certificate file /nonexistent/root.crt"),
+                "{mode}: {err}"
+            );
+            let empty = TlsSettings {
+                mode,
+                root_cert: Some(empty.path().display().to_string()),
+            };
+            assert!(empty
+                .check()
+                .unwrap_err()
+                .contains("holds no PEM certificate"));
+        }
+        // Modes that never read it do not mind it.
+        for mode in [SslMode::Disable, SslMode::Allow, SslMode::Prefer] {
+            let settings = TlsSettings {
+                mode,
+                root_cert: Some("/nonexistent/root.crt".into()),
+            };
+            assert!(settings.check().is_ok(), "{mode}");
+        }
         // Modes that check nothing need no file.
         for mode in [SslMode::Disable, SslMode::Prefer, SslMode::Require] {
             assert!(

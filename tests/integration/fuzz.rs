@@ -317,20 +317,24 @@ proptest! {
     }
 
     /// `--set NAME=VALUE`: an accepted name is a plain (or dotted custom)
-    /// setting name, so it can only ever reach SQL as a quoted literal.
+    /// setting name, so it can only ever reach SQL as a quoted literal;
+    /// an accepted value holds no NUL and is not absurdly long.
     #[test]
     fn settings_accept_only_setting_names(
         text in prop_oneof![
-            "[a-zA-Z_.;' \"-]{0,12}=?\\PC{0,12}",
+            "[a-zA-Z_.$;' \"-]{0,12}=?\\PC{0,12}",
             any::<String>(),
         ],
     ) {
         if let Ok((name, value)) = parse::setting(&text) {
             prop_assert!(!name.is_empty() && name.len() <= 63);
-            prop_assert!(name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_'));
-            prop_assert!(name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.'));
+            for part in name.split('.') {
+                prop_assert!(part.starts_with(|c: char| c.is_ascii_lowercase() || c == '_'));
+                prop_assert!(part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$'));
+            }
+            prop_assert!(!value.contains('\0') && value.len() <= parse::MAX_SETTING_VALUE);
             let (_, raw_value) = text.split_once('=').unwrap();
             prop_assert_eq!(value, raw_value.trim());
         }

@@ -5,6 +5,7 @@ mod faults;
 mod fuzz;
 mod harness;
 mod inputs;
+mod paper_cuts;
 mod reliability;
 mod setup;
 mod smoke;

@@ -1475,8 +1475,8 @@ fn more_bad_inputs_for_every_command() {
             "--set value injection",
             "apply",
             &["--set", "statement_timeout=1'; DROP TABLE y; --"],
-            1,
-            "failed",
+            2,
+            "usage",
             &[
                 "invalid value for parameter \"statement_timeout\"",
                 "SQLSTATE 22023",
@@ -1486,8 +1486,8 @@ fn more_bad_inputs_for_every_command() {
             "--set unknown setting",
             "apply",
             &["--set", "no_such_setting=1"],
-            1,
-            "failed",
+            2,
+            "usage",
             &["unrecognized configuration parameter \"no_such_setting\""],
         ),
         bad(

@@ -249,7 +249,7 @@ fn tls_refusals_and_bad_settings() {
         &with_params(&db, "sslmode=verify-full&sslrootcert=/nonexistent/root.crt"),
         &dir,
     )
-    .assert_code(5)
+    .assert_code(2)
     .assert_stderr_contains("cannot read the root certificate file /nonexistent/root.crt");
     // libpq's refusals: the system's roots prove nothing without the host name.
     for params in [
