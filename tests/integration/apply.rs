@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{send_signal, versions, wait_until, Miglock, MigrationDir, RunOutput};
+use crate::harness::{
+    marked_waiting_like, send_signal, versions, wait_for, wait_until, LockGate, Miglock,
+    MigrationDir, RunOutput, SETTLE,
+};
 
 /// Three migrations, each leaving a side effect that tells how often it ran.
 fn three_migrations() -> MigrationDir {
@@ -278,13 +281,18 @@ fn busy_lock_past_the_wait_exits_3_naming_the_holder_and_changes_nothing() {
     assert!(!db.table_exists("effects"));
 
     // `--wait 0` is one try, and MIGRATION_LOCK_WAIT_SECONDS is the seed deployment's name for it.
-    let started = Instant::now();
-    apply(&db, &dir).args(["--wait", "0"]).run().assert_code(3);
-    apply(&db, &dir)
-        .env("MIGRATION_LOCK_WAIT_SECONDS", "0")
-        .run()
-        .assert_code(3);
-    assert!(started.elapsed() < Duration::from_secs(20));
+    for out in [
+        apply(&db, &dir).args(["--wait", "0"]).run(),
+        apply(&db, &dir)
+            .env("MIGRATION_LOCK_WAIT_SECONDS", "0")
+            .run(),
+    ] {
+        out.assert_code(3)
+            .assert_stderr_contains("LOCK_BUSY")
+            .assert_stderr_contains("LOCK_WAIT_TIMEOUT");
+        assert_eq!(out.json()["outcome"], "skipped");
+    }
+    assert!(!db.table_exists("refinery_schema_history"));
 }
 
 #[test]
@@ -297,7 +305,7 @@ fn a_waiter_applies_once_the_holder_lets_go() {
         .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
         .unwrap();
     let child = apply(&db, &dir).args(["--wait", "30s"]).spawn();
-    wait_until(Duration::from_secs(20), || {
+    wait_until(SETTLE, || {
         db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply waiting%'") == 1
     });
     // A plain unlock sends no notification: the waiter's polling finds it.
@@ -316,13 +324,30 @@ fn a_waiter_applies_once_the_holder_lets_go() {
 fn a_waiter_finds_the_work_done_by_the_holder_and_exits_current() {
     let db = Cluster::shared().create_db();
     let dir = three_migrations();
-    dir.file("V2__create_users.sql", "SELECT pg_sleep(1.5);\nCREATE TABLE users (id int PRIMARY KEY);\nINSERT INTO effects (version) VALUES (2);\n");
-    // The first run creates the history table, so the second can follow the history while it waits.
+    dir.file(
+        "V2__create_users.sql",
+        &format!(
+            "{}\nCREATE TABLE users (id int PRIMARY KEY);\nINSERT INTO effects (version) VALUES (2);\n",
+            LockGate::SQL
+        ),
+    );
+    // The first run creates the history table, so the second can follow the
+    // history while it waits. The first stays inside V2 until the second is
+    // seen waiting for the lock.
+    let mut gate = LockGate::close(&db);
     let first = apply(&db, &dir).spawn();
-    wait_until(Duration::from_secs(20), || {
-        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply holding%' AND query LIKE '%pg_sleep%'") == 1
+    wait_for(
+        "the first run to hold the lock and wait in V2",
+        SETTLE,
+        || LockGate::waiting_like(&db, "miglock apply holding%") == 1,
+    );
+    let second = apply(&db, &dir).args(["--wait", "60s"]).spawn();
+    wait_for("the second run to be marked as waiting", SETTLE, || {
+        marked_waiting_like(&db, "miglock apply waiting%") == 1
     });
-    let second = apply(&db, &dir).args(["--wait", "30s"]).run();
+    assert_eq!(db.history(), [1], "the first run is still inside V2");
+    gate.open();
+    let second = RunOutput::from_child(second);
     let first = RunOutput::from_child(first);
     first.assert_success();
     assert_eq!(first.json()["outcome"], "applied");
@@ -391,22 +416,25 @@ fn sigterm_and_sigint_mid_migration_roll_back_release_and_exit_130() {
         let dir = three_migrations();
         dir.file(
             "V2__create_users.sql",
-            "CREATE TABLE users (id int PRIMARY KEY);\nINSERT INTO effects (version) VALUES (2);\nSELECT pg_sleep(60);\n",
+            "CREATE TABLE users (id int PRIMARY KEY);\nINSERT INTO effects (version) VALUES (2);\nSELECT pg_sleep(600);\n",
         );
         let child = apply(&db, &dir).spawn();
         let pid = child.id();
-        wait_until(Duration::from_secs(20), || {
-            db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(60)%' AND state = 'active' AND application_name LIKE 'miglock apply holding%'") == 1
+        wait_for("V2's pg_sleep to be running", SETTLE, || {
+            db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(600)%' AND state = 'active' AND application_name LIKE 'miglock apply holding%'") == 1
         });
         let sent = Instant::now();
         send_signal(pid, signal);
+        // "Promptly, not after the statement": the 600 s statement outlasts
+        // the harness's 120 s limit on the run, so no wall-clock bound.
         let out = RunOutput::from_child(child);
-        let took = sent.elapsed();
+        eprintln!(
+            "SIG{signal} mid-migration: exited after {:?}",
+            sent.elapsed()
+        );
         out.assert_code(130)
             .assert_stderr_contains(&format!("INTERRUPTED signal=SIG{signal}"))
             .assert_stderr_contains("LOCK_RELEASED");
-        // Generous bound: the point is "promptly, not after the 60 s statement".
-        assert!(took < Duration::from_secs(10), "SIG{signal} took {took:?}");
         let json = out.json();
         assert_eq!(json["outcome"], "interrupted");
         assert_eq!(json["exit_code"], 130);
@@ -434,7 +462,7 @@ fn a_signal_while_waiting_for_the_lock_exits_130_without_changes() {
         .unwrap();
     let child = apply(&db, &dir).args(["--wait", "60s"]).spawn();
     let pid = child.id();
-    wait_until(Duration::from_secs(20), || {
+    wait_until(SETTLE, || {
         db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply waiting%'") == 1
     });
     send_signal(pid, "TERM");
@@ -470,14 +498,34 @@ fn statement_timeout_bounds_migration_statements_but_not_the_lock_wait() {
     let fast = MigrationDir::new();
     fast.file("V1__fast.sql", "CREATE TABLE f (id int);\n");
     let child = apply(&db, &fast)
-        .args(["--wait", "30s"])
+        .args(["--wait", "60s"])
         .env("MIGLOCK_STATEMENT_TIMEOUT", "200ms")
         .spawn();
-    thread::sleep(Duration::from_millis(800));
+    wait_for("the run to be marked as waiting", SETTLE, || {
+        marked_waiting_like(&db, "miglock apply waiting%") == 1
+    });
+    // The scenario itself, not synchronisation: the lock stays busy for
+    // five statement timeouts after the run is seen waiting. Load can only
+    // make that longer, and nothing below depends on how much longer.
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        marked_waiting_like(&db, "miglock apply waiting%"),
+        1,
+        "still waiting after five statement timeouts"
+    );
     holder
         .batch_execute(&format!("SELECT pg_advisory_unlock({key})"))
         .unwrap();
-    RunOutput::from_child(child).assert_success();
+    let out = RunOutput::from_child(child);
+    out.assert_success()
+        .assert_stderr_contains("LOCK_BUSY")
+        .assert_stderr_contains("LOCK_ACQUIRED");
+    let json = out.json();
+    assert_eq!(json["outcome"], "applied");
+    assert!(
+        json["lock"]["waited_ms"].as_u64().unwrap() >= 1000,
+        "it waited past the statement timeout: {json:#}"
+    );
     assert!(db.table_exists("f"));
 }
 
@@ -652,7 +700,7 @@ fn a_signal_during_any_statement_is_an_interruption() {
         .unwrap();
     let child = apply(&db, &dir).spawn();
     let pid = child.id();
-    wait_until(Duration::from_secs(20), || {
+    wait_until(SETTLE, || {
         db.query_i64(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
              AND wait_event_type = 'Lock' AND query LIKE 'SELECT version, name%'",

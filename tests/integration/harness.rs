@@ -8,6 +8,7 @@ use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -315,6 +316,17 @@ fn collect(mut child: Child, timeout: Duration, description: &str) -> RunOutput 
     // stderr pipe would otherwise never exit while we wait on stdout.
     let stdout = child.stdout.take().map(read_in_thread);
     let stderr = child.stderr.take().map(read_in_thread);
+    collect_from(child, stdout, stderr, timeout, description)
+}
+
+#[track_caller]
+fn collect_from(
+    mut child: Child,
+    stdout: Option<thread::JoinHandle<String>>,
+    stderr: Option<thread::JoinHandle<String>>,
+    timeout: Duration,
+    description: &str,
+) -> RunOutput {
     let join = |reader: Option<thread::JoinHandle<String>>| {
         reader.map_or_else(String::new, |r| r.join().expect("output reader panicked"))
     };
@@ -356,19 +368,138 @@ fn read_in_thread(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<St
     })
 }
 
+/// A generous bound for waiting on a state the test has set up (a session
+/// showing in `pg_stat_activity`, a token on stderr): long enough for a
+/// loaded 2-core machine, and only reached when something is wrong.
+pub const SETTLE: Duration = Duration::from_secs(60);
+
 /// Polls `condition` every 20 ms until it holds; panics (at the caller's
 /// line) if it does not within `timeout`.
 #[track_caller]
-pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) {
+pub fn wait_until(timeout: Duration, condition: impl FnMut() -> bool) {
+    wait_for("condition", timeout, condition)
+}
+
+/// Like [`wait_until`], naming what was awaited in the panic message:
+/// `wait_for("the waiter to show as waiting", SETTLE, || …)`. Use it, and
+/// not a sleep, whenever a test must know that something has happened.
+#[track_caller]
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     loop {
         if condition() {
             return;
         }
         if Instant::now() >= deadline {
-            panic!("condition not met within {timeout:?}");
+            panic!("timed out after {timeout:?} waiting for {what}");
         }
         thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A spawned binary whose stderr can be read while it runs, so a test can
+/// wait for a log token instead of sleeping. Stdout is collected at the end.
+pub struct Watched {
+    child: Child,
+    description: String,
+    stdout: Option<thread::JoinHandle<String>>,
+    stderr: Option<thread::JoinHandle<String>>,
+    stderr_so_far: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Miglock {
+    /// Like [`Miglock::spawn`], with stderr readable while the child runs.
+    pub fn spawn_watched(&mut self) -> Watched {
+        let description = self.describe();
+        let mut child = self.spawn();
+        let stdout = child.stdout.take().map(read_in_thread);
+        let stderr_so_far = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().map(|mut pipe| {
+            let sink = Arc::clone(&stderr_so_far);
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match pipe.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => sink
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend_from_slice(&buf[..n]),
+                    }
+                }
+                let bytes = sink.lock().unwrap_or_else(|e| e.into_inner());
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+        });
+        Watched {
+            child,
+            description,
+            stdout,
+            stderr,
+            stderr_so_far,
+        }
+    }
+}
+
+impl Watched {
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the child has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        let bytes = self.stderr_so_far.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Waits until stderr contains `needle`; panics with what it does
+    /// contain if it does not within `timeout` or the child exits first.
+    #[track_caller]
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr_so_far().contains(needle) {
+                return;
+            }
+            let exited = self.child.try_wait().expect("poll child");
+            if let Some(status) = exited {
+                // Its last words may still be in the pipe: the reader ends
+                // at EOF, which comes now that the child has exited.
+                if let Some(reader) = self.stderr.take() {
+                    let all = reader.join().expect("stderr reader panicked");
+                    self.stderr = Some(thread::spawn(move || all));
+                }
+                if self.stderr_so_far().contains(needle) {
+                    return;
+                }
+                panic!(
+                    "{} exited ({status}) without printing {needle:?} on stderr\n--- stderr ---\n{}",
+                    self.description,
+                    self.stderr_so_far()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} printed no {needle:?} on stderr within {timeout:?}\n--- stderr so far ---\n{}",
+                    self.description,
+                    self.stderr_so_far()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (at most [`DEFAULT_TIMEOUT`]) for the child and collects its
+    /// output, with the same secret check as [`Miglock::run`].
+    #[track_caller]
+    pub fn finish(self) -> RunOutput {
+        collect_from(
+            self.child,
+            self.stdout,
+            self.stderr,
+            DEFAULT_TIMEOUT,
+            &self.description,
+        )
     }
 }
 
@@ -388,4 +519,81 @@ pub fn send_signal(pid: u32, signal: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// An advisory lock the test holds on a session of its own, so that a
+/// statement taking the same key (a migration's [`LockGate::SQL`]) stays
+/// active, waiting on a lock, until the test opens the gate: a "still
+/// running" state that no amount of machine load can end early. Advisory
+/// keys are per database; the gate opens on drop at the latest.
+pub struct LockGate {
+    client: Option<postgres::Client>,
+}
+
+impl LockGate {
+    pub const KEY: i64 = 515_151;
+    /// The statement that waits for the gate (transaction-level, so the
+    /// migration's commit or rollback releases it).
+    pub const SQL: &'static str = "SELECT pg_advisory_xact_lock(515151);";
+
+    pub fn close(db: &TestDb) -> LockGate {
+        let mut client = db.client();
+        client
+            .batch_execute(&format!("SELECT pg_advisory_lock({})", LockGate::KEY))
+            .expect("close the gate");
+        LockGate {
+            client: Some(client),
+        }
+    }
+
+    pub fn open(&mut self) {
+        if let Some(mut client) = self.client.take() {
+            // The session may be gone (a server restart ends it, and its
+            // lock with it).
+            let _ = client.batch_execute(&format!("SELECT pg_advisory_unlock({})", LockGate::KEY));
+        }
+    }
+
+    /// How many sessions of the database wait for the gate, whatever the
+    /// statement that takes it.
+    pub fn waiting(db: &TestDb) -> i64 {
+        db.query_i64(&format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1 \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND ((classid::int8 << 32) | objid::int8) = {}",
+            LockGate::KEY
+        ))
+    }
+
+    /// How many sessions whose `application_name` is LIKE `pattern` are
+    /// active and waiting for the gate.
+    pub fn waiting_like(db: &TestDb, pattern: &str) -> i64 {
+        db.query_i64(&format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND NOT l.granted AND l.objsubid = 1 \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND ((l.classid::int8 << 32) | l.objid::int8) = {} \
+             AND a.state = 'active' AND a.wait_event_type = 'Lock' \
+             AND a.application_name LIKE '{pattern}'",
+            LockGate::KEY
+        ))
+    }
+}
+
+impl Drop for LockGate {
+    fn drop(&mut self) {
+        self.open();
+    }
+}
+
+/// How many sessions of the database whose `application_name` is LIKE
+/// `pattern` hold the shared "waiting" mark miglock sets while it waits for
+/// its lock (`objsubid = 2`; see `LockRole` in src/lock.rs).
+pub fn marked_waiting_like(db: &TestDb, pattern: &str) -> i64 {
+    db.query_i64(&format!(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.mode = 'ShareLock' \
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND a.application_name LIKE '{pattern}'"
+    ))
 }

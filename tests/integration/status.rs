@@ -2,13 +2,14 @@
 //! history, the migration files and the lock, and that it changes nothing.
 
 use std::thread;
-use std::time::Duration;
 
 use postgres::{Client, NoTls};
 use serde_json::Value;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{versions, wait_until, Miglock, MigrationDir, RunOutput};
+use crate::harness::{
+    versions, wait_for, wait_until, LockGate, Miglock, MigrationDir, RunOutput, SETTLE,
+};
 
 fn two_migrations() -> MigrationDir {
     let dir = MigrationDir::new();
@@ -397,7 +398,7 @@ fn waiting_apply_and_wait_processes_are_listed() {
         waiter.id()
     ));
     // Both named as waiting and both marked (the shared lock status reads).
-    wait_until(Duration::from_secs(20), || {
+    wait_until(SETTLE, || {
         db.query_i64(&format!(
             "SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid \
              WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted \
@@ -478,7 +479,7 @@ fn sessions_blocked_behind_the_holder_are_listed() {
         .unwrap();
     let reader_pid = pid(&mut reader);
     let blocked = thread::spawn(move || reader.batch_execute("SELECT * FROM t").map(|_| reader));
-    wait_until(Duration::from_secs(20), || {
+    wait_until(SETTLE, || {
         db.query_i64(&format!(
             "SELECT count(*) FROM pg_stat_activity WHERE pid = {reader_pid} AND wait_event_type = 'Lock'"
         )) == 1
@@ -634,10 +635,12 @@ fn an_explicit_key_and_another_table_change_what_is_reported() {
 fn a_migrating_apply_is_shown_as_the_holder() {
     let db = Cluster::shared().create_db();
     let dir = two_migrations();
+    // V2 stays active, waiting for a gate the test holds, until it is ended.
     dir.file(
         "V2__add_note.sql",
-        "ALTER TABLE t ADD COLUMN note text;\nSELECT pg_sleep(30);\n",
+        &format!("ALTER TABLE t ADD COLUMN note text;\n{}\n", LockGate::SQL),
     );
+    let mut gate = LockGate::close(&db);
     let applier = Miglock::for_db(&db)
         .args(["apply", "--migrations"])
         .arg(dir.path())
@@ -648,19 +651,24 @@ fn a_migrating_apply_is_shown_as_the_holder() {
         hostname(),
         applier.id()
     ));
-    wait_until(Duration::from_secs(20), || {
-        db.query_i64(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{name}' \
-             AND state = 'active' AND query LIKE '%pg_sleep(30)%'"
-        )) == 1
-    });
+    wait_for(
+        "the applier to be active inside V2, at the gate",
+        SETTLE,
+        || LockGate::waiting_like(&db, &name) == 1,
+    );
 
     let json = status_json(&db, &dir, &[], 0);
     let h = &json["lock"]["holder"];
     assert_eq!(h["application_name"], name.as_str(), "{json:#}");
     assert_eq!(h["state"], "active");
     assert_eq!(h["client_addr"], "127.0.0.1");
-    assert!(h["query"].as_str().unwrap().contains("pg_sleep(30)"), "{h}");
+    assert!(
+        h["query"]
+            .as_str()
+            .unwrap()
+            .contains(LockGate::SQL.trim_end_matches(';')),
+        "{h}"
+    );
     // V1 is committed; V2 runs in its own transaction, not yet visible.
     assert_eq!(versions(&json["applied"]), [1]);
     assert_eq!(versions(&json["pending"]), [2]);
@@ -677,6 +685,7 @@ fn a_migrating_apply_is_shown_as_the_holder() {
         .unwrap();
     assert!(status_kill.success());
     RunOutput::from_child(applier).assert_code(130);
+    gate.open();
     let json = status_json(&db, &dir, &[], 0);
     assert_eq!(json["lock"]["holder"], Value::Null);
     assert_eq!(versions(&json["pending"]), [2]);

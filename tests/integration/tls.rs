@@ -3,12 +3,11 @@
 //! and the refusals (wrong CA, wrong host name, no TLS on the server).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{wait_until, Miglock, MigrationDir, RunOutput};
+use crate::harness::{wait_until, Miglock, MigrationDir, RunOutput, SETTLE};
 
 /// A CA, a server certificate it signed for `names`, and the CA's PEM
 /// in a file the client can be pointed at.
@@ -78,7 +77,7 @@ fn tls_cluster(server_names: &[&str]) -> (Cluster, Pki) {
     ] {
         admin.batch_execute(statement).unwrap();
     }
-    wait_until(Duration::from_secs(10), || {
+    wait_until(SETTLE, || {
         cluster
             .admin()
             .query_one("SHOW ssl", &[])
@@ -135,7 +134,7 @@ fn require_really_encrypts_and_disable_does_not() {
             .args(["wait", "--timeout", "30s", "--migrations"])
             .arg(dir.path())
             .spawn();
-        wait_until(Duration::from_secs(20), || {
+        wait_until(SETTLE, || {
             db.query_i64(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock wait%'",
             ) == 1

@@ -2,13 +2,12 @@
 //! only when that is safe and confirmed, and never anybody else's.
 
 use std::thread;
-use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
 use serde_json::Value;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{wait_until, Miglock, MigrationDir, RunOutput};
+use crate::harness::{wait_for, wait_until, LockGate, Miglock, MigrationDir, RunOutput, SETTLE};
 
 /// `miglock unlock --format json` for the database.
 fn unlock(db: &TestDb) -> Miglock {
@@ -141,20 +140,24 @@ fn without_a_terminal_it_needs_yes_and_touches_nothing() {
         .local_addr()
         .unwrap()
         .port();
-    let started = Instant::now();
     let mut m = Miglock::new();
-    m.env(
-        "DATABASE_URL",
-        format!(
-            "postgres://postgres:{}@127.0.0.1:{port}/{}",
-            db.cluster().password(),
-            db.name()
-        ),
-    )
-    .args(["unlock", "--connect-timeout", "30s"])
-    .run()
-    .assert_code(2);
-    assert!(started.elapsed() < Duration::from_secs(10));
+    let out = m
+        .env(
+            "DATABASE_URL",
+            format!(
+                "postgres://postgres:{}@127.0.0.1:{port}/{}",
+                db.cluster().password(),
+                db.name()
+            ),
+        )
+        .args(["unlock", "--connect-timeout", "30s"])
+        .run();
+    out.assert_code(2);
+    assert!(
+        !out.stderr.contains("CONNECT_RETRY") && !out.stderr.contains("cannot connect"),
+        "it never tried to connect\n{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -252,20 +255,28 @@ fn an_active_holder_is_left_alone_unless_forced() {
     busy.batch_execute("SET application_name = 'busy-migration'")
         .unwrap();
     let busy_pid = pid(&mut busy);
+    // Its statement takes the key, then waits for a gate the test holds:
+    // "running a statement right now" until the test says otherwise.
+    let mut gate = LockGate::close(&db);
     let statement = thread::spawn(move || {
-        busy.batch_execute(&format!("SELECT pg_advisory_lock({key}), pg_sleep(30)"))
+        busy.batch_execute(&format!(
+            "SELECT 'still-running', pg_advisory_lock({key}), pg_advisory_lock({})",
+            LockGate::KEY
+        ))
     });
-    wait_until(Duration::from_secs(20), || {
-        holders(&db, key) == [i64::from(busy_pid)]
-            && db.query_i64(&format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = {busy_pid} AND state = 'active'"
-            )) == 1
-    });
+    wait_for(
+        "the holder's statement to be active, blocked at the gate",
+        SETTLE,
+        || {
+            holders(&db, key) == [i64::from(busy_pid)]
+                && LockGate::waiting_like(&db, "busy-migration") == 1
+        },
+    );
 
     let out = unlock(&db).arg("--yes").run();
     out.assert_code(1)
         .assert_stderr_contains(&format!("pid {busy_pid} is running a statement right now"))
-        .assert_stderr_contains("pg_sleep(30)")
+        .assert_stderr_contains("'still-running'")
         .assert_stderr_contains("--force would terminate it anyway");
     let json = out.json();
     assert_eq!(json["outcome"], "refused");
@@ -293,20 +304,20 @@ fn an_active_holder_is_left_alone_unless_forced() {
     assert!(!statement.is_finished());
     assert_eq!(holders(&db, key), [i64::from(busy_pid)]);
 
-    let started = Instant::now();
     let out = unlock(&db).args(["--force", "--yes"]).run();
     out.assert_success();
     let json = out.json();
     assert_eq!(json["outcome"], "released");
     assert_eq!(terminated(&json), [i64::from(busy_pid)]);
     let result = statement.join().unwrap();
+    // Cut short with the gate still closed: it could not have ended alone.
     assert!(
         result.is_err(),
         "the holder's statement was cut short: {result:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(20));
     assert!(holders(&db, key).is_empty());
     assert!(!backend_exists(&db, busy_pid));
+    gate.open();
 }
 
 #[test]
@@ -370,7 +381,7 @@ fn a_waiting_replica_proceeds_once_the_stale_holder_is_gone() {
         .args(["apply", "--format", "json", "--wait", "60s", "--migrations"])
         .arg(dir.path())
         .spawn();
-    wait_until(Duration::from_secs(20), || {
+    wait_until(SETTLE, || {
         db.query_i64(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
              AND application_name LIKE 'miglock apply waiting%'",
@@ -534,7 +545,7 @@ fn a_holder_idle_in_transaction_is_terminated_and_what_it_blocked_proceeds() {
         let count = reader.query_one("SELECT count(*) FROM t", &[]);
         count.map(|row| (row.get::<_, i64>(0), reader))
     });
-    wait_until(Duration::from_secs(20), || {
+    wait_until(SETTLE, || {
         db.query_i64(&format!(
             "SELECT count(*) FROM pg_stat_activity WHERE pid = {reader_pid} AND wait_event_type = 'Lock'"
         )) == 1
