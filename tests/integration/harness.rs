@@ -82,6 +82,7 @@ pub struct Miglock {
     /// In order; a later entry for the same key wins, `None` removes.
     env: Vec<(OsString, Option<OsString>)>,
     stdin: Option<Stdio>,
+    stdout: Option<Stdio>,
     current_dir: Option<PathBuf>,
     timeout: Duration,
 }
@@ -94,6 +95,7 @@ impl Miglock {
             args: Vec::new(),
             env: Vec::new(),
             stdin: None,
+            stdout: None,
             current_dir: None,
             timeout: DEFAULT_TIMEOUT,
         }
@@ -147,6 +149,13 @@ impl Miglock {
         self
     }
 
+    /// Stdout for the next run or spawn only; piped (and collected) by
+    /// default.
+    pub fn stdout(&mut self, stdout: Stdio) -> &mut Self {
+        self.stdout = Some(stdout);
+        self
+    }
+
     pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.current_dir = Some(dir.as_ref().to_path_buf());
         self
@@ -179,7 +188,7 @@ impl Miglock {
             cmd.current_dir(dir);
         }
         cmd.stdin(self.stdin.take().unwrap_or_else(Stdio::null))
-            .stdout(Stdio::piped())
+            .stdout(self.stdout.take().unwrap_or_else(Stdio::piped))
             .stderr(Stdio::piped());
         cmd
     }

@@ -5,6 +5,7 @@ mod faults;
 mod fuzz;
 mod harness;
 mod inputs;
+mod output;
 mod paper_cuts;
 mod reliability;
 mod setup;
