@@ -114,4 +114,10 @@ echo "  miglock apply (nothing listening)         -> exit $code (unavailable)"
 mkdir "$work/bad" && cp migrations/*.sql "$work/bad/" && echo "select 1;" >"$work/bad/V5-oops.sql"
 code=0; "$miglock" apply -q --migrations "$work/bad" 2>/dev/null || code=$?
 echo "  miglock apply (a misnamed file)           -> exit $code (invalid, nothing run)"
+echo "==> the same lock and history in-process: examples/embedded.rs (miglock::Migrator)"
+mkdir "$work/next" && cp migrations/*.sql "$work/next/"
+echo "ALTER TABLE accounts ADD COLUMN IF NOT EXISTS embedded_note text;" >"$work/next/V5__embedded_note.sql"
+code=0; cargo run --locked --quiet --example embedded -- "$work/next" >"$work/embedded.out" 2>&1 || code=$?
+sed 's/^/  /' "$work/embedded.out"
+echo "  cargo run --example embedded              -> exit $code"
 echo "==> done; the cluster is removed"

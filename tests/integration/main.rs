@@ -1,3 +1,4 @@
+mod api;
 mod apply;
 mod cluster;
 mod deploy;
