@@ -3,7 +3,8 @@
 # Both start throwaway PostgreSQL clusters, so they need the server binaries
 # (initdb, pg_ctl, postgres) and, as root, a `postgres` user to run them as
 # (initdb refuses to run as root). The test suite also runs `ip` (iproute2:
-# the network-fault test) and `kill` (procps: the signal tests).
+# the network-fault test), `kill` (procps: the signal tests) and `jq` (the
+# GitHub Actions example's step summary).
 #
 # Installs only what is missing, with apt-get (Debian, Ubuntu): as root
 # directly, otherwise through sudo. Without root, sudo or apt-get it stops
@@ -79,6 +80,10 @@ if ! type -P kill >/dev/null; then
     packages+=(procps)
     why+=" kill (the signal tests)"
 fi
+if ! type -P jq >/dev/null; then
+    packages+=(jq)
+    why+=" jq (the GitHub Actions example's test)"
+fi
 
 if [ ${#packages[@]} -gt 0 ]; then
     install=(apt-get install -y --no-install-recommends)
@@ -124,7 +129,7 @@ fi
 if $changed; then
     say "done: PostgreSQL server binaries in $bindir"
 else
-    what="all present: PostgreSQL server binaries in $bindir, ip, kill"
+    what="all present: PostgreSQL server binaries in $bindir, ip, kill, jq"
     ! $root || what+=", the postgres user"
     say "$what"
 fi

@@ -34,6 +34,7 @@ for package in "$@"; do
     postgresql) mkdir -p "$MIGLOCK_PG_LIB/17/bin" && tool "$MIGLOCK_PG_LIB/17/bin/initdb" ;;
     iproute2) tool "$STUB_ROOT/bin/ip" ;;
     procps) tool "$STUB_ROOT/bin/kill" ;;
+    jq) tool "$STUB_ROOT/bin/jq" ;;
     esac
 done
 "#;
@@ -92,6 +93,7 @@ impl Machine {
             ("id", ID),
             ("ip", TOOL),
             ("kill", TOOL),
+            ("jq", TOOL),
         ] {
             machine.write_executable(&machine.root.join("bin").join(name), text);
         }
@@ -170,7 +172,7 @@ impl Machine {
         assert_eq!(
             again.stdout,
             format!(
-                "setup-postgres: all present: PostgreSQL server binaries in {}, ip, kill{user}\n",
+                "setup-postgres: all present: PostgreSQL server binaries in {}, ip, kill, jq{user}\n",
                 self.lib().join(bindir).display()
             ),
             "one line; stderr: {}",
@@ -331,14 +333,15 @@ fn missing_test_tools_are_installed_without_touching_postgresql() {
     let machine = Machine::new()
         .with_server("15")
         .without("ip")
-        .without("kill");
+        .without("kill")
+        .without("jq");
     let run = machine.run();
     run.assert_code(0);
     assert_eq!(
         machine.take_calls(),
         [
             "apt-get update -qq".to_string(),
-            format!("{INSTALL} iproute2 procps"),
+            format!("{INSTALL} iproute2 procps jq"),
         ]
     );
     machine.assert_all_present("15/bin", true);
