@@ -5,11 +5,10 @@
 use std::fmt::Write as _;
 
 use crate::config::StatusConfig;
-use crate::connect;
 use crate::error::Failure;
 use crate::history;
 use crate::interrupt::Interrupt;
-use crate::lock::{Backend, Identity, LockRole};
+use crate::lock::{self, Backend, Identity, LockRole};
 use crate::migrations::{MigrationSet, Plan};
 use crate::outcome::Outcome;
 use crate::output::Console;
@@ -30,12 +29,7 @@ pub fn run(
     // history and the lock beside it.
     let set = MigrationSet::load(&common.migrations);
     let identity = Identity::for_command("status", common);
-    let mut client = connect::connect(
-        &common.database,
-        common.connect_timeout,
-        &identity.application_name(None),
-        interrupt,
-    )?;
+    let mut client = lock::connect_as(common, &identity, interrupt)?;
 
     let history = history::read(&mut client, &common.table)?;
     let key = &common.key;

@@ -11,10 +11,9 @@ use postgres::error::SqlState;
 use postgres::Client;
 
 use crate::config::{Format, UnlockConfig};
-use crate::connect;
 use crate::error::Failure;
 use crate::interrupt::Interrupt;
-use crate::lock::{Backend, Identity, LockKey, LockRole};
+use crate::lock::{self, Backend, Identity, LockKey, LockRole};
 use crate::outcome::Outcome;
 use crate::output::Console;
 use crate::pg_error;
@@ -55,12 +54,7 @@ pub fn run(
     }
 
     let identity = Identity::for_command("unlock", common);
-    let mut client = connect::connect(
-        &common.database,
-        common.connect_timeout,
-        &identity.application_name(None),
-        interrupt,
-    )?;
+    let mut client = lock::connect_as(common, &identity, interrupt)?;
     let holders = holders(&mut client, key)?;
     let Some(holder) = holders.first().cloned() else {
         say(format!(

@@ -13,4 +13,4 @@ mod session;
 pub mod wait;
 
 pub use key::{Backend, Identity, LockKey, LockRole};
-pub use session::LockSession;
+pub use session::{connect_as, LockSession};

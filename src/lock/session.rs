@@ -65,12 +65,7 @@ impl<'c> LockSession<'c> {
         identity: Identity,
         interrupt: &Interrupt,
     ) -> Result<LockSession<'c>, Failure> {
-        let client = connect::connect(
-            &common.database,
-            common.connect_timeout,
-            &identity.application_name(None),
-            interrupt,
-        )?;
+        let client = connect_as(common, &identity, interrupt)?;
         Ok(LockSession::new(client, common, identity))
     }
 
@@ -330,6 +325,21 @@ impl<'c> LockSession<'c> {
             );
         }
     }
+}
+
+/// A plain connection named after `identity`, retried for the connect
+/// timeout: for the commands that look at the lock without waiting for it.
+pub fn connect_as(
+    common: &Common,
+    identity: &Identity,
+    interrupt: &Interrupt,
+) -> Result<Client, Failure> {
+    connect::connect(
+        &common.database,
+        common.connect_timeout,
+        &identity.application_name(None),
+        interrupt,
+    )
 }
 
 impl Drop for LockSession<'_> {
