@@ -83,9 +83,14 @@ pub fn run(
 
     let history = history::read(session.client(), &common.table)?;
     let table_exists = history.is_some();
-    let plan = Plan::new(&set, &history.unwrap_or_default(), config.target_version)
-        .map_err(|p| report.invalid(p))?;
-    report.set_pending(&plan);
+    let plan = Plan::new(
+        &set,
+        &history.unwrap_or_default(),
+        config.target_version,
+        common.ahead,
+    )
+    .map_err(|p| report.invalid(p))?;
+    report.set_plan(&plan);
     if plan.pending.is_empty() {
         return Ok(report.current(&plan, "nothing pending"));
     }
@@ -138,8 +143,9 @@ pub fn run(
         Some(history) => history.map_err(Failure::failed)?,
         None => create_history_table(&mut session, &common.table)?,
     };
-    let plan = Plan::new(&set, &history, config.target_version).map_err(|p| report.invalid(p))?;
-    report.set_pending(&plan);
+    let plan = Plan::new(&set, &history, config.target_version, common.ahead)
+        .map_err(|p| report.invalid(p))?;
+    report.set_plan(&plan);
     if plan.pending.is_empty() {
         return Ok(report.current(
             &plan,
@@ -182,6 +188,12 @@ fn render_plan(config: &ApplyConfig, plan: &Plan) -> String {
     );
     for m in &plan.pending {
         text.push_str(&format!("  apply {m}  ({})\n", m.path.display()));
+    }
+    if !plan.ahead.is_empty() {
+        text.push_str(&format!(
+            "{} applied by a newer release (above the newest file here): left as they are\n",
+            plan.ahead.len()
+        ));
     }
     text.push_str(&format!(
         "{} pending, {} applied; nothing was changed (--dry-run).\n",
@@ -276,12 +288,12 @@ fn wait_for_lock<'a>(
             return Ok(Look::Done(LockWait::Acquired(attempt.history)));
         }
         if let Some(history) = attempt.history {
-            let plan =
-                Plan::new(set, &history?, config.target_version).map_err(|p| report.invalid(p))?;
+            let plan = Plan::new(set, &history?, config.target_version, common.ahead)
+                .map_err(|p| report.invalid(p))?;
             if plan.pending.is_empty() {
                 return Ok(Look::Done(LockWait::CurrentMeanwhile(plan)));
             }
-            report.set_pending(&plan);
+            report.set_plan(&plan);
         }
         let (holder, waiters) = session.busy()?;
         // Logged the first time, and whenever the holder changes (a holder
