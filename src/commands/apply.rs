@@ -189,12 +189,6 @@ fn render_plan(config: &ApplyConfig, plan: &Plan) -> String {
     for m in &plan.pending {
         text.push_str(&format!("  apply {m}  ({})\n", m.path.display()));
     }
-    if !plan.ahead.is_empty() {
-        text.push_str(&format!(
-            "{} applied by a newer release (above the newest file here): left as they are\n",
-            plan.ahead.len()
-        ));
-    }
     text.push_str(&format!(
         "{} pending, {} applied; nothing was changed (--dry-run).\n",
         plan.pending.len(),

@@ -1,3 +1,4 @@
+mod ahead;
 mod apply;
 mod cluster;
 mod deploy;
