@@ -212,6 +212,10 @@ enum LockWait<'a> {
 /// with `--set` replace them and must exist.
 /// - `statement_timeout` as given, or 0 so a role default cannot cut a long
 ///   migration (the lock wait runs no statement, so it is never bounded by it);
+/// - `lock_timeout` 0 for the same reason: a role or database default (often
+///   set for the application's role, which migrates too) would make a
+///   migration queued behind a long query fail rather than wait; bounding
+///   that wait is `--ddl-lock-timeout`'s job, which retries (SET LOCAL);
 /// - `idle_session_timeout` and `idle_in_transaction_session_timeout` 0 so a
 ///   server default cannot end the session and take the lock away silently;
 /// - server-side TCP keepalives and `client_connection_check_interval`, so a
@@ -224,6 +228,7 @@ fn session_settings_sql(config: &ApplyConfig) -> String {
         .to_string();
     let defaults = [
         ("statement_timeout", statement_timeout.as_str()),
+        ("lock_timeout", "0"),
         ("idle_session_timeout", "0"),
         ("idle_in_transaction_session_timeout", "0"),
         ("tcp_keepalives_idle", "5"),
