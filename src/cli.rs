@@ -242,8 +242,9 @@ pub struct ApplyArgs {
     /// Set a PostgreSQL setting for the migrating session (repeatable)
     ///
     /// Overrides miglock's own choices: statement_timeout=0 (or --statement-timeout),
-    /// lock_timeout=0 (--ddl-lock-timeout still bounds each migration), idle_session_timeout=0, idle_in_transaction_session_timeout=0, tcp_keepalives_idle=5,
-    /// tcp_keepalives_interval=5, tcp_keepalives_count=3, client_connection_check_interval=1000 (ms).
+    /// lock_timeout=0 (--ddl-lock-timeout still bounds each migration), idle_session_timeout=0,
+    /// idle_in_transaction_session_timeout=0, tcp_keepalives_idle=5, tcp_keepalives_interval=5,
+    /// tcp_keepalives_count=3, client_connection_check_interval=1000 (ms).
     /// Without the flag, MIGLOCK_SET holds them separated by ';' (a value may hold commas, as in
     /// search_path=app,public). Once connected, the server is asked whether it takes them before
     /// anything else: an unknown setting or a refused value is a usage error (exit 2).

@@ -36,7 +36,7 @@ pub struct Common {
     /// A name for this replica (`MIGLOCK_INSTANCE`, e.g. a CI job id),
     /// kept in `application_name` so a DBA can tell sessions apart.
     pub instance: Option<String>,
-    /// `--ahead`.
+    /// Whether what a newer release applied counts as current (`--ahead`).
     pub ahead: AheadPolicy,
 }
 
