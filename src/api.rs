@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{ApplyConfig, Common};
+use crate::config::{AheadPolicy, ApplyConfig, Common};
 use crate::connect::ConnectTarget;
 use crate::history::HistoryTable;
 use crate::interrupt::Interrupt;
@@ -246,6 +246,9 @@ impl Migrator {
                 key,
                 connect_timeout: self.connect_timeout,
                 instance: self.instance.clone(),
+                // As the binary's default: an older release embedding
+                // miglock must still start against a newer schema.
+                ahead: AheadPolicy::Allow,
             },
             wait: self.wait,
             statement_timeout: self.statement_timeout,

@@ -8,7 +8,9 @@ use anyhow::anyhow;
 use clap::parser::ValueSource;
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::config::{ApplyConfig, Common, Format, StatusConfig, UnlockConfig, WaitConfig};
+use crate::config::{
+    AheadPolicy, ApplyConfig, Common, Format, StatusConfig, UnlockConfig, WaitConfig,
+};
 use crate::connect::conninfo;
 use crate::connect::ConnectTarget;
 use crate::env::Env;
@@ -97,6 +99,15 @@ pub struct GlobalArgs {
     #[arg(long, env = "MIGLOCK_FORMAT", value_enum, default_value_t = FormatArg::Text, global = true)]
     pub format: FormatArg,
 
+    /// Migrations applied above the newest local file (by a newer release): allow or reject
+    ///
+    /// allow: they count as current (exit 0, a SCHEMA_AHEAD warning), so an older image still
+    /// starts during a rolling deploy or after a rollback. reject: they make the set invalid
+    /// (exit 6). Applied migrations below the newest local file whose file is gone are invalid
+    /// either way.
+    #[arg(long, env = "MIGLOCK_AHEAD", value_enum, default_value_t = AheadArg::Allow, global = true)]
+    pub ahead: AheadArg,
+
     /// Log warnings and errors only
     #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
     pub quiet: u8,
@@ -126,6 +137,12 @@ impl Cli {
             matches.value_source("database_url") == Some(ValueSource::CommandLine);
         Ok(cli)
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AheadArg {
+    Allow,
+    Reject,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -225,8 +242,9 @@ pub struct ApplyArgs {
     /// Set a PostgreSQL setting for the migrating session (repeatable)
     ///
     /// Overrides miglock's own choices: statement_timeout=0 (or --statement-timeout),
-    /// idle_session_timeout=0, idle_in_transaction_session_timeout=0, tcp_keepalives_idle=5,
-    /// tcp_keepalives_interval=5, tcp_keepalives_count=3, client_connection_check_interval=1000 (ms).
+    /// lock_timeout=0 (--ddl-lock-timeout still bounds each migration), idle_session_timeout=0,
+    /// idle_in_transaction_session_timeout=0, tcp_keepalives_idle=5, tcp_keepalives_interval=5,
+    /// tcp_keepalives_count=3, client_connection_check_interval=1000 (ms).
     /// Without the flag, MIGLOCK_SET holds them separated by ';' (a value may hold commas, as in
     /// search_path=app,public). Once connected, the server is asked whether it takes them before
     /// anything else: an unknown setting or a refused value is a usage error (exit 2).
@@ -284,6 +302,10 @@ impl GlobalArgs {
             key,
             connect_timeout: self.connect_timeout,
             instance,
+            ahead: match self.ahead {
+                AheadArg::Allow => AheadPolicy::Allow,
+                AheadArg::Reject => AheadPolicy::Reject,
+            },
         })
     }
 }

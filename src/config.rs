@@ -14,6 +14,17 @@ pub enum Format {
     Json,
 }
 
+/// What to make of applied migrations above the newest local file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AheadPolicy {
+    /// A newer release applied them: the schema is current for this one.
+    #[default]
+    Allow,
+    /// A problem (exit 6), for teams that never run an image older than
+    /// its database.
+    Reject,
+}
+
 /// What every database command needs.
 #[derive(Clone)]
 pub struct Common {
@@ -25,6 +36,8 @@ pub struct Common {
     /// A name for this replica (`MIGLOCK_INSTANCE`, e.g. a CI job id),
     /// kept in `application_name` so a DBA can tell sessions apart.
     pub instance: Option<String>,
+    /// Whether what a newer release applied counts as current (`--ahead`).
+    pub ahead: AheadPolicy,
 }
 
 #[derive(Clone)]

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::config::AheadPolicy;
 use crate::history::AppliedMigration;
 
 /// One `V<version>__<name>.sql` file.
@@ -61,6 +62,9 @@ pub enum ProblemKind {
     Missing,
     /// A file not applied although a later version is.
     OutOfOrder,
+    /// An applied migration newer than every file here (a newer release
+    /// applied it), refused because of `--ahead reject`.
+    Ahead,
 }
 
 /// A path in JSON even when it is not UTF-8 (bad bytes shown as U+FFFD):
@@ -86,6 +90,7 @@ impl ProblemKind {
             ProblemKind::Divergent => "divergent",
             ProblemKind::Missing => "missing",
             ProblemKind::OutOfOrder => "out_of_order",
+            ProblemKind::Ahead => "ahead",
         }
     }
 }
@@ -503,16 +508,26 @@ pub struct Plan<'a> {
     pub pending: Vec<&'a LocalMigration>,
     /// Files past the target, left for a later run.
     pub beyond_target: usize,
+    /// Applied migrations above the newest file (`--ahead allow`): a newer
+    /// release applied them. Also in `applied`.
+    pub ahead: Vec<AppliedMigration>,
+    /// The newest file's version.
+    pub newest_local: Option<i32>,
 }
 
 impl<'a> Plan<'a> {
     /// Compares files and history. Divergent, missing and out-of-order
     /// migrations are problems (refinery's `abort_divergent` and
-    /// `abort_missing`, both on).
+    /// `abort_missing`, both on), except applied migrations above the
+    /// newest file: during a rolling deploy or a rollback an older image
+    /// meets a database a newer one has migrated, and refusing to start it
+    /// would turn every rollback into an outage. `ahead` decides whether
+    /// they are current (`allow`) or problems (`reject`).
     pub fn new(
         set: &'a MigrationSet,
         history: &[AppliedMigration],
         target: Option<i32>,
+        ahead_policy: AheadPolicy,
     ) -> Result<Plan<'a>, Problems> {
         let mut sorted;
         let history = if history.is_sorted_by_key(|a| a.version) {
@@ -523,9 +538,11 @@ impl<'a> Plan<'a> {
             &sorted
         };
         let newest_applied = history.last().map(|a| a.version);
+        let newest_local = set.last_version();
         let mut problems = Vec::new();
         let mut pending = Vec::new();
         let mut beyond_target = 0;
+        let mut ahead = Vec::new();
         // Both lists are in version order: one merge pass, no lookups.
         let mut applied = history.iter().peekable();
         let mut files = set.migrations.iter().peekable();
@@ -540,8 +557,18 @@ impl<'a> Plan<'a> {
                     applied.next();
                     files.next();
                 }
+                // Past the last file: every file is older than `a`. With no
+                // file at all, the folder is far more likely the wrong one
+                // (a bad --migrations, an image built without them) than a
+                // release that has none, so that stays `missing`.
                 (Some(a), None) => {
-                    problems.push(missing(a));
+                    match (newest_local, ahead_policy) {
+                        (None, _) => problems.push(missing(a)),
+                        (Some(newest), AheadPolicy::Reject) => {
+                            problems.push(rejected_ahead(a, newest));
+                        }
+                        (Some(_), AheadPolicy::Allow) => ahead.push(a.clone()),
+                    }
                     applied.next();
                 }
                 (Some(a), Some(m)) if a.version < i64::from(m.version) => {
@@ -574,6 +601,8 @@ impl<'a> Plan<'a> {
                 applied: history.to_vec(),
                 pending,
                 beyond_target,
+                ahead,
+                newest_local,
             })
         } else {
             Err(Problems(problems))
@@ -586,6 +615,19 @@ fn missing(applied: &AppliedMigration) -> Problem {
         kind: ProblemKind::Missing,
         message: format!(
             "V{}__{} was applied on {} but its file is gone from the migrations folder",
+            applied.version, applied.name, applied.applied_on
+        ),
+        file: None,
+        version: Some(applied.version),
+    }
+}
+
+fn rejected_ahead(applied: &AppliedMigration, newest_local: i32) -> Problem {
+    Problem {
+        kind: ProblemKind::Ahead,
+        message: format!(
+            "V{}__{} was applied on {} by a newer release: it is newer than this image, whose \
+             newest migration is V{newest_local} (--ahead reject refuses to run with it)",
             applied.version, applied.name, applied.applied_on
         ),
         file: None,
@@ -629,7 +671,7 @@ mod tests {
     fn problem_kind_words_are_the_json_words() {
         use ProblemKind::*;
         for kind in [
-            Folder, Misnamed, Duplicate, Unreadable, Divergent, Missing, OutOfOrder,
+            Folder, Misnamed, Duplicate, Unreadable, Divergent, Missing, OutOfOrder, Ahead,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
@@ -732,17 +774,17 @@ mod tests {
     #[test]
     fn plan_lists_pending_after_applied() {
         let s = set(&[(1, "a", "x"), (2, "b", "y"), (5, "c", "z")]);
-        let plan = Plan::new(&s, &[applied(&s.migrations[0])], None).unwrap();
+        let plan = Plan::new(&s, &[applied(&s.migrations[0])], None, ALLOW).unwrap();
         let pending: Vec<i32> = plan.pending.iter().map(|m| m.version).collect();
         assert_eq!(pending, [2, 5]);
-        let plan = Plan::new(&s, &[applied(&s.migrations[0])], Some(4)).unwrap();
+        let plan = Plan::new(&s, &[applied(&s.migrations[0])], Some(4), ALLOW).unwrap();
         assert_eq!(plan.pending.len(), 1);
         assert_eq!(plan.beyond_target, 1);
     }
 
     #[test]
     fn plan_reports_every_divergent_missing_and_out_of_order_migration() {
-        let s = set(&[(1, "a", "x"), (2, "b", "y"), (3, "c", "z")]);
+        let s = set(&[(1, "a", "x"), (2, "b", "y"), (3, "c", "z"), (10, "d", "w")]);
         let mut renamed = applied(&s.migrations[0]);
         renamed.name = "old".into();
         let mut edited = applied(&s.migrations[1]);
@@ -751,9 +793,10 @@ mod tests {
             version: 9,
             ..applied(&s.migrations[2])
         };
-        let err = Plan::new(&s, &[renamed, edited, gone], None).unwrap_err();
+        let err = Plan::new(&s, &[renamed, edited, gone], None, ALLOW).unwrap_err();
         let kinds: Vec<ProblemKind> = err.0.iter().map(|p| p.kind).collect();
-        // In version order: V1, V2, V3 (a file below the applied V9), V9.
+        // In version order: V1, V2, V3 (a file below the applied V9), V9
+        // (gone, and below the newest file V10, so no newer release's).
         assert_eq!(
             kinds,
             [
@@ -769,6 +812,51 @@ mod tests {
         assert!(text.contains("content changed"), "{text}");
         assert!(text.contains("file is gone"), "{text}");
         assert!(text.contains("later version 9"), "{text}");
+    }
+
+    const ALLOW: AheadPolicy = AheadPolicy::Allow;
+
+    #[test]
+    fn applied_migrations_above_the_newest_file_are_ahead_not_missing() {
+        let new = set(&[(1, "a", "x"), (2, "b", "y"), (3, "c", "z"), (5, "e", "v")]);
+        let history: Vec<AppliedMigration> = new.migrations.iter().map(applied).collect();
+        let old = set(&[(1, "a", "x"), (2, "b", "y"), (3, "c", "z")]);
+        let plan = Plan::new(&old, &history, None, ALLOW).unwrap();
+        assert!(plan.pending.is_empty());
+        assert_eq!(plan.newest_local, Some(3));
+        let ahead: Vec<i64> = plan.ahead.iter().map(|a| a.version).collect();
+        assert_eq!(ahead, [5]);
+        assert_eq!(plan.applied.len(), 4);
+
+        let err = Plan::new(&old, &history, None, AheadPolicy::Reject).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].kind, ProblemKind::Ahead);
+        assert_eq!(err.0[0].version, Some(5));
+        let text = err.to_string();
+        assert!(text.contains("newer than this image"), "{text}");
+        assert!(text.contains("V3"), "{text}");
+        assert!(!text.contains("gone"), "{text}");
+    }
+
+    #[test]
+    fn ahead_never_excuses_a_gap_or_a_changed_file() {
+        let new = set(&[(1, "a", "x"), (2, "b", "y"), (3, "c", "z"), (5, "e", "v")]);
+        let mut history: Vec<AppliedMigration> = new.migrations.iter().map(applied).collect();
+        history[0].checksum = "1".into();
+        // V2 gone from the old image, though its V3 is there.
+        let old = set(&[(1, "a", "x"), (3, "c", "z")]);
+        let err = Plan::new(&old, &history, None, ALLOW).unwrap_err();
+        let kinds: Vec<ProblemKind> = err.0.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, [ProblemKind::Divergent, ProblemKind::Missing]);
+    }
+
+    #[test]
+    fn an_empty_folder_with_history_is_missing_everything_not_ahead() {
+        let new = set(&[(1, "a", "x"), (2, "b", "y")]);
+        let history: Vec<AppliedMigration> = new.migrations.iter().map(applied).collect();
+        let err = Plan::new(&MigrationSet::default(), &history, None, ALLOW).unwrap_err();
+        let kinds: Vec<ProblemKind> = err.0.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, [ProblemKind::Missing, ProblemKind::Missing]);
     }
 
     #[test]

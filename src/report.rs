@@ -26,6 +26,8 @@ pub struct Report {
     /// `apply`: what this run applied. `status`: what the history holds.
     pub applied: Vec<AppliedEntry>,
     pub pending: Vec<PendingEntry>,
+    /// Applied by a newer release: above the newest local file.
+    pub ahead: Vec<AheadEntry>,
     pub lock: LockReport,
     pub error: Option<ErrorReport>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -41,6 +43,17 @@ pub struct Report {
     /// `unlock`: the sessions terminated.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub terminated: Vec<i32>,
+    /// `SCHEMA_AHEAD` is said once per run, however often the history is
+    /// read (`wait` reads it on every look).
+    #[serde(skip)]
+    ahead_logged: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AheadEntry {
+    pub version: i64,
+    pub name: String,
+    pub applied_on: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -109,6 +122,7 @@ impl Report {
             exit_code: Outcome::Failed.exit_code(),
             applied: Vec::new(),
             pending: Vec::new(),
+            ahead: Vec::new(),
             lock: LockReport::default(),
             error: None,
             problems: Vec::new(),
@@ -116,6 +130,7 @@ impl Report {
             database: None,
             table: None,
             terminated: Vec::new(),
+            ahead_logged: false,
         }
     }
 
@@ -150,7 +165,29 @@ impl Report {
         Outcome::Current
     }
 
-    pub fn set_pending(&mut self, plan: &Plan) {
+    /// What the plan leaves to do (`pending`) and what a newer release did
+    /// (`ahead`, logged as `SCHEMA_AHEAD` the first time).
+    pub fn set_plan(&mut self, plan: &Plan) {
+        self.ahead = plan
+            .ahead
+            .iter()
+            .map(|a| AheadEntry {
+                version: a.version,
+                name: a.name.clone(),
+                applied_on: a.applied_on.clone(),
+            })
+            .collect();
+        if !self.ahead.is_empty() && !self.ahead_logged {
+            self.ahead_logged = true;
+            let ahead: Vec<String> = plan.ahead.iter().map(ToString::to_string).collect();
+            log::warn!(
+                "SCHEMA_AHEAD newest_local={} ahead={} (applied by a newer release; treated as \
+                 current for this one, --ahead allow)",
+                plan.newest_local
+                    .map_or("none".to_string(), |v| format!("V{v}")),
+                ahead.join(",")
+            );
+        }
         self.pending = plan
             .pending
             .iter()

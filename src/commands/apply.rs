@@ -83,9 +83,14 @@ pub fn run(
 
     let history = history::read(session.client(), &common.table)?;
     let table_exists = history.is_some();
-    let plan = Plan::new(&set, &history.unwrap_or_default(), config.target_version)
-        .map_err(|p| report.invalid(p))?;
-    report.set_pending(&plan);
+    let plan = Plan::new(
+        &set,
+        &history.unwrap_or_default(),
+        config.target_version,
+        common.ahead,
+    )
+    .map_err(|p| report.invalid(p))?;
+    report.set_plan(&plan);
     if plan.pending.is_empty() {
         return Ok(report.current(&plan, "nothing pending"));
     }
@@ -138,8 +143,9 @@ pub fn run(
         Some(history) => history.map_err(Failure::failed)?,
         None => create_history_table(&mut session, &common.table)?,
     };
-    let plan = Plan::new(&set, &history, config.target_version).map_err(|p| report.invalid(p))?;
-    report.set_pending(&plan);
+    let plan = Plan::new(&set, &history, config.target_version, common.ahead)
+        .map_err(|p| report.invalid(p))?;
+    report.set_plan(&plan);
     if plan.pending.is_empty() {
         return Ok(report.current(
             &plan,
@@ -206,6 +212,10 @@ enum LockWait<'a> {
 /// with `--set` replace them and must exist.
 /// - `statement_timeout` as given, or 0 so a role default cannot cut a long
 ///   migration (the lock wait runs no statement, so it is never bounded by it);
+/// - `lock_timeout` 0 for the same reason: a role or database default (often
+///   set for the application's role, which migrates too) would make a
+///   migration queued behind a long query fail rather than wait; bounding
+///   that wait is `--ddl-lock-timeout`'s job, which retries (SET LOCAL);
 /// - `idle_session_timeout` and `idle_in_transaction_session_timeout` 0 so a
 ///   server default cannot end the session and take the lock away silently;
 /// - server-side TCP keepalives and `client_connection_check_interval`, so a
@@ -218,6 +228,7 @@ fn session_settings_sql(config: &ApplyConfig) -> String {
         .to_string();
     let defaults = [
         ("statement_timeout", statement_timeout.as_str()),
+        ("lock_timeout", "0"),
         ("idle_session_timeout", "0"),
         ("idle_in_transaction_session_timeout", "0"),
         ("tcp_keepalives_idle", "5"),
@@ -276,12 +287,12 @@ fn wait_for_lock<'a>(
             return Ok(Look::Done(LockWait::Acquired(attempt.history)));
         }
         if let Some(history) = attempt.history {
-            let plan =
-                Plan::new(set, &history?, config.target_version).map_err(|p| report.invalid(p))?;
+            let plan = Plan::new(set, &history?, config.target_version, common.ahead)
+                .map_err(|p| report.invalid(p))?;
             if plan.pending.is_empty() {
                 return Ok(Look::Done(LockWait::CurrentMeanwhile(plan)));
             }
-            report.set_pending(&plan);
+            report.set_plan(&plan);
         }
         let (holder, waiters) = session.busy()?;
         // Logged the first time, and whenever the holder changes (a holder

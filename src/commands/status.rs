@@ -74,13 +74,13 @@ pub fn run(
             report.problems = problems.0.clone();
             Outcome::Invalid
         }
-        Ok(set) => match Plan::new(set, &history, None) {
+        Ok(set) => match Plan::new(set, &history, None, common.ahead) {
             Err(problems) => {
                 report.problems = problems.0;
                 Outcome::Invalid
             }
             Ok(plan) => {
-                report.set_pending(&plan);
+                report.set_plan(&plan);
                 if plan.pending.is_empty() {
                     Outcome::Current
                 } else {
@@ -161,6 +161,21 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
             "  {name:<width$}  {}",
             applied.applied_on.as_deref().unwrap_or("")
         );
+    }
+    if !report.ahead.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nAhead ({}): applied by a newer release, newer than every file here (kept; this \
+             release runs on the schema they leave)",
+            report.ahead.len()
+        );
+        for ahead in &report.ahead {
+            let _ = writeln!(
+                out,
+                "  V{}__{}  {}",
+                ahead.version, ahead.name, ahead.applied_on
+            );
+        }
     }
     if !report.pending.is_empty() {
         let _ = writeln!(out, "\nPending ({})", report.pending.len());

@@ -46,8 +46,8 @@ pub fn run(
     let current = wait::until(&mut session, deadline, interrupt, |session, woken| {
         session.listen()?;
         let history = history::read(session.client(), &common.table)?.unwrap_or_default();
-        let plan = Plan::new(&set, &history, None).map_err(|p| report.invalid(p))?;
-        report.set_pending(&plan);
+        let plan = Plan::new(&set, &history, None, common.ahead).map_err(|p| report.invalid(p))?;
+        report.set_plan(&plan);
         report.lock.waited_ms = crate::millis(started.elapsed());
         if plan.pending.is_empty() {
             report::schema_current(

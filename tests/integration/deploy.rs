@@ -322,6 +322,65 @@ fn entrypoint_waits_for_the_migrator_when_disabled_and_told_to() {
     assert_eq!(db.history(), [1, 2]);
 }
 
+/// A rolling deploy or a rollback: the newer image migrated to V5, and a
+/// replica of the older one (files V1..V4) still has to start.
+#[test]
+fn entrypoint_starts_an_older_image_on_a_newer_schema() {
+    let db = Cluster::shared().create_db();
+    let new = crate::ahead::release(5);
+    let out = entrypoint(&db, new.path()).run();
+    out.assert_success()
+        .assert_stderr_contains("MIGRATION_APPLIED version=5");
+    assert_eq!(db.history(), [1, 2, 3, 4, 5]);
+
+    let old = crate::ahead::release(4);
+    let app = App::new();
+    let mut m = entrypoint(&db, old.path());
+    app.command(&mut m);
+    let (out, pid) = run_with_pid(&mut m);
+    out.assert_success()
+        .assert_stderr_contains("SCHEMA_AHEAD newest_local=V4 ahead=V5__add_d")
+        .assert_stderr_contains("miglock-entrypoint: apply exited 0 (the schema is current)");
+    app.assert_started(&out, pid);
+    assert_eq!(db.history(), [1, 2, 3, 4, 5]);
+}
+
+/// The same for a replica that never migrates but waits for the schema.
+#[test]
+fn entrypoint_waiting_when_disabled_starts_an_older_image_on_a_newer_schema() {
+    let db = crate::ahead::migrated_by_newer_release();
+    let old = crate::ahead::release(4);
+    let app = App::new();
+    let mut m = entrypoint(&db, old.path());
+    m.env("RUN_MIGRATIONS", "0")
+        .env("MIGLOCK_WAIT_WHEN_DISABLED", "1")
+        .env("MIGLOCK_WAIT_TIMEOUT", "60s");
+    app.command(&mut m);
+    let (out, pid) = run_with_pid(&mut m);
+    out.assert_success()
+        .assert_stderr_contains("MIGLOCK_WAIT_WHEN_DISABLED=1: waiting for the schema")
+        .assert_stderr_contains("SCHEMA_AHEAD newest_local=V4 ahead=V5__add_d")
+        .assert_stderr_contains("miglock-entrypoint: wait exited 0 (the schema is current)");
+    app.assert_started(&out, pid);
+    assert_eq!(db.history(), [1, 2, 3, 4, 5]);
+}
+
+/// `--ahead reject` through the entrypoint: the older image does not start.
+#[test]
+fn entrypoint_refuses_a_newer_schema_with_ahead_reject() {
+    let db = crate::ahead::migrated_by_newer_release();
+    let old = crate::ahead::release(4);
+    let app = App::new();
+    let mut m = entrypoint(&db, old.path());
+    m.env("MIGLOCK_AHEAD", "reject");
+    app.command(&mut m);
+    let out = m.run();
+    out.assert_code(6)
+        .assert_stderr_contains("newer than this image")
+        .assert_stderr_contains("miglock-entrypoint: apply exited 6 (invalid");
+    app.assert_not_started(&out);
+}
+
 #[test]
 fn entrypoint_does_not_start_when_the_wait_times_out() {
     let db = Cluster::shared().create_db();

@@ -119,6 +119,55 @@ fn without_ddl_lock_timeout_a_migration_waits_for_its_table_lock() {
     assert!(has_column(&db, "t", "x"));
 }
 
+/// A `lock_timeout` default for the database (or the role, often the
+/// application's own, which migrates too) must not fail a migration queued
+/// behind a long query: only `--ddl-lock-timeout` (or `--set`) bounds that.
+#[test]
+fn a_database_lock_timeout_does_not_fail_a_migration_waiting_for_its_table_lock() {
+    let db = Cluster::shared().create_db();
+    let dir = alter_migrations();
+    apply(&db, &dir)
+        .args(["--target", "1"])
+        .run()
+        .assert_success();
+    db.client()
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET lock_timeout = '1s'",
+            db.name()
+        ))
+        .unwrap();
+    let mut report = db.client();
+    report
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS SHARE MODE;")
+        .unwrap();
+
+    // Given with --set, it is the operator's choice and applies.
+    let out = apply(&db, &dir).args(["--set", "lock_timeout=100ms"]).run();
+    out.assert_code(1);
+    assert_eq!(out.json()["error"]["sqlstate"], "55P03");
+    assert_eq!(db.history(), [1]);
+
+    let child = apply(&db, &dir).spawn();
+    // Waiting well past the database's 1 s proves it was not in force.
+    wait_for(
+        "the migration to wait for its table lock for over 1.5 s",
+        SETTLE,
+        || {
+            db.query_i64(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND query LIKE '%ALTER TABLE t%' \
+                 AND clock_timestamp() - query_start > interval '1.5 s'",
+            ) == 1
+        },
+    );
+    report.batch_execute("COMMIT").unwrap();
+    let out = RunOutput::from_child(child);
+    out.assert_success();
+    assert_eq!(out.json()["outcome"], "applied");
+    assert_eq!(db.history(), [1, 2]);
+    assert!(has_column(&db, "t", "x"));
+}
+
 #[test]
 fn a_replica_waiting_for_the_lock_survives_a_server_restart() {
     let cluster = Cluster::start();

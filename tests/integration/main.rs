@@ -1,3 +1,4 @@
+mod ahead;
 mod api;
 mod apply;
 mod cluster;
