@@ -26,6 +26,19 @@ pub struct LocalMigration {
     pub checksum: u64,
 }
 
+impl LocalMigration {
+    /// The SQL to send: the file without its UTF-8 byte-order mark, which
+    /// PostgreSQL would take for part of the first word. The checksum
+    /// keeps it, as refinery reads the file whole.
+    pub fn script(&self) -> &str {
+        script(&self.sql)
+    }
+}
+
+fn script(sql: &str) -> &str {
+    sql.strip_prefix('\u{feff}').unwrap_or(sql)
+}
+
 impl fmt::Display for LocalMigration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "V{}__{}", self.version, self.name)
@@ -53,7 +66,8 @@ pub enum ProblemKind {
     Misnamed,
     /// Two files with the same version.
     Duplicate,
-    /// A file that cannot be read, is not UTF-8, or is empty.
+    /// A file that cannot be read, is not UTF-8, holds a NUL byte, or is
+    /// empty.
     Unreadable,
     /// An applied migration whose file changed.
     Divergent,
@@ -272,7 +286,14 @@ fn read_one((path, version, name): (PathBuf, i32, String)) -> Result<LocalMigrat
             "is not valid UTF-8 (first bad byte at offset {at})"
         ))
     })?;
-    if sql.trim().is_empty() {
+    if let Some(at) = sql.find('\0') {
+        let line = sql[..at].matches('\n').count() + 1;
+        return Err(unreadable(format!(
+            "contains a NUL byte (line {line}, offset {at}), which PostgreSQL cannot receive: \
+             is it a UTF-16 file or a binary one?"
+        )));
+    }
+    if script(&sql).trim().is_empty() {
         return Err(unreadable("is empty".into()));
     }
     Ok(LocalMigration {
@@ -676,6 +697,36 @@ mod tests {
             let err = parse_file_name(name).unwrap_err();
             assert!(err.contains(why), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_kept_for_the_checksum_and_left_out_of_the_sql() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "\u{feff}CREATE TABLE t (id int);\n";
+        std::fs::write(dir.path().join("V1__bom.sql"), text).unwrap();
+        let set = MigrationSet::load(dir.path()).unwrap();
+        let m = &set.migrations[0];
+        assert_eq!(m.script(), "CREATE TABLE t (id int);\n");
+        let theirs = refinery::Migration::unapplied("V1__bom", text).unwrap();
+        assert_eq!(m.checksum, theirs.checksum());
+        // A mark and nothing else is an empty file.
+        std::fs::write(dir.path().join("V1__bom.sql"), "\u{feff}\n").unwrap();
+        let problems = MigrationSet::load(dir.path()).unwrap_err();
+        assert!(problems.to_string().contains("is empty"), "{problems}");
+    }
+
+    #[test]
+    fn a_nul_byte_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("V1__nul.sql"), "SELECT 1;\nSELECT '\0';").unwrap();
+        let problems = MigrationSet::load(dir.path()).unwrap_err();
+        assert_eq!(problems.0[0].kind, ProblemKind::Unreadable);
+        assert!(
+            problems.0[0]
+                .message
+                .contains("NUL byte (line 2, offset 18)"),
+            "{problems}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod fuzz;
 mod harness;
 mod inputs;
 mod paper_cuts;
+mod real_world;
 mod reliability;
 mod setup;
 mod smoke;
