@@ -1,5 +1,5 @@
-//! Migration files as they come from real projects: editors' byte-order
-//! marks, stray NUL bytes.
+//! Migration files as they come from real projects: other tools' names,
+//! editors' byte-order marks, stray NUL bytes.
 
 use serde_json::Value;
 
@@ -35,6 +35,55 @@ fn assert_nothing_applied(db: &TestDb) {
         "the history table was created"
     );
     assert!(!db.table_exists("t"), "a migration ran");
+}
+
+#[test]
+fn every_reason_a_name_fails_is_given_in_one_run_with_one_flyway_hint() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::new();
+    dir.file("V1__ok.sql", "CREATE TABLE t (id int);")
+        .file("V1.0.10__add-users.sql", "SELECT 1;")
+        .file("V2_1__x.sql", "SELECT 1;")
+        .file("R__views.sql", "SELECT 1;")
+        .file("U3__undo.sql", "SELECT 1;")
+        .file("V99999999999__big-one.sql", "SELECT 1;");
+
+    let text = Miglock::for_db(&db)
+        .args(["apply", "--migrations"])
+        .arg(dir.path())
+        .run();
+    text.assert_code(6)
+        .assert_stderr_contains("the migration set is unsafe to run (5 problems)");
+    let hint = "some names look like Flyway's";
+    assert_eq!(text.stderr.matches(hint).count(), 1, "{}", text.stderr);
+    assert!(text.stderr.contains("V1.0.10 → V10010"), "{}", text.stderr);
+
+    let out = apply(&db, &dir).run();
+    out.assert_code(6);
+    let json = out.json();
+    assert_eq!(json["outcome"], "invalid");
+    assert_eq!(problems(&json).len(), 5, "{json:#}");
+    assert!(problems(&json).iter().all(|p| p["kind"] == "misnamed"));
+    let message = |file| {
+        problem_for(&json, file)["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // The three rounds of renaming the issue describes, now in one message.
+    let dotted = message("V1.0.10__add-users.sql");
+    assert!(
+        dotted.contains("\"1.0.10\" is not a whole number"),
+        "{dotted}"
+    );
+    assert!(dotted.contains("the name contains '-'"), "{dotted}");
+    let big = message("V99999999999__big-one.sql");
+    assert!(big.contains("too large") && big.contains("'-'"), "{big}");
+    assert!(message("R__views.sql").contains("repeatable (R__) migrations are not supported"));
+    assert!(message("U3__undo.sql").contains("unversioned (U) migrations are not supported"));
+    let error = json["error"]["message"].as_str().unwrap();
+    assert_eq!(error.matches(hint).count(), 1, "{error}");
+    assert_nothing_applied(&db);
 }
 
 #[test]
