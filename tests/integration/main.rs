@@ -8,6 +8,7 @@ mod inputs;
 mod paper_cuts;
 mod real_world;
 mod reliability;
+mod server_log;
 mod setup;
 mod smoke;
 mod status;
