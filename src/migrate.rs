@@ -45,7 +45,7 @@ pub fn apply_one(
                 timeout.as_millis().max(1)
             ));
         }
-        let script_start = batch.push_script(&migration.sql);
+        let script_start = batch.push_script(migration.script());
         // A migration that ends the transaction itself (a stray COMMIT)
         // makes this fail, so its row is never written outside it.
         batch.push("SAVEPOINT miglock_guard");
@@ -108,7 +108,7 @@ pub fn apply_one(
         )));
     };
     let ErrorDetail { sqlstate, line, .. } =
-        pg_error::locate(db_error, script_start, &migration.sql);
+        pg_error::locate(db_error, script_start, migration.script());
     log::error!(
         "MIGRATION_FAILED version={} name={} sqlstate={}",
         migration.version,

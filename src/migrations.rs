@@ -27,6 +27,19 @@ pub struct LocalMigration {
     pub checksum: u64,
 }
 
+impl LocalMigration {
+    /// The SQL to send: the file without its UTF-8 byte-order mark, which
+    /// PostgreSQL would take for part of the first word. The checksum
+    /// keeps it, as refinery reads the file whole.
+    pub fn script(&self) -> &str {
+        script(&self.sql)
+    }
+}
+
+fn script(sql: &str) -> &str {
+    sql.strip_prefix('\u{feff}').unwrap_or(sql)
+}
+
 impl fmt::Display for LocalMigration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "V{}__{}", self.version, self.name)
@@ -54,7 +67,8 @@ pub enum ProblemKind {
     Misnamed,
     /// Two files with the same version.
     Duplicate,
-    /// A file that cannot be read, is not UTF-8, or is empty.
+    /// A file that cannot be read, is not UTF-8, holds a NUL byte, or is
+    /// empty.
     Unreadable,
     /// An applied migration whose file changed.
     Divergent,
@@ -115,6 +129,9 @@ impl fmt::Display for Problems {
         )?;
         for p in &self.0 {
             write!(f, "\n  - {p}")?;
+        }
+        if let Some(hint) = flyway_hint(&self.0) {
+            write!(f, "\n{hint}")?;
         }
         Ok(())
     }
@@ -277,7 +294,14 @@ fn read_one((path, version, name): (PathBuf, i32, String)) -> Result<LocalMigrat
             "is not valid UTF-8 (first bad byte at offset {at})"
         ))
     })?;
-    if sql.trim().is_empty() {
+    if let Some(at) = sql.find('\0') {
+        let line = sql[..at].matches('\n').count() + 1;
+        return Err(unreadable(format!(
+            "contains a NUL byte (line {line}, offset {at}), which PostgreSQL cannot receive: \
+             is it a UTF-16 file or a binary one?"
+        )));
+    }
+    if script(&sql).trim().is_empty() {
         return Err(unreadable("is empty".into()));
     }
     Ok(LocalMigration {
@@ -311,50 +335,153 @@ fn has_sql_extension(file_name: &str) -> bool {
 
 /// Checks a file name against `V<version>__<name>.sql` as refinery reads
 /// it (name made of word characters), with an ASCII version from 1 to
-/// 2147483647 (refinery's history column is INT4).
+/// 2147483647 (refinery's history column is INT4). A refused name comes
+/// with every reason it fails, so one rename fixes it.
 pub fn parse_file_name(file_name: &str) -> Result<(i32, &str), String> {
-    const FORM: &str = "expected V<version>__<name>.sql, e.g. V1__create_users.sql";
-    let Some(stem) = file_name.strip_suffix(".sql") else {
-        return Err(format!("the extension must be .sql in lower case ({FORM})"));
-    };
-    let Some(rest) = stem.strip_prefix('V') else {
-        if stem.starts_with('U') {
-            return Err(
-                "unversioned (U) migrations are not supported: give it a V<version> prefix".into(),
-            );
+    match check_file_name(file_name) {
+        (Some(parsed), reasons) if reasons.is_empty() => Ok(parsed),
+        (_, reasons) => Err(format!("{} ({FORM})", reasons.join("; "))),
+    }
+}
+
+const FORM: &str = "expected V<version>__<name>.sql, e.g. V1__create_users.sql";
+
+/// The version and name when the name is good, and every reason it is not.
+/// Each part is checked even after an earlier one failed.
+fn check_file_name(file_name: &str) -> (Option<(i32, &str)>, Vec<String>) {
+    let mut reasons = Vec::new();
+    let stem = match file_name.strip_suffix(".sql") {
+        Some(stem) => stem,
+        None => {
+            reasons.push("the extension must be .sql in lower case".to_string());
+            // `.SQL` and the like are ASCII, so the cut is on a boundary.
+            match file_name.len().checked_sub(4) {
+                Some(end) if has_sql_extension(file_name) => &file_name[..end],
+                _ => file_name,
+            }
         }
-        return Err(format!("the name must start with V ({FORM})"));
+    };
+    let rest = if let Some(rest) = stem.strip_prefix('V') {
+        rest
+    } else if let Some(name) = stem.strip_prefix("R__") {
+        reasons.push(
+            "repeatable (R__) migrations are not supported: make it a versioned V<version>__ file"
+                .into(),
+        );
+        check_name(name, &mut reasons);
+        return (None, reasons);
+    } else if let Some(rest) = stem.strip_prefix('U') {
+        reasons.push(
+            "unversioned (U) migrations are not supported: give it a V<version> prefix".into(),
+        );
+        rest
+    } else {
+        reasons.push("the name must start with V (upper case)".into());
+        // `v1__x`, `|1__x`: one stray character where the V belongs.
+        let mut chars = stem.chars();
+        match (chars.next(), chars.clone().next()) {
+            (Some(_), Some(next)) if next.is_ascii_digit() => chars.as_str(),
+            _ => stem,
+        }
     };
     let Some((version, name)) = rest.split_once("__") else {
-        return Err(format!("no \"__\" between version and name ({FORM})"));
+        reasons.push("no \"__\" between version and name".into());
+        return (None, reasons);
     };
-    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "the version {version:?} is not a whole number ({FORM})"
-        ));
+    let version = check_version(version, &mut reasons);
+    check_name(name, &mut reasons);
+    (version.map(|v| (v, name)), reasons)
+}
+
+fn check_version(version: &str, reasons: &mut Vec<String>) -> Option<i32> {
+    if version.is_empty() {
+        reasons
+            .push("the version between V and \"__\" is missing: it is not a whole number".into());
+        return None;
     }
-    let version: i32 = match version.parse::<u64>() {
-        Ok(v) if v <= i32::MAX as u64 => v as i32,
+    if !version.bytes().all(|b| b.is_ascii_digit()) {
+        reasons.push(format!(
+            "the version {version:?} is not a whole number (digits 0-9 only)"
+        ));
+        return None;
+    }
+    match version.parse::<u64>() {
+        Ok(0) => {
+            reasons.push("version 0 is not allowed: versions start at 1".into());
+            None
+        }
+        Ok(v) if v <= i32::MAX as u64 => Some(v as i32),
         _ => {
-            return Err(format!(
+            reasons.push(format!(
                 "the version {version} is too large (at most {})",
                 i32::MAX
-            ))
+            ));
+            None
         }
-    };
-    if version == 0 {
-        return Err("version 0 is not allowed: versions start at 1".into());
     }
+}
+
+fn check_name(name: &str, reasons: &mut Vec<String>) {
     if name.is_empty() {
-        return Err(format!("the name after \"__\" is empty ({FORM})"));
+        reasons.push("the name after \"__\" is empty".into());
+        return;
     }
     // refinery's `\w`: Unicode letters, marks, digits and connector punctuation.
-    if let Some(c) = name.chars().find(|c| !is_word_char(*c)) {
-        return Err(format!(
-            "the name contains {c:?}; use letters, digits and _ only ({FORM})"
+    let mut bad: Vec<char> = Vec::new();
+    for c in name.chars() {
+        if !is_word_char(c) && !bad.contains(&c) {
+            bad.push(c);
+        }
+    }
+    if !bad.is_empty() {
+        let list: Vec<String> = bad.iter().map(|c| format!("{c:?}")).collect();
+        reasons.push(format!(
+            "the name contains {}; use letters, digits and _ only",
+            list.join(", ")
         ));
     }
-    Ok((version, name))
+}
+
+/// Whether a refused name looks like one of Flyway's (`V1.0.10__x.sql`,
+/// `V2_1__x.sql`, `R__x.sql`, `U1__x.sql`): such a set is usually being
+/// moved over from Flyway whole, and wants a word on converting it.
+fn is_flyway_style(file_name: &str) -> bool {
+    let stem = file_name
+        .get(..file_name.len().saturating_sub(4))
+        .unwrap_or(file_name);
+    if stem.starts_with("R__") {
+        return true;
+    }
+    let Some(rest) = stem.strip_prefix('V').or_else(|| stem.strip_prefix('U')) else {
+        return false;
+    };
+    let Some((version, _)) = rest.split_once("__") else {
+        return false;
+    };
+    let undo = stem.starts_with('U');
+    let dotted = version.contains(['.', '_'])
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'_');
+    dotted || (undo && !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The one word on Flyway names a set gets, however many files have them.
+pub fn flyway_hint(problems: &[Problem]) -> Option<&'static str> {
+    let flyway = problems.iter().any(|p| {
+        p.kind == ProblemKind::Misnamed
+            && p.file
+                .as_deref()
+                .and_then(Path::file_name)
+                .and_then(|n| n.to_str())
+                .is_some_and(is_flyway_style)
+    });
+    flyway.then_some(
+        "hint: some names look like Flyway's. miglock expects V<integer>__<name>.sql, the name made \
+         of letters, digits and _. Give each file an integer version that keeps the order, e.g. \
+         V1.0.10 → V10010 (every part padded to the same width) or renumber them 1, 2, 3…; \
+         repeatable (R__) and undo (U) migrations are not supported.",
+    )
 }
 
 /// refinery's `\w` (the regex crate's Unicode word class: letters, marks,
@@ -705,6 +832,7 @@ mod tests {
             ("V__init.sql", "whole number"),
             ("Vx__init.sql", "whole number"),
             ("V1.5__init.sql", "whole number"),
+            ("R__init.sql", "repeatable"),
             ("V١__init.sql", "whole number"),
             ("V0__init.sql", "version 0"),
             ("V2147483648__big.sql", "too large"),
@@ -718,6 +846,80 @@ mod tests {
             let err = parse_file_name(name).unwrap_err();
             assert!(err.contains(why), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn a_bad_name_gets_every_reason_at_once() {
+        let err = parse_file_name("V1.0.10__add-users to.sql").unwrap_err();
+        assert!(err.contains("\"1.0.10\" is not a whole number"), "{err}");
+        assert!(err.contains("'-', ' '"), "{err}");
+        let err = parse_file_name("V99999999999__add-users.sql").unwrap_err();
+        assert!(err.contains("too large") && err.contains("'-'"), "{err}");
+        let err = parse_file_name("v0__.SQL").unwrap_err();
+        for why in ["lower case", "start with V", "version 0", "empty"] {
+            assert!(err.contains(why), "{why}: {err}");
+        }
+        let err = parse_file_name("R__views-all.sql").unwrap_err();
+        assert!(err.contains("repeatable") && err.contains("'-'"), "{err}");
+        assert_eq!(err.matches("expected V<version>").count(), 1, "{err}");
+    }
+
+    #[test]
+    fn flyway_names_get_one_hint_for_the_whole_set() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "V1.0.10__a.sql",
+            "V2_1__b.sql",
+            "R__c.sql",
+            "U3__d.sql",
+            "V4__ok.sql",
+        ] {
+            std::fs::write(dir.path().join(name), "SELECT 1;").unwrap();
+        }
+        let problems = MigrationSet::load(dir.path()).unwrap_err();
+        assert_eq!(problems.0.len(), 4, "{problems}");
+        let text = problems.to_string();
+        assert_eq!(text.matches("look like Flyway").count(), 1, "{text}");
+        assert!(text.contains("V1.0.10 → V10010"), "{text}");
+        for not_flyway in [
+            "v1__a.sql",
+            "V1__a-b.sql",
+            "V1_a.sql",
+            "Vx__a.sql",
+            "U__a.sql",
+        ] {
+            assert!(!is_flyway_style(not_flyway), "{not_flyway}");
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_kept_for_the_checksum_and_left_out_of_the_sql() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "\u{feff}CREATE TABLE t (id int);\n";
+        std::fs::write(dir.path().join("V1__bom.sql"), text).unwrap();
+        let set = MigrationSet::load(dir.path()).unwrap();
+        let m = &set.migrations[0];
+        assert_eq!(m.script(), "CREATE TABLE t (id int);\n");
+        let theirs = refinery::Migration::unapplied("V1__bom", text).unwrap();
+        assert_eq!(m.checksum, theirs.checksum());
+        // A mark and nothing else is an empty file.
+        std::fs::write(dir.path().join("V1__bom.sql"), "\u{feff}\n").unwrap();
+        let problems = MigrationSet::load(dir.path()).unwrap_err();
+        assert!(problems.to_string().contains("is empty"), "{problems}");
+    }
+
+    #[test]
+    fn a_nul_byte_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("V1__nul.sql"), "SELECT 1;\nSELECT '\0';").unwrap();
+        let problems = MigrationSet::load(dir.path()).unwrap_err();
+        assert_eq!(problems.0[0].kind, ProblemKind::Unreadable);
+        assert!(
+            problems.0[0]
+                .message
+                .contains("NUL byte (line 2, offset 18)"),
+            "{problems}"
+        );
     }
 
     #[test]

@@ -188,6 +188,9 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
         for problem in &report.problems {
             let _ = writeln!(out, "  {}: {}", problem.kind.as_str(), problem.message);
         }
+        if let Some(hint) = crate::migrations::flyway_hint(&report.problems) {
+            let _ = writeln!(out, "  {hint}");
+        }
     }
     let summary = match outcome {
         Outcome::Current => "current (nothing pending)".to_string(),

@@ -41,8 +41,8 @@ pub struct LockSession<'c> {
 /// One try for the key.
 pub struct Attempt {
     pub acquired: bool,
-    /// The history, read in the same round trip (after the attempt's own
-    /// transaction ended, so with a snapshot taken after the lock): `None`
+    /// The history, read in the same round trip with a snapshot taken
+    /// after the lock (see [`LockSession::try_acquire`]): `None`
     /// when the table was not asked for.
     pub history: Option<anyhow::Result<Vec<AppliedMigration>>>,
 }
@@ -153,6 +153,17 @@ impl<'c> LockSession<'c> {
     pub fn try_acquire(&mut self, history: Option<&HistoryTable>) -> Result<Attempt, Failure> {
         let key = &self.common.key;
         let mut batch = Batch::new();
+        // The history must be read with a snapshot taken after the lock,
+        // but the whole batch is one implicit transaction, whose snapshot
+        // a database defaulting to repeatable read or serializable takes at
+        // its first query, before the attempt. Read committed, set before
+        // any query, gives every statement a snapshot of its own. (Ending
+        // the implicit transaction with a COMMIT instead made the server
+        // log `WARNING: there is no transaction in progress` on every
+        // attempt; in an implicit block SET TRANSACTION does not warn.)
+        if history.is_some() {
+            batch.push("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
+        }
         if !self.listening {
             if let Some(settings) = &self.settings {
                 batch.push(settings);
@@ -164,14 +175,7 @@ impl<'c> LockSession<'c> {
             &self.identity.application_name(Some("holding")),
             &self.identity.application_name(Some("waiting")),
         ));
-        // The COMMIT ends the attempt's implicit transaction, so the
-        // history is read with a snapshot taken after the lock (a database
-        // whose default isolation is repeatable read would otherwise share
-        // the attempt's, taken before it).
-        let rows = history.map(|table| {
-            batch.push("COMMIT");
-            batch.push(&table.select_sql())
-        });
+        let rows = history.map(|table| batch.push(&table.select_sql()));
         // Notifications that arrived before this attempt are answered by it.
         self.drain_notifications();
         log::trace!("lock attempt: {batch:?}");

@@ -1,0 +1,162 @@
+//! Migration files as they come from real projects: other tools' names,
+//! editors' byte-order marks, stray NUL bytes.
+
+use serde_json::Value;
+
+use crate::cluster::{Cluster, TestDb};
+use crate::harness::{Miglock, MigrationDir};
+
+fn apply(db: &TestDb, dir: &MigrationDir) -> Miglock {
+    let mut m = Miglock::for_db(db);
+    m.args(["apply", "--format", "json", "--migrations"])
+        .arg(dir.path());
+    m
+}
+
+fn problems(json: &Value) -> &Vec<Value> {
+    json["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no problems list in {json:#}"))
+}
+
+/// The problem about the file whose path ends in `file`.
+#[track_caller]
+fn problem_for<'j>(json: &'j Value, file: &str) -> &'j Value {
+    problems(json)
+        .iter()
+        .find(|p| p["file"].as_str().is_some_and(|f| f.ends_with(file)))
+        .unwrap_or_else(|| panic!("no problem for {file} in {json:#}"))
+}
+
+#[track_caller]
+fn assert_nothing_applied(db: &TestDb) {
+    assert!(
+        !db.table_exists("refinery_schema_history"),
+        "the history table was created"
+    );
+    assert!(!db.table_exists("t"), "a migration ran");
+}
+
+#[test]
+fn every_reason_a_name_fails_is_given_in_one_run_with_one_flyway_hint() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::new();
+    dir.file("V1__ok.sql", "CREATE TABLE t (id int);")
+        .file("V1.0.10__add-users.sql", "SELECT 1;")
+        .file("V2_1__x.sql", "SELECT 1;")
+        .file("R__views.sql", "SELECT 1;")
+        .file("U3__undo.sql", "SELECT 1;")
+        .file("V99999999999__big-one.sql", "SELECT 1;");
+
+    let text = Miglock::for_db(&db)
+        .args(["apply", "--migrations"])
+        .arg(dir.path())
+        .run();
+    text.assert_code(6)
+        .assert_stderr_contains("the migration set is unsafe to run (5 problems)");
+    let hint = "some names look like Flyway's";
+    assert_eq!(text.stderr.matches(hint).count(), 1, "{}", text.stderr);
+    assert!(text.stderr.contains("V1.0.10 → V10010"), "{}", text.stderr);
+
+    let out = apply(&db, &dir).run();
+    out.assert_code(6);
+    let json = out.json();
+    assert_eq!(json["outcome"], "invalid");
+    assert_eq!(problems(&json).len(), 5, "{json:#}");
+    assert!(problems(&json).iter().all(|p| p["kind"] == "misnamed"));
+    let message = |file| {
+        problem_for(&json, file)["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // The three rounds of renaming the issue describes, now in one message.
+    let dotted = message("V1.0.10__add-users.sql");
+    assert!(
+        dotted.contains("\"1.0.10\" is not a whole number"),
+        "{dotted}"
+    );
+    assert!(dotted.contains("the name contains '-'"), "{dotted}");
+    let big = message("V99999999999__big-one.sql");
+    assert!(big.contains("too large") && big.contains("'-'"), "{big}");
+    assert!(message("R__views.sql").contains("repeatable (R__) migrations are not supported"));
+    assert!(message("U3__undo.sql").contains("unversioned (U) migrations are not supported"));
+    let error = json["error"]["message"].as_str().unwrap();
+    assert_eq!(error.matches(hint).count(), 1, "{error}");
+    assert_nothing_applied(&db);
+}
+
+#[test]
+fn a_byte_order_mark_is_applied_without_it_and_checksummed_with_it() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::new();
+    let text = "\u{feff}CREATE TABLE t (id int);\r\nINSERT INTO t VALUES (1);\r\n";
+    dir.file("V1__bom.sql", text);
+
+    let out = apply(&db, &dir).run();
+    out.assert_success();
+    assert_eq!(out.json()["outcome"], "applied");
+    assert_eq!(db.query_i64("SELECT count(*) FROM t"), 1);
+    let rows = db.query_strings("SELECT checksum FROM refinery_schema_history WHERE version = 1");
+    let theirs = refinery::Migration::unapplied("V1__bom", text).unwrap();
+    assert_eq!(
+        rows[0][0].as_deref(),
+        Some(theirs.checksum().to_string().as_str())
+    );
+    // The file as it is matches what was applied: current, not divergent.
+    apply(&db, &dir).run().assert_success();
+
+    // An error's line is counted in the file, the mark taking no line.
+    dir.file(
+        "V2__bad.sql",
+        "\u{feff}SELECT 1;\nSELECT 2;\nSELECT nosuch;\n",
+    );
+    let out = apply(&db, &dir).run();
+    out.assert_code(1);
+    let json = out.json();
+    assert_eq!(json["error"]["line"], 3, "{json:#}");
+    assert_eq!(db.history(), [1]);
+}
+
+#[test]
+fn a_nul_byte_is_a_problem_for_apply_dry_run_and_status() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::new();
+    dir.file("V1__ok.sql", "CREATE TABLE t (id int);")
+        .bytes("V2__nul.sql", b"SELECT 1;\nSELECT 'a\0b';\n");
+    let reason = "contains a NUL byte (line 2, offset 19)";
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let out = apply(&db, &dir).args(extra).run();
+        out.assert_code(6);
+        let json = out.json();
+        assert_eq!(json["outcome"], "invalid", "{extra:?}");
+        assert_eq!(problems(&json).len(), 1, "{json:#}");
+        let problem = problem_for(&json, "V2__nul.sql");
+        assert_eq!(problem["kind"], "unreadable");
+        assert_eq!(problem["version"], 2);
+        assert!(
+            problem["message"].as_str().unwrap().contains(reason),
+            "{json:#}"
+        );
+        assert_nothing_applied(&db);
+    }
+    let text = Miglock::for_db(&db)
+        .args(["apply", "--migrations"])
+        .arg(dir.path())
+        .run();
+    text.assert_code(6).assert_stderr_contains(reason);
+
+    let status = Miglock::for_db(&db)
+        .args(["status", "--check", "--format", "json", "--migrations"])
+        .arg(dir.path())
+        .run();
+    status.assert_code(6);
+    let json = status.json();
+    assert_eq!(problem_for(&json, "V2__nul.sql")["kind"], "unreadable");
+    let status = Miglock::for_db(&db)
+        .args(["status", "--check", "--migrations"])
+        .arg(dir.path())
+        .run();
+    status.assert_code(6).assert_stdout_contains(reason);
+    assert_nothing_applied(&db);
+}
