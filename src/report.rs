@@ -41,6 +41,28 @@ pub struct Report {
     /// `unlock`: the sessions terminated.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub terminated: Vec<i32>,
+    /// `new`: the file created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `baseline`: the versions recorded as applied without running them
+    /// (with `--dry-run`, those it would record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baselined: Option<Vec<PendingEntry>>,
+    /// `repair`: the rows given the file's checksum (with `--dry-run`,
+    /// those it would change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<Vec<RepairedEntry>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RepairedEntry {
+    pub version: i64,
+    /// The file's name (the history's, when it changed, is `old_name`).
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_name: Option<String>,
+    pub old_checksum: String,
+    pub new_checksum: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -116,6 +138,9 @@ impl Report {
             database: None,
             table: None,
             terminated: Vec::new(),
+            path: None,
+            baselined: None,
+            repaired: None,
         }
     }
 
