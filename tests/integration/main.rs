@@ -1,3 +1,4 @@
+mod adoption;
 mod api;
 mod apply;
 mod cluster;
