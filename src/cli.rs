@@ -9,7 +9,8 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::config::{
-    AheadPolicy, ApplyConfig, Common, Format, StatusConfig, UnlockConfig, WaitConfig,
+    AheadPolicy, ApplyConfig, BaselineConfig, Common, Format, NewConfig, RepairConfig,
+    StatusConfig, UnlockConfig, WaitConfig,
 };
 use crate::connect::conninfo;
 use crate::connect::ConnectTarget;
@@ -176,6 +177,35 @@ pub enum Command {
     /// left alone unless --force. Without a terminal, --yes is required.
     Unlock(UnlockArgs),
 
+    /// Record versions 1..=N of the local files as applied without running them (adopting miglock)
+    ///
+    /// For a database whose schema already matches the files up to V<N> (made by hand, by another
+    /// tool, or restored from a dump): under the lock, and in one transaction, writes refinery's
+    /// history rows (checksums included) for every local file up to N not recorded yet, creating
+    /// the history table if needed. Rows already recorded identically are left alone. Refuses
+    /// (exit 6, nothing written) when N has no file or is beyond the newest file, when a version
+    /// up to N is recorded with another checksum or name, or when one recorded up to N has no
+    /// file. Version numbers without a file are normal (versions need not be contiguous).
+    // --version is the version to baseline, not miglock's own version.
+    #[command(disable_version_flag = true)]
+    Baseline(BaselineArgs),
+
+    /// Create the next migration file, V<next>__<NAME>.sql, in the migrations folder
+    ///
+    /// The version is one above the highest local one (1 in an empty folder), zero-padded like the
+    /// widest zero-padded version there (V001__a.sql → V002__…). The folder is created when
+    /// missing. Never overwrites a file; needs no database. Prints the new file's path.
+    New(NewArgs),
+
+    /// Store the file's checksum for applied migrations whose file was edited (divergent)
+    ///
+    /// Shows each divergent migration (old and new checksum, a name change, the file's size) and,
+    /// once confirmed, stores the file's checksum and name under the lock; the migration's SQL is
+    /// never run. The history keeps no text of the applied file, so no diff of what changed can be
+    /// shown: check the edit yourself (e.g. with git) before repairing. Without a terminal, --yes
+    /// is required.
+    Repair(RepairArgs),
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
     ///
     /// e.g. `miglock completions bash > /etc/bash_completion.d/miglock`
@@ -217,6 +247,55 @@ pub struct UnlockArgs {
     /// Also terminate a holder that is running a statement right now (its migration rolls back)
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    /// Record versions up to and including N (N must have a file)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
+    pub version: i32,
+
+    /// How long to keep retrying the lock; 0 = one try (exit 3 when it stays busy)
+    #[arg(long, env = "MIGLOCK_WAIT", value_name = "D", default_value = "30s", value_parser = parse::duration, allow_hyphen_values = true)]
+    pub wait: Duration,
+
+    /// Show what would be recorded; take no lock, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The migration's name: letters, digits and _ only (refinery's \w), e.g. add_users_email
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Start the file with the `-- miglock:no-transaction` marker
+    #[arg(long)]
+    pub no_transaction: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// Repair divergent checksums (the only kind of repair there is; required, to say so)
+    #[arg(long, required = true)]
+    pub checksums: bool,
+
+    /// Only these applied versions (default: every divergent one)
+    #[arg(value_name = "VERSION", value_parser = clap::value_parser!(i32).range(1..))]
+    pub versions: Vec<i32>,
+
+    /// Store the checksums without asking (required when stdin is not a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Show what would be repaired; take no lock, change nothing
+    #[arg(long, conflicts_with = "yes")]
+    pub dry_run: bool,
+
+    /// How long to keep retrying the lock; 0 = one try (exit 3 when it stays busy)
+    #[arg(long, env = "MIGLOCK_WAIT", value_name = "D", default_value = "30s", value_parser = parse::duration, allow_hyphen_values = true)]
+    pub wait: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -391,6 +470,44 @@ impl WaitArgs {
         WaitConfig {
             common,
             timeout: self.timeout,
+        }
+    }
+}
+
+impl BaselineArgs {
+    pub fn config(&self, common: Common) -> BaselineConfig {
+        BaselineConfig {
+            common,
+            version: self.version,
+            wait: self.wait,
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+impl NewArgs {
+    /// Takes the folder only: `new` must work without a database, so the
+    /// connection settings are never resolved.
+    pub fn config(&self, global: &GlobalArgs) -> NewConfig {
+        NewConfig {
+            migrations: global.migrations.clone(),
+            name: self.name.clone(),
+            no_transaction: self.no_transaction,
+        }
+    }
+}
+
+impl RepairArgs {
+    pub fn config(&self, common: Common) -> RepairConfig {
+        let mut versions = self.versions.clone();
+        versions.sort_unstable();
+        versions.dedup();
+        RepairConfig {
+            common,
+            versions,
+            yes: self.yes,
+            dry_run: self.dry_run,
+            wait: self.wait,
         }
     }
 }

@@ -80,3 +80,36 @@ pub struct UnlockConfig {
     /// Also terminate a holder running a statement right now.
     pub force: bool,
 }
+
+#[derive(Clone)]
+pub struct BaselineConfig {
+    pub common: Common,
+    /// Record the local files up to and including this version.
+    pub version: i32,
+    /// How long to keep retrying the lock; zero means one try.
+    pub wait: Duration,
+    pub dry_run: bool,
+}
+
+/// `new` needs no database: only the folder.
+#[derive(Clone)]
+pub struct NewConfig {
+    pub migrations: PathBuf,
+    pub name: String,
+    /// Start the file with the no-transaction marker.
+    pub no_transaction: bool,
+}
+
+#[derive(Clone)]
+pub struct RepairConfig {
+    pub common: Common,
+    /// Only these versions (sorted, no duplicates); empty means every
+    /// divergent one.
+    pub versions: Vec<i32>,
+    /// Repair without asking.
+    pub yes: bool,
+    /// Show what would be repaired, change nothing.
+    pub dry_run: bool,
+    /// How long to keep retrying the lock; zero means one try.
+    pub wait: Duration,
+}

@@ -10,7 +10,7 @@ use std::fmt;
 use anyhow::bail;
 use postgres::{Client, SimpleQueryRow};
 
-use crate::sql;
+use crate::sql::{self, Batch, Results, Slot};
 
 pub const DEFAULT_TABLE: &str = "refinery_schema_history";
 
@@ -125,6 +125,21 @@ impl HistoryTable {
         )
     }
 
+    /// Points an applied row at the file as it is now, guarded by the row
+    /// as it was read: a row changed meanwhile returns no version (the
+    /// statement's rows say which versions were updated).
+    pub fn repair_sql(&self, applied: &AppliedMigration, name: &str, checksum: u64) -> String {
+        format!(
+            "UPDATE {} SET name = {}, checksum = '{checksum}' WHERE version = {} AND name = {} \
+             AND checksum = {} RETURNING version",
+            self.sql_name(),
+            sql::literal(name),
+            applied.version,
+            sql::literal(&applied.name),
+            sql::literal(&applied.checksum),
+        )
+    }
+
     pub fn insert_sql(&self, version: i32, name: &str, applied_on: &str, checksum: u64) -> String {
         format!(
             "INSERT INTO {} (version, name, applied_on, checksum) VALUES ({version}, {}, {}, '{checksum}')",
@@ -185,6 +200,58 @@ pub fn read(
             format!("cannot read the history table {table}"),
         )),
     }
+}
+
+/// `applied_on` for a row written now: RFC 3339 in UTC, as refinery
+/// writes it.
+pub fn applied_on_now() -> anyhow::Result<String> {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| anyhow::anyhow!("cannot format the time: {e}"))
+}
+
+/// Adds the statements that create the table (and its schema) to `batch`,
+/// quietly, for a transaction the caller opened: whoever writes the first
+/// rows creates the table in the same transaction, under the lock, so
+/// concurrent first runs never race on it. The slot, when the table names a
+/// schema, says whether that schema was missing (see [`log_schema_created`]).
+pub fn push_create(batch: &mut Batch, table: &HistoryTable) -> Option<Slot> {
+    // Replicas that saw no table before waiting would each log "relation
+    // already exists, skipping".
+    batch.push("SET LOCAL client_min_messages = warning");
+    let schema_missing = table.schema_missing_sql().map(|sql| batch.push(&sql));
+    for statement in table.create_sql() {
+        batch.push(&statement);
+    }
+    schema_missing
+}
+
+/// Logs `HISTORY_SCHEMA_CREATED` when [`push_create`]'s batch created the
+/// schema.
+pub fn log_schema_created(results: &Results, slot: Option<Slot>, table: &HistoryTable) {
+    if let (Some(slot), Some(schema)) = (slot, table.schema()) {
+        if results.value(slot) == Some("t") {
+            log::info!("HISTORY_SCHEMA_CREATED schema={schema} (for the history table {table})");
+        }
+    }
+}
+
+/// Creates the table under the lock and reads it back (empty, unless
+/// another tool wrote rows meanwhile).
+pub fn create(
+    client: &mut Client,
+    table: &HistoryTable,
+) -> Result<Vec<AppliedMigration>, crate::error::Failure> {
+    let mut batch = Batch::new();
+    batch.push("BEGIN");
+    let schema_missing = push_create(&mut batch, table);
+    batch.push("COMMIT");
+    let rows = batch.push(&table.select_sql());
+    let results = batch.query(client).map_err(|e| {
+        crate::pg_error::failed(&e, format!("cannot create the history table {table}"))
+    })?;
+    log_schema_created(&results, schema_missing, table);
+    Ok(rows_from_rows(results.rows(rows))?)
 }
 
 /// The history rows of one statement (version, name, applied_on,

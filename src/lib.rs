@@ -161,6 +161,17 @@ pub fn run() -> ExitCode {
             let config = args.config(global.common(&env)?);
             commands::unlock::run(&config, report, &interrupt, format, text)
         }),
+        Command::Baseline(args) => execute("baseline", &interrupt, Outcome::exit_code, |report| {
+            let config = args.config(global.common(&env)?);
+            commands::baseline::run(&config, report, &interrupt, text)
+        }),
+        Command::New(args) => execute("new", &interrupt, Outcome::exit_code, |report| {
+            commands::new::run(&args.config(global), report, text)
+        }),
+        Command::Repair(args) => execute("repair", &interrupt, Outcome::exit_code, |report| {
+            let config = args.config(global.common(&env)?);
+            commands::repair::run(&config, report, &interrupt, format, text)
+        }),
         Command::Completions { .. } | Command::Man => return ExitCode::SUCCESS,
     };
     ExitCode::from(print_result(&report, format, &stdout))
@@ -229,6 +240,9 @@ fn parse_failure(error: clap::Error, env: Env) -> u8 {
         "status" => "status",
         "wait" => "wait",
         "unlock" => "unlock",
+        "baseline" => "baseline",
+        "new" => "new",
+        "repair" => "repair",
         _ => "miglock",
     };
     let stdout = Console::stdout();

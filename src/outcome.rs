@@ -36,13 +36,27 @@ pub enum Outcome {
     Free,
     /// `unlock`: the holder was left alone (busy without `--force`, or termination failed).
     Refused,
+    /// `new`: the migration file was created.
+    Created,
+    /// `baseline`: the versions up to N are recorded as applied.
+    Baselined,
+    /// `repair`: the divergent checksums were stored (or none needed it).
+    Repaired,
+    /// `repair`: the confirmation was answered no; nothing was changed.
+    Declined,
 }
 
 impl Outcome {
     pub fn exit_code(self) -> u8 {
         match self {
-            Outcome::Applied | Outcome::Current | Outcome::Released | Outcome::Free => 0,
-            Outcome::Failed | Outcome::Refused => 1,
+            Outcome::Applied
+            | Outcome::Current
+            | Outcome::Released
+            | Outcome::Free
+            | Outcome::Created
+            | Outcome::Baselined
+            | Outcome::Repaired => 0,
+            Outcome::Failed | Outcome::Refused | Outcome::Declined => 1,
             Outcome::Usage => 2,
             Outcome::Skipped => 3,
             Outcome::Disabled => 4,
@@ -69,6 +83,10 @@ impl Outcome {
             Outcome::Released | Outcome::Free => "unlock: released or free",
             Outcome::Failed => "failed: a migration failed (rolled back) or another error",
             Outcome::Refused => "unlock refused: the holder was left alone",
+            Outcome::Created => "new: the migration file was created",
+            Outcome::Baselined => "baseline: the versions up to N are recorded as applied",
+            Outcome::Repaired => "repair: the checksums were stored, or nothing needed it",
+            Outcome::Declined => "repair declined: not confirmed, nothing was changed",
             Outcome::Usage => "usage: bad flags, arguments, environment values or URL",
             Outcome::Skipped => "skipped: the lock stayed busy for the whole --wait; nothing changed",
             Outcome::Disabled => "disabled: RUN_MIGRATIONS is off; nothing was touched",
@@ -94,6 +112,10 @@ impl Outcome {
             Outcome::Released => "released",
             Outcome::Free => "free",
             Outcome::Refused => "refused",
+            Outcome::Created => "created",
+            Outcome::Baselined => "baselined",
+            Outcome::Repaired => "repaired",
+            Outcome::Declined => "declined",
         }
     }
 }
@@ -108,7 +130,7 @@ impl fmt::Display for Outcome {
 mod tests {
     use super::Outcome::{self, *};
 
-    const ALL: [Outcome; 13] = [
+    const ALL: [Outcome; 17] = [
         Applied,
         Current,
         Failed,
@@ -122,6 +144,10 @@ mod tests {
         Released,
         Free,
         Refused,
+        Created,
+        Baselined,
+        Repaired,
+        Declined,
     ];
 
     #[test]
@@ -143,6 +169,10 @@ mod tests {
                 ("released", 0),
                 ("free", 0),
                 ("refused", 1),
+                ("created", 0),
+                ("baselined", 0),
+                ("repaired", 0),
+                ("declined", 1),
             ]
         );
     }

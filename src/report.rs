@@ -47,6 +47,17 @@ pub struct Report {
     /// read (`wait` reads it on every look).
     #[serde(skip)]
     ahead_logged: bool,
+    /// `new`: the file created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `baseline`: the versions recorded as applied without running them
+    /// (with `--dry-run`, those it would record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baselined: Option<Vec<PendingEntry>>,
+    /// `repair`: the rows given the file's checksum (with `--dry-run`,
+    /// those it would change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<Vec<RepairedEntry>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,6 +65,17 @@ pub struct AheadEntry {
     pub version: i64,
     pub name: String,
     pub applied_on: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RepairedEntry {
+    pub version: i64,
+    /// The file's name (the history's, when it changed, is `old_name`).
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_name: Option<String>,
+    pub old_checksum: String,
+    pub new_checksum: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -131,6 +153,9 @@ impl Report {
             table: None,
             terminated: Vec::new(),
             ahead_logged: false,
+            path: None,
+            baselined: None,
+            repaired: None,
         }
     }
 

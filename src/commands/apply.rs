@@ -19,7 +19,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::config::ApplyConfig;
 use crate::connect::Connecting;
 use crate::error::Failure;
-use crate::history::{self, AppliedMigration, HistoryTable};
+use crate::history::{self, AppliedMigration};
 use crate::interrupt::Interrupt;
 use crate::lock::wait::{self, Look};
 use crate::lock::{Backend, Identity, LockSession};
@@ -27,10 +27,8 @@ use crate::migrate;
 use crate::migrations::{LocalMigration, MigrationSet, Plan};
 use crate::outcome::Outcome;
 use crate::output::{Console, Progress};
-use crate::pg_error;
 use crate::report::{self, AppliedEntry, Report};
 use crate::settings;
-use crate::sql::Batch;
 
 /// First pause between lock attempts; it doubles up to [`MAX_BACKOFF`].
 /// Waiters are woken by the holder's NOTIFY on release, so polling is only
@@ -141,7 +139,7 @@ pub fn run(
     // (the last migration's round trip, `release`, or its Drop).
     let history = match history {
         Some(history) => history.map_err(Failure::failed)?,
-        None => create_history_table(&mut session, &common.table)?,
+        None => history::create(session.client(), &common.table)?,
     };
     let plan = Plan::new(&set, &history, config.target_version, common.ahead)
         .map_err(|p| report.invalid(p))?;
@@ -328,34 +326,6 @@ fn wait_for_lock<'a>(
         Ok(Look::Again(pause))
     })?;
     Ok(waited.unwrap_or(LockWait::TimedOut))
-}
-
-/// Creates the history table under the lock, so concurrent first runs
-/// never race on it, and reads it back.
-fn create_history_table(
-    session: &mut LockSession,
-    table: &HistoryTable,
-) -> Result<Vec<AppliedMigration>, Failure> {
-    let mut batch = Batch::new();
-    batch.push("BEGIN");
-    // Quietly: replicas that saw no table before waiting would each log
-    // "relation already exists, skipping".
-    batch.push("SET LOCAL client_min_messages = warning");
-    let schema_missing = table.schema_missing_sql().map(|sql| batch.push(&sql));
-    for statement in table.create_sql() {
-        batch.push(&statement);
-    }
-    batch.push("COMMIT");
-    let rows = batch.push(&table.select_sql());
-    let results = batch
-        .query(session.client())
-        .map_err(|e| pg_error::failed(&e, format!("cannot create the history table {table}")))?;
-    if let (Some(slot), Some(schema)) = (schema_missing, table.schema()) {
-        if results.value(slot) == Some("t") {
-            log::info!("HISTORY_SCHEMA_CREATED schema={schema} (for the history table {table})");
-        }
-    }
-    Ok(history::rows_from_rows(results.rows(rows))?)
 }
 
 /// Applies what is pending, in order; the last migration's round trip

@@ -2,8 +2,11 @@
 //! session, call the lock and migrate layers, fill the report).
 
 pub mod apply;
+pub mod baseline;
 pub mod completions;
 pub mod man;
+pub mod new;
+pub mod repair;
 pub mod status;
 pub mod unlock;
 pub mod wait;

@@ -76,3 +76,46 @@ pub fn until<T>(
 fn is_shutdown(e: &postgres::Error) -> bool {
     pg_error::failed(e, "").connection_lost()
 }
+
+/// Takes the key for a command that writes history rows without running
+/// migrations (`baseline`, `repair`): the same tries as `apply`'s, without
+/// its shortcut of finding the work done by the holder. `true` once held;
+/// `false` when `wait` ran out (`holder` then names who had it).
+pub fn acquire(
+    session: &mut LockSession,
+    key: &super::LockKey,
+    wait: Duration,
+    interrupt: &Interrupt,
+    holder: &mut Option<super::Backend>,
+) -> Result<bool, Failure> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(250);
+    let mut logged = false;
+    let acquired = until(session, started + wait, interrupt, |session, _| {
+        if session.try_acquire(None)?.acquired {
+            return Ok(Look::Done(()));
+        }
+        let (now, _) = session.busy()?;
+        if !logged {
+            logged = true;
+            let who = now.as_ref().map_or(
+                "holder_pid=<gone>".to_string(),
+                super::Backend::holder_log_fields,
+            );
+            log::info!(
+                "LOCK_BUSY key={key} {who} waited_ms={} wait_ms={}",
+                crate::millis(started.elapsed()),
+                crate::millis(wait)
+            );
+        }
+        if now.is_some() {
+            *holder = now;
+        }
+        // The holder's release notification ends the pause early; the
+        // backoff only covers a holder that died without one.
+        let pause = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+        backoff = (backoff * 2).min(Duration::from_secs(8));
+        Ok(Look::Again(pause))
+    })?;
+    Ok(acquired.is_some())
+}

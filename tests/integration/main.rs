@@ -1,3 +1,4 @@
+mod adoption;
 mod ahead;
 mod api;
 mod apply;

@@ -1,0 +1,237 @@
+//! `miglock baseline --version N`: adopt miglock on a database whose
+//! schema already matches the files up to V<N>, by recording them as
+//! applied (refinery's rows, checksums included) without running them.
+//!
+//! The rows are written under the lock and in one transaction, so a
+//! replica applying at the same time either sees all of them or none, and
+//! never runs a file the baseline is about to vouch for.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use anyhow::anyhow;
+
+use crate::config::BaselineConfig;
+use crate::connect;
+use crate::error::Failure;
+use crate::history::{self, AppliedMigration};
+use crate::interrupt::Interrupt;
+use crate::lock::{wait, Backend, Identity, LockSession};
+use crate::migrations::{LocalMigration, MigrationSet, Problem, ProblemKind, Problems};
+use crate::outcome::Outcome;
+use crate::output::Console;
+use crate::pg_error;
+use crate::report::{PendingEntry, Report};
+use crate::sql::Batch;
+
+pub fn run(
+    config: &BaselineConfig,
+    report: &mut Report,
+    interrupt: &Interrupt,
+    out: &Console,
+) -> Result<Outcome, Failure> {
+    let common = &config.common;
+    report.set_database(common);
+    report.dry_run = config.dry_run;
+    let set = MigrationSet::load(&common.migrations).map_err(|p| report.invalid(p))?;
+    check_version(config, &set)?;
+    let identity = Identity::for_command("baseline", common);
+
+    if config.dry_run {
+        let mut client = connect::connect(
+            &common.database,
+            common.connect_timeout,
+            &identity.application_name(None),
+            interrupt,
+        )?;
+        let history = history::read(&mut client, &common.table)?;
+        let record = to_record(&set, config.version, history.as_deref().unwrap_or_default())
+            .map_err(|p| report.invalid(p))?;
+        report.baselined = Some(entries(&record));
+        out.print(&render(config, &record, true));
+        return Ok(Outcome::Baselined);
+    }
+
+    let mut session = LockSession::connect(common, identity, interrupt)?;
+    let waited = Instant::now();
+    let mut holder: Option<Backend> = None;
+    let acquired = wait::acquire(
+        &mut session,
+        &common.key,
+        config.wait,
+        interrupt,
+        &mut holder,
+    );
+    report.lock.waited_ms = crate::millis(waited.elapsed());
+    report.lock.holder = holder;
+    if !acquired? {
+        let holder = report
+            .lock
+            .holder
+            .as_ref()
+            .map(Backend::holder_log_fields)
+            .unwrap_or_default();
+        log::warn!(
+            "LOCK_WAIT_TIMEOUT key={} waited_ms={} {holder}: nothing was recorded",
+            common.key,
+            report.lock.waited_ms
+        );
+        return Ok(Outcome::Skipped);
+    }
+    log::info!(
+        "LOCK_ACQUIRED key={} waited_ms={}",
+        common.key,
+        report.lock.waited_ms
+    );
+
+    // Read under the lock: what an apply that just finished wrote counts.
+    let history = history::read(session.client(), &common.table)?;
+    let record = to_record(&set, config.version, history.as_deref().unwrap_or_default())
+        .map_err(|p| report.invalid(p))?;
+    if !record.is_empty() {
+        let applied_on = history::applied_on_now()?;
+        let mut batch = Batch::new();
+        batch.push("BEGIN");
+        let schema_missing = history
+            .is_none()
+            .then(|| history::push_create(&mut batch, &common.table))
+            .flatten();
+        for m in &record {
+            batch.push(
+                &common
+                    .table
+                    .insert_sql(m.version, &m.name, &applied_on, m.checksum),
+            );
+        }
+        batch.push("COMMIT");
+        let results = batch.query(session.client()).map_err(|e| {
+            // The transaction must not stay open on the session holding the key.
+            let _ = session.client().batch_execute("ROLLBACK");
+            pg_error::failed(
+                &e,
+                format!("cannot record the baseline in {}", common.table),
+            )
+        })?;
+        history::log_schema_created(&results, schema_missing, &common.table);
+    }
+    session.release();
+    log::info!(
+        "BASELINED version={} recorded={}",
+        config.version,
+        record.len()
+    );
+    report.baselined = Some(entries(&record));
+    out.print(&render(config, &record, false));
+    Ok(Outcome::Baselined)
+}
+
+/// N must name a file: a baseline vouches for the schema as the files up
+/// to N make it, so N must be one of them.
+fn check_version(config: &BaselineConfig, set: &MigrationSet) -> Result<(), Failure> {
+    let n = config.version;
+    let folder = config.common.migrations.display();
+    match set.last_version() {
+        None => Err(Failure::invalid(anyhow!(
+            "--version {n}: there are no migration files in {folder}; nothing was recorded"
+        ))),
+        Some(last) if n > last => Err(Failure::invalid(anyhow!(
+            "--version {n} is beyond the newest migration in {folder} (V{last}); nothing was recorded"
+        ))),
+        Some(_) if set.migrations.iter().all(|m| m.version != n) => Err(Failure::invalid(anyhow!(
+            "--version {n}: no file in {folder} has version {n} (a baseline ends at a file); \
+             nothing was recorded"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The files up to `n` the history does not hold yet. Refuses when a row
+/// up to `n` disagrees with its file or has none: recording the others
+/// would vouch for a schema that is not the files'.
+fn to_record<'a>(
+    set: &'a MigrationSet,
+    n: i32,
+    history: &[AppliedMigration],
+) -> Result<Vec<&'a LocalMigration>, Problems> {
+    let mut problems = Vec::new();
+    for row in history.iter().filter(|a| a.version <= i64::from(n)) {
+        let file = set
+            .migrations
+            .iter()
+            .find(|m| i64::from(m.version) == row.version);
+        match file {
+            None => problems.push(Problem {
+                kind: ProblemKind::Missing,
+                message: format!(
+                    "{row} is recorded as applied (on {}) but has no file: restore the file, or \
+                     choose a version below {}",
+                    row.applied_on, row.version
+                ),
+                file: None,
+                version: Some(row.version),
+            }),
+            Some(m) if m.name != row.name || row.checksum.parse::<u64>() != Ok(m.checksum) => {
+                problems.push(Problem {
+                    kind: ProblemKind::Divergent,
+                    message: format!(
+                        "{}: version {} is already recorded as {row} with checksum {}, the file is \
+                         {m} with checksum {} (see `miglock repair --checksums`)",
+                        m.path.display(),
+                        row.version,
+                        row.checksum,
+                        m.checksum
+                    ),
+                    file: Some(m.path.clone()),
+                    version: Some(row.version),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    Ok(set
+        .migrations
+        .iter()
+        .filter(|m| m.version <= n)
+        .filter(|m| history.iter().all(|a| a.version != i64::from(m.version)))
+        .collect())
+}
+
+fn entries(record: &[&LocalMigration]) -> Vec<PendingEntry> {
+    record
+        .iter()
+        .map(|m| PendingEntry {
+            version: m.version.into(),
+            name: m.name.clone(),
+        })
+        .collect()
+}
+
+fn render(config: &BaselineConfig, record: &[&LocalMigration], dry_run: bool) -> String {
+    let common = &config.common;
+    let mut text = format!(
+        "Baseline up to V{} for {} (table {}):\n",
+        config.version, common.database, common.table
+    );
+    let verb = if dry_run { "would record" } else { "recorded" };
+    for m in record {
+        let _ = writeln!(text, "  {verb} {m}  ({})", m.path.display());
+    }
+    let _ = if dry_run {
+        writeln!(
+            text,
+            "{} to record as applied without running them; nothing was changed (--dry-run).",
+            record.len()
+        )
+    } else {
+        writeln!(
+            text,
+            "{} recorded as applied; none of them was run. `miglock apply` runs the versions after V{}.",
+            record.len(),
+            config.version
+        )
+    };
+    text
+}

@@ -1,0 +1,283 @@
+//! `miglock repair --checksums`: accept the edited file of an applied
+//! migration (a comment fixed, whitespace, a typo in a name) by storing its
+//! checksum, so `apply` stops refusing the set as divergent.
+//!
+//! It never runs a migration's SQL: the schema is not changed, only what
+//! the history says about it. And the history keeps no copy of the applied
+//! text (refinery's table has the name and a checksum only), so what
+//! changed cannot be shown here; the person confirming has to know.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Instant;
+
+use anyhow::anyhow;
+
+use crate::config::{Format, RepairConfig};
+use crate::error::Failure;
+use crate::history::{self, AppliedMigration};
+use crate::interrupt::Interrupt;
+use crate::lock::{wait, Backend, Identity, LockSession};
+use crate::migrations::{LocalMigration, MigrationSet};
+use crate::outcome::Outcome;
+use crate::output::Console;
+use crate::pg_error;
+use crate::report::{RepairedEntry, Report};
+use crate::sql::Batch;
+
+/// An applied migration whose file no longer matches its row.
+struct Divergent<'a> {
+    applied: AppliedMigration,
+    file: &'a LocalMigration,
+}
+
+impl Divergent<'_> {
+    fn entry(&self) -> RepairedEntry {
+        RepairedEntry {
+            version: self.applied.version,
+            name: self.file.name.clone(),
+            old_name: (self.applied.name != self.file.name).then(|| self.applied.name.clone()),
+            old_checksum: self.applied.checksum.clone(),
+            new_checksum: self.file.checksum.to_string(),
+        }
+    }
+}
+
+pub fn run(
+    config: &RepairConfig,
+    report: &mut Report,
+    interrupt: &Interrupt,
+    format: Format,
+    out: &Console,
+) -> Result<Outcome, Failure> {
+    let common = &config.common;
+    report.set_database(common);
+    report.dry_run = config.dry_run;
+    // What a person reads before confirming: on stdout as the result, or
+    // on stderr beside the JSON object.
+    let say = |text: &str| {
+        for line in text.lines() {
+            if format == Format::Text {
+                out.line(line);
+            } else {
+                log::info!("{line}");
+            }
+        }
+    };
+
+    if !config.yes && !config.dry_run && !std::io::stdin().is_terminal() {
+        return Err(Failure::usage(anyhow!(
+            "repair changes the history: confirm with --yes when stdin is not a terminal (or use \
+             --dry-run to see what it would do); nothing was touched"
+        )));
+    }
+    let set = MigrationSet::load(&common.migrations).map_err(|p| report.invalid(p))?;
+    let identity = Identity::for_command("repair", common);
+    let mut session = LockSession::connect(common, identity, interrupt)?;
+    let history = history::read(session.client(), &common.table)?.unwrap_or_default();
+
+    for version in &config.versions {
+        if history.iter().all(|a| a.version != i64::from(*version)) {
+            return Err(Failure::usage(anyhow!(
+                "version {version} is not applied (the history table {} has no row for it): only \
+                 applied migrations can be repaired; nothing was touched",
+                common.table
+            )));
+        }
+    }
+    let all = divergent(&set, &history);
+    for version in &config.versions {
+        if all.iter().all(|d| d.applied.version != i64::from(*version)) {
+            let row = history
+                .iter()
+                .find(|a| a.version == i64::from(*version))
+                .map_or_else(|| format!("V{version}"), ToString::to_string);
+            let why = if set.migrations.iter().any(|m| m.version == *version) {
+                "its file matches the history"
+            } else {
+                "its file is gone, which a checksum cannot repair"
+            };
+            say(&format!("{row} is not divergent ({why}): left alone."));
+        }
+    }
+    let chosen: Vec<Divergent> = all
+        .into_iter()
+        .filter(|d| config.versions.is_empty() || config.versions.contains(&(d.file.version)))
+        .collect();
+    report.repaired = Some(Vec::new());
+    if chosen.is_empty() {
+        say("Nothing to repair: no applied migration chosen has a file with another checksum.");
+        return Ok(Outcome::Repaired);
+    }
+    say(&describe(&chosen));
+
+    if config.dry_run {
+        report.repaired = Some(chosen.iter().map(Divergent::entry).collect());
+        say(&format!(
+            "Would store {} checksum(s); nothing was changed (--dry-run).",
+            chosen.len()
+        ));
+        return Ok(Outcome::Repaired);
+    }
+    if !config.yes && !confirm(chosen.len())? {
+        return Err(Failure::new(
+            Outcome::Declined,
+            anyhow!("not confirmed: nothing was changed"),
+        ));
+    }
+
+    let waited = Instant::now();
+    let mut holder: Option<Backend> = None;
+    let acquired = wait::acquire(
+        &mut session,
+        &common.key,
+        config.wait,
+        interrupt,
+        &mut holder,
+    );
+    report.lock.waited_ms = crate::millis(waited.elapsed());
+    report.lock.holder = holder;
+    if !acquired? {
+        let holder = report
+            .lock
+            .holder
+            .as_ref()
+            .map(Backend::holder_log_fields)
+            .unwrap_or_default();
+        log::warn!(
+            "LOCK_WAIT_TIMEOUT key={} waited_ms={} {holder}: nothing was repaired",
+            common.key,
+            report.lock.waited_ms
+        );
+        return Ok(Outcome::Skipped);
+    }
+    log::info!(
+        "LOCK_ACQUIRED key={} waited_ms={}",
+        common.key,
+        report.lock.waited_ms
+    );
+    store(&mut session, config, &chosen)?;
+    session.release();
+    for d in &chosen {
+        log::info!(
+            "CHECKSUM_REPAIRED version={} old={} new={}",
+            d.applied.version,
+            d.applied.checksum,
+            d.file.checksum
+        );
+    }
+    report.repaired = Some(chosen.iter().map(Divergent::entry).collect());
+    say(&format!(
+        "Stored {} checksum(s); no migration was run.",
+        chosen.len()
+    ));
+    Ok(Outcome::Repaired)
+}
+
+/// The applied migrations whose file has another name or checksum: the
+/// same test as `apply`'s divergence check, so after a repair `apply`
+/// accepts the set.
+fn divergent<'a>(set: &'a MigrationSet, history: &[AppliedMigration]) -> Vec<Divergent<'a>> {
+    history
+        .iter()
+        .filter_map(|applied| {
+            let file = set
+                .migrations
+                .iter()
+                .find(|m| i64::from(m.version) == applied.version)?;
+            let same =
+                file.name == applied.name && applied.checksum.parse::<u64>() == Ok(file.checksum);
+            (!same).then(|| Divergent {
+                applied: applied.clone(),
+                file,
+            })
+        })
+        .collect()
+}
+
+fn describe(chosen: &[Divergent]) -> String {
+    let mut text = format!(
+        "{} applied migration(s) with an edited file:\n",
+        chosen.len()
+    );
+    for d in chosen {
+        let file = d.file;
+        text.push_str(&format!(
+            "  {file} ({}), applied on {}\n",
+            file.path.display(),
+            d.applied.applied_on
+        ));
+        if d.applied.name != file.name {
+            text.push_str(&format!(
+                "    name      {} -> {}\n",
+                d.applied.name, file.name
+            ));
+        }
+        text.push_str(&format!(
+            "    checksum  {} -> {}\n    file now  {} line(s), {} bytes\n",
+            d.applied.checksum,
+            file.checksum,
+            file.sql.lines().count(),
+            file.sql.len()
+        ));
+    }
+    text.push_str(
+        "The history keeps no copy of the applied SQL, so what changed cannot be shown: check the \
+         edit (e.g. git log -p on the file) before storing the new checksum. The schema is not \
+         changed, and no SQL is run.",
+    );
+    text
+}
+
+fn confirm(count: usize) -> Result<bool, Failure> {
+    eprint!("Store the file's checksum for {count} migration(s)? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::failed(anyhow!("cannot read the answer: {e}")))?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+/// One transaction, committed only when every row was still as shown: a
+/// row another run changed between the confirmation and the lock is not
+/// overwritten with a decision made about something else.
+fn store(
+    session: &mut LockSession,
+    config: &RepairConfig,
+    chosen: &[Divergent],
+) -> Result<(), Failure> {
+    let table = &config.common.table;
+    let mut batch = Batch::new();
+    batch.push("BEGIN");
+    let slots: Vec<_> = chosen
+        .iter()
+        .map(|d| batch.push(&table.repair_sql(&d.applied, &d.file.name, d.file.checksum)))
+        .collect();
+    let results = batch.query(session.client()).map_err(|e| {
+        let _ = session.client().batch_execute("ROLLBACK");
+        pg_error::failed(&e, format!("cannot update the history table {table}"))
+    });
+    let results = results?;
+    let changed: Vec<String> = chosen
+        .iter()
+        .zip(&slots)
+        .filter(|(_, slot)| results.rows(**slot).is_empty())
+        .map(|(d, _)| d.applied.to_string())
+        .collect();
+    if !changed.is_empty() {
+        let _ = session.client().batch_execute("ROLLBACK");
+        return Err(Failure::failed(anyhow!(
+            "the history row of {} changed since it was read: nothing was repaired; run repair \
+             again to see the rows as they are now",
+            changed.join(", ")
+        )));
+    }
+    session
+        .client()
+        .batch_execute("COMMIT")
+        .map_err(|e| pg_error::failed(&e, format!("cannot update the history table {table}")))
+}
