@@ -41,6 +41,7 @@ mod parse;
 mod pg_error;
 mod report;
 mod settings;
+mod split;
 mod sql;
 
 pub use api::{AppliedMigration, Error, ErrorKind, Migrated, Migrator};
@@ -63,6 +64,9 @@ pub mod testing {
     }
     pub mod sql {
         pub use crate::sql::*;
+    }
+    pub mod split {
+        pub use crate::split::*;
     }
 }
 
