@@ -35,6 +35,7 @@ mod interrupt;
 mod lock;
 mod migrate;
 mod migrations;
+mod nontx;
 mod outcome;
 mod output;
 mod parse;

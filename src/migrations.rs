@@ -61,6 +61,12 @@ pub enum ProblemKind {
     Missing,
     /// A file not applied although a later version is.
     OutOfOrder,
+    /// A pending file that runs in miglock's transaction but controls the
+    /// transaction itself (BEGIN, COMMIT, SAVEPOINT…).
+    TransactionControl,
+    /// A pending file with a statement miglock cannot run (`COPY … FROM
+    /// stdin`, `DISCARD ALL`).
+    Unsupported,
 }
 
 /// A path in JSON even when it is not UTF-8 (bad bytes shown as U+FFFD):
@@ -86,6 +92,8 @@ impl ProblemKind {
             ProblemKind::Divergent => "divergent",
             ProblemKind::Missing => "missing",
             ProblemKind::OutOfOrder => "out_of_order",
+            ProblemKind::TransactionControl => "transaction_control",
+            ProblemKind::Unsupported => "unsupported",
         }
     }
 }

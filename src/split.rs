@@ -21,7 +21,7 @@ pub struct Statement<'a> {
     pub line: usize,
     /// Its leading words (up to [`WORDS`]), upper-cased; other tokens as
     /// one-character marks (`(`, `)`, `,`, `=`), strings and quoted
-    /// identifiers as `'` and `"`.
+    /// as `'`, quoted identifiers as written (with their quotes).
     words: Vec<String>,
 }
 
@@ -157,7 +157,8 @@ impl<'a> Scanner<'a> {
                 }
                 b'"' => {
                     self.quoted(1, b'"', false);
-                    current.token(start, line, self.pos, "\"");
+                    let quoted = &self.sql[start..self.pos];
+                    current.token(start, line, self.pos, quoted);
                 }
                 b'e' | b'E' if self.peek(1) == Some(b'\'') => {
                     self.quoted(2, b'\'', true);
@@ -624,6 +625,26 @@ impl Statement<'_> {
                 .words
                 .windows(2)
                 .any(|w| w[0] == "FROM" && w[1] == "STDIN")
+    }
+
+    /// The name a `CREATE INDEX CONCURRENTLY` statement gives its index,
+    /// as stored in the catalog (folded to lower case unless quoted).
+    pub fn created_index_name(&self) -> Option<String> {
+        if self.refused_in_transaction()? != "CREATE INDEX CONCURRENTLY" {
+            return None;
+        }
+        let at = self.words.iter().position(|w| w == "CONCURRENTLY")? + 1;
+        let mut name = self.words.get(at)?;
+        if name == "IF" {
+            name = self.words.get(at + 3)?;
+        }
+        if name == "ON" {
+            return None;
+        }
+        Some(match name.strip_prefix('"') {
+            Some(quoted) => quoted.strip_suffix('"')?.replace("\"\"", "\""),
+            None => name.to_lowercase(),
+        })
     }
 
     /// Whether a failure of this statement can leave an `INVALID` index

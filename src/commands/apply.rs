@@ -25,6 +25,7 @@ use crate::lock::wait::{self, Look};
 use crate::lock::{Backend, Identity, LockSession};
 use crate::migrate;
 use crate::migrations::{LocalMigration, MigrationSet, Plan};
+use crate::nontx::Isolation;
 use crate::outcome::Outcome;
 use crate::output::{Console, Progress};
 use crate::pg_error;
@@ -85,6 +86,9 @@ pub fn run(
     let table_exists = history.is_some();
     let plan = Plan::new(&set, &history.unwrap_or_default(), config.target_version)
         .map_err(|p| report.invalid(p))?;
+    // Before anything runs; the history only grows, so no later plan has a
+    // pending file this one lacks.
+    crate::nontx::refuse(&plan).map_err(|p| report.invalid(p))?;
     report.set_pending(&plan);
     if plan.pending.is_empty() {
         return Ok(report.current(&plan, "nothing pending"));
@@ -181,7 +185,9 @@ fn render_plan(config: &ApplyConfig, plan: &Plan) -> String {
         common.database, common.table, common.key
     );
     for m in &plan.pending {
-        text.push_str(&format!("  apply {m}  ({})\n", m.path.display()));
+        let how = crate::nontx::describe(m)
+            .map_or(String::new(), |why| format!("  [no transaction: {why}]"));
+        text.push_str(&format!("  apply {m}  ({}){how}\n", m.path.display()));
     }
     text.push_str(&format!(
         "{} pending, {} applied; nothing was changed (--dry-run).\n",
@@ -336,9 +342,14 @@ fn create_history_table(
     }
     batch.push("COMMIT");
     let rows = batch.push(&table.select_sql());
-    let results = batch
-        .query(session.client())
-        .map_err(|e| pg_error::failed(&e, format!("cannot create the history table {table}")))?;
+    let results = batch.query(session.client()).map_err(|e| {
+        if e.code() == Some(&postgres::error::SqlState::INVALID_SCHEMA_NAME)
+            && table.schema().is_none()
+        {
+            return crate::nontx::no_schema(table);
+        }
+        pg_error::failed(&e, format!("cannot create the history table {table}"))
+    })?;
     if let (Some(slot), Some(schema)) = (schema_missing, table.schema()) {
         if results.value(slot) == Some("t") {
             log::info!("HISTORY_SCHEMA_CREATED schema={schema} (for the history table {table})");
@@ -357,6 +368,7 @@ fn migrate_pending(
     progress: &Progress,
     interrupt: &Interrupt,
 ) -> Result<Outcome, Failure> {
+    let isolation = Isolation::resolve(session, &config.common.table)?;
     let bar = progress.bar(plan.pending.len() as u64);
     for (i, migration) in plan.pending.iter().enumerate() {
         if interrupt.is_set() {
@@ -371,7 +383,15 @@ fn migrate_pending(
             .format(&Rfc3339)
             .map_err(|e| anyhow!("cannot format the time: {e}"))?;
         let last = i + 1 == plan.pending.len();
-        match migrate::apply_one(session, migration, config, &applied_on, last, interrupt) {
+        match migrate::apply_one(
+            session,
+            migration,
+            &isolation,
+            config,
+            &applied_on,
+            last,
+            interrupt,
+        ) {
             Ok(()) => {}
             Err(failure) if session.is_closed() && failure.outcome == Outcome::Failed => {
                 return Err(after_connection_loss(
@@ -397,6 +417,7 @@ fn migrate_pending(
             name: migration.name.clone(),
             duration_ms: Some(duration_ms),
             applied_on: None,
+            transaction: crate::nontx::describe(migration).map(|_| false),
         });
         if let Some(bar) = &bar {
             bar.inc(1);

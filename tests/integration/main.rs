@@ -6,6 +6,7 @@ mod faults;
 mod fuzz;
 mod harness;
 mod inputs;
+mod nontx;
 mod output;
 mod paper_cuts;
 mod reliability;
