@@ -146,11 +146,29 @@ pub fn apply_statements(
             .map_err(|e| pg_error::failed(&e, "cannot set lock_timeout"))?;
     }
     let total = statements.len();
+    // Inside the file's own BEGIN … COMMIT (a file with the marker).
+    let mut in_transaction = false;
     for (i, statement) in statements.iter().enumerate() {
         if interrupt.is_set() {
             return Err(interrupted(migration, i, total));
         }
-        run_statement(session, migration, statement, i, total, config, interrupt)?;
+        run_statement(
+            session,
+            migration,
+            statement,
+            i,
+            total,
+            in_transaction,
+            config,
+            interrupt,
+        )?;
+        match statement.transaction_control() {
+            Some("BEGIN" | "START TRANSACTION") => in_transaction = true,
+            Some("COMMIT" | "END" | "ROLLBACK" | "ABORT" | "PREPARE TRANSACTION") => {
+                in_transaction = false;
+            }
+            _ => {}
+        }
     }
     let mut batch = Batch::new();
     batch.push(&isolation.table.insert_sql(
@@ -178,12 +196,14 @@ pub fn apply_statements(
 
 /// One statement, retried after a DDL lock timeout as a whole migration
 /// is in a transaction.
+#[allow(clippy::too_many_arguments)]
 fn run_statement(
     session: &mut LockSession,
     migration: &LocalMigration,
     statement: &Statement,
     index: usize,
     total: usize,
+    in_transaction: bool,
     config: &ApplyConfig,
     interrupt: &Interrupt,
 ) -> Result<(), Failure> {
@@ -205,16 +225,22 @@ fn run_statement(
         if builds_index && !session.is_closed() {
             drop_invalid_indexes(session.client(), statement, &invalid_before);
         }
-        // A file that opened its own transaction (it has the marker) had it
-        // rolled back by psql's exit on error; here the session lives on.
-        if statement_opens_transaction(migration) && !session.is_closed() {
+        // psql's exit on error would end the file's own transaction with
+        // the session; here the session lives on, so roll it back.
+        if in_transaction && !session.is_closed() {
             let _ = session.client().batch_execute("ROLLBACK");
         }
         if interrupt.is_set() && error.code() == Some(&SqlState::QUERY_CANCELED) {
             return Err(interrupted(migration, index, total));
         }
         let lock_timeout = error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE);
-        if lock_timeout && config.ddl_lock_timeout.is_some() && retries < config.ddl_retries {
+        // Inside the file's own transaction, the statements before this one
+        // went with the rollback: retrying this one alone would be wrong.
+        if lock_timeout
+            && !in_transaction
+            && config.ddl_lock_timeout.is_some()
+            && retries < config.ddl_retries
+        {
             retries += 1;
             let wait = pause.mul_f64(0.5 + fastrand::f64() * 0.5);
             log::warn!(
@@ -231,14 +257,16 @@ fn run_statement(
             pause = (pause * 2).min(Duration::from_secs(30));
             continue;
         }
-        return Err(statement_failed(
-            session, migration, statement, index, total, config, retries, &error,
-        ));
+        let mut failure =
+            statement_failed(migration, statement, index, total, config, retries, &error);
+        if in_transaction {
+            failure.error = anyhow!(
+                "{}\nThe statements since the file's own BEGIN were rolled back with its transaction.",
+                failure.message()
+            );
+        }
+        return Err(failure);
     }
-}
-
-fn statement_opens_transaction(migration: &LocalMigration) -> bool {
-    split::has_marker(&migration.sql)
 }
 
 /// What committed before statement `index` (from 0) of `total`.
@@ -263,7 +291,6 @@ fn interrupted(migration: &LocalMigration, index: usize, total: usize) -> Failur
 
 #[allow(clippy::too_many_arguments)]
 fn statement_failed(
-    session: &mut LockSession,
     migration: &LocalMigration,
     statement: &Statement,
     index: usize,
@@ -313,7 +340,6 @@ fn statement_failed(
             ));
         }
     }
-    let _ = session;
     Failure::failed(anyhow!(message)).with_detail(ErrorDetail {
         sqlstate,
         file: Some(migration.path.clone()),

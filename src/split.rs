@@ -429,7 +429,14 @@ pub struct Refusal {
 /// in miglock's transaction, `COPY … FROM stdin`, `DISCARD ALL`.
 pub fn refusals(mode: &Mode, statements: &[Statement]) -> Vec<Refusal> {
     let mut found = Vec::new();
+    // Where the file's own transaction was opened and not yet ended.
+    let mut open: Option<usize> = None;
     for s in statements {
+        match s.transaction_control() {
+            Some("BEGIN" | "START TRANSACTION") => open = Some(s.line),
+            Some("COMMIT" | "END" | "ROLLBACK" | "ABORT" | "PREPARE TRANSACTION") => open = None,
+            _ => {}
+        }
         if let Some(what) = s.transaction_control() {
             if *mode
                 != (Mode::NoTransaction {
@@ -472,6 +479,25 @@ pub fn refusals(mode: &Mode, statements: &[Statement]) -> Vec<Refusal> {
                 ),
             });
         }
+    }
+    if let (
+        Some(line),
+        Mode::NoTransaction {
+            reason: Reason::Marker,
+            ..
+        },
+    ) = (open, mode)
+    {
+        // psql would roll it back at the end of the file, with its session;
+        // miglock's session goes on to record the file as applied.
+        found.push(Refusal {
+            kind: "transaction_control",
+            line,
+            message: format!(
+                "line {line}: the transaction this BEGIN opens is never ended; add COMMIT at the end \
+                 of the file"
+            ),
+        });
     }
     found
 }
@@ -817,6 +843,8 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!((found[0].kind, found[0].line), ("transaction_control", 2));
         assert!(r("-- miglock:no-transaction\nBEGIN; select 1; COMMIT;").is_empty());
+        let open = r("-- miglock:no-transaction\nselect 1;\nBEGIN;\nselect 2;");
+        assert_eq!((open[0].kind, open[0].line), ("transaction_control", 3));
         assert!(r("do $$ begin commit; end $$;").is_empty());
         assert!(r("create procedure p() begin atomic select 1; end;").is_empty());
         assert_eq!(r("copy t from stdin;\n1\n\\.\n")[0].kind, "unsupported");
