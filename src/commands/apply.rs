@@ -463,6 +463,11 @@ fn after_connection_loss(
                     "it had committed (with its history row) before the connection was lost"
                 }
                 Some(_) => "this run's attempt was rolled back; another replica has applied it since",
+                // Its statements commit one by one; only the row is missing.
+                None if crate::nontx::describe(migration).is_some() => {
+                    "its history row was not written; it runs without a transaction, so statements \
+                     before the loss may have committed, and the next apply runs the whole file again"
+                }
                 None => "it was not applied: the server rolled it back",
             };
             Failure::failed(anyhow!(
