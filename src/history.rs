@@ -70,6 +70,14 @@ impl HistoryTable {
         }
     }
 
+    /// The same table, named in `schema` (as resolved by the server).
+    pub fn in_schema(&self, schema: &str) -> HistoryTable {
+        HistoryTable {
+            schema: Some(schema.to_string()),
+            name: self.name.clone(),
+        }
+    }
+
     /// The schema named with `--table schema.table`, if any.
     pub fn schema(&self) -> Option<&str> {
         self.schema.as_deref()
@@ -248,10 +256,25 @@ pub fn create(
     batch.push("COMMIT");
     let rows = batch.push(&table.select_sql());
     let results = batch.query(client).map_err(|e| {
+        if e.code() == Some(&postgres::error::SqlState::INVALID_SCHEMA_NAME)
+            && table.schema().is_none()
+        {
+            return no_schema(table);
+        }
         crate::pg_error::failed(&e, format!("cannot create the history table {table}"))
     })?;
     log_schema_created(&results, schema_missing, table);
     Ok(rows_from_rows(results.rows(rows))?)
+}
+
+/// The session's search_path names no existing schema, so an unqualified
+/// history table has nowhere to be (exit 2: a setting to fix).
+pub fn no_schema(table: &HistoryTable) -> crate::error::Failure {
+    crate::error::Failure::usage(anyhow::anyhow!(
+        "the session's search_path selects no existing schema (current_schema() is NULL), so the \
+         history table {table} has no schema to live in; name one with --table schema.table \
+         (e.g. --table public.{table}), or fix the role's search_path"
+    ))
 }
 
 /// The history rows of one statement (version, name, applied_on,

@@ -35,12 +35,14 @@ mod interrupt;
 mod lock;
 mod migrate;
 mod migrations;
+mod nontx;
 mod outcome;
 mod output;
 mod parse;
 mod pg_error;
 mod report;
 mod settings;
+mod split;
 mod sql;
 
 pub use api::{AppliedMigration, Error, ErrorKind, Migrated, Migrator};
@@ -63,6 +65,9 @@ pub mod testing {
     }
     pub mod sql {
         pub use crate::sql::*;
+    }
+    pub mod split {
+        pub use crate::split::*;
     }
 }
 

@@ -15,6 +15,7 @@ use crate::history::HistoryTable;
 use crate::interrupt::Interrupt;
 use crate::lock::LockSession;
 use crate::migrations::LocalMigration;
+use crate::nontx::{self, Isolation};
 use crate::pg_error;
 use crate::sql::Batch;
 
@@ -28,12 +29,27 @@ use crate::sql::Batch;
 pub fn apply_one(
     session: &mut LockSession,
     migration: &LocalMigration,
+    isolation: &Isolation,
     config: &ApplyConfig,
     applied_on: &str,
     release_after: bool,
     interrupt: &Interrupt,
 ) -> Result<(), Failure> {
-    let table = &config.common.table;
+    let (mode, statements) = nontx::plan(migration);
+    if !mode.transactional() {
+        return nontx::apply_statements(
+            session,
+            migration,
+            &mode,
+            &statements,
+            isolation,
+            config,
+            applied_on,
+            release_after,
+            interrupt,
+        );
+    }
+    let table = &isolation.table;
     let mut retries = 0;
     let mut pause = Duration::from_millis(500);
     let (error, script_start) = loop {
@@ -56,6 +72,8 @@ pub fn apply_one(
             migration.checksum,
         ));
         batch.push("COMMIT");
+        // SET (not LOCAL) in a migration outlives its COMMIT.
+        isolation.push_restore(&mut batch);
         let result = if release_after {
             session.execute_then_release(batch)
         } else {

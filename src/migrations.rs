@@ -79,6 +79,12 @@ pub enum ProblemKind {
     /// An applied migration newer than every file here (a newer release
     /// applied it), refused because of `--ahead reject`.
     Ahead,
+    /// A pending file that runs in miglock's transaction but controls the
+    /// transaction itself (BEGIN, COMMIT, SAVEPOINT…).
+    TransactionControl,
+    /// A pending file with a statement miglock cannot run (`COPY … FROM
+    /// stdin`, `DISCARD ALL`).
+    Unsupported,
 }
 
 /// A path in JSON even when it is not UTF-8 (bad bytes shown as U+FFFD):
@@ -105,6 +111,8 @@ impl ProblemKind {
             ProblemKind::Missing => "missing",
             ProblemKind::OutOfOrder => "out_of_order",
             ProblemKind::Ahead => "ahead",
+            ProblemKind::TransactionControl => "transaction_control",
+            ProblemKind::Unsupported => "unsupported",
         }
     }
 }

@@ -96,12 +96,22 @@ pub struct AppliedEntry {
     pub duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub applied_on: Option<String>,
+    /// `false` for a file that runs without a transaction; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct PendingEntry {
     pub version: i64,
     pub name: String,
+    /// `false` for a file that runs without a transaction; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<bool>,
+    /// Why it runs without one (`marker`, or the statement's kind), for
+    /// the text output.
+    #[serde(skip)]
+    pub no_transaction: Option<String>,
 }
 
 impl std::fmt::Display for AppliedEntry {
@@ -216,9 +226,14 @@ impl Report {
         self.pending = plan
             .pending
             .iter()
-            .map(|m| PendingEntry {
-                version: m.version.into(),
-                name: m.name.clone(),
+            .map(|m| {
+                let no_transaction = crate::nontx::describe(m);
+                PendingEntry {
+                    version: m.version.into(),
+                    name: m.name.clone(),
+                    transaction: no_transaction.is_some().then_some(false),
+                    no_transaction,
+                }
             })
             .collect();
     }

@@ -25,6 +25,7 @@ use crate::lock::wait::{self, Look};
 use crate::lock::{Backend, Identity, LockSession};
 use crate::migrate;
 use crate::migrations::{LocalMigration, MigrationSet, Plan};
+use crate::nontx::Isolation;
 use crate::outcome::Outcome;
 use crate::output::{Console, Progress};
 use crate::report::{self, AppliedEntry, Report};
@@ -88,6 +89,9 @@ pub fn run(
         common.ahead,
     )
     .map_err(|p| report.invalid(p))?;
+    // Before anything runs; the history only grows, so no later plan has a
+    // pending file this one lacks.
+    crate::nontx::refuse(&plan).map_err(|p| report.invalid(p))?;
     report.set_plan(&plan);
     if plan.pending.is_empty() {
         return Ok(report.current(&plan, "nothing pending"));
@@ -185,7 +189,9 @@ fn render_plan(config: &ApplyConfig, plan: &Plan) -> String {
         common.database, common.table, common.key
     );
     for m in &plan.pending {
-        text.push_str(&format!("  apply {m}  ({})\n", m.path.display()));
+        let how = crate::nontx::describe(m)
+            .map_or(String::new(), |why| format!("  [no transaction: {why}]"));
+        text.push_str(&format!("  apply {m}  ({}){how}\n", m.path.display()));
     }
     text.push_str(&format!(
         "{} pending, {} applied; nothing was changed (--dry-run).\n",
@@ -338,6 +344,7 @@ fn migrate_pending(
     progress: &Progress,
     interrupt: &Interrupt,
 ) -> Result<Outcome, Failure> {
+    let isolation = Isolation::resolve(session, &config.common.table)?;
     let bar = progress.bar(plan.pending.len() as u64);
     for (i, migration) in plan.pending.iter().enumerate() {
         if interrupt.is_set() {
@@ -352,7 +359,15 @@ fn migrate_pending(
             .format(&Rfc3339)
             .map_err(|e| anyhow!("cannot format the time: {e}"))?;
         let last = i + 1 == plan.pending.len();
-        match migrate::apply_one(session, migration, config, &applied_on, last, interrupt) {
+        match migrate::apply_one(
+            session,
+            migration,
+            &isolation,
+            config,
+            &applied_on,
+            last,
+            interrupt,
+        ) {
             Ok(()) => {}
             Err(failure) if session.is_closed() && failure.outcome == Outcome::Failed => {
                 return Err(after_connection_loss(
@@ -378,6 +393,7 @@ fn migrate_pending(
             name: migration.name.clone(),
             duration_ms: Some(duration_ms),
             applied_on: None,
+            transaction: crate::nontx::describe(migration).map(|_| false),
         });
         if let Some(bar) = &bar {
             bar.inc(1);
@@ -423,6 +439,11 @@ fn after_connection_loss(
                     "it had committed (with its history row) before the connection was lost"
                 }
                 Some(_) => "this run's attempt was rolled back; another replica has applied it since",
+                // Its statements commit one by one; only the row is missing.
+                None if crate::nontx::describe(migration).is_some() => {
+                    "its history row was not written; it runs without a transaction, so statements \
+                     before the loss may have committed, and the next apply runs the whole file again"
+                }
                 None => "it was not applied: the server rolled it back",
             };
             Failure::failed(anyhow!(

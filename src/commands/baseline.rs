@@ -205,6 +205,9 @@ fn entries(record: &[&LocalMigration]) -> Vec<PendingEntry> {
         .map(|m| PendingEntry {
             version: m.version.into(),
             name: m.name.clone(),
+            // Baselined files are recorded, never run.
+            transaction: None,
+            no_transaction: None,
         })
         .collect()
 }

@@ -55,6 +55,16 @@ pub fn run(
             name: a.name.clone(),
             duration_ms: None,
             applied_on: Some(a.applied_on.clone()),
+            transaction: set
+                .as_ref()
+                .ok()
+                .and_then(|set| {
+                    set.migrations
+                        .iter()
+                        .find(|m| i64::from(m.version) == a.version)
+                })
+                .and_then(crate::nontx::describe)
+                .map(|_| false),
         })
         .collect();
 
@@ -81,7 +91,10 @@ pub fn run(
             }
             Ok(plan) => {
                 report.set_plan(&plan);
-                if plan.pending.is_empty() {
+                if let Err(problems) = crate::nontx::refuse(&plan) {
+                    report.problems = problems.0;
+                    Outcome::Invalid
+                } else if plan.pending.is_empty() {
                     Outcome::Current
                 } else {
                     Outcome::Pending
@@ -180,7 +193,14 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
     if !report.pending.is_empty() {
         let _ = writeln!(out, "\nPending ({})", report.pending.len());
         for pending in &report.pending {
-            let _ = writeln!(out, "  {pending}");
+            match &pending.no_transaction {
+                Some(why) => {
+                    let _ = writeln!(out, "  {pending}  (no transaction: {why})");
+                }
+                None => {
+                    let _ = writeln!(out, "  {pending}");
+                }
+            }
         }
     }
     if !report.problems.is_empty() {

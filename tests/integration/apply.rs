@@ -664,7 +664,7 @@ fn verbose_runs_and_an_empty_folder() {
 }
 
 #[test]
-fn a_migration_that_ends_its_own_transaction_is_not_recorded() {
+fn a_migration_that_ends_its_own_transaction_is_refused_before_anything_runs() {
     let db = Cluster::shared().create_db();
     let dir = MigrationDir::new();
     dir.file("V1__t.sql", "CREATE TABLE t (id int);\n").file(
@@ -672,17 +672,12 @@ fn a_migration_that_ends_its_own_transaction_is_not_recorded() {
         "CREATE TABLE lost (id int);\nROLLBACK;\n",
     );
     let out = apply(&db, &dir).run();
-    out.assert_code(1)
-        .assert_stderr_contains("MIGRATION_FAILED version=2 name=rolls_back sqlstate=25P01")
-        .assert_stderr_contains("The migration ended its own transaction")
-        .assert_stderr_contains("LOCK_RELEASED");
-    assert_eq!(out.json()["error"]["sqlstate"], "25P01");
-    assert_eq!(
-        db.history(),
-        [1],
-        "no history row for a migration that was rolled back"
-    );
+    out.assert_code(6)
+        .assert_stderr_contains("line 2: ROLLBACK controls the transaction");
+    assert_eq!(out.json()["problems"][0]["kind"], "transaction_control");
+    assert!(!db.table_exists("t"), "nothing runs");
     assert!(!db.table_exists("lost"));
+    assert!(!db.table_exists("refinery_schema_history"));
 }
 
 #[test]
