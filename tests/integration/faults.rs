@@ -178,13 +178,14 @@ fn a_replica_waiting_for_the_lock_survives_a_server_restart() {
     holder
         .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
         .unwrap();
-    let child = apply(&db, &dir).args(["--wait", "60s"]).spawn();
-    wait_until(SETTLE, || {
-        db.query_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock apply waiting%'") == 1
-    });
+    let mut child = apply(&db, &dir).args(["--wait", "60s"]).spawn_watched();
+    // Past its first attempt and its look at the holder: idle, waiting.
+    // (The waiting application_name shows earlier, while the attempt's
+    // round trip is still under way.)
+    child.wait_for_stderr("LOCK_BUSY", SETTLE);
     // The restart ends the holder's session too, so the lock is free after it.
     cluster.restart();
-    let out = RunOutput::from_child(child);
+    let out = child.finish();
     out.assert_success()
         .assert_stderr_contains("LOCK_BUSY")
         .assert_stderr_contains("connection was lost while waiting; reconnecting")
