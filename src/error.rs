@@ -74,6 +74,13 @@ impl Failure {
     }
 }
 
+/// Whether an error with this SQLSTATE means the server ended (or is
+/// ending) the session: a connection error (class 08) or an administrator
+/// shutdown, crash shutdown or restart (57P01–57P03).
+pub fn ends_the_session(sqlstate: &str) -> bool {
+    sqlstate.starts_with("08") || matches!(sqlstate, "57P01" | "57P02" | "57P03")
+}
+
 /// Anything not classified otherwise is a plain failure (exit 1).
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Failure {

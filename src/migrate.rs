@@ -94,6 +94,13 @@ pub fn apply_one(
         if interrupt.is_set() && error.code() == Some(&SqlState::QUERY_CANCELED) {
             return Err(Failure::interrupted());
         }
+        // Not the migration's fault: the caller reconnects and looks.
+        if session.is_closed() || pg_error::session_ended(&error) {
+            return Err(pg_error::failed(
+                &error,
+                format!("the connection was lost during {migration}"),
+            ));
+        }
         let lock_timeout = error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE);
         if !(lock_timeout && config.ddl_lock_timeout.is_some() && retries < config.ddl_retries) {
             break (error, script_start);

@@ -43,6 +43,14 @@ pub fn failed(e: &postgres::Error, context: impl fmt::Display + Send + Sync + 's
     })
 }
 
+/// Whether the server ended the session with this error (see
+/// [`crate::error::ends_the_session`]); the client may not have noticed the
+/// socket close yet.
+pub fn session_ended(e: &postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|code| crate::error::ends_the_session(code.code()))
+}
+
 pub fn text(db: &DbError) -> String {
     let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
     if let Some(detail) = db.detail() {

@@ -197,7 +197,14 @@ impl Report {
                 plan.beyond_target
             );
         }
-        Outcome::Current
+        // An apply that applied some migrations before it lost its
+        // connection, and found the rest applied by another replica after
+        // reconnecting, still applied them.
+        if self.command == "apply" && !self.applied.is_empty() {
+            Outcome::Applied
+        } else {
+            Outcome::Current
+        }
     }
 
     /// What the plan leaves to do (`pending`) and what a newer release did

@@ -102,61 +102,78 @@ pub fn run(
         return Ok(Outcome::Pending);
     }
 
-    let waited = Instant::now();
-    let wait = wait_for_lock(
-        &mut session,
+    // A connection lost under the lock (a restart, a failover) is not the
+    // migration's fault: reconnect, find out from the history what
+    // committed, and wait for the key again with what is left of --wait.
+    let deadline = Instant::now() + config.wait;
+    let mut table_exists = table_exists;
+    let steps = Run {
         config,
-        &set,
-        table_exists,
-        report,
+        set: &set,
         progress,
         interrupt,
-    );
-    report.lock.waited_ms = crate::millis(waited.elapsed());
-    let history = match wait? {
-        LockWait::Acquired(history) => history,
-        LockWait::CurrentMeanwhile(plan) => {
-            return Ok(report.current(&plan, "applied by another replica while this one waited"))
-        }
-        LockWait::TimedOut => {
-            let holder = report
-                .lock
-                .holder
-                .as_ref()
-                .map(Backend::holder_log_fields)
-                .unwrap_or_default();
-            log::warn!(
-                "LOCK_WAIT_TIMEOUT key={} waited_ms={} {holder}: nothing was changed by this run",
-                common.key,
-                report.lock.waited_ms
-            );
-            return Ok(Outcome::Skipped);
-        }
     };
-    log::info!(
-        "LOCK_ACQUIRED key={} waited_ms={}",
-        common.key,
-        report.lock.waited_ms
-    );
+    loop {
+        let waited = Instant::now();
+        let wait = steps.wait_for_lock(&mut session, table_exists, deadline, report);
+        report.lock.waited_ms += crate::millis(waited.elapsed());
+        let history = match wait? {
+            LockWait::Acquired(history) => history,
+            LockWait::CurrentMeanwhile(plan) => {
+                return Ok(report.current(&plan, "applied by another replica while this one waited"))
+            }
+            LockWait::TimedOut => {
+                let holder = report
+                    .lock
+                    .holder
+                    .as_ref()
+                    .map(Backend::holder_log_fields)
+                    .unwrap_or_default();
+                log::warn!(
+                    "LOCK_WAIT_TIMEOUT key={} waited_ms={} {holder}: nothing was changed by this run",
+                    common.key,
+                    report.lock.waited_ms
+                );
+                return Ok(Outcome::Skipped);
+            }
+        };
+        log::info!(
+            "LOCK_ACQUIRED key={} waited_ms={}",
+            common.key,
+            report.lock.waited_ms
+        );
 
-    // From here the session holds the key; it lets go of it on every path
-    // (the last migration's round trip, `release`, or its Drop).
-    let history = match history {
-        Some(history) => history.map_err(Failure::failed)?,
-        None => history::create(session.client(), &common.table)?,
-    };
-    let plan = Plan::new(&set, &history, config.target_version, common.ahead)
-        .map_err(|p| report.invalid(p))?;
-    report.set_plan(&plan);
-    if plan.pending.is_empty() {
-        return Ok(report.current(
-            &plan,
-            "applied by another replica before the lock was taken",
-        ));
+        // From here the session holds the key; it lets go of it on every path
+        // (the last migration's round trip, `release`, or its Drop).
+        let history = match history {
+            Some(history) => history.map_err(Failure::failed)?,
+            None => history::create(session.client(), &common.table)?,
+        };
+        let plan = Plan::new(&set, &history, config.target_version, common.ahead)
+            .map_err(|p| report.invalid(p))?;
+        report.set_plan(&plan);
+        if plan.pending.is_empty() {
+            return Ok(report.current(
+                &plan,
+                "applied by another replica before the lock was taken",
+            ));
+        }
+        match steps.migrate_pending(&mut session, &plan, report) {
+            Ok(outcome) => {
+                session.release();
+                return Ok(outcome);
+            }
+            Err(Stop::Lost {
+                migration,
+                applied_on,
+                failure,
+            }) => {
+                steps.after_connection_loss(&mut session, migration, &applied_on, failure)?;
+                table_exists = true;
+            }
+            Err(Stop::Failed(failure)) => return Err(failure),
+        }
     }
-    let outcome = migrate_pending(&mut session, config, &plan, report, progress, interrupt)?;
-    session.release();
-    Ok(outcome)
 }
 
 fn check_target_version(config: &ApplyConfig, set: &MigrationSet) -> Result<(), Failure> {
@@ -267,195 +284,281 @@ fn session_settings_sql(config: &ApplyConfig) -> String {
     format!("SELECT {}", columns.join(", "))
 }
 
-/// Tries the key until it is ours, the schema turns out current (another
-/// replica did the work meanwhile), or `--wait` runs out.
-fn wait_for_lock<'a>(
-    session: &mut LockSession,
-    config: &ApplyConfig,
-    set: &'a MigrationSet,
-    table_exists: bool,
-    report: &mut Report,
-    progress: &Progress,
-    interrupt: &Interrupt,
-) -> Result<LockWait<'a>, Failure> {
-    let common = &config.common;
-    let key = common.key.clone();
-    let started = Instant::now();
-    let deadline = started + config.wait;
-    let mut backoff = FIRST_BACKOFF;
-    let mut spinner: Option<indicatif::ProgressBar> = None;
-    let mut busy_logged: Option<Option<i32>> = None;
-    let waited = wait::until(session, deadline, interrupt, |session, _| {
-        let attempt = session.try_acquire(table_exists.then_some(&common.table))?;
-        if attempt.acquired {
-            return Ok(Look::Done(LockWait::Acquired(attempt.history)));
-        }
-        if let Some(history) = attempt.history {
-            let plan = Plan::new(set, &history?, config.target_version, common.ahead)
-                .map_err(|p| report.invalid(p))?;
-            if plan.pending.is_empty() {
-                return Ok(Look::Done(LockWait::CurrentMeanwhile(plan)));
-            }
-            report.set_plan(&plan);
-        }
-        let (holder, waiters) = session.busy()?;
-        // Logged the first time, and whenever the holder changes (a holder
-        // gone between the attempt and this look is logged as such).
-        let holder_pid = holder.as_ref().map(|h| h.pid);
-        if busy_logged != Some(holder_pid) {
-            busy_logged = Some(holder_pid);
-            let who = holder
-                .as_ref()
-                .map_or("holder_pid=<gone>".to_string(), Backend::holder_log_fields);
-            log::info!(
-                "LOCK_BUSY key={key} {who} waited_ms={} wait_ms={}",
-                crate::millis(started.elapsed()),
-                crate::millis(config.wait)
-            );
-            let message = format!("waiting for lock {key} ({who})");
-            match &spinner {
-                Some(bar) => bar.set_message(message),
-                None => spinner = progress.spinner(message),
-            }
-        }
-        if holder.is_some() {
-            report.lock.holder = holder;
-        }
-        // However many replicas wait, together they poll the server at
-        // most about ATTEMPTS_PER_SECOND times a second: each waits at least
-        // its share. The release notification, not the polling, is what
-        // makes the handover quick.
-        let share = Duration::from_secs_f64(f64::from(waiters) / ATTEMPTS_PER_SECOND / 0.75);
-        let jitter = 0.5 + fastrand::f64() * 0.5;
-        let pause = backoff.max(share).mul_f64(jitter);
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-        Ok(Look::Again(pause))
-    })?;
-    Ok(waited.unwrap_or(LockWait::TimedOut))
+/// The server stayed read-only for the whole connect timeout (exit 5, as
+/// for a server that cannot be reached: the primary is what is missing).
+fn read_only(config: &ApplyConfig) -> Failure {
+    Failure::unavailable(anyhow!(
+        "{} is a read-only server (a hot standby, or default_transaction_read_only is on) and was \
+         still read-only after --connect-timeout {}: migrations need the primary. Point \
+         --database-url at the primary (or list every host with target_session_attrs=read-write).",
+        config.common.database,
+        humantime::format_duration(config.common.connect_timeout)
+    ))
 }
 
-/// Applies what is pending, in order; the last migration's round trip
-/// also releases the key.
-fn migrate_pending(
-    session: &mut LockSession,
-    config: &ApplyConfig,
-    plan: &Plan,
-    report: &mut Report,
-    progress: &Progress,
-    interrupt: &Interrupt,
-) -> Result<Outcome, Failure> {
-    let isolation = Isolation::resolve(session, &config.common.table)?;
-    let bar = progress.bar(plan.pending.len() as u64);
-    for (i, migration) in plan.pending.iter().enumerate() {
-        if interrupt.is_set() {
-            return Err(Failure::interrupted());
-        }
-        if let Some(bar) = &bar {
-            bar.set_message(migration.to_string());
-        }
-        let started = Instant::now();
-        // Also what tells this run's history row from another replica's.
-        let applied_on = time::OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .map_err(|e| anyhow!("cannot format the time: {e}"))?;
-        let last = i + 1 == plan.pending.len();
-        match migrate::apply_one(
-            session,
-            migration,
-            &isolation,
+/// Why applying stopped short.
+enum Stop<'a> {
+    /// The connection went away during `migration`.
+    Lost {
+        migration: &'a LocalMigration,
+        applied_on: String,
+        failure: Failure,
+    },
+    Failed(Failure),
+}
+
+impl From<Failure> for Stop<'_> {
+    fn from(failure: Failure) -> Self {
+        Stop::Failed(failure)
+    }
+}
+
+/// One apply run's fixed inputs, shared by its steps.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    config: &'a ApplyConfig,
+    set: &'a MigrationSet,
+    progress: &'a Progress,
+    interrupt: &'a Interrupt,
+}
+
+impl<'a> Run<'a> {
+    /// Tries the key until it is ours, the schema turns out current (another
+    /// replica did the work meanwhile), or `--wait` runs out.
+    fn wait_for_lock(
+        &self,
+        session: &mut LockSession,
+        table_exists: bool,
+        deadline: Instant,
+        report: &mut Report,
+    ) -> Result<LockWait<'a>, Failure> {
+        let Run {
             config,
-            &applied_on,
-            last,
+            set,
+            progress,
             interrupt,
-        ) {
-            Ok(()) => {}
-            Err(failure) if session.is_closed() && failure.outcome == Outcome::Failed => {
-                return Err(after_connection_loss(
-                    session,
-                    config,
-                    migration,
-                    &applied_on,
-                    failure,
-                    interrupt,
-                ));
+        } = *self;
+        let common = &config.common;
+        let key = common.key.clone();
+        let started = Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        let mut spinner: Option<indicatif::ProgressBar> = None;
+        let mut busy_logged: Option<Option<i32>> = None;
+        let mut read_only_since: Option<Instant> = None;
+        let waited = wait::until(session, deadline, interrupt, |session, _| {
+            let attempt = session.try_acquire(table_exists.then_some(&common.table))?;
+            if attempt.read_only {
+                // As libpq's target_session_attrs=read-write: a failover
+                // promotes a new primary within seconds, and a new
+                // connection (DNS, a multi-host URL, a proxy) may reach it.
+                let since = *read_only_since.get_or_insert_with(|| {
+                    log::warn!(
+                        "SERVER_READ_ONLY {} takes no writes (a hot standby, or default_transaction_read_only); \
+                         retrying for up to --connect-timeout {}",
+                        common.database,
+                        humantime::format_duration(common.connect_timeout)
+                    );
+                    Instant::now()
+                });
+                let left = common.connect_timeout.saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    return Err(read_only(config));
+                }
+                session.reconnect("the server is read-only", Instant::now() + left, interrupt)?;
+                let pause = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                return Ok(Look::Again(pause));
             }
-            Err(failure) => return Err(failure),
-        }
-        let duration_ms = crate::millis(started.elapsed());
-        log::info!(
-            "MIGRATION_APPLIED version={} name={} ms={duration_ms}",
-            migration.version,
-            migration.name
-        );
-        report.pending.remove(0);
-        report.applied.push(AppliedEntry {
-            version: migration.version.into(),
-            name: migration.name.clone(),
-            duration_ms: Some(duration_ms),
-            applied_on: None,
-            transaction: crate::nontx::describe(migration).map(|_| false),
-        });
-        if let Some(bar) = &bar {
-            bar.inc(1);
+            read_only_since = None;
+            if attempt.acquired {
+                return Ok(Look::Done(LockWait::Acquired(attempt.history)));
+            }
+            if let Some(history) = attempt.history {
+                let plan = Plan::new(set, &history?, config.target_version, common.ahead)
+                    .map_err(|p| report.invalid(p))?;
+                if plan.pending.is_empty() {
+                    return Ok(Look::Done(LockWait::CurrentMeanwhile(plan)));
+                }
+                report.set_plan(&plan);
+            }
+            let (holder, waiters) = session.busy()?;
+            // Logged the first time, and whenever the holder changes (a holder
+            // gone between the attempt and this look is logged as such).
+            let holder_pid = holder.as_ref().map(|h| h.pid);
+            if busy_logged != Some(holder_pid) {
+                busy_logged = Some(holder_pid);
+                let who = holder
+                    .as_ref()
+                    .map_or("holder_pid=<gone>".to_string(), Backend::holder_log_fields);
+                log::info!(
+                    "LOCK_BUSY key={key} {who} waited_ms={} wait_ms={}",
+                    crate::millis(started.elapsed()),
+                    crate::millis(config.wait)
+                );
+                let message = format!("waiting for lock {key} ({who})");
+                match &spinner {
+                    Some(bar) => bar.set_message(message),
+                    None => spinner = progress.spinner(message),
+                }
+            }
+            if holder.is_some() {
+                report.lock.holder = holder;
+            }
+            // However many replicas wait, together they poll the server at
+            // most about ATTEMPTS_PER_SECOND times a second: each waits at least
+            // its share. The release notification, not the polling, is what
+            // makes the handover quick.
+            let share = Duration::from_secs_f64(f64::from(waiters) / ATTEMPTS_PER_SECOND / 0.75);
+            let jitter = 0.5 + fastrand::f64() * 0.5;
+            let pause = backoff.max(share).mul_f64(jitter);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            Ok(Look::Again(pause))
+        })?;
+        match waited {
+            Some(waited) => Ok(waited),
+            None if read_only_since.is_some() => Err(read_only(config)),
+            None => Ok(LockWait::TimedOut),
         }
     }
-    report::schema_current(
-        plan.pending.last().map(ToString::to_string),
-        plan.applied.len() + plan.pending.len(),
-        &format!("this run applied {}", plan.pending.len()),
-    );
-    Ok(Outcome::Applied)
-}
 
-/// The connection died during a migration: whether its COMMIT went through
-/// is unknown from here, so look again on a new connection and say which.
-fn after_connection_loss(
-    session: &mut LockSession,
-    config: &ApplyConfig,
-    migration: &LocalMigration,
-    applied_on: &str,
-    failure: Failure,
-    interrupt: &Interrupt,
-) -> Failure {
-    let common = &config.common;
-    let lost = failure.message();
-    let checked = session
-        .reconnect(
-            &format!("during {migration} (to check what was applied)"),
-            Instant::now() + common.connect_timeout,
+    /// Applies what is pending, in order; the last migration's round trip
+    /// also releases the key.
+    fn migrate_pending(
+        &self,
+        session: &mut LockSession,
+        plan: &Plan<'a>,
+        report: &mut Report,
+    ) -> Result<Outcome, Stop<'a>> {
+        let Run {
+            config,
+            progress,
             interrupt,
-        )
-        .and_then(|()| history::read(session.client(), &common.table));
-    match checked {
-        Ok(history) => {
-            // The row says who applied it: a waiter may have taken over and
-            // applied the migration since, with its own applied_on.
-            let row = history
-                .unwrap_or_default()
-                .into_iter()
-                .find(|a| a.version == i64::from(migration.version));
-            let what = match row {
-                Some(row) if row.applied_on == applied_on => {
-                    "it had committed (with its history row) before the connection was lost"
+            ..
+        } = *self;
+        let isolation = Isolation::resolve(session, &config.common.table)?;
+        let bar = progress.bar(plan.pending.len() as u64);
+        for (i, migration) in plan.pending.iter().enumerate() {
+            if interrupt.is_set() {
+                return Err(Failure::interrupted().into());
+            }
+            if let Some(bar) = &bar {
+                bar.set_message(migration.to_string());
+            }
+            let started = Instant::now();
+            // Also what tells this run's history row from another replica's.
+            let applied_on = time::OffsetDateTime::now_utc()
+                .format(&Rfc3339)
+                .map_err(|e| Failure::failed(anyhow!("cannot format the time: {e}")))?;
+            let last = i + 1 == plan.pending.len();
+            match migrate::apply_one(
+                session,
+                migration,
+                &isolation,
+                config,
+                &applied_on,
+                last,
+                interrupt,
+            ) {
+                Ok(()) => {}
+                Err(failure)
+                    if failure.outcome == Outcome::Failed
+                        && (session.is_closed() || failure.connection_lost()) =>
+                {
+                    return Err(Stop::Lost {
+                        migration,
+                        applied_on,
+                        failure,
+                    });
                 }
-                Some(_) => "this run's attempt was rolled back; another replica has applied it since",
-                // Its statements commit one by one; only the row is missing.
-                None if crate::nontx::describe(migration).is_some() => {
-                    "its history row was not written; it runs without a transaction, so statements \
-                     before the loss may have committed, and the next apply runs the whole file again"
-                }
-                None => "it was not applied: the server rolled it back",
-            };
-            Failure::failed(anyhow!(
-                "{lost}\nThe connection was lost during {migration}; checked on a new connection: {what}. \
-                 The next apply carries on from there."
-            ))
+                Err(failure) => return Err(Stop::Failed(failure)),
+            }
+            let duration_ms = crate::millis(started.elapsed());
+            log::info!(
+                "MIGRATION_APPLIED version={} name={} ms={duration_ms}",
+                migration.version,
+                migration.name
+            );
+            report.pending.remove(0);
+            report.applied.push(AppliedEntry {
+                version: migration.version.into(),
+                name: migration.name.clone(),
+                duration_ms: Some(duration_ms),
+                applied_on: None,
+                transaction: crate::nontx::describe(migration).map(|_| false),
+            });
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
         }
-        Err(reconnect) => Failure::unavailable(anyhow!(
-            "{lost}\nThe connection was lost during {migration}, and reconnecting to check whether it \
-             committed failed: {}. Each migration commits with its history row, so it is either applied \
-             and recorded or not at all; `miglock status` tells which.",
-            reconnect.message()
-        )),
+        report::schema_current(
+            plan.pending.last().map(ToString::to_string),
+            plan.applied.len() + plan.pending.len(),
+            &format!("this run applied {}", plan.pending.len()),
+        );
+        Ok(Outcome::Applied)
+    }
+
+    /// The connection died during a migration: connect again and read the
+    /// history to learn what committed. A transactional migration committed
+    /// with its row or not at all, so the run can carry on; a
+    /// non-transactional one without its row may have committed part of its
+    /// statements, which nobody can tell from here (exit 1). No connection
+    /// within --connect-timeout: exit 5.
+    fn after_connection_loss(
+        &self,
+        session: &mut LockSession,
+        migration: &LocalMigration,
+        applied_on: &str,
+        failure: Failure,
+    ) -> Result<(), Failure> {
+        let Run {
+            config, interrupt, ..
+        } = *self;
+        let common = &config.common;
+        let lost = failure.message();
+        let history = session
+            .reconnect(
+                &format!("the connection was lost during {migration}"),
+                Instant::now() + common.connect_timeout,
+                interrupt,
+            )
+            .and_then(|()| history::read(session.client(), &common.table))
+            .map_err(|reconnect| {
+                if interrupt.is_set() {
+                    return Failure::interrupted();
+                }
+                Failure::unavailable(anyhow!(
+                    "{lost}\nReconnecting failed: {}. Each migration commits with its history row, so \
+                     {migration} is either applied and recorded or not at all; `miglock status` tells which, \
+                     and the next apply carries on from there.",
+                    reconnect.message()
+                ))
+            })?;
+        // The row says who applied it: a waiter may have taken over and
+        // applied the migration since, with its own applied_on.
+        let row = history
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a.version == i64::from(migration.version));
+        let what = match row {
+            Some(row) if row.applied_on == applied_on => {
+                "it had committed, with its history row, before the connection was lost"
+            }
+            Some(_) => "this run's attempt was rolled back; another replica has applied it since",
+            None if crate::nontx::describe(migration).is_some() => {
+                return Err(Failure::failed(anyhow!(
+                    "{lost}\nThe connection was lost during {migration}, which runs without a transaction: \
+                     its history row was not written, and statements before the loss may have committed. \
+                     miglock cannot tell which; check the database, then apply again (it runs the whole \
+                     file again, so write such files to be re-runnable)."
+                )));
+            }
+            None => "the server rolled it back",
+        };
+        log::warn!(
+            "CONNECT_RETRY reconnected after losing the connection during {migration}: {what}; \
+             carrying on under the lock"
+        );
+        Ok(())
     }
 }

@@ -41,6 +41,9 @@ pub struct LockSession<'c> {
 /// One try for the key.
 pub struct Attempt {
     pub acquired: bool,
+    /// The server takes no writes: a hot standby (which also refuses
+    /// `LISTEN`), or `default_transaction_read_only`. Never `acquired`.
+    pub read_only: bool,
     /// The history, read in the same round trip with a snapshot taken
     /// after the lock (see [`LockSession::try_acquire`]): `None`
     /// when the table was not asked for.
@@ -88,12 +91,12 @@ impl<'c> LockSession<'c> {
         self.held_since.is_some()
     }
 
-    /// The server went away (restart, failover) `when` (`while waiting`):
-    /// connect again within what is left until `deadline`. Whatever this
-    /// session held went with the old connection.
+    /// Connects again (`why`: the server went away, or is read-only) within
+    /// what is left until `deadline`. Whatever this session held went with
+    /// the old connection.
     pub fn reconnect(
         &mut self,
-        when: &str,
+        why: &str,
         deadline: Instant,
         interrupt: &Interrupt,
     ) -> Result<(), Failure> {
@@ -101,7 +104,7 @@ impl<'c> LockSession<'c> {
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
         log::warn!(
-            "CONNECT_RETRY the connection was lost {when}; reconnecting to {} (for up to {})",
+            "CONNECT_RETRY {why}; reconnecting to {} (for up to {})",
             self.common.database,
             humantime::format_duration(Duration::from_millis(crate::millis(remaining)))
         );
@@ -134,12 +137,26 @@ impl<'c> LockSession<'c> {
         if self.listening {
             return Ok(());
         }
-        let mut batch = Batch::new();
-        batch.push(&format!(
+        let name = format!(
             "SELECT set_config('application_name', {}, false)",
             crate::sql::literal(&self.identity.application_name(Some("waiting")))
-        ));
+        );
+        let mut batch = Batch::new();
+        batch.push(&name);
         self.push_listen(&mut batch);
+        let Err(e) = batch.execute(&mut self.client) else {
+            return Ok(());
+        };
+        if e.code() != Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
+            self.listening = false;
+            return Err(pg_error::failed(&e, "cannot listen for the lock's release"));
+        }
+        // A hot standby refuses LISTEN (and no NOTIFY reaches it anyway):
+        // the waiter polls, at the pace it keeps without notifications.
+        log::debug!("the server is a hot standby: no LISTEN, polling the history");
+        let mut batch = Batch::new();
+        batch.push(&name);
+        batch.push(&self.common.key.mark_waiting_sql());
         batch.execute(&mut self.client).map_err(|e| {
             self.listening = false;
             pg_error::failed(&e, "cannot listen for the lock's release")
@@ -164,6 +181,13 @@ impl<'c> LockSession<'c> {
         if history.is_some() {
             batch.push("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
         }
+        // Once per connection, on the first attempt's round trip: nothing
+        // is added to a run that finds nothing pending.
+        let read_only = (!self.listening).then(|| {
+            batch.push(
+                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+            )
+        });
         if !self.listening {
             if let Some(settings) = &self.settings {
                 batch.push(settings);
@@ -179,10 +203,34 @@ impl<'c> LockSession<'c> {
         // Notifications that arrived before this attempt are answered by it.
         self.drain_notifications();
         log::trace!("lock attempt: {batch:?}");
-        let results = batch.query(&mut self.client).map_err(|e| {
-            self.listening = false;
-            pg_error::failed(&e, format!("cannot try the lock {key}"))
-        })?;
+        let results = match batch.query(&mut self.client) {
+            Ok(results) => results,
+            Err(e) => {
+                self.listening = false;
+                // A hot standby refuses the LISTEN before the lock is tried.
+                if e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
+                    return Ok(Attempt {
+                        acquired: false,
+                        read_only: true,
+                        history: None,
+                    });
+                }
+                return Err(pg_error::failed(&e, format!("cannot try the lock {key}")));
+            }
+        };
+        if read_only.is_some_and(|slot| results.value(slot) == Some("t")) {
+            // Taken on a primary that refuses writes: of no use.
+            self.held_since = results
+                .value(attempt)
+                .filter(|got| *got == "t")
+                .map(|_| Instant::now());
+            self.unlock();
+            return Ok(Attempt {
+                acquired: false,
+                read_only: true,
+                history: None,
+            });
+        }
         let acquired = match results.value(attempt) {
             Some(got) => got == "t",
             None => {
@@ -196,6 +244,7 @@ impl<'c> LockSession<'c> {
         }
         Ok(Attempt {
             acquired,
+            read_only: false,
             history: rows.map(|slot| history::rows_from_rows(results.rows(slot))),
         })
     }

@@ -47,7 +47,7 @@ pub fn until<T>(
             Err(failure)
                 if (session.is_closed() || failure.connection_lost()) && !interrupt.is_set() =>
             {
-                session.reconnect("while waiting", deadline, interrupt)?;
+                session.reconnect("the connection was lost while waiting", deadline, interrupt)?;
                 woken = Woken::Start;
                 continue;
             }
@@ -64,17 +64,13 @@ pub fn until<T>(
         woken = match waited {
             Ok(true) => Woken::Notified,
             Ok(false) => Woken::Timeout,
-            Err(e) if session.is_closed() || is_shutdown(&e) => {
-                session.reconnect("while waiting", deadline, interrupt)?;
+            Err(e) if session.is_closed() || pg_error::session_ended(&e) => {
+                session.reconnect("the connection was lost while waiting", deadline, interrupt)?;
                 Woken::Start
             }
             Err(e) => return Err(pg_error::failed(&e, "the connection failed while waiting")),
         };
     }
-}
-
-fn is_shutdown(e: &postgres::Error) -> bool {
-    pg_error::failed(e, "").connection_lost()
 }
 
 /// Takes the key for a command that writes history rows without running

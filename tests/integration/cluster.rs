@@ -86,10 +86,35 @@ impl Cluster {
         Cluster::launch(settings, false)
     }
 
+    /// A hot standby of this (private) cluster, streaming from it: made
+    /// with `pg_basebackup -R`, read-only, stopped and deleted on drop.
+    #[track_caller]
+    pub fn start_standby(&self) -> Cluster {
+        self.assert_private("a standby");
+        // initdb's pg_hba.conf lets no one replicate.
+        let mut hba = fs::read_to_string(self.data_dir.join("pg_hba.conf")).expect("read pg_hba");
+        if !hba.contains("replication") {
+            hba.push_str("local replication all trust\n");
+            self.write_server_file("pg_hba.conf", &hba);
+            self.admin()
+                .batch_execute("SELECT pg_reload_conf()")
+                .unwrap();
+        }
+        Cluster::launch_from(&[], false, Some(self))
+    }
+
     #[track_caller]
     fn launch(settings: &[(&str, &str)], shared: bool) -> Cluster {
+        Cluster::launch_from(settings, shared, None)
+    }
+
+    #[track_caller]
+    fn launch_from(settings: &[(&str, &str)], shared: bool, primary: Option<&Cluster>) -> Cluster {
         let bindir = bindir().to_path_buf();
-        let password = format!("pw-{}", random_hex16());
+        let password = match primary {
+            Some(primary) => primary.password.clone(),
+            None => format!("pw-{}", random_hex16()),
+        };
         PASSWORDS
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -132,7 +157,10 @@ impl Cluster {
         cluster.spawn_watchdog();
         make_owned_dir(&cluster.dir);
         make_owned_dir(&cluster.socket_dir);
-        cluster.initdb();
+        match primary {
+            Some(primary) => cluster.base_backup(primary),
+            None => cluster.initdb(),
+        }
 
         for attempt in 1..=START_ATTEMPTS {
             cluster.port = reserve_port();
@@ -193,6 +221,19 @@ impl Cluster {
             .open(self.data_dir.join("postgresql.conf"))
             .expect("open postgresql.conf");
         writeln!(conf, "\ninclude 'miglock_harness.conf'").expect("append include");
+    }
+
+    /// The data directory as a copy of `primary`'s, set up (`-R`) to
+    /// stream from it as a hot standby.
+    fn base_backup(&self, primary: &Cluster) {
+        let mut cmd = self.pg_command("pg_basebackup");
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .arg("-h")
+            .arg(&primary.socket_dir)
+            .args(["-p", &primary.port.to_string(), "-U", "postgres"])
+            .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"]);
+        run_checked(&mut cmd, "pg_basebackup");
     }
 
     fn write_settings(&self) {

@@ -8,6 +8,7 @@ mod faults;
 mod fuzz;
 mod harness;
 mod inputs;
+mod lifecycle;
 mod nontx;
 mod output;
 mod paper_cuts;

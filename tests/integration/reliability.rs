@@ -972,27 +972,26 @@ fn server_restart_and_crash_while_one_applies_and_others_wait() {
             applied += usize::from(json["outcome"] == "applied");
             codes.push(out.code);
         }
-        // The holder: its connection was lost mid-migration; it reconnects
-        // and says what became of the migration (1), or cannot (5).
+        // The holder: its connection was lost mid-migration; it reconnects,
+        // finds V2 rolled back, and carries on under the lock (or finds
+        // that a waiter applied the rest meanwhile). Never exit 1.
         let holder = &results[0].0;
-        assert!(
-            holder.code == 1 || holder.code == 5,
-            "[{mode}] holder\n{}",
-            show(holder)
-        );
-        holder.assert_stderr_contains("The connection was lost during V2__gated");
-        // Its verdict depends on a race (whether a waiter applied V2 before
-        // it reconnected to check), but never claims its own commit for a
-        // row another replica wrote: a_terminated_holder_that_reconnects_late…
-        // pins that case. The waiting replicas reconnect within their
-        // --wait and carry on.
+        holder.assert_success();
+        holder.assert_stderr_contains("CONNECT_RETRY the connection was lost during V2__gated");
+        holder.assert_stderr_contains("carrying on under the lock");
+        // The waiting replicas reconnect within their --wait and carry on.
         for (i, (out, _)) in results[1..].iter().enumerate() {
             out.assert_success();
             if i < 8 {
                 out.assert_stderr_contains("CONNECT_RETRY");
             }
         }
-        assert_eq!(applied, 1, "[{mode}] one replica applied V2 and V3");
+        // The holder applied V1 before the outage; V2 and V3 were applied
+        // once, by the holder or by one waiter.
+        assert!(
+            (1..=2).contains(&applied),
+            "[{mode}] {applied} replicas report applied"
+        );
         assert_eq!(history(&db), [1, 2, 3], "[{mode}]");
         assert_eq!(effects(&db), once_each(1..=3), "[{mode}]");
         assert_quiet(&db, key);
@@ -1010,10 +1009,10 @@ fn server_restart_and_crash_while_one_applies_and_others_wait() {
 
 /// A DBA terminates the holder's backend, and the holder cannot reconnect
 /// at once (its role is at its connection limit), so a waiter takes over
-/// and applies the migration first. The holder exits 1; nothing is applied
-/// twice.
+/// and applies the migration first. The holder, once back, finds V2 and V3
+/// applied by the waiter and exits 0; nothing is applied twice.
 #[test]
-fn a_terminated_holder_that_reconnects_late_exits_1_and_the_waiter_applies() {
+fn a_terminated_holder_that_reconnects_late_finds_the_waiters_work() {
     let db = Cluster::shared().create_db();
     let key = default_key(&db);
     let dir = gated_migrations();
@@ -1073,13 +1072,13 @@ fn a_terminated_holder_that_reconnects_late_exits_1_and_the_waiter_applies() {
         .unwrap();
 
     let out = RunOutput::from_child(holder);
-    out.assert_code(1)
-        .assert_stderr_contains("MIGRATION_FAILED version=2 name=gated")
+    out.assert_success()
         .assert_stderr_contains("too many connections for role")
-        .assert_stderr_contains(
-            "The connection was lost during V2__gated; checked on a new connection:",
-        );
-    assert_eq!(out.json()["outcome"], "failed");
+        .assert_stderr_contains("CONNECT_RETRY the connection was lost during V2__gated")
+        .assert_stderr_contains("applied by another replica");
+    // V1 is this run's; V2 and V3 the waiter's.
+    assert_eq!(out.json()["outcome"], "applied");
+    assert_eq!(versions(&out.json()["applied"]), [1]);
     for text in [&out.stdout, &out.stderr] {
         assert!(
             !text.contains(password),
