@@ -516,6 +516,7 @@ impl<'a> Run<'a> {
         } = *self;
         let common = &config.common;
         let lost = failure.message();
+        let started_before = session.server_started().map(str::to_string);
         let history = session
             .reconnect(
                 &format!("the connection was lost during {migration}"),
@@ -534,6 +535,34 @@ impl<'a> Run<'a> {
                     reconnect.message()
                 ))
             })?;
+        // 57P01 is also what a restart's fast shutdown sends; only with the
+        // server still the same one was this session ended on purpose (a
+        // DBA's pg_terminate_backend, `miglock unlock --force`), and running
+        // the migration again at once would defeat that.
+        let recorded = history
+            .as_ref()
+            .is_some_and(|h| h.iter().any(|a| a.version == i64::from(migration.version)));
+        if failure.detail.sqlstate.as_deref() == Some("57P01") && !recorded {
+            let mut batch = crate::sql::Batch::new();
+            let started = batch.push("SELECT pg_postmaster_start_time()::text");
+            let started_now = batch
+                .query(session.client())
+                .ok()
+                .and_then(|results| results.value(started).map(str::to_string));
+            if started_before.is_some() && started_now == started_before {
+                log::error!(
+                    "MIGRATION_FAILED version={} name={} sqlstate=57P01",
+                    migration.version,
+                    migration.name
+                );
+                return Err(Failure::failed(anyhow!(
+                    "{lost}\nAn administrator ended this session during {migration} (pg_terminate_backend, \
+                     as `miglock unlock --force` does; the server did not restart), so it is not run again \
+                     now: {migration} was rolled back, and the next apply runs it."
+                ))
+                .with_detail(failure.detail.clone()));
+            }
+        }
         // The row says who applied it: a waiter may have taken over and
         // applied the migration since, with its own applied_on.
         let row = history

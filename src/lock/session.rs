@@ -36,6 +36,11 @@ pub struct LockSession<'c> {
     listening: bool,
     /// Since when the key is held; `None` while it is not.
     held_since: Option<Instant>,
+    /// `pg_postmaster_start_time()` as seen by the first lock attempt on
+    /// this connection: a new one after a lost connection means the server
+    /// restarted (or another took over), the same one that only this
+    /// session ended.
+    server_started: Option<String>,
 }
 
 /// One try for the key.
@@ -59,6 +64,7 @@ impl<'c> LockSession<'c> {
             settings: None,
             listening: false,
             held_since: None,
+            server_started: None,
         }
     }
 
@@ -85,6 +91,11 @@ impl<'c> LockSession<'c> {
 
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()
+    }
+
+    /// When the server of the first lock attempt started, if it was asked.
+    pub fn server_started(&self) -> Option<&str> {
+        self.server_started.as_deref()
     }
 
     pub fn is_held(&self) -> bool {
@@ -185,7 +196,8 @@ impl<'c> LockSession<'c> {
         // is added to a run that finds nothing pending.
         let read_only = (!self.listening).then(|| {
             batch.push(
-                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on', \
+                 pg_postmaster_start_time()::text",
             )
         });
         if !self.listening {
@@ -218,6 +230,9 @@ impl<'c> LockSession<'c> {
                 return Err(pg_error::failed(&e, format!("cannot try the lock {key}")));
             }
         };
+        if let Some(started) = read_only.and_then(|slot| results.rows(slot).first()?.get(1)) {
+            self.server_started = Some(started.to_string());
+        }
         if read_only.is_some_and(|slot| results.value(slot) == Some("t")) {
             // Taken on a primary that refuses writes: of no use.
             self.held_since = results
