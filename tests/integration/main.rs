@@ -12,6 +12,7 @@ mod reliability;
 mod setup;
 mod smoke;
 mod status;
+mod tenants;
 mod tls;
 mod unlock;
 mod wait;
