@@ -518,7 +518,11 @@ impl Summary {
     }
 
     fn print(&self, format: Format, stdout: &Console) {
-        if format == Format::Text && self.command == "status" {
+        let dry_run = self
+            .targets
+            .iter()
+            .any(|t| t.report.as_ref().is_some_and(|r| r.dry_run));
+        if format == Format::Text && (self.command == "status" || dry_run) {
             for t in &self.targets {
                 stdout.line(&status_line(t));
             }
@@ -612,7 +616,8 @@ fn target_json(t: &Finished) -> Value {
     value
 }
 
-/// `status` with many targets: one line each rather than the full page.
+/// `status` (and `apply --dry-run`) with many targets: one line each
+/// rather than the full page (or plan).
 fn status_line(t: &Finished) -> String {
     match &t.report {
         Some(report) => format!(
@@ -628,6 +633,8 @@ fn status_line(t: &Finished) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[test]
@@ -641,6 +648,84 @@ mod tests {
         let mut settings = vec![("search_path".to_string(), "app, ext".to_string())];
         with_schema_first(&mut settings, "t");
         assert_eq!(settings, [("search_path".into(), "\"t\", app, ext".into())]);
+    }
+
+    #[test]
+    fn many_targets_options_are_checked_before_anything_runs() {
+        let no_vars = |_: &str| None;
+        let parse = |args: &[&str]| Cli::parse_args(args.iter().copied());
+        // --match only with --all-databases; one source at a time.
+        for args in [
+            &["miglock", "apply", "--match", "t%"][..],
+            &[
+                "miglock",
+                "apply",
+                "--all-databases",
+                "--databases-from",
+                "f",
+            ],
+            &["miglock", "status", "--databases-from", "f", "--jobs", "0"],
+            &["miglock", "wait", "--databases-from", "f", "--jobs", "257"],
+            &["miglock", "unlock", "--databases-from", "f"],
+        ] {
+            assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
+        }
+        let cli = parse(&[
+            "miglock",
+            "status",
+            "--databases-from",
+            "f",
+            "--lock-key",
+            "7",
+        ])
+        .unwrap();
+        let Command::Status(args) = &cli.command else {
+            panic!("status")
+        };
+        let err = cli.global.fleet(&args.fleet, &no_vars).err().unwrap();
+        assert_eq!(err.outcome, Outcome::Usage);
+        assert!(err.message().contains("--lock-key"), "{err}");
+        let cli = parse(&["miglock", "wait", "--databases-from", "f", "--jobs", "9"]).unwrap();
+        let Command::Wait(args) = &cli.command else {
+            panic!("wait")
+        };
+        let config = cli.global.fleet(&args.fleet, &no_vars).unwrap().unwrap();
+        assert_eq!((config.jobs, config.fail_fast), (9, false));
+        // One target: not this module's business.
+        let cli = parse(&["miglock", "apply", "--jobs", "9"]).unwrap();
+        let Command::Apply(args) = &cli.command else {
+            panic!("apply")
+        };
+        assert!(cli.global.fleet(&args.fleet, &no_vars).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_tenant_schema_qualifies_the_table_and_so_the_key() {
+        let config = FleetConfig {
+            source: Source::File("f".into()),
+            jobs: 1,
+            fail_fast: false,
+            migrations: PathBuf::new(),
+            table: HistoryTable::parse("app.history").unwrap(),
+            connect_timeout: Duration::ZERO,
+            instance: None,
+        };
+        let mut target = finished(None).target;
+        let plain = config.common(&target).unwrap();
+        target.schema = Some("tenant_a".into());
+        let a = config.common(&target).unwrap();
+        target.schema = Some("tenant_b".into());
+        let b = config.common(&target).unwrap();
+        assert_eq!(plain.table.to_string(), "app.history");
+        assert_eq!(a.table.to_string(), "tenant_a.history");
+        assert_eq!(a.key.key, LockKey::derived("d", &a.table).key);
+        assert!(
+            a.key.source.contains("miglock:d:tenant_a.history"),
+            "{}",
+            a.key.source
+        );
+        let keys: HashSet<i64> = [plain.key.key, a.key.key, b.key.key].into();
+        assert_eq!(keys.len(), 3);
     }
 
     fn finished(outcome: Option<Outcome>) -> Finished {

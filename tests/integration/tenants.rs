@@ -287,6 +287,21 @@ fn status_check_and_wait_across_targets() {
         lines[2]
     );
 
+    let out = Miglock::new()
+        .env("PGPASSWORD", cluster.password())
+        .args(["apply", "--dry-run", "--databases-from"])
+        .arg(&file)
+        .arg("--migrations")
+        .arg(dir.path())
+        .run();
+    out.assert_code(7);
+    assert_eq!(out.stdout.lines().count(), 3, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("pending  applied=0 pending=2"),
+        "{}",
+        out.stdout
+    );
+
     let out = many("wait", &file, &dir).args(["--timeout", "1s"]).run();
     out.assert_code(7);
     assert_eq!(outcomes(&out.json()), ["current", "pending", "pending"]);
