@@ -457,7 +457,8 @@ fn sigterm_mid_run_interrupts_every_target_in_flight_and_starts_no_other() {
         assert_eq!(
             db.query_i64(
                 "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-                 WHERE l.locktype = 'advisory' AND a.application_name LIKE 'miglock %'"
+                 WHERE l.locktype = 'advisory' AND a.application_name LIKE 'miglock %' \
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             ),
             0,
             "{}: no advisory lock left",
