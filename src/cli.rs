@@ -225,6 +225,9 @@ pub struct StatusArgs {
     /// Exit 7 when migrations are pending, 6 when the set is invalid
     #[arg(long)]
     pub check: bool,
+
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +235,9 @@ pub struct WaitArgs {
     /// Give up after this long (exit 7)
     #[arg(long, env = "MIGLOCK_WAIT_TIMEOUT", value_name = "D", default_value = "5m", value_parser = parse::duration, allow_hyphen_values = true)]
     pub timeout: Duration,
+
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -341,6 +347,9 @@ pub struct ApplyArgs {
     #[arg(long, env = "MIGLOCK_DDL_RETRIES", value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub ddl_retries: u32,
+
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 impl GlobalArgs {
@@ -381,11 +390,15 @@ impl GlobalArgs {
             key,
             connect_timeout: self.connect_timeout,
             instance,
-            ahead: match self.ahead {
-                AheadArg::Allow => AheadPolicy::Allow,
-                AheadArg::Reject => AheadPolicy::Reject,
-            },
+            ahead: self.ahead_policy(),
         })
+    }
+
+    fn ahead_policy(&self) -> AheadPolicy {
+        match self.ahead {
+            AheadArg::Allow => AheadPolicy::Allow,
+            AheadArg::Reject => AheadPolicy::Reject,
+        }
     }
 }
 
@@ -520,6 +533,86 @@ impl UnlockArgs {
             dry_run: self.dry_run,
             force: self.force,
         }
+    }
+}
+
+// Many databases (`apply`, `status`, `wait`): the options, and the seam
+// to `fleet::FleetConfig`. The runner is src/fleet.rs.
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Many databases")]
+pub struct FleetArgs {
+    /// Run on every target listed in FILE ('-' = stdin): one connection string per line
+    ///
+    /// URL or key=value; '#' comments and blank lines are ignored. A line may add
+    /// schema=NAME (a URL query parameter, a token after the URL, or a key=value pair) to
+    /// migrate that schema of the database: first on search_path, history table and lock
+    /// key in it. The libpq variables fill what a line leaves out.
+    #[arg(
+        long,
+        env = "MIGLOCK_DATABASES_FROM",
+        value_name = "FILE",
+        conflicts_with = "all_databases"
+    )]
+    pub databases_from: Option<String>,
+
+    /// Run on every database of the --database-url server that accepts connections
+    ///
+    /// Templates are left out, and so is the database of --database-url (the maintenance
+    /// database) unless --match matches it.
+    #[arg(long)]
+    pub all_databases: bool,
+
+    /// With --all-databases: only the databases whose name is LIKE PATTERN (e.g. 'tenant_%')
+    #[arg(long = "match", value_name = "PATTERN", requires = "all_databases")]
+    pub pattern: Option<String>,
+
+    /// With many targets: how many run at once, one connection each (1 to 256)
+    #[arg(long, env = "MIGLOCK_JOBS", value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+
+    /// With many targets: start no other target after the first failure (they are not_started)
+    #[arg(long)]
+    pub fail_fast: bool,
+}
+
+impl GlobalArgs {
+    /// `None` for a single target; otherwise the settings every target
+    /// shares. Each target derives its own lock key, so `--lock-key`
+    /// (which would make every tenant of one database wait for the
+    /// others) is refused.
+    pub fn fleet(
+        &self,
+        args: &FleetArgs,
+        env: Env,
+    ) -> Result<Option<crate::fleet::FleetConfig>, Failure> {
+        use crate::fleet::{FleetConfig, Source};
+        let source = match (&args.databases_from, args.all_databases) {
+            (Some(path), _) if !path.trim().is_empty() => Source::File(path.clone()),
+            (_, true) => Source::AllDatabases {
+                server: Box::new(self.common(env)?.database),
+                pattern: args.pattern.clone(),
+            },
+            _ => return Ok(None),
+        };
+        if self.lock_key.is_some() {
+            return Err(Failure::usage(anyhow!(
+                "--lock-key (MIGLOCK_LOCK_KEY) cannot be used with many targets: each target \
+                 derives its own key from its database, schema and table"
+            )));
+        }
+        let table = HistoryTable::parse(&self.table).map_err(|e| Failure::usage(anyhow!(e)))?;
+        Ok(Some(FleetConfig {
+            source,
+            jobs: usize::from(args.jobs),
+            fail_fast: args.fail_fast,
+            migrations: self.migrations.clone(),
+            table,
+            connect_timeout: self.connect_timeout,
+            instance: env("MIGLOCK_INSTANCE").filter(|v| !v.trim().is_empty()),
+            ahead: self.ahead_policy(),
+        }))
     }
 }
 

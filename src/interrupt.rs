@@ -3,9 +3,10 @@
 //! flight; the main thread then rolls back, releases the lock and exits
 //! 130.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
+use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -38,7 +39,10 @@ pub type Canceller = Box<dyn Fn() -> Result<(), postgres::Error> + Send + Sync>;
 #[derive(Default)]
 pub struct Interrupt {
     raised: AtomicBool,
-    cancel: Mutex<Option<Arc<Canceller>>>,
+    /// One canceller per thread: each thread runs at most one connection
+    /// at a time (a single target on the main thread, or one per worker
+    /// with many targets), and a reconnect replaces its own entry only.
+    cancel: Mutex<HashMap<ThreadId, Arc<Canceller>>>,
 }
 
 impl Interrupt {
@@ -77,18 +81,33 @@ impl Interrupt {
     /// How to cancel the statement a signal must stop (the connection's
     /// cancel token, with its TLS connector).
     pub fn watch(&self, canceller: Canceller) {
-        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(canceller));
+        self.cancel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(thread::current().id(), Arc::new(canceller));
+    }
+
+    /// Drops this thread's canceller once its connection is done with, so
+    /// a signal does not send cancel requests for finished targets.
+    pub fn forget(&self) {
+        self.cancel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&thread::current().id());
     }
 
     fn cancel_running_statement(&self) {
-        let canceller = self
+        let cancellers: Vec<Arc<Canceller>> = self
             .cancel
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(cancel) = canceller {
+            .values()
+            .cloned()
+            .collect();
+        for cancel in cancellers {
             // The cancel request opens its own connection; do not let a
-            // slow network hold up the signal thread.
+            // slow network hold up the signal thread, nor one target's
+            // server the others.
             thread::spawn(move || {
                 if let Err(e) = cancel() {
                     log::debug!("cancel request failed: {e}");
@@ -116,6 +135,39 @@ impl Interrupt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_watching_thread_is_cancelled_and_forgetting_is_per_thread() {
+        use std::sync::atomic::AtomicUsize;
+        let interrupt = Interrupt::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let watch = |interrupt: &Interrupt| {
+            let calls = Arc::clone(&calls);
+            interrupt.watch(Box::new(move || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }));
+        };
+        thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| watch(&interrupt));
+            }
+            s.spawn(|| {
+                watch(&interrupt);
+                interrupt.forget();
+            });
+        });
+        // A second watch on one thread replaces its first.
+        watch(&interrupt);
+        watch(&interrupt);
+        assert_eq!(interrupt.cancel.lock().unwrap().len(), 4);
+        interrupt.cancel_running_statement();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while calls.load(Ordering::SeqCst) < 4 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
 
     #[test]
     fn every_handled_signal_has_its_own_name() {

@@ -30,6 +30,7 @@ mod config;
 mod connect;
 mod env;
 mod error;
+mod fleet;
 mod history;
 mod interrupt;
 mod lock;
@@ -44,6 +45,7 @@ mod report;
 mod settings;
 mod split;
 mod sql;
+mod targets;
 
 pub use api::{AppliedMigration, Error, ErrorKind, Migrated, Migrator};
 
@@ -131,6 +133,11 @@ pub fn run() -> ExitCode {
         Format::Text => &stdout,
         Format::Json => &none,
     };
+
+    // Many targets (--databases-from, --all-databases): src/fleet.rs.
+    if let Some(code) = fleet::run_many(&cli, &env, &progress, &interrupt, format, &stdout) {
+        return ExitCode::from(code);
+    }
 
     let global = &cli.global;
     let report = match &cli.command {

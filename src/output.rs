@@ -61,6 +61,16 @@ impl Progress {
             }
         }
         builder.format(|buf, record| {
+            // With many targets, a worker's lines name the target they are about.
+            if let Some(target) = crate::fleet::log_context() {
+                return writeln!(
+                    buf,
+                    "{} {:<5} [{target}] {}",
+                    buf.timestamp_millis(),
+                    record.level(),
+                    record.args()
+                );
+            }
             writeln!(
                 buf,
                 "{} {:<5} {}",

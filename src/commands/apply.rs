@@ -519,7 +519,14 @@ impl<'a> Run<'a> {
         let started_before = session.server_started().map(str::to_string);
         let history = session
             .reconnect(
-                &format!("the connection was lost during {migration}"),
+                &format!(
+                    "the connection was lost during {migration} ({})",
+                    failure
+                        .detail
+                        .sqlstate
+                        .as_deref()
+                        .map_or("no SQLSTATE".to_string(), |code| format!("SQLSTATE {code}"))
+                ),
                 Instant::now() + common.connect_timeout,
                 interrupt,
             )
@@ -535,14 +542,19 @@ impl<'a> Run<'a> {
                     reconnect.message()
                 ))
             })?;
-        // 57P01 is also what a restart's fast shutdown sends; only with the
-        // server still the same one was this session ended on purpose (a
-        // DBA's pg_terminate_backend, `miglock unlock --force`), and running
-        // the migration again at once would defeat that.
-        let recorded = history
-            .as_ref()
-            .is_some_and(|h| h.iter().any(|a| a.version == i64::from(migration.version)));
-        if failure.detail.sqlstate.as_deref() == Some("57P01") && !recorded {
+        // Carrying on is right after a restart or a failover: a new server
+        // (another postmaster start time) ended every session. With the
+        // same server still up, the session was ended on purpose (a DBA's
+        // pg_terminate_backend, `miglock unlock --force`) or the network
+        // failed, and rust-postgres does not always pass on the server's
+        // 57P01 that would tell them apart: running the migration again at
+        // once could defeat a DBA, so the run stops and says so. Unless its
+        // own commit went through before the session ended.
+        let committed = history.as_ref().is_some_and(|h| {
+            h.iter()
+                .any(|a| a.version == i64::from(migration.version) && a.applied_on == applied_on)
+        });
+        if !committed {
             let mut batch = crate::sql::Batch::new();
             let started = batch.push("SELECT pg_postmaster_start_time()::text");
             let started_now = batch
@@ -551,14 +563,22 @@ impl<'a> Run<'a> {
                 .and_then(|results| results.value(started).map(str::to_string));
             if started_before.is_some() && started_now == started_before {
                 log::error!(
-                    "MIGRATION_FAILED version={} name={} sqlstate=57P01",
+                    "MIGRATION_FAILED version={} name={} sqlstate={}",
                     migration.version,
-                    migration.name
+                    migration.name,
+                    failure.detail.sqlstate.as_deref().unwrap_or("none")
                 );
+                let how = if failure.detail.sqlstate.as_deref() == Some("57P01") {
+                    "an administrator ended this session (pg_terminate_backend, as `miglock unlock \
+                     --force` does)"
+                } else {
+                    "either an administrator ended this session (pg_terminate_backend, as `miglock \
+                     unlock --force` does) or the network to the server failed; miglock cannot tell which"
+                };
                 return Err(Failure::failed(anyhow!(
-                    "{lost}\nAn administrator ended this session during {migration} (pg_terminate_backend, \
-                     as `miglock unlock --force` does; the server did not restart), so it is not run again \
-                     now: {migration} was rolled back, and the next apply runs it."
+                    "{lost}\nThe connection was lost during {migration} while the server stayed up: {how}. \
+                     So this run stops here: its attempt at {migration} was rolled back (`miglock status` \
+                     shows whether another replica has applied it since), and the next apply carries on."
                 ))
                 .with_detail(failure.detail.clone()));
             }

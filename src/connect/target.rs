@@ -177,6 +177,22 @@ impl ConnectTarget {
     }
 }
 
+/// Many databases (`--all-databases`): the same server, user and TLS
+/// settings, another database.
+impl ConnectTarget {
+    pub fn with_database(&self, database: &str) -> ConnectTarget {
+        let mut config = self.config.clone();
+        config.dbname(database);
+        ConnectTarget {
+            display: display_name(&config),
+            database: database.to_string(),
+            config,
+            attempt_timeout: self.attempt_timeout,
+            tls: self.tls.clone(),
+        }
+    }
+}
+
 impl fmt::Display for ConnectTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.display)

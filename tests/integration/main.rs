@@ -18,6 +18,7 @@ mod server_log;
 mod setup;
 mod smoke;
 mod status;
+mod tenants;
 mod tls;
 mod unlock;
 mod wait;

@@ -1,0 +1,471 @@
+//! Many databases: `--databases-from`, `--all-databases`, `--jobs`,
+//! `--fail-fast`, schema-per-tenant, the aggregate exit code, and a
+//! signal in the middle of a run.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cluster::{Cluster, TestDb};
+use crate::harness::{send_signal, versions, wait_for, LockGate, Miglock, MigrationDir, RunOutput};
+
+fn two_migrations() -> MigrationDir {
+    let dir = MigrationDir::new();
+    dir.file("V1__create_t.sql", "CREATE TABLE t (id int);\n")
+        .file("V2__add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n");
+    dir
+}
+
+/// A targets file: the given lines, in a temporary directory kept with
+/// the returned guard.
+fn targets_file(lines: &[String]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("targets.txt");
+    std::fs::write(&path, format!("# tenants\n\n{}\n", lines.join("\n"))).unwrap();
+    (dir, path)
+}
+
+/// The database's URL without its password: the password comes from
+/// PGPASSWORD, as the README recommends for a targets file.
+fn line(db: &TestDb) -> String {
+    format!(
+        "postgres://postgres@127.0.0.1:{}/{}",
+        db.cluster().port(),
+        db.name()
+    )
+}
+
+/// `miglock <command> --format json --databases-from FILE --migrations DIR`.
+fn many(command: &str, file: &PathBuf, dir: &MigrationDir) -> Miglock {
+    let mut m = Miglock::new();
+    m.env("PGPASSWORD", Cluster::shared().password())
+        .args([command, "--format", "json", "--databases-from"])
+        .arg(file)
+        .arg("--migrations")
+        .arg(dir.path());
+    m
+}
+
+fn by_target(json: &Value) -> Vec<&Value> {
+    json["targets"]
+        .as_array()
+        .expect("targets list")
+        .iter()
+        .collect()
+}
+
+fn outcomes(json: &Value) -> Vec<String> {
+    by_target(json)
+        .iter()
+        .map(|t| t["outcome"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn thirty_databases_one_failed_one_unavailable_one_skipped_and_the_rest_applied() {
+    let cluster = Cluster::shared();
+    let dbs: Vec<TestDb> = (0..30).map(|_| cluster.create_db()).collect();
+    let (conflict, held) = (&dbs[4], &dbs[17]);
+    conflict
+        .client()
+        .batch_execute("CREATE TABLE t (other int)")
+        .unwrap();
+    let mut holder = held.client();
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock({})", held.default_key()))
+        .unwrap();
+    let closed = format!("postgres://postgres@127.0.0.1:{}/nowhere", free_port());
+    let mut lines: Vec<String> = dbs.iter().map(line).collect();
+    lines.insert(10, closed.clone());
+    let (_guard, file) = targets_file(&lines);
+    let dir = two_migrations();
+    let run = || {
+        many("apply", &file, &dir)
+            .args(["--jobs", "8", "--wait", "1s", "--connect-timeout", "1s"])
+            .run()
+    };
+
+    let out = run();
+    out.assert_code(1);
+    let json = out.json();
+    assert_eq!(json["command"], "apply");
+    assert_eq!(json["outcome"], "failed");
+    assert_eq!(json["exit_code"], 1);
+    assert_eq!(json["counts"]["applied"], 28);
+    assert_eq!(json["counts"]["failed"], 1);
+    assert_eq!(json["counts"]["unavailable"], 1);
+    assert_eq!(json["counts"]["skipped"], 1);
+    let targets = by_target(&json);
+    assert_eq!(targets.len(), 31);
+    for (i, target) in targets.iter().enumerate() {
+        // The file's line: a comment and a blank line come first.
+        assert_eq!(target["line"], i + 3);
+        let expected = match i {
+            4 => "failed",
+            10 => "unavailable",
+            18 => "skipped",
+            _ => "applied",
+        };
+        assert_eq!(target["outcome"], expected, "{target}");
+        if expected == "applied" {
+            assert_eq!(versions(&target["applied"]), [1, 2], "{target}");
+            assert_eq!(target["exit_code"], 0);
+            assert!(target["lock"]["key"].is_i64());
+        }
+    }
+    assert_eq!(targets[4]["exit_code"], 1);
+    assert!(targets[4]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("V1__create_t"));
+    assert_eq!(targets[10]["exit_code"], 5);
+    assert_eq!(targets[18]["exit_code"], 3);
+    assert_eq!(targets[18]["target"], label(held));
+    for (i, db) in dbs.iter().enumerate() {
+        let expected: &[i64] = if i == 4 || i == 17 { &[] } else { &[1, 2] };
+        assert_eq!(db.history(), expected, "{}", db.name());
+    }
+    assert_eq!(out.stderr.matches("TARGET_DONE target=").count(), 31);
+    out.assert_stderr_contains(&format!(
+        "TARGET_DONE target={} outcome=failed exit_code=1 applied=0",
+        label(conflict)
+    ))
+    .assert_stderr_contains("SUMMARY 31 targets: 28 applied, 1 skipped, 1 failed, 1 unavailable")
+    .assert_stderr_contains(&format!("  failed {}: ", label(conflict)))
+    .assert_stderr_contains("  unavailable postgres@127.0.0.1:")
+    // A worker's own lines name their target.
+    .assert_stderr_contains(&format!("[{}] MIGRATION_APPLIED", label(&dbs[0])));
+
+    // Again, with the lock free: only what was not current is redone.
+    drop(holder);
+    let out = run();
+    out.assert_code(1);
+    let json = out.json();
+    assert_eq!(json["counts"]["current"], 28);
+    assert_eq!(json["counts"]["applied"], 1);
+    assert_eq!(outcomes(&json)[18], "applied");
+    assert_eq!(held.history(), [1, 2]);
+}
+
+fn label(db: &TestDb) -> String {
+    format!("postgres@127.0.0.1:{}/{}", db.cluster().port(), db.name())
+}
+
+#[test]
+fn fail_fast_starts_nothing_after_the_first_failure() {
+    let cluster = Cluster::shared();
+    let dbs: Vec<TestDb> = (0..4).map(|_| cluster.create_db()).collect();
+    dbs[1]
+        .client()
+        .batch_execute("CREATE TABLE t (other int)")
+        .unwrap();
+    let (_guard, file) = targets_file(&dbs.iter().map(line).collect::<Vec<_>>());
+    let dir = two_migrations();
+    let out = many("apply", &file, &dir)
+        .args(["--jobs", "1", "--fail-fast"])
+        .run();
+    out.assert_code(1);
+    let json = out.json();
+    assert_eq!(
+        outcomes(&json),
+        ["applied", "failed", "not_started", "not_started"]
+    );
+    assert_eq!(by_target(&json)[2]["exit_code"], Value::Null);
+    assert_eq!(json["counts"]["not_started"], 2);
+    assert_eq!(dbs[0].history(), [1, 2]);
+    for db in &dbs[2..] {
+        assert!(!db.table_exists("t"), "{} was not touched", db.name());
+    }
+    assert_eq!(out.stderr.matches("TARGET_DONE").count(), 2);
+}
+
+#[test]
+fn three_tenant_schemas_in_one_database_migrate_in_parallel() {
+    let db = Cluster::shared().create_db();
+    let mut gate = LockGate::close(&db);
+    let dir = MigrationDir::new();
+    // The gate holds every tenant inside its first migration: all three at
+    // once prove that the schemas do not wait for each other's lock.
+    dir.file(
+        "V1__create_t.sql",
+        &format!("CREATE TABLE t (id int);\n{}\n", LockGate::SQL),
+    )
+    .file("V2__add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n");
+    let base = line(&db);
+    let port = db.cluster().port();
+    let lines = vec![
+        format!("{base}?schema=tenant_a"),
+        format!("{base}   schema=Tenant_B"),
+        format!(
+            "host=127.0.0.1 port={port} user=postgres dbname={} schema=tenant_c",
+            db.name()
+        ),
+    ];
+    let (_guard, file) = targets_file(&lines);
+    let mut watched = many("apply", &file, &dir)
+        .args(["--jobs", "3"])
+        .spawn_watched();
+    wait_for("three tenants at the gate", Duration::from_secs(60), || {
+        LockGate::waiting(&db) == 3
+    });
+    gate.open();
+    watched.wait_for_stderr("SUMMARY", Duration::from_secs(60));
+    let out = watched.finish();
+    out.assert_success();
+    let json = out.json();
+    assert_eq!(outcomes(&json), ["applied", "applied", "applied"]);
+    let mut keys = HashSet::new();
+    for (target, schema) in by_target(&json)
+        .iter()
+        .zip(["tenant_a", "tenant_b", "tenant_c"])
+    {
+        assert_eq!(target["schema"], schema);
+        assert_eq!(versions(&target["applied"]), [1, 2]);
+        keys.insert(target["lock"]["key"].as_i64().unwrap());
+        assert!(db.table_exists(&format!("{schema}.t")), "{schema}.t");
+        assert!(
+            db.table_exists(&format!("{schema}.refinery_schema_history")),
+            "{schema}'s history"
+        );
+        assert_eq!(
+            db.query_i64(&format!(
+                "SELECT count(*) FROM {schema}.refinery_schema_history"
+            )),
+            2
+        );
+    }
+    assert_eq!(keys.len(), 3, "three distinct lock keys: {keys:?}");
+    assert!(!db.table_exists("public.t"), "nothing lands in public");
+    out.assert_stderr_contains("schema=tenant_b outcome=applied");
+}
+
+#[test]
+fn status_check_and_wait_across_targets() {
+    let cluster = Cluster::shared();
+    let dbs: Vec<TestDb> = (0..3).map(|_| cluster.create_db()).collect();
+    let dir = two_migrations();
+    let (_guard, file) = targets_file(&dbs.iter().map(line).collect::<Vec<_>>());
+    let (_one, first) = targets_file(&[line(&dbs[0])]);
+    many("apply", &first, &dir).run().assert_success();
+
+    let out = many("status", &file, &dir).arg("--check").run();
+    out.assert_code(7);
+    let json = out.json();
+    assert_eq!(outcomes(&json), ["current", "pending", "pending"]);
+    assert_eq!(versions(&by_target(&json)[1]["pending"]), [1, 2]);
+    // Without --check, a state is not a failure.
+    many("status", &file, &dir).run().assert_success();
+    // Text: one line per target.
+    let out = Miglock::new()
+        .env("PGPASSWORD", cluster.password())
+        .args(["status", "--databases-from"])
+        .arg(&file)
+        .arg("--migrations")
+        .arg(dir.path())
+        .run();
+    out.assert_success();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    assert_eq!(
+        lines[0],
+        format!("{}  current  applied=2 pending=0", label(&dbs[0]))
+    );
+    assert!(
+        lines[2].ends_with("pending  applied=0 pending=2"),
+        "{}",
+        lines[2]
+    );
+
+    let out = Miglock::new()
+        .env("PGPASSWORD", cluster.password())
+        .args(["apply", "--dry-run", "--databases-from"])
+        .arg(&file)
+        .arg("--migrations")
+        .arg(dir.path())
+        .run();
+    out.assert_code(7);
+    assert_eq!(out.stdout.lines().count(), 3, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("pending  applied=0 pending=2"),
+        "{}",
+        out.stdout
+    );
+
+    let out = many("wait", &file, &dir).args(["--timeout", "1s"]).run();
+    out.assert_code(7);
+    assert_eq!(outcomes(&out.json()), ["current", "pending", "pending"]);
+    many("apply", &file, &dir).run().assert_success();
+    let out = many("wait", &file, &dir).args(["--timeout", "30s"]).run();
+    out.assert_success();
+    assert_eq!(out.json()["outcome"], "current");
+    let out = many("status", &file, &dir).arg("--check").run();
+    out.assert_success();
+}
+
+/// Databases of the shared cluster with names of this test's own, so a
+/// LIKE pattern matches them and nothing of the other tests.
+struct Named {
+    names: Vec<String>,
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        let mut admin = Cluster::shared().connect("postgres");
+        for name in &self.names {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+#[test]
+fn all_databases_with_match_runs_on_the_matching_ones() {
+    let cluster = Cluster::shared();
+    let prefix = format!("tenants_{}", std::process::id());
+    let named = Named {
+        names: ["a", "b", "c"]
+            .iter()
+            .map(|s| format!("{prefix}_{s}"))
+            .collect(),
+    };
+    let mut admin = cluster.connect("postgres");
+    for name in &named.names {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
+            .unwrap();
+    }
+    // Not a tenant: it does not match.
+    let other = cluster.create_db();
+    let dir = two_migrations();
+    let all = |maintenance: &str| {
+        let mut m = Miglock::new();
+        m.env("DATABASE_URL", cluster.url(maintenance))
+            .args(["apply", "--format", "json", "--all-databases", "--match"])
+            .arg(format!("{prefix}\\_%"))
+            .arg("--migrations")
+            .arg(dir.path());
+        m.run()
+    };
+    let out = all("postgres");
+    out.assert_success();
+    let json = out.json();
+    let names: Vec<String> = by_target(&json)
+        .iter()
+        .map(|t| {
+            t["target"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, named.names);
+    assert_eq!(outcomes(&json), ["applied", "applied", "applied"]);
+    assert!(by_target(&json)[0]["line"].is_null());
+    assert!(!other.table_exists("t"));
+    // The maintenance database counts when it matches.
+    let out = all(&named.names[1]);
+    out.assert_success();
+    assert_eq!(outcomes(&out.json()), ["current", "current", "current"]);
+    out.assert_stderr_contains("TARGETS count=3");
+}
+
+#[test]
+fn a_bad_line_is_a_usage_error_naming_it_without_its_password() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_db();
+    let dir = two_migrations();
+    let bad = format!(
+        "postgres://postgres:{}@127.0.0.1:notaport/{}",
+        cluster.password(),
+        db.name()
+    );
+    let (_guard, file) = targets_file(&[line(&db), bad]);
+    // The harness fails the test if the password shows anywhere.
+    let out = many("apply", &file, &dir).run();
+    out.assert_code(2).assert_stderr_contains(&format!(
+        "error: --databases-from {} line 4: the connection string is malformed",
+        file.display()
+    ));
+    let json = out.json();
+    assert_eq!(json["outcome"], "usage");
+    assert_eq!(json["targets"], serde_json::json!([]));
+    assert!(!db.table_exists("t"), "nothing ran");
+
+    // From stdin, with a word after the URL that is not schema=.
+    let input = format!("{}\n{} s3cret-ish\n", line(&db), line(&db));
+    let mut m = many("status", &PathBuf::from("-"), &dir);
+    let out = run_with_stdin(&mut m, &input);
+    out.assert_code(2).assert_stderr_contains(
+        "--databases-from - line 2: after the URL only schema=NAME may follow",
+    );
+    assert!(!out.stderr.contains("s3cret-ish"), "{}", out.stderr);
+}
+
+fn run_with_stdin(m: &mut Miglock, input: &str) -> RunOutput {
+    let mut stdin = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap();
+    std::io::Seek::rewind(&mut stdin).unwrap();
+    m.stdin(std::process::Stdio::from(stdin)).run()
+}
+
+#[test]
+fn sigterm_mid_run_interrupts_every_target_in_flight_and_starts_no_other() {
+    let cluster = Cluster::shared();
+    let dbs: Vec<TestDb> = (0..3).map(|_| cluster.create_db()).collect();
+    let mut gates: Vec<LockGate> = dbs[..2].iter().map(LockGate::close).collect();
+    let dir = MigrationDir::new();
+    dir.file(
+        "V1__create_t.sql",
+        &format!("CREATE TABLE t (id int);\n{}\n", LockGate::SQL),
+    )
+    .file("V2__add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n");
+    let (_guard, file) = targets_file(&dbs.iter().map(line).collect::<Vec<_>>());
+    let mut watched = many("apply", &file, &dir)
+        .args(["--jobs", "2"])
+        .spawn_watched();
+    // Two workers take the first two targets; both stop at their gate.
+    wait_for("both targets in flight", Duration::from_secs(60), || {
+        dbs[..2].iter().all(|db| LockGate::waiting(db) == 1)
+    });
+    send_signal(watched.id(), "TERM");
+    watched.wait_for_stderr("SUMMARY", Duration::from_secs(30));
+    let out = watched.finish();
+    out.assert_code(130);
+    let json = out.json();
+    assert_eq!(json["outcome"], "interrupted");
+    assert_eq!(
+        outcomes(&json),
+        ["interrupted", "interrupted", "not_started"]
+    );
+    out.assert_stderr_contains("LOCK_RELEASED");
+    for db in &dbs {
+        assert!(!db.table_exists("t"), "{}: rolled back", db.name());
+        assert_eq!(db.history(), [0i64; 0]);
+        assert_eq!(
+            db.query_i64(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND a.application_name LIKE 'miglock %' \
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
+            0,
+            "{}: no advisory lock left",
+            db.name()
+        );
+    }
+    for gate in &mut gates {
+        gate.open();
+    }
+}
