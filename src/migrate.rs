@@ -9,13 +9,11 @@ use anyhow::anyhow;
 use postgres::error::SqlState;
 use postgres::Client;
 
-use crate::config::ApplyConfig;
 use crate::error::{ErrorDetail, Failure};
 use crate::history::HistoryTable;
-use crate::interrupt::Interrupt;
 use crate::lock::LockSession;
 use crate::migrations::LocalMigration;
-use crate::nontx::{self, Isolation};
+use crate::nontx::{self, Step};
 use crate::pg_error;
 use crate::sql::Batch;
 
@@ -26,28 +24,18 @@ use crate::sql::Batch;
 /// table lock (55P03) is rolled back and tried again after a pause, up to
 /// `--ddl-retries` times: queued behind a long query, its ALTER TABLE
 /// would otherwise block every other query on that table while it waits.
-pub fn apply_one(
-    session: &mut LockSession,
-    migration: &LocalMigration,
-    isolation: &Isolation,
-    config: &ApplyConfig,
-    applied_on: &str,
-    release_after: bool,
-    interrupt: &Interrupt,
-) -> Result<(), Failure> {
+pub fn apply_one(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
+    let Step {
+        migration,
+        isolation,
+        config,
+        applied_on,
+        release_after,
+        interrupt,
+    } = *step;
     let (mode, statements) = nontx::plan(migration);
     if !mode.transactional() {
-        return nontx::apply_statements(
-            session,
-            migration,
-            &mode,
-            &statements,
-            isolation,
-            config,
-            applied_on,
-            release_after,
-            interrupt,
-        );
+        return nontx::apply_statements(session, step, &mode, &statements);
     }
     let table = &isolation.table;
     let mut retries = 0;

@@ -20,6 +20,25 @@ use crate::pg_error;
 use crate::split::{self, Mode, Statement};
 use crate::sql::{self, Batch};
 
+/// One migration to apply and what every step of it needs.
+pub struct Step<'a> {
+    pub migration: &'a LocalMigration,
+    pub isolation: &'a Isolation,
+    pub config: &'a ApplyConfig,
+    /// Also what tells this run's history row from another replica's.
+    pub applied_on: &'a str,
+    /// The last migration of the run: its round trip also releases the key.
+    pub release_after: bool,
+    pub interrupt: &'a Interrupt,
+}
+
+/// A statement's place in its file: `index` of `total`, from 0.
+#[derive(Clone, Copy)]
+struct Position {
+    index: usize,
+    total: usize,
+}
+
 /// What every migration of a run shares: the history table, named with
 /// the schema it was resolved to before any migration could change
 /// `search_path`, and the statements that put the session back to
@@ -97,18 +116,20 @@ impl Isolation {
 /// The statements of a non-transactional migration, one round trip each
 /// in autocommit, then its history row (and, for the last migration, the
 /// key's release) in one more.
-#[allow(clippy::too_many_arguments)]
 pub fn apply_statements(
     session: &mut LockSession,
-    migration: &LocalMigration,
+    step: &Step,
     mode: &Mode,
     statements: &[Statement],
-    isolation: &Isolation,
-    config: &ApplyConfig,
-    applied_on: &str,
-    release_after: bool,
-    interrupt: &Interrupt,
 ) -> Result<(), Failure> {
+    let Step {
+        migration,
+        isolation,
+        config,
+        applied_on,
+        release_after,
+        interrupt,
+    } = *step;
     let Mode::NoTransaction { reason, mixed } = mode else {
         return Err(Failure::failed(anyhow!("{migration} is transactional")));
     };
@@ -144,13 +165,10 @@ pub fn apply_statements(
         }
         run_statement(
             session,
-            migration,
+            step,
             statement,
-            i,
-            total,
+            Position { index: i, total },
             in_transaction,
-            config,
-            interrupt,
         )?;
         match statement.transaction_control() {
             Some("BEGIN" | "START TRANSACTION") => in_transaction = true,
@@ -186,17 +204,20 @@ pub fn apply_statements(
 
 /// One statement, retried after a DDL lock timeout as a whole migration
 /// is in a transaction.
-#[allow(clippy::too_many_arguments)]
 fn run_statement(
     session: &mut LockSession,
-    migration: &LocalMigration,
+    step: &Step,
     statement: &Statement,
-    index: usize,
-    total: usize,
+    position: Position,
     in_transaction: bool,
-    config: &ApplyConfig,
-    interrupt: &Interrupt,
 ) -> Result<(), Failure> {
+    let Step {
+        migration,
+        config,
+        interrupt,
+        ..
+    } = *step;
+    let Position { index, total } = position;
     let mut retries = 0;
     let mut pause = Duration::from_millis(500);
     let builds_index = statement.builds_index_concurrently();
@@ -247,8 +268,7 @@ fn run_statement(
             pause = (pause * 2).min(Duration::from_secs(30));
             continue;
         }
-        let mut failure =
-            statement_failed(migration, statement, index, total, config, retries, &error);
+        let mut failure = statement_failed(step, statement, position, retries, &error);
         if in_transaction {
             failure.error = anyhow!(
                 "{}\nThe statements since the file's own BEGIN were rolled back with its transaction.",
@@ -279,16 +299,17 @@ fn interrupted(migration: &LocalMigration, index: usize, total: usize) -> Failur
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 fn statement_failed(
-    migration: &LocalMigration,
+    step: &Step,
     statement: &Statement,
-    index: usize,
-    total: usize,
-    config: &ApplyConfig,
+    position: Position,
     retries: u32,
     error: &postgres::Error,
 ) -> Failure {
+    let Step {
+        migration, config, ..
+    } = *step;
+    let Position { index, total } = position;
     let file = migration.path.display();
     let number = index + 1;
     let Some(db_error) = error.as_db_error() else {

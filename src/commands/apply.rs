@@ -25,7 +25,7 @@ use crate::lock::wait::{self, Look};
 use crate::lock::{Backend, Identity, LockSession};
 use crate::migrate;
 use crate::migrations::{LocalMigration, MigrationSet, Plan};
-use crate::nontx::Isolation;
+use crate::nontx::{Isolation, Step};
 use crate::outcome::Outcome;
 use crate::output::{Console, Progress};
 use crate::report::{self, AppliedEntry, Report};
@@ -450,15 +450,15 @@ impl<'a> Run<'a> {
                 .format(&Rfc3339)
                 .map_err(|e| Failure::failed(anyhow!("cannot format the time: {e}")))?;
             let last = i + 1 == plan.pending.len();
-            match migrate::apply_one(
-                session,
+            let step = Step {
                 migration,
-                &isolation,
+                isolation: &isolation,
                 config,
-                &applied_on,
-                last,
+                applied_on: &applied_on,
+                release_after: last,
                 interrupt,
-            ) {
+            };
+            match migrate::apply_one(session, &step) {
                 Ok(()) => {}
                 Err(failure)
                     if failure.outcome == Outcome::Failed
