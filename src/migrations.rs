@@ -56,6 +56,9 @@ pub struct Problem {
     pub file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
+    /// The line of `file` the problem is on, where it is on one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -181,6 +184,7 @@ impl MigrationSet {
                     message: format!("{}: the file name is not valid UTF-8", path.display()),
                     file: Some(path.clone()),
                     version: None,
+                    line: None,
                 });
                 continue;
             };
@@ -194,6 +198,7 @@ impl MigrationSet {
                     message: format!("{}: {why}", path.display()),
                     file: Some(path.clone()),
                     version: None,
+                    line: None,
                 }),
             }
         }
@@ -221,6 +226,7 @@ impl MigrationSet {
                     ),
                     file: Some(files[0].path.clone()),
                     version: Some(version.into()),
+                    line: None,
                 });
                 continue;
             }
@@ -278,6 +284,7 @@ fn read_one((path, version, name): (PathBuf, i32, String)) -> Result<LocalMigrat
         message: format!("{}: {why}", path.display()),
         file: Some(path.clone()),
         version: Some(version.into()),
+        line: None,
     };
     // open, read to the end, close: without the size lookup (statx) that
     // `fs::read` and `File::read_to_end` make, which costs as much as the read.
@@ -513,6 +520,7 @@ fn folder_problem(dir: &Path, why: &str) -> Problem {
         message: format!("migrations folder {}: {why}", dir.display()),
         file: Some(dir.to_path_buf()),
         version: None,
+        line: None,
     }
 }
 
@@ -533,6 +541,7 @@ fn walk(
         message: format!("{}: {why}", path.display()),
         file: Some(path.to_path_buf()),
         version: None,
+        line: None,
     };
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -721,6 +730,7 @@ impl<'a> Plan<'a> {
                             ),
                             file: Some(m.path.clone()),
                             version: Some(version),
+                            line: None,
                         });
                     } else if target.is_some_and(|t| m.version > t) {
                         beyond_target += 1;
@@ -754,6 +764,7 @@ fn missing(applied: &AppliedMigration) -> Problem {
         ),
         file: None,
         version: Some(applied.version),
+        line: None,
     }
 }
 
@@ -767,6 +778,7 @@ fn rejected_ahead(applied: &AppliedMigration, newest_local: i32) -> Problem {
         ),
         file: None,
         version: Some(applied.version),
+        line: None,
     }
 }
 
@@ -795,6 +807,7 @@ fn divergence(applied: &AppliedMigration, file: &LocalMigration) -> Option<Probl
         ),
         file: Some(file.path.clone()),
         version: Some(applied.version),
+        line: None,
     })
 }
 

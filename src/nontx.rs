@@ -448,6 +448,7 @@ pub fn refuse(plan: &Plan) -> Result<(), Problems> {
                 message: format!("{}: {}", migration.path.display(), refusal.message),
                 file: Some(migration.path.clone()),
                 version: Some(migration.version.into()),
+                line: Some(refusal.line),
             });
         }
     }

@@ -169,6 +169,7 @@ fn to_record<'a>(
                 ),
                 file: None,
                 version: Some(row.version),
+                line: None,
             }),
             Some(m) if m.name != row.name || row.checksum.parse::<u64>() != Ok(m.checksum) => {
                 problems.push(Problem {
@@ -183,6 +184,7 @@ fn to_record<'a>(
                     ),
                     file: Some(m.path.clone()),
                     version: Some(row.version),
+                    line: None,
                 })
             }
             Some(_) => {}

@@ -98,6 +98,7 @@ fn a_stray_commit_in_a_transactional_file_is_refused_before_anything_runs() {
         .assert_stderr_contains("-- miglock:no-transaction");
     let json = out.json();
     assert_eq!(json["problems"][0]["kind"], "transaction_control");
+    assert_eq!(json["problems"][0]["line"], 3);
     assert!(json["problems"][0]["file"]
         .as_str()
         .unwrap()
