@@ -11,6 +11,7 @@ mod inputs;
 mod nontx;
 mod output;
 mod paper_cuts;
+mod pooler;
 mod real_world;
 mod reliability;
 mod server_log;
