@@ -36,6 +36,9 @@ pub struct LockSession<'c> {
     listening: bool,
     /// Since when the key is held; `None` while it is not.
     held_since: Option<Instant>,
+    /// A migration's guard found this run's transactions on another server
+    /// session than the lock (see `lock::mode`).
+    pooler: bool,
 }
 
 /// One try for the key.
@@ -56,7 +59,18 @@ impl<'c> LockSession<'c> {
             settings: None,
             listening: false,
             held_since: None,
+            pooler: false,
         }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Notes that a transaction pooler is in the way, so that an unlock
+    /// that finds nothing to release says where the key stayed.
+    pub fn pooler_detected(&mut self) {
+        self.pooler = true;
     }
 
     /// Connects, retrying for the connect timeout.
@@ -320,6 +334,8 @@ impl<'c> LockSession<'c> {
             .map_or(0, |t| crate::millis(t.elapsed()));
         if results.value(unlocked) == Some("t") {
             log::info!("LOCK_RELEASED key={key} held_ms={held_ms}");
+        } else if self.pooler {
+            log::warn!("{}", super::mode::left_behind(key, &self.common.table));
         } else {
             // pg_advisory_unlock said this session did not hold the key:
             // something else released it, or (behind a pooler) this
