@@ -84,7 +84,7 @@ pub fn run(
     let table_exists = history.is_some();
     let plan = Plan::new(
         &set,
-        &history.unwrap_or_default(),
+        history.as_deref().unwrap_or_default(),
         config.target_version,
         common.ahead,
     )
@@ -92,6 +92,10 @@ pub fn run(
     // Before anything runs; the history only grows, so no later plan has a
     // pending file this one lacks.
     crate::nontx::refuse(&plan).map_err(|p| report.invalid(p))?;
+    let transaction_mode = common.lock_mode == crate::lock::LockMode::Transaction;
+    if transaction_mode {
+        super::apply_transaction::refuse_non_transactional(&plan)?;
+    }
     report.set_plan(&plan);
     if plan.pending.is_empty() {
         return Ok(report.current(&plan, "nothing pending"));
@@ -100,6 +104,18 @@ pub fn run(
     if config.dry_run {
         out.print(&render_plan(config, &plan));
         return Ok(Outcome::Pending);
+    }
+
+    if transaction_mode {
+        return super::apply_transaction::run(
+            &mut session,
+            config,
+            &set,
+            history,
+            report,
+            progress,
+            interrupt,
+        );
     }
 
     let waited = Instant::now();
