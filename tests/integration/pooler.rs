@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{self, TestDb};
+use crate::cluster::{self, Cluster, TestDb};
+use crate::harness::{wait_for, Miglock, MigrationDir, RunOutput};
 
 pub const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
 
@@ -162,9 +163,267 @@ fn write_owned(path: &std::path::Path, contents: &str) {
 
 #[test]
 fn the_harness_pooler_forwards_queries_and_shares_server_sessions() {
-    let db = cluster::Cluster::shared().create_db();
+    let db = Cluster::shared().create_db();
     let pooler = Pooler::start(&db, "transaction");
     let mut client = postgres::Client::connect(&pooler.url(&db), postgres::NoTls).expect("connect");
     let rows = client.simple_query("SELECT 1").expect("select");
     assert!(!rows.is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// miglock behind PgBouncer
+// ---------------------------------------------------------------------------
+
+/// Every migration records its version in `effects` (V1 creates it), and
+/// sleeps a little so that replicas overlap.
+fn counted_migrations(count: i32) -> MigrationDir {
+    let dir = MigrationDir::new();
+    dir.file(
+        "V1__create_effects.sql",
+        "CREATE TABLE effects (version int NOT NULL);\nINSERT INTO effects VALUES (1);\n",
+    );
+    for v in 2..=count {
+        dir.file(
+            &format!("V{v}__step_{v}.sql"),
+            &format!(
+                "CREATE TABLE step_{v} (id int);\nSELECT pg_sleep(0.05);\nINSERT INTO effects VALUES ({v});\n"
+            ),
+        );
+    }
+    dir
+}
+
+fn apply_through(pooler: &Pooler, db: &TestDb, dir: &MigrationDir, extra: &[&str]) -> Miglock {
+    let mut m = Miglock::new();
+    m.env("DATABASE_URL", pooler.url(db))
+        .args(["apply", "--wait", "60s", "--migrations"])
+        .arg(dir.path())
+        .args(extra);
+    m
+}
+
+/// Runs `count` replicas at once and returns their outputs.
+fn replicas(count: usize, mut make: impl FnMut() -> Miglock) -> Vec<RunOutput> {
+    let children: Vec<_> = (0..count).map(|_| make().spawn_watched()).collect();
+    children.into_iter().map(|c| c.finish()).collect()
+}
+
+/// `(version, times its side effect happened)`, and the history's versions.
+fn effects(db: &TestDb) -> Vec<(i64, i64)> {
+    if !db.table_exists("effects") {
+        return Vec::new();
+    }
+    db.query_strings("SELECT version, count(*) FROM effects GROUP BY version ORDER BY version")
+        .into_iter()
+        .map(|row| {
+            (
+                row[0].as_deref().unwrap().parse().unwrap(),
+                row[1].as_deref().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn history(db: &TestDb) -> Vec<i64> {
+    if !db.table_exists("refinery_schema_history") {
+        return Vec::new();
+    }
+    db.query_strings("SELECT version FROM refinery_schema_history ORDER BY version")
+        .into_iter()
+        .map(|row| row[0].as_deref().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Advisory locks of this database, asked of the server directly (the
+/// pooler keeps its server sessions open).
+fn advisory_locks(db: &TestDb) -> i64 {
+    db.query_i64(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+}
+
+/// Whether a server session holds `key` itself (not a waiting mark).
+fn held_key(db: &TestDb, key: i64) -> bool {
+    db.query_i64(&format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND ((classid::int8 << 32) | objid::int8) = {key}"
+    )) > 0
+}
+
+#[test]
+fn transaction_mode_through_transaction_pooling_applies_each_migration_once_and_leaves_no_lock() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "transaction");
+    let dir = counted_migrations(5);
+    let outs = replicas(20, || {
+        let mut m = apply_through(&pooler, &db, &dir, &["--lock-mode", "transaction"]);
+        m.timeout(Duration::from_secs(120));
+        m
+    });
+    for out in &outs {
+        out.assert_code(0);
+        assert!(!out.stderr.contains("POOLER_DETECTED"), "{}", out.stderr);
+    }
+    let applied: usize = outs
+        .iter()
+        .map(|o| o.stderr.matches("MIGRATION_APPLIED").count())
+        .sum();
+    assert_eq!(applied, 5, "each migration applied by exactly one replica");
+    assert_eq!(history(&db), vec![1, 2, 3, 4, 5]);
+    assert_eq!(effects(&db), (1..=5).map(|v| (v, 1)).collect::<Vec<_>>());
+    assert_eq!(
+        advisory_locks(&db),
+        0,
+        "no advisory lock left on any server session"
+    );
+    // The same through MIGLOCK_LOCK_MODE, now a no-op.
+    apply_through(&pooler, &db, &dir, &[])
+        .env("MIGLOCK_LOCK_MODE", "transaction")
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("SCHEMA_CURRENT");
+    assert_eq!(advisory_locks(&db), 0);
+}
+
+#[test]
+fn transaction_mode_refuses_a_migration_without_a_transaction_up_front() {
+    let db = Cluster::shared().create_db();
+    let dir = counted_migrations(1);
+    dir.file(
+        "V2__index.sql",
+        "CREATE INDEX CONCURRENTLY effects_version ON effects (version);\n",
+    );
+    let out = Miglock::for_db(&db)
+        .args(["apply", "--lock-mode", "transaction", "--migrations"])
+        .arg(dir.path())
+        .run();
+    out.assert_code(6)
+        .assert_stderr_contains(
+            "--lock-mode transaction cannot lock migrations that run without a transaction",
+        )
+        .assert_stderr_contains("V2__index")
+        .assert_stderr_contains("direct connection");
+    assert_eq!(
+        history(&db),
+        Vec::<i64>::new(),
+        "nothing applied, not even V1"
+    );
+}
+
+#[test]
+fn session_mode_through_transaction_pooling_stops_on_the_pooler_and_applies_nothing_twice() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "transaction");
+    let dir = counted_migrations(5);
+    let outs = replicas(8, || apply_through(&pooler, &db, &dir, &[]));
+    let detected = outs
+        .iter()
+        .filter(|o| o.stderr.contains("POOLER_DETECTED"))
+        .count();
+    for out in &outs {
+        assert!(
+            [0, 1, 3].contains(&out.code),
+            "exit {}: {}",
+            out.code,
+            out.stderr
+        );
+        if out.code == 1 {
+            out.assert_stderr_contains("POOLER_DETECTED")
+                .assert_stderr_contains("--lock-mode transaction");
+            assert!(
+                !out.stderr.contains("already exists") && !out.stderr.contains("duplicate key"),
+                "stopped by the guard, not by a migration failing: {}",
+                out.stderr
+            );
+        }
+    }
+    assert!(detected > 0, "some replica noticed the pooler");
+    // Whatever was applied was applied once, with its row.
+    let history = history(&db);
+    assert_eq!(
+        effects(&db),
+        history.iter().map(|&v| (v, 1)).collect::<Vec<_>>()
+    );
+    // A lock stranded on a pooled server session was reported with the
+    // command that clears it; run it against the server directly.
+    let key = db.query_i64(
+        "SELECT ('x0' || left(md5('miglock:' || current_database() || ':refinery_schema_history'), 15))::bit(64)::bigint",
+    );
+    if held_key(&db, key) {
+        assert!(
+            outs.iter().any(|o| o.stderr.contains(&format!(
+                "Clear it with `miglock unlock --table refinery_schema_history --lock-key {key}`"
+            ))),
+            "the stranded lock was reported"
+        );
+        Miglock::for_db(&db)
+            .args(["unlock", "--yes", "--lock-key", &key.to_string()])
+            .run()
+            .assert_code(0);
+        assert!(!held_key(&db, key));
+    }
+    // What is left unfinished, a later run in transaction mode completes.
+    apply_through(&pooler, &db, &dir, &["--lock-mode", "transaction"])
+        .run()
+        .assert_code(0);
+    assert_eq!(effects(&db), (1..=5).map(|v| (v, 1)).collect::<Vec<_>>());
+    assert!(!held_key(&db, key));
+}
+
+#[test]
+fn session_pooling_behaves_as_a_direct_connection() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "session");
+    let dir = counted_migrations(4);
+    let outs = replicas(4, || apply_through(&pooler, &db, &dir, &[]));
+    for out in &outs {
+        out.assert_code(0);
+        assert!(!out.stderr.contains("POOLER_DETECTED"), "{}", out.stderr);
+        assert!(!out.stderr.contains("returned false"), "{}", out.stderr);
+    }
+    assert_eq!(effects(&db), (1..=4).map(|v| (v, 1)).collect::<Vec<_>>());
+    wait_for(
+        "the pooled sessions to hold no advisory lock",
+        Duration::from_secs(10),
+        || advisory_locks(&db) == 0,
+    );
+}
+
+#[test]
+fn wait_and_status_work_through_every_pool_mode() {
+    for pool_mode in ["transaction", "session", "statement"] {
+        let db = Cluster::shared().create_db();
+        let pooler = Pooler::start(&db, pool_mode);
+        let dir = counted_migrations(2);
+        let through = |command: &str, lock_mode: &str| {
+            let mut m = Miglock::new();
+            m.env("DATABASE_URL", pooler.url(&db))
+                .args([command, "--lock-mode", lock_mode, "--migrations"])
+                .arg(dir.path());
+            m
+        };
+        through("status", "transaction")
+            .arg("--check")
+            .run()
+            .assert_code(7);
+        through("wait", "transaction")
+            .args(["--timeout", "1s"])
+            .run()
+            .assert_code(7);
+        Miglock::for_db(&db)
+            .args(["apply", "--migrations"])
+            .arg(dir.path())
+            .run()
+            .assert_code(0);
+        for lock_mode in ["session", "transaction"] {
+            through("wait", lock_mode)
+                .args(["--timeout", "10s"])
+                .run()
+                .assert_code(0)
+                .assert_stderr_contains("SCHEMA_CURRENT");
+            through("status", lock_mode).run().assert_code(0);
+        }
+    }
 }
