@@ -17,7 +17,11 @@ use std::time::{Duration, Instant};
 use crate::cluster::{self, Cluster, TestDb};
 use crate::harness::{wait_for, Miglock, MigrationDir, RunOutput};
 
-pub const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
+/// `MIGLOCK_PGBOUNCER`, as `scripts/setup-postgres.sh` reads it.
+pub fn pgbouncer() -> PathBuf {
+    std::env::var_os("MIGLOCK_PGBOUNCER")
+        .map_or_else(|| PathBuf::from("/usr/sbin/pgbouncer"), PathBuf::from)
+}
 
 /// A PgBouncer process on a free port of 127.0.0.1, in front of one
 /// cluster; stopped (and its directory removed) when dropped, or when
@@ -82,7 +86,7 @@ rm -rf "$1""#;
             let mut sh = Command::new("/bin/sh");
             sh.arg("-c")
                 .arg(SCRIPT)
-                .arg(PGBOUNCER)
+                .arg(pgbouncer())
                 .arg(&dir)
                 .env_clear()
                 .env("PATH", "/usr/bin:/bin")
