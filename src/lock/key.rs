@@ -219,6 +219,21 @@ impl Backend {
         line
     }
 
+    /// Which `--lock-mode` a holder uses, told by the name miglock gives it
+    /// (`pg_locks` shows a transaction-level and a session-level advisory
+    /// lock alike): `None` when it is not a miglock name, or hidden.
+    pub fn lock_mode(&self) -> Option<super::LockMode> {
+        let name = self.application_name.as_deref()?;
+        if !name.starts_with("miglock ") {
+            return None;
+        }
+        if name.contains(super::mode::TRANSACTION_HOLDING) {
+            Some(super::LockMode::Transaction)
+        } else {
+            Some(super::LockMode::Session)
+        }
+    }
+
     /// `holder_pid=… holder_application_name="…"` for log lines.
     pub fn holder_log_fields(&self) -> String {
         match &self.application_name {

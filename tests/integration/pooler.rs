@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cluster::{self, Cluster, TestDb};
-use crate::harness::{wait_for, Miglock, MigrationDir, RunOutput};
+use crate::harness::{wait_for, LockGate, Miglock, MigrationDir, RunOutput};
 
 /// `MIGLOCK_PGBOUNCER`, as `scripts/setup-postgres.sh` reads it.
 pub fn pgbouncer() -> PathBuf {
@@ -200,7 +200,7 @@ fn counted_migrations(count: i32) -> MigrationDir {
 fn apply_through(pooler: &Pooler, db: &TestDb, dir: &MigrationDir, extra: &[&str]) -> Miglock {
     let mut m = Miglock::new();
     m.env("DATABASE_URL", pooler.url(db))
-        .args(["apply", "--wait", "60s", "--migrations"])
+        .args(["apply", "--migrations"])
         .arg(dir.path())
         .args(extra);
     m
@@ -262,7 +262,12 @@ fn transaction_mode_through_transaction_pooling_applies_each_migration_once_and_
     let pooler = Pooler::start(&db, "transaction");
     let dir = counted_migrations(5);
     let outs = replicas(20, || {
-        let mut m = apply_through(&pooler, &db, &dir, &["--lock-mode", "transaction"]);
+        let mut m = apply_through(
+            &pooler,
+            &db,
+            &dir,
+            &["--lock-mode", "transaction", "--wait", "60s"],
+        );
         m.timeout(Duration::from_secs(120));
         m
     });
@@ -321,7 +326,9 @@ fn session_mode_through_transaction_pooling_stops_on_the_pooler_and_applies_noth
     let db = Cluster::shared().create_db();
     let pooler = Pooler::start(&db, "transaction");
     let dir = counted_migrations(5);
-    let outs = replicas(8, || apply_through(&pooler, &db, &dir, &[]));
+    // A replica may wait for a lock stranded on a pooled server session
+    // (exit 3): a short --wait keeps that short.
+    let outs = replicas(8, || apply_through(&pooler, &db, &dir, &["--wait", "3s"]));
     let detected = outs
         .iter()
         .filter(|o| o.stderr.contains("POOLER_DETECTED"))
@@ -369,9 +376,14 @@ fn session_mode_through_transaction_pooling_stops_on_the_pooler_and_applies_noth
         assert!(!held_key(&db, key));
     }
     // What is left unfinished, a later run in transaction mode completes.
-    apply_through(&pooler, &db, &dir, &["--lock-mode", "transaction"])
-        .run()
-        .assert_code(0);
+    apply_through(
+        &pooler,
+        &db,
+        &dir,
+        &["--lock-mode", "transaction", "--wait", "60s"],
+    )
+    .run()
+    .assert_code(0);
     assert_eq!(effects(&db), (1..=5).map(|v| (v, 1)).collect::<Vec<_>>());
     assert!(!held_key(&db, key));
 }
@@ -381,7 +393,7 @@ fn session_pooling_behaves_as_a_direct_connection() {
     let db = Cluster::shared().create_db();
     let pooler = Pooler::start(&db, "session");
     let dir = counted_migrations(4);
-    let outs = replicas(4, || apply_through(&pooler, &db, &dir, &[]));
+    let outs = replicas(4, || apply_through(&pooler, &db, &dir, &["--wait", "60s"]));
     for out in &outs {
         out.assert_code(0);
         assert!(!out.stderr.contains("POOLER_DETECTED"), "{}", out.stderr);
@@ -430,4 +442,73 @@ fn wait_and_status_work_through_every_pool_mode() {
             through("status", lock_mode).run().assert_code(0);
         }
     }
+}
+
+#[test]
+fn a_transaction_mode_holder_shows_in_status_and_makes_others_wait_through_the_pooler() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "transaction");
+    let dir = MigrationDir::new();
+    dir.file(
+        "V1__gated.sql",
+        &format!(
+            "CREATE TABLE effects (version int NOT NULL);\n{}\nINSERT INTO effects VALUES (1);\n",
+            LockGate::SQL
+        ),
+    );
+    let mut gate = LockGate::close(&db);
+    let mut first = apply_through(
+        &pooler,
+        &db,
+        &dir,
+        &["--lock-mode", "transaction", "--wait", "60s"],
+    );
+    let first = first.spawn_watched();
+    wait_for(
+        "the holder to wait for the gate",
+        Duration::from_secs(30),
+        || LockGate::waiting_like(&db, "miglock apply holding (transaction) %") == 1,
+    );
+    let mut second = apply_through(
+        &pooler,
+        &db,
+        &dir,
+        &["--lock-mode", "transaction", "--wait", "60s"],
+    );
+    let mut second = second.spawn_watched();
+    second.wait_for_stderr("LOCK_BUSY", Duration::from_secs(30));
+    let status = Miglock::new()
+        .env("DATABASE_URL", pooler.url(&db))
+        .args([
+            "status",
+            "--format",
+            "json",
+            "--lock-mode",
+            "transaction",
+            "--migrations",
+        ])
+        .arg(dir.path())
+        .run();
+    status.assert_code(0);
+    let json = status.json();
+    assert_eq!(json["lock"]["holder_mode"], "transaction", "{json}");
+    Miglock::new()
+        .env("DATABASE_URL", pooler.url(&db))
+        .args(["status", "--migrations"])
+        .arg(dir.path())
+        .run()
+        .assert_stdout_contains("--lock-mode transaction: held by one migration's transaction");
+    gate.open();
+    first
+        .finish()
+        .assert_code(0)
+        .assert_stderr_contains("MIGRATION_APPLIED version=1");
+    second
+        .finish()
+        .assert_code(0)
+        .assert_stderr_contains("LOCK_BUSY key=")
+        .assert_stderr_contains("mode=transaction")
+        .assert_stderr_contains("applied by another replica while this one waited");
+    assert_eq!(effects(&db), vec![(1, 1)]);
+    assert_eq!(advisory_locks(&db), 0);
 }
