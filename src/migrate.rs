@@ -226,27 +226,13 @@ fn refused(
         return Failure::failed(anyhow!("{migration}: the lock guard refused ({code})"))
             .with_detail(detail);
     }
-    session.pooler_detected();
-    let key = &config.common.key;
     let why = if code == mode::KEY_ELSEWHERE {
         "its transaction ran on another server session than the one holding the session lock"
     } else {
         "its transaction ran on a server session that another client already migrated on, \
          and both held the session lock through it"
     };
-    log::error!(
-        "POOLER_DETECTED key={key} version={} name={}: {why}",
-        migration.version,
-        migration.name
-    );
-    Failure::failed(anyhow!(
-        "stopped before {migration}: {why}, so a connection pooler in transaction (or statement) \
-         pooling mode sits between miglock and PostgreSQL. Nothing of {migration} ran. Session \
-         advisory locks cannot work through it: run `miglock apply --lock-mode transaction` \
-         (MIGLOCK_LOCK_MODE=transaction) through the pooler, or point DATABASE_URL at PostgreSQL \
-         directly (or at a session-pooling port) for migrations."
-    ))
-    .with_detail(detail)
+    mode::pooler_detected(session, &migration.to_string(), why, code)
 }
 
 /// Whether the history holds this run's row for `migration` (its

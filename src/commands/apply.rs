@@ -159,7 +159,7 @@ pub fn run(
     // (the last migration's round trip, `release`, or its Drop).
     let history = match history {
         Some(history) => history.map_err(Failure::failed)?,
-        None => history::create(session.client(), &common.table)?,
+        None => crate::lock::mode::create_history(&mut session, common)?,
     };
     let plan = Plan::new(&set, &history, config.target_version, common.ahead)
         .map_err(|p| report.invalid(p))?;

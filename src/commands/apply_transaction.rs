@@ -87,7 +87,7 @@ pub fn run(
         // Whether this round got the key, made no progress (busy), or
         // found the work done by someone else.
         let busy = match &history {
-            None => match create_table(session, config)? {
+            None => match history::create_under_key(session.client(), &common.table, key)? {
                 Some(rows) => {
                     history = Some(rows);
                     false
@@ -182,51 +182,114 @@ pub fn run(
             backoff = FIRST_BACKOFF;
             continue;
         }
-        let holder = holder(session, config);
-        let holder_pid = holder.as_ref().map(|h| h.pid);
-        if busy_logged != Some(holder_pid) {
-            busy_logged = Some(holder_pid);
-            let who = holder
-                .as_ref()
-                .map_or("holder_pid=<gone>".to_string(), Backend::holder_log_fields);
-            log::info!(
-                "LOCK_BUSY key={key} mode=transaction {who} waited_ms={} wait_ms={}",
-                crate::millis(started.elapsed()),
-                crate::millis(config.wait)
-            );
-        }
-        if holder.is_some() {
-            report.lock.holder = holder;
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            report.lock.waited_ms = crate::millis(started.elapsed());
-            let holder = report
-                .lock
-                .holder
-                .as_ref()
-                .map(Backend::holder_log_fields)
-                .unwrap_or_default();
-            log::warn!(
-                "LOCK_WAIT_TIMEOUT key={key} mode=transaction waited_ms={} {holder}: this run applied {applied}",
-                report.lock.waited_ms
-            );
-            return Ok(if applied == 0 {
-                Outcome::Skipped
-            } else {
-                Outcome::Failed
-            });
-        }
-        let pause = backoff.mul_f64(0.5 + fastrand::f64() * 0.5).min(remaining);
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-        if !interrupt.sleep(pause) {
-            return Err(Failure::interrupted());
-        }
-        // The holder may have applied this replica's work meanwhile.
-        if history.is_some() {
-            history = history::read(session.client(), &common.table)?;
+        let mut holder = holder(session, config);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Ok(timed_out(report, config, started, applied));
+            }
+            if !log_busy(&holder, &mut busy_logged, report, config, started) {
+                break;
+            }
+            let pause = backoff.mul_f64(0.5 + fastrand::f64() * 0.5).min(remaining);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            if !interrupt.sleep(pause) {
+                return Err(Failure::interrupted());
+            }
+            // Looked at before trying: a refused try is an ERROR in the
+            // server log, with the whole migration as its STATEMENT, so
+            // waiters only try once the key looks free (a race between two
+            // of them still ends in one refusal, rolled back).
+            let (now, rows) = look(session, config, history.is_some())?;
+            if rows.is_some() {
+                history = rows;
+            }
+            if history.as_ref().is_some_and(|rows| {
+                Plan::new(set, rows, config.target_version, common.ahead)
+                    .is_ok_and(|plan| plan.pending.is_empty())
+            }) {
+                break;
+            }
+            holder = now;
         }
     }
+}
+
+/// Logs `LOCK_BUSY` when the holder changed; `false` when there is none
+/// (the key looks free).
+fn log_busy(
+    holder: &Option<Backend>,
+    busy_logged: &mut Option<Option<i32>>,
+    report: &mut Report,
+    config: &ApplyConfig,
+    started: Instant,
+) -> bool {
+    let Some(current) = holder else {
+        return false;
+    };
+    let holder_pid = Some(current.pid);
+    if *busy_logged != Some(holder_pid) {
+        *busy_logged = Some(holder_pid);
+        log::info!(
+            "LOCK_BUSY key={} mode=transaction {} waited_ms={} wait_ms={}",
+            config.common.key,
+            current.holder_log_fields(),
+            crate::millis(started.elapsed()),
+            crate::millis(config.wait)
+        );
+    }
+    report.lock.holder = Some(current.clone());
+    true
+}
+
+fn timed_out(
+    report: &mut Report,
+    config: &ApplyConfig,
+    started: Instant,
+    applied: usize,
+) -> Outcome {
+    report.lock.waited_ms = crate::millis(started.elapsed());
+    let holder = report
+        .lock
+        .holder
+        .as_ref()
+        .map(Backend::holder_log_fields)
+        .unwrap_or_default();
+    log::warn!(
+        "LOCK_WAIT_TIMEOUT key={} mode=transaction waited_ms={} {holder}: this run applied {applied}",
+        config.common.key,
+        report.lock.waited_ms
+    );
+    if applied == 0 {
+        Outcome::Skipped
+    } else {
+        Outcome::Failed
+    }
+}
+
+/// Who holds the key now and, with `history`, the history: one round
+/// trip, nothing taken.
+fn look(
+    session: &mut LockSession,
+    config: &ApplyConfig,
+    history: bool,
+) -> Result<(Option<Backend>, Option<Vec<AppliedMigration>>), Failure> {
+    let common = &config.common;
+    let mut batch = Batch::new();
+    let holder = batch.push(&common.key.sessions_sql(crate::lock::LockRole::Holder));
+    let rows = history.then(|| batch.push(&common.table.select_sql()));
+    let results = batch.query(session.client()).map_err(|e| {
+        pg_error::failed(&e, format!("cannot read who holds the lock {}", common.key))
+    })?;
+    let holder = results
+        .rows(holder)
+        .first()
+        .and_then(|row| Backend::from_row(row, 0));
+    let rows = match rows {
+        Some(slot) => Some(history::rows_from_rows(results.rows(slot))?),
+        None => None,
+    };
+    Ok((holder, rows))
 }
 
 /// Who holds the key now, for the log (best effort).
@@ -243,43 +306,6 @@ fn holder(session: &mut LockSession, config: &ApplyConfig) -> Option<Backend> {
         .rows(slot)
         .first()
         .and_then(|row| Backend::from_row(row, 0))
-}
-
-/// Creates the history table under the key, in one transaction:
-/// concurrent `CREATE TABLE IF NOT EXISTS` can still fail on the catalog's
-/// unique indexes. `None` while the key is busy.
-fn create_table(
-    session: &mut LockSession,
-    config: &ApplyConfig,
-) -> Result<Option<Vec<AppliedMigration>>, Failure> {
-    let table = &config.common.table;
-    let mut batch = Batch::new();
-    batch.push("BEGIN");
-    batch.push(&mode::guard_sql(&config.common.key, table, None));
-    let schema_missing = history::push_create(&mut batch, table);
-    batch.push("COMMIT");
-    let rows = batch.push(&table.select_sql());
-    match batch.query(session.client()) {
-        Ok(results) => {
-            history::log_schema_created(&results, schema_missing, table);
-            Ok(Some(history::rows_from_rows(results.rows(rows))?))
-        }
-        Err(e) => {
-            let _ = session.client().batch_execute("ROLLBACK");
-            if mode::refusal(&e) == Some(mode::KEY_ELSEWHERE) {
-                return Ok(None);
-            }
-            if e.code() == Some(&postgres::error::SqlState::INVALID_SCHEMA_NAME)
-                && table.schema().is_none()
-            {
-                return Err(history::no_schema(table));
-            }
-            Err(pg_error::failed(
-                &e,
-                format!("cannot create the history table {table}"),
-            ))
-        }
-    }
 }
 
 /// The history table with its schema resolved once, before any migration

@@ -10,8 +10,12 @@
 //! lives and dies with the transaction that took it, which a pooler
 //! never splits.
 
-use crate::history::HistoryTable;
-use crate::lock::LockKey;
+use anyhow::anyhow;
+
+use crate::config::Common;
+use crate::error::{ErrorDetail, Failure};
+use crate::history::{self, AppliedMigration, HistoryTable};
+use crate::lock::{LockKey, LockSession};
 use crate::sql;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -115,6 +119,47 @@ pub fn local_settings_sql(
         ));
     }
     format!("SELECT {}", columns.join(", "))
+}
+
+/// Session mode found a transaction pooler in the way (`why`) before
+/// `what`, which did not run: logs `POOLER_DETECTED` and says the fix.
+/// The session then reports a lock it cannot release (see [`left_behind`]).
+pub fn pooler_detected(
+    session: &mut LockSession,
+    what: &str,
+    why: &str,
+    code: &'static str,
+) -> Failure {
+    session.pooler_detected();
+    log::error!("POOLER_DETECTED key={} before={what}: {why}", session.key());
+    Failure::failed(anyhow!(
+        "stopped before {what}: {why}, so a connection pooler in transaction (or statement) pooling \
+         mode sits between miglock and PostgreSQL. Nothing of {what} ran. Session advisory locks \
+         cannot work through it: run `miglock apply --lock-mode transaction` \
+         (MIGLOCK_LOCK_MODE=transaction) through the pooler, or point DATABASE_URL at PostgreSQL \
+         directly (or at a session-pooling port) for migrations."
+    ))
+    .with_detail(ErrorDetail {
+        sqlstate: Some(code.to_string()),
+        ..ErrorDetail::default()
+    })
+}
+
+/// Session mode, holding the key: creates the history table in a
+/// transaction that takes the key too, which only a pooler can refuse.
+pub fn create_history(
+    session: &mut LockSession,
+    common: &Common,
+) -> Result<Vec<AppliedMigration>, Failure> {
+    match history::create_under_key(session.client(), &common.table, &common.key)? {
+        Some(rows) => Ok(rows),
+        None => Err(pooler_detected(
+            session,
+            &format!("creating the history table {}", common.table),
+            "its transaction ran on another server session than the one holding the session lock",
+            KEY_ELSEWHERE,
+        )),
+    }
 }
 
 /// What a session-mode run behind a transaction pooler says when its

@@ -63,6 +63,10 @@ impl<'c> LockSession<'c> {
         }
     }
 
+    pub fn key(&self) -> &super::LockKey {
+        &self.common.key
+    }
+
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
