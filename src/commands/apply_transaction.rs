@@ -186,7 +186,7 @@ pub fn run(
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Ok(timed_out(report, config, started, applied));
+                return timed_out(report, config, started, applied);
             }
             if !log_busy(&holder, &mut busy_logged, report, config, started) {
                 break;
@@ -247,7 +247,7 @@ fn timed_out(
     config: &ApplyConfig,
     started: Instant,
     applied: usize,
-) -> Outcome {
+) -> Result<Outcome, Failure> {
     report.lock.waited_ms = crate::millis(started.elapsed());
     let holder = report
         .lock
@@ -261,10 +261,16 @@ fn timed_out(
         report.lock.waited_ms
     );
     if applied == 0 {
-        Outcome::Skipped
-    } else {
-        Outcome::Failed
+        return Ok(Outcome::Skipped);
     }
+    // Applied some, then lost the key to another run for the whole --wait:
+    // not "nothing was changed", so not exit 3.
+    Err(Failure::failed(anyhow!(
+        "this run applied {applied} migration(s), then the lock {} stayed busy for the rest of --wait {}; \
+         what is left is pending (miglock status)",
+        config.common.key,
+        humantime::format_duration(config.wait)
+    )))
 }
 
 /// Who holds the key now and, with `history`, the history: one round
