@@ -44,6 +44,7 @@ pub fn apply_one(
         // connection still reaches the session that holds the key.
         if session.is_held() {
             let guard = guard_sql(config, isolation, migration);
+            // Any other error is met, and reported, by the first statement.
             if let Err(error) = session.client().batch_execute(&guard) {
                 if let Some(code) = mode::refusal(&error) {
                     return Err(refused(session, config, migration, code));

@@ -162,6 +162,20 @@ pub fn create_history(
     }
 }
 
+/// `baseline` and `repair` write history rows under the session lock
+/// whatever `--lock-mode` says (they run rarely, by hand): say so when
+/// transaction mode is asked for, since through a transaction pooler that
+/// lock does not protect them.
+pub fn warn_session_only(command: &str, common: &Common) {
+    if common.lock_mode == LockMode::Transaction {
+        log::warn!(
+            "{command} takes the session-level lock {} whatever --lock-mode says: run it over a direct \
+             connection (or a session-pooling port), not through a transaction pooler",
+            common.key
+        );
+    }
+}
+
 /// What a session-mode run behind a transaction pooler says when its
 /// unlock ran on another server session: the key (and waiting marks) stay
 /// on pooled server sessions until they close, which the pooler may never

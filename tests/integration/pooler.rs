@@ -512,3 +512,65 @@ fn a_transaction_mode_holder_shows_in_status_and_makes_others_wait_through_the_p
     assert_eq!(effects(&db), vec![(1, 1)]);
     assert_eq!(advisory_locks(&db), 0);
 }
+
+#[test]
+fn transaction_mode_under_repeatable_read_by_default_still_applies_each_migration_once() {
+    // The guard's history check needs a snapshot taken after the lock; a
+    // database defaulting to repeatable read would take it at the guard.
+    let db = Cluster::shared().create_db();
+    db.client()
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'",
+            db.name()
+        ))
+        .unwrap();
+    let dir = counted_migrations(4);
+    let outs = replicas(8, || {
+        let mut m = Miglock::for_db(&db);
+        m.args([
+            "apply",
+            "--lock-mode",
+            "transaction",
+            "--wait",
+            "60s",
+            "--migrations",
+        ])
+        .arg(dir.path());
+        m
+    });
+    for out in &outs {
+        out.assert_code(0);
+    }
+    assert_eq!(effects(&db), (1..=4).map(|v| (v, 1)).collect::<Vec<_>>());
+    assert_eq!(advisory_locks(&db), 0);
+}
+
+#[test]
+fn transaction_mode_with_the_key_held_skips_with_exit_3_and_changes_nothing() {
+    let db = Cluster::shared().create_db();
+    let dir = counted_migrations(2);
+    let key = db.query_i64(
+        "SELECT ('x0' || left(md5('miglock:' || current_database() || ':refinery_schema_history'), 15))::bit(64)::bigint",
+    );
+    let mut holder = db.client();
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
+        .unwrap();
+    Miglock::for_db(&db)
+        .args([
+            "apply",
+            "--lock-mode",
+            "transaction",
+            "--wait",
+            "0",
+            "--migrations",
+        ])
+        .arg(dir.path())
+        .run()
+        .assert_code(3)
+        .assert_stderr_contains("LOCK_WAIT_TIMEOUT");
+    assert_eq!(history(&db), Vec::<i64>::new());
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_unlock({key})"))
+        .unwrap();
+}
