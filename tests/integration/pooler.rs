@@ -574,3 +574,34 @@ fn transaction_mode_with_the_key_held_skips_with_exit_3_and_changes_nothing() {
         .batch_execute(&format!("SELECT pg_advisory_unlock({key})"))
         .unwrap();
 }
+
+#[test]
+fn session_mode_through_statement_pooling_applies_nothing_twice() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "statement");
+    let dir = counted_migrations(4);
+    let outs = replicas(6, || apply_through(&pooler, &db, &dir, &["--wait", "3s"]));
+    for out in &outs {
+        // A refused guard leaves a failed transaction, on which PgBouncer
+        // closes the client in statement pooling: the refusal may arrive
+        // as POOLER_DETECTED or as a lost connection.
+        assert!(
+            [0, 1, 3, 5].contains(&out.code),
+            "exit {}: {}",
+            out.code,
+            out.stderr
+        );
+        if out.code == 1 {
+            assert!(
+                out.stderr.contains("POOLER_DETECTED") || out.stderr.contains("connection"),
+                "{}",
+                out.stderr
+            );
+        }
+    }
+    let history = history(&db);
+    assert_eq!(
+        effects(&db),
+        history.iter().map(|&v| (v, 1)).collect::<Vec<_>>()
+    );
+}
