@@ -3,8 +3,10 @@
 # Both start throwaway PostgreSQL clusters, so they need the server binaries
 # (initdb, pg_ctl, postgres) and, as root, a `postgres` user to run them as
 # (initdb refuses to run as root). The test suite also runs `ip` (iproute2:
-# the network-fault test), `kill` (procps: the signal tests) and `jq` (the
-# GitHub Actions example's step summary).
+# the network-fault test), `kill` (procps: the signal tests), `jq` (the
+# GitHub Actions example's step summary) and pgbouncer (the connection-pooler
+# tests start their own, in front of a throwaway cluster; the package's
+# service is not used).
 #
 # Installs only what is missing, with apt-get (Debian, Ubuntu): as root
 # directly, otherwise through sudo. Without root, sudo or apt-get it stops
@@ -18,9 +20,12 @@
 #                      honour it too); nothing is searched or installed for it
 #   MIGLOCK_PG_LIB     where the versions are looked for, default
 #                      /usr/lib/postgresql (Debian's layout); for testing
+#   MIGLOCK_PGBOUNCER  the pgbouncer binary, default /usr/sbin/pgbouncer
+#                      (not on a non-root PATH); the tests honour it too
 set -euo pipefail
 
 lib=${MIGLOCK_PG_LIB:-/usr/lib/postgresql}
+pgbouncer=${MIGLOCK_PGBOUNCER:-/usr/sbin/pgbouncer}
 export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "setup-postgres: $*"; }
@@ -84,6 +89,10 @@ if ! type -P jq >/dev/null; then
     packages+=(jq)
     why+=" jq (the GitHub Actions example's test)"
 fi
+if [ ! -x "$pgbouncer" ]; then
+    packages+=(pgbouncer)
+    why+=" $pgbouncer (the connection-pooler tests)"
+fi
 
 if [ ${#packages[@]} -gt 0 ]; then
     install=(apt-get install -y --no-install-recommends)
@@ -129,7 +138,7 @@ fi
 if $changed; then
     say "done: PostgreSQL server binaries in $bindir"
 else
-    what="all present: PostgreSQL server binaries in $bindir, ip, kill, jq"
+    what="all present: PostgreSQL server binaries in $bindir, ip, kill, jq, pgbouncer"
     ! $root || what+=", the postgres user"
     say "$what"
 fi

@@ -249,6 +249,7 @@ impl Migrator {
                 // As the binary's default: an older release embedding
                 // miglock must still start against a newer schema.
                 ahead: AheadPolicy::Allow,
+                lock_mode: crate::lock::LockMode::Session,
             },
             wait: self.wait,
             statement_timeout: self.statement_timeout,

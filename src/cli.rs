@@ -17,7 +17,7 @@ use crate::connect::ConnectTarget;
 use crate::env::Env;
 use crate::error::Failure;
 use crate::history::HistoryTable;
-use crate::lock::LockKey;
+use crate::lock::{LockKey, LockMode};
 use crate::output::Verbosity;
 use crate::parse;
 
@@ -109,6 +109,15 @@ pub struct GlobalArgs {
     #[arg(long, env = "MIGLOCK_AHEAD", value_enum, default_value_t = AheadArg::Allow, global = true)]
     pub ahead: AheadArg,
 
+    /// What the advisory lock is tied to: session, or transaction (behind a transaction pooler)
+    ///
+    /// session: one connection holds the lock for the whole run; needs a direct connection or
+    /// session pooling. transaction: each migration's transaction takes the lock itself
+    /// (pg_try_advisory_xact_lock) and re-reads the history under it, so PgBouncer's
+    /// pool_mode=transaction is safe; migrations without a transaction are refused (exit 6).
+    #[arg(long, env = "MIGLOCK_LOCK_MODE", value_enum, default_value_t = LockModeArg::Session, global = true)]
+    pub lock_mode: LockModeArg,
+
     /// Log warnings and errors only
     #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
     pub quiet: u8,
@@ -144,6 +153,12 @@ impl Cli {
 pub enum AheadArg {
     Allow,
     Reject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LockModeArg {
+    Session,
+    Transaction,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -391,7 +406,15 @@ impl GlobalArgs {
             connect_timeout: self.connect_timeout,
             instance,
             ahead: self.ahead_policy(),
+            lock_mode: self.lock_mode(),
         })
+    }
+
+    fn lock_mode(&self) -> LockMode {
+        match self.lock_mode {
+            LockModeArg::Session => LockMode::Session,
+            LockModeArg::Transaction => LockMode::Transaction,
+        }
     }
 
     fn ahead_policy(&self) -> AheadPolicy {
@@ -612,6 +635,7 @@ impl GlobalArgs {
             connect_timeout: self.connect_timeout,
             instance: env("MIGLOCK_INSTANCE").filter(|v| !v.trim().is_empty()),
             ahead: self.ahead_policy(),
+            lock_mode: self.lock_mode(),
         }))
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::connect::ConnectTarget;
 use crate::history::HistoryTable;
-use crate::lock::LockKey;
+use crate::lock::{LockKey, LockMode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -38,6 +38,8 @@ pub struct Common {
     pub instance: Option<String>,
     /// Whether what a newer release applied counts as current (`--ahead`).
     pub ahead: AheadPolicy,
+    /// What the advisory lock is tied to (`--lock-mode`).
+    pub lock_mode: LockMode,
 }
 
 #[derive(Clone)]

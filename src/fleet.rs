@@ -24,6 +24,7 @@ use crate::error::Failure;
 use crate::history::HistoryTable;
 use crate::interrupt::Interrupt;
 use crate::lock::LockKey;
+use crate::lock::LockMode;
 use crate::outcome::Outcome;
 use crate::output::{self, Console, Progress};
 use crate::report::Report;
@@ -50,6 +51,7 @@ pub struct FleetConfig {
     pub connect_timeout: Duration,
     pub instance: Option<String>,
     pub ahead: AheadPolicy,
+    pub lock_mode: LockMode,
 }
 
 impl FleetConfig {
@@ -74,6 +76,7 @@ impl FleetConfig {
             connect_timeout: self.connect_timeout,
             instance: self.instance.clone(),
             ahead: self.ahead,
+            lock_mode: self.lock_mode,
         })
     }
 }
@@ -712,6 +715,7 @@ mod tests {
             connect_timeout: Duration::ZERO,
             instance: None,
             ahead: AheadPolicy::default(),
+            lock_mode: LockMode::Session,
         };
         let mut target = finished(None).target;
         let plain = config.common(&target).unwrap();

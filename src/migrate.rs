@@ -9,11 +9,13 @@ use anyhow::anyhow;
 use postgres::error::SqlState;
 use postgres::Client;
 
+use crate::config::ApplyConfig;
 use crate::error::{ErrorDetail, Failure};
 use crate::history::HistoryTable;
+use crate::lock::mode::{self, LockMode};
 use crate::lock::LockSession;
 use crate::migrations::LocalMigration;
-use crate::nontx::{self, Step};
+use crate::nontx::{self, Isolation, Step};
 use crate::pg_error;
 use crate::sql::Batch;
 
@@ -33,8 +35,21 @@ pub fn apply_one(session: &mut LockSession, step: &Step) -> Result<(), Failure> 
         release_after,
         interrupt,
     } = *step;
+    let lock_mode = config.common.lock_mode;
     let (mode, statements) = nontx::plan(migration);
     if !mode.transactional() {
+        // Its statements commit one by one, so no transaction can carry
+        // the guard; a lone round trip at least tells whether this
+        // connection still reaches the session that holds the key.
+        if session.is_held() {
+            let guard = guard_sql(config, isolation, migration);
+            // Any other error is met, and reported, by the first statement.
+            if let Err(error) = session.client().batch_execute(&guard) {
+                if let Some(code) = mode::refusal(&error) {
+                    return Err(refused(session, config, migration, code));
+                }
+            }
+        }
         return nontx::apply_statements(session, step, &mode, &statements);
     }
     let table = &isolation.table;
@@ -42,7 +57,22 @@ pub fn apply_one(session: &mut LockSession, step: &Step) -> Result<(), Failure> 
     let mut pause = Duration::from_millis(500);
     let (error, script_start) = loop {
         let mut batch = Batch::new();
-        batch.push("BEGIN");
+        if lock_mode == LockMode::Transaction {
+            // The guard's history check must see every commit made before
+            // the key was granted: its snapshot must come after the lock,
+            // which a repeatable read transaction would take at the guard.
+            batch.push("BEGIN ISOLATION LEVEL READ COMMITTED");
+            batch.push(&mode::local_settings_sql(
+                config.statement_timeout,
+                &config.settings,
+                &session
+                    .identity()
+                    .application_name(Some(mode::TRANSACTION_HOLDING)),
+            ));
+        } else {
+            batch.push("BEGIN");
+        }
+        batch.push(&guard_sql(config, isolation, migration));
         if let Some(timeout) = config.ddl_lock_timeout {
             batch.push(&format!(
                 "SET LOCAL lock_timeout = {}",
@@ -62,7 +92,10 @@ pub fn apply_one(session: &mut LockSession, step: &Step) -> Result<(), Failure> 
         batch.push("COMMIT");
         // SET (not LOCAL) in a migration outlives its COMMIT.
         isolation.push_restore(&mut batch);
-        let result = if release_after {
+        let result = if !session.is_held() {
+            // Transaction mode: the key came and went with the transaction.
+            batch.execute(session.client())
+        } else if release_after {
             session.execute_then_release(batch)
         } else {
             session.execute(&batch)
@@ -78,6 +111,9 @@ pub fn apply_one(session: &mut LockSession, step: &Step) -> Result<(), Failure> 
         // follows it) leaves the migration applied: its row says so.
         if release_after && committed(session.client(), table, migration, applied_on) {
             return Ok(());
+        }
+        if let Some(code) = mode::refusal(&error) {
+            return Err(refused(session, config, migration, code));
         }
         if interrupt.is_set() && error.code() == Some(&SqlState::QUERY_CANCELED) {
             return Err(Failure::interrupted());
@@ -158,6 +194,42 @@ pub fn apply_one(session: &mut LockSession, step: &Step) -> Result<(), Failure> 
         file: Some(migration.path.clone()),
         line,
     }))
+}
+
+fn guard_sql(config: &ApplyConfig, isolation: &Isolation, migration: &LocalMigration) -> String {
+    mode::guard_sql(
+        &config.common.key,
+        &isolation.table,
+        Some(migration.version),
+    )
+}
+
+/// The guard refused `migration` (rolled back, nothing of it ran). In
+/// transaction mode that is the lock being busy or the work done, which
+/// the caller reads from the SQLSTATE; in session mode it means this
+/// transaction did not run on the server session that holds the key: a
+/// transaction pooler is in the way.
+fn refused(
+    session: &mut LockSession,
+    config: &ApplyConfig,
+    migration: &LocalMigration,
+    code: &'static str,
+) -> Failure {
+    let detail = ErrorDetail {
+        sqlstate: Some(code.to_string()),
+        ..ErrorDetail::default()
+    };
+    if config.common.lock_mode == LockMode::Transaction {
+        return Failure::failed(anyhow!("{migration}: the lock guard refused ({code})"))
+            .with_detail(detail);
+    }
+    let why = if code == mode::KEY_ELSEWHERE {
+        "its transaction ran on another server session than the one holding the session lock"
+    } else {
+        "its transaction ran on a server session that another client already migrated on, \
+         and both held the session lock through it"
+    };
+    mode::pooler_detected(session, &migration.to_string(), why, code)
 }
 
 /// Whether the history holds this run's row for `migration` (its

@@ -105,6 +105,15 @@ impl Isolation {
         })
     }
 
+    /// No settings to put back: for `--lock-mode transaction`, where
+    /// consecutive transactions may run on different server sessions.
+    pub fn without_restore(table: HistoryTable) -> Isolation {
+        Isolation {
+            table,
+            restore: Vec::new(),
+        }
+    }
+
     /// Adds the statements that put the session back (after a migration).
     pub fn push_restore(&self, batch: &mut Batch) {
         for statement in &self.restore {

@@ -132,6 +132,10 @@ pub struct LockReport {
     pub key_source: Option<String>,
     pub waited_ms: u64,
     pub holder: Option<Backend>,
+    /// `session` or `transaction`: the holder's `--lock-mode`, from its
+    /// application_name (`status`, `unlock`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder_mode: Option<&'static str>,
     pub waiting: Vec<Backend>,
     /// `status`: sessions blocked behind the holder (`pg_blocking_pids`).
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -84,7 +84,7 @@ pub fn run(
     let table_exists = history.is_some();
     let plan = Plan::new(
         &set,
-        &history.unwrap_or_default(),
+        history.as_deref().unwrap_or_default(),
         config.target_version,
         common.ahead,
     )
@@ -92,6 +92,10 @@ pub fn run(
     // Before anything runs; the history only grows, so no later plan has a
     // pending file this one lacks.
     crate::nontx::refuse(&plan).map_err(|p| report.invalid(p))?;
+    let transaction_mode = common.lock_mode == crate::lock::LockMode::Transaction;
+    if transaction_mode {
+        super::apply_transaction::refuse_non_transactional(&plan)?;
+    }
     report.set_plan(&plan);
     if plan.pending.is_empty() {
         return Ok(report.current(&plan, "nothing pending"));
@@ -102,17 +106,21 @@ pub fn run(
         return Ok(Outcome::Pending);
     }
 
-    // A connection lost under the lock (a restart, a failover) is not the
-    // migration's fault: reconnect, find out from the history what
-    // committed, and wait for the key again with what is left of --wait.
-    let deadline = Instant::now() + config.wait;
-    let mut table_exists = table_exists;
     let steps = Run {
         config,
         set: &set,
         progress,
         interrupt,
     };
+    if transaction_mode {
+        return super::apply_transaction::run(&mut session, &steps, history, report);
+    }
+
+    // A connection lost under the lock (a restart, a failover) is not the
+    // migration's fault: reconnect, find out from the history what
+    // committed, and wait for the key again with what is left of --wait.
+    let deadline = Instant::now() + config.wait;
+    let mut table_exists = table_exists;
     loop {
         let waited = Instant::now();
         let wait = steps.wait_for_lock(&mut session, table_exists, deadline, report);
@@ -147,7 +155,7 @@ pub fn run(
         // (the last migration's round trip, `release`, or its Drop).
         let history = match history {
             Some(history) => history.map_err(Failure::failed)?,
-            None => history::create(session.client(), &common.table)?,
+            None => crate::lock::mode::create_history(&mut session, common)?,
         };
         let plan = Plan::new(&set, &history, config.target_version, common.ahead)
             .map_err(|p| report.invalid(p))?;
@@ -313,13 +321,14 @@ impl From<Failure> for Stop<'_> {
     }
 }
 
-/// One apply run's fixed inputs, shared by its steps.
+/// One apply run's fixed inputs, shared by its steps (and by the
+/// transaction-mode run in `apply_transaction`).
 #[derive(Clone, Copy)]
-struct Run<'a> {
-    config: &'a ApplyConfig,
-    set: &'a MigrationSet,
-    progress: &'a Progress,
-    interrupt: &'a Interrupt,
+pub(super) struct Run<'a> {
+    pub(super) config: &'a ApplyConfig,
+    pub(super) set: &'a MigrationSet,
+    pub(super) progress: &'a Progress,
+    pub(super) interrupt: &'a Interrupt,
 }
 
 impl<'a> Run<'a> {

@@ -52,6 +52,7 @@ pub fn run(
         return Ok(Outcome::Baselined);
     }
 
+    crate::lock::mode::warn_session_only("baseline", common);
     let mut session = LockSession::connect(common, identity, interrupt)?;
     let waited = Instant::now();
     let mut holder: Option<Backend> = None;

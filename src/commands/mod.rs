@@ -2,6 +2,7 @@
 //! session, call the lock and migrate layers, fill the report).
 
 pub mod apply;
+pub mod apply_transaction;
 pub mod baseline;
 pub mod completions;
 pub mod man;

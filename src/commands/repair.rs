@@ -72,6 +72,7 @@ pub fn run(
     }
     let set = MigrationSet::load(&common.migrations).map_err(|p| report.invalid(p))?;
     let identity = Identity::for_command("repair", common);
+    crate::lock::mode::warn_session_only("repair", common);
     let mut session = LockSession::connect(common, identity, interrupt)?;
     let history = history::read(session.client(), &common.table)?.unwrap_or_default();
 

@@ -8,7 +8,7 @@ use crate::config::StatusConfig;
 use crate::error::Failure;
 use crate::history;
 use crate::interrupt::Interrupt;
-use crate::lock::{self, Backend, Identity, LockRole};
+use crate::lock::{self, Backend, Identity, LockMode, LockRole};
 use crate::migrations::{MigrationSet, Plan};
 use crate::outcome::Outcome;
 use crate::output::Console;
@@ -76,6 +76,12 @@ pub fn run(
             .collect()
     };
     report.lock.holder = sessions(holder).into_iter().next();
+    report.lock.holder_mode = report
+        .lock
+        .holder
+        .as_ref()
+        .and_then(Backend::lock_mode)
+        .map(LockMode::as_str);
     report.lock.waiting = sessions(waiting);
     report.lock.blocked = sessions(blocked);
 
@@ -135,6 +141,22 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
         }
         Some(holder) => {
             let _ = writeln!(out, "Lock        held by {}", holder.summary());
+            match holder.lock_mode() {
+                Some(LockMode::Transaction) => {
+                    let _ = writeln!(
+                        out,
+                        "            (--lock-mode transaction: held by one migration's transaction, \
+                         released at its COMMIT or ROLLBACK)"
+                    );
+                }
+                Some(LockMode::Session) => {
+                    let _ = writeln!(
+                        out,
+                        "            (--lock-mode session: held by the session until it unlocks or ends)"
+                    );
+                }
+                None => {}
+            }
             if holder.details_hidden() {
                 let _ = writeln!(
                     out,

@@ -64,9 +64,17 @@ pub fn run(
         return Ok(Outcome::Free);
     };
     report.lock.holder = Some(holder.clone());
+    report.lock.holder_mode = holder.lock_mode().map(crate::lock::LockMode::as_str);
     say(format!("Lock {key} ({}) is held by:", key.source));
     for h in &holders {
         say(format!("  {}", h.summary()));
+    }
+    if holder.lock_mode() == Some(crate::lock::LockMode::Transaction) {
+        say(
+            "  (--lock-mode transaction: the lock is its migration's transaction's, and ends with it; \
+             terminating the session rolls that migration back)"
+                .to_string(),
+        );
     }
 
     // Busy or not is what decides whether ending the session is safe; a

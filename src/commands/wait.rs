@@ -44,7 +44,11 @@ pub fn run(
     let mut announced: Option<usize> = None;
     let mut pending = Vec::new();
     let current = wait::until(&mut session, deadline, interrupt, |session, woken| {
-        session.listen()?;
+        // Behind a transaction pooler LISTEN and the waiting mark would
+        // stay on a pooled server session: transaction mode only polls.
+        if common.lock_mode == crate::lock::LockMode::Session {
+            session.listen()?;
+        }
         let history = history::read(session.client(), &common.table)?.unwrap_or_default();
         let plan = Plan::new(&set, &history, None, common.ahead).map_err(|p| report.invalid(p))?;
         report.set_plan(&plan);

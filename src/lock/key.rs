@@ -152,12 +152,16 @@ impl LockKey {
 }
 
 /// What `pg_stat_activity` (as `a`) tells of a session, after its pid.
+/// A migration's round trip starts with miglock's guard (see
+/// `lock::mode`), which is cut off so the migration itself shows.
 const ACTIVITY_COLUMNS: &str =
     "a.usename, a.application_name, host(a.client_addr) AS client_addr, \
      to_json(a.backend_start) #>> '{}' AS backend_start, a.state, \
      to_json(a.state_change) #>> '{}' AS state_since, \
      round(extract(epoch FROM clock_timestamp() - a.state_change)::numeric, 1) AS state_seconds, \
-     left(a.query, 200) AS query";
+     left(CASE WHEN strpos(a.query, 'END$miglock$;') > 0 \
+     THEN ltrim(substr(a.query, strpos(a.query, 'END$miglock$;') + 13), E' \\n') \
+     ELSE a.query END, 200) AS query";
 
 impl Backend {
     pub fn from_row(row: &SimpleQueryRow, first: usize) -> Option<Backend> {
@@ -217,6 +221,21 @@ impl Backend {
             let _ = write!(line, ": {}", crate::parse::shorten(&query, 80));
         }
         line
+    }
+
+    /// Which `--lock-mode` a holder uses, told by the name miglock gives it
+    /// (`pg_locks` shows a transaction-level and a session-level advisory
+    /// lock alike): `None` when it is not a miglock name, or hidden.
+    pub fn lock_mode(&self) -> Option<super::LockMode> {
+        let name = self.application_name.as_deref()?;
+        if !name.starts_with("miglock ") {
+            return None;
+        }
+        if name.contains(super::mode::TRANSACTION_HOLDING) {
+            Some(super::LockMode::Transaction)
+        } else {
+            Some(super::LockMode::Session)
+        }
     }
 
     /// `holder_pid=… holder_application_name="…"` for log lines.

@@ -9,8 +9,10 @@
 //! release notification.
 
 mod key;
+pub mod mode;
 mod session;
 pub mod wait;
 
 pub use key::{Backend, Identity, LockKey, LockRole};
+pub use mode::LockMode;
 pub use session::{connect_as, LockSession};

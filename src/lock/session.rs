@@ -41,6 +41,9 @@ pub struct LockSession<'c> {
     /// restarted (or another took over), the same one that only this
     /// session ended.
     server_started: Option<String>,
+    /// A migration's guard found this run's transactions on another server
+    /// session than the lock (see `lock::mode`).
+    pooler: bool,
 }
 
 /// One try for the key.
@@ -65,7 +68,22 @@ impl<'c> LockSession<'c> {
             listening: false,
             held_since: None,
             server_started: None,
+            pooler: false,
         }
+    }
+
+    pub fn key(&self) -> &super::LockKey {
+        &self.common.key
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Notes that a transaction pooler is in the way, so that an unlock
+    /// that finds nothing to release says where the key stayed.
+    pub fn pooler_detected(&mut self) {
+        self.pooler = true;
     }
 
     /// Connects, retrying for the connect timeout.
@@ -384,6 +402,8 @@ impl<'c> LockSession<'c> {
             .map_or(0, |t| crate::millis(t.elapsed()));
         if results.value(unlocked) == Some("t") {
             log::info!("LOCK_RELEASED key={key} held_ms={held_ms}");
+        } else if self.pooler {
+            log::warn!("{}", super::mode::left_behind(key, &self.common.table));
         } else {
             // pg_advisory_unlock said this session did not hold the key:
             // something else released it, or (behind a pooler) this

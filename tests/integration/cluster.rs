@@ -731,7 +731,7 @@ fn find_bindir() -> PathBuf {
 
 /// The uid/gid to run the server as: the `postgres` user when we are root
 /// (initdb and postgres refuse to run as root), else `None` (ourselves).
-fn server_owner() -> Option<(u32, u32)> {
+pub fn server_owner() -> Option<(u32, u32)> {
     static OWNER: OnceLock<Option<(u32, u32)>> = OnceLock::new();
     *OWNER.get_or_init(|| {
         if effective_uid() != 0 {
@@ -766,7 +766,7 @@ fn effective_uid() -> u32 {
         .expect("parse id -u")
 }
 
-fn make_owned_dir(dir: &Path) {
+pub fn make_owned_dir(dir: &Path) {
     fs::DirBuilder::new()
         .mode(0o700)
         .create(dir)
@@ -781,7 +781,7 @@ fn chown_to_server(path: &Path) {
     }
 }
 
-fn random_hex16() -> String {
+pub fn random_hex16() -> String {
     let mut bytes = [0u8; 8];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -791,7 +791,7 @@ fn random_hex16() -> String {
 
 /// A port that was free a moment ago and that no other cluster of this
 /// process has; the server may still lose it to another process.
-fn reserve_port() -> u16 {
+pub fn reserve_port() -> u16 {
     let mut ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
     let ports = ports.get_or_insert_with(HashSet::new);
     loop {
@@ -830,7 +830,7 @@ fn tail(text: &str, lines: usize) -> String {
 /// Where clusters live: `MIGLOCK_TEST_TMPDIR`, else /dev/shm when it is a
 /// writable tmpfs (initdb and CREATE DATABASE are several times faster
 /// there than on a disk, even with fsync off), else the temp dir.
-fn cluster_root() -> PathBuf {
+pub fn cluster_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("MIGLOCK_TEST_TMPDIR") {
         return PathBuf::from(dir);
     }

@@ -12,6 +12,7 @@ mod lifecycle;
 mod nontx;
 mod output;
 mod paper_cuts;
+mod pooler;
 mod real_world;
 mod reliability;
 mod server_log;

@@ -1,6 +1,7 @@
 //! `scripts/setup-postgres.sh`, the set-up `examples/demo.sh` and `.ci/run`
 //! start with. Its decisions are checked on a stub machine: a PATH holding
-//! only stubs of `apt-get`, `sudo`, `useradd`, `id`, `ip` and `kill` (each
+//! only stubs of `apt-get`, `sudo`, `useradd`, `id`, `ip`, `kill`, `jq` and
+//! `pgbouncer` (`MIGLOCK_PGBOUNCER`, outside PATH as in /usr/sbin) (each
 //! records how it was called; `apt-get install` "installs" into the fake
 //! tree), and a fake `/usr/lib/postgresql` (`MIGLOCK_PG_LIB`). Nothing on the
 //! real machine is looked at or changed.
@@ -35,6 +36,7 @@ for package in "$@"; do
     iproute2) tool "$STUB_ROOT/bin/ip" ;;
     procps) tool "$STUB_ROOT/bin/kill" ;;
     jq) tool "$STUB_ROOT/bin/jq" ;;
+    pgbouncer) tool "$MIGLOCK_PGBOUNCER" ;;
     esac
 done
 "#;
@@ -78,7 +80,7 @@ impl Machine {
     fn new() -> Machine {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        for sub in ["bin", "lib", "state"] {
+        for sub in ["bin", "lib", "state", "sbin"] {
             fs::create_dir(root.join(sub)).unwrap();
         }
         let machine = Machine {
@@ -97,6 +99,7 @@ impl Machine {
         ] {
             machine.write_executable(&machine.root.join("bin").join(name), text);
         }
+        machine.write_executable(&machine.pgbouncer(), TOOL);
         // The stub sudo runs `env DEBIAN_FRONTEND=… apt-get …`.
         symlink(real_tool("env"), machine.root.join("bin/env")).unwrap();
         machine
@@ -105,6 +108,15 @@ impl Machine {
     fn write_executable(&self, path: &Path, text: &str) {
         fs::write(path, text).unwrap();
         fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn pgbouncer(&self) -> PathBuf {
+        self.root.join("sbin/pgbouncer")
+    }
+
+    fn without_pgbouncer(self) -> Machine {
+        fs::remove_file(self.pgbouncer()).unwrap();
+        self
     }
 
     fn lib(&self) -> PathBuf {
@@ -140,6 +152,7 @@ impl Machine {
             .env_clear()
             .env("PATH", self.root.join("bin"))
             .env("MIGLOCK_PG_LIB", self.lib())
+            .env("MIGLOCK_PGBOUNCER", self.pgbouncer())
             .env("STUB_ROOT", &self.root)
             .env("STUB_UID", self.uid.to_string())
             .output()
@@ -172,7 +185,7 @@ impl Machine {
         assert_eq!(
             again.stdout,
             format!(
-                "setup-postgres: all present: PostgreSQL server binaries in {}, ip, kill, jq{user}\n",
+                "setup-postgres: all present: PostgreSQL server binaries in {}, ip, kill, jq, pgbouncer{user}\n",
                 self.lib().join(bindir).display()
             ),
             "one line; stderr: {}",
@@ -334,15 +347,22 @@ fn missing_test_tools_are_installed_without_touching_postgresql() {
         .with_server("15")
         .without("ip")
         .without("kill")
-        .without("jq");
+        .without("jq")
+        .without_pgbouncer();
     let run = machine.run();
     run.assert_code(0);
     assert_eq!(
         machine.take_calls(),
         [
             "apt-get update -qq".to_string(),
-            format!("{INSTALL} iproute2 procps jq"),
+            format!("{INSTALL} iproute2 procps jq pgbouncer"),
         ]
+    );
+    assert!(
+        run.stdout
+            .contains("pgbouncer (the connection-pooler tests)"),
+        "{}",
+        run.stdout
     );
     machine.assert_all_present("15/bin", true);
 }

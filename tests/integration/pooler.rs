@@ -1,0 +1,607 @@
+//! PgBouncer in front of a throwaway cluster, and miglock behind it.
+//!
+//! A transaction pooler hands each transaction to whichever server session
+//! is free, so session state (a session advisory lock, LISTEN, SET) stays
+//! on a server session other clients then use. `pool_mode = session`
+//! behaves as a direct connection.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cluster::{self, Cluster, TestDb};
+use crate::harness::{wait_for, LockGate, Miglock, MigrationDir, RunOutput};
+
+/// `MIGLOCK_PGBOUNCER`, as `scripts/setup-postgres.sh` reads it.
+pub fn pgbouncer() -> PathBuf {
+    std::env::var_os("MIGLOCK_PGBOUNCER")
+        .map_or_else(|| PathBuf::from("/usr/sbin/pgbouncer"), PathBuf::from)
+}
+
+/// A PgBouncer process on a free port of 127.0.0.1, in front of one
+/// cluster; stopped (and its directory removed) when dropped, or when
+/// the test process ends however it ends.
+pub struct Pooler {
+    dir: PathBuf,
+    port: u16,
+    password: String,
+    watchdog: Child,
+}
+
+impl Pooler {
+    /// `mode`: `transaction`, `session` or `statement`. Five server
+    /// sessions per database, so replicas share them.
+    #[track_caller]
+    pub fn start(db: &TestDb, mode: &str) -> Pooler {
+        let cluster = db.cluster();
+        let dir = cluster::cluster_root().join(format!(
+            "miglock-pgb-{}-{}",
+            std::process::id(),
+            &cluster::random_hex16()[..8]
+        ));
+        cluster::make_owned_dir(&dir);
+        for attempt in 1..=8 {
+            let port = cluster::reserve_port();
+            let config = format!(
+                "[databases]\n\
+                 * = host=127.0.0.1 port={pg_port} user=postgres password={password}\n\
+                 [pgbouncer]\n\
+                 listen_addr = 127.0.0.1\n\
+                 listen_port = {port}\n\
+                 unix_socket_dir = {dir}\n\
+                 auth_type = trust\n\
+                 auth_file = {dir}/users.txt\n\
+                 admin_users = postgres\n\
+                 pool_mode = {mode}\n\
+                 default_pool_size = 5\n\
+                 min_pool_size = 0\n\
+                 max_client_conn = 500\n\
+                 ignore_startup_parameters = extra_float_digits, options\n\
+                 logfile = {dir}/pgbouncer.log\n\
+                 log_connections = 0\n\
+                 log_disconnections = 0\n",
+                pg_port = cluster.port(),
+                password = cluster.password(),
+                dir = dir.display(),
+            );
+            write_owned(
+                &dir.join("users.txt"),
+                &format!("\"postgres\" \"{}\"\n", cluster.password()),
+            );
+            write_owned(&dir.join("pgbouncer.ini"), &config);
+            // The shell ends PgBouncer (which refuses to run as root) and
+            // removes the directory when its stdin closes: at drop, or when
+            // this process dies.
+            const SCRIPT: &str = r#""$0" "$1/pgbouncer.ini" >>"$1/stderr.log" 2>&1 &
+pid=$!
+read _eof
+kill -9 "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+rm -rf "$1""#;
+            let mut sh = Command::new("/bin/sh");
+            sh.arg("-c")
+                .arg(SCRIPT)
+                .arg(pgbouncer())
+                .arg(&dir)
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .current_dir("/")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0);
+            if let Some((uid, gid)) = cluster::server_owner() {
+                sh.uid(uid).gid(gid);
+            }
+            let watchdog = sh.spawn().expect("spawn pgbouncer");
+            let pooler = Pooler {
+                dir: dir.clone(),
+                port,
+                password: cluster.password().to_string(),
+                watchdog,
+            };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && pooler.log().contains("process up")
+                {
+                    return pooler;
+                }
+                let log = pooler.log();
+                if log.contains("Address already in use") && attempt < 8 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "pgbouncer did not start on port {port}:\n{log}\n{}",
+                    fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Port taken: the stderr of the shell is gone with its directory,
+            // so make it again for the next attempt.
+            drop(pooler);
+            cluster::make_owned_dir(&dir);
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of `db` through the pooler.
+    pub fn url(&self, db: &TestDb) -> String {
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{}",
+            self.password,
+            self.port,
+            db.name()
+        )
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Pooler {
+    fn drop(&mut self) {
+        drop(self.watchdog.stdin.take());
+        let _ = self.watchdog.wait();
+    }
+}
+
+fn write_owned(path: &std::path::Path, contents: &str) {
+    let mut file = fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    file.write_all(contents.as_bytes()).expect("write");
+    if let Some((uid, gid)) = cluster::server_owner() {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
+    }
+}
+
+#[test]
+fn the_harness_pooler_forwards_queries_and_shares_server_sessions() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "transaction");
+    let mut client = postgres::Client::connect(&pooler.url(&db), postgres::NoTls).expect("connect");
+    let rows = client.simple_query("SELECT 1").expect("select");
+    assert!(!rows.is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// miglock behind PgBouncer
+// ---------------------------------------------------------------------------
+
+/// Every migration records its version in `effects` (V1 creates it), and
+/// sleeps a little so that replicas overlap.
+fn counted_migrations(count: i32) -> MigrationDir {
+    let dir = MigrationDir::new();
+    dir.file(
+        "V1__create_effects.sql",
+        "CREATE TABLE effects (version int NOT NULL);\nINSERT INTO effects VALUES (1);\n",
+    );
+    for v in 2..=count {
+        dir.file(
+            &format!("V{v}__step_{v}.sql"),
+            &format!(
+                "CREATE TABLE step_{v} (id int);\nSELECT pg_sleep(0.05);\nINSERT INTO effects VALUES ({v});\n"
+            ),
+        );
+    }
+    dir
+}
+
+fn apply_through(pooler: &Pooler, db: &TestDb, dir: &MigrationDir, extra: &[&str]) -> Miglock {
+    let mut m = Miglock::new();
+    m.env("DATABASE_URL", pooler.url(db))
+        .args(["apply", "--migrations"])
+        .arg(dir.path())
+        .args(extra);
+    m
+}
+
+/// Runs `count` replicas at once and returns their outputs.
+fn replicas(count: usize, mut make: impl FnMut() -> Miglock) -> Vec<RunOutput> {
+    let children: Vec<_> = (0..count).map(|_| make().spawn_watched()).collect();
+    children.into_iter().map(|c| c.finish()).collect()
+}
+
+/// `(version, times its side effect happened)`, and the history's versions.
+fn effects(db: &TestDb) -> Vec<(i64, i64)> {
+    if !db.table_exists("effects") {
+        return Vec::new();
+    }
+    db.query_strings("SELECT version, count(*) FROM effects GROUP BY version ORDER BY version")
+        .into_iter()
+        .map(|row| {
+            (
+                row[0].as_deref().unwrap().parse().unwrap(),
+                row[1].as_deref().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn history(db: &TestDb) -> Vec<i64> {
+    if !db.table_exists("refinery_schema_history") {
+        return Vec::new();
+    }
+    db.query_strings("SELECT version FROM refinery_schema_history ORDER BY version")
+        .into_iter()
+        .map(|row| row[0].as_deref().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Advisory locks of this database, asked of the server directly (the
+/// pooler keeps its server sessions open).
+fn advisory_locks(db: &TestDb) -> i64 {
+    db.query_i64(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+}
+
+/// Whether a server session holds `key` itself (not a waiting mark).
+fn held_key(db: &TestDb, key: i64) -> bool {
+    db.query_i64(&format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND ((classid::int8 << 32) | objid::int8) = {key}"
+    )) > 0
+}
+
+#[test]
+fn transaction_mode_through_transaction_pooling_applies_each_migration_once_and_leaves_no_lock() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "transaction");
+    let dir = counted_migrations(5);
+    let outs = replicas(20, || {
+        let mut m = apply_through(
+            &pooler,
+            &db,
+            &dir,
+            &["--lock-mode", "transaction", "--wait", "60s"],
+        );
+        m.timeout(Duration::from_secs(120));
+        m
+    });
+    for out in &outs {
+        out.assert_code(0);
+        assert!(!out.stderr.contains("POOLER_DETECTED"), "{}", out.stderr);
+    }
+    let applied: usize = outs
+        .iter()
+        .map(|o| o.stderr.matches("MIGRATION_APPLIED").count())
+        .sum();
+    assert_eq!(applied, 5, "each migration applied by exactly one replica");
+    assert_eq!(history(&db), vec![1, 2, 3, 4, 5]);
+    assert_eq!(effects(&db), (1..=5).map(|v| (v, 1)).collect::<Vec<_>>());
+    assert_eq!(
+        advisory_locks(&db),
+        0,
+        "no advisory lock left on any server session"
+    );
+    // The same through MIGLOCK_LOCK_MODE, now a no-op.
+    apply_through(&pooler, &db, &dir, &[])
+        .env("MIGLOCK_LOCK_MODE", "transaction")
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("SCHEMA_CURRENT");
+    assert_eq!(advisory_locks(&db), 0);
+}
+
+#[test]
+fn transaction_mode_refuses_a_migration_without_a_transaction_up_front() {
+    let db = Cluster::shared().create_db();
+    let dir = counted_migrations(1);
+    dir.file(
+        "V2__index.sql",
+        "CREATE INDEX CONCURRENTLY effects_version ON effects (version);\n",
+    );
+    let out = Miglock::for_db(&db)
+        .args(["apply", "--lock-mode", "transaction", "--migrations"])
+        .arg(dir.path())
+        .run();
+    out.assert_code(6)
+        .assert_stderr_contains(
+            "--lock-mode transaction cannot lock migrations that run without a transaction",
+        )
+        .assert_stderr_contains("V2__index")
+        .assert_stderr_contains("direct connection");
+    assert_eq!(
+        history(&db),
+        Vec::<i64>::new(),
+        "nothing applied, not even V1"
+    );
+}
+
+#[test]
+fn session_mode_through_transaction_pooling_stops_on_the_pooler_and_applies_nothing_twice() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "transaction");
+    let dir = counted_migrations(5);
+    // A replica may wait for a lock stranded on a pooled server session
+    // (exit 3): a short --wait keeps that short.
+    let outs = replicas(8, || apply_through(&pooler, &db, &dir, &["--wait", "3s"]));
+    let detected = outs
+        .iter()
+        .filter(|o| o.stderr.contains("POOLER_DETECTED"))
+        .count();
+    for out in &outs {
+        assert!(
+            [0, 1, 3].contains(&out.code),
+            "exit {}: {}",
+            out.code,
+            out.stderr
+        );
+        if out.code == 1 {
+            out.assert_stderr_contains("POOLER_DETECTED")
+                .assert_stderr_contains("--lock-mode transaction");
+            assert!(
+                !out.stderr.contains("already exists") && !out.stderr.contains("duplicate key"),
+                "stopped by the guard, not by a migration failing: {}",
+                out.stderr
+            );
+        }
+    }
+    assert!(detected > 0, "some replica noticed the pooler");
+    // Whatever was applied was applied once, with its row.
+    let history = history(&db);
+    assert_eq!(
+        effects(&db),
+        history.iter().map(|&v| (v, 1)).collect::<Vec<_>>()
+    );
+    // A lock stranded on a pooled server session was reported with the
+    // command that clears it; run it against the server directly.
+    let key = db.query_i64(
+        "SELECT ('x0' || left(md5('miglock:' || current_database() || ':refinery_schema_history'), 15))::bit(64)::bigint",
+    );
+    if held_key(&db, key) {
+        assert!(
+            outs.iter().any(|o| o.stderr.contains(&format!(
+                "Clear it with `miglock unlock --table refinery_schema_history --lock-key {key}`"
+            ))),
+            "the stranded lock was reported"
+        );
+        Miglock::for_db(&db)
+            .args(["unlock", "--yes", "--lock-key", &key.to_string()])
+            .run()
+            .assert_code(0);
+        assert!(!held_key(&db, key));
+    }
+    // What is left unfinished, a later run in transaction mode completes.
+    apply_through(
+        &pooler,
+        &db,
+        &dir,
+        &["--lock-mode", "transaction", "--wait", "60s"],
+    )
+    .run()
+    .assert_code(0);
+    assert_eq!(effects(&db), (1..=5).map(|v| (v, 1)).collect::<Vec<_>>());
+    assert!(!held_key(&db, key));
+}
+
+#[test]
+fn session_pooling_behaves_as_a_direct_connection() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "session");
+    let dir = counted_migrations(4);
+    let outs = replicas(4, || apply_through(&pooler, &db, &dir, &["--wait", "60s"]));
+    for out in &outs {
+        out.assert_code(0);
+        assert!(!out.stderr.contains("POOLER_DETECTED"), "{}", out.stderr);
+        assert!(!out.stderr.contains("returned false"), "{}", out.stderr);
+    }
+    assert_eq!(effects(&db), (1..=4).map(|v| (v, 1)).collect::<Vec<_>>());
+    wait_for(
+        "the pooled sessions to hold no advisory lock",
+        Duration::from_secs(10),
+        || advisory_locks(&db) == 0,
+    );
+}
+
+#[test]
+fn wait_and_status_work_through_every_pool_mode() {
+    for pool_mode in ["transaction", "session", "statement"] {
+        let db = Cluster::shared().create_db();
+        let pooler = Pooler::start(&db, pool_mode);
+        let dir = counted_migrations(2);
+        let through = |command: &str, lock_mode: &str| {
+            let mut m = Miglock::new();
+            m.env("DATABASE_URL", pooler.url(&db))
+                .args([command, "--lock-mode", lock_mode, "--migrations"])
+                .arg(dir.path());
+            m
+        };
+        through("status", "transaction")
+            .arg("--check")
+            .run()
+            .assert_code(7);
+        through("wait", "transaction")
+            .args(["--timeout", "1s"])
+            .run()
+            .assert_code(7);
+        Miglock::for_db(&db)
+            .args(["apply", "--migrations"])
+            .arg(dir.path())
+            .run()
+            .assert_code(0);
+        for lock_mode in ["session", "transaction"] {
+            through("wait", lock_mode)
+                .args(["--timeout", "10s"])
+                .run()
+                .assert_code(0)
+                .assert_stderr_contains("SCHEMA_CURRENT");
+            through("status", lock_mode).run().assert_code(0);
+        }
+    }
+}
+
+#[test]
+fn a_transaction_mode_holder_shows_in_status_and_makes_others_wait_through_the_pooler() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "transaction");
+    let dir = MigrationDir::new();
+    dir.file(
+        "V1__gated.sql",
+        &format!(
+            "CREATE TABLE effects (version int NOT NULL);\n{}\nINSERT INTO effects VALUES (1);\n",
+            LockGate::SQL
+        ),
+    );
+    let mut gate = LockGate::close(&db);
+    let mut first = apply_through(
+        &pooler,
+        &db,
+        &dir,
+        &["--lock-mode", "transaction", "--wait", "60s"],
+    );
+    let first = first.spawn_watched();
+    wait_for(
+        "the holder to wait for the gate",
+        Duration::from_secs(30),
+        || LockGate::waiting_like(&db, "miglock apply holding (transaction) %") == 1,
+    );
+    let mut second = apply_through(
+        &pooler,
+        &db,
+        &dir,
+        &["--lock-mode", "transaction", "--wait", "60s"],
+    );
+    let mut second = second.spawn_watched();
+    second.wait_for_stderr("LOCK_BUSY", Duration::from_secs(30));
+    let status = Miglock::new()
+        .env("DATABASE_URL", pooler.url(&db))
+        .args([
+            "status",
+            "--format",
+            "json",
+            "--lock-mode",
+            "transaction",
+            "--migrations",
+        ])
+        .arg(dir.path())
+        .run();
+    status.assert_code(0);
+    let json = status.json();
+    assert_eq!(json["lock"]["holder_mode"], "transaction", "{json}");
+    Miglock::new()
+        .env("DATABASE_URL", pooler.url(&db))
+        .args(["status", "--migrations"])
+        .arg(dir.path())
+        .run()
+        .assert_stdout_contains("--lock-mode transaction: held by one migration's transaction");
+    gate.open();
+    first
+        .finish()
+        .assert_code(0)
+        .assert_stderr_contains("MIGRATION_APPLIED version=1");
+    second
+        .finish()
+        .assert_code(0)
+        .assert_stderr_contains("LOCK_BUSY key=")
+        .assert_stderr_contains("mode=transaction")
+        .assert_stderr_contains("applied by another replica while this one waited");
+    assert_eq!(effects(&db), vec![(1, 1)]);
+    assert_eq!(advisory_locks(&db), 0);
+}
+
+#[test]
+fn transaction_mode_under_repeatable_read_by_default_still_applies_each_migration_once() {
+    // The guard's history check needs a snapshot taken after the lock; a
+    // database defaulting to repeatable read would take it at the guard.
+    let db = Cluster::shared().create_db();
+    db.client()
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'",
+            db.name()
+        ))
+        .unwrap();
+    let dir = counted_migrations(4);
+    let outs = replicas(8, || {
+        let mut m = Miglock::for_db(&db);
+        m.args([
+            "apply",
+            "--lock-mode",
+            "transaction",
+            "--wait",
+            "60s",
+            "--migrations",
+        ])
+        .arg(dir.path());
+        m
+    });
+    for out in &outs {
+        out.assert_code(0);
+    }
+    assert_eq!(effects(&db), (1..=4).map(|v| (v, 1)).collect::<Vec<_>>());
+    assert_eq!(advisory_locks(&db), 0);
+}
+
+#[test]
+fn transaction_mode_with_the_key_held_skips_with_exit_3_and_changes_nothing() {
+    let db = Cluster::shared().create_db();
+    let dir = counted_migrations(2);
+    let key = db.query_i64(
+        "SELECT ('x0' || left(md5('miglock:' || current_database() || ':refinery_schema_history'), 15))::bit(64)::bigint",
+    );
+    let mut holder = db.client();
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
+        .unwrap();
+    Miglock::for_db(&db)
+        .args([
+            "apply",
+            "--lock-mode",
+            "transaction",
+            "--wait",
+            "0",
+            "--migrations",
+        ])
+        .arg(dir.path())
+        .run()
+        .assert_code(3)
+        .assert_stderr_contains("LOCK_WAIT_TIMEOUT");
+    assert_eq!(history(&db), Vec::<i64>::new());
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_unlock({key})"))
+        .unwrap();
+}
+
+#[test]
+fn session_mode_through_statement_pooling_applies_nothing_twice() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "statement");
+    let dir = counted_migrations(4);
+    let outs = replicas(6, || apply_through(&pooler, &db, &dir, &["--wait", "3s"]));
+    for out in &outs {
+        // A refused guard leaves a failed transaction, on which PgBouncer
+        // closes the client in statement pooling: the refusal may arrive
+        // as POOLER_DETECTED or as a lost connection.
+        assert!(
+            [0, 1, 3, 5].contains(&out.code),
+            "exit {}: {}",
+            out.code,
+            out.stderr
+        );
+        if out.code == 1 {
+            assert!(
+                out.stderr.contains("POOLER_DETECTED") || out.stderr.contains("connection"),
+                "{}",
+                out.stderr
+            );
+        }
+    }
+    let history = history(&db);
+    assert_eq!(
+        effects(&db),
+        history.iter().map(|&v| (v, 1)).collect::<Vec<_>>()
+    );
+}
