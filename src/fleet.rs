@@ -6,7 +6,6 @@
 //! targets to worker threads and adds the results up. Its own outcomes are
 //! not exit-code outcomes: a target never started is `not_started`.
 
-use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -152,20 +151,6 @@ fn with_schema_first(settings: &mut Vec<(String, String)>, schema: &str) {
         Some((_, value)) => *value = format!("{quoted}, {value}"),
         None => settings.push(("search_path".into(), format!("{quoted}, public"))),
     }
-}
-
-thread_local! {
-    /// The target a worker thread is running, for its log lines.
-    static CONTEXT: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// The target this thread's log lines are about (`None` outside a worker).
-pub fn log_context() -> Option<String> {
-    CONTEXT.with(|c| c.borrow().clone())
-}
-
-fn set_log_context(label: Option<String>) {
-    CONTEXT.with(|c| *c.borrow_mut() = label);
 }
 
 /// Runs `apply`, `status` or `wait` over many targets when the command line
@@ -405,7 +390,7 @@ fn run_one(
     interrupt: &Interrupt,
 ) -> Report {
     let label = target.label();
-    set_log_context(Some(label.clone()));
+    crate::output::set_log_context(Some(label.clone()));
     let spinner = progress.spinner(label);
     let mut report = Report::new(job.name());
     let result = config
@@ -427,7 +412,7 @@ fn run_one(
     // The connection is closed: a later signal has nothing to cancel here.
     interrupt.forget();
     drop(spinner);
-    set_log_context(None);
+    crate::output::set_log_context(None);
     report
 }
 

@@ -244,46 +244,6 @@ pub fn log_schema_created(results: &Results, slot: Option<Slot>, table: &History
     }
 }
 
-/// Creates the table (and its schema) in one transaction that first takes
-/// the key at transaction level: concurrent `CREATE TABLE IF NOT EXISTS`
-/// can still fail on the catalog's unique indexes, and behind a
-/// transaction pooler the session lock does not cover this transaction.
-/// `None` when the key is held by another server session (see
-/// `lock::mode`): nothing was created.
-pub fn create_under_key(
-    client: &mut Client,
-    table: &HistoryTable,
-    key: &crate::lock::LockKey,
-) -> Result<Option<Vec<AppliedMigration>>, crate::error::Failure> {
-    let mut batch = Batch::new();
-    batch.push("BEGIN");
-    batch.push(&crate::lock::mode::guard_sql(key, table, None));
-    let schema_missing = push_create(&mut batch, table);
-    batch.push("COMMIT");
-    let rows = batch.push(&table.select_sql());
-    let results = match batch.query(client) {
-        Ok(results) => results,
-        Err(e) => {
-            // The transaction must not stay open (aborted) on the session.
-            let _ = client.batch_execute("ROLLBACK");
-            if crate::lock::mode::refusal(&e) == Some(crate::lock::mode::KEY_ELSEWHERE) {
-                return Ok(None);
-            }
-            if e.code() == Some(&postgres::error::SqlState::INVALID_SCHEMA_NAME)
-                && table.schema().is_none()
-            {
-                return Err(no_schema(table));
-            }
-            return Err(crate::pg_error::failed(
-                &e,
-                format!("cannot create the history table {table}"),
-            ));
-        }
-    };
-    log_schema_created(&results, schema_missing, table);
-    Ok(Some(rows_from_rows(results.rows(rows))?))
-}
-
 /// The session's search_path names no existing schema, so an unqualified
 /// history table has nowhere to be (exit 2: a setting to fix).
 pub fn no_schema(table: &HistoryTable) -> crate::error::Failure {

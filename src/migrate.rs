@@ -36,7 +36,7 @@ pub fn apply_one(session: &mut LockSession, step: &Step) -> Result<(), Failure> 
         interrupt,
     } = *step;
     let lock_mode = config.common.lock_mode;
-    let (mode, statements) = nontx::plan(migration);
+    let (mode, statements) = migration.plan();
     if !mode.transactional() {
         // Its statements commit one by one, so no transaction can carry
         // the guard; a lone round trip at least tells whether this

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::config::AheadPolicy;
 use crate::history::AppliedMigration;
+use crate::split::{self, Mode, Statement};
 
 /// One `V<version>__<name>.sql` file.
 #[derive(Debug, Clone)]
@@ -38,6 +39,29 @@ impl LocalMigration {
 
 fn script(sql: &str) -> &str {
     sql.strip_prefix('\u{feff}').unwrap_or(sql)
+}
+
+impl LocalMigration {
+    /// How the file runs, and its statements when it runs without a
+    /// transaction.
+    pub fn plan(&self) -> (Mode, Vec<Statement<'_>>) {
+        let statements = split::split(&self.sql);
+        (split::mode(&self.sql, &statements), statements)
+    }
+
+    /// Why the file runs without a transaction (`marker`, or the kind of
+    /// its first statement PostgreSQL refuses in one, `, mixed` when it
+    /// holds others too); `None` when it runs in one.
+    pub fn no_transaction(&self) -> Option<String> {
+        match self.plan().0 {
+            Mode::Transaction => None,
+            Mode::NoTransaction { reason, mixed } => Some(if mixed {
+                format!("{reason}, mixed")
+            } else {
+                reason.to_string()
+            }),
+        }
+    }
 }
 
 impl fmt::Display for LocalMigration {

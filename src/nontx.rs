@@ -419,27 +419,6 @@ fn drop_invalid_indexes(
     }
 }
 
-/// How `migration` runs, and its statements when it runs without a
-/// transaction.
-pub fn plan(migration: &LocalMigration) -> (Mode, Vec<Statement<'_>>) {
-    let statements = split::split(&migration.sql);
-    (split::mode(&migration.sql, &statements), statements)
-}
-
-/// Why `migration` runs without a transaction (`marker`, or the kind of
-/// its first statement PostgreSQL refuses in one, `, mixed` when it holds
-/// others too); `None` when it runs in one.
-pub fn describe(migration: &LocalMigration) -> Option<String> {
-    match plan(migration).0 {
-        Mode::Transaction => None,
-        Mode::NoTransaction { reason, mixed } => Some(if mixed {
-            format!("{reason}, mixed")
-        } else {
-            reason.to_string()
-        }),
-    }
-}
-
 /// The pending files' statements that must not run (transaction control in
 /// a file that runs in miglock's transaction, COPY FROM stdin…), as
 /// problems, before anything runs. Applied files are not looked at: a rule
@@ -447,7 +426,7 @@ pub fn describe(migration: &LocalMigration) -> Option<String> {
 pub fn refuse(plan: &Plan) -> Result<(), Problems> {
     let mut problems = Vec::new();
     for migration in &plan.pending {
-        let (mode, statements) = self::plan(migration);
+        let (mode, statements) = migration.plan();
         for refusal in split::refusals(&mode, &statements) {
             problems.push(Problem {
                 kind: match refusal.kind {

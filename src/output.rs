@@ -62,7 +62,7 @@ impl Progress {
         }
         builder.format(|buf, record| {
             // With many targets, a worker's lines name the target they are about.
-            if let Some(target) = crate::fleet::log_context() {
+            if let Some(target) = log_context() {
                 return writeln!(
                     buf,
                     "{} {:<5} [{target}] {}",
@@ -229,4 +229,19 @@ pub fn stdout_was_closed() -> bool {
     // SAFETY: fstat returned 0, so the buffer was written.
     let stat = unsafe { stat.assume_init() };
     null.file_type().is_char_device() && stat.st_rdev == null.rdev()
+}
+
+thread_local! {
+    /// The target a worker thread is running (many databases), for its log
+    /// lines.
+    static LOG_CONTEXT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The target this thread's log lines are about (`None` outside a worker).
+pub fn log_context() -> Option<String> {
+    LOG_CONTEXT.with(|c| c.borrow().clone())
+}
+
+pub fn set_log_context(label: Option<String>) {
+    LOG_CONTEXT.with(|c| *c.borrow_mut() = label);
 }

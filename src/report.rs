@@ -238,7 +238,7 @@ impl Report {
             .pending
             .iter()
             .map(|m| {
-                let no_transaction = crate::nontx::describe(m);
+                let no_transaction = m.no_transaction();
                 PendingEntry {
                     version: m.version.into(),
                     name: m.name.clone(),

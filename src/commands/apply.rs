@@ -214,7 +214,8 @@ fn render_plan(config: &ApplyConfig, plan: &Plan) -> String {
         common.database, common.table, common.key
     );
     for m in &plan.pending {
-        let how = crate::nontx::describe(m)
+        let how = m
+            .no_transaction()
             .map_or(String::new(), |why| format!("  [no transaction: {why}]"));
         text.push_str(&format!("  apply {m}  ({}){how}\n", m.path.display()));
     }
@@ -493,7 +494,7 @@ impl<'a> Run<'a> {
                 name: migration.name.clone(),
                 duration_ms: Some(duration_ms),
                 applied_on: None,
-                transaction: crate::nontx::describe(migration).map(|_| false),
+                transaction: migration.no_transaction().map(|_| false),
             });
             if let Some(bar) = &bar {
                 bar.inc(1);
@@ -603,7 +604,7 @@ impl<'a> Run<'a> {
                 "it had committed, with its history row, before the connection was lost"
             }
             Some(_) => "this run's attempt was rolled back; another replica has applied it since",
-            None if crate::nontx::describe(migration).is_some() => {
+            None if migration.no_transaction().is_some() => {
                 return Err(Failure::failed(anyhow!(
                     "{lost}\nThe connection was lost during {migration}, which runs without a transaction: \
                      its history row was not written, and statements before the loss may have committed. \

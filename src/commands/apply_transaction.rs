@@ -23,7 +23,7 @@ use crate::lock::mode::{self, LockMode};
 use crate::lock::{Backend, LockSession};
 use crate::migrate;
 use crate::migrations::Plan;
-use crate::nontx::{self, Isolation, Step};
+use crate::nontx::{Isolation, Step};
 use crate::outcome::Outcome;
 use crate::pg_error;
 use crate::report::{self, AppliedEntry, Report};
@@ -41,7 +41,7 @@ pub fn refuse_non_transactional(plan: &Plan) -> Result<(), Failure> {
     let files: Vec<String> = plan
         .pending
         .iter()
-        .filter_map(|m| nontx::describe(m).map(|why| format!("{m} ({why})")))
+        .filter_map(|m| m.no_transaction().map(|why| format!("{m} ({why})")))
         .collect();
     if files.is_empty() {
         return Ok(());
@@ -87,7 +87,7 @@ pub(super) fn run(
         // Whether this round got the key, made no progress (busy), or
         // found the work done by someone else.
         let busy = match &history {
-            None => match history::create_under_key(session.client(), &common.table, key)? {
+            None => match mode::create_under_key(session.client(), &common.table, key)? {
                 Some(rows) => {
                     history = Some(rows);
                     false

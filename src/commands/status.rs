@@ -63,7 +63,7 @@ pub fn run(
                         .iter()
                         .find(|m| i64::from(m.version) == a.version)
                 })
-                .and_then(crate::nontx::describe)
+                .and_then(|m| m.no_transaction())
                 .map(|_| false),
         })
         .collect();

@@ -11,12 +11,13 @@
 //! never splits.
 
 use anyhow::anyhow;
+use postgres::Client;
 
 use crate::config::Common;
 use crate::error::{ErrorDetail, Failure};
 use crate::history::{self, AppliedMigration, HistoryTable};
 use crate::lock::{LockKey, LockSession};
-use crate::sql;
+use crate::sql::{self, Batch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LockMode {
@@ -151,7 +152,7 @@ pub fn create_history(
     session: &mut LockSession,
     common: &Common,
 ) -> Result<Vec<AppliedMigration>, Failure> {
-    match history::create_under_key(session.client(), &common.table, &common.key)? {
+    match create_under_key(session.client(), &common.table, &common.key)? {
         Some(rows) => Ok(rows),
         None => Err(pooler_detected(
             session,
@@ -160,6 +161,46 @@ pub fn create_history(
             KEY_ELSEWHERE,
         )),
     }
+}
+
+/// Creates the table (and its schema) in one transaction that first takes
+/// the key at transaction level: concurrent `CREATE TABLE IF NOT EXISTS`
+/// can still fail on the catalog's unique indexes, and behind a
+/// transaction pooler the session lock does not cover this transaction.
+/// `None` when the key is held by another server session (see
+/// `lock::mode`): nothing was created.
+pub fn create_under_key(
+    client: &mut Client,
+    table: &HistoryTable,
+    key: &LockKey,
+) -> Result<Option<Vec<AppliedMigration>>, Failure> {
+    let mut batch = Batch::new();
+    batch.push("BEGIN");
+    batch.push(&guard_sql(key, table, None));
+    let schema_missing = history::push_create(&mut batch, table);
+    batch.push("COMMIT");
+    let rows = batch.push(&table.select_sql());
+    let results = match batch.query(client) {
+        Ok(results) => results,
+        Err(e) => {
+            // The transaction must not stay open (aborted) on the session.
+            let _ = client.batch_execute("ROLLBACK");
+            if refusal(&e) == Some(KEY_ELSEWHERE) {
+                return Ok(None);
+            }
+            if e.code() == Some(&postgres::error::SqlState::INVALID_SCHEMA_NAME)
+                && table.schema().is_none()
+            {
+                return Err(history::no_schema(table));
+            }
+            return Err(crate::pg_error::failed(
+                &e,
+                format!("cannot create the history table {table}"),
+            ));
+        }
+    };
+    history::log_schema_created(&results, schema_missing, table);
+    Ok(Some(history::rows_from_rows(results.rows(rows))?))
 }
 
 /// `baseline` and `repair` write history rows under the session lock
