@@ -610,11 +610,13 @@ fn two_history_tables_in_one_database_do_not_block_each_other() {
         .unwrap();
     let other = MigrationDir::new();
     other.file("V1__billing.sql", "CREATE TABLE invoices (id int);\n");
-    let json = apply(&db, &other)
+    let out = apply(&db, &other)
         .args(["--wait", "0", "--table", "billing.Schema_History"])
-        .run()
-        .assert_success()
-        .json();
+        .run();
+    out.assert_success().assert_stderr_contains(
+        "HISTORY_SCHEMA_CREATED schema=billing (for the history table billing.schema_history)",
+    );
+    let json = out.json();
     assert_ne!(json["lock"]["key"].as_i64(), Some(db.default_key()));
     assert!(
         db.table_exists("billing.schema_history"),
@@ -622,6 +624,24 @@ fn two_history_tables_in_one_database_do_not_block_each_other() {
     );
     assert!(db.table_exists("invoices"));
     assert!(!db.table_exists("refinery_schema_history"));
+    // An existing schema is not "created" again.
+    other.file("V2__more.sql", "CREATE TABLE credits (id int);\n");
+    let out = apply(&db, &other)
+        .args(["--wait", "0", "--table", "billing.schema_history"])
+        .run();
+    out.assert_success();
+    assert!(
+        !out.stderr.contains("HISTORY_SCHEMA_CREATED"),
+        "{}",
+        out.stderr
+    );
+    let status = Miglock::for_db(&db)
+        .args(["status", "--table", "billing.schema_history", "--migrations"])
+        .arg(other.path())
+        .run();
+    status
+        .assert_success()
+        .assert_stdout_contains("Table       billing.schema_history\n");
 }
 
 #[test]
