@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::config::Common;
 use crate::error::{ErrorDetail, Failure};
-use crate::lock::Backend;
+use crate::lock::{Backend, LockKey};
 use crate::migrations::{Plan, Problem, Problems};
 use crate::outcome::Outcome;
 
@@ -185,6 +185,31 @@ impl Report {
     pub fn invalid(&mut self, problems: Problems) -> Failure {
         self.problems = problems.0.clone();
         Failure::invalid(problems)
+    }
+
+    /// The key stayed busy for the whole wait: `LOCK_WAIT_TIMEOUT` with
+    /// who held it and what that left undone (`nothing was changed by this
+    /// run`), and exit 3.
+    pub fn lock_wait_timeout(&self, key: &LockKey, mode: &str, left: &str) -> Outcome {
+        let holder = self
+            .lock
+            .holder
+            .as_ref()
+            .map(Backend::holder_log_fields)
+            .unwrap_or_default();
+        log::warn!(
+            "LOCK_WAIT_TIMEOUT key={key}{mode} waited_ms={} {holder}: {left}",
+            self.lock.waited_ms
+        );
+        Outcome::Skipped
+    }
+
+    /// `LOCK_ACQUIRED`, with how long the wait took.
+    pub fn lock_acquired(&self, key: &LockKey, mode: &str) {
+        log::info!(
+            "LOCK_ACQUIRED key={key}{mode} waited_ms={}",
+            self.lock.waited_ms
+        );
     }
 
     /// Nothing is pending: says so (`SCHEMA_CURRENT`), with why.

@@ -131,25 +131,14 @@ pub fn run(
                 return Ok(report.current(&plan, "applied by another replica while this one waited"))
             }
             LockWait::TimedOut => {
-                let holder = report
-                    .lock
-                    .holder
-                    .as_ref()
-                    .map(Backend::holder_log_fields)
-                    .unwrap_or_default();
-                log::warn!(
-                    "LOCK_WAIT_TIMEOUT key={} waited_ms={} {holder}: nothing was changed by this run",
-                    common.key,
-                    report.lock.waited_ms
-                );
-                return Ok(Outcome::Skipped);
+                return Ok(report.lock_wait_timeout(
+                    &common.key,
+                    "",
+                    "nothing was changed by this run",
+                ))
             }
         };
-        log::info!(
-            "LOCK_ACQUIRED key={} waited_ms={}",
-            common.key,
-            report.lock.waited_ms
-        );
+        report.lock_acquired(&common.key, "");
 
         // From here the session holds the key; it lets go of it on every path
         // (the last migration's round trip, `release`, or its Drop).

@@ -249,16 +249,10 @@ fn timed_out(
     applied: usize,
 ) -> Result<Outcome, Failure> {
     report.lock.waited_ms = crate::millis(started.elapsed());
-    let holder = report
-        .lock
-        .holder
-        .as_ref()
-        .map(Backend::holder_log_fields)
-        .unwrap_or_default();
-    log::warn!(
-        "LOCK_WAIT_TIMEOUT key={} mode=transaction waited_ms={} {holder}: this run applied {applied}",
-        config.common.key,
-        report.lock.waited_ms
+    report.lock_wait_timeout(
+        &config.common.key,
+        " mode=transaction",
+        &format!("this run applied {applied}"),
     );
     if applied == 0 {
         return Ok(Outcome::Skipped);

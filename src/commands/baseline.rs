@@ -7,7 +7,6 @@
 //! never runs a file the baseline is about to vouch for.
 
 use std::fmt::Write as _;
-use std::time::Instant;
 
 use anyhow::anyhow;
 
@@ -16,7 +15,7 @@ use crate::connect;
 use crate::error::Failure;
 use crate::history::{self, AppliedMigration};
 use crate::interrupt::Interrupt;
-use crate::lock::{wait, Backend, Identity, LockSession};
+use crate::lock::{wait, Identity, LockSession};
 use crate::migrations::{LocalMigration, MigrationSet, Problem, ProblemKind, Problems};
 use crate::outcome::Outcome;
 use crate::output::Console;
@@ -54,36 +53,15 @@ pub fn run(
 
     crate::lock::mode::warn_session_only("baseline", common);
     let mut session = LockSession::connect(common, identity, interrupt)?;
-    let waited = Instant::now();
-    let mut holder: Option<Backend> = None;
-    let acquired = wait::acquire(
+    if !wait::acquire(
         &mut session,
-        &common.key,
         config.wait,
         interrupt,
-        &mut holder,
-    );
-    report.lock.waited_ms = crate::millis(waited.elapsed());
-    report.lock.holder = holder;
-    if !acquired? {
-        let holder = report
-            .lock
-            .holder
-            .as_ref()
-            .map(Backend::holder_log_fields)
-            .unwrap_or_default();
-        log::warn!(
-            "LOCK_WAIT_TIMEOUT key={} waited_ms={} {holder}: nothing was recorded",
-            common.key,
-            report.lock.waited_ms
-        );
+        report,
+        "nothing was recorded",
+    )? {
         return Ok(Outcome::Skipped);
     }
-    log::info!(
-        "LOCK_ACQUIRED key={} waited_ms={}",
-        common.key,
-        report.lock.waited_ms
-    );
 
     // Read under the lock: what an apply that just finished wrote counts.
     let history = history::read(session.client(), &common.table)?;

@@ -8,7 +8,6 @@
 //! changed cannot be shown here; the person confirming has to know.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::time::Instant;
 
 use anyhow::anyhow;
 
@@ -16,7 +15,7 @@ use crate::config::{Format, RepairConfig};
 use crate::error::Failure;
 use crate::history::{self, AppliedMigration};
 use crate::interrupt::Interrupt;
-use crate::lock::{wait, Backend, Identity, LockSession};
+use crate::lock::{wait, Identity, LockSession};
 use crate::migrations::{LocalMigration, MigrationSet};
 use crate::outcome::Outcome;
 use crate::output::Console;
@@ -126,36 +125,15 @@ pub fn run(
         ));
     }
 
-    let waited = Instant::now();
-    let mut holder: Option<Backend> = None;
-    let acquired = wait::acquire(
+    if !wait::acquire(
         &mut session,
-        &common.key,
         config.wait,
         interrupt,
-        &mut holder,
-    );
-    report.lock.waited_ms = crate::millis(waited.elapsed());
-    report.lock.holder = holder;
-    if !acquired? {
-        let holder = report
-            .lock
-            .holder
-            .as_ref()
-            .map(Backend::holder_log_fields)
-            .unwrap_or_default();
-        log::warn!(
-            "LOCK_WAIT_TIMEOUT key={} waited_ms={} {holder}: nothing was repaired",
-            common.key,
-            report.lock.waited_ms
-        );
+        report,
+        "nothing was repaired",
+    )? {
         return Ok(Outcome::Skipped);
     }
-    log::info!(
-        "LOCK_ACQUIRED key={} waited_ms={}",
-        common.key,
-        report.lock.waited_ms
-    );
     store(&mut session, config, &chosen)?;
     session.release();
     for d in &chosen {

@@ -11,6 +11,7 @@ use super::session::LockSession;
 use crate::error::Failure;
 use crate::interrupt::Interrupt;
 use crate::pg_error;
+use crate::report::Report;
 
 /// What a look found.
 pub enum Look<T> {
@@ -75,15 +76,18 @@ pub fn until<T>(
 
 /// Takes the key for a command that writes history rows without running
 /// migrations (`baseline`, `repair`): the same tries as `apply`'s, without
-/// its shortcut of finding the work done by the holder. `true` once held;
-/// `false` when `wait` ran out (`holder` then names who had it).
+/// its shortcut of finding the work done by the holder. `true` once held
+/// (`LOCK_ACQUIRED`); `false` when `wait` ran out (`LOCK_WAIT_TIMEOUT`,
+/// saying `left` undone). Either way `report` says how long it waited and
+/// who held the key.
 pub fn acquire(
     session: &mut LockSession,
-    key: &super::LockKey,
     wait: Duration,
     interrupt: &Interrupt,
-    holder: &mut Option<super::Backend>,
+    report: &mut Report,
+    left: &str,
 ) -> Result<bool, Failure> {
+    let key = session.key().clone();
     let started = Instant::now();
     let mut backoff = Duration::from_millis(250);
     let mut logged = false;
@@ -105,13 +109,20 @@ pub fn acquire(
             );
         }
         if now.is_some() {
-            *holder = now;
+            report.lock.holder = now;
         }
         // The holder's release notification ends the pause early; the
         // backoff only covers a holder that died without one.
         let pause = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
         backoff = (backoff * 2).min(Duration::from_secs(8));
         Ok(Look::Again(pause))
-    })?;
-    Ok(acquired.is_some())
+    });
+    report.lock.waited_ms = crate::millis(started.elapsed());
+    if acquired?.is_some() {
+        report.lock_acquired(&key, "");
+        Ok(true)
+    } else {
+        report.lock_wait_timeout(&key, "", left);
+        Ok(false)
+    }
 }

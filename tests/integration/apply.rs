@@ -636,7 +636,12 @@ fn two_history_tables_in_one_database_do_not_block_each_other() {
         out.stderr
     );
     let status = Miglock::for_db(&db)
-        .args(["status", "--table", "billing.schema_history", "--migrations"])
+        .args([
+            "status",
+            "--table",
+            "billing.schema_history",
+            "--migrations",
+        ])
         .arg(other.path())
         .run();
     status
