@@ -54,6 +54,21 @@ impl Failure {
         )
     }
 
+    /// A failure that came of a signal's cancel request (whatever statement
+    /// it hit: a history read, a lock attempt, a migration) is the run's
+    /// interruption, with what the statement was doing kept: a
+    /// non-transactional migration says there what had committed.
+    pub fn after_signal(self) -> Failure {
+        if self.outcome != Outcome::Failed {
+            return self;
+        }
+        Failure {
+            outcome: Outcome::Interrupted,
+            error: self.error.context("interrupted by a signal"),
+            detail: self.detail,
+        }
+    }
+
     pub fn with_detail(mut self, detail: ErrorDetail) -> Failure {
         self.detail = detail;
         self

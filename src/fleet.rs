@@ -190,8 +190,8 @@ pub fn run_many(
         }
         Ok(_) => summary.finish(interrupt.is_set()),
         Err(failure) => {
-            let failure = if failure.outcome == Outcome::Failed && interrupt.is_set() {
-                Failure::interrupted()
+            let failure = if interrupt.is_set() {
+                failure.after_signal()
             } else {
                 failure
             };
@@ -400,8 +400,8 @@ fn run_one(
     match result {
         Ok(outcome) => report.finish(outcome, job.exit_code(outcome)),
         Err(failure) => {
-            let failure = if failure.outcome == Outcome::Failed && interrupt.is_set() {
-                Failure::interrupted()
+            let failure = if interrupt.is_set() {
+                failure.after_signal()
             } else {
                 failure
             };

@@ -304,8 +304,8 @@ fn execute(
         Err(failure) => {
             // Whatever statement a signal's cancel request hit (a history
             // read, a lock attempt), the run was interrupted, not failed.
-            let failure = if failure.outcome == Outcome::Failed && interrupt.is_set() {
-                Failure::interrupted()
+            let failure = if interrupt.is_set() {
+                failure.after_signal()
             } else {
                 failure
             };

@@ -45,8 +45,10 @@ impl LocalMigration {
     /// How the file runs, and its statements when it runs without a
     /// transaction.
     pub fn plan(&self) -> (Mode, Vec<Statement<'_>>) {
-        let statements = split::split(&self.sql);
-        (split::mode(&self.sql, &statements), statements)
+        // Without the BOM: the splitter would read it as part of the first
+        // word (`\u{feff}BEGIN`), and miss what that word says.
+        let statements = split::split(self.script());
+        (split::mode(self.script(), &statements), statements)
     }
 
     /// Why the file runs without a transaction (`marker`, or the kind of

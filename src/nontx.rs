@@ -181,6 +181,7 @@ pub fn apply_statements(
         )?;
         match statement.transaction_control() {
             Some("BEGIN" | "START TRANSACTION") => in_transaction = true,
+            Some("COMMIT" | "END" | "ROLLBACK" | "ABORT") if statement.chains() => {}
             Some("COMMIT" | "END" | "ROLLBACK" | "ABORT" | "PREPARE TRANSACTION") => {
                 in_transaction = false;
             }
@@ -367,43 +368,57 @@ fn statement_failed(
     })
 }
 
-/// Invalid indexes of the database, as `(schema-qualified SQL name, name)`.
-fn invalid_indexes(client: &mut Client) -> Result<BTreeSet<(String, String)>, postgres::Error> {
+/// Invalid indexes in the schemas this session's statements resolve
+/// names in (its search_path), as `(schema-qualified SQL name, name,
+/// table name)`. Other schemas are other tenants' (many databases with a
+/// schema each), whose builds this run must never touch.
+fn invalid_indexes(
+    client: &mut Client,
+) -> Result<BTreeSet<(String, String, String)>, postgres::Error> {
     let mut batch = Batch::new();
     let rows = batch.push(
-        "SELECT format('%I.%I', n.nspname, c.relname), c.relname FROM pg_index i \
-         JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE NOT i.indisvalid",
+        "SELECT format('%I.%I', n.nspname, c.relname), c.relname, t.relname FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE NOT i.indisvalid AND n.nspname = ANY (current_schemas(false))",
     );
     let results = batch.query(client)?;
     Ok(results
         .rows(rows)
         .iter()
-        .filter_map(|r| Some((r.get(0)?.to_string(), r.get(1)?.to_string())))
+        .filter_map(|r| {
+            Some((
+                r.get(0)?.to_string(),
+                r.get(1)?.to_string(),
+                r.get(2)?.to_string(),
+            ))
+        })
         .collect())
 }
 
 /// Drops the invalid indexes that appeared during `statement` and are its
-/// own: the index it names, or REINDEX CONCURRENTLY's `_ccnew`/`_ccold`
-/// copies. Another session's concurrent build, also invalid while it runs,
-/// is left alone.
+/// own: the index it names, or for an unnamed one an index on the table it
+/// names, or REINDEX CONCURRENTLY's `_ccnew`/`_ccold` copies; only in the
+/// schemas of this session's search_path. (An unnamed build of another
+/// session on the same table, at the same moment, cannot be told apart.)
 fn drop_invalid_indexes(
     client: &mut Client,
     statement: &Statement,
-    before: &BTreeSet<(String, String)>,
+    before: &BTreeSet<(String, String, String)>,
 ) {
     let Ok(after) = invalid_indexes(client) else {
         return;
     };
     let named = statement.created_index_name();
-    for (qualified, name) in after.difference(before) {
+    let table = statement.indexed_table();
+    for (qualified, name, on) in after.difference(before) {
         let ours = match &named {
             Some(named) => name == named,
             None if statement.refused_in_transaction() == Some("REINDEX CONCURRENTLY") => {
                 name.contains("_ccnew") || name.contains("_ccold")
             }
             // CREATE INDEX CONCURRENTLY ON t(…): a name PostgreSQL chose.
-            None => true,
+            None => table.as_deref() == Some(on.as_str()),
         };
         if !ours {
             continue;

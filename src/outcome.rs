@@ -93,7 +93,7 @@ impl Outcome {
             Outcome::Unavailable => "unavailable: no connection within --connect-timeout",
             Outcome::Invalid => "invalid: the migration set cannot be read or is unsafe to run",
             Outcome::Pending => "pending: status --check or apply --dry-run found pending migrations, or wait timed out",
-            Outcome::Interrupted => "interrupted: SIGINT, SIGTERM or SIGHUP; rolled back, lock released",
+            Outcome::Interrupted => "interrupted: SIGINT, SIGTERM or SIGHUP; rolled back (a file without a transaction: what it committed stays, and the error says what), lock released",
         }
     }
 

@@ -206,30 +206,29 @@ pub fn error_text(text: &str) {
 }
 
 /// Whether stdout was closed when the process started. The Rust runtime
-/// opens /dev/null read-write on a closed standard descriptor before
-/// `main`, so writes to it succeed and the result would be lost without a
-/// word; a shell's `>/dev/null` opens it write-only, which tells the two
-/// apart.
+/// opens /dev/null on a closed standard descriptor before `main`, so writes
+/// to it succeed and the result would be lost without a word; this looks
+/// at descriptor 1 earlier, from the loader's initialisers (`.init_array`),
+/// which run before the runtime's. (Telling by the /dev/null left behind
+/// would be wrong: launchers open /dev/null read-write for stdout too.)
 pub fn stdout_was_closed() -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    use std::os::unix::fs::MetadataExt;
-    // SAFETY: F_GETFL only reads the descriptor's flags.
-    let flags = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_GETFL) };
-    if flags < 0 || flags & libc::O_ACCMODE != libc::O_RDWR {
-        return false;
-    }
-    let Ok(null) = std::fs::metadata("/dev/null") else {
-        return false;
-    };
-    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat writes a stat for a valid descriptor into the buffer.
-    if unsafe { libc::fstat(libc::STDOUT_FILENO, stat.as_mut_ptr()) } != 0 {
-        return false;
-    }
-    // SAFETY: fstat returned 0, so the buffer was written.
-    let stat = unsafe { stat.assume_init() };
-    null.file_type().is_char_device() && stat.st_rdev == null.rdev()
+    STDOUT_CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed)
 }
+
+static STDOUT_CLOSED_AT_START: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn note_stdout_at_start() {
+    // SAFETY: F_GETFD only reads the descriptor's flags; -1 means it is
+    // not open.
+    let closed = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_GETFD) } == -1;
+    STDOUT_CLOSED_AT_START.store(closed, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static NOTE_STDOUT_AT_START: extern "C" fn() = note_stdout_at_start;
 
 thread_local! {
     /// The target a worker thread is running (many databases), for its log

@@ -434,6 +434,8 @@ pub fn refusals(mode: &Mode, statements: &[Statement]) -> Vec<Refusal> {
     for s in statements {
         match s.transaction_control() {
             Some("BEGIN" | "START TRANSACTION") => open = Some(s.line),
+            // AND CHAIN ends a transaction and opens the next at once.
+            Some("COMMIT" | "END" | "ROLLBACK" | "ABORT") if s.chains() => open = Some(s.line),
             Some("COMMIT" | "END" | "ROLLBACK" | "ABORT" | "PREPARE TRANSACTION") => open = None,
             _ => {}
         }
@@ -645,6 +647,14 @@ impl Statement<'_> {
         }
     }
 
+    /// `COMMIT AND CHAIN` (not `AND NO CHAIN`): a new transaction starts
+    /// where this one ends.
+    pub fn chains(&self) -> bool {
+        self.words
+            .windows(2)
+            .any(|w| w[0] == "AND" && w[1] == "CHAIN")
+    }
+
     fn is_copy_from_stdin(&self) -> bool {
         self.word(0) == "COPY"
             && self
@@ -667,6 +677,27 @@ impl Statement<'_> {
         if name == "ON" {
             return None;
         }
+        Some(match name.strip_prefix('"') {
+            Some(quoted) => quoted.strip_suffix('"')?.replace("\"\"", "\""),
+            None => name.to_lowercase(),
+        })
+    }
+
+    /// The table a `CREATE INDEX CONCURRENTLY` builds on, unqualified, as
+    /// PostgreSQL folds it.
+    pub fn indexed_table(&self) -> Option<String> {
+        if self.refused_in_transaction()? != "CREATE INDEX CONCURRENTLY" {
+            return None;
+        }
+        let mut at = self.words.iter().position(|w| w == "ON")? + 1;
+        if self.words.get(at).map(String::as_str) == Some("ONLY") {
+            at += 1;
+        }
+        // schema.table: the table is the part after the last dot.
+        while self.words.get(at + 1).map(String::as_str) == Some(".") {
+            at += 2;
+        }
+        let name = self.words.get(at)?;
         Some(match name.strip_prefix('"') {
             Some(quoted) => quoted.strip_suffix('"')?.replace("\"\"", "\""),
             None => name.to_lowercase(),
@@ -846,6 +877,22 @@ mod tests {
         let open = r("-- miglock:no-transaction\nselect 1;\nBEGIN;\nselect 2;");
         assert_eq!((open[0].kind, open[0].line), ("transaction_control", 3));
         assert!(r("do $$ begin commit; end $$;").is_empty());
+        let table = |sql: &str| split(sql)[0].indexed_table();
+        assert_eq!(
+            table("create index concurrently on t (a)").as_deref(),
+            Some("t")
+        );
+        assert_eq!(
+            table("CREATE INDEX CONCURRENTLY i ON ONLY app.\"My T\" (a)").as_deref(),
+            Some("My T")
+        );
+        assert_eq!(table("create index i on t (a)"), None);
+        let chained = r("-- miglock:no-transaction\nBEGIN;\nselect 1;\nCOMMIT AND CHAIN;");
+        assert_eq!(
+            (chained[0].kind, chained[0].line),
+            ("transaction_control", 4)
+        );
+        assert!(r("-- miglock:no-transaction\nBEGIN;\nCOMMIT AND NO CHAIN;").is_empty());
         assert!(r("create procedure p() begin atomic select 1; end;").is_empty());
         assert_eq!(r("copy t from stdin;\n1\n\\.\n")[0].kind, "unsupported");
         assert!(r("copy t from '/tmp/x';").is_empty());

@@ -119,23 +119,38 @@ pub fn run(
     // A connection lost under the lock (a restart, a failover) is not the
     // migration's fault: reconnect, find out from the history what
     // committed, and wait for the key again with what is left of --wait.
-    let deadline = Instant::now() + config.wait;
+    // --wait bounds the time spent waiting, not the time spent migrating.
     let mut table_exists = table_exists;
+    let mut waited_total = Duration::ZERO;
     loop {
         let waited = Instant::now();
+        let deadline = waited + config.wait.saturating_sub(waited_total);
         let wait = steps.wait_for_lock(&mut session, table_exists, deadline, report);
-        report.lock.waited_ms += crate::millis(waited.elapsed());
+        waited_total += waited.elapsed();
+        report.lock.waited_ms = crate::millis(waited_total);
         let history = match wait? {
             LockWait::Acquired(history) => history,
             LockWait::CurrentMeanwhile(plan) => {
                 return Ok(report.current(&plan, "applied by another replica while this one waited"))
             }
-            LockWait::TimedOut => {
+            LockWait::TimedOut if report.applied.is_empty() => {
                 return Ok(report.lock_wait_timeout(
                     &common.key,
                     "",
                     "nothing was changed by this run",
                 ))
+            }
+            // It applied some before losing its connection, then the key
+            // stayed busy: not "nothing was changed", so not exit 3.
+            LockWait::TimedOut => {
+                let applied = report.applied.len();
+                report.lock_wait_timeout(&common.key, "", &format!("this run applied {applied}"));
+                return Err(Failure::failed(anyhow!(
+                    "this run applied {applied} migration(s), lost its connection, then the lock {} \
+                     stayed busy for the rest of --wait {}; what is left is pending (miglock status)",
+                    common.key,
+                    humantime::format_duration(config.wait)
+                )));
             }
         };
         report.lock_acquired(&common.key, "");
@@ -165,7 +180,16 @@ pub fn run(
                 applied_on,
                 failure,
             }) => {
-                steps.after_connection_loss(&mut session, migration, &applied_on, failure)?;
+                if steps.after_connection_loss(&mut session, migration, &applied_on, failure)? {
+                    // Its commit went through before the loss: this run's.
+                    report.applied.push(AppliedEntry {
+                        version: migration.version.into(),
+                        name: migration.name.clone(),
+                        duration_ms: None,
+                        applied_on: None,
+                        transaction: migration.no_transaction().map(|_| false),
+                    });
+                }
                 table_exists = true;
             }
             Err(Stop::Failed(failure)) => return Err(failure),
@@ -502,14 +526,15 @@ impl<'a> Run<'a> {
     /// with its row or not at all, so the run can carry on; a
     /// non-transactional one without its row may have committed part of its
     /// statements, which nobody can tell from here (exit 1). No connection
-    /// within --connect-timeout: exit 5.
+    /// within --connect-timeout: exit 5. `true` when the migration's own
+    /// commit went through before the loss.
     fn after_connection_loss(
         &self,
         session: &mut LockSession,
         migration: &LocalMigration,
         applied_on: &str,
         failure: Failure,
-    ) -> Result<(), Failure> {
+    ) -> Result<bool, Failure> {
         let Run {
             config, interrupt, ..
         } = *self;
@@ -588,6 +613,7 @@ impl<'a> Run<'a> {
             .unwrap_or_default()
             .into_iter()
             .find(|a| a.version == i64::from(migration.version));
+        let ours = row.as_ref().is_some_and(|row| row.applied_on == applied_on);
         let what = match row {
             Some(row) if row.applied_on == applied_on => {
                 "it had committed, with its history row, before the connection was lost"
@@ -607,6 +633,6 @@ impl<'a> Run<'a> {
             "CONNECT_RETRY reconnected after losing the connection during {migration}: {what}; \
              carrying on under the lock"
         );
-        Ok(())
+        Ok(ours)
     }
 }

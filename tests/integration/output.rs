@@ -173,3 +173,26 @@ fn generated_documents_stop_quietly_at_a_closed_pipe() {
             .assert_stderr_contains("error: cannot write the result to stdout");
     }
 }
+
+#[test]
+fn a_stdout_opened_read_write_on_dev_null_is_no_error() {
+    // Python's subprocess.DEVNULL and Node's stdio 'ignore' open /dev/null
+    // read-write for stdout: not a closed stdout.
+    let db = Cluster::shared().create_db();
+    let dir = two_migrations();
+    let null = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    let out = Miglock::for_db(&db)
+        .args(["apply", "--format", "json", "--migrations"])
+        .arg(dir.path())
+        .stdout(Stdio::from(null))
+        .run();
+    assert_no_panic(&out);
+    out.assert_success()
+        .assert_stderr_contains("MIGRATION_APPLIED version=2");
+    assert!(!out.stderr.contains("error:"), "{}", out.stderr);
+    assert_eq!(db.history(), [1, 2]);
+}
