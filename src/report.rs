@@ -191,25 +191,19 @@ impl Report {
     /// who held it and what that left undone (`nothing was changed by this
     /// run`), and exit 3.
     pub fn lock_wait_timeout(&self, key: &LockKey, mode: &str, left: &str) -> Outcome {
-        let holder = self
-            .lock
-            .holder
-            .as_ref()
-            .map(Backend::holder_log_fields)
-            .unwrap_or_default();
-        log::warn!(
-            "LOCK_WAIT_TIMEOUT key={key}{mode} waited_ms={} {holder}: {left}",
-            self.lock.waited_ms
+        crate::lock::log_wait_timeout(
+            key,
+            mode,
+            self.lock.waited_ms,
+            self.lock.holder.as_ref(),
+            left,
         );
         Outcome::Skipped
     }
 
     /// `LOCK_ACQUIRED`, with how long the wait took.
     pub fn lock_acquired(&self, key: &LockKey, mode: &str) {
-        log::info!(
-            "LOCK_ACQUIRED key={key}{mode} waited_ms={}",
-            self.lock.waited_ms
-        );
+        crate::lock::log_acquired(key, mode, self.lock.waited_ms);
     }
 
     /// Nothing is pending: says so (`SCHEMA_CURRENT`), with why.

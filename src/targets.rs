@@ -157,7 +157,18 @@ pub fn list_databases(
             &[&pattern, &maintenance],
         )
         .map_err(|e| pg_error::failed(&e, "cannot list the databases (pg_database)"))?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
+    // A SQL_ASCII cluster passes a name's bytes through unconverted: one
+    // that is not UTF-8 cannot be named in a connection string here.
+    Ok(rows
+        .iter()
+        .filter_map(|row| match row.try_get::<_, String>(0) {
+            Ok(name) => Some(name),
+            Err(_) => {
+                log::warn!("a database whose name is not valid UTF-8 is left out");
+                None
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

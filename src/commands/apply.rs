@@ -14,7 +14,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use time::format_description::well_known::Rfc3339;
 
 use crate::config::ApplyConfig;
 use crate::connect::Connecting;
@@ -469,9 +468,7 @@ impl<'a> Run<'a> {
             }
             let started = Instant::now();
             // Also what tells this run's history row from another replica's.
-            let applied_on = time::OffsetDateTime::now_utc()
-                .format(&Rfc3339)
-                .map_err(|e| Failure::failed(anyhow!("cannot format the time: {e}")))?;
+            let applied_on = history::applied_on_now().map_err(Failure::failed)?;
             let last = i + 1 == plan.pending.len();
             let step = Step {
                 migration,

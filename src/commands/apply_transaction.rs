@@ -14,7 +14,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use time::format_description::well_known::Rfc3339;
 
 use crate::config::ApplyConfig;
 use crate::error::Failure;
@@ -118,9 +117,7 @@ pub(super) fn run(
                 if let Some(bar) = &bar {
                     bar.set_message(migration.to_string());
                 }
-                let applied_on = time::OffsetDateTime::now_utc()
-                    .format(&Rfc3339)
-                    .map_err(|e| anyhow!("cannot format the time: {e}"))?;
+                let applied_on = history::applied_on_now()?;
                 let t0 = Instant::now();
                 let step = Step {
                     migration,

@@ -53,13 +53,10 @@ pub fn run(
 
     crate::lock::mode::warn_session_only("baseline", common);
     let mut session = LockSession::connect(common, identity, interrupt)?;
-    if !wait::acquire(
-        &mut session,
-        config.wait,
-        interrupt,
-        report,
-        "nothing was recorded",
-    )? {
+    let acquired = wait::acquire(&mut session, config.wait, interrupt, "nothing was recorded")?;
+    report.lock.waited_ms = acquired.waited_ms;
+    report.lock.holder = acquired.holder;
+    if !acquired.held {
         return Ok(Outcome::Skipped);
     }
 

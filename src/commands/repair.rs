@@ -125,13 +125,10 @@ pub fn run(
         ));
     }
 
-    if !wait::acquire(
-        &mut session,
-        config.wait,
-        interrupt,
-        report,
-        "nothing was repaired",
-    )? {
+    let acquired = wait::acquire(&mut session, config.wait, interrupt, "nothing was repaired")?;
+    report.lock.waited_ms = acquired.waited_ms;
+    report.lock.holder = acquired.holder;
+    if !acquired.held {
         return Ok(Outcome::Skipped);
     }
     store(&mut session, config, &chosen)?;

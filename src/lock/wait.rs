@@ -11,7 +11,6 @@ use super::session::LockSession;
 use crate::error::Failure;
 use crate::interrupt::Interrupt;
 use crate::pg_error;
-use crate::report::Report;
 
 /// What a look found.
 pub enum Look<T> {
@@ -74,19 +73,26 @@ pub fn until<T>(
     }
 }
 
+/// How a wait for the key ended.
+pub struct Acquired {
+    pub held: bool,
+    pub waited_ms: u64,
+    /// Who held the key while this run waited.
+    pub holder: Option<super::Backend>,
+}
+
 /// Takes the key for a command that writes history rows without running
 /// migrations (`baseline`, `repair`): the same tries as `apply`'s, without
-/// its shortcut of finding the work done by the holder. `true` once held
-/// (`LOCK_ACQUIRED`); `false` when `wait` ran out (`LOCK_WAIT_TIMEOUT`,
-/// saying `left` undone). Either way `report` says how long it waited and
-/// who held the key.
+/// its shortcut of finding the work done by the holder. Logs
+/// `LOCK_ACQUIRED` once held, or `LOCK_WAIT_TIMEOUT` (saying `left` undone)
+/// when `wait` ran out.
 pub fn acquire(
     session: &mut LockSession,
     wait: Duration,
     interrupt: &Interrupt,
-    report: &mut Report,
     left: &str,
-) -> Result<bool, Failure> {
+) -> Result<Acquired, Failure> {
+    let mut holder = None;
     let key = session.key().clone();
     let started = Instant::now();
     let mut backoff = Duration::from_millis(250);
@@ -109,7 +115,7 @@ pub fn acquire(
             );
         }
         if now.is_some() {
-            report.lock.holder = now;
+            holder = now;
         }
         // The holder's release notification ends the pause early; the
         // backoff only covers a holder that died without one.
@@ -117,12 +123,16 @@ pub fn acquire(
         backoff = (backoff * 2).min(Duration::from_secs(8));
         Ok(Look::Again(pause))
     });
-    report.lock.waited_ms = crate::millis(started.elapsed());
-    if acquired?.is_some() {
-        report.lock_acquired(&key, "");
-        Ok(true)
+    let waited_ms = crate::millis(started.elapsed());
+    let held = acquired?.is_some();
+    if held {
+        super::log_acquired(&key, "", waited_ms);
     } else {
-        report.lock_wait_timeout(&key, "", left);
-        Ok(false)
+        super::log_wait_timeout(&key, "", waited_ms, holder.as_ref(), left);
     }
+    Ok(Acquired {
+        held,
+        waited_ms,
+        holder,
+    })
 }
