@@ -291,3 +291,34 @@ fn table_lock_holders(client: &mut Client) -> String {
         format!(" Sessions holding table locks now:{}", lines.concat())
     }
 }
+
+/// The connection was lost during `migration` while the server stayed up
+/// (the same postmaster start time after reconnecting): an administrator
+/// ended the session on purpose (`pg_terminate_backend`, `miglock unlock
+/// --force`), or the network failed. rust-postgres does not always pass on
+/// the server's 57P01 that would tell them apart, and running the migration
+/// again at once could defeat the administrator: the run stops (exit 1).
+pub fn lost_while_server_stayed_up(
+    failure: &Failure,
+    migration: &LocalMigration,
+    lost: &str,
+) -> Failure {
+    log::error!(
+        "MIGRATION_FAILED version={} name={} sqlstate={}",
+        migration.version,
+        migration.name,
+        failure.detail.sqlstate.as_deref().unwrap_or("none")
+    );
+    let how = if failure.detail.sqlstate.as_deref() == Some("57P01") {
+        "an administrator ended this session (pg_terminate_backend, as `miglock unlock --force` does)"
+    } else {
+        "either an administrator ended this session (pg_terminate_backend, as `miglock unlock \
+         --force` does) or the network to the server failed; miglock cannot tell which"
+    };
+    Failure::failed(anyhow!(
+        "{lost}\nThe connection was lost during {migration} while the server stayed up: {how}. \
+         So this run stops here: its attempt at {migration} was rolled back (`miglock status` \
+         shows whether another replica has applied it since), and the next apply carries on."
+    ))
+    .with_detail(failure.detail.clone())
+}

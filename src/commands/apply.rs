@@ -575,34 +575,10 @@ impl<'a> Run<'a> {
             h.iter()
                 .any(|a| a.version == i64::from(migration.version) && a.applied_on == applied_on)
         });
-        if !committed {
-            let mut batch = crate::sql::Batch::new();
-            let started = batch.push("SELECT pg_postmaster_start_time()::text");
-            let started_now = batch
-                .query(session.client())
-                .ok()
-                .and_then(|results| results.value(started).map(str::to_string));
-            if started_before.is_some() && started_now == started_before {
-                log::error!(
-                    "MIGRATION_FAILED version={} name={} sqlstate={}",
-                    migration.version,
-                    migration.name,
-                    failure.detail.sqlstate.as_deref().unwrap_or("none")
-                );
-                let how = if failure.detail.sqlstate.as_deref() == Some("57P01") {
-                    "an administrator ended this session (pg_terminate_backend, as `miglock unlock \
-                     --force` does)"
-                } else {
-                    "either an administrator ended this session (pg_terminate_backend, as `miglock \
-                     unlock --force` does) or the network to the server failed; miglock cannot tell which"
-                };
-                return Err(Failure::failed(anyhow!(
-                    "{lost}\nThe connection was lost during {migration} while the server stayed up: {how}. \
-                     So this run stops here: its attempt at {migration} was rolled back (`miglock status` \
-                     shows whether another replica has applied it since), and the next apply carries on."
-                ))
-                .with_detail(failure.detail.clone()));
-            }
+        if !committed && started_before.is_some() && session.server_start_time() == started_before {
+            return Err(migrate::lost_while_server_stayed_up(
+                &failure, migration, &lost,
+            ));
         }
         // The row says who applied it: a waiter may have taken over and
         // applied the migration since, with its own applied_on.

@@ -79,6 +79,9 @@ pub(super) fn run(
     let mut history = history;
     let mut isolation: Option<Isolation> = None;
     let bar = progress.bar(report.pending.len() as u64);
+    // To tell a restart or failover (carried through) from a session ended
+    // while the server stayed up (not).
+    let mut server_started = session.server_start_time();
     loop {
         if interrupt.is_set() {
             return Err(Failure::interrupted());
@@ -171,6 +174,52 @@ pub(super) fn run(
                         false
                     }
                     Err(f) if f.detail.sqlstate.as_deref() == Some(mode::KEY_ELSEWHERE) => true,
+                    // The migration committed with its row or not at all,
+                    // and the next try's guard re-checks the row under the
+                    // key: after a restart or failover, carry on.
+                    Err(f) if session.is_closed() || f.connection_lost() => {
+                        let lost = f.message();
+                        session
+                            .reconnect(
+                                &format!("the connection was lost during {migration}"),
+                                Instant::now() + common.connect_timeout,
+                                interrupt,
+                            )
+                            .map_err(|e| {
+                                Failure::unavailable(anyhow!(
+                                    "{lost}\nReconnecting failed: {}. {migration} committed with its \
+                                     history row or not at all; `miglock status` tells which.",
+                                    e.message()
+                                ))
+                            })?;
+                        history = history::read(session.client(), &common.table)?;
+                        let ours = history.as_ref().is_some_and(|rows| {
+                            rows.iter().any(|a| {
+                                a.version == i64::from(migration.version)
+                                    && a.applied_on == applied_on
+                            })
+                        });
+                        let now = session.server_start_time();
+                        if !ours && server_started.is_some() && now == server_started {
+                            return Err(migrate::lost_while_server_stayed_up(&f, migration, &lost));
+                        }
+                        server_started = now;
+                        if ours {
+                            applied += 1;
+                            report.applied.push(AppliedEntry {
+                                version: migration.version.into(),
+                                name: migration.name.clone(),
+                                duration_ms: None,
+                                applied_on: None,
+                                transaction: None,
+                            });
+                        }
+                        log::warn!(
+                            "CONNECT_RETRY reconnected after losing the connection during {migration}; \
+                             carrying on"
+                        );
+                        false
+                    }
                     Err(f) => return Err(f),
                 }
             }

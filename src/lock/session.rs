@@ -116,6 +116,16 @@ impl<'c> LockSession<'c> {
         self.server_started.as_deref()
     }
 
+    /// When the server this session is connected to started (`None` if it
+    /// cannot be asked): after a lost connection, a new value means the
+    /// server restarted or another took over.
+    pub fn server_start_time(&mut self) -> Option<String> {
+        let mut batch = Batch::new();
+        let started = batch.push("SELECT pg_postmaster_start_time()::text");
+        let results = batch.query(&mut self.client).ok()?;
+        results.value(started).map(str::to_string)
+    }
+
     pub fn is_held(&self) -> bool {
         self.held_since.is_some()
     }

@@ -141,6 +141,15 @@ fn apply_waits_out_a_primary_that_refuses_writes_then_exits_5() {
 
 #[test]
 fn an_immediate_restart_mid_migration_is_carried_through_with_each_migration_once() {
+    restart_mid_migration(&[]);
+}
+
+#[test]
+fn an_immediate_restart_mid_migration_is_carried_through_in_transaction_mode() {
+    restart_mid_migration(&["--lock-mode", "transaction"]);
+}
+
+fn restart_mid_migration(mode: &[&str]) {
     let cluster = Cluster::start();
     let db = cluster.create_db();
     let dir = MigrationDir::new();
@@ -160,27 +169,25 @@ fn an_immediate_restart_mid_migration_is_carried_through_with_each_migration_onc
     // The restart ends the gate's session, and the gate with it.
     let _gate = LockGate::close(&db);
     let run = Miglock::for_db(&db)
-        .args([
-            "apply",
-            "--wait",
-            "120s",
-            "--format",
-            "json",
-            "--migrations",
-        ])
+        .args(["apply", "--wait", "120s", "--format", "json"])
+        .args(mode)
+        .arg("--migrations")
         .arg(dir.path())
         .spawn_watched();
     wait_for("the run to be inside V2", SETTLE, || {
-        LockGate::waiting_like(&db, "miglock apply holding%") == 1
+        LockGate::waiting(&db) == 1
     });
     cluster.stop_immediate();
     cluster.start_again();
     let out = run.finish();
     out.assert_success()
         .assert_stderr_contains("CONNECT_RETRY the connection was lost during V2__gated")
-        .assert_stderr_contains("the server rolled it back; carrying on under the lock")
+        .assert_stderr_contains("carrying on")
         .assert_stderr_contains("MIGRATION_APPLIED version=3");
     assert!(!out.stderr.contains("MIGRATION_FAILED"), "{}", out.stderr);
+    if !mode.is_empty() {
+        out.assert_stderr_contains("mode=transaction");
+    }
     assert_eq!(out.json()["outcome"], "applied");
     assert_eq!(versions(&out.json()["applied"]), [1, 2, 3]);
     assert_eq!(db.history(), [1, 2, 3]);
