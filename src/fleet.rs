@@ -200,7 +200,7 @@ pub fn run_many(
         }
     }
     summary.print(format, stdout);
-    Some(crate::written(stdout, summary.outcome, summary.exit_code))
+    Some(stdout.exit_code(summary.outcome, summary.exit_code))
 }
 
 enum Prepared {

@@ -105,13 +105,13 @@ pub fn run() -> ExitCode {
     match &cli.command {
         Command::Completions { shell } => {
             stdout.print_bytes(&commands::completions::render(*shell));
-            return ExitCode::from(written(&stdout, Outcome::Current, 0));
+            return ExitCode::from(stdout.exit_code(Outcome::Current, 0));
         }
         Command::Man => {
             return ExitCode::from(match commands::man::render() {
                 Ok(page) => {
                     stdout.print_bytes(&page);
-                    written(&stdout, Outcome::Current, 0)
+                    stdout.exit_code(Outcome::Current, 0)
                 }
                 Err(e) => {
                     output::error_line(&format!("error: cannot render the man page: {e}"));
@@ -190,32 +190,12 @@ pub fn run() -> ExitCode {
 }
 
 /// Prints the JSON object (with `--format json`) and decides the exit
-/// code: the outcome's, unless stdout could not take the result. A reader
-/// that went away (`| head`) is no failure, as for any Unix tool; any other
-/// write error (a full disk, a closed stdout) is exit 1, said on stderr.
+/// code (see [`Console::exit_code`]).
 fn print_result(report: &Report, format: Format, stdout: &Console) -> u8 {
     if format == Format::Json {
         stdout.line(&report.to_json());
     }
-    written(stdout, report.outcome, report.exit_code)
-}
-
-fn written(stdout: &Console, outcome: Outcome, exit_code: u8) -> u8 {
-    match stdout.take_error() {
-        None => exit_code,
-        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit_code,
-        Some(e) => {
-            let mut message = format!("error: cannot write the result to stdout: {e}");
-            if outcome == Outcome::Applied {
-                message.push_str(
-                    "\nThe migrations were applied (the log above names them); only the result \
-                     could not be written.",
-                );
-            }
-            output::error_line(&message);
-            Outcome::Failed.exit_code()
-        }
-    }
+    stdout.exit_code(report.outcome, report.exit_code)
 }
 
 /// A command line clap refused. It is still a result: `--format json`

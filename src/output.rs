@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
+use crate::outcome::Outcome;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 use log::LevelFilter;
 
@@ -192,6 +193,28 @@ impl Console {
     /// The first write error, if any.
     pub fn take_error(&self) -> Option<std::io::Error> {
         self.error.borrow_mut().take()
+    }
+
+    /// The run's exit code once its result is written: the outcome's,
+    /// unless stdout could not take the result. A reader that went away
+    /// (`| head`) is no failure, as for any Unix tool; any other write
+    /// error (a full disk, a closed stdout) is exit 1, said on stderr.
+    pub fn exit_code(&self, outcome: Outcome, exit_code: u8) -> u8 {
+        match self.take_error() {
+            None => exit_code,
+            Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit_code,
+            Some(e) => {
+                let mut message = format!("error: cannot write the result to stdout: {e}");
+                if outcome == Outcome::Applied {
+                    message.push_str(
+                        "\nThe migrations were applied (the log above names them); only the result \
+                         could not be written.",
+                    );
+                }
+                error_line(&message);
+                Outcome::Failed.exit_code()
+            }
+        }
     }
 }
 
