@@ -218,6 +218,20 @@ impl Console {
     }
 }
 
+/// Asks `question` on stderr (`[y/N]`) and reads the answer from stdin:
+/// yes only for `y` or `yes`.
+pub fn confirm(question: &str) -> std::io::Result<bool> {
+    use std::io::BufRead;
+    error_text(&format!("{question} [y/N] "));
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
 /// A line on stderr. Unlike `eprintln!`, never panics: with stderr gone
 /// there is nobody left to tell.
 pub fn error_line(text: &str) {

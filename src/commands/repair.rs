@@ -7,7 +7,7 @@
 //! text (refinery's table has the name and a checksum only), so what
 //! changed cannot be shown here; the person confirming has to know.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 
 use anyhow::anyhow;
 
@@ -205,17 +205,10 @@ fn describe(chosen: &[Divergent]) -> String {
 }
 
 fn confirm(count: usize) -> Result<bool, Failure> {
-    eprint!("Store the file's checksum for {count} migration(s)? [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| Failure::failed(anyhow!("cannot read the answer: {e}")))?;
-    Ok(matches!(
-        answer.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
+    crate::output::confirm(&format!(
+        "Store the file's checksum for {count} migration(s)?"
     ))
+    .map_err(|e| Failure::failed(anyhow!("cannot read the answer: {e}")))
 }
 
 /// One transaction, committed only when every row was still as shown: a

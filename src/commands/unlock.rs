@@ -3,7 +3,7 @@
 //! carefully: never a session that does not hold the key, never one busy
 //! running a statement unless `--force`, and only after confirmation.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
@@ -171,17 +171,8 @@ fn holders(client: &mut Client, key: &LockKey) -> Result<Vec<Backend>, Failure> 
 }
 
 fn confirm(holder: &Backend) -> Result<bool, Failure> {
-    eprint!("Terminate pid {} and free the lock? [y/N] ", holder.pid);
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| Failure::failed(anyhow!("cannot read the answer: {e}")))?;
-    Ok(matches!(
-        answer.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
+    crate::output::confirm(&format!("Terminate pid {} and free the lock?", holder.pid))
+        .map_err(|e| Failure::failed(anyhow!("cannot read the answer: {e}")))
 }
 
 /// Terminates the holder in one statement that re-checks, at that moment,
