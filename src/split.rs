@@ -528,8 +528,23 @@ impl Statement<'_> {
         if self.word(at) != "STANDARD_CONFORMING_STRINGS" {
             return None;
         }
-        let value = self.sql.split_whitespace().last()?.trim_matches('\'');
-        match value.to_ascii_lowercase().as_str() {
+        // The value follows the name and `=` or `TO`, with or without
+        // spaces (`standard_conforming_strings=off`), maybe quoted.
+        let text = self.sql.to_ascii_lowercase();
+        let rest = text
+            .split_once("standard_conforming_strings")?
+            .1
+            .trim_start();
+        let rest = match rest.strip_prefix('=') {
+            Some(rest) => rest,
+            None => rest.strip_prefix("to")?,
+        };
+        let value = rest
+            .trim_start()
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .next()?
+            .trim_matches('\'');
+        match value {
             "on" | "true" | "yes" | "1" | "default" => Some(true),
             "off" | "false" | "no" | "0" => Some(false),
             _ => None,
@@ -877,6 +892,17 @@ mod tests {
         let open = r("-- miglock:no-transaction\nselect 1;\nBEGIN;\nselect 2;");
         assert_eq!((open[0].kind, open[0].line), ("transaction_control", 3));
         assert!(r("do $$ begin commit; end $$;").is_empty());
+        let sets = |sql: &str| split(sql)[0].sets_standard_strings();
+        assert_eq!(sets("SET standard_conforming_strings=off"), Some(false));
+        assert_eq!(
+            sets("set session standard_conforming_strings to 'on'"),
+            Some(true)
+        );
+        assert_eq!(
+            sets("SET standard_conforming_strings = off -- legacy"),
+            Some(false)
+        );
+        assert_eq!(sets("SET search_path = x"), None);
         let table = |sql: &str| split(sql)[0].indexed_table();
         assert_eq!(
             table("create index concurrently on t (a)").as_deref(),
