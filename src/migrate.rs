@@ -110,6 +110,8 @@ pub fn apply_one(session: &mut LockSession, step: &Step) -> Result<(), Failure> 
         // An error after the COMMIT (a cancel landing on the unlock that
         // follows it) leaves the migration applied: its row says so.
         if release_after && committed(session.client(), table, migration, applied_on) {
+            // The unlock after the COMMIT may have gone through too.
+            session.recheck_held();
             return Ok(());
         }
         if let Some(code) = mode::refusal(&error) {

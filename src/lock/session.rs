@@ -364,6 +364,28 @@ impl<'c> LockSession<'c> {
         Ok(())
     }
 
+    /// Asks the server whether this session still holds the key, after a
+    /// round trip that failed past its unlock (say, on the `NOTIFY` after
+    /// it): without this, the release would unlock a second time and warn
+    /// that the key was no longer held.
+    pub fn recheck_held(&mut self) {
+        if self.held_since.is_none() {
+            return;
+        }
+        let mut batch = Batch::new();
+        let held = batch.push(&format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND pid = pg_backend_pid() AND objsubid = 1 AND ((classid::int8 << 32) | objid::int8) = {})",
+            self.common.key.key
+        ));
+        if let Ok(results) = batch.query(&mut self.client) {
+            if results.value(held) == Some("f") {
+                log::info!("LOCK_RELEASED key={}", self.common.key);
+                self.held_since = None;
+            }
+        }
+    }
+
     /// Unlocks and wakes the waiters. On a lost connection the server has
     /// already released the key with the session.
     pub fn release(mut self) {
