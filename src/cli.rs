@@ -640,6 +640,53 @@ impl GlobalArgs {
     }
 }
 
+impl Cli {
+    /// Many targets (`--databases-from`, `--all-databases`) for `apply`,
+    /// `status` or `wait`: the command's name and what the runner in
+    /// `fleet` needs; `None` for one target (the usual path).
+    pub fn fleet_request<'a>(
+        &'a self,
+        env: Env<'a>,
+    ) -> Option<(&'static str, Result<crate::fleet::Request<'a>, Failure>)> {
+        use crate::fleet::{Job, Request};
+        let (command, fleet): (&'static str, &FleetArgs) = match &self.command {
+            Command::Apply(args) => ("apply", &args.fleet),
+            Command::Status(args) => ("status", &args.fleet),
+            Command::Wait(args) => ("wait", &args.fleet),
+            _ => return None,
+        };
+        if fleet.databases_from.as_deref().is_none_or(str::is_empty) && !fleet.all_databases {
+            return None;
+        }
+        let request = (|| {
+            // The gate comes first, as for one target.
+            let disabled = matches!(self.command, Command::Apply(_)) && !migrations_enabled(env)?;
+            let config = match self.global.fleet(fleet, env)? {
+                Some(config) => config,
+                None => return Err(Failure::usage(anyhow!("no targets given"))),
+            };
+            let job = move |common| -> Result<Job, Failure> {
+                Ok(match &self.command {
+                    Command::Apply(args) => Job::Apply(args.config(common, env)?),
+                    Command::Status(args) => Job::Status(args.config(common), args.check),
+                    Command::Wait(args) => Job::Wait(args.config(common)),
+                    _ => {
+                        return Err(Failure::usage(anyhow!(
+                            "many targets: apply, status or wait"
+                        )))
+                    }
+                })
+            };
+            Ok(Request {
+                disabled,
+                config,
+                job: Box::new(job),
+            })
+        })();
+        Some((command, request))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

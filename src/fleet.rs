@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use serde_json::{json, Value};
 
-use crate::cli::{Cli, Command, FleetArgs};
 use crate::commands;
 use crate::config::{AheadPolicy, ApplyConfig, Common, Format, StatusConfig, WaitConfig};
 use crate::connect::{self, ConnectTarget};
@@ -81,7 +80,7 @@ impl FleetConfig {
 }
 
 /// The command every target runs, configured as for one target.
-enum Job {
+pub enum Job {
     Apply(ApplyConfig),
     Status(StatusConfig, bool),
     Wait(WaitConfig),
@@ -153,36 +152,40 @@ fn with_schema_first(settings: &mut Vec<(String, String)>, schema: &str) {
     }
 }
 
-/// Runs `apply`, `status` or `wait` over many targets when the command line
-/// asks for them; `None` when it names one target (the usual path).
+/// What the command line asks of many targets, built at the seam
+/// (`Cli::fleet_request`): the shared settings, and how to make one
+/// target's job from its `Common`.
+pub struct Request<'a> {
+    /// `apply` with `RUN_MIGRATIONS` off: disabled before anything else.
+    pub disabled: bool,
+    pub config: FleetConfig,
+    pub job: Box<dyn Fn(Common) -> Result<Job, Failure> + 'a>,
+}
+
+/// Runs `apply`, `status` or `wait` over many targets; `request` is
+/// `Err` when the command line's own settings were refused.
 pub fn run_many(
-    cli: &Cli,
+    command: &'static str,
+    request: Result<Request, Failure>,
     env: Env,
     progress: &Progress,
     interrupt: &Interrupt,
     format: Format,
     stdout: &Console,
-) -> Option<u8> {
-    let (command, fleet): (&'static str, &FleetArgs) = match &cli.command {
-        Command::Apply(args) => ("apply", &args.fleet),
-        Command::Status(args) => ("status", &args.fleet),
-        Command::Wait(args) => ("wait", &args.fleet),
-        _ => return None,
-    };
-    if fleet.databases_from.as_deref().is_none_or(str::is_empty) && !fleet.all_databases {
-        return None;
-    }
+) -> u8 {
     let mut summary = Summary::new(command);
-    let result = prepare(cli, fleet, env, interrupt).map(|prepared| match prepared {
-        Prepared::Disabled => Outcome::Disabled,
-        Prepared::Run(run) => {
-            let (config, job, targets) = *run;
-            if let Some(job) = job {
-                summary.targets = run_all(&config, &job, &targets, progress, interrupt);
+    let result = request
+        .and_then(|request| prepare(request, env, interrupt))
+        .map(|prepared| match prepared {
+            Prepared::Disabled => Outcome::Disabled,
+            Prepared::Run(run) => {
+                let (config, job, targets) = *run;
+                if let Some(job) = job {
+                    summary.targets = run_all(&config, &job, &targets, progress, interrupt);
+                }
+                Outcome::Current
             }
-            Outcome::Current
-        }
-    });
+        });
     match result {
         Ok(Outcome::Disabled) => {
             log::info!("MIGRATIONS_DISABLED RUN_MIGRATIONS is off: nothing was touched");
@@ -200,7 +203,7 @@ pub fn run_many(
         }
     }
     summary.print(format, stdout);
-    Some(stdout.exit_code(summary.outcome, summary.exit_code))
+    stdout.exit_code(summary.outcome, summary.exit_code)
 }
 
 enum Prepared {
@@ -209,20 +212,14 @@ enum Prepared {
     Run(Box<(FleetConfig, Option<Job>, Vec<Target>)>),
 }
 
-/// Everything that can be refused before any target runs: flags, the
-/// targets file (one bad line and nothing runs), the list of databases.
-fn prepare(
-    cli: &Cli,
-    fleet: &FleetArgs,
-    env: Env,
-    interrupt: &Interrupt,
-) -> Result<Prepared, Failure> {
-    if matches!(cli.command, Command::Apply(_)) && !crate::cli::migrations_enabled(env)? {
+/// Everything that can be refused before any target runs: the targets
+/// file (one bad line and nothing runs), the list of databases, the job's
+/// settings.
+fn prepare(request: Request, env: Env, interrupt: &Interrupt) -> Result<Prepared, Failure> {
+    if request.disabled {
         return Ok(Prepared::Disabled);
     }
-    let Some(config) = cli.global.fleet(fleet, env)? else {
-        return Err(Failure::usage(anyhow!("no targets given")));
-    };
+    let config = request.config;
     let targets = match &config.source {
         Source::File(path) => targets::parse(&targets::read_file(path)?, path, env)?,
         Source::AllDatabases { server, pattern } => {
@@ -240,17 +237,7 @@ fn prepare(
     };
     // Built once, from the first target, so a bad setting is one usage
     // error rather than one per target.
-    let common = config.common(first)?;
-    let job = match &cli.command {
-        Command::Apply(args) => Job::Apply(args.config(common, env)?),
-        Command::Status(args) => Job::Status(args.config(common), args.check),
-        Command::Wait(args) => Job::Wait(args.config(common)),
-        _ => {
-            return Err(Failure::usage(anyhow!(
-                "many targets: apply, status or wait"
-            )))
-        }
-    };
+    let job = (request.job)(config.common(first)?)?;
     Ok(Prepared::Run(Box::new((config, Some(job), targets))))
 }
 
@@ -626,6 +613,8 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
+    // The tests build configurations the way the command line does.
+    use crate::cli::{Cli, Command};
 
     #[test]
     fn the_tenant_schema_goes_first_on_the_search_path() {

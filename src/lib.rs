@@ -135,8 +135,10 @@ pub fn run() -> ExitCode {
     };
 
     // Many targets (--databases-from, --all-databases): src/fleet.rs.
-    if let Some(code) = fleet::run_many(&cli, &env, &progress, &interrupt, format, &stdout) {
-        return ExitCode::from(code);
+    if let Some((command, request)) = cli.fleet_request(&env) {
+        return ExitCode::from(fleet::run_many(
+            command, request, &env, &progress, &interrupt, format, &stdout,
+        ));
     }
 
     let global = &cli.global;
