@@ -1,7 +1,6 @@
 //! `miglock apply` against a real PostgreSQL: what it applies, how it waits
 //! for the lock, how it fails, and how it stops.
 
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -504,10 +503,19 @@ fn statement_timeout_bounds_migration_statements_but_not_the_lock_wait() {
     wait_for("the run to be marked as waiting", SETTLE, || {
         marked_waiting_like(&db, "miglock apply waiting%") == 1
     });
-    // The scenario itself, not synchronisation: the lock stays busy for
-    // five statement timeouts after the run is seen waiting. Load can only
-    // make that longer, and nothing below depends on how much longer.
-    thread::sleep(Duration::from_secs(1));
+    // The scenario: the lock stays busy for over five statement timeouts
+    // of the waiting run (the server's clock says when).
+    wait_for(
+        "the run to have waited over five statement timeouts",
+        SETTLE,
+        || {
+            db.query_i64(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name LIKE 'miglock apply waiting%' \
+             AND clock_timestamp() - backend_start > interval '1 second'",
+            ) == 1
+        },
+    );
     assert_eq!(
         marked_waiting_like(&db, "miglock apply waiting%"),
         1,
