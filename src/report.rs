@@ -220,14 +220,7 @@ impl Report {
                 plan.beyond_target
             );
         }
-        // An apply that applied some migrations before it lost its
-        // connection, and found the rest applied by another replica after
-        // reconnecting, still applied them.
-        if self.command == "apply" && !self.applied.is_empty() {
-            Outcome::Applied
-        } else {
-            Outcome::Current
-        }
+        Outcome::Current
     }
 
     /// What the plan leaves to do (`pending`) and what a newer release did

@@ -130,7 +130,11 @@ pub fn run(
         let history = match wait? {
             LockWait::Acquired(history) => history,
             LockWait::CurrentMeanwhile(plan) => {
-                return Ok(report.current(&plan, "applied by another replica while this one waited"))
+                return Ok(current_after(
+                    report,
+                    &plan,
+                    "applied by another replica while this one waited",
+                ))
             }
             LockWait::TimedOut if report.applied.is_empty() => {
                 return Ok(report.lock_wait_timeout(
@@ -164,7 +168,8 @@ pub fn run(
             .map_err(|p| report.invalid(p))?;
         report.set_plan(&plan);
         if plan.pending.is_empty() {
-            return Ok(report.current(
+            return Ok(current_after(
+                report,
                 &plan,
                 "applied by another replica before the lock was taken",
             ));
@@ -193,6 +198,16 @@ pub fn run(
             }
             Err(Stop::Failed(failure)) => return Err(failure),
         }
+    }
+}
+
+/// The schema is current after waiting. A run that applied some
+/// migrations before it lost its connection, and found the rest applied
+/// by another replica after reconnecting, still applied them.
+fn current_after(report: &mut Report, plan: &Plan, why: &str) -> Outcome {
+    match report.current(plan, why) {
+        Outcome::Current if !report.applied.is_empty() => Outcome::Applied,
+        outcome => outcome,
     }
 }
 

@@ -394,13 +394,22 @@ pub fn wait_until(timeout: Duration, condition: impl FnMut() -> bool) {
 /// not a sleep, whenever a test must know that something has happened.
 #[track_caller]
 pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    if poll(timeout, || condition().then_some(())).is_none() {
+        panic!("timed out after {timeout:?} waiting for {what}");
+    }
+}
+
+/// The one polling loop of the suite: calls `look` every 20 ms until it
+/// gives `Some` or `timeout` passes (`None`). Every wait for a condition
+/// goes through it.
+pub fn poll<T>(timeout: Duration, mut look: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
-        if condition() {
-            return;
+        if let Some(found) = look() {
+            return Some(found);
         }
         if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            return None;
         }
         thread::sleep(Duration::from_millis(20));
     }
@@ -465,36 +474,32 @@ impl Watched {
     /// contain if it does not within `timeout` or the child exits first.
     #[track_caller]
     pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let found = poll(timeout, || {
             if self.stderr_so_far().contains(needle) {
-                return;
+                return Some(());
             }
-            let exited = self.child.try_wait().expect("poll child");
-            if let Some(status) = exited {
-                // Its last words may still be in the pipe: the reader ends
-                // at EOF, which comes now that the child has exited.
-                if let Some(reader) = self.stderr.take() {
-                    let all = reader.join().expect("stderr reader panicked");
-                    self.stderr = Some(thread::spawn(move || all));
-                }
-                if self.stderr_so_far().contains(needle) {
-                    return;
-                }
-                panic!(
-                    "{} exited ({status}) without printing {needle:?} on stderr\n--- stderr ---\n{}",
-                    self.description,
-                    self.stderr_so_far()
-                );
+            let status = self.child.try_wait().expect("poll child")?;
+            // Its last words may still be in the pipe: the reader ends at
+            // EOF, which comes now that the child has exited.
+            if let Some(reader) = self.stderr.take() {
+                let all = reader.join().expect("stderr reader panicked");
+                self.stderr = Some(thread::spawn(move || all));
             }
-            if Instant::now() >= deadline {
-                panic!(
-                    "{} printed no {needle:?} on stderr within {timeout:?}\n--- stderr so far ---\n{}",
-                    self.description,
-                    self.stderr_so_far()
-                );
+            if self.stderr_so_far().contains(needle) {
+                return Some(());
             }
-            thread::sleep(Duration::from_millis(20));
+            panic!(
+                "{} exited ({status}) without printing {needle:?} on stderr\n--- stderr ---\n{}",
+                self.description,
+                self.stderr_so_far()
+            );
+        });
+        if found.is_none() {
+            panic!(
+                "{} printed no {needle:?} on stderr within {timeout:?}\n--- stderr so far ---\n{}",
+                self.description,
+                self.stderr_so_far()
+            );
         }
     }
 

@@ -12,10 +12,10 @@ use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cluster::{self, Cluster, TestDb};
-use crate::harness::{wait_for, LockGate, Miglock, MigrationDir, RunOutput};
+use crate::harness::{poll, wait_for, LockGate, Miglock, MigrationDir, RunOutput};
 
 /// `MIGLOCK_PGBOUNCER`, as `scripts/setup-postgres.sh` reads it.
 pub fn pgbouncer() -> PathBuf {
@@ -105,23 +105,22 @@ rm -rf "$1""#;
                 password: cluster.password().to_string(),
                 watchdog,
             };
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
+            let started = poll(Duration::from_secs(15), || {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok()
                     && pooler.log().contains("process up")
                 {
-                    return pooler;
+                    return Some(true);
                 }
-                let log = pooler.log();
-                if log.contains("Address already in use") && attempt < 8 {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "pgbouncer did not start on port {port}:\n{log}\n{}",
+                (pooler.log().contains("Address already in use") && attempt < 8).then_some(false)
+            });
+            match started {
+                Some(true) => return pooler,
+                Some(false) => {}
+                None => panic!(
+                    "pgbouncer did not start on port {port}:\n{}\n{}",
+                    pooler.log(),
                     fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
-                );
-                std::thread::sleep(Duration::from_millis(20));
+                ),
             }
             // Port taken: the stderr of the shell is gone with its directory,
             // so make it again for the next attempt.
