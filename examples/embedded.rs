@@ -47,8 +47,20 @@ fn main() -> ExitCode {
             );
             ExitCode::from(3)
         }
+        // Outcomes a later release may add.
+        Ok(other) => {
+            println!("{other:?}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            eprintln!("migrations failed: {e}");
+            // The message, then the causes behind it.
+            let mut message = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                message.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            eprintln!("migrations failed: {message}");
             ExitCode::from(e.exit_code())
         }
     }

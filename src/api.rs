@@ -3,13 +3,18 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{AheadPolicy, ApplyConfig, Common};
+use crate::config::{ApplyConfig, Common, Format};
 use crate::connect::ConnectTarget;
-use crate::history::HistoryTable;
+use crate::context::Context;
+use crate::error::Failure;
 use crate::interrupt::Interrupt;
-use crate::lock::LockKey;
+use crate::lock::{LockKey, LockMode};
+use crate::migrate;
+use crate::migrations::history::HistoryTable;
+use crate::migrations::{AheadPolicy, Version};
 use crate::outcome::Outcome;
 use crate::output::{Console, Progress};
 use crate::report::Report;
@@ -22,6 +27,21 @@ use crate::report::Report;
 /// session and the migrating session's settings are changed, so a pooled
 /// connection of the application must not be lent to it. Log lines go to
 /// the [`log`] facade, to whatever logger the application set up.
+///
+/// [`Migrator::apply`] **blocks** the calling thread until the run ends
+/// (the lock wait included). It runs on a thread of its own, so calling it
+/// from inside an async runtime does not panic; but it would hold up that
+/// runtime's worker meanwhile, so an async service runs it with
+/// `spawn_blocking`:
+///
+/// ```no_run
+/// # async fn start() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let migrator = miglock::Migrator::new("postgres://app@db/app").migrations("migrations");
+/// let outcome = tokio::task::spawn_blocking(move || migrator.apply()).await??;
+/// println!("{outcome:?}");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Migrator {
     database_url: String,
@@ -31,12 +51,15 @@ pub struct Migrator {
     wait: Duration,
     connect_timeout: Duration,
     statement_timeout: Option<Duration>,
-    target: Option<i32>,
+    target: Option<Version>,
     instance: Option<String>,
+    interrupt: Arc<Interrupt>,
 }
 
-/// What a run did, when it did not fail.
+/// What a run did, when it did not fail. More outcomes may come, so a
+/// `match` needs a wildcard arm.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Migrated {
     /// These migrations were applied, in order; the schema is current.
     Applied(Vec<AppliedMigration>),
@@ -49,18 +72,21 @@ pub enum Migrated {
 
 /// A migration a run applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AppliedMigration {
-    pub version: i64,
+    pub version: Version,
     pub name: String,
     pub duration: Duration,
 }
 
 /// Why a run failed: what `miglock apply` would exit with, and PostgreSQL's
-/// own words.
+/// own words. Its `Display` is the outermost message; the causes behind it
+/// (the PostgreSQL error, say) come from [`std::error::Error::source`], so
+/// `{:#}` of an `anyhow::Error` made from it prints the whole chain.
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
-    message: String,
+    error: anyhow::Error,
     sqlstate: Option<String>,
     file: Option<PathBuf>,
     line: Option<usize>,
@@ -78,6 +104,9 @@ pub enum ErrorKind {
     /// The migration set is unsafe to run: misnamed, duplicate, divergent
     /// or missing migrations.
     Invalid,
+    /// The run was cancelled ([`CancelHandle::cancel`]): rolled back, lock
+    /// released.
+    Interrupted,
 }
 
 impl Error {
@@ -92,6 +121,7 @@ impl Error {
             ErrorKind::Usage => Outcome::Usage,
             ErrorKind::Unavailable => Outcome::Unavailable,
             ErrorKind::Invalid => Outcome::Invalid,
+            ErrorKind::Interrupted => Outcome::Interrupted,
         }
         .exit_code()
     }
@@ -114,11 +144,29 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        write!(f, "{}", self.error)
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// Cancels a [`Migrator`]'s runs from another thread (a shutdown signal of
+/// the application, say): the statement in flight is cancelled, its
+/// transaction rolls back, the lock is released, and the run returns an
+/// [`ErrorKind::Interrupted`] error. For good: the migrator's later runs
+/// (and its clones') end the same way at once.
+#[derive(Clone)]
+pub struct CancelHandle(Arc<Interrupt>);
+
+impl CancelHandle {
+    pub fn cancel(&self) {
+        self.0.raise();
+    }
+}
 
 impl Migrator {
     /// `database_url` is a `postgres://` URL or a libpq `key=value`
@@ -128,13 +176,14 @@ impl Migrator {
         Migrator {
             database_url: database_url.into(),
             migrations: PathBuf::from("migrations"),
-            table: crate::history::DEFAULT_TABLE.into(),
+            table: crate::migrations::history::DEFAULT_TABLE.into(),
             lock_key: None,
             wait: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
             statement_timeout: None,
             target: None,
             instance: None,
+            interrupt: Interrupt::new(),
         }
     }
 
@@ -176,8 +225,8 @@ impl Migrator {
     }
 
     /// Apply up to and including this version.
-    pub fn target(mut self, version: i32) -> Migrator {
-        self.target = Some(version);
+    pub fn target(mut self, version: impl Into<Version>) -> Migrator {
+        self.target = Some(version.into());
         self
     }
 
@@ -187,43 +236,80 @@ impl Migrator {
         self
     }
 
+    /// A handle that cancels this migrator's runs from another thread.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle(Arc::clone(&self.interrupt))
+    }
+
     /// Waits for the lock, applies what is pending, releases the lock.
+    /// Blocks until then (see the type's documentation).
     pub fn apply(&self) -> Result<Migrated, Error> {
+        // The synchronous client runs a runtime of its own, which tokio
+        // refuses to start inside another one ("Cannot start a runtime from
+        // within a runtime", then an abort in its destructor). A thread of
+        // its own carries no runtime context, whoever calls.
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("miglock".into())
+                .spawn_scoped(scope, || self.apply_here())
+                .map_err(|e| plain(ErrorKind::Failed, format!("cannot start a thread: {e}")))?
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(plain(
+                        ErrorKind::Failed,
+                        "the migration thread panicked".into(),
+                    ))
+                })
+        })
+    }
+
+    fn apply_here(&self) -> Result<Migrated, Error> {
         let config = self.config()?;
         let mut report = Report::new("apply");
-        let outcome = crate::commands::apply::run(
-            &config,
-            &mut report,
-            &Progress::hidden(),
-            &Interrupt::default(),
-            &Console::none(),
-        )
-        .map_err(|failure| error(&failure))?;
+        let none = Console::none();
+        let progress = Progress::hidden();
+        let ctx = Context {
+            progress: &progress,
+            interrupt: &self.interrupt,
+            format: Format::Text,
+            out: &none,
+        };
+        let outcome = crate::commands::apply::run(&ctx, &config, &mut report);
+        // This thread's connection is gone: nothing is left to cancel.
+        self.interrupt.forget();
+        let outcome = outcome.map_err(|failure| {
+            let failure = if self.interrupt.is_set() {
+                failure.after_signal()
+            } else {
+                failure
+            };
+            error(failure)
+        })?;
         Ok(match outcome {
             Outcome::Applied => Migrated::Applied(
                 report
                     .applied
                     .into_iter()
                     .map(|entry| AppliedMigration {
-                        version: entry.version,
-                        name: entry.name,
+                        version: entry.id.version,
+                        name: entry.id.name,
                         duration: Duration::from_millis(entry.duration_ms.unwrap_or(0)),
                     })
                     .collect(),
             ),
             Outcome::Skipped => Migrated::Skipped,
-            _ => Migrated::Current,
+            Outcome::Current => Migrated::Current,
+            other => {
+                return Err(plain(
+                    ErrorKind::Failed,
+                    format!("unexpected outcome {other}"),
+                ))
+            }
         })
     }
 
     fn config(&self) -> Result<ApplyConfig, Error> {
-        let usage = |message: String| Error {
-            kind: ErrorKind::Usage,
-            message,
-            sqlstate: None,
-            file: None,
-            line: None,
-        };
+        let usage = |message: String| plain(ErrorKind::Usage, message);
         let table = HistoryTable::parse(&self.table).map_err(usage)?;
         if self.database_url.trim().is_empty() {
             return Err(usage("the database URL is empty".into()));
@@ -231,13 +317,12 @@ impl Migrator {
         if self.lock_key.is_some_and(|key| key < 0) {
             return Err(usage("the lock key must be 0 or more".into()));
         }
+        if self.target.as_ref().is_some_and(|t| *t < Version::from(1)) {
+            return Err(usage("the target version must be 1 or more".into()));
+        }
         let env = |name: &str| std::env::var(name).ok();
-        let database = ConnectTarget::resolve(Some(&self.database_url), &env)
-            .map_err(|failure| error(&failure))?;
-        let key = match self.lock_key {
-            Some(key) => LockKey::explicit(key),
-            None => LockKey::derived(database.database(), &table),
-        };
+        let database = ConnectTarget::resolve(Some(&self.database_url), &env).map_err(error)?;
+        let key = LockKey::for_target(self.lock_key, database.database(), &table);
         Ok(ApplyConfig {
             common: Common {
                 database,
@@ -249,30 +334,41 @@ impl Migrator {
                 // As the binary's default: an older release embedding
                 // miglock must still start against a newer schema.
                 ahead: AheadPolicy::Allow,
-                lock_mode: crate::lock::LockMode::Session,
+                lock_mode: LockMode::Session,
             },
             wait: self.wait,
-            statement_timeout: self.statement_timeout,
-            target_version: self.target,
+            target_version: self.target.clone(),
             dry_run: false,
-            settings: Vec::new(),
-            ddl_lock_timeout: None,
-            ddl_retries: 0,
+            migrate: migrate::Options {
+                statement_timeout: self.statement_timeout,
+                ..migrate::Options::default()
+            },
         })
     }
 }
 
-fn error(failure: &crate::error::Failure) -> Error {
+fn plain(kind: ErrorKind, message: String) -> Error {
+    Error {
+        kind,
+        error: anyhow::anyhow!(message),
+        sqlstate: None,
+        file: None,
+        line: None,
+    }
+}
+
+fn error(failure: Failure) -> Error {
     Error {
         kind: match failure.outcome {
             Outcome::Usage => ErrorKind::Usage,
             Outcome::Unavailable => ErrorKind::Unavailable,
             Outcome::Invalid => ErrorKind::Invalid,
+            Outcome::Interrupted => ErrorKind::Interrupted,
             _ => ErrorKind::Failed,
         },
-        message: failure.message(),
-        sqlstate: failure.detail.sqlstate.clone(),
-        file: failure.detail.file.clone(),
+        sqlstate: failure.detail.sqlstate,
+        file: failure.detail.file,
         line: failure.detail.line,
+        error: failure.error,
     }
 }

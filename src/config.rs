@@ -1,28 +1,21 @@
-//! Plain configuration the commands run from. The command-line types in
-//! `cli` stop here, so commands can be called without a process.
+//! Plain configuration the commands run from, many targets' included. The
+//! command-line types in `cli` stop here, so commands can be called without
+//! a process (the library API and the tests do).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::connect::ConnectTarget;
-use crate::history::HistoryTable;
-use crate::lock::{LockKey, LockMode};
+use crate::error::Failure;
+use crate::lock::{Identity, LockKey, LockMode, LockTarget};
+use crate::migrate;
+use crate::migrations::history::HistoryTable;
+use crate::migrations::{AheadPolicy, Version};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
     Json,
-}
-
-/// What to make of applied migrations above the newest local file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AheadPolicy {
-    /// A newer release applied them: the schema is current for this one.
-    #[default]
-    Allow,
-    /// A problem (exit 6), for teams that never run an image older than
-    /// its database.
-    Reject,
 }
 
 /// What every database command needs.
@@ -42,27 +35,46 @@ pub struct Common {
     pub lock_mode: LockMode,
 }
 
+impl Common {
+    /// Where the lock lives, for a session of this command.
+    pub fn lock_target(&self) -> LockTarget {
+        LockTarget {
+            database: self.database.clone(),
+            table: self.table.clone(),
+            key: self.key.clone(),
+            connect_timeout: self.connect_timeout,
+        }
+    }
+
+    /// Who runs `command`: the user's own name for it (`MIGLOCK_INSTANCE`,
+    /// else the connection's `application_name`) is kept.
+    pub fn identity(&self, command: &'static str) -> Identity {
+        Identity::new(
+            command,
+            self.instance
+                .as_deref()
+                .or(self.database.application_name()),
+        )
+    }
+}
+
 #[derive(Clone)]
 pub struct ApplyConfig {
     pub common: Common,
     /// How long to keep retrying the lock; zero means one try.
     pub wait: Duration,
-    /// Bound on each migration statement; `None` means none at all.
-    pub statement_timeout: Option<Duration>,
     /// Apply up to and including this version.
-    pub target_version: Option<i32>,
+    pub target_version: Option<Version>,
     pub dry_run: bool,
-    /// Session settings given with `--set`, applied over miglock's own.
-    pub settings: Vec<(String, String)>,
-    /// `lock_timeout` inside each migration's transaction.
-    pub ddl_lock_timeout: Option<Duration>,
-    /// How often a migration that hit the DDL lock timeout is retried.
-    pub ddl_retries: u32,
+    /// How each migration runs.
+    pub migrate: migrate::Options,
 }
 
 #[derive(Clone)]
 pub struct StatusConfig {
     pub common: Common,
+    /// Exit 7 when migrations are pending, 6 when the set is invalid.
+    pub check: bool,
 }
 
 #[derive(Clone)]
@@ -87,7 +99,7 @@ pub struct UnlockConfig {
 pub struct BaselineConfig {
     pub common: Common,
     /// Record the local files up to and including this version.
-    pub version: i32,
+    pub version: Version,
     /// How long to keep retrying the lock; zero means one try.
     pub wait: Duration,
     pub dry_run: bool,
@@ -107,11 +119,61 @@ pub struct RepairConfig {
     pub common: Common,
     /// Only these versions (sorted, no duplicates); empty means every
     /// divergent one.
-    pub versions: Vec<i32>,
+    pub versions: Vec<Version>,
     /// Repair without asking.
     pub yes: bool,
     /// Show what would be repaired, change nothing.
     pub dry_run: bool,
     /// How long to keep retrying the lock; zero means one try.
     pub wait: Duration,
+}
+
+/// Where many targets come from.
+pub enum Source {
+    /// `--databases-from` (`-` is stdin).
+    File(String),
+    /// `--all-databases [--match PATTERN]` on the server of `server`.
+    AllDatabases {
+        server: Box<ConnectTarget>,
+        pattern: Option<String>,
+    },
+}
+
+/// What every target of a many-targets run shares.
+pub struct FleetConfig {
+    pub source: Source,
+    pub jobs: usize,
+    pub fail_fast: bool,
+    pub migrations: PathBuf,
+    pub table: HistoryTable,
+    pub connect_timeout: Duration,
+    pub instance: Option<String>,
+    pub ahead: AheadPolicy,
+    pub lock_mode: LockMode,
+}
+
+/// The command every target runs, configured as for one target.
+pub enum Job {
+    Apply(ApplyConfig),
+    Status(StatusConfig),
+    Wait(WaitConfig),
+}
+
+impl Job {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Job::Apply(_) => "apply",
+            Job::Status(_) => "status",
+            Job::Wait(_) => "wait",
+        }
+    }
+}
+
+/// What the command line asks of many targets: the shared settings, and
+/// how to make one target's job from its `Common`.
+pub struct FleetRequest<'a> {
+    /// `apply` with `RUN_MIGRATIONS` off: disabled before anything else.
+    pub disabled: bool,
+    pub config: FleetConfig,
+    pub job: Box<dyn Fn(Common) -> Result<Job, Failure> + 'a>,
 }

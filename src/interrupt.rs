@@ -74,6 +74,15 @@ impl Interrupt {
         Ok(())
     }
 
+    /// Raises the flag and cancels the statements in flight, as a signal
+    /// does, without ending the process (the library's cancel handle).
+    pub fn raise(&self) {
+        if !self.raised.swap(true, Ordering::SeqCst) {
+            log::warn!("INTERRUPTED by the cancel handle: rolling back and releasing the lock");
+            self.cancel_running_statement();
+        }
+    }
+
     pub fn is_set(&self) -> bool {
         self.raised.load(Ordering::SeqCst)
     }

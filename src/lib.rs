@@ -19,45 +19,51 @@
 //!     Ok(miglock::Migrated::Applied(applied)) => println!("applied {}", applied.len()),
 //!     Ok(miglock::Migrated::Current) => println!("nothing to do"),
 //!     Ok(miglock::Migrated::Skipped) => println!("another replica is migrating"),
+//!     Ok(other) => println!("{other:?}"),
 //!     Err(e) => eprintln!("migrations failed (exit code {}): {e}", e.exit_code()),
 //! }
 //! ```
+//!
+//! [`Migrator::apply`] blocks; from an async service, run it with
+//! `spawn_blocking` (see [`Migrator`]). Everything else in the crate is
+//! internal to the binary.
 
 mod api;
+mod backoff;
 mod cli;
 mod commands;
 mod config;
 mod connect;
+mod context;
 mod env;
 mod error;
 mod fleet;
-mod history;
 mod interrupt;
 mod lock;
 mod migrate;
 mod migrations;
-mod nontx;
 mod outcome;
 mod output;
 mod parse;
 mod pg_error;
 mod report;
-mod settings;
-mod split;
 mod sql;
 mod targets;
+mod time;
 
-pub use api::{AppliedMigration, Error, ErrorKind, Migrated, Migrator};
+pub use api::{AppliedMigration, CancelHandle, Error, ErrorKind, Migrated, Migrator};
+pub use migrations::Version;
 
 /// Internals the property tests drive directly (parsers, quoting, name
-/// checks); not part of the API.
-#[doc(hidden)]
+/// checks): not part of the API, and only built with the `testing`
+/// feature, which the crate's own tests turn on.
+#[cfg(feature = "testing")]
 pub mod testing {
     pub use crate::connect::conninfo::take_params;
     pub use crate::connect::tls::SslMode;
     pub use crate::connect::ConnectTarget;
-    pub use crate::history::HistoryTable;
     pub use crate::lock::Identity;
+    pub use crate::migrations::history::HistoryTable;
     pub use crate::migrations::{parse_file_name, MigrationSet, ProblemKind};
     pub mod parse {
         pub use crate::parse::*;
@@ -69,24 +75,23 @@ pub mod testing {
         pub use crate::sql::*;
     }
     pub mod split {
-        pub use crate::split::*;
+        pub use crate::migrations::split::*;
     }
 }
 
 use std::process::ExitCode;
 
+use clap::CommandFactory;
+
 use crate::cli::{Cli, Command};
 use crate::config::Format;
+use crate::context::Context;
 use crate::env::Env;
 use crate::error::Failure;
 use crate::interrupt::Interrupt;
 use crate::outcome::Outcome;
 use crate::output::{Console, Progress};
 use crate::report::Report;
-
-fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// Parses the command line, runs the command, prints the result, and
 /// returns the exit code its outcome decides.
@@ -104,11 +109,11 @@ pub fn run() -> ExitCode {
     let stdout = Console::stdout();
     match &cli.command {
         Command::Completions { shell } => {
-            stdout.print_bytes(&commands::completions::render(*shell));
+            stdout.print_bytes(&commands::completions::render(*shell, Cli::command()));
             return ExitCode::from(stdout.exit_code(Outcome::Current, 0));
         }
         Command::Man => {
-            return ExitCode::from(match commands::man::render() {
+            return ExitCode::from(match commands::man::render(Cli::command()) {
                 Ok(page) => {
                     stdout.print_bytes(&page);
                     stdout.exit_code(Outcome::Current, 0)
@@ -129,62 +134,60 @@ pub fn run() -> ExitCode {
     }
     // Text goes to stdout only in text mode; JSON mode prints the object.
     let none = Console::none();
-    let text = match format {
-        Format::Text => &stdout,
-        Format::Json => &none,
+    let ctx = Context {
+        progress: &progress,
+        interrupt: &interrupt,
+        format,
+        out: match format {
+            Format::Text => &stdout,
+            Format::Json => &none,
+        },
     };
 
-    // Many targets (--databases-from, --all-databases): src/fleet.rs.
+    // Many targets (--databases-from, --all-databases): src/fleet/.
     if let Some((command, request)) = cli.fleet_request(&env) {
-        return ExitCode::from(fleet::run_many(
-            command, request, &env, &progress, &interrupt, format, &stdout,
-        ));
+        return ExitCode::from(fleet::run_many(&ctx, command, request, &env, &stdout));
     }
 
     let global = &cli.global;
+    let exit_code = Outcome::exit_code;
     let report = match &cli.command {
-        Command::Apply(args) => {
-            execute("apply", &interrupt, Outcome::exit_code, |report| {
-                // The gate comes first: a disabled replica must not fail on
-                // settings it will never use.
-                if !cli::migrations_enabled(&env)? {
-                    log::info!("MIGRATIONS_DISABLED RUN_MIGRATIONS is off: nothing was touched");
-                    return Ok(Outcome::Disabled);
-                }
-                let config = args.config(global.common(&env)?, &env)?;
-                commands::apply::run(&config, report, &progress, &interrupt, text)
-            })
-        }
+        Command::Apply(args) => execute("apply", &interrupt, exit_code, |report| {
+            // The gate comes first: a disabled replica must not fail on
+            // settings it will never use.
+            if !cli::migrations_enabled(&env)? {
+                log::info!("MIGRATIONS_DISABLED RUN_MIGRATIONS is off: nothing was touched");
+                return Ok(Outcome::Disabled);
+            }
+            let config = args.config(global.common(&env)?, &env)?;
+            commands::apply::run(&ctx, &config, report)
+        }),
         Command::Status(args) => {
             let check = args.check;
-            execute(
-                "status",
-                &interrupt,
-                move |o: Outcome| o.status_exit_code(check),
-                |report| {
-                    let config = args.config(global.common(&env)?);
-                    commands::status::run(&config, report, &interrupt, text)
-                },
-            )
+            let exit_code = move |o: Outcome| o.status_exit_code(check);
+            execute("status", &interrupt, exit_code, |report| {
+                let config = args.config(global.common(&env)?);
+                commands::status::run(&ctx, &config, report)
+            })
         }
-        Command::Wait(args) => execute("wait", &interrupt, Outcome::exit_code, |report| {
+        Command::Wait(args) => execute("wait", &interrupt, exit_code, |report| {
             let config = args.config(global.common(&env)?);
-            commands::wait::run(&config, report, &progress, &interrupt)
+            commands::wait::run(&ctx, &config, report)
         }),
-        Command::Unlock(args) => execute("unlock", &interrupt, Outcome::exit_code, |report| {
+        Command::Unlock(args) => execute("unlock", &interrupt, exit_code, |report| {
             let config = args.config(global.common(&env)?);
-            commands::unlock::run(&config, report, &interrupt, format, text)
+            commands::unlock::run(&ctx, &config, report)
         }),
-        Command::Baseline(args) => execute("baseline", &interrupt, Outcome::exit_code, |report| {
-            let config = args.config(global.common(&env)?);
-            commands::baseline::run(&config, report, &interrupt, text)
+        Command::Baseline(args) => execute("baseline", &interrupt, exit_code, |report| {
+            let config = args.config(global.common(&env)?, &env)?;
+            commands::baseline::run(&ctx, &config, report)
         }),
-        Command::New(args) => execute("new", &interrupt, Outcome::exit_code, |report| {
-            commands::new::run(&args.config(global), report, text)
+        Command::New(args) => execute("new", &interrupt, exit_code, |report| {
+            commands::new::run(&ctx, &args.config(global), report)
         }),
-        Command::Repair(args) => execute("repair", &interrupt, Outcome::exit_code, |report| {
-            let config = args.config(global.common(&env)?);
-            commands::repair::run(&config, report, &interrupt, format, text)
+        Command::Repair(args) => execute("repair", &interrupt, exit_code, |report| {
+            let config = args.config(global.common(&env)?, &env)?;
+            commands::repair::run(&ctx, &config, report)
         }),
         Command::Completions { .. } | Command::Man => return ExitCode::SUCCESS,
     };
@@ -205,7 +208,6 @@ fn print_result(report: &Report, format: Format, stdout: &Console) -> u8 {
 /// before anything else: a replica that never migrates must not fail on a
 /// migration setting it shares with the one that does (`MIGLOCK_WAIT`…).
 fn parse_failure(error: clap::Error, env: Env) -> u8 {
-    use clap::CommandFactory;
     let seen = Cli::command()
         .ignore_errors(true)
         .try_get_matches_from(std::env::args_os())

@@ -76,6 +76,21 @@ impl Outcome {
         }
     }
 
+    /// Many targets: the worst exit code any target had (or, for 130, the
+    /// signal that stopped the run), in [`SEVERITY`] order; with none, the
+    /// run applied when any target did, else the schema was current.
+    pub fn of_many(exit_codes: &[u8], applied_any: bool) -> Outcome {
+        SEVERITY
+            .iter()
+            .copied()
+            .find(|worst| exit_codes.contains(&worst.exit_code()))
+            .unwrap_or(if applied_any {
+                Outcome::Applied
+            } else {
+                Outcome::Current
+            })
+    }
+
     /// One line for the man page's EXIT STATUS.
     pub fn meaning(self) -> &'static str {
         match self {
@@ -119,6 +134,18 @@ impl Outcome {
         }
     }
 }
+
+/// Worst first: a failure anywhere outweighs a usage error elsewhere, and
+/// both outweigh targets that were merely busy or pending.
+const SEVERITY: [Outcome; 7] = [
+    Outcome::Failed,
+    Outcome::Usage,
+    Outcome::Invalid,
+    Outcome::Unavailable,
+    Outcome::Interrupted,
+    Outcome::Skipped,
+    Outcome::Pending,
+];
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -187,6 +214,24 @@ mod tests {
         assert_eq!(Invalid.status_exit_code(true), 6);
         for other in [Usage, Unavailable, Failed, Interrupted] {
             assert_eq!(other.status_exit_code(false), other.exit_code());
+        }
+    }
+
+    #[test]
+    fn many_targets_exit_with_the_worst_code() {
+        let cases: [(&[u8], bool, Outcome); 9] = [
+            (&[0, 0], true, Applied),
+            (&[0], false, Current),
+            (&[], false, Current),
+            (&[7, 3], false, Skipped),
+            (&[3, 130], false, Interrupted),
+            (&[5, 130], false, Unavailable),
+            (&[5, 6], false, Invalid),
+            (&[6, 2, 0], true, Usage),
+            (&[6, 1, 2], false, Failed),
+        ];
+        for (codes, applied, outcome) in cases {
+            assert_eq!(Outcome::of_many(codes, applied), outcome, "{codes:?}");
         }
     }
 

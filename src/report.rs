@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use crate::config::Common;
 use crate::error::{ErrorDetail, Failure};
-use crate::lock::{Backend, LockKey};
-use crate::migrations::{Plan, Problem, Problems};
+use crate::lock::{Backend, LockKey, LockMode};
+use crate::migrations::{LocalMigration, MigrationId, Plan, Problem, Problems, Version};
 use crate::outcome::Outcome;
 
 /// The one `SCHEMA_CURRENT` line: the newest applied migration, how many
@@ -62,14 +62,14 @@ pub struct Report {
 
 #[derive(Debug, Serialize)]
 pub struct AheadEntry {
-    pub version: i64,
-    pub name: String,
+    #[serde(flatten)]
+    pub id: MigrationId,
     pub applied_on: String,
 }
 
 #[derive(Debug, Serialize)]
 pub struct RepairedEntry {
-    pub version: i64,
+    pub version: Version,
     /// The file's name (the history's, when it changed, is `old_name`).
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,8 +90,8 @@ pub struct TableReport {
 
 #[derive(Debug, Serialize)]
 pub struct AppliedEntry {
-    pub version: i64,
-    pub name: String,
+    #[serde(flatten)]
+    pub id: MigrationId,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -103,8 +103,8 @@ pub struct AppliedEntry {
 
 #[derive(Debug, Serialize)]
 pub struct PendingEntry {
-    pub version: i64,
-    pub name: String,
+    #[serde(flatten)]
+    pub id: MigrationId,
     /// `false` for a file that runs without a transaction; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transaction: Option<bool>,
@@ -116,13 +116,37 @@ pub struct PendingEntry {
 
 impl std::fmt::Display for AppliedEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "V{}__{}", self.version, self.name)
+        self.id.fmt(f)
     }
 }
 
 impl std::fmt::Display for PendingEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "V{}__{}", self.version, self.name)
+        self.id.fmt(f)
+    }
+}
+
+impl AppliedEntry {
+    /// `migration`, applied by this run (`duration_ms`: `None` when its
+    /// commit was learned after a lost connection).
+    pub fn by_this_run(migration: &LocalMigration, duration_ms: Option<u64>) -> AppliedEntry {
+        AppliedEntry {
+            id: migration.id.clone(),
+            duration_ms,
+            applied_on: None,
+            transaction: migration.no_transaction().map(|_| false),
+        }
+    }
+}
+
+impl PendingEntry {
+    pub fn of(migration: &LocalMigration) -> PendingEntry {
+        let no_transaction = migration.no_transaction();
+        PendingEntry {
+            id: migration.id.clone(),
+            transaction: no_transaction.is_some().then_some(false),
+            no_transaction,
+        }
     }
 }
 
@@ -190,7 +214,7 @@ impl Report {
     /// The key stayed busy for the whole wait: `LOCK_WAIT_TIMEOUT` with
     /// who held it and what that left undone (`nothing was changed by this
     /// run`), and exit 3.
-    pub fn lock_wait_timeout(&self, key: &LockKey, mode: &str, left: &str) -> Outcome {
+    pub fn lock_wait_timeout(&self, key: &LockKey, mode: LockMode, left: &str) -> Outcome {
         crate::lock::log_wait_timeout(
             key,
             mode,
@@ -202,18 +226,14 @@ impl Report {
     }
 
     /// `LOCK_ACQUIRED`, with how long the wait took.
-    pub fn lock_acquired(&self, key: &LockKey, mode: &str) {
+    pub fn lock_acquired(&self, key: &LockKey, mode: LockMode) {
         crate::lock::log_acquired(key, mode, self.lock.waited_ms);
     }
 
     /// Nothing is pending: says so (`SCHEMA_CURRENT`), with why.
     pub fn current(&mut self, plan: &Plan, why: &str) -> Outcome {
         self.pending.clear();
-        schema_current(
-            plan.applied.last().map(ToString::to_string),
-            plan.applied.len(),
-            why,
-        );
+        schema_current(plan.newest_applied(), plan.applied.len(), why);
         if plan.beyond_target > 0 {
             log::info!(
                 "{} migration(s) beyond --target left for a later run",
@@ -230,35 +250,23 @@ impl Report {
             .ahead
             .iter()
             .map(|a| AheadEntry {
-                version: a.version,
-                name: a.name.clone(),
+                id: a.id.clone(),
                 applied_on: a.applied_on.clone(),
             })
             .collect();
         if !self.ahead.is_empty() && !self.ahead_logged {
             self.ahead_logged = true;
-            let ahead: Vec<String> = plan.ahead.iter().map(ToString::to_string).collect();
+            let ahead: Vec<String> = plan.ahead.iter().map(|a| a.id.to_string()).collect();
             log::warn!(
                 "SCHEMA_AHEAD newest_local={} ahead={} (applied by a newer release; treated as \
                  current for this one, --ahead allow)",
                 plan.newest_local
+                    .as_ref()
                     .map_or("none".to_string(), |v| format!("V{v}")),
                 ahead.join(",")
             );
         }
-        self.pending = plan
-            .pending
-            .iter()
-            .map(|m| {
-                let no_transaction = m.no_transaction();
-                PendingEntry {
-                    version: m.version.into(),
-                    name: m.name.clone(),
-                    transaction: no_transaction.is_some().then_some(false),
-                    no_transaction,
-                }
-            })
-            .collect();
+        self.pending = plan.pending.iter().map(|m| PendingEntry::of(m)).collect();
     }
 
     pub fn finish(&mut self, outcome: Outcome, exit_code: u8) {

@@ -97,10 +97,6 @@ impl Batch {
         before
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.sql.is_empty()
-    }
-
     /// Sends the batch and keeps every statement's rows.
     pub fn query(&self, client: &mut Client) -> Result<Results, postgres::Error> {
         let messages = client.simple_query(&self.sql)?;

@@ -11,49 +11,51 @@ use std::fmt::Write as _;
 use anyhow::anyhow;
 
 use crate::config::BaselineConfig;
-use crate::connect;
+use crate::context::Context;
 use crate::error::Failure;
-use crate::history::{self, AppliedMigration};
-use crate::interrupt::Interrupt;
-use crate::lock::{wait, Identity, LockSession};
-use crate::migrations::{LocalMigration, MigrationSet, Problem, ProblemKind, Problems};
+use crate::lock::{mode, wait, LockSession};
+use crate::migrations::history::{self, HistoryRow};
+use crate::migrations::{LocalMigration, MigrationSet, Problem, ProblemKind, Problems, Version};
 use crate::outcome::Outcome;
-use crate::output::Console;
 use crate::pg_error;
 use crate::report::{PendingEntry, Report};
 use crate::sql::Batch;
 
 pub fn run(
+    ctx: &Context,
     config: &BaselineConfig,
     report: &mut Report,
-    interrupt: &Interrupt,
-    out: &Console,
 ) -> Result<Outcome, Failure> {
     let common = &config.common;
     report.set_database(common);
     report.dry_run = config.dry_run;
     let set = MigrationSet::load(&common.migrations).map_err(|p| report.invalid(p))?;
     check_version(config, &set)?;
-    let identity = Identity::for_command("baseline", common);
+    let target = common.lock_target();
+    let identity = common.identity("baseline");
 
     if config.dry_run {
-        let mut client = connect::connect(
-            &common.database,
-            common.connect_timeout,
-            &identity.application_name(None),
-            interrupt,
-        )?;
-        let history = history::read(&mut client, &common.table)?;
-        let record = to_record(&set, config.version, history.as_deref().unwrap_or_default())
-            .map_err(|p| report.invalid(p))?;
+        let mut session = LockSession::connect(target, identity, ctx.interrupt)?;
+        let history = session.read_history()?;
+        let record = to_record(
+            &set,
+            &config.version,
+            history.as_deref().unwrap_or_default(),
+        )
+        .map_err(|p| report.invalid(p))?;
         report.baselined = Some(entries(&record));
-        out.print(&render(config, &record, true));
+        ctx.out.print(&render(config, &record, true));
         return Ok(Outcome::Baselined);
     }
 
-    crate::lock::mode::warn_session_only("baseline", common);
-    let mut session = LockSession::connect(common, identity, interrupt)?;
-    let acquired = wait::acquire(&mut session, config.wait, interrupt, "nothing was recorded")?;
+    mode::warn_session_only("baseline", common.lock_mode, &common.key);
+    let mut session = LockSession::connect(target, identity, ctx.interrupt)?;
+    let acquired = wait::acquire(
+        &mut session,
+        config.wait,
+        ctx.interrupt,
+        "nothing was recorded",
+    )?;
     report.lock.waited_ms = acquired.waited_ms;
     report.lock.holder = acquired.holder;
     if !acquired.held {
@@ -61,9 +63,13 @@ pub fn run(
     }
 
     // Read under the lock: what an apply that just finished wrote counts.
-    let history = history::read(session.client(), &common.table)?;
-    let record = to_record(&set, config.version, history.as_deref().unwrap_or_default())
-        .map_err(|p| report.invalid(p))?;
+    let history = session.read_history()?;
+    let record = to_record(
+        &set,
+        &config.version,
+        history.as_deref().unwrap_or_default(),
+    )
+    .map_err(|p| report.invalid(p))?;
     if !record.is_empty() {
         let applied_on = history::applied_on_now()?;
         let mut batch = Batch::new();
@@ -73,16 +79,12 @@ pub fn run(
             .then(|| history::push_create(&mut batch, &common.table))
             .flatten();
         for m in &record {
-            batch.push(
-                &common
-                    .table
-                    .insert_sql(m.version, &m.name, &applied_on, m.checksum),
-            );
+            batch.push(&common.table.insert_sql(&m.id, &applied_on, m.checksum));
         }
         batch.push("COMMIT");
-        let results = batch.query(session.client()).map_err(|e| {
+        let results = session.query(&batch).map_err(|e| {
             // The transaction must not stay open on the session holding the key.
-            let _ = session.client().batch_execute("ROLLBACK");
+            session.rollback();
             pg_error::failed(
                 &e,
                 format!("cannot record the baseline in {}", common.table),
@@ -97,14 +99,14 @@ pub fn run(
         record.len()
     );
     report.baselined = Some(entries(&record));
-    out.print(&render(config, &record, false));
+    ctx.out.print(&render(config, &record, false));
     Ok(Outcome::Baselined)
 }
 
 /// N must name a file: a baseline vouches for the schema as the files up
 /// to N make it, so N must be one of them.
 fn check_version(config: &BaselineConfig, set: &MigrationSet) -> Result<(), Failure> {
-    let n = config.version;
+    let n = &config.version;
     let folder = config.common.migrations.display();
     match set.last_version() {
         None => Err(Failure::invalid(anyhow!(
@@ -113,7 +115,7 @@ fn check_version(config: &BaselineConfig, set: &MigrationSet) -> Result<(), Fail
         Some(last) if n > last => Err(Failure::invalid(anyhow!(
             "--version {n} is beyond the newest migration in {folder} (V{last}); nothing was recorded"
         ))),
-        Some(_) if set.migrations.iter().all(|m| m.version != n) => Err(Failure::invalid(anyhow!(
+        Some(_) if set.migrations.iter().all(|m| m.id.version != *n) => Err(Failure::invalid(anyhow!(
             "--version {n}: no file in {folder} has version {n} (a baseline ends at a file); \
              nothing was recorded"
         ))),
@@ -126,40 +128,43 @@ fn check_version(config: &BaselineConfig, set: &MigrationSet) -> Result<(), Fail
 /// would vouch for a schema that is not the files'.
 fn to_record<'a>(
     set: &'a MigrationSet,
-    n: i32,
-    history: &[AppliedMigration],
+    n: &Version,
+    history: &[HistoryRow],
 ) -> Result<Vec<&'a LocalMigration>, Problems> {
     let mut problems = Vec::new();
-    for row in history.iter().filter(|a| a.version <= i64::from(n)) {
+    for row in history.iter().filter(|a| a.id.version <= *n) {
         let file = set
             .migrations
             .iter()
-            .find(|m| i64::from(m.version) == row.version);
+            .find(|m| m.id.version == row.id.version);
         match file {
             None => problems.push(Problem {
                 kind: ProblemKind::Missing,
                 message: format!(
-                    "{row} is recorded as applied (on {}) but has no file: restore the file, or \
+                    "{} is recorded as applied (on {}) but has no file: restore the file, or \
                      choose a version below {}",
-                    row.applied_on, row.version
+                    row.id, row.applied_on, row.id.version
                 ),
                 file: None,
-                version: Some(row.version),
+                version: Some(row.id.version.clone()),
                 line: None,
             }),
-            Some(m) if m.name != row.name || row.checksum.parse::<u64>() != Ok(m.checksum) => {
+            Some(m)
+                if m.id.name != row.id.name || row.checksum.parse::<u64>() != Ok(m.checksum) =>
+            {
                 problems.push(Problem {
                     kind: ProblemKind::Divergent,
                     message: format!(
-                        "{}: version {} is already recorded as {row} with checksum {}, the file is \
+                        "{}: version {} is already recorded as {} with checksum {}, the file is \
                          {m} with checksum {} (see `miglock repair --checksums`)",
                         m.path.display(),
-                        row.version,
+                        row.id.version,
+                        row.id,
                         row.checksum,
                         m.checksum
                     ),
                     file: Some(m.path.clone()),
-                    version: Some(row.version),
+                    version: Some(row.id.version.clone()),
                     line: None,
                 })
             }
@@ -172,8 +177,8 @@ fn to_record<'a>(
     Ok(set
         .migrations
         .iter()
-        .filter(|m| m.version <= n)
-        .filter(|m| history.iter().all(|a| a.version != i64::from(m.version)))
+        .filter(|m| m.id.version <= *n)
+        .filter(|m| history.iter().all(|a| a.id.version != m.id.version))
         .collect())
 }
 
@@ -181,8 +186,7 @@ fn entries(record: &[&LocalMigration]) -> Vec<PendingEntry> {
     record
         .iter()
         .map(|m| PendingEntry {
-            version: m.version.into(),
-            name: m.name.clone(),
+            id: m.id.clone(),
             // Baselined files are recorded, never run.
             transaction: None,
             no_transaction: None,

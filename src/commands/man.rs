@@ -1,13 +1,10 @@
 //! `miglock man`: one man page — the top-level command, each subcommand's
 //! options, then the exit codes scripts branch on.
 
-use clap::CommandFactory;
-
-use crate::cli::Cli;
 use crate::outcome::Outcome;
 
-pub fn render() -> std::io::Result<Vec<u8>> {
-    let command = Cli::command();
+/// The page for the command line `command` describes.
+pub fn render(command: clap::Command) -> std::io::Result<Vec<u8>> {
     let mut page = Vec::new();
     clap_mangen::Man::new(command.clone()).render(&mut page)?;
     for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {

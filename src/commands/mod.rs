@@ -1,8 +1,9 @@
-//! One module per command: orchestration only (read the files, open a
-//! session, call the lock and migrate layers, fill the report).
+//! One module per command, each with one entry: `run(ctx, config,
+//! report) -> Result<Outcome, Failure>` — orchestration only (read the
+//! files, open a session, call the lock and migrate units, fill the
+//! report). What two commands share lives below them, never beside.
 
 pub mod apply;
-pub mod apply_transaction;
 pub mod baseline;
 pub mod completions;
 pub mod man;

@@ -8,17 +8,17 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 
 use crate::config::NewConfig;
+use crate::context::Context;
 use crate::error::Failure;
-use crate::history;
+use crate::migrations::history;
 use crate::migrations::parse_file_name;
 use crate::outcome::Outcome;
-use crate::output::Console;
 use crate::report::Report;
 
 /// The first line of a migration that must run outside a transaction.
 pub const NO_TRANSACTION_MARKER: &str = "-- miglock:no-transaction";
 
-pub fn run(config: &NewConfig, report: &mut Report, out: &Console) -> Result<Outcome, Failure> {
+pub fn run(ctx: &Context, config: &NewConfig, report: &mut Report) -> Result<Outcome, Failure> {
     let dir = &config.migrations;
     let existing = local_versions(dir)?;
     let highest = existing.iter().map(|(v, _)| *v).max();
@@ -94,7 +94,7 @@ pub fn run(config: &NewConfig, report: &mut Report, out: &Console) -> Result<Out
     }
     log::info!("MIGRATION_CREATED version={version} name={}", config.name);
     report.path = Some(path.display().to_string());
-    out.line(&path.display().to_string());
+    ctx.out.line(&path.display().to_string());
     Ok(Outcome::Created)
 }
 
@@ -161,7 +161,16 @@ mod tests {
             name: name.into(),
             no_transaction: false,
         };
-        run(&config, &mut Report::new("new"), &Console::none())
+        let none = crate::output::Console::none();
+        let progress = crate::output::Progress::hidden();
+        let interrupt = crate::interrupt::Interrupt::default();
+        let ctx = Context {
+            progress: &progress,
+            interrupt: &interrupt,
+            format: crate::config::Format::Text,
+            out: &none,
+        };
+        run(&ctx, &config, &mut Report::new("new"))
     }
 
     #[test]

@@ -12,42 +12,36 @@ use std::io::IsTerminal;
 use anyhow::anyhow;
 
 use crate::config::{Format, RepairConfig};
+use crate::context::Context;
 use crate::error::Failure;
-use crate::history::{self, AppliedMigration};
-use crate::interrupt::Interrupt;
-use crate::lock::{wait, Identity, LockSession};
+use crate::lock::{mode, wait, LockSession};
+use crate::migrations::history::HistoryRow;
 use crate::migrations::{LocalMigration, MigrationSet};
 use crate::outcome::Outcome;
-use crate::output::Console;
 use crate::pg_error;
 use crate::report::{RepairedEntry, Report};
 use crate::sql::Batch;
 
 /// An applied migration whose file no longer matches its row.
 struct Divergent<'a> {
-    applied: AppliedMigration,
+    applied: HistoryRow,
     file: &'a LocalMigration,
 }
 
 impl Divergent<'_> {
     fn entry(&self) -> RepairedEntry {
         RepairedEntry {
-            version: self.applied.version,
-            name: self.file.name.clone(),
-            old_name: (self.applied.name != self.file.name).then(|| self.applied.name.clone()),
+            version: self.applied.id.version.clone(),
+            name: self.file.id.name.clone(),
+            old_name: (self.applied.id.name != self.file.id.name)
+                .then(|| self.applied.id.name.clone()),
             old_checksum: self.applied.checksum.clone(),
             new_checksum: self.file.checksum.to_string(),
         }
     }
 }
 
-pub fn run(
-    config: &RepairConfig,
-    report: &mut Report,
-    interrupt: &Interrupt,
-    format: Format,
-    out: &Console,
-) -> Result<Outcome, Failure> {
+pub fn run(ctx: &Context, config: &RepairConfig, report: &mut Report) -> Result<Outcome, Failure> {
     let common = &config.common;
     report.set_database(common);
     report.dry_run = config.dry_run;
@@ -55,8 +49,8 @@ pub fn run(
     // on stderr beside the JSON object.
     let say = |text: &str| {
         for line in text.lines() {
-            if format == Format::Text {
-                out.line(line);
+            if ctx.format == Format::Text {
+                ctx.out.line(line);
             } else {
                 log::info!("{line}");
             }
@@ -70,13 +64,16 @@ pub fn run(
         )));
     }
     let set = MigrationSet::load(&common.migrations).map_err(|p| report.invalid(p))?;
-    let identity = Identity::for_command("repair", common);
-    crate::lock::mode::warn_session_only("repair", common);
-    let mut session = LockSession::connect(common, identity, interrupt)?;
-    let history = history::read(session.client(), &common.table)?.unwrap_or_default();
+    mode::warn_session_only("repair", common.lock_mode, &common.key);
+    let mut session = LockSession::connect(
+        common.lock_target(),
+        common.identity("repair"),
+        ctx.interrupt,
+    )?;
+    let history = session.read_history()?.unwrap_or_default();
 
     for version in &config.versions {
-        if history.iter().all(|a| a.version != i64::from(*version)) {
+        if history.iter().all(|a| a.id.version != *version) {
             return Err(Failure::usage(anyhow!(
                 "version {version} is not applied (the history table {} has no row for it): only \
                  applied migrations can be repaired; nothing was touched",
@@ -86,12 +83,12 @@ pub fn run(
     }
     let all = divergent(&set, &history);
     for version in &config.versions {
-        if all.iter().all(|d| d.applied.version != i64::from(*version)) {
+        if all.iter().all(|d| d.applied.id.version != *version) {
             let row = history
                 .iter()
-                .find(|a| a.version == i64::from(*version))
-                .map_or_else(|| format!("V{version}"), ToString::to_string);
-            let why = if set.migrations.iter().any(|m| m.version == *version) {
+                .find(|a| a.id.version == *version)
+                .map_or_else(|| format!("V{version}"), |a| a.id.to_string());
+            let why = if set.migrations.iter().any(|m| m.id.version == *version) {
                 "its file matches the history"
             } else {
                 "its file is gone, which a checksum cannot repair"
@@ -101,7 +98,7 @@ pub fn run(
     }
     let chosen: Vec<Divergent> = all
         .into_iter()
-        .filter(|d| config.versions.is_empty() || config.versions.contains(&(d.file.version)))
+        .filter(|d| config.versions.is_empty() || config.versions.contains(&d.file.id.version))
         .collect();
     report.repaired = Some(Vec::new());
     if chosen.is_empty() {
@@ -125,7 +122,12 @@ pub fn run(
         ));
     }
 
-    let acquired = wait::acquire(&mut session, config.wait, interrupt, "nothing was repaired")?;
+    let acquired = wait::acquire(
+        &mut session,
+        config.wait,
+        ctx.interrupt,
+        "nothing was repaired",
+    )?;
     report.lock.waited_ms = acquired.waited_ms;
     report.lock.holder = acquired.holder;
     if !acquired.held {
@@ -136,7 +138,7 @@ pub fn run(
     for d in &chosen {
         log::info!(
             "CHECKSUM_REPAIRED version={} old={} new={}",
-            d.applied.version,
+            d.applied.id.version,
             d.applied.checksum,
             d.file.checksum
         );
@@ -152,16 +154,16 @@ pub fn run(
 /// The applied migrations whose file has another name or checksum: the
 /// same test as `apply`'s divergence check, so after a repair `apply`
 /// accepts the set.
-fn divergent<'a>(set: &'a MigrationSet, history: &[AppliedMigration]) -> Vec<Divergent<'a>> {
+fn divergent<'a>(set: &'a MigrationSet, history: &[HistoryRow]) -> Vec<Divergent<'a>> {
     history
         .iter()
         .filter_map(|applied| {
             let file = set
                 .migrations
                 .iter()
-                .find(|m| i64::from(m.version) == applied.version)?;
-            let same =
-                file.name == applied.name && applied.checksum.parse::<u64>() == Ok(file.checksum);
+                .find(|m| m.id.version == applied.id.version)?;
+            let same = file.id.name == applied.id.name
+                && applied.checksum.parse::<u64>() == Ok(file.checksum);
             (!same).then(|| Divergent {
                 applied: applied.clone(),
                 file,
@@ -182,10 +184,10 @@ fn describe(chosen: &[Divergent]) -> String {
             file.path.display(),
             d.applied.applied_on
         ));
-        if d.applied.name != file.name {
+        if d.applied.id.name != file.id.name {
             text.push_str(&format!(
                 "    name      {} -> {}\n",
-                d.applied.name, file.name
+                d.applied.id.name, file.id.name
             ));
         }
         text.push_str(&format!(
@@ -224,10 +226,10 @@ fn store(
     batch.push("BEGIN");
     let slots: Vec<_> = chosen
         .iter()
-        .map(|d| batch.push(&table.repair_sql(&d.applied, &d.file.name, d.file.checksum)))
+        .map(|d| batch.push(&table.repair_sql(&d.applied, &d.file.id.name, d.file.checksum)))
         .collect();
-    let results = batch.query(session.client()).map_err(|e| {
-        let _ = session.client().batch_execute("ROLLBACK");
+    let results = session.query(&batch).map_err(|e| {
+        session.rollback();
         pg_error::failed(&e, format!("cannot update the history table {table}"))
     });
     let results = results?;
@@ -235,18 +237,20 @@ fn store(
         .iter()
         .zip(&slots)
         .filter(|(_, slot)| results.rows(**slot).is_empty())
-        .map(|(d, _)| d.applied.to_string())
+        .map(|(d, _)| d.applied.id.to_string())
         .collect();
     if !changed.is_empty() {
-        let _ = session.client().batch_execute("ROLLBACK");
+        session.rollback();
         return Err(Failure::failed(anyhow!(
             "the history row of {} changed since it was read: nothing was repaired; run repair \
              again to see the rows as they are now",
             changed.join(", ")
         )));
     }
+    let mut commit = Batch::new();
+    commit.push("COMMIT");
     session
-        .client()
-        .batch_execute("COMMIT")
+        .query(&commit)
+        .map(drop)
         .map_err(|e| pg_error::failed(&e, format!("cannot update the history table {table}")))
 }

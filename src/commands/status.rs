@@ -5,41 +5,37 @@
 use std::fmt::Write as _;
 
 use crate::config::StatusConfig;
+use crate::context::Context;
 use crate::error::Failure;
-use crate::history;
-use crate::interrupt::Interrupt;
-use crate::lock::{self, Backend, Identity, LockMode, LockRole};
+use crate::lock::{Backend, LockMode, LockRole, LockSession};
 use crate::migrations::{MigrationSet, Plan};
 use crate::outcome::Outcome;
-use crate::output::Console;
 use crate::pg_error;
 use crate::report::{AppliedEntry, Report, TableReport};
 use crate::sql::Batch;
 
-pub fn run(
-    config: &StatusConfig,
-    report: &mut Report,
-    interrupt: &Interrupt,
-    out: &Console,
-) -> Result<Outcome, Failure> {
+pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<Outcome, Failure> {
     let common = &config.common;
     report.set_database(common);
 
     // A set that cannot be read is still a state to describe, with the
     // history and the lock beside it.
     let set = MigrationSet::load(&common.migrations);
-    let identity = Identity::for_command("status", common);
-    let mut client = lock::connect_as(common, &identity, interrupt)?;
+    let mut session = LockSession::connect(
+        common.lock_target(),
+        common.identity("status"),
+        ctx.interrupt,
+    )?;
 
-    let history = history::read(&mut client, &common.table)?;
+    let history = session.read_history()?;
     let key = &common.key;
     let mut batch = Batch::new();
     let schema = batch.push(&common.table.schema_sql());
     let holder = batch.push(&key.sessions_sql(LockRole::Holder));
     let waiting = batch.push(&key.sessions_sql(LockRole::Waiter));
     let blocked = batch.push(&key.blocked_sql());
-    let results = batch
-        .query(&mut client)
+    let results = session
+        .query(&batch)
         .map_err(|e| pg_error::failed(&e, "cannot read the lock's sessions"))?;
     report.table = Some(TableReport {
         name: common.table.to_string(),
@@ -51,18 +47,13 @@ pub fn run(
     report.applied = history
         .iter()
         .map(|a| AppliedEntry {
-            version: a.version,
-            name: a.name.clone(),
+            id: a.id.clone(),
             duration_ms: None,
             applied_on: Some(a.applied_on.clone()),
             transaction: set
                 .as_ref()
                 .ok()
-                .and_then(|set| {
-                    set.migrations
-                        .iter()
-                        .find(|m| i64::from(m.version) == a.version)
-                })
+                .and_then(|set| set.migrations.iter().find(|m| m.id.version == a.id.version))
                 .and_then(|m| m.no_transaction())
                 .map(|_| false),
         })
@@ -97,7 +88,7 @@ pub fn run(
             }
             Ok(plan) => {
                 report.set_plan(&plan);
-                if let Err(problems) = crate::nontx::refuse(&plan) {
+                if let Err(problems) = plan.refusals() {
                     report.problems = problems.0;
                     Outcome::Invalid
                 } else if plan.pending.is_empty() {
@@ -108,7 +99,7 @@ pub fn run(
             }
         },
     };
-    out.print(&render(config, report, outcome));
+    ctx.out.print(&render(config, report, outcome));
     Ok(outcome)
 }
 
@@ -205,11 +196,7 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
             report.ahead.len()
         );
         for ahead in &report.ahead {
-            let _ = writeln!(
-                out,
-                "  V{}__{}  {}",
-                ahead.version, ahead.name, ahead.applied_on
-            );
+            let _ = writeln!(out, "  {}  {}", ahead.id, ahead.applied_on);
         }
     }
     if !report.pending.is_empty() {

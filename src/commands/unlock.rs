@@ -8,14 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use postgres::error::SqlState;
-use postgres::Client;
 
 use crate::config::{Format, UnlockConfig};
+use crate::context::Context;
 use crate::error::Failure;
-use crate::interrupt::Interrupt;
-use crate::lock::{self, Backend, Identity, LockKey, LockRole};
+use crate::lock::{Backend, LockKey, LockMode, LockRole, LockSession};
 use crate::outcome::Outcome;
-use crate::output::Console;
 use crate::pg_error;
 use crate::report::Report;
 use crate::sql::Batch;
@@ -24,13 +22,7 @@ use crate::sql::Batch;
 /// long the lock then gets to show as released.
 const TERMINATE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn run(
-    config: &UnlockConfig,
-    report: &mut Report,
-    interrupt: &Interrupt,
-    format: Format,
-    out: &Console,
-) -> Result<Outcome, Failure> {
+pub fn run(ctx: &Context, config: &UnlockConfig, report: &mut Report) -> Result<Outcome, Failure> {
     let common = &config.common;
     let key = &common.key;
     report.set_database(common);
@@ -38,8 +30,8 @@ pub fn run(
     // What a person reads: on stdout as the result, or on stderr beside
     // the JSON object.
     let say = |line: String| {
-        if format == Format::Text {
-            out.line(&line);
+        if ctx.format == Format::Text {
+            ctx.out.line(&line);
         } else {
             log::info!("{line}");
         }
@@ -53,9 +45,12 @@ pub fn run(
         )));
     }
 
-    let identity = Identity::for_command("unlock", common);
-    let mut client = lock::connect_as(common, &identity, interrupt)?;
-    let holders = holders(&mut client, key)?;
+    let mut session = LockSession::connect(
+        common.lock_target(),
+        common.identity("unlock"),
+        ctx.interrupt,
+    )?;
+    let holders = holders(&mut session, key)?;
     let Some(holder) = holders.first().cloned() else {
         say(format!(
             "Lock {key} is free: nobody holds it, nothing to do."
@@ -64,12 +59,12 @@ pub fn run(
         return Ok(Outcome::Free);
     };
     report.lock.holder = Some(holder.clone());
-    report.lock.holder_mode = holder.lock_mode().map(crate::lock::LockMode::as_str);
+    report.lock.holder_mode = holder.lock_mode().map(LockMode::as_str);
     say(format!("Lock {key} ({}) is held by:", key.source));
     for h in &holders {
         say(format!("  {}", h.summary()));
     }
-    if holder.lock_mode() == Some(crate::lock::LockMode::Transaction) {
+    if holder.lock_mode() == Some(LockMode::Transaction) {
         say(
             "  (--lock-mode transaction: the lock is its migration's transaction's, and ends with it; \
              terminating the session rolls that migration back)"
@@ -125,13 +120,13 @@ pub fn run(
         ));
     }
 
-    terminate(&mut client, key, &holder, config, common.database.user())?;
+    terminate(&mut session, key, &holder, config, common.database.user())?;
     report.terminated.push(holder.pid);
 
     // The session ends asynchronously; the lock goes with it.
     let started = Instant::now();
     loop {
-        let now = self::holders(&mut client, key)?;
+        let now = self::holders(&mut session, key)?;
         if now.iter().all(|h| h.pid != holder.pid) {
             log::info!("LOCK_RELEASED key={key} terminated_pid={}", holder.pid);
             match now.first() {
@@ -151,17 +146,17 @@ pub fn run(
                 TERMINATE_TIMEOUT.as_secs()
             )));
         }
-        if !interrupt.sleep(Duration::from_millis(50)) {
+        if !ctx.interrupt.sleep(Duration::from_millis(50)) {
             return Err(Failure::interrupted());
         }
     }
 }
 
-fn holders(client: &mut Client, key: &LockKey) -> Result<Vec<Backend>, Failure> {
+fn holders(session: &mut LockSession, key: &LockKey) -> Result<Vec<Backend>, Failure> {
     let mut batch = Batch::new();
     let holders = batch.push(&key.sessions_sql(LockRole::Holder));
-    let results = batch
-        .query(client)
+    let results = session
+        .query(&batch)
         .map_err(|e| pg_error::failed(&e, "cannot read who holds the lock"))?;
     Ok(results
         .rows(holders)
@@ -179,7 +174,7 @@ fn confirm(holder: &Backend) -> Result<bool, Failure> {
 /// that the pid still holds the key (and, without `--force`, is not
 /// running a statement): a pid that let go, or was reused, is never hit.
 fn terminate(
-    client: &mut Client,
+    session: &mut LockSession,
     key: &LockKey,
     holder: &Backend,
     config: &UnlockConfig,
@@ -199,7 +194,7 @@ fn terminate(
     );
     let mut batch = Batch::new();
     let signalled = batch.push(&statement);
-    match batch.query(client) {
+    match session.query(&batch) {
         Ok(results) => {
             if !results.rows(signalled).is_empty() {
                 Ok(())
@@ -221,8 +216,8 @@ fn terminate(
                 "SELECT rolsuper FROM pg_roles WHERE rolname = {}",
                 crate::sql::literal(owner)
             ));
-            let superuser = batch
-                .query(client)
+            let superuser = session
+                .query(&batch)
                 .is_ok_and(|results| results.value(rolsuper) == Some("t"));
             let fix = if superuser {
                 format!("{owner} is a superuser, whose sessions only a superuser may end: run unlock as a superuser")

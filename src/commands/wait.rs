@@ -10,52 +10,49 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
+use crate::backoff::Backoff;
 use crate::config::WaitConfig;
+use crate::context::Context;
 use crate::error::Failure;
-use crate::history;
-use crate::interrupt::Interrupt;
 use crate::lock::wait::{self, Look, Woken};
-use crate::lock::{Identity, LockSession};
+use crate::lock::{LockMode, LockSession};
 use crate::migrations::{MigrationSet, Plan};
 use crate::outcome::Outcome;
-use crate::output::Progress;
 use crate::report::{self, Report};
+use crate::time::{human, millis};
 
+/// Looks come quickly after a release (another may follow at once), then
+/// slow down while nothing happens.
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
-pub fn run(
-    config: &WaitConfig,
-    report: &mut Report,
-    progress: &Progress,
-    interrupt: &Interrupt,
-) -> Result<Outcome, Failure> {
+pub fn run(ctx: &Context, config: &WaitConfig, report: &mut Report) -> Result<Outcome, Failure> {
     let common = &config.common;
     report.set_database(common);
     let set = MigrationSet::load(&common.migrations).map_err(|p| report.invalid(p))?;
 
     let started = Instant::now();
     let deadline = started + config.timeout;
-    let identity = Identity::for_command("wait", common);
-    let mut session = LockSession::connect(common, identity, interrupt)?;
+    let mut session =
+        LockSession::connect(common.lock_target(), common.identity("wait"), ctx.interrupt)?;
 
-    let mut pause = FIRST_PAUSE;
+    let mut backoff = Backoff::new(FIRST_PAUSE, MAX_PAUSE).jitter(0.75);
     let mut spinner: Option<indicatif::ProgressBar> = None;
     let mut announced: Option<usize> = None;
     let mut pending = Vec::new();
-    let current = wait::until(&mut session, deadline, interrupt, |session, woken| {
+    let current = wait::until(&mut session, deadline, ctx.interrupt, |session, woken| {
         // Behind a transaction pooler LISTEN and the waiting mark would
         // stay on a pooled server session: transaction mode only polls.
-        if common.lock_mode == crate::lock::LockMode::Session {
+        if common.lock_mode == LockMode::Session {
             session.listen()?;
         }
-        let history = history::read(session.client(), &common.table)?.unwrap_or_default();
+        let history = session.read_history()?.unwrap_or_default();
         let plan = Plan::new(&set, &history, None, common.ahead).map_err(|p| report.invalid(p))?;
         report.set_plan(&plan);
-        report.lock.waited_ms = crate::millis(started.elapsed());
+        report.lock.waited_ms = millis(started.elapsed());
         if plan.pending.is_empty() {
             report::schema_current(
-                plan.applied.last().map(ToString::to_string),
+                plan.newest_applied(),
                 plan.applied.len(),
                 &format!("waited_ms={}", report.lock.waited_ms),
             );
@@ -72,16 +69,14 @@ pub fn run(
             let message = format!("waiting for {} to be applied", list(&pending));
             match &spinner {
                 Some(bar) => bar.set_message(message),
-                None => spinner = progress.spinner(message),
+                None => spinner = ctx.progress.spinner(message),
             }
         }
         // A release: look at once, and quickly again if still pending.
-        pause = match woken {
-            Woken::Notified | Woken::Start => FIRST_PAUSE,
-            Woken::Timeout => (pause * 2).min(MAX_PAUSE),
-        };
-        let jitter = 0.75 + fastrand::f64() * 0.25;
-        Ok(Look::Again(pause.mul_f64(jitter)))
+        if matches!(woken, Woken::Notified | Woken::Start) {
+            backoff.reset();
+        }
+        Ok(Look::Again(backoff.next_pause()))
     })?;
     match current {
         Some(()) => Ok(Outcome::Current),
@@ -89,7 +84,7 @@ pub fn run(
             Outcome::Pending,
             anyhow!(
                 "timed out after {} (--timeout): still pending: {}",
-                humantime::format_duration(config.timeout),
+                human(config.timeout),
                 pending.join(", ")
             ),
         )),

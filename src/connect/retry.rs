@@ -11,6 +11,7 @@ use postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::target::ConnectTarget;
+use crate::backoff::Backoff;
 use crate::error::Failure;
 use crate::interrupt::Interrupt;
 use crate::pg_error::error_chain;
@@ -55,8 +56,8 @@ fn classify(e: &postgres::Error) -> AttemptError {
 
 /// A connection being made: the first attempt may already be under way on
 /// its own thread (see [`Connecting::start`]).
-pub struct Connecting<'t> {
-    target: &'t ConnectTarget,
+pub struct Connecting {
+    target: ConnectTarget,
     config: postgres::Config,
     /// A TLS set-up error is reported by `finish`, in its turn: after the
     /// migration files, as the contract orders the checks.
@@ -78,7 +79,7 @@ struct ConnectAttempt {
 
 /// A first attempt that is no longer wanted (the files were invalid) ends
 /// politely if it is done, instead of leaving the server an EOF.
-impl Drop for Connecting<'_> {
+impl Drop for Connecting {
     fn drop(&mut self) {
         if let Some(first) = self.first.take() {
             drop(first.result.try_recv());
@@ -86,16 +87,16 @@ impl Drop for Connecting<'_> {
     }
 }
 
-impl<'t> Connecting<'t> {
+impl Connecting {
     /// Prepares the connection; with `early`, starts the first attempt at
     /// once, so the server's backend start-up overlaps with what the caller
     /// does meanwhile (`apply` reads its migration files).
     pub fn start(
-        target: &'t ConnectTarget,
+        target: &ConnectTarget,
         timeout: Duration,
         application_name: &str,
         early: bool,
-    ) -> Connecting<'t> {
+    ) -> Connecting {
         let mut config = target.config.clone();
         config.application_name(application_name);
         // Client-side keepalives, so a vanished server does not stall this
@@ -132,7 +133,7 @@ impl<'t> Connecting<'t> {
             )
         });
         let mut connecting = Connecting {
-            target,
+            target: target.clone(),
             config,
             connector,
             started: Instant::now(),
@@ -171,13 +172,14 @@ impl<'t> Connecting<'t> {
     /// backoff until the connect timeout (`CONNECT_RETRY` on each retry);
     /// exit 5 past it.
     pub fn finish(mut self, interrupt: &Interrupt) -> Result<Client, Failure> {
-        let target = self.target;
+        let target = self.target.clone();
         let connector = match &self.connector {
             Ok(connector) => connector.clone(),
             Err(e) => return Err(Failure::unavailable(anyhow!("{e}"))),
         };
         let deadline = self.started + self.timeout;
-        let mut delay = Duration::from_millis(100);
+        let mut backoff =
+            Backoff::new(Duration::from_millis(100), Duration::from_secs(2)).jitter(1.0);
         let mut attempt = 1u32;
         loop {
             let pending = match self.first.take() {
@@ -226,10 +228,10 @@ impl<'t> Connecting<'t> {
                     "cannot connect to {target} (gave up after {attempt} attempt{} in {:.1}s, --connect-timeout {}): {reason}",
                     if attempt == 1 { "" } else { "s" },
                     self.started.elapsed().as_secs_f64(),
-                    humantime::format_duration(self.timeout),
+                    crate::time::human(self.timeout),
                 )));
             }
-            let sleep = delay.min(remaining);
+            let sleep = backoff.next_pause().min(remaining);
             log::warn!(
                 "CONNECT_RETRY attempt={attempt} target={target} retry_in_ms={} reason={reason:?}",
                 sleep.as_millis()
@@ -237,7 +239,6 @@ impl<'t> Connecting<'t> {
             if !interrupt.sleep(sleep) {
                 return Err(Failure::interrupted());
             }
-            delay = (delay * 2).min(Duration::from_secs(2));
             attempt += 1;
         }
     }

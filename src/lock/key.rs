@@ -15,8 +15,7 @@ use md5::{Digest, Md5};
 use postgres::SimpleQueryRow;
 use serde::Serialize;
 
-use crate::config::Common;
-use crate::history::HistoryTable;
+use crate::migrations::history::HistoryTable;
 use crate::sql;
 
 /// The bigint advisory-lock key and where it came from.
@@ -49,6 +48,15 @@ impl LockKey {
         LockKey {
             key,
             source: format!("derived from md5('miglock:{database}:{table}')"),
+        }
+    }
+
+    /// The key every replica configured alike agrees on: `--lock-key` when
+    /// given, else [`LockKey::derived`]. The only place a key is chosen.
+    pub fn for_target(explicit: Option<i64>, database: &str, table: &HistoryTable) -> LockKey {
+        match explicit {
+            Some(key) => LockKey::explicit(key),
+            None => LockKey::derived(database, table),
         }
     }
 
@@ -295,18 +303,8 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Who runs `command`: the user's own name for it (`MIGLOCK_INSTANCE`,
-    /// else the connection's `application_name`) is kept.
-    pub fn for_command(command: &'static str, common: &Common) -> Identity {
-        Identity::new(
-            command,
-            common
-                .instance
-                .as_deref()
-                .or(common.database.application_name()),
-        )
-    }
-
+    /// Who runs `command`; `instance` is the user's own name for this
+    /// process (`MIGLOCK_INSTANCE`, or the connection's `application_name`).
     pub fn new(command: &'static str, instance: Option<&str>) -> Identity {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()

@@ -1,5 +1,5 @@
 //! The advisory lock: its key, the session that waits for it and holds it,
-//! and the one wait loop.
+//! the one wait loop, and the lock's own log lines.
 //!
 //! Only `pg_try_advisory_lock` is used. A session blocked in
 //! `pg_advisory_lock` sits inside a statement holding a snapshot, and
@@ -15,22 +15,38 @@ pub mod wait;
 
 pub use key::{Backend, Identity, LockKey, LockRole};
 pub use mode::LockMode;
-pub use session::{connect_as, LockSession};
+pub use session::{Attempt, LockSession, LockTarget};
 
 /// `LOCK_WAIT_TIMEOUT`: the key stayed busy for the whole wait; who held
 /// it, and what that left undone.
 pub fn log_wait_timeout(
     key: &LockKey,
-    mode: &str,
+    mode: LockMode,
     waited_ms: u64,
     holder: Option<&Backend>,
     left: &str,
 ) {
     let holder = holder.map(Backend::holder_log_fields).unwrap_or_default();
+    let mode = mode.log_suffix();
     log::warn!("LOCK_WAIT_TIMEOUT key={key}{mode} waited_ms={waited_ms} {holder}: {left}");
 }
 
 /// `LOCK_ACQUIRED`, with how long the wait took.
-pub fn log_acquired(key: &LockKey, mode: &str, waited_ms: u64) {
+pub fn log_acquired(key: &LockKey, mode: LockMode, waited_ms: u64) {
+    let mode = mode.log_suffix();
     log::info!("LOCK_ACQUIRED key={key}{mode} waited_ms={waited_ms}");
+}
+
+/// `LOCK_BUSY`: who holds the key (`<gone>`: released since the attempt),
+/// how long this run has waited, and how long it will.
+pub fn log_busy(
+    key: &LockKey,
+    mode: LockMode,
+    holder: Option<&Backend>,
+    waited_ms: u64,
+    wait_ms: u64,
+) {
+    let who = holder.map_or("holder_pid=<gone>".to_string(), Backend::holder_log_fields);
+    let mode = mode.log_suffix();
+    log::info!("LOCK_BUSY key={key}{mode} {who} waited_ms={waited_ms} wait_ms={wait_ms}");
 }

@@ -11,13 +11,11 @@
 //! never splits.
 
 use anyhow::anyhow;
-use postgres::Client;
 
-use crate::config::Common;
+use super::{LockKey, LockSession};
 use crate::error::{ErrorDetail, Failure};
-use crate::history::{self, AppliedMigration, HistoryTable};
-use crate::lock::{LockKey, LockSession};
-use crate::sql::{self, Batch};
+use crate::migrations::history::HistoryTable;
+use crate::migrations::Version;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LockMode {
@@ -35,6 +33,15 @@ impl LockMode {
         match self {
             LockMode::Session => "session",
             LockMode::Transaction => "transaction",
+        }
+    }
+
+    /// What the lock's log lines add after the key: nothing for the
+    /// session lock (the usual one), ` mode=transaction` otherwise.
+    pub fn log_suffix(self) -> &'static str {
+        match self {
+            LockMode::Session => "",
+            LockMode::Transaction => " mode=transaction",
         }
     }
 }
@@ -60,7 +67,7 @@ pub const TRANSACTION_HOLDING: &str = "holding (transaction)";
 /// one of the SQLSTATEs above, so nothing after it runs and the client
 /// rolls back. Under READ COMMITTED the check's snapshot is taken after
 /// the lock, so it sees every earlier holder's commit.
-pub fn guard_sql(key: &LockKey, table: &HistoryTable, version: Option<i32>) -> String {
+pub fn guard_sql(key: &LockKey, table: &HistoryTable, version: Option<&Version>) -> String {
     let applied = version.map_or(String::new(), |version| {
         format!(
             " IF EXISTS (SELECT 1 FROM {table} WHERE version = {version}) THEN \
@@ -84,42 +91,6 @@ pub fn refusal(error: &postgres::Error) -> Option<&'static str> {
         Some(ALREADY_APPLIED) => Some(ALREADY_APPLIED),
         _ => None,
     }
-}
-
-/// Transaction-mode settings, local to the migration's transaction (a
-/// session `SET` would stay on the pooled server session for the next
-/// client): what session mode sets for its session, without the TCP
-/// keepalives (the connection is the pooler's), then `--set`'s.
-pub fn local_settings_sql(
-    statement_timeout: Option<std::time::Duration>,
-    settings: &[(String, String)],
-    application_name: &str,
-) -> String {
-    let statement_timeout = statement_timeout
-        .map_or(0, |t| t.as_millis().max(1))
-        .to_string();
-    let defaults = [
-        ("statement_timeout", statement_timeout.as_str()),
-        ("lock_timeout", "0"),
-        ("idle_in_transaction_session_timeout", "0"),
-    ];
-    let mut columns = vec![format!(
-        "set_config('application_name', {}, true)",
-        sql::literal(application_name)
-    )];
-    for (name, value) in defaults {
-        if !settings.iter().any(|(n, _)| n == name) {
-            columns.push(format!("set_config('{name}', '{value}', true)"));
-        }
-    }
-    for (name, value) in settings {
-        columns.push(format!(
-            "set_config({}, {}, true)",
-            sql::literal(name),
-            sql::literal(value)
-        ));
-    }
-    format!("SELECT {}", columns.join(", "))
 }
 
 /// Session mode found a transaction pooler in the way (`why`) before
@@ -146,73 +117,15 @@ pub fn pooler_detected(
     })
 }
 
-/// Session mode, holding the key: creates the history table in a
-/// transaction that takes the key too, which only a pooler can refuse.
-pub fn create_history(
-    session: &mut LockSession,
-    common: &Common,
-) -> Result<Vec<AppliedMigration>, Failure> {
-    match create_under_key(session.client(), &common.table, &common.key)? {
-        Some(rows) => Ok(rows),
-        None => Err(pooler_detected(
-            session,
-            &format!("creating the history table {}", common.table),
-            "its transaction ran on another server session than the one holding the session lock",
-            KEY_ELSEWHERE,
-        )),
-    }
-}
-
-/// Creates the table (and its schema) in one transaction that first takes
-/// the key at transaction level: concurrent `CREATE TABLE IF NOT EXISTS`
-/// can still fail on the catalog's unique indexes, and behind a
-/// transaction pooler the session lock does not cover this transaction.
-/// `None` when the key is held by another server session (see
-/// `lock::mode`): nothing was created.
-pub fn create_under_key(
-    client: &mut Client,
-    table: &HistoryTable,
-    key: &LockKey,
-) -> Result<Option<Vec<AppliedMigration>>, Failure> {
-    let mut batch = Batch::new();
-    batch.push("BEGIN");
-    batch.push(&guard_sql(key, table, None));
-    let schema_missing = history::push_create(&mut batch, table);
-    batch.push("COMMIT");
-    let rows = batch.push(&table.select_sql());
-    let results = match batch.query(client) {
-        Ok(results) => results,
-        Err(e) => {
-            // The transaction must not stay open (aborted) on the session.
-            let _ = client.batch_execute("ROLLBACK");
-            if refusal(&e) == Some(KEY_ELSEWHERE) {
-                return Ok(None);
-            }
-            if e.code() == Some(&postgres::error::SqlState::INVALID_SCHEMA_NAME)
-                && table.schema().is_none()
-            {
-                return Err(history::no_schema(table));
-            }
-            return Err(crate::pg_error::failed(
-                &e,
-                format!("cannot create the history table {table}"),
-            ));
-        }
-    };
-    history::log_schema_created(&results, schema_missing, table);
-    Ok(Some(history::rows_from_rows(results.rows(rows))?))
-}
-
 /// `baseline` and `repair` write history rows under the session lock
 /// whatever `--lock-mode` says (they run rarely, by hand): say so when
 /// transaction mode is asked for, since through a transaction pooler that
 /// lock does not protect them.
-pub fn warn_session_only(command: &str, common: &Common) {
-    if common.lock_mode == LockMode::Transaction {
+pub fn warn_session_only(command: &str, mode: LockMode, key: &LockKey) {
+    if mode == LockMode::Transaction {
         log::warn!(
-            "{command} takes the session-level lock {} whatever --lock-mode says: run it over a direct \
-             connection (or a session-pooling port), not through a transaction pooler",
-            common.key
+            "{command} takes the session-level lock {key} whatever --lock-mode says: run it over a direct \
+             connection (or a session-pooling port), not through a transaction pooler"
         );
     }
 }
@@ -236,27 +149,16 @@ mod tests {
 
     #[test]
     fn guard_raises_its_own_sqlstates() {
-        let sql = guard_sql(&LockKey::explicit(42), &HistoryTable::default(), Some(3));
+        let sql = guard_sql(
+            &LockKey::explicit(42),
+            &HistoryTable::default(),
+            Some(&3.into()),
+        );
         assert!(sql.starts_with("DO $miglock$"), "{sql}");
         assert!(sql.contains("pg_try_advisory_xact_lock(42)"), "{sql}");
         assert!(sql.contains("ERRCODE = 'MLK01'") && sql.contains("ERRCODE = 'MLK02'"));
         assert!(sql.contains("WHERE version = 3"), "{sql}");
         let lock_only = guard_sql(&LockKey::explicit(42), &HistoryTable::default(), None);
         assert!(!lock_only.contains("MLK02"), "{lock_only}");
-    }
-
-    #[test]
-    fn local_settings_are_local_and_given_ones_win() {
-        let sql = local_settings_sql(None, &[("lock_timeout".into(), "5s".into())], "me");
-        assert!(!sql.contains(", false)"), "{sql}");
-        assert!(
-            sql.contains("set_config(E'lock_timeout', E'5s', true)"),
-            "{sql}"
-        );
-        assert!(!sql.contains("'lock_timeout', '0'"), "{sql}");
-        assert!(
-            sql.contains("set_config('statement_timeout', '0', true)"),
-            "{sql}"
-        );
     }
 }

@@ -1,5 +1,6 @@
 //! [`LockSession`]: the one connection that waits for the key, holds it,
-//! runs the migrations and releases it.
+//! runs the migrations and releases it — and the one way every command
+//! connects.
 //!
 //! Holding is a property of the type: the key is released by
 //! [`LockSession::release`], by the round trip of the last migration
@@ -13,21 +14,34 @@ use fallible_iterator::FallibleIterator;
 use postgres::error::SqlState;
 use postgres::Client;
 
-use super::key::{try_lock_sql, Backend, Identity, LockRole};
-use crate::config::Common;
-use crate::connect;
+use super::key::{try_lock_sql, Backend, Identity, LockKey, LockRole};
+use super::mode;
+use crate::connect::{self, ConnectTarget, Connecting};
 use crate::error::Failure;
-use crate::history::{self, AppliedMigration, HistoryTable};
 use crate::interrupt::Interrupt;
+use crate::migrations::history::{self, HistoryRow, HistoryTable};
 use crate::pg_error;
 use crate::sql::{Batch, Results, Slot};
+use crate::time::{human, millis};
 
 /// How often an idle wait looks at the interrupt flag.
 const IDLE_SLICE: Duration = Duration::from_millis(100);
 
-pub struct LockSession<'c> {
+/// Where the lock lives: the database, the history table it guards, its
+/// key. Owned by the session, so a session ties no lifetimes to the
+/// configuration it came from.
+#[derive(Clone)]
+pub struct LockTarget {
+    pub database: ConnectTarget,
+    pub table: HistoryTable,
+    pub key: LockKey,
+    /// How long to keep trying to connect (and to reconnect).
+    pub connect_timeout: Duration,
+}
+
+pub struct LockSession {
     client: Client,
-    common: &'c Common,
+    target: LockTarget,
     identity: Identity,
     /// Session settings sent once per connection, with the first attempt.
     settings: Option<String>,
@@ -47,22 +61,51 @@ pub struct LockSession<'c> {
 }
 
 /// One try for the key.
-pub struct Attempt {
-    pub acquired: bool,
+pub enum Attempt {
+    /// This session holds the key. The history, when asked for, was read in
+    /// the same round trip with a snapshot taken after the lock (see
+    /// [`LockSession::try_acquire`]): the truth to apply against.
+    Acquired {
+        history: Option<anyhow::Result<Vec<HistoryRow>>>,
+    },
+    /// Another session holds it. The history, when asked for, tells whether
+    /// the holder has already done this replica's work.
+    Busy {
+        history: Option<anyhow::Result<Vec<HistoryRow>>>,
+    },
     /// The server takes no writes: a hot standby (which also refuses
-    /// `LISTEN`), or `default_transaction_read_only`. Never `acquired`.
-    pub read_only: bool,
-    /// The history, read in the same round trip with a snapshot taken
-    /// after the lock (see [`LockSession::try_acquire`]): `None`
-    /// when the table was not asked for.
-    pub history: Option<anyhow::Result<Vec<AppliedMigration>>>,
+    /// `LISTEN`), or `default_transaction_read_only`.
+    ReadOnly,
 }
 
-impl<'c> LockSession<'c> {
-    pub fn new(client: Client, common: &'c Common, identity: Identity) -> LockSession<'c> {
+/// Who holds the key, and how many miglock sessions wait for it.
+pub struct Holders {
+    /// `None`: released since the attempt that found it busy.
+    pub holder: Option<Backend>,
+    pub waiters: u32,
+}
+
+/// A connection being made for a [`LockSession`], its first attempt
+/// already under way (see [`LockSession::start`]).
+pub struct PendingSession {
+    connecting: Connecting,
+    target: LockTarget,
+    identity: Identity,
+}
+
+impl PendingSession {
+    /// Waits for the connection, retrying for the connect timeout.
+    pub fn finish(self, interrupt: &Interrupt) -> Result<LockSession, Failure> {
+        let client = self.connecting.finish(interrupt)?;
+        Ok(LockSession::new(client, self.target, self.identity))
+    }
+}
+
+impl LockSession {
+    fn new(client: Client, target: LockTarget, identity: Identity) -> LockSession {
         LockSession {
             client,
-            common,
+            target,
             identity,
             settings: None,
             listening: false,
@@ -72,8 +115,38 @@ impl<'c> LockSession<'c> {
         }
     }
 
-    pub fn key(&self) -> &super::LockKey {
-        &self.common.key
+    /// Connects, retrying for the connect timeout.
+    pub fn connect(
+        target: LockTarget,
+        identity: Identity,
+        interrupt: &Interrupt,
+    ) -> Result<LockSession, Failure> {
+        LockSession::start(target, identity, false).finish(interrupt)
+    }
+
+    /// Prepares the connection; with `early`, its first attempt starts at
+    /// once on its own thread, so the server's backend start-up overlaps
+    /// with what the caller does meanwhile (`apply` reads its files).
+    pub fn start(target: LockTarget, identity: Identity, early: bool) -> PendingSession {
+        let connecting = Connecting::start(
+            &target.database,
+            target.connect_timeout,
+            &identity.application_name(None),
+            early,
+        );
+        PendingSession {
+            connecting,
+            target,
+            identity,
+        }
+    }
+
+    pub fn key(&self) -> &LockKey {
+        &self.target.key
+    }
+
+    pub fn table(&self) -> &HistoryTable {
+        &self.target.table
     }
 
     pub fn identity(&self) -> &Identity {
@@ -86,25 +159,35 @@ impl<'c> LockSession<'c> {
         self.pooler = true;
     }
 
-    /// Connects, retrying for the connect timeout.
-    pub fn connect(
-        common: &'c Common,
-        identity: Identity,
-        interrupt: &Interrupt,
-    ) -> Result<LockSession<'c>, Failure> {
-        let client = connect_as(common, &identity, interrupt)?;
-        Ok(LockSession::new(client, common, identity))
-    }
-
     /// Session settings (one statement) to send with the first lock attempt
     /// on each connection.
-    pub fn with_settings(mut self, settings: String) -> LockSession<'c> {
+    pub fn with_settings(mut self, settings: String) -> LockSession {
         self.settings = Some(settings);
         self
     }
 
-    pub fn client(&mut self) -> &mut Client {
+    /// The connection, for the units that run SQL on it (`lock`, `migrate`):
+    /// commands go through [`LockSession::query`] and friends.
+    pub(crate) fn client(&mut self) -> &mut Client {
         &mut self.client
+    }
+
+    /// Sends `batch` and keeps every statement's rows.
+    pub fn query(&mut self, batch: &Batch) -> Result<Results, postgres::Error> {
+        batch.query(&mut self.client)
+    }
+
+    /// Reads the history (one round trip); `None` when the table does not
+    /// exist yet.
+    pub fn read_history(&mut self) -> Result<Option<Vec<HistoryRow>>, Failure> {
+        history::read(&mut self.client, &self.target.table)
+    }
+
+    /// Ends whatever transaction a failed round trip left open (aborted):
+    /// it must not stay open on the session that holds the key. On a lost
+    /// connection this fails too, and the server rolls back by itself.
+    pub fn rollback(&mut self) {
+        let _ = self.client.batch_execute("ROLLBACK");
     }
 
     pub fn is_closed(&self) -> bool {
@@ -144,18 +227,24 @@ impl<'c> LockSession<'c> {
             .max(Duration::from_secs(1));
         log::warn!(
             "CONNECT_RETRY {why}; reconnecting to {} (for up to {})",
-            self.common.database,
-            humantime::format_duration(Duration::from_millis(crate::millis(remaining)))
+            self.target.database,
+            human(remaining)
         );
         self.held_since = None;
         self.listening = false;
         self.client = connect::connect(
-            &self.common.database,
+            &self.target.database,
             remaining,
             &self.identity.application_name(None),
             interrupt,
         )?;
         Ok(())
+    }
+
+    /// Reconnects within the connect timeout, after the connection was lost.
+    pub fn reconnect_now(&mut self, why: &str, interrupt: &Interrupt) -> Result<(), Failure> {
+        let deadline = Instant::now() + self.target.connect_timeout;
+        self.reconnect(why, deadline, interrupt)
     }
 
     /// On a connection's first wait: listen for the holder's release and
@@ -164,7 +253,7 @@ impl<'c> LockSession<'c> {
         if self.listening {
             return;
         }
-        let key = &self.common.key;
+        let key = &self.target.key;
         batch.push(&format!("LISTEN {}", key.channel()));
         batch.push(&key.mark_waiting_sql());
         self.listening = true;
@@ -195,7 +284,7 @@ impl<'c> LockSession<'c> {
         log::debug!("the server is a hot standby: no LISTEN, polling the history");
         let mut batch = Batch::new();
         batch.push(&name);
-        batch.push(&self.common.key.mark_waiting_sql());
+        batch.push(&self.target.key.mark_waiting_sql());
         batch.execute(&mut self.client).map_err(|e| {
             self.listening = false;
             pg_error::failed(&e, "cannot listen for the lock's release")
@@ -206,8 +295,7 @@ impl<'c> LockSession<'c> {
     /// re-reads it in the same round trip. Once the key is ours that read
     /// is the truth to apply against; while it is busy it tells when the
     /// holder has already done this replica's work.
-    pub fn try_acquire(&mut self, history: Option<&HistoryTable>) -> Result<Attempt, Failure> {
-        let key = &self.common.key;
+    pub fn try_acquire(&mut self, history: bool) -> Result<Attempt, Failure> {
         let mut batch = Batch::new();
         // The history must be read with a snapshot taken after the lock,
         // but the whole batch is one implicit transaction, whose snapshot
@@ -217,7 +305,7 @@ impl<'c> LockSession<'c> {
         // the implicit transaction with a COMMIT instead made the server
         // log `WARNING: there is no transaction in progress` on every
         // attempt; in an implicit block SET TRANSACTION does not warn.)
-        if history.is_some() {
+        if history {
             batch.push("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
         }
         // Once per connection, on the first attempt's round trip: nothing
@@ -234,12 +322,13 @@ impl<'c> LockSession<'c> {
             }
         }
         self.push_listen(&mut batch);
+        let key = &self.target.key;
         let attempt = batch.push(&try_lock_sql(
             key,
             &self.identity.application_name(Some("holding")),
             &self.identity.application_name(Some("waiting")),
         ));
-        let rows = history.map(|table| batch.push(&table.select_sql()));
+        let rows = history.then(|| batch.push(&self.target.table.select_sql()));
         // Notifications that arrived before this attempt are answered by it.
         self.drain_notifications();
         log::trace!("lock attempt: {batch:?}");
@@ -249,12 +338,9 @@ impl<'c> LockSession<'c> {
                 self.listening = false;
                 // A hot standby refuses the LISTEN before the lock is tried.
                 if e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
-                    return Ok(Attempt {
-                        acquired: false,
-                        read_only: true,
-                        history: None,
-                    });
+                    return Ok(Attempt::ReadOnly);
                 }
+                let key = &self.target.key;
                 return Err(pg_error::failed(&e, format!("cannot try the lock {key}")));
             }
         };
@@ -268,11 +354,7 @@ impl<'c> LockSession<'c> {
                 .filter(|got| *got == "t")
                 .map(|_| Instant::now());
             self.unlock();
-            return Ok(Attempt {
-                acquired: false,
-                read_only: true,
-                history: None,
-            });
+            return Ok(Attempt::ReadOnly);
         }
         let acquired = match results.value(attempt) {
             Some(got) => got == "t",
@@ -282,36 +364,35 @@ impl<'c> LockSession<'c> {
                 )))
             }
         };
+        let history = rows.map(|slot| history::rows_from_rows(results.rows(slot)));
         if acquired {
             self.held_since = Some(Instant::now());
+            Ok(Attempt::Acquired { history })
+        } else {
+            Ok(Attempt::Busy { history })
         }
-        Ok(Attempt {
-            acquired,
-            read_only: false,
-            history: rows.map(|slot| history::rows_from_rows(results.rows(slot))),
-        })
     }
 
-    /// Who holds the key now (`None`: released since the attempt), and how
-    /// many miglock sessions wait for it. Off the handover's path: asked
-    /// only after a failed attempt.
-    pub fn busy(&mut self) -> Result<(Option<Backend>, u32), Failure> {
-        let key = &self.common.key;
+    /// Who holds the key now, and how many miglock sessions wait for it.
+    /// Off the handover's path: asked only after a failed attempt.
+    pub fn holders(&mut self) -> Result<Holders, Failure> {
+        let key = &self.target.key;
         let mut batch = Batch::new();
         let holder = batch.push(&key.sessions_sql(LockRole::Holder));
         let waiters = batch.push(&key.waiter_count_sql());
         let results = batch
             .query(&mut self.client)
             .map_err(|e| pg_error::failed(&e, format!("cannot read who holds the lock {key}")))?;
-        let holder = results
-            .rows(holder)
-            .first()
-            .and_then(|row| Backend::from_row(row, 0));
-        let waiters = results
-            .value(waiters)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(1);
-        Ok((holder, waiters))
+        Ok(Holders {
+            holder: results
+                .rows(holder)
+                .first()
+                .and_then(|row| Backend::from_row(row, 0)),
+            waiters: results
+                .value(waiters)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1),
+        })
     }
 
     /// Waits idle (no statement, no snapshot) for a notification on a
@@ -356,12 +437,64 @@ impl<'c> LockSession<'c> {
     /// trip, which takes a round trip off the handover to the next waiter.
     /// When the batch fails, the key is still held.
     pub fn execute_then_release(&mut self, mut batch: Batch) -> Result<(), postgres::Error> {
-        let key = &self.common.key;
+        let key = &self.target.key;
         let unlocked = batch.push(&key.unlock_sql());
         batch.push(&key.notify_sql());
         let results = batch.query(&mut self.client)?;
         self.released(&results, unlocked);
         Ok(())
+    }
+
+    /// Holding the key (session mode): creates the history table in a
+    /// transaction that takes the key too, which only a pooler can refuse.
+    pub fn create_history(&mut self) -> Result<Vec<HistoryRow>, Failure> {
+        match self.create_history_under_key()? {
+            Some(rows) => Ok(rows),
+            None => {
+                let what = format!("creating the history table {}", self.target.table);
+                Err(mode::pooler_detected(
+                    self,
+                    &what,
+                    "its transaction ran on another server session than the one holding the session lock",
+                    mode::KEY_ELSEWHERE,
+                ))
+            }
+        }
+    }
+
+    /// Creates the table (and its schema) in one transaction that first
+    /// takes the key at transaction level: concurrent `CREATE TABLE IF NOT
+    /// EXISTS` can still fail on the catalog's unique indexes, and behind a
+    /// transaction pooler the session lock does not cover this transaction.
+    /// `None` when the key is held by another server session (see
+    /// `lock::mode`): nothing was created.
+    pub fn create_history_under_key(&mut self) -> Result<Option<Vec<HistoryRow>>, Failure> {
+        let table = &self.target.table;
+        let mut batch = Batch::new();
+        batch.push("BEGIN");
+        batch.push(&mode::guard_sql(&self.target.key, table, None));
+        let schema_missing = history::push_create(&mut batch, table);
+        batch.push("COMMIT");
+        let rows = batch.push(&table.select_sql());
+        let results = match batch.query(&mut self.client) {
+            Ok(results) => results,
+            Err(e) => {
+                self.rollback();
+                let table = &self.target.table;
+                if mode::refusal(&e) == Some(mode::KEY_ELSEWHERE) {
+                    return Ok(None);
+                }
+                if e.code() == Some(&SqlState::INVALID_SCHEMA_NAME) && table.schema().is_none() {
+                    return Err(history::no_schema(table));
+                }
+                return Err(pg_error::failed(
+                    &e,
+                    format!("cannot create the history table {table}"),
+                ));
+            }
+        };
+        history::log_schema_created(&results, schema_missing, &self.target.table);
+        Ok(Some(history::rows_from_rows(results.rows(rows))?))
     }
 
     /// Asks the server whether this session still holds the key, after a
@@ -376,11 +509,11 @@ impl<'c> LockSession<'c> {
         let held = batch.push(&format!(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
              AND pid = pg_backend_pid() AND objsubid = 1 AND ((classid::int8 << 32) | objid::int8) = {})",
-            self.common.key.key
+            self.target.key.key
         ));
         if let Ok(results) = batch.query(&mut self.client) {
             if results.value(held) == Some("f") {
-                log::info!("LOCK_RELEASED key={}", self.common.key);
+                log::info!("LOCK_RELEASED key={}", self.target.key);
                 self.held_since = None;
             }
         }
@@ -396,7 +529,7 @@ impl<'c> LockSession<'c> {
         if self.held_since.is_none() {
             return;
         }
-        let key = &self.common.key;
+        let key = &self.target.key;
         if self.client.is_closed() {
             log::warn!("LOCK_RELEASED key={key} with the session: the connection was lost");
             self.held_since = None;
@@ -418,7 +551,8 @@ impl<'c> LockSession<'c> {
             Ok(results) => self.released(&results, unlocked),
             Err(e) => {
                 log::warn!(
-                    "LOCK_RELEASED key={key} with the session: unlock failed ({})",
+                    "LOCK_RELEASED key={} with the session: unlock failed ({})",
+                    self.target.key,
                     pg_error::error_chain(&e)
                 );
                 self.held_since = None;
@@ -427,15 +561,12 @@ impl<'c> LockSession<'c> {
     }
 
     fn released(&mut self, results: &Results, unlocked: Slot) {
-        let key = &self.common.key;
-        let held_ms = self
-            .held_since
-            .take()
-            .map_or(0, |t| crate::millis(t.elapsed()));
+        let key = &self.target.key;
+        let held_ms = self.held_since.take().map_or(0, |t| millis(t.elapsed()));
         if results.value(unlocked) == Some("t") {
             log::info!("LOCK_RELEASED key={key} held_ms={held_ms}");
         } else if self.pooler {
-            log::warn!("{}", super::mode::left_behind(key, &self.common.table));
+            log::warn!("{}", mode::left_behind(key, &self.target.table));
         } else {
             // pg_advisory_unlock said this session did not hold the key:
             // something else released it, or (behind a pooler) this
@@ -447,22 +578,7 @@ impl<'c> LockSession<'c> {
     }
 }
 
-/// A plain connection named after `identity`, retried for the connect
-/// timeout: for the commands that look at the lock without waiting for it.
-pub fn connect_as(
-    common: &Common,
-    identity: &Identity,
-    interrupt: &Interrupt,
-) -> Result<Client, Failure> {
-    connect::connect(
-        &common.database,
-        common.connect_timeout,
-        &identity.application_name(None),
-        interrupt,
-    )
-}
-
-impl Drop for LockSession<'_> {
+impl Drop for LockSession {
     fn drop(&mut self) {
         self.unlock();
     }

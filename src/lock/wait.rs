@@ -7,10 +7,13 @@
 
 use std::time::{Duration, Instant};
 
-use super::session::LockSession;
+use super::session::{Attempt, LockSession};
+use super::{log_acquired, log_busy, log_wait_timeout, Backend, LockMode};
+use crate::backoff::Backoff;
 use crate::error::Failure;
 use crate::interrupt::Interrupt;
 use crate::pg_error;
+use crate::time::millis;
 
 /// What a look found.
 pub enum Look<T> {
@@ -78,7 +81,7 @@ pub struct Acquired {
     pub held: bool,
     pub waited_ms: u64,
     /// Who held the key while this run waited.
-    pub holder: Option<super::Backend>,
+    pub holder: Option<Backend>,
 }
 
 /// Takes the key for a command that writes history rows without running
@@ -95,23 +98,21 @@ pub fn acquire(
     let mut holder = None;
     let key = session.key().clone();
     let started = Instant::now();
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8));
     let mut logged = false;
     let acquired = until(session, started + wait, interrupt, |session, _| {
-        if session.try_acquire(None)?.acquired {
+        if matches!(session.try_acquire(false)?, Attempt::Acquired { .. }) {
             return Ok(Look::Done(()));
         }
-        let (now, _) = session.busy()?;
+        let now = session.holders()?.holder;
         if !logged {
             logged = true;
-            let who = now.as_ref().map_or(
-                "holder_pid=<gone>".to_string(),
-                super::Backend::holder_log_fields,
-            );
-            log::info!(
-                "LOCK_BUSY key={key} {who} waited_ms={} wait_ms={}",
-                crate::millis(started.elapsed()),
-                crate::millis(wait)
+            log_busy(
+                &key,
+                LockMode::Session,
+                now.as_ref(),
+                millis(started.elapsed()),
+                millis(wait),
             );
         }
         if now.is_some() {
@@ -119,16 +120,14 @@ pub fn acquire(
         }
         // The holder's release notification ends the pause early; the
         // backoff only covers a holder that died without one.
-        let pause = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
-        backoff = (backoff * 2).min(Duration::from_secs(8));
-        Ok(Look::Again(pause))
+        Ok(Look::Again(backoff.next_pause()))
     });
-    let waited_ms = crate::millis(started.elapsed());
+    let waited_ms = millis(started.elapsed());
     let held = acquired?.is_some();
     if held {
-        super::log_acquired(&key, "", waited_ms);
+        log_acquired(&key, LockMode::Session, waited_ms);
     } else {
-        super::log_wait_timeout(&key, "", waited_ms, holder.as_ref(), left);
+        log_wait_timeout(&key, LockMode::Session, waited_ms, holder.as_ref(), left);
     }
     Ok(Acquired {
         held,

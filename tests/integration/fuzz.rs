@@ -30,6 +30,7 @@ use miglock::testing::{
     parse, parse_file_name, pgpass, sql, take_params, ConnectTarget as Target, HistoryTable,
     Identity, MigrationSet, ProblemKind, SslMode,
 };
+use miglock::Version;
 
 /// `parse::duration`'s documented bound.
 const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -195,18 +196,21 @@ proptest! {
         }
         match MigrationSet::load(dir.path()) {
             Ok(set) => {
-                let versions: Vec<i32> = set.migrations.iter().map(|m| m.version).collect();
+                let versions: Vec<&Version> = set.migrations.iter().map(|m| &m.id.version).collect();
                 prop_assert!(versions.windows(2).all(|w| w[0] < w[1]), "{:?}", versions);
                 for m in &set.migrations {
                     let file = m.path.file_name().unwrap().to_str().unwrap();
-                    prop_assert_eq!(parse_file_name(file).map(|(v, _)| v), Ok(m.version));
+                    prop_assert_eq!(
+                        parse_file_name(file).map(|(v, _)| Version::from(v)),
+                        Ok(m.id.version.clone())
+                    );
                     prop_assert!(!m.sql.trim().is_empty());
                     // What miglock records is what refinery computes, so a
                     // history written by either is recognised by the other.
                     let stem = &file[..file.len() - ".sql".len()];
                     let theirs = refinery::Migration::unapplied(stem, &m.sql).unwrap();
-                    prop_assert_eq!(theirs.version(), m.version);
-                    prop_assert_eq!(theirs.name(), m.name.as_str());
+                    prop_assert_eq!(Version::from(theirs.version()), m.id.version.clone());
+                    prop_assert_eq!(theirs.name(), m.id.name.as_str());
                     prop_assert_eq!(theirs.checksum(), m.checksum);
                 }
                 let sql_files = written

@@ -10,6 +10,8 @@ use std::fmt;
 use anyhow::bail;
 use postgres::{Client, SimpleQueryRow};
 
+use super::{MigrationId, Version};
+use crate::error::Failure;
 use crate::sql::{self, Batch, Results, Slot};
 
 pub const DEFAULT_TABLE: &str = "refinery_schema_history";
@@ -136,24 +138,36 @@ impl HistoryTable {
     /// Points an applied row at the file as it is now, guarded by the row
     /// as it was read: a row changed meanwhile returns no version (the
     /// statement's rows say which versions were updated).
-    pub fn repair_sql(&self, applied: &AppliedMigration, name: &str, checksum: u64) -> String {
+    pub fn repair_sql(&self, applied: &HistoryRow, name: &str, checksum: u64) -> String {
         format!(
             "UPDATE {} SET name = {}, checksum = '{checksum}' WHERE version = {} AND name = {} \
              AND checksum = {} RETURNING version",
             self.sql_name(),
             sql::literal(name),
-            applied.version,
-            sql::literal(&applied.name),
+            applied.id.version,
+            sql::literal(&applied.id.name),
             sql::literal(&applied.checksum),
         )
     }
 
-    pub fn insert_sql(&self, version: i32, name: &str, applied_on: &str, checksum: u64) -> String {
+    pub fn insert_sql(&self, id: &MigrationId, applied_on: &str, checksum: u64) -> String {
         format!(
-            "INSERT INTO {} (version, name, applied_on, checksum) VALUES ({version}, {}, {}, '{checksum}')",
+            "INSERT INTO {} (version, name, applied_on, checksum) VALUES ({}, {}, {}, '{checksum}')",
             self.sql_name(),
-            sql::literal(name),
+            id.version,
+            sql::literal(&id.name),
             sql::literal(applied_on),
+        )
+    }
+
+    /// One statement whose rows say whether the history holds the row this
+    /// run wrote for `id` (its `applied_on` tells it from another replica's).
+    pub fn committed_sql(&self, id: &MigrationId, applied_on: &str) -> String {
+        format!(
+            "SELECT 1 FROM {} WHERE version = {} AND applied_on = {}",
+            self.sql_name(),
+            id.version,
+            sql::literal(applied_on)
         )
     }
 }
@@ -177,28 +191,18 @@ impl fmt::Display for HistoryTable {
     }
 }
 
-/// One row of the history table.
+/// One row of the history table: an applied migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppliedMigration {
-    pub version: i64,
-    pub name: String,
+pub struct HistoryRow {
+    pub id: MigrationId,
     pub applied_on: String,
     /// Kept as text: a row written by another tool may not hold a number.
     pub checksum: String,
 }
 
-impl fmt::Display for AppliedMigration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "V{}__{}", self.version, self.name)
-    }
-}
-
 /// Reads the history (one round trip). `None` when the table does not exist.
-pub fn read(
-    client: &mut Client,
-    table: &HistoryTable,
-) -> Result<Option<Vec<AppliedMigration>>, crate::error::Failure> {
-    let mut batch = crate::sql::Batch::new();
+pub fn read(client: &mut Client, table: &HistoryTable) -> Result<Option<Vec<HistoryRow>>, Failure> {
+    let mut batch = Batch::new();
     let rows = batch.push(&table.select_sql());
     match batch.query(client) {
         Ok(results) => Ok(Some(rows_from_rows(results.rows(rows))?)),
@@ -246,8 +250,8 @@ pub fn log_schema_created(results: &Results, slot: Option<Slot>, table: &History
 
 /// The session's search_path names no existing schema, so an unqualified
 /// history table has nowhere to be (exit 2: a setting to fix).
-pub fn no_schema(table: &HistoryTable) -> crate::error::Failure {
-    crate::error::Failure::usage(anyhow::anyhow!(
+pub fn no_schema(table: &HistoryTable) -> Failure {
+    Failure::usage(anyhow::anyhow!(
         "the session's search_path selects no existing schema (current_schema() is NULL), so the \
          history table {table} has no schema to live in; name one with --table schema.table \
          (e.g. --table public.{table}), or fix the role's search_path"
@@ -256,7 +260,7 @@ pub fn no_schema(table: &HistoryTable) -> crate::error::Failure {
 
 /// The history rows of one statement (version, name, applied_on,
 /// checksum, in that order).
-pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<AppliedMigration>> {
+pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<HistoryRow>> {
     rows.iter()
         .map(|row| {
             let text = |i: usize| {
@@ -270,9 +274,11 @@ pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<AppliedMigr
             let Ok(version) = version_text.parse::<i64>() else {
                 bail!("the history table holds a version that is not a number: {version_text:?}");
             };
-            Ok(AppliedMigration {
-                version,
-                name: text(1),
+            Ok(HistoryRow {
+                id: MigrationId {
+                    version: Version::Number(version),
+                    name: text(1),
+                },
                 applied_on: text(2),
                 checksum: text(3),
             })
@@ -325,7 +331,14 @@ mod tests {
     fn insert_quotes_every_text_value() {
         let t = HistoryTable::default();
         assert_eq!(
-            t.insert_sql(3, "it's", "2026-01-01T00:00:00Z", 42),
+            t.insert_sql(
+                &MigrationId {
+                    version: 3.into(),
+                    name: "it's".into()
+                },
+                "2026-01-01T00:00:00Z",
+                42
+            ),
             "INSERT INTO \"refinery_schema_history\" (version, name, applied_on, checksum) \
              VALUES (3, E'it''s', E'2026-01-01T00:00:00Z', '42')"
         );

@@ -1,0 +1,313 @@
+//! The seam: clap's types in, plain configuration out. Connection
+//! strings are resolved, names and keys validated, environment fallbacks
+//! applied here, once; nothing past this file sees a clap type.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+
+use super::args::{
+    AheadArg, ApplyArgs, BaselineArgs, FleetArgs, FormatArg, GlobalArgs, LockModeArg, LockWaitArgs,
+    NewArgs, RepairArgs, StatusArgs, UnlockArgs, WaitArgs,
+};
+use super::{Cli, Command};
+use crate::config::{
+    ApplyConfig, BaselineConfig, Common, FleetConfig, FleetRequest, Format, Job, NewConfig,
+    RepairConfig, Source, StatusConfig, UnlockConfig, WaitConfig,
+};
+use crate::connect::conninfo;
+use crate::connect::ConnectTarget;
+use crate::env::Env;
+use crate::error::Failure;
+use crate::lock::{LockKey, LockMode};
+use crate::migrate;
+use crate::migrations::history::HistoryTable;
+use crate::migrations::{AheadPolicy, Version};
+use crate::output::Verbosity;
+use crate::parse;
+
+impl GlobalArgs {
+    pub fn format(&self) -> Format {
+        match self.format {
+            FormatArg::Text => Format::Text,
+            FormatArg::Json => Format::Json,
+        }
+    }
+
+    pub fn verbosity(&self) -> Verbosity {
+        Verbosity::from_flags(self.quiet, self.verbose)
+    }
+
+    /// The seam: resolves the connection and validates names and keys.
+    pub fn common(&self, env: Env) -> Result<Common, Failure> {
+        let table = HistoryTable::parse(&self.table).map_err(|e| Failure::usage(anyhow!(e)))?;
+        let url = self.database_url.as_deref();
+        if url.is_some_and(|u| u.trim().is_empty()) {
+            return Err(Failure::usage(anyhow!(self.empty_database_url())));
+        }
+        if self.password_on_command_line() {
+            log::warn!(
+                "the --database-url value holds a password, which every local user can read in the \
+                 process list: give it in DATABASE_URL, PGPASSWORD or ~/.pgpass instead"
+            );
+        }
+        let database = ConnectTarget::resolve(url, env)?;
+        let key = LockKey::for_target(self.lock_key, database.database(), &table);
+        let instance = env("MIGLOCK_INSTANCE").filter(|v| !v.trim().is_empty());
+        Ok(Common {
+            database,
+            migrations: self.migrations.clone(),
+            table,
+            key,
+            connect_timeout: self.connect_timeout,
+            instance,
+            ahead: self.ahead_policy(),
+            lock_mode: self.lock_mode(),
+        })
+    }
+
+    fn lock_mode(&self) -> LockMode {
+        match self.lock_mode {
+            LockModeArg::Session => LockMode::Session,
+            LockModeArg::Transaction => LockMode::Transaction,
+        }
+    }
+
+    fn ahead_policy(&self) -> AheadPolicy {
+        match self.ahead {
+            AheadArg::Allow => AheadPolicy::Allow,
+            AheadArg::Reject => AheadPolicy::Reject,
+        }
+    }
+}
+
+impl GlobalArgs {
+    /// An empty connection string is a mistake (an unfilled template, a
+    /// secret that did not load), not a wish for libpq's defaults: those
+    /// would be tried for the whole --connect-timeout against the wrong
+    /// server. Unset, `DATABASE_URL` still leaves the PG* variables to it.
+    fn empty_database_url(&self) -> String {
+        if self.database_url_on_command_line {
+            "--database-url is empty: give a connection URL, or leave the flag out to connect with \
+             DATABASE_URL or the libpq variables (PGHOST, PGPORT, PGUSER, PGDATABASE…)"
+                .into()
+        } else {
+            "DATABASE_URL is set but empty: give it a connection URL, or unset it to connect with \
+             the libpq variables (PGHOST, PGPORT, PGUSER, PGDATABASE…)"
+                .into()
+        }
+    }
+
+    /// A password given as an argument (in the URL or a `password=` key)
+    /// rather than in the environment or a file.
+    pub fn password_on_command_line(&self) -> bool {
+        self.database_url_on_command_line
+            && self
+                .database_url
+                .as_deref()
+                .is_some_and(conninfo::has_password)
+    }
+}
+
+/// `RUN_MIGRATIONS`, checked before anything else `apply` does.
+pub fn migrations_enabled(env: Env) -> Result<bool, Failure> {
+    parse::run_migrations(env("RUN_MIGRATIONS").as_deref()).map_err(|e| Failure::usage(anyhow!(e)))
+}
+
+impl LockWaitArgs {
+    /// `--wait`, else `MIGLOCK_WAIT` (clap reads both), else
+    /// `MIGRATION_LOCK_WAIT_SECONDS`, else 30 s.
+    pub fn wait(&self, env: Env) -> Result<Duration, Failure> {
+        match self.wait {
+            Some(wait) => Ok(wait),
+            None => match env("MIGRATION_LOCK_WAIT_SECONDS").filter(|v| !v.trim().is_empty()) {
+                Some(seconds) => parse::duration(&seconds)
+                    .map_err(|e| Failure::usage(anyhow!("MIGRATION_LOCK_WAIT_SECONDS: {e}"))),
+                None => Ok(Duration::from_secs(30)),
+            },
+        }
+    }
+}
+
+impl ApplyArgs {
+    pub fn config(&self, common: Common, env: Env) -> Result<ApplyConfig, Failure> {
+        Ok(ApplyConfig {
+            common,
+            wait: self.lock_wait.wait(env)?,
+            target_version: self.target.map(Version::from),
+            dry_run: self.dry_run,
+            migrate: migrate::Options {
+                statement_timeout: self.statement_timeout.filter(|t| !t.is_zero()),
+                settings: self.settings(env)?,
+                ddl_lock_timeout: self.ddl_lock_timeout.filter(|t| !t.is_zero()),
+                ddl_retries: self.ddl_retries,
+            },
+        })
+    }
+
+    /// `--set`, else `MIGLOCK_SET` (`;`-separated).
+    fn settings(&self, env: Env) -> Result<Vec<(String, String)>, Failure> {
+        Ok(if self.settings.is_empty() {
+            match env("MIGLOCK_SET") {
+                Some(list) => list
+                    .split(';')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| {
+                        parse::setting(s).map_err(|e| Failure::usage(anyhow!("MIGLOCK_SET: {e}")))
+                    })
+                    .collect::<Result<_, _>>()?,
+                None => Vec::new(),
+            }
+        } else {
+            self.settings.clone()
+        })
+    }
+}
+
+impl StatusArgs {
+    pub fn config(&self, common: Common) -> StatusConfig {
+        StatusConfig {
+            common,
+            check: self.check,
+        }
+    }
+}
+
+impl WaitArgs {
+    pub fn config(&self, common: Common) -> WaitConfig {
+        WaitConfig {
+            common,
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl BaselineArgs {
+    pub fn config(&self, common: Common, env: Env) -> Result<BaselineConfig, Failure> {
+        Ok(BaselineConfig {
+            common,
+            version: self.version.into(),
+            wait: self.lock_wait.wait(env)?,
+            dry_run: self.dry_run,
+        })
+    }
+}
+
+impl NewArgs {
+    /// Takes the folder only: `new` must work without a database, so the
+    /// connection settings are never resolved.
+    pub fn config(&self, global: &GlobalArgs) -> NewConfig {
+        NewConfig {
+            migrations: global.migrations.clone(),
+            name: self.name.clone(),
+            no_transaction: self.no_transaction,
+        }
+    }
+}
+
+impl RepairArgs {
+    pub fn config(&self, common: Common, env: Env) -> Result<RepairConfig, Failure> {
+        let mut versions = self.versions.clone();
+        versions.sort_unstable();
+        versions.dedup();
+        Ok(RepairConfig {
+            common,
+            versions: versions.into_iter().map(Version::from).collect(),
+            yes: self.yes,
+            dry_run: self.dry_run,
+            wait: self.lock_wait.wait(env)?,
+        })
+    }
+}
+
+impl UnlockArgs {
+    pub fn config(&self, common: Common) -> UnlockConfig {
+        UnlockConfig {
+            common,
+            yes: self.yes,
+            dry_run: self.dry_run,
+            force: self.force,
+        }
+    }
+}
+
+impl GlobalArgs {
+    /// `None` for a single target; otherwise the settings every target
+    /// shares. Each target derives its own lock key, so `--lock-key`
+    /// (which would make every tenant of one database wait for the
+    /// others) is refused.
+    pub fn fleet(&self, args: &FleetArgs, env: Env) -> Result<Option<FleetConfig>, Failure> {
+        let source = match (&args.databases_from, args.all_databases) {
+            (Some(path), _) if !path.trim().is_empty() => Source::File(path.clone()),
+            (_, true) => Source::AllDatabases {
+                server: Box::new(self.common(env)?.database),
+                pattern: args.pattern.clone(),
+            },
+            _ => return Ok(None),
+        };
+        if self.lock_key.is_some() {
+            return Err(Failure::usage(anyhow!(
+                "--lock-key (MIGLOCK_LOCK_KEY) cannot be used with many targets: each target \
+                 derives its own key from its database, schema and table"
+            )));
+        }
+        let table = HistoryTable::parse(&self.table).map_err(|e| Failure::usage(anyhow!(e)))?;
+        Ok(Some(FleetConfig {
+            source,
+            jobs: usize::from(args.jobs),
+            fail_fast: args.fail_fast,
+            migrations: self.migrations.clone(),
+            table,
+            connect_timeout: self.connect_timeout,
+            instance: env("MIGLOCK_INSTANCE").filter(|v| !v.trim().is_empty()),
+            ahead: self.ahead_policy(),
+            lock_mode: self.lock_mode(),
+        }))
+    }
+}
+
+impl Cli {
+    /// Many targets (`--databases-from`, `--all-databases`) for `apply`,
+    /// `status` or `wait`: the command's name and what the runner in
+    /// `fleet` needs; `None` for one target (the usual path).
+    pub fn fleet_request<'a>(
+        &'a self,
+        env: Env<'a>,
+    ) -> Option<(&'static str, Result<FleetRequest<'a>, Failure>)> {
+        let (command, fleet): (&'static str, &FleetArgs) = match &self.command {
+            Command::Apply(args) => ("apply", &args.fleet),
+            Command::Status(args) => ("status", &args.fleet),
+            Command::Wait(args) => ("wait", &args.fleet),
+            _ => return None,
+        };
+        if fleet.databases_from.as_deref().is_none_or(str::is_empty) && !fleet.all_databases {
+            return None;
+        }
+        let request = (|| {
+            // The gate comes first, as for one target.
+            let disabled = matches!(self.command, Command::Apply(_)) && !migrations_enabled(env)?;
+            let config = match self.global.fleet(fleet, env)? {
+                Some(config) => config,
+                None => return Err(Failure::usage(anyhow!("no targets given"))),
+            };
+            let job = move |common| -> Result<Job, Failure> {
+                Ok(match &self.command {
+                    Command::Apply(args) => Job::Apply(args.config(common, env)?),
+                    Command::Status(args) => Job::Status(args.config(common)),
+                    Command::Wait(args) => Job::Wait(args.config(common)),
+                    _ => {
+                        return Err(Failure::usage(anyhow!(
+                            "many targets: apply, status or wait"
+                        )))
+                    }
+                })
+            };
+            Ok(FleetRequest {
+                disabled,
+                config,
+                job: Box::new(job),
+            })
+        })();
+        Some((command, request))
+    }
+}

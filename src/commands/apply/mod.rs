@@ -1,0 +1,170 @@
+//! `miglock apply`: wait (bounded) for the lock, apply what is pending,
+//! release the lock.
+//!
+//! This module reads the files, connects, plans and picks the lock mode;
+//! waiting for the key and applying in order is [`session_mode`]'s or
+//! [`transaction_mode`]'s, and running each migration is `migrate`'s.
+//!
+//! Round trips, in the common cases:
+//! - nothing pending (every replica but one, every restart): connect, read
+//!   the history, done. No lock is taken: committed history rows are proof
+//!   enough that the schema is current. The first connection attempt runs
+//!   while the files are read.
+//! - something pending: one round trip that sets the session up, listens
+//!   for the release notification, tries the lock and re-reads the history;
+//!   then one round trip per migration, the last of which also unlocks and
+//!   notifies the waiters.
+
+use std::time::Instant;
+
+use anyhow::anyhow;
+
+use crate::config::ApplyConfig;
+use crate::context::Context;
+use crate::error::Failure;
+use crate::lock::{LockMode, LockSession};
+use crate::migrate::settings;
+use crate::migrations::history::HistoryRow;
+use crate::migrations::{LocalMigration, MigrationSet, Plan};
+use crate::outcome::Outcome;
+use crate::report::{AppliedEntry, Report};
+use crate::time::millis;
+
+mod session_mode;
+mod transaction_mode;
+
+/// One apply run's fixed inputs, shared by its steps.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    config: &'a ApplyConfig,
+    set: &'a MigrationSet,
+    ctx: &'a Context<'a>,
+}
+
+impl<'a> Run<'a> {
+    /// The plan against `history`, its problems in the report.
+    fn plan(&self, history: &[HistoryRow], report: &mut Report) -> Result<Plan<'a>, Failure> {
+        let common = &self.config.common;
+        Plan::new(
+            self.set,
+            history,
+            self.config.target_version.as_ref(),
+            common.ahead,
+        )
+        .map_err(|p| report.invalid(p))
+    }
+
+    /// `MIGRATION_APPLIED`, and the migration in the report.
+    fn applied(&self, report: &mut Report, migration: &LocalMigration, started: Instant) {
+        let duration_ms = millis(started.elapsed());
+        log::info!(
+            "MIGRATION_APPLIED version={} name={} ms={duration_ms}",
+            migration.id.version,
+            migration.id.name
+        );
+        report.pending.retain(|pending| pending.id != migration.id);
+        report
+            .applied
+            .push(AppliedEntry::by_this_run(migration, Some(duration_ms)));
+    }
+}
+
+pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<Outcome, Failure> {
+    let common = &config.common;
+    report.set_database(common);
+    report.dry_run = config.dry_run;
+
+    // The server starts a backend for this run while the files are read:
+    // on a no-op run those are the two costs, and they overlap.
+    let connecting = LockSession::start(common.lock_target(), common.identity("apply"), true);
+    let set = MigrationSet::load(&common.migrations).map_err(|p| report.invalid(p))?;
+    if set.migrations.is_empty() {
+        log::warn!("no migration files in {}", common.migrations.display());
+    }
+    log::debug!(
+        "read {} migration files from {} (newest {})",
+        set.migrations.len(),
+        common.migrations.display(),
+        set.migrations
+            .last()
+            .map_or("none".to_string(), ToString::to_string)
+    );
+    check_target_version(config, &set)?;
+
+    let mut session = connecting.finish(ctx.interrupt)?;
+    settings::check(&mut session, &config.migrate.settings)?;
+    let mut session = session.with_settings(settings::session_sql(
+        config.migrate.statement_timeout,
+        &config.migrate.settings,
+    ));
+
+    let history = session.read_history()?;
+    let run = Run {
+        config,
+        set: &set,
+        ctx,
+    };
+    let plan = run.plan(history.as_deref().unwrap_or_default(), report)?;
+    // Before anything runs; the history only grows, so no later plan has a
+    // pending file this one lacks.
+    plan.refusals().map_err(|p| report.invalid(p))?;
+    if common.lock_mode == LockMode::Transaction {
+        transaction_mode::refuse_non_transactional(&plan)?;
+    }
+    report.set_plan(&plan);
+    if plan.pending.is_empty() {
+        return Ok(report.current(&plan, "nothing pending"));
+    }
+    log::debug!("pending: {}", names(&plan));
+    if config.dry_run {
+        ctx.out.print(&render_plan(config, &plan));
+        return Ok(Outcome::Pending);
+    }
+    match common.lock_mode {
+        LockMode::Transaction => transaction_mode::run(&mut session, run, history, report),
+        LockMode::Session => session_mode::run(session, run, history.is_some(), report),
+    }
+}
+
+fn check_target_version(config: &ApplyConfig, set: &MigrationSet) -> Result<(), Failure> {
+    let Some(target) = &config.target_version else {
+        return Ok(());
+    };
+    match set.last_version() {
+        Some(last) if target <= last => Ok(()),
+        last => Err(Failure::usage(anyhow!(
+            "--target {target} is beyond the newest migration in {} ({})",
+            config.common.migrations.display(),
+            last.map_or("there is none".to_string(), |v| format!("V{v}"))
+        ))),
+    }
+}
+
+fn names(plan: &Plan) -> String {
+    plan.pending
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What `--dry-run` prints.
+fn render_plan(config: &ApplyConfig, plan: &Plan) -> String {
+    let common = &config.common;
+    let mut text = format!(
+        "Plan for {} (table {}, lock key {}):\n",
+        common.database, common.table, common.key
+    );
+    for m in &plan.pending {
+        let how = m
+            .no_transaction()
+            .map_or(String::new(), |why| format!("  [no transaction: {why}]"));
+        text.push_str(&format!("  apply {m}  ({}){how}\n", m.path.display()));
+    }
+    text.push_str(&format!(
+        "{} pending, {} applied; nothing was changed (--dry-run).\n",
+        plan.pending.len(),
+        plan.applied.len()
+    ));
+    text
+}

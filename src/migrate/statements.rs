@@ -1,0 +1,310 @@
+//! Migrations that cannot run in a transaction (`CREATE INDEX
+//! CONCURRENTLY`, …), run statement by statement on the session that holds
+//! the key, then their history row; and the INVALID indexes a failed
+//! concurrent build leaves behind.
+
+use std::collections::BTreeSet;
+
+use anyhow::anyhow;
+use postgres::error::SqlState;
+use postgres::Client;
+
+use super::retry::{DdlRetry, Interrupted};
+use super::{failed_line, refused, Step};
+use crate::error::{ErrorDetail, Failure};
+use crate::lock::mode;
+use crate::lock::LockSession;
+use crate::migrations::split::{Execution, IndexBuild, Planned};
+use crate::migrations::LocalMigration;
+use crate::outcome::Outcome;
+use crate::pg_error;
+use crate::sql::Batch;
+
+/// A statement's place in its file: `index` of `total`, from 0.
+#[derive(Clone, Copy)]
+struct Position {
+    index: usize,
+    total: usize,
+}
+
+/// The statements of a non-transactional migration, one round trip each
+/// in autocommit, then its history row (and, for the last migration, the
+/// key's release) in one more.
+pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
+    let Step {
+        migration,
+        baseline,
+        options,
+        lock_mode,
+        applied_on,
+        release_after,
+        interrupt,
+    } = *step;
+    let Execution::NoTransaction { reason, mixed } = migration.execution() else {
+        return Err(Failure::failed(anyhow!("{migration} is transactional")));
+    };
+    // Its statements commit one by one, so no transaction can carry the
+    // guard; a lone round trip at least tells whether this connection still
+    // reaches the session that holds the key.
+    if session.is_held() {
+        let guard = mode::guard_sql(session.key(), &baseline.table, Some(&migration.id.version));
+        // Any other error is met, and reported, by the first statement.
+        if let Err(error) = session.client().batch_execute(&guard) {
+            if let Some(code) = mode::refusal(&error) {
+                return Err(refused(session, lock_mode, migration, code));
+            }
+        }
+    }
+    log::info!(
+        "MIGRATION_NO_TRANSACTION version={} name={} reason={reason}{}",
+        migration.id.version,
+        migration.id.name,
+        if *mixed { " mixed=true" } else { "" }
+    );
+    if *mixed {
+        log::warn!(
+            "{migration} mixes statements PostgreSQL refuses in a transaction with others: it runs \
+             statement by statement and is not atomic"
+        );
+    }
+    if let Some(sql) = DdlRetry::new(options).session_sql() {
+        session
+            .client()
+            .batch_execute(&sql)
+            .map_err(|e| pg_error::failed(&e, "cannot set lock_timeout"))?;
+    }
+    let statements = migration.statements();
+    let total = statements.len();
+    // Inside the file's own BEGIN … COMMIT (a file with the marker).
+    let mut in_transaction = false;
+    for (i, statement) in statements.iter().enumerate() {
+        if interrupt.is_set() {
+            return Err(interrupted(migration, i, total));
+        }
+        run_statement(
+            session,
+            step,
+            statement,
+            Position { index: i, total },
+            in_transaction,
+        )?;
+        match statement.control {
+            Some("BEGIN" | "START TRANSACTION") => in_transaction = true,
+            Some("COMMIT" | "END" | "ROLLBACK" | "ABORT") if statement.chains => {}
+            Some("COMMIT" | "END" | "ROLLBACK" | "ABORT" | "PREPARE TRANSACTION") => {
+                in_transaction = false;
+            }
+            _ => {}
+        }
+    }
+    let mut batch = Batch::new();
+    batch.push(
+        &baseline
+            .table
+            .insert_sql(&migration.id, applied_on, migration.checksum),
+    );
+    baseline.push_restore(&mut batch);
+    let result = if release_after {
+        session.execute_then_release(batch)
+    } else {
+        session.execute(&batch)
+    };
+    result.map_err(|e| {
+        pg_error::failed(
+            &e,
+            format!(
+                "{migration}: all {total} statements committed, but its history row could not be \
+                 written; the next apply runs it again"
+            ),
+        )
+    })
+}
+
+/// One statement, retried after a DDL lock timeout as a whole migration
+/// is in a transaction.
+fn run_statement(
+    session: &mut LockSession,
+    step: &Step,
+    statement: &Planned,
+    position: Position,
+    in_transaction: bool,
+) -> Result<(), Failure> {
+    let Step {
+        migration,
+        options,
+        interrupt,
+        ..
+    } = *step;
+    let Position { index, total } = position;
+    let mut retry = DdlRetry::new(options);
+    let sql = statement.sql(migration.script());
+    loop {
+        let invalid_before = match statement.index_build {
+            Some(_) => invalid_indexes(session.client()).unwrap_or_default(),
+            None => BTreeSet::new(),
+        };
+        let Err(error) = session.client().batch_execute(sql) else {
+            return Ok(());
+        };
+        // PostgreSQL keeps the INVALID index of a failed concurrent build:
+        // it would make the re-run's CREATE INDEX fail (or, with IF NOT
+        // EXISTS, skip a broken index). Only indexes this statement left.
+        if let Some(build) = &statement.index_build {
+            if !session.is_closed() {
+                drop_invalid_indexes(session.client(), build, &invalid_before);
+            }
+        }
+        // psql's exit on error would end the file's own transaction with
+        // the session; here the session lives on, so roll it back.
+        if in_transaction && !session.is_closed() {
+            session.rollback();
+        }
+        if interrupt.is_set() && error.code() == Some(&SqlState::QUERY_CANCELED) {
+            return Err(interrupted(migration, index, total));
+        }
+        // Inside the file's own transaction, the statements before this one
+        // went with the rollback: retrying this one alone would be wrong.
+        if !in_transaction {
+            match retry.again(&error, migration, Some(index + 1), interrupt) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(Interrupted) => return Err(interrupted(migration, index, total)),
+            }
+        }
+        let mut failure = statement_failed(migration, statement, position, &retry, &error);
+        if in_transaction {
+            failure.error = anyhow!(
+                "{}\nThe statements since the file's own BEGIN were rolled back with its transaction.",
+                failure.message()
+            );
+        }
+        return Err(failure);
+    }
+}
+
+/// What committed before statement `index` (from 0) of `total`.
+fn committed_before(index: usize, total: usize) -> String {
+    match index {
+        0 => format!("no statement of {total} committed"),
+        1 => format!("statement 1 of {total} committed; nothing after"),
+        n => format!("statements 1–{n} of {total} committed; nothing after"),
+    }
+}
+
+fn interrupted(migration: &LocalMigration, index: usize, total: usize) -> Failure {
+    Failure::new(
+        Outcome::Interrupted,
+        anyhow!(
+            "interrupted by a signal during {migration}, which runs without a transaction: {}. No \
+             history row was written; the next apply runs the whole file again.",
+            committed_before(index, total)
+        ),
+    )
+}
+
+fn statement_failed(
+    migration: &LocalMigration,
+    statement: &Planned,
+    position: Position,
+    retry: &DdlRetry,
+    error: &postgres::Error,
+) -> Failure {
+    let Position { index, total } = position;
+    let file = migration.path.display();
+    let number = index + 1;
+    let Some(db_error) = error.as_db_error() else {
+        failed_line(migration, Some(number), None);
+        return Failure::failed(anyhow!(
+            "migration {migration} ({file}) did not complete statement {number} of {total} (line {}): \
+             {}\nIt runs without a transaction: {}, as far as this run knows.",
+            statement.line,
+            pg_error::error_chain(error),
+            committed_before(index, total)
+        ));
+    };
+    let ErrorDetail { sqlstate, line, .. } =
+        pg_error::locate(db_error, 0, statement.sql(migration.script()));
+    let line = statement.line + line.map_or(0, |l| l - 1);
+    failed_line(migration, Some(number), sqlstate.as_deref());
+    let mut message = format!(
+        "migration {migration} failed at statement {number} of {total} ({file}, line {line}): {}\n\
+         It runs without a transaction: {}. No history row was written: fix the cause and apply \
+         again, which runs the whole file again (write such files to be re-runnable, e.g. with \
+         IF NOT EXISTS).",
+        pg_error::text(db_error),
+        committed_before(index, total)
+    );
+    if let Some(gave_up) = retry.gave_up(error) {
+        message.push_str(&gave_up);
+    }
+    Failure::failed(anyhow!(message)).with_detail(ErrorDetail {
+        sqlstate,
+        file: Some(migration.path.clone()),
+        line: Some(line),
+    })
+}
+
+/// Invalid indexes in the schemas this session's statements resolve
+/// names in (its search_path), as `(schema-qualified SQL name, name,
+/// table name)`. Other schemas are other tenants' (many databases with a
+/// schema each), whose builds this run must never touch.
+fn invalid_indexes(
+    client: &mut Client,
+) -> Result<BTreeSet<(String, String, String)>, postgres::Error> {
+    let mut batch = Batch::new();
+    let rows = batch.push(
+        "SELECT format('%I.%I', n.nspname, c.relname), c.relname, t.relname FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE NOT i.indisvalid AND n.nspname = ANY (current_schemas(false))",
+    );
+    let results = batch.query(client)?;
+    Ok(results
+        .rows(rows)
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.get(0)?.to_string(),
+                r.get(1)?.to_string(),
+                r.get(2)?.to_string(),
+            ))
+        })
+        .collect())
+}
+
+/// Drops the invalid indexes that appeared during a failed concurrent
+/// build and are its own: the index it names, or for an unnamed one an
+/// index on the table it names, or REINDEX CONCURRENTLY's
+/// `_ccnew`/`_ccold` copies; only in the schemas of this session's
+/// search_path. (An unnamed build of another session on the same table, at
+/// the same moment, cannot be told apart.)
+fn drop_invalid_indexes(
+    client: &mut Client,
+    build: &IndexBuild,
+    before: &BTreeSet<(String, String, String)>,
+) {
+    let Ok(after) = invalid_indexes(client) else {
+        return;
+    };
+    for (qualified, name, on) in after.difference(before) {
+        let ours = match build {
+            IndexBuild::Create {
+                name: Some(named), ..
+            } => name == named,
+            IndexBuild::Reindex => name.contains("_ccnew") || name.contains("_ccold"),
+            // CREATE INDEX CONCURRENTLY ON t(…): a name PostgreSQL chose.
+            IndexBuild::Create { name: None, table } => table.as_deref() == Some(on.as_str()),
+        };
+        if !ours {
+            continue;
+        }
+        match client.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}")) {
+            Ok(()) => log::warn!("INVALID_INDEX_DROPPED name={qualified}"),
+            Err(e) => log::warn!(
+                "cannot drop the invalid index {qualified} left by the failed statement ({}); drop it \
+                 before the next apply",
+                pg_error::error_chain(&e)
+            ),
+        }
+    }
+}

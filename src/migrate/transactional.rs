@@ -1,0 +1,140 @@
+//! A migration in one transaction: its SQL and its history row commit
+//! together, in one round trip. refinery's own runner commits them in two
+//! transactions, so a crash between the two leaves a migration applied but
+//! unrecorded.
+
+use anyhow::anyhow;
+use postgres::error::SqlState;
+
+use super::retry::{DdlRetry, Interrupted};
+use super::{failed_line, recovery, refused, settings, Step};
+use crate::error::{ErrorDetail, Failure};
+use crate::lock::mode::{self, LockMode};
+use crate::lock::LockSession;
+use crate::pg_error;
+use crate::sql::Batch;
+
+/// Applies `step`'s migration; with `release_after`, the same round trip
+/// also releases the key (the last migration of a run).
+pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
+    let Step {
+        migration,
+        baseline,
+        options,
+        lock_mode,
+        applied_on,
+        release_after,
+        interrupt,
+    } = *step;
+    let table = &baseline.table;
+    let mut retry = DdlRetry::new(options);
+    let (error, script_start) = loop {
+        let mut batch = Batch::new();
+        if lock_mode == LockMode::Transaction {
+            // The guard's history check must see every commit made before
+            // the key was granted: its snapshot must come after the lock,
+            // which a repeatable read transaction would take at the guard.
+            batch.push("BEGIN ISOLATION LEVEL READ COMMITTED");
+            batch.push(&settings::local_sql(
+                options.statement_timeout,
+                &options.settings,
+                &session
+                    .identity()
+                    .application_name(Some(mode::TRANSACTION_HOLDING)),
+            ));
+        } else {
+            batch.push("BEGIN");
+        }
+        batch.push(&mode::guard_sql(
+            session.key(),
+            table,
+            Some(&migration.id.version),
+        ));
+        if let Some(sql) = retry.local_sql() {
+            batch.push(&sql);
+        }
+        let script_start = batch.push_script(migration.script());
+        // A migration that ends the transaction itself (a stray COMMIT)
+        // makes this fail, so its row is never written outside it.
+        batch.push("SAVEPOINT miglock_guard");
+        batch.push(&table.insert_sql(&migration.id, applied_on, migration.checksum));
+        batch.push("COMMIT");
+        // SET (not LOCAL) in a migration outlives its COMMIT.
+        baseline.push_restore(&mut batch);
+        let result = if !session.is_held() {
+            // Transaction mode: the key came and went with the transaction.
+            session.query(&batch).map(drop)
+        } else if release_after {
+            session.execute_then_release(batch)
+        } else {
+            session.execute(&batch)
+        };
+        let Err(error) = result else {
+            return Ok(());
+        };
+        // Whatever failed, the transaction must not stay open on the session
+        // that still holds the key.
+        session.rollback();
+        // An error after the COMMIT (a cancel landing on the unlock that
+        // follows it) leaves the migration applied: its row says so.
+        if release_after && recovery::committed(session, table, migration, applied_on) {
+            // The unlock after the COMMIT may have gone through too.
+            session.recheck_held();
+            return Ok(());
+        }
+        if let Some(code) = mode::refusal(&error) {
+            return Err(refused(session, lock_mode, migration, code));
+        }
+        if interrupt.is_set() && error.code() == Some(&SqlState::QUERY_CANCELED) {
+            return Err(Failure::interrupted());
+        }
+        // Not the migration's fault: the caller reconnects and looks.
+        if session.is_closed() || pg_error::session_ended(&error) {
+            return Err(pg_error::failed(
+                &error,
+                format!("the connection was lost during {migration}"),
+            ));
+        }
+        match retry.again(&error, migration, None, interrupt) {
+            Ok(true) => continue,
+            Ok(false) => break (error, script_start),
+            Err(Interrupted) => return Err(Failure::interrupted()),
+        }
+    };
+
+    let file = migration.path.display();
+    let Some(db_error) = error.as_db_error() else {
+        failed_line(migration, None, None);
+        return Err(Failure::failed(anyhow!(
+            "migration {migration} ({file}) did not complete: {}",
+            pg_error::error_chain(&error)
+        )));
+    };
+    let ErrorDetail { sqlstate, line, .. } =
+        pg_error::locate(db_error, script_start, migration.script());
+    failed_line(migration, None, sqlstate.as_deref());
+    let at = line.map_or(String::new(), |l| format!(", line {l}"));
+    let mut message = format!(
+        "migration {migration} failed ({file}{at}): {}",
+        pg_error::text(db_error)
+    );
+    if db_error.code() == &SqlState::NO_ACTIVE_SQL_TRANSACTION {
+        message.push_str(
+            "\nThe migration ended its own transaction (a COMMIT or ROLLBACK in the file), so its \
+             history row was not written. miglock runs each migration in one transaction with its \
+             row: take the transaction control out of the file. Anything the file committed itself \
+             stays; check it before the next apply.",
+        );
+    } else if !session.is_closed() {
+        message.push_str("\nIt was rolled back: nothing of it was applied.");
+    }
+    if let Some(gave_up) = retry.gave_up(&error) {
+        message.push_str(&gave_up);
+        message.push_str(&recovery::table_lock_holders(session));
+    }
+    Err(Failure::failed(anyhow!(message)).with_detail(ErrorDetail {
+        sqlstate,
+        file: Some(migration.path.clone()),
+        line,
+    }))
+}

@@ -1,0 +1,358 @@
+//! The join of the files with the history: what is applied, pending, ahead
+//! (applied by a newer release), and what makes the set unsafe to run
+//! (divergent, missing, out of order).
+
+use super::history::HistoryRow;
+use super::problems::{Problem, ProblemKind, Problems};
+use super::{LocalMigration, MigrationSet, Version};
+
+/// What to make of applied migrations above the newest local file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AheadPolicy {
+    /// A newer release applied them: the schema is current for this one.
+    #[default]
+    Allow,
+    /// A problem (exit 6), for teams that never run an image older than
+    /// its database.
+    Reject,
+}
+
+/// What the history and the files say together.
+#[derive(Debug, Clone, Default)]
+pub struct Plan<'a> {
+    /// Applied migrations, in version order (as the history has them).
+    pub applied: Vec<HistoryRow>,
+    /// Files to apply, in version order, up to the target.
+    pub pending: Vec<&'a LocalMigration>,
+    /// Files past the target, left for a later run.
+    pub beyond_target: usize,
+    /// Applied migrations above the newest file (`--ahead allow`): a newer
+    /// release applied them. Also in `applied`.
+    pub ahead: Vec<HistoryRow>,
+    /// The newest file's version.
+    pub newest_local: Option<Version>,
+}
+
+impl<'a> Plan<'a> {
+    /// Compares files and history. Divergent, missing and out-of-order
+    /// migrations are problems (refinery's `abort_divergent` and
+    /// `abort_missing`, both on), except applied migrations above the
+    /// newest file: during a rolling deploy or a rollback an older image
+    /// meets a database a newer one has migrated, and refusing to start it
+    /// would turn every rollback into an outage. `ahead` decides whether
+    /// they are current (`allow`) or problems (`reject`).
+    pub fn new(
+        set: &'a MigrationSet,
+        history: &[HistoryRow],
+        target: Option<&Version>,
+        ahead_policy: AheadPolicy,
+    ) -> Result<Plan<'a>, Problems> {
+        let mut sorted;
+        let history = if history.is_sorted_by(|a, b| a.id.version <= b.id.version) {
+            history
+        } else {
+            sorted = history.to_vec();
+            sorted.sort_by(|a, b| a.id.version.cmp(&b.id.version));
+            &sorted
+        };
+        let newest_applied = history.last().map(|a| &a.id.version);
+        let newest_local = set.last_version();
+        let mut problems = Vec::new();
+        let mut pending = Vec::new();
+        let mut beyond_target = 0;
+        let mut ahead = Vec::new();
+        // Both lists are in version order: one merge pass, no lookups.
+        let mut applied = history.iter().peekable();
+        let mut files = set.migrations.iter().peekable();
+        loop {
+            let (a, m) = (applied.peek().copied(), files.peek().copied());
+            match (a, m) {
+                (None, None) => break,
+                (Some(a), Some(m)) if a.id.version == m.id.version => {
+                    if let Some(problem) = divergence(a, m) {
+                        problems.push(problem);
+                    }
+                    applied.next();
+                    files.next();
+                }
+                // Past the last file: every file is older than `a`. With no
+                // file at all, the folder is far more likely the wrong one
+                // (a bad --migrations, an image built without them) than a
+                // release that has none, so that stays `missing`.
+                (Some(a), None) => {
+                    match (newest_local, ahead_policy) {
+                        (None, _) => problems.push(missing(a)),
+                        (Some(newest), AheadPolicy::Reject) => {
+                            problems.push(rejected_ahead(a, newest));
+                        }
+                        (Some(_), AheadPolicy::Allow) => ahead.push(a.clone()),
+                    }
+                    applied.next();
+                }
+                (Some(a), Some(m)) if a.id.version < m.id.version => {
+                    problems.push(missing(a));
+                    applied.next();
+                }
+                (_, Some(m)) => {
+                    let version = &m.id.version;
+                    if let Some(newest) = newest_applied.filter(|newest| *newest > version) {
+                        problems.push(Problem {
+                            kind: ProblemKind::OutOfOrder,
+                            message: format!(
+                                "{}: not applied, but the later version {newest} is; give it a version above {newest}",
+                                m.path.display()
+                            ),
+                            file: Some(m.path.clone()),
+                            version: Some(version.clone()),
+                            line: None,
+                        });
+                    } else if target.is_some_and(|t| version > t) {
+                        beyond_target += 1;
+                    } else {
+                        pending.push(m);
+                    }
+                    files.next();
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(Plan {
+                applied: history.to_vec(),
+                pending,
+                beyond_target,
+                ahead,
+                newest_local: newest_local.cloned(),
+            })
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    /// The pending files' statements that must not run (transaction control
+    /// in a file that runs in miglock's transaction, COPY FROM stdin…), as
+    /// problems, before anything runs. Applied files are not looked at: a
+    /// rule added later must not make an applied set invalid.
+    pub fn refusals(&self) -> Result<(), Problems> {
+        let mut problems = Vec::new();
+        for migration in &self.pending {
+            for refusal in migration.refusals() {
+                problems.push(Problem {
+                    kind: match refusal.kind {
+                        super::split::RefusalKind::TransactionControl => {
+                            ProblemKind::TransactionControl
+                        }
+                        super::split::RefusalKind::Unsupported => ProblemKind::Unsupported,
+                    },
+                    message: format!("{}: {}", migration.path.display(), refusal.message),
+                    file: Some(migration.path.clone()),
+                    version: Some(migration.id.version.clone()),
+                    line: Some(refusal.line),
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    /// The newest applied migration, as `V{n}__{name}`.
+    pub fn newest_applied(&self) -> Option<String> {
+        self.applied.last().map(|row| row.id.to_string())
+    }
+}
+
+fn missing(applied: &HistoryRow) -> Problem {
+    Problem {
+        kind: ProblemKind::Missing,
+        message: format!(
+            "{} was applied on {} but its file is gone from the migrations folder",
+            applied.id, applied.applied_on
+        ),
+        file: None,
+        version: Some(applied.id.version.clone()),
+        line: None,
+    }
+}
+
+fn rejected_ahead(applied: &HistoryRow, newest_local: &Version) -> Problem {
+    Problem {
+        kind: ProblemKind::Ahead,
+        message: format!(
+            "{} was applied on {} by a newer release: it is newer than this image, whose \
+             newest migration is V{newest_local} (--ahead reject refuses to run with it)",
+            applied.id, applied.applied_on
+        ),
+        file: None,
+        version: Some(applied.id.version.clone()),
+        line: None,
+    }
+}
+
+/// An applied migration whose file no longer matches it: renamed, or with
+/// other content (refinery's `abort_divergent`).
+fn divergence(applied: &HistoryRow, file: &LocalMigration) -> Option<Problem> {
+    let what = if file.id.name != applied.id.name {
+        format!(
+            "the name changed from {:?} to {:?}",
+            applied.id.name, file.id.name
+        )
+    } else if applied.checksum.parse::<u64>() != Ok(file.checksum) {
+        format!(
+            "its content changed (checksum {} applied, {} on disk)",
+            applied.checksum, file.checksum
+        )
+    } else {
+        return None;
+    };
+    Some(Problem {
+        kind: ProblemKind::Divergent,
+        message: format!(
+            "{}: applied on {} but {what}",
+            file.path.display(),
+            applied.applied_on
+        ),
+        file: Some(file.path.clone()),
+        version: Some(applied.id.version.clone()),
+        line: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::migrations::{checksum, MigrationId};
+
+    const ALLOW: AheadPolicy = AheadPolicy::Allow;
+
+    fn set(files: &[(i32, &str, &str)]) -> MigrationSet {
+        MigrationSet {
+            migrations: files
+                .iter()
+                .map(|(v, name, sql)| {
+                    LocalMigration::new(
+                        MigrationId {
+                            version: (*v).into(),
+                            name: name.to_string(),
+                        },
+                        PathBuf::from(format!("m/V{v}__{name}.sql")),
+                        sql.to_string(),
+                        checksum(name, *v, sql),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn applied(m: &LocalMigration) -> HistoryRow {
+        HistoryRow {
+            id: m.id.clone(),
+            applied_on: "2026-01-01T00:00:00Z".into(),
+            checksum: m.checksum.to_string(),
+        }
+    }
+
+    fn versions<'a>(rows: impl IntoIterator<Item = &'a MigrationId>) -> Vec<String> {
+        rows.into_iter().map(|id| id.version.to_string()).collect()
+    }
+
+    #[test]
+    fn plan_lists_pending_after_applied() {
+        let s = set(&[(1, "a", "x"), (2, "b", "y"), (5, "c", "z")]);
+        let plan = Plan::new(&s, &[applied(&s.migrations[0])], None, ALLOW).unwrap();
+        assert_eq!(versions(plan.pending.iter().map(|m| &m.id)), ["2", "5"]);
+        let four = Version::from(4);
+        let plan = Plan::new(&s, &[applied(&s.migrations[0])], Some(&four), ALLOW).unwrap();
+        assert_eq!(plan.pending.len(), 1);
+        assert_eq!(plan.beyond_target, 1);
+    }
+
+    #[test]
+    fn plan_reports_every_divergent_missing_and_out_of_order_migration() {
+        let s = set(&[(1, "a", "x"), (2, "b", "y"), (3, "c", "z"), (10, "d", "w")]);
+        let mut renamed = applied(&s.migrations[0]);
+        renamed.id.name = "old".into();
+        let mut edited = applied(&s.migrations[1]);
+        edited.checksum = "1".into();
+        let mut gone = applied(&s.migrations[2]);
+        gone.id.version = 9.into();
+        let err = Plan::new(&s, &[renamed, edited, gone], None, ALLOW).unwrap_err();
+        let kinds: Vec<ProblemKind> = err.0.iter().map(|p| p.kind).collect();
+        // In version order: V1, V2, V3 (a file below the applied V9), V9
+        // (gone, and below the newest file V10, so no newer release's).
+        assert_eq!(
+            kinds,
+            [
+                ProblemKind::Divergent,
+                ProblemKind::Divergent,
+                ProblemKind::OutOfOrder,
+                ProblemKind::Missing
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.contains("4 problems"), "{text}");
+        assert!(text.contains("name changed"), "{text}");
+        assert!(text.contains("content changed"), "{text}");
+        assert!(text.contains("file is gone"), "{text}");
+        assert!(text.contains("later version 9"), "{text}");
+    }
+
+    #[test]
+    fn applied_migrations_above_the_newest_file_are_ahead_not_missing() {
+        let new = set(&[(1, "a", "x"), (2, "b", "y"), (3, "c", "z"), (5, "e", "v")]);
+        let history: Vec<HistoryRow> = new.migrations.iter().map(applied).collect();
+        let old = set(&[(1, "a", "x"), (2, "b", "y"), (3, "c", "z")]);
+        let plan = Plan::new(&old, &history, None, ALLOW).unwrap();
+        assert!(plan.pending.is_empty());
+        assert_eq!(plan.newest_local, Some(Version::from(3)));
+        assert_eq!(versions(plan.ahead.iter().map(|a| &a.id)), ["5"]);
+        assert_eq!(plan.applied.len(), 4);
+
+        let err = Plan::new(&old, &history, None, AheadPolicy::Reject).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].kind, ProblemKind::Ahead);
+        assert_eq!(err.0[0].version, Some(Version::from(5)));
+        let text = err.to_string();
+        assert!(text.contains("newer than this image"), "{text}");
+        assert!(text.contains("V3"), "{text}");
+        assert!(!text.contains("gone"), "{text}");
+    }
+
+    #[test]
+    fn ahead_never_excuses_a_gap_or_a_changed_file() {
+        let new = set(&[(1, "a", "x"), (2, "b", "y"), (3, "c", "z"), (5, "e", "v")]);
+        let mut history: Vec<HistoryRow> = new.migrations.iter().map(applied).collect();
+        history[0].checksum = "1".into();
+        // V2 gone from the old image, though its V3 is there.
+        let old = set(&[(1, "a", "x"), (3, "c", "z")]);
+        let err = Plan::new(&old, &history, None, ALLOW).unwrap_err();
+        let kinds: Vec<ProblemKind> = err.0.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, [ProblemKind::Divergent, ProblemKind::Missing]);
+    }
+
+    #[test]
+    fn an_empty_folder_with_history_is_missing_everything_not_ahead() {
+        let new = set(&[(1, "a", "x"), (2, "b", "y")]);
+        let history: Vec<HistoryRow> = new.migrations.iter().map(applied).collect();
+        let err = Plan::new(&MigrationSet::default(), &history, None, ALLOW).unwrap_err();
+        let kinds: Vec<ProblemKind> = err.0.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, [ProblemKind::Missing, ProblemKind::Missing]);
+    }
+
+    #[test]
+    fn pending_files_refusals_are_problems_with_their_line() {
+        let s = set(&[
+            (1, "a", "select 1;"),
+            (2, "b", "create table t(a int);\nCOMMIT;"),
+        ]);
+        let plan = Plan::new(&s, &[applied(&s.migrations[0])], None, ALLOW).unwrap();
+        let problems = plan.refusals().unwrap_err();
+        assert_eq!(problems.0.len(), 1);
+        assert_eq!(problems.0[0].kind, ProblemKind::TransactionControl);
+        assert_eq!(problems.0[0].line, Some(2));
+        assert_eq!(problems.0[0].version, Some(Version::from(2)));
+    }
+}

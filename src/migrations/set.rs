@@ -1,0 +1,391 @@
+//! Reading a migrations folder: every file, strictly, with every problem
+//! of every file found in one pass.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::names::{has_sql_extension, parse_file_name};
+use super::problems::{Problem, ProblemKind, Problems};
+use super::{checksum, script, LocalMigration, MigrationId, Version};
+
+/// The files of a migrations folder, sorted by version.
+#[derive(Debug, Clone, Default)]
+pub struct MigrationSet {
+    pub migrations: Vec<LocalMigration>,
+}
+
+impl MigrationSet {
+    /// Reads every file under `dir` (recursively, as refinery does). Any
+    /// `.sql` file that is not a well-formed migration is a problem, except
+    /// hidden files (a name starting with `.`), which are ignored.
+    pub fn load(dir: &Path) -> Result<MigrationSet, Problems> {
+        let mut problems = Vec::new();
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(Problems(vec![folder_problem(dir, "is not a folder")]));
+            }
+            Err(e) => {
+                return Err(Problems(vec![folder_problem(dir, &io_reason(&e))]));
+            }
+        }
+
+        let mut by_version: BTreeMap<Version, Vec<LocalMigration>> = BTreeMap::new();
+        let mut files = Vec::new();
+        let mut ancestors = Vec::new();
+        walk(dir, &mut ancestors, &mut files, &mut problems);
+        let mut named = Vec::with_capacity(files.len());
+        for path in files {
+            let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
+                problems.push(Problem {
+                    kind: ProblemKind::Misnamed,
+                    message: format!("{}: the file name is not valid UTF-8", path.display()),
+                    file: Some(path.clone()),
+                    version: None,
+                    line: None,
+                });
+                continue;
+            };
+            match parse_file_name(file_name) {
+                Ok((version, name)) => {
+                    let name = name.to_string();
+                    named.push((path, version, name));
+                }
+                Err(why) => problems.push(Problem {
+                    kind: ProblemKind::Misnamed,
+                    message: format!("{}: {why}", path.display()),
+                    file: Some(path.clone()),
+                    version: None,
+                    line: None,
+                }),
+            }
+        }
+        for read in read_all(named) {
+            match read {
+                Ok(migration) => by_version
+                    .entry(migration.id.version.clone())
+                    .or_default()
+                    .push(migration),
+                Err(problem) => problems.push(problem),
+            }
+        }
+
+        let mut migrations = Vec::with_capacity(by_version.len());
+        for (version, mut files) in by_version {
+            if files.len() > 1 {
+                let list: Vec<String> =
+                    files.iter().map(|m| m.path.display().to_string()).collect();
+                problems.push(Problem {
+                    kind: ProblemKind::Duplicate,
+                    message: format!(
+                        "version {version} is used by {} files: {}",
+                        files.len(),
+                        list.join(", ")
+                    ),
+                    file: Some(files[0].path.clone()),
+                    version: Some(version),
+                    line: None,
+                });
+                continue;
+            }
+            migrations.push(files.remove(0));
+        }
+        if problems.is_empty() {
+            Ok(MigrationSet { migrations })
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    pub fn last_version(&self) -> Option<&Version> {
+        self.migrations.last().map(|m| &m.id.version)
+    }
+}
+
+/// Reads and checks the files, on several threads when there are many:
+/// on a no-op run, reading hundreds of small files is most of the work.
+fn read_all(named: Vec<(PathBuf, i32, String)>) -> Vec<Result<LocalMigration, Problem>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(8).min(named.len() / 64).max(1);
+    if threads == 1 {
+        return named.into_iter().map(read_one).collect();
+    }
+    let chunk = named.len().div_ceil(threads);
+    let mut chunks = Vec::new();
+    let mut rest = named;
+    while rest.len() > chunk {
+        let tail = rest.split_off(chunk);
+        chunks.push(rest);
+        rest = tail;
+    }
+    chunks.push(rest);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(read_one).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+fn read_one((path, version, name): (PathBuf, i32, String)) -> Result<LocalMigration, Problem> {
+    use std::io::Read;
+    let unreadable = |why: String| Problem {
+        kind: ProblemKind::Unreadable,
+        message: format!("{}: {why}", path.display()),
+        file: Some(path.clone()),
+        version: Some(version.into()),
+        line: None,
+    };
+    // open, read to the end, close: without the size lookup (statx) that
+    // `fs::read` and `File::read_to_end` make, which costs as much as the read.
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(&path).and_then(|mut file| {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match file.read(&mut chunk) {
+                Ok(0) => return Ok(()),
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    if let Err(e) = read {
+        return Err(unreadable(format!("cannot be read ({})", io_reason(&e))));
+    }
+    let sql = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        unreadable(format!(
+            "is not valid UTF-8 (first bad byte at offset {at})"
+        ))
+    })?;
+    if let Some(at) = sql.find('\0') {
+        let line = sql[..at].matches('\n').count() + 1;
+        return Err(unreadable(format!(
+            "contains a NUL byte (line {line}, offset {at}), which PostgreSQL cannot receive: \
+             is it a UTF-16 file or a binary one?"
+        )));
+    }
+    if script(&sql).trim().is_empty() {
+        return Err(unreadable("is empty".into()));
+    }
+    let checksum = checksum(&name, version, &sql);
+    Ok(LocalMigration::new(
+        MigrationId {
+            version: version.into(),
+            name,
+        },
+        path,
+        sql,
+        checksum,
+    ))
+}
+fn folder_problem(dir: &Path, why: &str) -> Problem {
+    Problem {
+        kind: ProblemKind::Folder,
+        message: format!("migrations folder {}: {why}", dir.display()),
+        file: Some(dir.to_path_buf()),
+        version: None,
+        line: None,
+    }
+}
+
+/// Collects the `.sql` files under `dir` (following symbolic links, in
+/// file-name order at each level, as refinery does), and a problem for
+/// each entry that cannot be walked. Hand-written rather than walkdir:
+/// sorting by name there re-parses every path on each comparison, which
+/// cost more than reading the files.
+fn walk(
+    dir: &Path,
+    ancestors: &mut Vec<(u64, u64)>,
+    files: &mut Vec<PathBuf>,
+    problems: &mut Vec<Problem>,
+) {
+    use std::os::unix::fs::MetadataExt;
+    let unreadable = |path: &Path, why: String| Problem {
+        kind: ProblemKind::Unreadable,
+        message: format!("{}: {why}", path.display()),
+        file: Some(path.to_path_buf()),
+        version: None,
+        line: None,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            let kind = if ancestors.is_empty() {
+                ProblemKind::Folder
+            } else {
+                ProblemKind::Unreadable
+            };
+            problems.push(Problem {
+                kind,
+                ..unreadable(dir, format!("cannot be read ({})", io_reason(&e)))
+            });
+            return;
+        }
+    };
+    let id = std::fs::metadata(dir).map_or((0, 0), |meta| (meta.dev(), meta.ino()));
+    ancestors.push(id);
+    let mut entries: Vec<(std::ffi::OsString, std::fs::DirEntry)> = entries
+        .filter_map(Result::ok)
+        .map(|e| (e.file_name(), e))
+        .collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (name, entry) in entries {
+        let path = entry.path();
+        let is_sql = has_sql_extension(&name.to_string_lossy());
+        // Editor and tool droppings (`.#V8__x.sql`, `.V1__a.sql.swp`) are
+        // not migrations, even when their name ends in `.sql`.
+        let hidden = name.as_encoded_bytes().starts_with(b".");
+        // The type comes with the directory entry; only links cost a stat.
+        let Ok(mut file_type) = entry.file_type() else {
+            continue;
+        };
+        let mut target = None;
+        if file_type.is_symlink() {
+            match std::fs::metadata(&path) {
+                Ok(meta) => {
+                    file_type = meta.file_type();
+                    target = Some((meta.dev(), meta.ino()));
+                }
+                Err(e) => {
+                    // An Emacs lock file is a dangling link.
+                    if hidden {
+                        skip_hidden(&path);
+                    } else if is_sql {
+                        problems.push(unreadable(
+                            &path,
+                            format!("cannot be read ({})", io_reason(&e)),
+                        ));
+                    }
+                    continue;
+                }
+            }
+        }
+        if hidden && !file_type.is_dir() {
+            skip_hidden(&path);
+            continue;
+        }
+        if file_type.is_dir() {
+            if is_sql {
+                problems.push(unreadable(
+                    &path,
+                    "is a folder, not a migration file".into(),
+                ));
+                continue;
+            }
+            if let Some(id) = target {
+                if ancestors.contains(&id) {
+                    problems.push(unreadable(
+                        &path,
+                        "is a symbolic link loop back to a folder above it".into(),
+                    ));
+                    continue;
+                }
+            }
+            walk(&path, ancestors, files, problems);
+        } else if is_sql && file_type.is_file() {
+            files.push(path);
+        } else if is_sql {
+            // A FIFO would block the read forever; a device is no migration.
+            problems.push(unreadable(&path, "is not a regular file".into()));
+        }
+    }
+    ancestors.pop();
+}
+
+fn skip_hidden(path: &Path) {
+    log::debug!(
+        "ignoring hidden file {} (a name starting with '.' is no migration)",
+        path.display()
+    );
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "does not exist".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flyway_names_get_one_hint_for_the_whole_set() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "V1.0.10__a.sql",
+            "V2_1__b.sql",
+            "R__c.sql",
+            "U3__d.sql",
+            "V4__ok.sql",
+        ] {
+            std::fs::write(dir.path().join(name), "SELECT 1;").unwrap();
+        }
+        let problems = MigrationSet::load(dir.path()).unwrap_err();
+        assert_eq!(problems.0.len(), 4, "{problems}");
+        let text = problems.to_string();
+        assert_eq!(text.matches("look like Flyway").count(), 1, "{text}");
+        assert!(text.contains("V1.0.10 → V10010"), "{text}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_kept_for_the_checksum_and_left_out_of_the_sql() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "\u{feff}CREATE TABLE t (id int);\n";
+        std::fs::write(dir.path().join("V1__bom.sql"), text).unwrap();
+        let set = MigrationSet::load(dir.path()).unwrap();
+        let m = &set.migrations[0];
+        assert_eq!(m.script(), "CREATE TABLE t (id int);\n");
+        let theirs = refinery::Migration::unapplied("V1__bom", text).unwrap();
+        assert_eq!(m.checksum, theirs.checksum());
+        // A mark and nothing else is an empty file.
+        std::fs::write(dir.path().join("V1__bom.sql"), "\u{feff}\n").unwrap();
+        let problems = MigrationSet::load(dir.path()).unwrap_err();
+        assert!(problems.to_string().contains("is empty"), "{problems}");
+    }
+
+    #[test]
+    fn a_nul_byte_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("V1__nul.sql"), "SELECT 1;\nSELECT '\0';").unwrap();
+        let problems = MigrationSet::load(dir.path()).unwrap_err();
+        assert_eq!(problems.0[0].kind, ProblemKind::Unreadable);
+        assert!(
+            problems.0[0]
+                .message
+                .contains("NUL byte (line 2, offset 18)"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn hidden_files_are_ignored_even_when_named_like_migrations() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("V1__a.sql"), "SELECT 1;").unwrap();
+        // Vim's swap file, a hidden copy, and Emacs' lock file (a dangling link).
+        std::fs::write(dir.path().join(".V1__a.sql.swp"), "junk").unwrap();
+        std::fs::write(dir.path().join(".V2__copy.sql"), "SELECT 2;").unwrap();
+        std::os::unix::fs::symlink("user@host.1234:1", dir.path().join(".#V8__x.sql")).unwrap();
+        std::fs::write(dir.path().join(".sql"), "").unwrap();
+        let set = MigrationSet::load(dir.path()).unwrap();
+        let names: Vec<String> = set.migrations.iter().map(|m| m.to_string()).collect();
+        assert_eq!(names, ["V1__a"]);
+        // A visible misnamed file is still a problem.
+        std::fs::write(dir.path().join("V8__x.sql.sql"), "SELECT 8;").unwrap();
+        std::fs::write(dir.path().join("v9__x.sql"), "SELECT 9;").unwrap();
+        let problems = MigrationSet::load(dir.path()).unwrap_err();
+        assert_eq!(problems.0.len(), 2, "{problems}");
+    }
+}

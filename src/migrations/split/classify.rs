@@ -1,0 +1,599 @@
+//! The classifier: what a file's statements ask of the runner — whether
+//! the file can run in one transaction, what it must not contain, and, for
+//! a file that runs statement by statement, where each statement is and
+//! what the runner must know of it. It reads the scanner's statements one
+//! at a time and keeps only that, never the statements themselves.
+
+use std::fmt;
+use std::ops::Range;
+
+use super::scan::{self, Statement};
+
+/// Why a file runs outside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// `-- miglock:no-transaction` (or refinery's `-- refinery:noTransaction`)
+    /// on the first line.
+    Marker,
+    /// The first statement PostgreSQL refuses in a transaction block.
+    Statement(&'static str),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Marker => f.write_str("marker"),
+            Reason::Statement(kind) => f.write_str(&kind.replace(' ', "_").to_ascii_lowercase()),
+        }
+    }
+}
+
+/// How a file is executed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Execution {
+    /// In one transaction with its history row.
+    Transaction,
+    /// Statement by statement in autocommit; `mixed` when it also holds
+    /// statements that could have run in a transaction (so it is not
+    /// atomic).
+    NoTransaction { reason: Reason, mixed: bool },
+}
+
+impl Execution {
+    pub fn transactional(&self) -> bool {
+        matches!(self, Execution::Transaction)
+    }
+
+    /// Why it runs without a transaction (`marker`, or the kind of its
+    /// first statement PostgreSQL refuses in one, `, mixed` when it holds
+    /// others too); `None` when it runs in one.
+    pub fn without_transaction(&self) -> Option<String> {
+        match self {
+            Execution::Transaction => None,
+            Execution::NoTransaction { reason, mixed } => Some(if *mixed {
+                format!("{reason}, mixed")
+            } else {
+                reason.to_string()
+            }),
+        }
+    }
+}
+
+/// What kind of statement a file must not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// BEGIN, COMMIT, SAVEPOINT… in a file that runs in miglock's own
+    /// transaction, or a BEGIN never ended.
+    TransactionControl,
+    /// `COPY … FROM stdin`, `DISCARD ALL`.
+    Unsupported,
+}
+
+/// A statement a file must not hold, found before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub line: usize,
+    pub message: String,
+}
+
+/// A concurrent index build, whose failure PostgreSQL leaves behind as an
+/// INVALID index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexBuild {
+    /// `CREATE INDEX CONCURRENTLY [name] ON table`: the names as stored in
+    /// the catalog (folded unless quoted), when the text gives them.
+    Create {
+        name: Option<String>,
+        table: Option<String>,
+    },
+    /// `REINDEX … CONCURRENTLY`: its copies are named `…_ccnew`/`…_ccold`.
+    Reindex,
+}
+
+/// One statement of a file that runs statement by statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// Where it is in the file's text (without the BOM), in bytes.
+    pub span: Range<usize>,
+    /// The line its first token is on, from 1.
+    pub line: usize,
+    /// Top-level transaction control, as its command name.
+    pub control: Option<&'static str>,
+    /// `COMMIT AND CHAIN`: a new transaction starts where this one ends.
+    pub chains: bool,
+    pub index_build: Option<IndexBuild>,
+}
+
+impl Planned {
+    /// Its text in `script`, the file's text the span was taken from.
+    pub fn sql<'s>(&self, script: &'s str) -> &'s str {
+        script.get(self.span.clone()).unwrap_or_default()
+    }
+}
+
+/// What the classifier found in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub execution: Execution,
+    pub refusals: Vec<Refusal>,
+    /// Each statement, for a file that runs without a transaction; empty
+    /// for one that runs in a transaction (sent whole, as one script).
+    pub statements: Vec<Planned>,
+}
+
+/// Whether the file's first line asks for no transaction.
+pub fn has_marker(sql: &str) -> bool {
+    let first = sql
+        .trim_start_matches('\u{feff}')
+        .lines()
+        .next()
+        .unwrap_or("");
+    let Some(comment) = first.trim().strip_prefix("--") else {
+        return false;
+    };
+    let comment = comment.trim();
+    comment.eq_ignore_ascii_case("miglock:no-transaction")
+        || comment.eq_ignore_ascii_case("refinery:noTransaction")
+}
+
+/// Reads `script` (a file's text without its BOM) once: how it must run,
+/// from its marker or its statements, and what in it would make miglock's
+/// run differ from psql's or break miglock's own bookkeeping (transaction
+/// control in a file that runs in miglock's transaction, `COPY … FROM
+/// stdin`, `DISCARD ALL`).
+pub fn classify(script: &str) -> Classified {
+    let marker = has_marker(script);
+    let mut first_refused: Option<&'static str> = None;
+    let mut mixed = false;
+    let mut refusals = Vec::new();
+    let mut statements = Vec::new();
+    // Where the file's own transaction was opened and not yet ended.
+    let mut open: Option<usize> = None;
+    for s in scan::statements(script) {
+        match s.refused_in_transaction() {
+            Some(kind) => {
+                first_refused.get_or_insert(kind);
+            }
+            None => mixed = true,
+        }
+        let control = s.transaction_control();
+        let chains = s.chains();
+        match control {
+            Some("BEGIN" | "START TRANSACTION") => open = Some(s.line),
+            // AND CHAIN ends a transaction and opens the next at once.
+            Some("COMMIT" | "END" | "ROLLBACK" | "ABORT") if chains => open = Some(s.line),
+            Some("COMMIT" | "END" | "ROLLBACK" | "ABORT" | "PREPARE TRANSACTION") => open = None,
+            _ => {}
+        }
+        if let Some(what) = control.filter(|_| !marker) {
+            refusals.push(Refusal {
+                kind: RefusalKind::TransactionControl,
+                line: s.line,
+                message: format!(
+                    "line {}: {what} controls the transaction, but miglock runs this file in its own \
+                     transaction with its history row; remove it, or put `-- miglock:no-transaction` on \
+                     the first line to run the file statement by statement as psql would, its own \
+                     BEGIN/COMMIT honoured",
+                    s.line
+                ),
+            });
+        }
+        if s.is_copy_from_stdin() {
+            refusals.push(Refusal {
+                kind: RefusalKind::Unsupported,
+                line: s.line,
+                message: format!(
+                    "line {}: COPY … FROM stdin reads its rows from psql's input, which miglock does not \
+                     have; use INSERT, or COPY from a server-side file",
+                    s.line
+                ),
+            });
+        }
+        if s.starts(&["DISCARD", "ALL"]) {
+            refusals.push(Refusal {
+                kind: RefusalKind::Unsupported,
+                line: s.line,
+                message: format!(
+                    "line {}: DISCARD ALL would release the advisory lock this run holds (and its \
+                     session settings); remove it",
+                    s.line
+                ),
+            });
+        }
+        statements.push(Planned {
+            span: s.start..s.start + s.sql.len(),
+            line: s.line,
+            control,
+            chains,
+            index_build: s.index_build(),
+        });
+    }
+    let execution = if marker {
+        Execution::NoTransaction {
+            reason: Reason::Marker,
+            mixed: false,
+        }
+    } else {
+        match first_refused {
+            Some(kind) => Execution::NoTransaction {
+                reason: Reason::Statement(kind),
+                mixed,
+            },
+            None => Execution::Transaction,
+        }
+    };
+    if let (Some(line), true) = (open, marker) {
+        // psql would roll it back at the end of the file, with its session;
+        // miglock's session goes on to record the file as applied.
+        refusals.push(Refusal {
+            kind: RefusalKind::TransactionControl,
+            line,
+            message: format!(
+                "line {line}: the transaction this BEGIN opens is never ended; add COMMIT at the end \
+                 of the file"
+            ),
+        });
+    }
+    if execution.transactional() {
+        statements = Vec::new();
+    }
+    Classified {
+        execution,
+        refusals,
+        statements,
+    }
+}
+
+impl Statement<'_> {
+    pub fn starts(&self, words: &[&str]) -> bool {
+        words.iter().enumerate().all(|(i, w)| self.word(i) == *w)
+    }
+
+    fn has(&self, word: &str) -> bool {
+        self.words.iter().any(|w| w == word)
+    }
+
+    /// What PostgreSQL 15 refuses in a transaction block (its
+    /// `PreventInTransactionBlock` call sites that the statement's own
+    /// words decide).
+    pub fn refused_in_transaction(&self) -> Option<&'static str> {
+        let w = |i| self.word(i);
+        match w(0) {
+            "VACUUM" => Some("VACUUM"),
+            "CREATE" => {
+                let mut i = 1;
+                if w(i) == "UNIQUE" {
+                    i += 1;
+                }
+                if w(i) == "INDEX" && w(i + 1) == "CONCURRENTLY" {
+                    return Some("CREATE INDEX CONCURRENTLY");
+                }
+                match w(1) {
+                    "DATABASE" => Some("CREATE DATABASE"),
+                    "TABLESPACE" => Some("CREATE TABLESPACE"),
+                    // create_slot is true unless turned off (or connect is).
+                    "SUBSCRIPTION" if !self.option_off(&["CREATE_SLOT", "CONNECT"]) => {
+                        Some("CREATE SUBSCRIPTION")
+                    }
+                    _ => None,
+                }
+            }
+            "DROP" => match w(1) {
+                "INDEX" if w(2) == "CONCURRENTLY" => Some("DROP INDEX CONCURRENTLY"),
+                "DATABASE" => Some("DROP DATABASE"),
+                "TABLESPACE" => Some("DROP TABLESPACE"),
+                // Refused when the subscription has a slot, which cannot be
+                // told from the text; outside a transaction it runs either way.
+                "SUBSCRIPTION" => Some("DROP SUBSCRIPTION"),
+                _ => None,
+            },
+            "REINDEX" => {
+                // REINDEX [(options)] {INDEX|TABLE|SCHEMA|DATABASE|SYSTEM} [CONCURRENTLY] name
+                if self.has("CONCURRENTLY") {
+                    Some("REINDEX CONCURRENTLY")
+                } else if ["SCHEMA", "DATABASE", "SYSTEM"]
+                    .iter()
+                    .any(|k| self.words.iter().take(8).any(|w| w == k))
+                {
+                    Some("REINDEX SCHEMA/DATABASE/SYSTEM")
+                } else {
+                    None
+                }
+            }
+            // Without a table it clusters every table, each in its own
+            // transaction.
+            "CLUSTER" => {
+                let rest: Vec<&str> = self.words[1..]
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|w| *w != "VERBOSE")
+                    .collect();
+                rest.is_empty().then_some("CLUSTER")
+            }
+            "ALTER" => match w(1) {
+                "SYSTEM" => Some("ALTER SYSTEM"),
+                "DATABASE" if self.has("TABLESPACE") && w(3) == "SET" => {
+                    Some("ALTER DATABASE SET TABLESPACE")
+                }
+                "SUBSCRIPTION" if self.has("REFRESH") || self.has("PUBLICATION") => {
+                    if self.has("PUBLICATION") && self.option_off(&["REFRESH"]) {
+                        None
+                    } else {
+                        Some("ALTER SUBSCRIPTION REFRESH")
+                    }
+                }
+                "TABLE" if self.has("DETACH") && self.has("CONCURRENTLY") => {
+                    Some("ALTER TABLE DETACH PARTITION CONCURRENTLY")
+                }
+                _ => None,
+            },
+            "DISCARD" if w(1) == "ALL" => Some("DISCARD ALL"),
+            _ => None,
+        }
+    }
+
+    /// Whether a `WITH (…)` option among `names` is set to false/off.
+    fn option_off(&self, names: &[&str]) -> bool {
+        self.words.windows(3).any(|w| {
+            names.contains(&w[0].as_str())
+                && w[1] == "="
+                && matches!(w[2].as_str(), "FALSE" | "OFF")
+        }) || self
+            .words
+            .windows(2)
+            .any(|w| names.contains(&w[0].as_str()) && matches!(w[1].as_str(), "FALSE" | "OFF"))
+    }
+
+    /// Top-level transaction control, as its command name.
+    pub fn transaction_control(&self) -> Option<&'static str> {
+        let w = |i| self.word(i);
+        match w(0) {
+            "BEGIN" => Some("BEGIN"),
+            "START" if w(1) == "TRANSACTION" => Some("START TRANSACTION"),
+            "COMMIT" if w(1) == "PREPARED" => Some("COMMIT PREPARED"),
+            "COMMIT" => Some("COMMIT"),
+            "END" => Some("END"),
+            "ROLLBACK" if w(1) == "PREPARED" => Some("ROLLBACK PREPARED"),
+            "ROLLBACK" if w(1) == "TO" || w(2) == "TO" => Some("ROLLBACK TO SAVEPOINT"),
+            "ROLLBACK" => Some("ROLLBACK"),
+            "ABORT" => Some("ABORT"),
+            "SAVEPOINT" => Some("SAVEPOINT"),
+            "RELEASE" => Some("RELEASE SAVEPOINT"),
+            "PREPARE" if w(1) == "TRANSACTION" => Some("PREPARE TRANSACTION"),
+            _ => None,
+        }
+    }
+
+    /// `COMMIT AND CHAIN` (not `AND NO CHAIN`): a new transaction starts
+    /// where this one ends.
+    pub fn chains(&self) -> bool {
+        self.words
+            .windows(2)
+            .any(|w| w[0] == "AND" && w[1] == "CHAIN")
+    }
+
+    pub fn is_copy_from_stdin(&self) -> bool {
+        self.word(0) == "COPY"
+            && self
+                .words
+                .windows(2)
+                .any(|w| w[0] == "FROM" && w[1] == "STDIN")
+    }
+
+    /// The name a `CREATE INDEX CONCURRENTLY` statement gives its index,
+    /// as stored in the catalog (folded to lower case unless quoted).
+    pub fn created_index_name(&self) -> Option<String> {
+        if self.refused_in_transaction()? != "CREATE INDEX CONCURRENTLY" {
+            return None;
+        }
+        let at = self.words.iter().position(|w| w == "CONCURRENTLY")? + 1;
+        let mut name = self.words.get(at)?;
+        if name == "IF" {
+            name = self.words.get(at + 3)?;
+        }
+        if name == "ON" {
+            return None;
+        }
+        Some(match name.strip_prefix('"') {
+            Some(quoted) => quoted.strip_suffix('"')?.replace("\"\"", "\""),
+            None => name.to_lowercase(),
+        })
+    }
+
+    /// The table a `CREATE INDEX CONCURRENTLY` builds on, unqualified, as
+    /// PostgreSQL folds it.
+    pub fn indexed_table(&self) -> Option<String> {
+        if self.refused_in_transaction()? != "CREATE INDEX CONCURRENTLY" {
+            return None;
+        }
+        let mut at = self.words.iter().position(|w| w == "ON")? + 1;
+        if self.words.get(at).map(String::as_str) == Some("ONLY") {
+            at += 1;
+        }
+        // schema.table: the table is the part after the last dot.
+        while self.words.get(at + 1).map(String::as_str) == Some(".") {
+            at += 2;
+        }
+        let name = self.words.get(at)?;
+        Some(match name.strip_prefix('"') {
+            Some(quoted) => quoted.strip_suffix('"')?.replace("\"\"", "\""),
+            None => name.to_lowercase(),
+        })
+    }
+
+    /// The concurrent index build this statement is, if it is one: its
+    /// failure can leave an `INVALID` index behind (PostgreSQL keeps the
+    /// half-built index of a failed concurrent build, to be dropped by hand).
+    pub fn index_build(&self) -> Option<IndexBuild> {
+        match self.refused_in_transaction()? {
+            "CREATE INDEX CONCURRENTLY" => Some(IndexBuild::Create {
+                name: self.created_index_name(),
+                table: self.indexed_table(),
+            }),
+            "REINDEX CONCURRENTLY" => Some(IndexBuild::Reindex),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migrations::split::split;
+
+    #[test]
+    fn classifies_what_cannot_run_in_a_transaction() {
+        let kind = |sql: &str| split(sql)[0].refused_in_transaction();
+        assert_eq!(
+            kind("create unique index concurrently i on t(a)"),
+            Some("CREATE INDEX CONCURRENTLY")
+        );
+        assert_eq!(kind("CREATE INDEX i ON t(a)"), None);
+        assert_eq!(
+            kind("drop index concurrently if exists i"),
+            Some("DROP INDEX CONCURRENTLY")
+        );
+        assert_eq!(
+            kind("reindex (verbose) table concurrently t"),
+            Some("REINDEX CONCURRENTLY")
+        );
+        assert_eq!(kind("reindex table t"), None);
+        assert_eq!(
+            kind("reindex schema s"),
+            Some("REINDEX SCHEMA/DATABASE/SYSTEM")
+        );
+        assert_eq!(kind("vacuum analyze t"), Some("VACUUM"));
+        assert_eq!(kind("analyze t"), None);
+        assert_eq!(kind("cluster verbose"), Some("CLUSTER"));
+        assert_eq!(kind("cluster t using i"), None);
+        assert_eq!(kind("alter type e add value 'x'"), None);
+        assert_eq!(
+            kind("alter system set work_mem = '1MB'"),
+            Some("ALTER SYSTEM")
+        );
+        assert_eq!(
+            kind("create subscription s connection 'c' publication p with (create_slot = false)"),
+            None
+        );
+        assert_eq!(
+            kind("create subscription s connection 'c' publication p"),
+            Some("CREATE SUBSCRIPTION")
+        );
+        assert_eq!(
+            kind("alter table t detach partition p concurrently"),
+            Some("ALTER TABLE DETACH PARTITION CONCURRENTLY")
+        );
+        assert_eq!(
+            kind("create function f() returns int as $$ vacuum $$ language sql"),
+            None
+        );
+    }
+
+    #[test]
+    fn execution_from_marker_or_statements() {
+        let m = |sql: &str| classify(sql).execution;
+        assert_eq!(m("create table t(a int);"), Execution::Transaction);
+        assert_eq!(
+            m("-- miglock:no-transaction\ncreate table t(a int);"),
+            Execution::NoTransaction {
+                reason: Reason::Marker,
+                mixed: false
+            }
+        );
+        assert!(!m("-- refinery:noTransaction\nselect 1").transactional());
+        assert_eq!(
+            m("create index concurrently i on t(a);"),
+            Execution::NoTransaction {
+                reason: Reason::Statement("CREATE INDEX CONCURRENTLY"),
+                mixed: false
+            }
+        );
+        let mixed = m("create table t(a int);\ncreate index concurrently i on t(a);");
+        assert_eq!(
+            mixed,
+            Execution::NoTransaction {
+                reason: Reason::Statement("CREATE INDEX CONCURRENTLY"),
+                mixed: true
+            }
+        );
+        assert_eq!(
+            mixed.without_transaction().as_deref(),
+            Some("create_index_concurrently, mixed")
+        );
+        assert_eq!(Execution::Transaction.without_transaction(), None);
+    }
+
+    #[test]
+    fn a_file_without_a_transaction_keeps_each_statement_and_its_index_build() {
+        let script = "-- miglock:no-transaction\nBEGIN;\nselect 1;\nCOMMIT AND CHAIN;\nCOMMIT;\n\
+                      create index concurrently if not exists \"I\" on app.t (a);\n\
+                      reindex index concurrently j;";
+        let c = classify(script);
+        let texts: Vec<&str> = c.statements.iter().map(|p| p.sql(script)).collect();
+        assert_eq!(
+            texts,
+            [
+                "BEGIN",
+                "select 1",
+                "COMMIT AND CHAIN",
+                "COMMIT",
+                "create index concurrently if not exists \"I\" on app.t (a)",
+                "reindex index concurrently j"
+            ]
+        );
+        assert_eq!(c.statements[2].control, Some("COMMIT"));
+        assert!(c.statements[2].chains && !c.statements[3].chains);
+        assert_eq!(
+            c.statements[4].index_build,
+            Some(IndexBuild::Create {
+                name: Some("I".into()),
+                table: Some("t".into())
+            })
+        );
+        assert_eq!(c.statements[5].index_build, Some(IndexBuild::Reindex));
+        assert_eq!(c.statements[5].line, 7);
+        // A file that runs in one transaction is sent whole.
+        assert!(classify("select 1; select 2;").statements.is_empty());
+    }
+
+    #[test]
+    fn transaction_control_is_refused_without_the_marker() {
+        let r = |sql: &str| classify(sql).refusals;
+        let found = r("create table t(a int);\nCOMMIT;\n");
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].kind, found[0].line),
+            (RefusalKind::TransactionControl, 2)
+        );
+        assert!(r("-- miglock:no-transaction\nBEGIN; select 1; COMMIT;").is_empty());
+        let open = r("-- miglock:no-transaction\nselect 1;\nBEGIN;\nselect 2;");
+        assert_eq!(
+            (open[0].kind, open[0].line),
+            (RefusalKind::TransactionControl, 3)
+        );
+        assert!(r("do $$ begin commit; end $$;").is_empty());
+        let table = |sql: &str| split(sql)[0].indexed_table();
+        assert_eq!(
+            table("create index concurrently on t (a)").as_deref(),
+            Some("t")
+        );
+        assert_eq!(
+            table("CREATE INDEX CONCURRENTLY i ON ONLY app.\"My T\" (a)").as_deref(),
+            Some("My T")
+        );
+        assert_eq!(table("create index i on t (a)"), None);
+        let chained = r("-- miglock:no-transaction\nBEGIN;\nselect 1;\nCOMMIT AND CHAIN;");
+        assert_eq!(
+            (chained[0].kind, chained[0].line),
+            (RefusalKind::TransactionControl, 4)
+        );
+        assert!(r("-- miglock:no-transaction\nBEGIN;\nCOMMIT AND NO CHAIN;").is_empty());
+        assert!(r("create procedure p() begin atomic select 1; end;").is_empty());
+        assert_eq!(
+            r("copy t from stdin;\n1\n\\.\n")[0].kind,
+            RefusalKind::Unsupported
+        );
+        assert!(r("copy t from '/tmp/x';").is_empty());
+    }
+}
