@@ -8,12 +8,14 @@
 //! Waiting is done client-side instead, idle, listening for the holder's
 //! release notification.
 
+mod backend;
 mod key;
 pub mod mode;
 mod session;
 pub mod wait;
 
-pub use key::{Backend, Identity, LockKey, LockRole};
+pub use backend::{Backend, Identity};
+pub use key::{LockKey, LockRole};
 pub use mode::LockMode;
 pub use session::{Attempt, LockSession, LockTarget};
 

@@ -10,10 +10,7 @@
 //! lives and dies with the transaction that took it, which a pooler
 //! never splits.
 
-use anyhow::anyhow;
-
-use super::{LockKey, LockSession};
-use crate::error::{ErrorDetail, Failure};
+use super::key::LockKey;
 use crate::migrations::history::HistoryTable;
 use crate::migrations::Version;
 
@@ -91,30 +88,6 @@ pub fn refusal(error: &postgres::Error) -> Option<&'static str> {
         Some(ALREADY_APPLIED) => Some(ALREADY_APPLIED),
         _ => None,
     }
-}
-
-/// Session mode found a transaction pooler in the way (`why`) before
-/// `what`, which did not run: logs `POOLER_DETECTED` and says the fix.
-/// The session then reports a lock it cannot release (see [`left_behind`]).
-pub fn pooler_detected(
-    session: &mut LockSession,
-    what: &str,
-    why: &str,
-    code: &'static str,
-) -> Failure {
-    session.pooler_detected();
-    log::error!("POOLER_DETECTED key={} before={what}: {why}", session.key());
-    Failure::failed(anyhow!(
-        "stopped before {what}: {why}, so a connection pooler in transaction (or statement) pooling \
-         mode sits between miglock and PostgreSQL. Nothing of {what} ran. Session advisory locks \
-         cannot work through it: run `miglock apply --lock-mode transaction` \
-         (MIGLOCK_LOCK_MODE=transaction) through the pooler, or point DATABASE_URL at PostgreSQL \
-         directly (or at a session-pooling port) for migrations."
-    ))
-    .with_detail(ErrorDetail {
-        sqlstate: Some(code.to_string()),
-        ..ErrorDetail::default()
-    })
 }
 
 /// `baseline` and `repair` write history rows under the session lock

@@ -14,10 +14,11 @@ use fallible_iterator::FallibleIterator;
 use postgres::error::SqlState;
 use postgres::Client;
 
-use super::key::{try_lock_sql, Backend, Identity, LockKey, LockRole};
+use super::backend::{Backend, Identity};
+use super::key::{try_lock_sql, LockKey, LockRole};
 use super::mode;
 use crate::connect::{self, ConnectTarget, Connecting};
-use crate::error::Failure;
+use crate::error::{ErrorDetail, Failure};
 use crate::interrupt::Interrupt;
 use crate::migrations::history::{self, HistoryRow, HistoryTable};
 use crate::pg_error;
@@ -153,10 +154,24 @@ impl LockSession {
         &self.identity
     }
 
-    /// Notes that a transaction pooler is in the way, so that an unlock
-    /// that finds nothing to release says where the key stayed.
-    pub fn pooler_detected(&mut self) {
+    /// Session mode found a transaction pooler in the way (`why`) before
+    /// `what`, which did not run: logs `POOLER_DETECTED` and says the fix.
+    /// From now on an unlock that finds nothing to release says where the
+    /// key stayed (see [`mode::left_behind`]).
+    pub fn pooler_detected(&mut self, what: &str, why: &str, code: &'static str) -> Failure {
         self.pooler = true;
+        log::error!("POOLER_DETECTED key={} before={what}: {why}", self.key());
+        Failure::failed(anyhow::anyhow!(
+            "stopped before {what}: {why}, so a connection pooler in transaction (or statement) pooling \
+             mode sits between miglock and PostgreSQL. Nothing of {what} ran. Session advisory locks \
+             cannot work through it: run `miglock apply --lock-mode transaction` \
+             (MIGLOCK_LOCK_MODE=transaction) through the pooler, or point DATABASE_URL at PostgreSQL \
+             directly (or at a session-pooling port) for migrations."
+        ))
+        .with_detail(ErrorDetail {
+            sqlstate: Some(code.to_string()),
+            ..ErrorDetail::default()
+        })
     }
 
     /// Session settings (one statement) to send with the first lock attempt
@@ -452,8 +467,7 @@ impl LockSession {
             Some(rows) => Ok(rows),
             None => {
                 let what = format!("creating the history table {}", self.target.table);
-                Err(mode::pooler_detected(
-                    self,
+                Err(self.pooler_detected(
                     &what,
                     "its transaction ran on another server session than the one holding the session lock",
                     mode::KEY_ELSEWHERE,

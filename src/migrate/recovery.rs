@@ -174,7 +174,7 @@ fn lost_while_server_stayed_up(
     migration: &LocalMigration,
     lost: &str,
 ) -> Failure {
-    super::failed_line(migration, None, failure.detail.sqlstate.as_deref());
+    super::step::failed_line(migration, None, failure.detail.sqlstate.as_deref());
     let how = if failure.detail.sqlstate.as_deref() == Some("57P01") {
         "an administrator ended this session (pg_terminate_backend, as `miglock unlock --force` does)"
     } else {

@@ -10,7 +10,7 @@ use postgres::error::SqlState;
 use postgres::Client;
 
 use super::retry::{DdlRetry, Interrupted};
-use super::{failed_line, refused, Step};
+use super::step::{failed_line, refused, Step};
 use crate::error::{ErrorDetail, Failure};
 use crate::lock::mode;
 use crate::lock::LockSession;

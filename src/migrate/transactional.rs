@@ -7,7 +7,8 @@ use anyhow::anyhow;
 use postgres::error::SqlState;
 
 use super::retry::{DdlRetry, Interrupted};
-use super::{failed_line, recovery, refused, settings, Step};
+use super::step::{failed_line, refused, Step};
+use super::{recovery, settings};
 use crate::error::{ErrorDetail, Failure};
 use crate::lock::mode::{self, LockMode};
 use crate::lock::LockSession;

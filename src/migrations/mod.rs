@@ -26,9 +26,9 @@ mod set;
 pub mod split;
 mod version;
 
-pub use names::{flyway_hint, parse_file_name};
+pub use names::parse_file_name;
 pub use plan::{AheadPolicy, Plan};
-pub use problems::{Problem, ProblemKind, Problems};
+pub use problems::{flyway_hint, Problem, ProblemKind, Problems};
 pub use set::MigrationSet;
 pub use version::Version;
 

@@ -1,10 +1,6 @@
 //! refinery's file-name rule, `V<version>__<name>.sql`, checked strictly:
 //! a refused name comes with every reason it fails, so one rename fixes it.
 
-use std::path::Path;
-
-use super::problems::{Problem, ProblemKind};
-
 /// Checks a file name against `V<version>__<name>.sql` as refinery reads
 /// it (name made of word characters), with an ASCII version from 1 to
 /// 2147483647 (refinery's history column is INT4). A refused name comes
@@ -117,7 +113,7 @@ fn check_name(name: &str, reasons: &mut Vec<String>) {
 /// Whether a refused name looks like one of Flyway's (`V1.0.10__x.sql`,
 /// `V2_1__x.sql`, `R__x.sql`, `U1__x.sql`): such a set is usually being
 /// moved over from Flyway whole, and wants a word on converting it.
-fn is_flyway_style(file_name: &str) -> bool {
+pub(super) fn is_flyway_style(file_name: &str) -> bool {
     let stem = file_name
         .get(..file_name.len().saturating_sub(4))
         .unwrap_or(file_name);
@@ -136,24 +132,6 @@ fn is_flyway_style(file_name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_digit() || b == b'.' || b == b'_');
     dotted || (undo && !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// The one word on Flyway names a set gets, however many files have them.
-pub fn flyway_hint(problems: &[Problem]) -> Option<&'static str> {
-    let flyway = problems.iter().any(|p| {
-        p.kind == ProblemKind::Misnamed
-            && p.file
-                .as_deref()
-                .and_then(Path::file_name)
-                .and_then(|n| n.to_str())
-                .is_some_and(is_flyway_style)
-    });
-    flyway.then_some(
-        "hint: some names look like Flyway's. miglock expects V<integer>__<name>.sql, the name made \
-         of letters, digits and _. Give each file an integer version that keeps the order, e.g. \
-         V1.0.10 → V10010 (every part padded to the same width) or renumber them 1, 2, 3…; \
-         repeatable (R__) and undo (U) migrations are not supported.",
-    )
 }
 
 /// refinery's `\w` (the regex crate's Unicode word class: letters, marks,

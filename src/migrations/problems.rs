@@ -2,11 +2,11 @@
 //! with its kind, file, version and line where it has them.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::names::flyway_hint;
+use super::names::is_flyway_style;
 use super::Version;
 
 /// Why a migration set is unsafe to run. Every problem found is reported,
@@ -112,6 +112,24 @@ impl fmt::Display for Problems {
 }
 
 impl std::error::Error for Problems {}
+/// The one word on Flyway names a set gets, however many files have them.
+pub fn flyway_hint(problems: &[Problem]) -> Option<&'static str> {
+    let flyway = problems.iter().any(|p| {
+        p.kind == ProblemKind::Misnamed
+            && p.file
+                .as_deref()
+                .and_then(Path::file_name)
+                .and_then(|n| n.to_str())
+                .is_some_and(is_flyway_style)
+    });
+    flyway.then_some(
+        "hint: some names look like Flyway's. miglock expects V<integer>__<name>.sql, the name made \
+         of letters, digits and _. Give each file an integer version that keeps the order, e.g. \
+         V1.0.10 → V10010 (every part padded to the same width) or renumber them 1, 2, 3…; \
+         repeatable (R__) and undo (U) migrations are not supported.",
+    )
+}
+
 impl From<Problem> for Problems {
     fn from(problem: Problem) -> Problems {
         Problems(vec![problem])

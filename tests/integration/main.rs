@@ -19,6 +19,7 @@ mod server_log;
 mod setup;
 mod smoke;
 mod status;
+mod structure;
 mod tenants;
 mod tls;
 mod unlock;

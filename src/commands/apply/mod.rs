@@ -15,8 +15,6 @@
 //!   then one round trip per migration, the last of which also unlocks and
 //!   notifies the waiters.
 
-use std::time::Instant;
-
 use anyhow::anyhow;
 
 use crate::config::ApplyConfig;
@@ -24,50 +22,15 @@ use crate::context::Context;
 use crate::error::Failure;
 use crate::lock::{LockMode, LockSession};
 use crate::migrate::settings;
-use crate::migrations::history::HistoryRow;
-use crate::migrations::{LocalMigration, MigrationSet, Plan};
+use crate::migrations::{MigrationSet, Plan};
 use crate::outcome::Outcome;
-use crate::report::{AppliedEntry, Report};
-use crate::time::millis;
+use crate::report::Report;
 
+mod run;
 mod session_mode;
 mod transaction_mode;
 
-/// One apply run's fixed inputs, shared by its steps.
-#[derive(Clone, Copy)]
-struct Run<'a> {
-    config: &'a ApplyConfig,
-    set: &'a MigrationSet,
-    ctx: &'a Context<'a>,
-}
-
-impl<'a> Run<'a> {
-    /// The plan against `history`, its problems in the report.
-    fn plan(&self, history: &[HistoryRow], report: &mut Report) -> Result<Plan<'a>, Failure> {
-        let common = &self.config.common;
-        Plan::new(
-            self.set,
-            history,
-            self.config.target_version.as_ref(),
-            common.ahead,
-        )
-        .map_err(|p| report.invalid(p))
-    }
-
-    /// `MIGRATION_APPLIED`, and the migration in the report.
-    fn applied(&self, report: &mut Report, migration: &LocalMigration, started: Instant) {
-        let duration_ms = millis(started.elapsed());
-        log::info!(
-            "MIGRATION_APPLIED version={} name={} ms={duration_ms}",
-            migration.id.version,
-            migration.id.name
-        );
-        report.pending.retain(|pending| pending.id != migration.id);
-        report
-            .applied
-            .push(AppliedEntry::by_this_run(migration, Some(duration_ms)));
-    }
-}
+use run::Run;
 
 pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<Outcome, Failure> {
     let common = &config.common;

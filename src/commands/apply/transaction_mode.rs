@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
-use super::Run;
+use super::run::Run;
 use crate::backoff::Backoff;
 use crate::error::Failure;
 use crate::lock::mode::{self, LockMode};
