@@ -88,7 +88,7 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
             }
             Ok(plan) => {
                 report.set_plan(&plan);
-                if let Err(problems) = plan.refusals() {
+                if let Err(problems) = plan.check_forbidden() {
                     report.problems = problems.0;
                     Outcome::Invalid
                 } else if plan.pending.is_empty() {

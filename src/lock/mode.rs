@@ -82,7 +82,7 @@ pub fn guard_sql(key: &LockKey, table: &HistoryTable, version: Option<&Version>)
 }
 
 /// The guard's verdict on a failed round trip, if it was the guard.
-pub fn refusal(error: &postgres::Error) -> Option<&'static str> {
+pub fn guard_refusal(error: &postgres::Error) -> Option<&'static str> {
     match error.code().map(|c| c.code()) {
         Some(KEY_ELSEWHERE) => Some(KEY_ELSEWHERE),
         Some(ALREADY_APPLIED) => Some(ALREADY_APPLIED),

@@ -495,7 +495,7 @@ impl LockSession {
             Err(e) => {
                 self.rollback();
                 let table = &self.target.table;
-                if mode::refusal(&e) == Some(mode::KEY_ELSEWHERE) {
+                if mode::guard_refusal(&e) == Some(mode::KEY_ELSEWHERE) {
                     return Ok(None);
                 }
                 if e.code() == Some(&SqlState::INVALID_SCHEMA_NAME) && table.schema().is_none() {

@@ -10,7 +10,7 @@ use postgres::error::SqlState;
 use postgres::Client;
 
 use super::retry::{DdlRetry, Interrupted};
-use super::step::{failed_line, refused, Step};
+use super::step::{failed_line, guard_refused, Step};
 use crate::error::{ErrorDetail, Failure};
 use crate::lock::mode;
 use crate::lock::LockSession;
@@ -50,8 +50,8 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
         let guard = mode::guard_sql(session.key(), &baseline.table, Some(&migration.id.version));
         // Any other error is met, and reported, by the first statement.
         if let Err(error) = session.client().batch_execute(&guard) {
-            if let Some(code) = mode::refusal(&error) {
-                return Err(refused(session, lock_mode, migration, code));
+            if let Some(code) = mode::guard_refusal(&error) {
+                return Err(guard_refused(session, lock_mode, migration, code));
             }
         }
     }

@@ -61,7 +61,7 @@ pub(super) fn failed_line(
 /// the caller reads from the SQLSTATE; in session mode it means this
 /// transaction did not run on the server session that holds the key: a
 /// transaction pooler is in the way.
-pub(super) fn refused(
+pub(super) fn guard_refused(
     session: &mut LockSession,
     lock_mode: LockMode,
     migration: &LocalMigration,

@@ -7,7 +7,7 @@ use anyhow::anyhow;
 use postgres::error::SqlState;
 
 use super::retry::{DdlRetry, Interrupted};
-use super::step::{failed_line, refused, Step};
+use super::step::{failed_line, guard_refused, Step};
 use super::{recovery, settings};
 use crate::error::{ErrorDetail, Failure};
 use crate::lock::mode::{self, LockMode};
@@ -83,8 +83,8 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
             session.recheck_held();
             return Ok(());
         }
-        if let Some(code) = mode::refusal(&error) {
-            return Err(refused(session, lock_mode, migration, code));
+        if let Some(code) = mode::guard_refusal(&error) {
+            return Err(guard_refused(session, lock_mode, migration, code));
         }
         if interrupt.is_set() && error.code() == Some(&SqlState::QUERY_CANCELED) {
             return Err(Failure::interrupted());

@@ -32,7 +32,7 @@ pub use problems::{flyway_hint, Problem, ProblemKind, Problems};
 pub use set::MigrationSet;
 pub use version::Version;
 
-use split::{Classified, Execution, Planned, Refusal};
+use split::{Classified, Execution, Forbidden, Planned};
 
 /// What names a migration: its version and its name, shown as
 /// `V{version}__{name}` everywhere (logs, messages, the text output).
@@ -96,9 +96,9 @@ impl LocalMigration {
         &self.classified().statements
     }
 
-    /// What in the file must not run (see [`split::classify`]).
-    pub fn refusals(&self) -> &[Refusal] {
-        &self.classified().refusals
+    /// The statements the file must not hold (see [`split::classify`]).
+    pub fn forbidden(&self) -> &[Forbidden] {
+        &self.classified().forbidden
     }
 
     /// Why the file runs without a transaction; `None` when it runs in one.

@@ -132,21 +132,21 @@ impl<'a> Plan<'a> {
     /// in a file that runs in miglock's transaction, COPY FROM stdin…), as
     /// problems, before anything runs. Applied files are not looked at: a
     /// rule added later must not make an applied set invalid.
-    pub fn refusals(&self) -> Result<(), Problems> {
+    pub fn check_forbidden(&self) -> Result<(), Problems> {
         let mut problems = Vec::new();
         for migration in &self.pending {
-            for refusal in migration.refusals() {
+            for forbidden in migration.forbidden() {
                 problems.push(Problem {
-                    kind: match refusal.kind {
-                        super::split::RefusalKind::TransactionControl => {
+                    kind: match forbidden.kind {
+                        super::split::ForbiddenKind::TransactionControl => {
                             ProblemKind::TransactionControl
                         }
-                        super::split::RefusalKind::Unsupported => ProblemKind::Unsupported,
+                        super::split::ForbiddenKind::Unsupported => ProblemKind::Unsupported,
                     },
-                    message: format!("{}: {}", migration.path.display(), refusal.message),
+                    message: format!("{}: {}", migration.path.display(), forbidden.message),
                     file: Some(migration.path.clone()),
                     version: Some(migration.id.version.clone()),
-                    line: Some(refusal.line),
+                    line: Some(forbidden.line),
                 });
             }
         }
@@ -349,7 +349,7 @@ mod tests {
             (2, "b", "create table t(a int);\nCOMMIT;"),
         ]);
         let plan = Plan::new(&s, &[applied(&s.migrations[0])], None, ALLOW).unwrap();
-        let problems = plan.refusals().unwrap_err();
+        let problems = plan.check_forbidden().unwrap_err();
         assert_eq!(problems.0.len(), 1);
         assert_eq!(problems.0[0].kind, ProblemKind::TransactionControl);
         assert_eq!(problems.0[0].line, Some(2));

@@ -70,7 +70,7 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
     let plan = run.plan(history.as_deref().unwrap_or_default(), report)?;
     // Before anything runs; the history only grows, so no later plan has a
     // pending file this one lacks.
-    plan.refusals().map_err(|p| report.invalid(p))?;
+    plan.check_forbidden().map_err(|p| report.invalid(p))?;
     if common.lock_mode == LockMode::Transaction {
         transaction_mode::refuse_non_transactional(&plan)?;
     }
@@ -84,8 +84,8 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
         return Ok(Outcome::Pending);
     }
     match common.lock_mode {
-        LockMode::Transaction => transaction_mode::run(&mut session, run, history, report),
-        LockMode::Session => session_mode::run(session, run, history.is_some(), report),
+        LockMode::Transaction => transaction_mode::apply(&mut session, run, history, report),
+        LockMode::Session => session_mode::apply(session, run, history.is_some(), report),
     }
 }
 

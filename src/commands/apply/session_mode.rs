@@ -28,7 +28,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// The polling budget shared by all the replicas waiting for one key.
 const ATTEMPTS_PER_SECOND: f64 = 20.0;
 
-pub(super) fn run(
+pub(super) fn apply(
     mut session: LockSession,
     run: Run,
     table_exists: bool,

@@ -59,7 +59,7 @@ enum Round {
 }
 
 /// Applies what is pending in transaction mode (see the module docs).
-pub(super) fn run(
+pub(super) fn apply(
     session: &mut LockSession,
     run: Run,
     history: Option<Vec<HistoryRow>>,

@@ -61,7 +61,7 @@ impl Execution {
 
 /// What kind of statement a file must not hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalKind {
+pub enum ForbiddenKind {
     /// BEGIN, COMMIT, SAVEPOINT… in a file that runs in miglock's own
     /// transaction, or a BEGIN never ended.
     TransactionControl,
@@ -71,8 +71,8 @@ pub enum RefusalKind {
 
 /// A statement a file must not hold, found before anything runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub kind: RefusalKind,
+pub struct Forbidden {
+    pub kind: ForbiddenKind,
     pub line: usize,
     pub message: String,
 }
@@ -116,7 +116,7 @@ impl Planned {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classified {
     pub execution: Execution,
-    pub refusals: Vec<Refusal>,
+    pub forbidden: Vec<Forbidden>,
     /// Each statement, for a file that runs without a transaction; empty
     /// for one that runs in a transaction (sent whole, as one script).
     pub statements: Vec<Planned>,
@@ -146,7 +146,7 @@ pub fn classify(script: &str) -> Classified {
     let marker = has_marker(script);
     let mut first_refused: Option<&'static str> = None;
     let mut mixed = false;
-    let mut refusals = Vec::new();
+    let mut forbidden = Vec::new();
     let mut statements = Vec::new();
     // Where the file's own transaction was opened and not yet ended.
     let mut open: Option<usize> = None;
@@ -167,8 +167,8 @@ pub fn classify(script: &str) -> Classified {
             _ => {}
         }
         if let Some(what) = control.filter(|_| !marker) {
-            refusals.push(Refusal {
-                kind: RefusalKind::TransactionControl,
+            forbidden.push(Forbidden {
+                kind: ForbiddenKind::TransactionControl,
                 line: s.line,
                 message: format!(
                     "line {}: {what} controls the transaction, but miglock runs this file in its own \
@@ -180,8 +180,8 @@ pub fn classify(script: &str) -> Classified {
             });
         }
         if s.is_copy_from_stdin() {
-            refusals.push(Refusal {
-                kind: RefusalKind::Unsupported,
+            forbidden.push(Forbidden {
+                kind: ForbiddenKind::Unsupported,
                 line: s.line,
                 message: format!(
                     "line {}: COPY … FROM stdin reads its rows from psql's input, which miglock does not \
@@ -191,8 +191,8 @@ pub fn classify(script: &str) -> Classified {
             });
         }
         if s.starts(&["DISCARD", "ALL"]) {
-            refusals.push(Refusal {
-                kind: RefusalKind::Unsupported,
+            forbidden.push(Forbidden {
+                kind: ForbiddenKind::Unsupported,
                 line: s.line,
                 message: format!(
                     "line {}: DISCARD ALL would release the advisory lock this run holds (and its \
@@ -226,8 +226,8 @@ pub fn classify(script: &str) -> Classified {
     if let (Some(line), true) = (open, marker) {
         // psql would roll it back at the end of the file, with its session;
         // miglock's session goes on to record the file as applied.
-        refusals.push(Refusal {
-            kind: RefusalKind::TransactionControl,
+        forbidden.push(Forbidden {
+            kind: ForbiddenKind::TransactionControl,
             line,
             message: format!(
                 "line {line}: the transaction this BEGIN opens is never ended; add COMMIT at the end \
@@ -240,7 +240,7 @@ pub fn classify(script: &str) -> Classified {
     }
     Classified {
         execution,
-        refusals,
+        forbidden,
         statements,
     }
 }
@@ -559,18 +559,18 @@ mod tests {
 
     #[test]
     fn transaction_control_is_refused_without_the_marker() {
-        let r = |sql: &str| classify(sql).refusals;
+        let r = |sql: &str| classify(sql).forbidden;
         let found = r("create table t(a int);\nCOMMIT;\n");
         assert_eq!(found.len(), 1);
         assert_eq!(
             (found[0].kind, found[0].line),
-            (RefusalKind::TransactionControl, 2)
+            (ForbiddenKind::TransactionControl, 2)
         );
         assert!(r("-- miglock:no-transaction\nBEGIN; select 1; COMMIT;").is_empty());
         let open = r("-- miglock:no-transaction\nselect 1;\nBEGIN;\nselect 2;");
         assert_eq!(
             (open[0].kind, open[0].line),
-            (RefusalKind::TransactionControl, 3)
+            (ForbiddenKind::TransactionControl, 3)
         );
         assert!(r("do $$ begin commit; end $$;").is_empty());
         let table = |sql: &str| split(sql)[0].indexed_table();
@@ -586,13 +586,13 @@ mod tests {
         let chained = r("-- miglock:no-transaction\nBEGIN;\nselect 1;\nCOMMIT AND CHAIN;");
         assert_eq!(
             (chained[0].kind, chained[0].line),
-            (RefusalKind::TransactionControl, 4)
+            (ForbiddenKind::TransactionControl, 4)
         );
         assert!(r("-- miglock:no-transaction\nBEGIN;\nCOMMIT AND NO CHAIN;").is_empty());
         assert!(r("create procedure p() begin atomic select 1; end;").is_empty());
         assert_eq!(
             r("copy t from stdin;\n1\n\\.\n")[0].kind,
-            RefusalKind::Unsupported
+            ForbiddenKind::Unsupported
         );
         assert!(r("copy t from '/tmp/x';").is_empty());
     }

@@ -4,6 +4,8 @@
 mod classify;
 mod scan;
 
-pub use classify::{classify, Classified, Execution, IndexBuild, Planned, Refusal, RefusalKind};
+pub use classify::{
+    classify, Classified, Execution, Forbidden, ForbiddenKind, IndexBuild, Planned,
+};
 #[cfg(any(test, feature = "testing"))]
 pub use scan::{split, Statement};
