@@ -98,12 +98,12 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
         }
     }
     let mut batch = Batch::new();
+    baseline.push_restore(&mut batch);
     batch.push(
         &baseline
             .table
             .insert_sql(&migration.id, applied_on, migration.checksum),
     );
-    baseline.push_restore(&mut batch);
     let result = if release_after {
         session.execute_then_release(batch)
     } else {

@@ -58,10 +58,11 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
         // A migration that ends the transaction itself (a stray COMMIT)
         // makes this fail, so its row is never written outside it.
         batch.push("SAVEPOINT miglock_guard");
+        // SET (not LOCAL) in a migration outlives its COMMIT: undone here,
+        // committed with it, before its row (see `baseline`).
+        baseline.push_restore(&mut batch);
         batch.push(&table.insert_sql(&migration.id, applied_on, migration.checksum));
         batch.push("COMMIT");
-        // SET (not LOCAL) in a migration outlives its COMMIT.
-        baseline.push_restore(&mut batch);
         let result = if !session.is_held() {
             // Transaction mode: the key came and went with the transaction.
             session.query(&batch).map(drop)

@@ -72,14 +72,6 @@ impl HistoryTable {
         }
     }
 
-    /// The same table, named in `schema` (as resolved by the server).
-    pub fn in_schema(&self, schema: &str) -> HistoryTable {
-        HistoryTable {
-            schema: Some(schema.to_string()),
-            name: self.name.clone(),
-        }
-    }
-
     /// The schema named with `--table schema.table`, if any.
     pub fn schema(&self) -> Option<&str> {
         self.schema.as_deref()

@@ -16,6 +16,7 @@ mod pooler;
 mod real_world;
 mod reliability;
 mod server_log;
+mod session_state;
 mod setup;
 mod smoke;
 mod status;

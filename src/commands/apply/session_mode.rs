@@ -274,7 +274,12 @@ fn migrate_pending<'a>(
     report: &mut Report,
 ) -> Result<Outcome, Stop<'a>> {
     let Run { config, ctx, .. } = run;
-    let baseline = SessionBaseline::record(session)?;
+    let baseline = SessionBaseline::new(
+        session.table(),
+        LockMode::Session,
+        &config.migrate,
+        session.identity(),
+    );
     let bar = ctx.progress.bar(plan.pending.len() as u64);
     for (i, migration) in plan.pending.iter().enumerate() {
         if ctx.interrupt.is_set() {

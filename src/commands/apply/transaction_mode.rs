@@ -107,10 +107,14 @@ pub(super) fn apply(
                     );
                     return Ok(Outcome::Applied);
                 };
-                let baseline = match &baseline {
-                    Some(baseline) => baseline,
-                    None => baseline.insert(SessionBaseline::for_transactions(session)?),
-                };
+                let baseline = baseline.get_or_insert_with(|| {
+                    SessionBaseline::new(
+                        session.table(),
+                        LockMode::Transaction,
+                        &config.migrate,
+                        session.identity(),
+                    )
+                });
                 if let Some(bar) = &bar {
                     bar.set_message(migration.to_string());
                 }
