@@ -45,6 +45,8 @@ pub struct Batch {
     head: usize,
     /// Statements pushed after the script; `None` while there is none.
     tail: Option<usize>,
+    /// Where the script is in `sql`.
+    script: std::ops::Range<usize>,
 }
 
 /// Where one statement's rows are in a [`Batch`]'s results.
@@ -91,10 +93,19 @@ impl Batch {
             self.sql.push_str(";\n");
         }
         let before = self.sql.chars().count();
+        // A migration can be tens of megabytes: no room to spare twice over.
+        self.sql.reserve_exact(script.len() + 1024);
+        let start = self.sql.len();
         self.sql.push_str(script);
+        self.script = start..self.sql.len();
         self.sql.push('\n');
         self.tail = Some(0);
         before
+    }
+
+    /// The script pushed (empty without one).
+    pub fn script(&self) -> &str {
+        self.sql.get(self.script.clone()).unwrap_or_default()
     }
 
     /// Sends the batch and keeps every statement's rows.

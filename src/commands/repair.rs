@@ -192,10 +192,7 @@ fn describe(chosen: &[Divergent]) -> String {
         }
         text.push_str(&format!(
             "    checksum  {} -> {}\n    file now  {} line(s), {} bytes\n",
-            d.applied.checksum,
-            file.checksum,
-            file.sql.lines().count(),
-            file.sql.len()
+            d.applied.checksum, file.checksum, file.size.lines, file.size.bytes
         ));
     }
     text.push_str(

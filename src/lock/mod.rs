@@ -9,6 +9,7 @@
 //! release notification.
 
 mod backend;
+mod create;
 mod key;
 pub mod mode;
 mod session;

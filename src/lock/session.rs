@@ -448,67 +448,25 @@ impl LockSession {
         batch.execute(&mut self.client)
     }
 
-    /// Runs `batch` under the key and releases the key in the same round
-    /// trip, which takes a round trip off the handover to the next waiter.
-    /// When the batch fails, the key is still held.
-    pub fn execute_then_release(&mut self, mut batch: Batch) -> Result<(), postgres::Error> {
+    /// Adds the key's release to `batch` (see [`LockSession::execute_releasing`]).
+    pub fn push_release(&self, batch: &mut Batch) -> Slot {
         let key = &self.target.key;
         let unlocked = batch.push(&key.unlock_sql());
         batch.push(&key.notify_sql());
+        unlocked
+    }
+
+    /// Runs `batch`, which ends with the key's release (`unlocked`, from
+    /// [`LockSession::push_release`]): one round trip less on the handover
+    /// to the next waiter. When the batch fails, the key is still held.
+    pub fn execute_releasing(
+        &mut self,
+        batch: &Batch,
+        unlocked: Slot,
+    ) -> Result<(), postgres::Error> {
         let results = batch.query(&mut self.client)?;
         self.released(&results, unlocked);
         Ok(())
-    }
-
-    /// Holding the key (session mode): creates the history table in a
-    /// transaction that takes the key too, which only a pooler can refuse.
-    pub fn create_history(&mut self) -> Result<Vec<HistoryRow>, Failure> {
-        match self.create_history_under_key()? {
-            Some(rows) => Ok(rows),
-            None => {
-                let what = format!("creating the history table {}", self.target.table);
-                Err(self.pooler_detected(
-                    &what,
-                    "its transaction ran on another server session than the one holding the session lock",
-                    mode::KEY_ELSEWHERE,
-                ))
-            }
-        }
-    }
-
-    /// Creates the table (and its schema) in one transaction that first
-    /// takes the key at transaction level: concurrent `CREATE TABLE IF NOT
-    /// EXISTS` can still fail on the catalog's unique indexes, and behind a
-    /// transaction pooler the session lock does not cover this transaction.
-    /// `None` when the key is held by another server session (see
-    /// `lock::mode`): nothing was created.
-    pub fn create_history_under_key(&mut self) -> Result<Option<Vec<HistoryRow>>, Failure> {
-        let table = &self.target.table;
-        let mut batch = Batch::new();
-        batch.push("BEGIN");
-        batch.push(&mode::guard_sql(&self.target.key, table, None));
-        let schema_missing = history::push_create(&mut batch, table);
-        batch.push("COMMIT");
-        let rows = batch.push(&table.select_sql());
-        let results = match batch.query(&mut self.client) {
-            Ok(results) => results,
-            Err(e) => {
-                self.rollback();
-                let table = &self.target.table;
-                if mode::guard_refusal(&e) == Some(mode::KEY_ELSEWHERE) {
-                    return Ok(None);
-                }
-                if e.code() == Some(&SqlState::INVALID_SCHEMA_NAME) && table.schema().is_none() {
-                    return Err(history::no_schema(table));
-                }
-                return Err(pg_error::failed(
-                    &e,
-                    format!("cannot create the history table {table}"),
-                ));
-            }
-        };
-        history::log_schema_created(&results, schema_missing, &self.target.table);
-        Ok(Some(history::rows_from_rows(results.rows(rows))?))
     }
 
     /// Asks the server whether this session still holds the key, after a

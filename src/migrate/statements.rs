@@ -10,11 +10,11 @@ use postgres::error::SqlState;
 use postgres::Client;
 
 use super::retry::{DdlRetry, Interrupted};
-use super::step::{failed_line, guard_refused, Step};
+use super::step::{failed_line, guard_refused, reread, Step};
 use crate::error::{ErrorDetail, Failure};
 use crate::lock::mode;
 use crate::lock::LockSession;
-use crate::migrations::split::{Execution, IndexBuild, Planned};
+use crate::migrations::split::{classify, Execution, IndexBuild, Planned};
 use crate::migrations::LocalMigration;
 use crate::outcome::Outcome;
 use crate::pg_error;
@@ -40,7 +40,9 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
         release_after,
         interrupt,
     } = *step;
-    let Execution::NoTransaction { reason, mixed } = migration.execution() else {
+    let script = reread(migration)?;
+    let classified = classify(&script);
+    let Execution::NoTransaction { reason, mixed } = &classified.execution else {
         return Err(Failure::failed(anyhow!("{migration} is transactional")));
     };
     // Its statements commit one by one, so no transaction can carry the
@@ -73,7 +75,7 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
             .batch_execute(&sql)
             .map_err(|e| pg_error::failed(&e, "cannot set lock_timeout"))?;
     }
-    let statements = migration.statements();
+    let statements = &classified.statements;
     let total = statements.len();
     // Inside the file's own BEGIN … COMMIT (a file with the marker).
     let mut in_transaction = false;
@@ -84,6 +86,7 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
         run_statement(
             session,
             step,
+            statement.sql(&script),
             statement,
             Position { index: i, total },
             in_transaction,
@@ -105,7 +108,8 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
             .insert_sql(&migration.id, applied_on, migration.checksum),
     );
     let result = if release_after {
-        session.execute_then_release(batch)
+        let unlocked = session.push_release(&mut batch);
+        session.execute_releasing(&batch, unlocked)
     } else {
         session.execute(&batch)
     };
@@ -125,6 +129,7 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
 fn run_statement(
     session: &mut LockSession,
     step: &Step,
+    sql: &str,
     statement: &Planned,
     position: Position,
     in_transaction: bool,
@@ -137,7 +142,6 @@ fn run_statement(
     } = *step;
     let Position { index, total } = position;
     let mut retry = DdlRetry::new(options);
-    let sql = statement.sql(migration.script());
     loop {
         let invalid_before = match statement.index_build {
             Some(_) => invalid_indexes(session.client()).unwrap_or_default(),
@@ -171,7 +175,7 @@ fn run_statement(
                 Err(Interrupted) => return Err(interrupted(migration, index, total)),
             }
         }
-        let mut failure = statement_failed(migration, statement, position, &retry, &error);
+        let mut failure = statement_failed(migration, sql, statement, position, &retry, &error);
         if in_transaction {
             failure.error = anyhow!(
                 "{}\nThe statements since the file's own BEGIN were rolled back with its transaction.",
@@ -204,6 +208,7 @@ fn interrupted(migration: &LocalMigration, index: usize, total: usize) -> Failur
 
 fn statement_failed(
     migration: &LocalMigration,
+    sql: &str,
     statement: &Planned,
     position: Position,
     retry: &DdlRetry,
@@ -222,8 +227,7 @@ fn statement_failed(
             committed_before(index, total)
         ));
     };
-    let ErrorDetail { sqlstate, line, .. } =
-        pg_error::locate(db_error, 0, statement.sql(migration.script()));
+    let ErrorDetail { sqlstate, line, .. } = pg_error::locate(db_error, 0, sql);
     let line = statement.line + line.map_or(0, |l| l - 1);
     failed_line(migration, Some(number), sqlstate.as_deref());
     let mut message = format!(

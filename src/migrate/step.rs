@@ -83,3 +83,18 @@ pub(super) fn guard_refused(
     };
     session.pooler_detected(&migration.to_string(), why, code)
 }
+
+/// The migration's text, read again to run it: refused (exit 6, nothing
+/// of it ran) when it is not the file the run planned with.
+pub(super) fn reread(migration: &LocalMigration) -> Result<String, Failure> {
+    migration.read_script().map_err(|problem| {
+        Failure::invalid(anyhow!(
+            "{problem}; nothing of {migration} ran (apply again to run the file as it is now)"
+        ))
+        .with_detail(ErrorDetail {
+            sqlstate: None,
+            file: Some(migration.path.clone()),
+            line: None,
+        })
+    })
+}

@@ -7,13 +7,16 @@ use anyhow::anyhow;
 use postgres::error::SqlState;
 
 use super::retry::{DdlRetry, Interrupted};
-use super::step::{failed_line, guard_refused, Step};
+use super::step::{failed_line, guard_refused, reread, Step};
 use super::{recovery, settings};
 use crate::error::{ErrorDetail, Failure};
 use crate::lock::mode::{self, LockMode};
 use crate::lock::LockSession;
 use crate::pg_error;
 use crate::sql::Batch;
+
+/// A script up to this size releases the key in its own round trip.
+const RELEASE_WITH_MAX: usize = 1 << 20;
 
 /// Applies `step`'s migration; with `release_after`, the same round trip
 /// also releases the key (the last migration of a run).
@@ -29,47 +32,51 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     } = *step;
     let table = &baseline.table;
     let mut retry = DdlRetry::new(options);
-    let (error, script_start) = loop {
-        let mut batch = Batch::new();
-        if lock_mode == LockMode::Transaction {
-            // The guard's history check must see every commit made before
-            // the key was granted: its snapshot must come after the lock,
-            // which a repeatable read transaction would take at the guard.
-            batch.push("BEGIN ISOLATION LEVEL READ COMMITTED");
-            batch.push(&settings::local_sql(
-                options.statement_timeout,
-                &options.settings,
-                &session
-                    .identity()
-                    .application_name(Some(mode::TRANSACTION_HOLDING)),
-            ));
-        } else {
-            batch.push("BEGIN");
-        }
-        batch.push(&mode::guard_sql(
-            session.key(),
-            table,
-            Some(&migration.id.version),
+    // Built once, read from the file once: a retry sends it again.
+    let mut batch = Batch::new();
+    if lock_mode == LockMode::Transaction {
+        // The guard's history check must see every commit made before the
+        // key was granted: its snapshot must come after the lock, which a
+        // repeatable read transaction would take at the guard.
+        batch.push("BEGIN ISOLATION LEVEL READ COMMITTED");
+        batch.push(&settings::local_sql(
+            options.statement_timeout,
+            &options.settings,
+            &session
+                .identity()
+                .application_name(Some(mode::TRANSACTION_HOLDING)),
         ));
-        if let Some(sql) = retry.local_sql() {
-            batch.push(&sql);
-        }
-        let script_start = batch.push_script(migration.script());
-        // A migration that ends the transaction itself (a stray COMMIT)
-        // makes this fail, so its row is never written outside it.
-        batch.push("SAVEPOINT miglock_guard");
-        // SET (not LOCAL) in a migration outlives its COMMIT: undone here,
-        // committed with it, before its row (see `baseline`).
-        baseline.push_restore(&mut batch);
-        batch.push(&table.insert_sql(&migration.id, applied_on, migration.checksum));
-        batch.push("COMMIT");
-        let result = if !session.is_held() {
+    } else {
+        batch.push("BEGIN");
+    }
+    batch.push(&mode::guard_sql(
+        session.key(),
+        table,
+        Some(&migration.id.version),
+    ));
+    if let Some(sql) = retry.local_sql() {
+        batch.push(&sql);
+    }
+    let script_start = batch.push_script(&reread(migration)?);
+    // A migration that ends the transaction itself (a stray COMMIT) makes
+    // this fail, so its row is never written outside it.
+    batch.push("SAVEPOINT miglock_guard");
+    // SET (not LOCAL) in a migration outlives its COMMIT: undone here,
+    // committed with it, before its row (see `baseline`).
+    baseline.push_restore(&mut batch);
+    batch.push(&table.insert_sql(&migration.id, applied_on, migration.checksum));
+    batch.push("COMMIT");
+    // The last migration releases the key in the same round trip, unless
+    // it is big: then every statement's result would be kept to read the
+    // unlock's, and the release is a round trip of its own after it.
+    let unlocked = (release_after && session.is_held() && batch.script().len() <= RELEASE_WITH_MAX)
+        .then(|| session.push_release(&mut batch));
+    let error = loop {
+        let result = match unlocked {
             // Transaction mode: the key came and went with the transaction.
-            session.query(&batch).map(drop)
-        } else if release_after {
-            session.execute_then_release(batch)
-        } else {
-            session.execute(&batch)
+            _ if !session.is_held() => session.query(&batch).map(drop),
+            Some(unlocked) => session.execute_releasing(&batch, unlocked),
+            None => session.execute(&batch),
         };
         let Err(error) = result else {
             return Ok(());
@@ -79,7 +86,7 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
         session.rollback();
         // An error after the COMMIT (a cancel landing on the unlock that
         // follows it) leaves the migration applied: its row says so.
-        if release_after && recovery::committed(session, table, migration, applied_on) {
+        if unlocked.is_some() && recovery::committed(session, table, migration, applied_on) {
             // The unlock after the COMMIT may have gone through too.
             session.recheck_held();
             return Ok(());
@@ -99,7 +106,7 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
         }
         match retry.again(&error, migration, None, interrupt) {
             Ok(true) => continue,
-            Ok(false) => break (error, script_start),
+            Ok(false) => break error,
             Err(Interrupted) => return Err(Failure::interrupted()),
         }
     };
@@ -113,7 +120,7 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
         )));
     };
     let ErrorDetail { sqlstate, line, .. } =
-        pg_error::locate(db_error, script_start, migration.script());
+        pg_error::locate(db_error, script_start, batch.script());
     failed_line(migration, None, sqlstate.as_deref());
     let at = line.map_or(String::new(), |l| format!(", line {l}"));
     let mut message = format!(

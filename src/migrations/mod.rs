@@ -18,6 +18,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+mod file;
 pub mod history;
 mod names;
 mod plan;
@@ -32,7 +33,8 @@ pub use problems::{flyway_hint, Problem, ProblemKind, Problems};
 pub use set::MigrationSet;
 pub use version::Version;
 
-use split::{Classified, Execution, Forbidden, Planned};
+pub use file::Size;
+use split::{Execution, Summary};
 
 /// What names a migration: its version and its name, shown as
 /// `V{version}__{name}` everywhere (logs, messages, the text output).
@@ -48,62 +50,84 @@ impl fmt::Display for MigrationId {
     }
 }
 
-/// One `V<version>__<name>.sql` file.
+/// One `V<version>__<name>.sql` file: what reading it once told. Its text
+/// is read again, whole, only to run it (see [`file`]).
 #[derive(Debug, Clone)]
 pub struct LocalMigration {
     pub id: MigrationId,
     pub path: PathBuf,
-    pub sql: String,
     pub checksum: u64,
+    pub size: Size,
     /// What its statements ask of the runner, worked out the first time it
     /// is asked (only pending files are ever asked), then kept.
-    classified: OnceLock<Classified>,
+    summary: OnceLock<Result<Summary, Problem>>,
 }
 
 impl LocalMigration {
-    pub fn new(id: MigrationId, path: PathBuf, sql: String, checksum: u64) -> LocalMigration {
+    pub fn new(id: MigrationId, path: PathBuf, checksum: u64, size: Size) -> LocalMigration {
         LocalMigration {
             id,
             path,
-            sql,
             checksum,
-            classified: OnceLock::new(),
+            size,
+            summary: OnceLock::new(),
         }
     }
 
-    /// The SQL to send: the file without its UTF-8 byte-order mark, which
-    /// PostgreSQL would take for part of the first word. The checksum
-    /// keeps it, as refinery reads the file whole.
-    pub fn script(&self) -> &str {
-        script(&self.sql)
+    /// refinery's names hold an `i32` version, which its checksum hashes.
+    fn refinery_version(&self) -> i32 {
+        self.id
+            .version
+            .as_number()
+            .and_then(|n| i32::try_from(n).ok())
+            .unwrap_or_default()
     }
 
-    fn classified(&self) -> &Classified {
-        // Without the BOM: the splitter would read it as part of the first
-        // word (`\u{feff}BEGIN`), and miss what that word says.
-        self.classified
-            .get_or_init(|| split::classify(self.script()))
+    /// The text to send: the file without its UTF-8 byte-order mark, which
+    /// PostgreSQL would take for part of the first word, read now and
+    /// checked against the checksum it had when the run read the folder.
+    pub fn read_script(&self) -> Result<String, Problem> {
+        file::text(
+            &self.path,
+            &self.id.name,
+            self.refinery_version(),
+            self.checksum,
+        )
+        .map_err(|why| self.unreadable(why))
     }
 
-    /// How the file runs: in one transaction, or statement by statement.
+    /// What the file's statements ask of the runner, read as a stream.
+    pub fn summary(&self) -> Result<&Summary, &Problem> {
+        self.summary
+            .get_or_init(|| {
+                let file = file::open(&self.path).map_err(|why| self.unreadable(why))?;
+                split::summarize(std::io::BufReader::new(file))
+                    .map_err(|e| self.unreadable(e.to_string()))
+            })
+            .as_ref()
+    }
+
+    /// How the file runs: in one transaction, or statement by statement
+    /// (in one, when the file could not be read again: that read's problem
+    /// stops the run before anything runs, see [`Plan::check_forbidden`]).
     pub fn execution(&self) -> &Execution {
-        &self.classified().execution
-    }
-
-    /// The statements of a file that runs without a transaction (empty for
-    /// one that runs in a transaction).
-    pub fn statements(&self) -> &[Planned] {
-        &self.classified().statements
-    }
-
-    /// The statements the file must not hold (see [`split::classify`]).
-    pub fn forbidden(&self) -> &[Forbidden] {
-        &self.classified().forbidden
+        const TRANSACTION: &Execution = &Execution::Transaction;
+        self.summary().map_or(TRANSACTION, |s| &s.execution)
     }
 
     /// Why the file runs without a transaction; `None` when it runs in one.
     pub fn no_transaction(&self) -> Option<String> {
         self.execution().without_transaction()
+    }
+
+    fn unreadable(&self, why: String) -> Problem {
+        Problem {
+            kind: ProblemKind::Unreadable,
+            message: format!("{}: {why}", self.path.display()),
+            file: Some(self.path.clone()),
+            version: Some(self.id.version.clone()),
+            line: None,
+        }
     }
 }
 
@@ -113,45 +137,9 @@ impl fmt::Display for LocalMigration {
     }
 }
 
-fn script(sql: &str) -> &str {
-    sql.strip_prefix('\u{feff}').unwrap_or(sql)
-}
-
-/// refinery's checksum, the one refinery and refinery_cli store: SipHash-1-3
-/// with zero keys over the name, the version (as `i32`) and the SQL, each
-/// fed through `Hash` — the calls `refinery::Migration::unapplied` makes.
-/// Computed here because refinery only offers it behind its file-name
-/// regex, whose compilation cost half of a whole no-op run; the tests
-/// check it against refinery's own on every build.
-pub fn checksum(name: &str, version: i32, sql: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = siphasher::sip::SipHasher13::new();
-    name.hash(&mut hasher);
-    version.hash(&mut hasher);
-    sql.hash(&mut hasher);
-    hasher.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn checksum_is_refinerys() {
-        for (version, name, sql) in [
-            (1, "init", "create table t (id int);"),
-            (2147483647, "créer_table", "-- é\n\r\nselect 'x';"),
-            (42, "a", ""),
-        ] {
-            let theirs =
-                refinery::Migration::unapplied(&format!("V{version}__{name}"), sql).unwrap();
-            assert_eq!(
-                checksum(name, version, sql),
-                theirs.checksum(),
-                "V{version}__{name}"
-            );
-        }
-    }
 
     #[test]
     fn a_migration_shows_as_v_version_name() {

@@ -129,13 +129,21 @@ impl<'a> Plan<'a> {
     }
 
     /// The pending files' statements that must not run (transaction control
-    /// in a file that runs in miglock's transaction, COPY FROM stdin…), as
-    /// problems, before anything runs. Applied files are not looked at: a
-    /// rule added later must not make an applied set invalid.
+    /// in a file that runs in miglock's transaction, COPY FROM stdin…), and
+    /// a pending file that cannot be read again, as problems, before
+    /// anything runs. Applied files are not looked at: a rule added later
+    /// must not make an applied set invalid.
     pub fn check_forbidden(&self) -> Result<(), Problems> {
         let mut problems = Vec::new();
         for migration in &self.pending {
-            for forbidden in migration.forbidden() {
+            let summary = match migration.summary() {
+                Ok(summary) => summary,
+                Err(problem) => {
+                    problems.push(problem.clone());
+                    continue;
+                }
+            };
+            for forbidden in &summary.forbidden {
                 problems.push(Problem {
                     kind: match forbidden.kind {
                         super::split::ForbiddenKind::TransactionControl => {
@@ -224,7 +232,8 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::migrations::{checksum, MigrationId};
+    use crate::migrations::file::checksum;
+    use crate::migrations::{MigrationId, Size};
 
     const ALLOW: AheadPolicy = AheadPolicy::Allow;
 
@@ -239,8 +248,8 @@ mod tests {
                             name: name.to_string(),
                         },
                         PathBuf::from(format!("m/V{v}__{name}.sql")),
-                        sql.to_string(),
                         checksum(name, *v, sql),
+                        Size::default(),
                     )
                 })
                 .collect(),
@@ -344,10 +353,14 @@ mod tests {
 
     #[test]
     fn pending_files_refusals_are_problems_with_their_line() {
-        let s = set(&[
-            (1, "a", "select 1;"),
-            (2, "b", "create table t(a int);\nCOMMIT;"),
-        ]);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("V1__a.sql"), "select 1;").unwrap();
+        std::fs::write(
+            dir.path().join("V2__b.sql"),
+            "create table t(a int);\nCOMMIT;",
+        )
+        .unwrap();
+        let s = MigrationSet::load(dir.path()).unwrap();
         let plan = Plan::new(&s, &[applied(&s.migrations[0])], None, ALLOW).unwrap();
         let problems = plan.check_forbidden().unwrap_err();
         assert_eq!(problems.0.len(), 1);

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::file::{self, io_reason};
 use super::names::{has_sql_extension, parse_file_name};
 use super::problems::{Problem, ProblemKind, Problems};
-use super::{checksum, script, LocalMigration, MigrationId, Version};
+use super::{LocalMigration, MigrationId, Version};
 
 /// The files of a migrations folder, sorted by version.
 #[derive(Debug, Clone, Default)]
@@ -136,58 +137,26 @@ fn read_all(named: Vec<(PathBuf, i32, String)>) -> Vec<Result<LocalMigration, Pr
 }
 
 fn read_one((path, version, name): (PathBuf, i32, String)) -> Result<LocalMigration, Problem> {
-    use std::io::Read;
-    let unreadable = |why: String| Problem {
-        kind: ProblemKind::Unreadable,
-        message: format!("{}: {why}", path.display()),
-        file: Some(path.clone()),
-        version: Some(version.into()),
-        line: None,
-    };
-    // open, read to the end, close: without the size lookup (statx) that
-    // `fs::read` and `File::read_to_end` make, which costs as much as the read.
-    let mut bytes = Vec::new();
-    let read = std::fs::File::open(&path).and_then(|mut file| {
-        let mut chunk = [0u8; 8192];
-        loop {
-            match file.read(&mut chunk) {
-                Ok(0) => return Ok(()),
-                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    });
-    if let Err(e) = read {
-        return Err(unreadable(format!("cannot be read ({})", io_reason(&e))));
+    match file::facts(&path, &name, version) {
+        Ok(facts) => Ok(LocalMigration::new(
+            MigrationId {
+                version: version.into(),
+                name,
+            },
+            path,
+            facts.checksum,
+            facts.size,
+        )),
+        Err(why) => Err(Problem {
+            kind: ProblemKind::Unreadable,
+            message: format!("{}: {why}", path.display()),
+            file: Some(path.clone()),
+            version: Some(version.into()),
+            line: None,
+        }),
     }
-    let sql = String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        unreadable(format!(
-            "is not valid UTF-8 (first bad byte at offset {at})"
-        ))
-    })?;
-    if let Some(at) = sql.find('\0') {
-        let line = sql[..at].matches('\n').count() + 1;
-        return Err(unreadable(format!(
-            "contains a NUL byte (line {line}, offset {at}), which PostgreSQL cannot receive: \
-             is it a UTF-16 file or a binary one?"
-        )));
-    }
-    if script(&sql).trim().is_empty() {
-        return Err(unreadable("is empty".into()));
-    }
-    let checksum = checksum(&name, version, &sql);
-    Ok(LocalMigration::new(
-        MigrationId {
-            version: version.into(),
-            name,
-        },
-        path,
-        sql,
-        checksum,
-    ))
 }
+
 fn folder_problem(dir: &Path, why: &str) -> Problem {
     Problem {
         kind: ProblemKind::Folder,
@@ -309,14 +278,6 @@ fn skip_hidden(path: &Path) {
     );
 }
 
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "does not exist".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,7 +308,7 @@ mod tests {
         std::fs::write(dir.path().join("V1__bom.sql"), text).unwrap();
         let set = MigrationSet::load(dir.path()).unwrap();
         let m = &set.migrations[0];
-        assert_eq!(m.script(), "CREATE TABLE t (id int);\n");
+        assert_eq!(m.read_script().unwrap(), "CREATE TABLE t (id int);\n");
         let theirs = refinery::Migration::unapplied("V1__bom", text).unwrap();
         assert_eq!(m.checksum, theirs.checksum());
         // A mark and nothing else is an empty file.

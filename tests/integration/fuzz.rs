@@ -204,11 +204,13 @@ proptest! {
                         parse_file_name(file).map(|(v, _)| Version::from(v)),
                         Ok(m.id.version.clone())
                     );
-                    prop_assert!(!m.sql.trim().is_empty());
+                    let sql = fs::read_to_string(&m.path).unwrap();
+                    let script = sql.trim_start_matches('\u{feff}');
+                    prop_assert!(!script.trim().is_empty());
                     // What miglock records is what refinery computes, so a
                     // history written by either is recognised by the other.
                     let stem = &file[..file.len() - ".sql".len()];
-                    let theirs = refinery::Migration::unapplied(stem, &m.sql).unwrap();
+                    let theirs = refinery::Migration::unapplied(stem, &sql).unwrap();
                     prop_assert_eq!(Version::from(theirs.version()), m.id.version.clone());
                     prop_assert_eq!(theirs.name(), m.id.name.as_str());
                     prop_assert_eq!(theirs.checksum(), m.checksum);

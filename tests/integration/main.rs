@@ -2,6 +2,7 @@ mod adoption;
 mod ahead;
 mod api;
 mod apply;
+mod big_files;
 mod cluster;
 mod deploy;
 mod faults;

@@ -112,6 +112,14 @@ impl Planned {
     }
 }
 
+/// What a file asks of the runner, without its statements: what the
+/// plan, `status` and the refusals before a run need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub execution: Execution,
+    pub forbidden: Vec<Forbidden>,
+}
+
 /// What the classifier found in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classified {
@@ -137,37 +145,55 @@ pub fn has_marker(sql: &str) -> bool {
         || comment.eq_ignore_ascii_case("refinery:noTransaction")
 }
 
-/// Reads `script` (a file's text without its BOM) once: how it must run,
-/// from its marker or its statements, and what in it would make miglock's
-/// run differ from psql's or break miglock's own bookkeeping (transaction
-/// control in a file that runs in miglock's transaction, `COPY … FROM
-/// stdin`, `DISCARD ALL`).
-pub fn classify(script: &str) -> Classified {
-    let marker = has_marker(script);
-    let mut first_refused: Option<&'static str> = None;
-    let mut mixed = false;
-    let mut forbidden = Vec::new();
-    let mut statements = Vec::new();
-    // Where the file's own transaction was opened and not yet ended.
-    let mut open: Option<usize> = None;
-    for s in scan::statements(script) {
+/// Reads a file's statements one at a time (see the module docs): how the
+/// file must run, from its marker or its statements, and what in it would
+/// make miglock's run differ from psql's or break miglock's own bookkeeping
+/// (transaction control in a file that runs in miglock's transaction,
+/// `COPY … FROM stdin`, `DISCARD ALL`).
+pub struct Classifier {
+    marker: bool,
+    first_refused: Option<&'static str>,
+    mixed: bool,
+    forbidden: Vec<Forbidden>,
+    /// Where the file's own transaction was opened and not yet ended.
+    open: Option<usize>,
+}
+
+impl Classifier {
+    /// `marker`: the file's first line asks for no transaction.
+    pub fn new(marker: bool) -> Classifier {
+        Classifier {
+            marker,
+            first_refused: None,
+            mixed: false,
+            forbidden: Vec::new(),
+            open: None,
+        }
+    }
+
+    /// Takes statement `s` into account (it starts `offset` bytes further
+    /// into the file than the text it was scanned from); what the runner
+    /// needs of it.
+    pub fn feed(&mut self, s: &Statement, offset: usize) -> Planned {
         match s.refused_in_transaction() {
             Some(kind) => {
-                first_refused.get_or_insert(kind);
+                self.first_refused.get_or_insert(kind);
             }
-            None => mixed = true,
+            None => self.mixed = true,
         }
         let control = s.transaction_control();
         let chains = s.chains();
         match control {
-            Some("BEGIN" | "START TRANSACTION") => open = Some(s.line),
+            Some("BEGIN" | "START TRANSACTION") => self.open = Some(s.line),
             // AND CHAIN ends a transaction and opens the next at once.
-            Some("COMMIT" | "END" | "ROLLBACK" | "ABORT") if chains => open = Some(s.line),
-            Some("COMMIT" | "END" | "ROLLBACK" | "ABORT" | "PREPARE TRANSACTION") => open = None,
+            Some("COMMIT" | "END" | "ROLLBACK" | "ABORT") if chains => self.open = Some(s.line),
+            Some("COMMIT" | "END" | "ROLLBACK" | "ABORT" | "PREPARE TRANSACTION") => {
+                self.open = None;
+            }
             _ => {}
         }
-        if let Some(what) = control.filter(|_| !marker) {
-            forbidden.push(Forbidden {
+        if let Some(what) = control.filter(|_| !self.marker) {
+            self.forbidden.push(Forbidden {
                 kind: ForbiddenKind::TransactionControl,
                 line: s.line,
                 message: format!(
@@ -180,7 +206,7 @@ pub fn classify(script: &str) -> Classified {
             });
         }
         if s.is_copy_from_stdin() {
-            forbidden.push(Forbidden {
+            self.forbidden.push(Forbidden {
                 kind: ForbiddenKind::Unsupported,
                 line: s.line,
                 message: format!(
@@ -191,7 +217,7 @@ pub fn classify(script: &str) -> Classified {
             });
         }
         if s.starts(&["DISCARD", "ALL"]) {
-            forbidden.push(Forbidden {
+            self.forbidden.push(Forbidden {
                 kind: ForbiddenKind::Unsupported,
                 line: s.line,
                 message: format!(
@@ -201,239 +227,70 @@ pub fn classify(script: &str) -> Classified {
                 ),
             });
         }
-        statements.push(Planned {
-            span: s.start..s.start + s.sql.len(),
+        let start = offset + s.start;
+        Planned {
+            span: start..start + s.sql.len(),
             line: s.line,
             control,
             chains,
             index_build: s.index_build(),
-        });
-    }
-    let execution = if marker {
-        Execution::NoTransaction {
-            reason: Reason::Marker,
-            mixed: false,
         }
-    } else {
-        match first_refused {
-            Some(kind) => Execution::NoTransaction {
-                reason: Reason::Statement(kind),
-                mixed,
-            },
-            None => Execution::Transaction,
+    }
+
+    pub fn finish(mut self) -> Summary {
+        let execution = if self.marker {
+            Execution::NoTransaction {
+                reason: Reason::Marker,
+                mixed: false,
+            }
+        } else {
+            match self.first_refused {
+                Some(kind) => Execution::NoTransaction {
+                    reason: Reason::Statement(kind),
+                    mixed: self.mixed,
+                },
+                None => Execution::Transaction,
+            }
+        };
+        if let (Some(line), true) = (self.open, self.marker) {
+            // psql would roll it back at the end of the file, with its
+            // session; miglock's session goes on to record the file as
+            // applied.
+            self.forbidden.push(Forbidden {
+                kind: ForbiddenKind::TransactionControl,
+                line,
+                message: format!(
+                    "line {line}: the transaction this BEGIN opens is never ended; add COMMIT at the \
+                     end of the file"
+                ),
+            });
         }
-    };
-    if let (Some(line), true) = (open, marker) {
-        // psql would roll it back at the end of the file, with its session;
-        // miglock's session goes on to record the file as applied.
-        forbidden.push(Forbidden {
-            kind: ForbiddenKind::TransactionControl,
-            line,
-            message: format!(
-                "line {line}: the transaction this BEGIN opens is never ended; add COMMIT at the end \
-                 of the file"
-            ),
-        });
-    }
-    if execution.transactional() {
-        statements = Vec::new();
-    }
-    Classified {
-        execution,
-        forbidden,
-        statements,
+        Summary {
+            execution,
+            forbidden: self.forbidden,
+        }
     }
 }
 
-impl Statement<'_> {
-    pub fn starts(&self, words: &[&str]) -> bool {
-        words.iter().enumerate().all(|(i, w)| self.word(i) == *w)
-    }
-
-    fn has(&self, word: &str) -> bool {
-        self.words.iter().any(|w| w == word)
-    }
-
-    /// What PostgreSQL 15 refuses in a transaction block (its
-    /// `PreventInTransactionBlock` call sites that the statement's own
-    /// words decide).
-    pub fn refused_in_transaction(&self) -> Option<&'static str> {
-        let w = |i| self.word(i);
-        match w(0) {
-            "VACUUM" => Some("VACUUM"),
-            "CREATE" => {
-                let mut i = 1;
-                if w(i) == "UNIQUE" {
-                    i += 1;
-                }
-                if w(i) == "INDEX" && w(i + 1) == "CONCURRENTLY" {
-                    return Some("CREATE INDEX CONCURRENTLY");
-                }
-                match w(1) {
-                    "DATABASE" => Some("CREATE DATABASE"),
-                    "TABLESPACE" => Some("CREATE TABLESPACE"),
-                    // create_slot is true unless turned off (or connect is).
-                    "SUBSCRIPTION" if !self.option_off(&["CREATE_SLOT", "CONNECT"]) => {
-                        Some("CREATE SUBSCRIPTION")
-                    }
-                    _ => None,
-                }
-            }
-            "DROP" => match w(1) {
-                "INDEX" if w(2) == "CONCURRENTLY" => Some("DROP INDEX CONCURRENTLY"),
-                "DATABASE" => Some("DROP DATABASE"),
-                "TABLESPACE" => Some("DROP TABLESPACE"),
-                // Refused when the subscription has a slot, which cannot be
-                // told from the text; outside a transaction it runs either way.
-                "SUBSCRIPTION" => Some("DROP SUBSCRIPTION"),
-                _ => None,
-            },
-            "REINDEX" => {
-                // REINDEX [(options)] {INDEX|TABLE|SCHEMA|DATABASE|SYSTEM} [CONCURRENTLY] name
-                if self.has("CONCURRENTLY") {
-                    Some("REINDEX CONCURRENTLY")
-                } else if ["SCHEMA", "DATABASE", "SYSTEM"]
-                    .iter()
-                    .any(|k| self.words.iter().take(8).any(|w| w == k))
-                {
-                    Some("REINDEX SCHEMA/DATABASE/SYSTEM")
-                } else {
-                    None
-                }
-            }
-            // Without a table it clusters every table, each in its own
-            // transaction.
-            "CLUSTER" => {
-                let rest: Vec<&str> = self.words[1..]
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|w| *w != "VERBOSE")
-                    .collect();
-                rest.is_empty().then_some("CLUSTER")
-            }
-            "ALTER" => match w(1) {
-                "SYSTEM" => Some("ALTER SYSTEM"),
-                "DATABASE" if self.has("TABLESPACE") && w(3) == "SET" => {
-                    Some("ALTER DATABASE SET TABLESPACE")
-                }
-                "SUBSCRIPTION" if self.has("REFRESH") || self.has("PUBLICATION") => {
-                    if self.has("PUBLICATION") && self.option_off(&["REFRESH"]) {
-                        None
-                    } else {
-                        Some("ALTER SUBSCRIPTION REFRESH")
-                    }
-                }
-                "TABLE" if self.has("DETACH") && self.has("CONCURRENTLY") => {
-                    Some("ALTER TABLE DETACH PARTITION CONCURRENTLY")
-                }
-                _ => None,
-            },
-            "DISCARD" if w(1) == "ALL" => Some("DISCARD ALL"),
-            _ => None,
-        }
-    }
-
-    /// Whether a `WITH (…)` option among `names` is set to false/off.
-    fn option_off(&self, names: &[&str]) -> bool {
-        self.words.windows(3).any(|w| {
-            names.contains(&w[0].as_str())
-                && w[1] == "="
-                && matches!(w[2].as_str(), "FALSE" | "OFF")
-        }) || self
-            .words
-            .windows(2)
-            .any(|w| names.contains(&w[0].as_str()) && matches!(w[1].as_str(), "FALSE" | "OFF"))
-    }
-
-    /// Top-level transaction control, as its command name.
-    pub fn transaction_control(&self) -> Option<&'static str> {
-        let w = |i| self.word(i);
-        match w(0) {
-            "BEGIN" => Some("BEGIN"),
-            "START" if w(1) == "TRANSACTION" => Some("START TRANSACTION"),
-            "COMMIT" if w(1) == "PREPARED" => Some("COMMIT PREPARED"),
-            "COMMIT" => Some("COMMIT"),
-            "END" => Some("END"),
-            "ROLLBACK" if w(1) == "PREPARED" => Some("ROLLBACK PREPARED"),
-            "ROLLBACK" if w(1) == "TO" || w(2) == "TO" => Some("ROLLBACK TO SAVEPOINT"),
-            "ROLLBACK" => Some("ROLLBACK"),
-            "ABORT" => Some("ABORT"),
-            "SAVEPOINT" => Some("SAVEPOINT"),
-            "RELEASE" => Some("RELEASE SAVEPOINT"),
-            "PREPARE" if w(1) == "TRANSACTION" => Some("PREPARE TRANSACTION"),
-            _ => None,
-        }
-    }
-
-    /// `COMMIT AND CHAIN` (not `AND NO CHAIN`): a new transaction starts
-    /// where this one ends.
-    pub fn chains(&self) -> bool {
-        self.words
-            .windows(2)
-            .any(|w| w[0] == "AND" && w[1] == "CHAIN")
-    }
-
-    pub fn is_copy_from_stdin(&self) -> bool {
-        self.word(0) == "COPY"
-            && self
-                .words
-                .windows(2)
-                .any(|w| w[0] == "FROM" && w[1] == "STDIN")
-    }
-
-    /// The name a `CREATE INDEX CONCURRENTLY` statement gives its index,
-    /// as stored in the catalog (folded to lower case unless quoted).
-    pub fn created_index_name(&self) -> Option<String> {
-        if self.refused_in_transaction()? != "CREATE INDEX CONCURRENTLY" {
-            return None;
-        }
-        let at = self.words.iter().position(|w| w == "CONCURRENTLY")? + 1;
-        let mut name = self.words.get(at)?;
-        if name == "IF" {
-            name = self.words.get(at + 3)?;
-        }
-        if name == "ON" {
-            return None;
-        }
-        Some(match name.strip_prefix('"') {
-            Some(quoted) => quoted.strip_suffix('"')?.replace("\"\"", "\""),
-            None => name.to_lowercase(),
-        })
-    }
-
-    /// The table a `CREATE INDEX CONCURRENTLY` builds on, unqualified, as
-    /// PostgreSQL folds it.
-    pub fn indexed_table(&self) -> Option<String> {
-        if self.refused_in_transaction()? != "CREATE INDEX CONCURRENTLY" {
-            return None;
-        }
-        let mut at = self.words.iter().position(|w| w == "ON")? + 1;
-        if self.words.get(at).map(String::as_str) == Some("ONLY") {
-            at += 1;
-        }
-        // schema.table: the table is the part after the last dot.
-        while self.words.get(at + 1).map(String::as_str) == Some(".") {
-            at += 2;
-        }
-        let name = self.words.get(at)?;
-        Some(match name.strip_prefix('"') {
-            Some(quoted) => quoted.strip_suffix('"')?.replace("\"\"", "\""),
-            None => name.to_lowercase(),
-        })
-    }
-
-    /// The concurrent index build this statement is, if it is one: its
-    /// failure can leave an `INVALID` index behind (PostgreSQL keeps the
-    /// half-built index of a failed concurrent build, to be dropped by hand).
-    pub fn index_build(&self) -> Option<IndexBuild> {
-        match self.refused_in_transaction()? {
-            "CREATE INDEX CONCURRENTLY" => Some(IndexBuild::Create {
-                name: self.created_index_name(),
-                table: self.indexed_table(),
-            }),
-            "REINDEX CONCURRENTLY" => Some(IndexBuild::Reindex),
-            _ => None,
-        }
+/// Classifies `script` (a file's text without its BOM), held whole: with
+/// each statement's place, for the runner of a file without a transaction.
+pub fn classify(script: &str) -> Classified {
+    let mut classifier = Classifier::new(has_marker(script));
+    let statements: Vec<Planned> = scan::statements(script)
+        .map(|s| classifier.feed(&s, 0))
+        .collect();
+    let Summary {
+        execution,
+        forbidden,
+    } = classifier.finish();
+    Classified {
+        statements: if execution.transactional() {
+            Vec::new()
+        } else {
+            statements
+        },
+        execution,
+        forbidden,
     }
 }
 

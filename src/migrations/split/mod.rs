@@ -1,11 +1,14 @@
 //! A migration file as PostgreSQL's own tools split it into statements
-//! ([`scan`]), and what those statements ask of the runner ([`classify`]).
+//! ([`scan`]), and what those statements ask of the runner ([`classify`],
+//! from the leading words of each, [`words`]), whether the file is held
+//! whole or read as a stream ([`stream`]).
 
 mod classify;
 mod scan;
+mod stream;
+mod words;
 
-pub use classify::{
-    classify, Classified, Execution, Forbidden, ForbiddenKind, IndexBuild, Planned,
-};
+pub use classify::{classify, Execution, ForbiddenKind, IndexBuild, Planned, Summary};
 #[cfg(any(test, feature = "testing"))]
 pub use scan::{split, Statement};
+pub use stream::summarize;

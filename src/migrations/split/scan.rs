@@ -18,6 +18,9 @@ pub struct Statement<'a> {
     pub start: usize,
     /// The line of the file its first token is on, from 1.
     pub line: usize,
+    /// Ended by a top-level `;` (else by the end of the text: a reader
+    /// that has more text to come must scan it again with that).
+    pub terminated: bool,
     /// Its leading words (up to [`WORDS`]), upper-cased; other tokens as
     /// one-character marks (`(`, `)`, `,`, `=`), strings and quoted
     /// as `'`, quoted identifiers as written (with their quotes). What the
@@ -51,6 +54,31 @@ pub struct Scanner<'a> {
     /// server's value after each statement, so a file that turns it off
     /// is lexed that way from the next statement on.
     standard_strings: bool,
+    /// Just past the last top-level `;`: where scanning can start afresh.
+    clean: Clean,
+}
+
+/// A place in the text where no statement, string or comment is open: just
+/// past a top-level `;` (or the start). A reader of a file in chunks
+/// resumes there with the next chunk appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clean {
+    /// In bytes, in the text scanned.
+    pub pos: usize,
+    /// The line `pos` is on, from 1.
+    pub line: usize,
+    /// `standard_conforming_strings` from there on.
+    pub standard_strings: bool,
+}
+
+impl Default for Clean {
+    fn default() -> Clean {
+        Clean {
+            pos: 0,
+            line: 1,
+            standard_strings: true,
+        }
+    }
 }
 
 /// The statement being read.
@@ -116,13 +144,29 @@ fn ident_cont(b: u8) -> bool {
 
 impl<'a> Scanner<'a> {
     fn new(sql: &'a str) -> Scanner<'a> {
+        Scanner::continuing(sql, 1, true)
+    }
+
+    /// Scans `sql`, the text that follows a clean place (see [`Clean`])
+    /// on `line`, with `standard_strings` as the text before left it.
+    pub fn continuing(sql: &'a str, line: usize, standard_strings: bool) -> Scanner<'a> {
         Scanner {
             sql,
             bytes: sql.as_bytes(),
             pos: 0,
-            line: 1,
-            standard_strings: true,
+            line,
+            standard_strings,
+            clean: Clean {
+                pos: 0,
+                line,
+                standard_strings,
+            },
         }
+    }
+
+    /// The last clean place scanned so far.
+    pub fn clean(&self) -> Clean {
+        self.clean
     }
 
     fn peek(&self, ahead: usize) -> Option<u8> {
@@ -147,8 +191,14 @@ impl<'a> Scanner<'a> {
             match b {
                 b';' if current.paren_depth == 0 && current.begin_depth == 0 => {
                     self.pos += 1;
-                    if let Some(statement) = self.finish(current) {
-                        return Some(statement);
+                    let statement = self.finish(current, true);
+                    self.clean = Clean {
+                        pos: self.pos,
+                        line: self.line,
+                        standard_strings: self.standard_strings,
+                    };
+                    if statement.is_some() {
+                        return statement;
                     }
                     current = Current::default();
                 }
@@ -235,16 +285,17 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
-        self.finish(current)
+        self.finish(current, false)
     }
 
     /// The statement read, unless it was empty (`;;`, only comments).
-    fn finish(&mut self, done: Current) -> Option<Statement<'a>> {
+    fn finish(&mut self, done: Current, terminated: bool) -> Option<Statement<'a>> {
         let (start, line) = done.start?;
         let statement = Statement {
             sql: &self.sql[start..done.end],
             start,
             line,
+            terminated,
             words: done.words,
         };
         if let Some(on) = statement.sets_standard_strings() {

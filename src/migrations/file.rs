@@ -1,0 +1,252 @@
+//! One migration file on disk. Read twice, and never held between: once,
+//! streamed, when the folder is read (its checksum and the checks every
+//! file must pass), and again, whole, when it runs — checked against that
+//! checksum, so what runs is what was planned. A no-op run and `status`
+//! hold no migration's text, whatever the size of the files.
+
+use std::hash::{Hash, Hasher};
+use std::io::{self, Read};
+use std::path::Path;
+
+use siphasher::sip::SipHasher13;
+
+const BOM: &str = "\u{feff}";
+
+/// What reading a file once tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    pub checksum: u64,
+    pub size: Size,
+}
+
+/// A file's size, for the people who read about it (`repair`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Size {
+    pub bytes: u64,
+    /// As `str::lines` counts them.
+    pub lines: u64,
+}
+
+/// refinery's checksum, the one refinery and refinery_cli store: SipHash-1-3
+/// with zero keys over the name, the version (as `i32`) and the SQL, each
+/// fed through `Hash` — the calls `refinery::Migration::unapplied` makes
+/// (`str`'s `Hash` writes its bytes, then `0xff`). Fed here a chunk at a
+/// time, which SipHash allows. Computed by hand because refinery only
+/// offers it behind its file-name regex, whose compilation cost half of a
+/// whole no-op run; the tests check it against refinery's own.
+pub struct Checksum(SipHasher13);
+
+impl Checksum {
+    pub fn new(name: &str, version: i32) -> Checksum {
+        let mut hasher = SipHasher13::new();
+        name.hash(&mut hasher);
+        version.hash(&mut hasher);
+        Checksum(hasher)
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.write(bytes);
+    }
+
+    pub fn finish(mut self) -> u64 {
+        self.0.write_u8(0xff);
+        self.0.finish()
+    }
+}
+
+/// The checksum of a whole text.
+#[cfg(test)]
+pub fn checksum(name: &str, version: i32, sql: &str) -> u64 {
+    let mut sum = Checksum::new(name, version);
+    sum.update(sql.as_bytes());
+    sum.finish()
+}
+
+/// Reads the file at `path` once, a chunk at a time: its checksum and size,
+/// or why it cannot be a migration (unreadable, not UTF-8, a NUL byte,
+/// empty). Open, read, close, nothing else: no size lookup (`fs::read`'s
+/// statx costs as much as reading a small file), no allocation.
+pub fn facts(path: &Path, name: &str, version: i32) -> Result<Facts, String> {
+    let mut file = std::fs::File::open(path).map_err(|e| cannot_read(&e))?;
+    let mut sum = Checksum::new(name, version);
+    // The bytes of a character the last read cut off go just before the
+    // next read's, so every chunk is validated whole.
+    const CUT: usize = 3;
+    let mut buf = [0u8; CUT + 8192];
+    let mut cut = 0;
+    let mut bytes = 0u64;
+    let mut newlines = 0u64;
+    let mut last = None;
+    let mut blank = true;
+    // The byte-order mark is one character: whole in the first text decoded.
+    let mut at_start = true;
+    loop {
+        let n = match file.read(&mut buf[CUT..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(cannot_read(&e)),
+        };
+        let read = &buf[CUT..CUT + n];
+        sum.update(read);
+        if let Some(at) = read.iter().position(|b| *b == 0) {
+            let line = newlines + read[..at].iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            let offset = bytes + at as u64;
+            return Err(format!(
+                "contains a NUL byte (line {line}, offset {offset}), which PostgreSQL cannot receive: \
+                 is it a UTF-16 file or a binary one?"
+            ));
+        }
+        // From the cut character's first byte (`bytes - cut` in the file).
+        let chunk = &buf[CUT - cut..CUT + n];
+        let valid = match std::str::from_utf8(chunk) {
+            Ok(text) => text.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(e) => return Err(not_utf8(bytes - cut as u64 + e.valid_up_to() as u64)),
+        };
+        let mut text = std::str::from_utf8(&chunk[..valid]).unwrap_or_default();
+        if at_start && !text.is_empty() {
+            at_start = false;
+            text = text.strip_prefix(BOM).unwrap_or(text);
+        }
+        if blank {
+            blank = text.trim().is_empty();
+        }
+        newlines += text.bytes().filter(|b| *b == b'\n').count() as u64;
+        if let Some(c) = text.chars().next_back() {
+            last = Some(c);
+        }
+        let left = chunk.len() - valid;
+        buf.copy_within(CUT + n - left..CUT + n, CUT - left);
+        cut = left;
+        bytes += n as u64;
+    }
+    if cut > 0 {
+        return Err(not_utf8(bytes - cut as u64));
+    }
+    if blank {
+        return Err("is empty".into());
+    }
+    // `str::lines`: a last line without a newline still counts.
+    let lines = newlines + u64::from(last.is_some_and(|c| c != '\n'));
+    Ok(Facts {
+        checksum: sum.finish(),
+        size: Size { bytes, lines },
+    })
+}
+
+/// The file's text without its byte-order mark (PostgreSQL would take it
+/// for part of the first word), read whole, once its checksum is the one
+/// the run planned with.
+pub fn text(path: &Path, name: &str, version: i32, expected: u64) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| cannot_read(&e))?;
+    let mut sum = Checksum::new(name, version);
+    sum.update(&bytes);
+    let now = sum.finish();
+    if now != expected {
+        return Err(format!(
+            "changed since this run read it (checksum {expected} then, {now} now)"
+        ));
+    }
+    let mut text =
+        String::from_utf8(bytes).map_err(|e| not_utf8(e.utf8_error().valid_up_to() as u64))?;
+    if text.starts_with(BOM) {
+        text.drain(..BOM.len());
+    }
+    Ok(text)
+}
+
+/// Opens the file for reading its text as a stream (the BOM and UTF-8
+/// are the reader's to handle).
+pub fn open(path: &Path) -> Result<std::fs::File, String> {
+    std::fs::File::open(path).map_err(|e| cannot_read(&e))
+}
+
+pub fn io_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "does not exist".into(),
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn cannot_read(e: &io::Error) -> String {
+    format!("cannot be read ({})", io_reason(e))
+}
+
+fn not_utf8(offset: u64) -> String {
+    format!("is not valid UTF-8 (first bad byte at offset {offset})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &[u8]) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn checksum_is_refinerys() {
+        for (version, name, sql) in [
+            (1, "init", "create table t (id int);"),
+            (2147483647, "créer_table", "-- é\n\r\nselect 'x';"),
+            (42, "a", ""),
+        ] {
+            let theirs =
+                refinery::Migration::unapplied(&format!("V{version}__{name}"), sql).unwrap();
+            assert_eq!(
+                checksum(name, version, sql),
+                theirs.checksum(),
+                "V{version}__{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_read_in_chunks_has_the_checksum_of_the_whole() {
+        // Bigger than a chunk, with characters cut at the chunks' ends.
+        let text = format!("\u{feff}-- é\n{}", "select 'éà€𝄞';\n".repeat(20_000));
+        let file = write(text.as_bytes());
+        let facts = facts(file.path(), "big", 7).unwrap();
+        let theirs = refinery::Migration::unapplied("V7__big", &text).unwrap();
+        assert_eq!(facts.checksum, theirs.checksum());
+        assert_eq!(facts.size.bytes, text.len() as u64);
+        assert_eq!(facts.size.lines, text.lines().count() as u64);
+        let read = super::text(file.path(), "big", 7, facts.checksum).unwrap();
+        assert_eq!(read, text.trim_start_matches('\u{feff}'));
+    }
+
+    #[test]
+    fn what_cannot_be_a_migration_says_why() {
+        let cases: [(&[u8], &str); 5] = [
+            (b"SELECT 1;\nSELECT '\0';", "NUL byte (line 2, offset 18)"),
+            (
+                b"SELECT '\xff';",
+                "not valid UTF-8 (first bad byte at offset 8)",
+            ),
+            (
+                b"SELECT '\xc3",
+                "not valid UTF-8 (first bad byte at offset 8)",
+            ),
+            ("\u{feff}  \n\t".as_bytes(), "is empty"),
+            (b"", "is empty"),
+        ];
+        for (bytes, why) in cases {
+            let file = write(bytes);
+            let err = facts(file.path(), "x", 1).unwrap_err();
+            assert!(err.contains(why), "{bytes:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_file_changed_since_it_was_read_is_refused() {
+        let file = write(b"select 1;");
+        let facts = facts(file.path(), "x", 1).unwrap();
+        std::fs::write(file.path(), b"select 2;").unwrap();
+        let err = text(file.path(), "x", 1, facts.checksum).unwrap_err();
+        assert!(err.contains("changed since this run read it"), "{err}");
+    }
+}

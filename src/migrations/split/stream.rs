@@ -1,0 +1,198 @@
+//! Classifying a file without holding it: the text is read in chunks and
+//! scanned from the last clean place (just past a top-level `;`), so what
+//! is held at once is a chunk and the one statement that spans it, however
+//! big the file (`status` over a 50 MB data migration stays small).
+
+use std::io::{self, Read};
+
+use super::classify::{has_marker, Classifier, Summary};
+use super::scan::Scanner;
+
+const CHUNK: usize = 64 * 1024;
+
+/// The summary of the text `reader` gives (a file without its checksum's
+/// concerns: it was checked when read; the text must be UTF-8).
+pub fn summarize(reader: impl Read) -> io::Result<Summary> {
+    let mut text = Utf8Chunks::new(reader);
+    let mut buf = String::new();
+    let mut want = CHUNK;
+    let mut line = 1;
+    let mut standard_strings = true;
+    let mut started: Option<Classifier> = None;
+    let classifier = loop {
+        let eof = text.fill(&mut buf, want)?;
+        let classifier = match &mut started {
+            Some(classifier) => classifier,
+            None => {
+                // The marker is on the first line: have all of it first.
+                if !eof && !buf.contains('\n') {
+                    want = want.saturating_mul(2);
+                    continue;
+                }
+                if buf.starts_with('\u{feff}') {
+                    buf.drain(..'\u{feff}'.len_utf8());
+                }
+                started.insert(Classifier::new(has_marker(&buf)))
+            }
+        };
+        let mut scanner = Scanner::continuing(&buf, line, standard_strings);
+        for statement in scanner.by_ref() {
+            // A statement the chunk cut off is scanned again, whole, with
+            // the next one.
+            if !statement.terminated && !eof {
+                break;
+            }
+            classifier.feed(&statement, 0);
+        }
+        if eof {
+            break started.take();
+        }
+        let clean = scanner.clean();
+        // One statement longer than what is held: hold more next time.
+        want = if clean.pos == 0 {
+            want.saturating_mul(2)
+        } else {
+            CHUNK
+        };
+        buf.drain(..clean.pos);
+        line = clean.line;
+        standard_strings = clean.standard_strings;
+    };
+    Ok(classifier
+        .unwrap_or_else(|| Classifier::new(false))
+        .finish())
+}
+
+/// UTF-8 text from a reader, chunk by chunk: a character cut by a chunk's
+/// end waits for the next.
+struct Utf8Chunks<R> {
+    reader: R,
+    /// Bytes of a character the last read cut off.
+    carry: Vec<u8>,
+    /// Bytes read so far, for the offset in an error.
+    offset: u64,
+}
+
+impl<R: Read> Utf8Chunks<R> {
+    fn new(reader: R) -> Utf8Chunks<R> {
+        Utf8Chunks {
+            reader,
+            carry: Vec::new(),
+            offset: 0,
+        }
+    }
+
+    /// Appends at least `want` more bytes of text to `buf` (fewer at the
+    /// end); `true` at the end of the text.
+    fn fill(&mut self, buf: &mut String, want: usize) -> io::Result<bool> {
+        let mut chunk = vec![0u8; CHUNK.min(want).max(4)];
+        let mut added = 0;
+        while added < want {
+            let n = match self.reader.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                if !self.carry.is_empty() {
+                    return Err(invalid(self.offset));
+                }
+                return Ok(true);
+            }
+            self.carry.extend_from_slice(&chunk[..n]);
+            let valid = match std::str::from_utf8(&self.carry) {
+                Ok(text) => text.len(),
+                // A character cut at the end: keep its bytes for the next read.
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                Err(e) => return Err(invalid(self.offset + e.valid_up_to() as u64)),
+            };
+            let text =
+                std::str::from_utf8(&self.carry[..valid]).map_err(|_| invalid(self.offset))?;
+            buf.push_str(text);
+            self.offset += valid as u64;
+            added += valid;
+            self.carry.drain(..valid);
+        }
+        Ok(false)
+    }
+}
+
+fn invalid(offset: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("is not valid UTF-8 (first bad byte at offset {offset})"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migrations::split::classify;
+
+    /// A reader that hands out `step` bytes at a time.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(out.len()).min(self.bytes.len());
+            out[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    fn summary_in_chunks(text: &str, step: usize) -> Summary {
+        summarize(Trickle {
+            bytes: text.as_bytes(),
+            step,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_file_read_in_any_chunks_is_summarized_as_when_held_whole() {
+        let big_statement = format!("INSERT INTO t VALUES ('{}');\n", "é;".repeat(50_000));
+        let texts = [
+            "\u{feff}-- miglock:no-transaction\nBEGIN;\nselect 1;\nCOMMIT;\n".to_string(),
+            "create table t(a int);\n-- a comment; with a semicolon\nCOMMIT;\n/* block; */ select $$;$$;"
+                .to_string(),
+            format!("create table t(a text);\n{big_statement}create index concurrently i on t(a);\n"),
+            "SET standard_conforming_strings = off;\nselect 'a\\';b';\ncopy t from stdin;\n"
+                .to_string(),
+            "select 1; -- no newline at the end".to_string(),
+        ];
+        for text in &texts {
+            let whole = classify(text.trim_start_matches('\u{feff}'));
+            for step in [1, 3, 7, 4096, CHUNK + 1, 10 * CHUNK] {
+                let summary = summary_in_chunks(text, step);
+                assert_eq!(
+                    summary.execution, whole.execution,
+                    "step {step}: {text:.60}"
+                );
+                assert_eq!(
+                    summary.forbidden, whole.forbidden,
+                    "step {step}: {text:.60}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_utf8_is_an_error_with_its_offset() {
+        let err = summarize(Trickle {
+            bytes: b"select 1;\nselect '\xff';",
+            step: 4,
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("offset 18"), "{err}");
+        let cut = summarize(Trickle {
+            bytes: "select 'é".as_bytes().split_last().unwrap().1,
+            step: 2,
+        })
+        .unwrap_err();
+        assert_eq!(cut.kind(), io::ErrorKind::InvalidData);
+    }
+}
