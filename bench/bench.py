@@ -17,12 +17,17 @@ medians and ratios:
            pg_advisory_lock
   storm    100 replicas waiting for a held lock: lock attempts per second
            the server sees (transactions committed per second)
+  memory   one 50 MB migration file (541,649 INSERTs): peak RSS of `apply`
+           applying it, of `status` while it is pending and once applied, and
+           of a no-op `apply`
 
 Peers (sqlx-cli, refinery_cli, dbmate, node-pg-migrate) are measured on the
 no-op when found on PATH, and skipped with a message otherwise; see
 BENCHMARKS.md for how to install them.
 
-Usage: python3 bench/bench.py [--runs N] [--only noop,bulk,handoff,storm]
+Usage: python3 bench/bench.py [--runs N] [--only noop,bulk,handoff,storm,memory]
+       python3 bench/bench.py --check      # noop, bulk, handoff, memory against
+                                           # TARGETS; exit 1 when one misses
 """
 
 import argparse
@@ -38,6 +43,26 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIGRATIONS = 400
+
+# What --check holds the figures to: (name, target, how it compares).
+TARGETS = {
+    "noop wall vs psql select 1": (0.6, "ratio"),
+    "noop peak RSS MB": (4.5, "value"),
+    "bulk wall vs psql": (1.0, "ratio"),
+    "bulk client CPU vs psql": (0.4, "ratio"),
+    "handoff median vs psql": (1.15, "ratio"),
+    "handoff p90 vs psql p90": (1.5, "ratio"),
+    "memory apply peak RSS vs file": (2.5, "ratio"),
+    "memory status pending peak RSS MB": (32, "value"),
+    "memory status applied peak RSS MB": (32, "value"),
+    "memory no-op apply peak RSS MB": (32, "value"),
+}
+FIGURES = {}
+
+
+def figure(name, value):
+    """Records a figure --check compares with its target."""
+    FIGURES[name] = value
 
 
 def log(msg):
@@ -109,6 +134,8 @@ def peak_rss_mb(cmd, env=None):
         return float("nan")
     out = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {out.returncode}: {out.stderr}")
     return int(out.stderr.strip().splitlines()[-1]) / 1024
 
 
@@ -164,6 +191,9 @@ def bench_noop(cluster, miglock, runs, work):
         rss = statistics.median(peak_rss_mb(*cmd) if isinstance(cmd, tuple) else peak_rss_mb(cmd) for _ in range(5))
         log(f"  {name:28} {med(values):7.2f} ms  ratio {med(values) / base:4.2f}   "
             f"cpu {med(values, 1):6.2f} ms   peak RSS {rss:5.1f} MB")
+        if name == "miglock apply (no-op)":
+            figure("noop wall vs psql select 1", med(values) / base)
+            figure("noop peak RSS MB", rss)
 
 
 def peers_noop(cluster, folder):
@@ -246,6 +276,8 @@ def bench_bulk(cluster, miglock, runs, work):
     for name, values in walls.items():
         log(f"  {name:28} {med(values):8.1f} ms  ratio {med(values) / base:4.2f}   "
             f"client cpu {med(values, 1):6.1f} ms (ratio {med(values, 1) / base_cpu:4.2f})")
+    figure("bulk wall vs psql", med(walls["miglock apply"]) / base)
+    figure("bulk client CPU vs psql", med(walls["miglock apply"], 1) / base_cpu)
 
 
 def bench_handoff(cluster, miglock, runs, work):
@@ -295,9 +327,42 @@ def bench_handoff(cluster, miglock, runs, work):
         b.wait()
         psql_gaps.append(gap(cluster, db))
     log(f"  miglock replicas (NOTIFY)      median {statistics.median(gaps):6.2f} ms   "
-        f"p90 {sorted(gaps)[int(len(gaps) * 0.9) - 1]:6.2f} ms   ({runs} runs)")
+        f"p90 {p90(gaps):6.2f} ms   ({runs} runs)")
     log(f"  psql, blocking pg_advisory_lock median {statistics.median(psql_gaps):6.2f} ms   "
-        "(the waiter blocks inside the server: what miglock must not do)")
+        f"p90 {p90(psql_gaps):6.2f} ms   (the waiter blocks inside the server: what miglock must not do)")
+    figure("handoff median vs psql", statistics.median(gaps) / statistics.median(psql_gaps))
+    figure("handoff p90 vs psql p90", p90(gaps) / p90(psql_gaps))
+
+
+def p90(values):
+    return sorted(values)[max(0, int(len(values) * 0.9) - 1)]
+
+
+def bench_memory(cluster, miglock, work, rows=541_649):
+    log(f"\n== memory: one migration file of {rows} INSERTs")
+    db = "memory"
+    cluster.create_db(db)
+    folder = f"{work}/memory"
+    os.makedirs(folder, exist_ok=True)
+    path = f"{folder}/V1__big.sql"
+    with open(path, "w") as f:
+        f.write("CREATE TABLE big (id int, note text);\n")
+        for i in range(rows):
+            f.write(f"INSERT INTO big VALUES ({i}, 'row {i} of the big file');\n")
+    size_mb = os.path.getsize(path) / (1 << 20)
+    env = dict(os.environ, DATABASE_URL=cluster.url(db))
+    status = [miglock, "status", "-q", "--migrations", folder]
+    apply = [miglock, "apply", "-q", "--migrations", folder]
+    pending = peak_rss_mb(status, env)
+    applied_rss = peak_rss_mb(apply, env)
+    done = peak_rss_mb(status, env)
+    noop = peak_rss_mb(apply, env)
+    log(f"  file {size_mb:.1f} MB: apply {applied_rss:.1f} MB ({applied_rss / size_mb:.2f}x the file), "
+        f"status pending {pending:.1f} MB, status applied {done:.1f} MB, no-op apply {noop:.1f} MB")
+    figure("memory apply peak RSS vs file", applied_rss / size_mb)
+    figure("memory status pending peak RSS MB", pending)
+    figure("memory status applied peak RSS MB", done)
+    figure("memory no-op apply peak RSS MB", noop)
 
 
 def gap(cluster, db):
@@ -374,9 +439,13 @@ def wait_for(condition, timeout=30):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--only", default="noop,bulk,handoff,storm")
+    parser.add_argument("--only", default="noop,bulk,handoff,storm,memory")
+    parser.add_argument("--check", action="store_true",
+                        help="run noop, bulk, handoff and memory and exit 1 when a figure misses its target")
     args = parser.parse_args()
     only = set(args.only.split(","))
+    if args.check:
+        only = {"noop", "bulk", "handoff", "memory"}
     log("== building miglock (release)")
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     miglock = f"{ROOT}/target/release/miglock"
@@ -393,9 +462,34 @@ def main():
             bench_handoff(cluster, miglock, max(5, args.runs // 2), work)
         if "storm" in only:
             bench_storm(cluster, miglock, work)
+        if "memory" in only:
+            bench_memory(cluster, miglock, work)
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
+    if args.check:
+        sys.exit(check())
+
+
+def check():
+    """Each figure against its target; 1 when one misses (or is missing)."""
+    log("\n== check (figures of this run, targets of BENCHMARKS.md)")
+    missed = 0
+    for name, (target, kind) in TARGETS.items():
+        value = FIGURES.get(name)
+        ok = value is not None and value <= target
+        missed += not ok
+        shown = "missing" if value is None else (f"{value:.2f}x" if kind == "ratio" else f"{value:.1f}")
+        limit = f"{target}x" if kind == "ratio" else f"{target}"
+        log(f"  {'ok  ' if ok else 'MISS'} {name:38} {shown:>9}  (target <= {limit})")
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"],
+                           capture_output=True, text=True).stdout.strip()
+    log(f"  commit {commit}{' (with uncommitted changes to src/)' if dirty else ''}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    log("== check: " + ("all targets met" if not missed else f"{missed} target(s) missed"))
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ impl ConnectTarget {
         };
         let mut config = match url {
             Some(url) => {
+                refuse_a_second_at(url)?;
                 let url = pg_port
                     .and_then(|port| url_with_default_port(url, port))
                     .map_or(std::borrow::Cow::Borrowed(url), std::borrow::Cow::Owned);
@@ -174,6 +175,21 @@ impl ConnectTarget {
     /// The `application_name` the user configured, if any (URL or `PGAPPNAME`).
     pub fn application_name(&self) -> Option<&str> {
         self.config.get_application_name()
+    }
+}
+
+/// A URL whose host part holds an `@`: the user information ends at the
+/// first one (as rust-postgres and libpq read it), so a second is a
+/// password's own `@` left unencoded — and what follows the first would be
+/// taken for a host, and shown as one, with part of the password in it.
+fn refuse_a_second_at(url: &str) -> Result<(), Failure> {
+    match conninfo::split_url(url) {
+        Some(parts) if parts.hosts.contains('@') => Err(Failure::usage(anyhow!(
+            "the database URL is malformed: more than one '@' before its host (a password holding \
+             '@' must be percent-encoded, as %40; ':', '/', '?' and '#' as %3A, %2F, %3F and %23); \
+             the URL is not shown, as it holds a password"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -375,6 +391,52 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.message().contains("PGSSLMODE"));
+    }
+
+    #[test]
+    fn no_byte_of_a_password_is_shown_however_malformed_the_url() {
+        const PASSWORD: &str = "Zq7Xk9Wp";
+        let (a, b) = PASSWORD.split_at(4);
+        let cases = [
+            format!("postgres://u:{a}@{b}@h/db"),
+            format!("postgres://u:{a}@{b}@h:5432,h2/db?sslmode=disable"),
+            format!("postgres://u:{PASSWORD}@h:notaport/db"),
+            format!("postgres://u:{PASSWORD}@/db"),
+            format!("postgres://u:{PASSWORD}@h/db?sslmode=bogus"),
+            format!("postgres://u:{PASSWORD}@[::1/db"),
+            format!("postgres://u:{a}#{b}@h/db"),
+            format!("postgres://u:{a}:{b}@h/db"),
+            format!("postgres://u:{a}/{b}@h/db"),
+            format!("postgres://u:{a}?{b}@h/db"),
+            format!("postgres://u:{a} {b}@h/db"),
+            format!("postgres://u:%ZZ{PASSWORD}@h/db"),
+            format!("postgres://u:{PASSWORD}@h,h2:x/db"),
+            format!("postgres:/u:{PASSWORD}@h/db"),
+            format!("postgres//u:{PASSWORD}@h/db"),
+            format!("host=h password={a} {b}"),
+            format!("host=h password='{PASSWORD}"),
+            format!("host=h password={PASSWORD} port=x"),
+        ];
+        let fragments: Vec<&str> = (0..=PASSWORD.len() - 3)
+            .map(|i| &PASSWORD[i..i + 3])
+            .collect();
+        for url in &cases {
+            let shown = match ConnectTarget::resolve(Some(url), &env(&[])) {
+                Ok(target) => target.to_string(),
+                Err(failure) => failure.message(),
+            };
+            for fragment in &fragments {
+                assert!(
+                    !shown.contains(fragment),
+                    "{url}: {fragment:?} of the password is shown in {shown:?}"
+                );
+            }
+        }
+        let err = ConnectTarget::resolve(Some(&cases[0]), &env(&[]))
+            .err()
+            .expect("a second '@' is refused");
+        assert_eq!(err.outcome, crate::outcome::Outcome::Usage);
+        assert!(err.message().contains("%40"), "{err}");
     }
 
     #[test]
