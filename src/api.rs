@@ -107,6 +107,10 @@ pub enum ErrorKind {
     /// The run was cancelled ([`CancelHandle::cancel`]): rolled back, lock
     /// released.
     Interrupted,
+    /// A migration's table locks stayed out of reach for its whole DDL lock
+    /// budget (another session's long or idle transaction held them);
+    /// nothing of that migration was applied. Temporary: try again later.
+    Blocked,
 }
 
 impl Error {
@@ -122,6 +126,7 @@ impl Error {
             ErrorKind::Unavailable => Outcome::Unavailable,
             ErrorKind::Invalid => Outcome::Invalid,
             ErrorKind::Interrupted => Outcome::Interrupted,
+            ErrorKind::Blocked => Outcome::Blocked,
         }
         .exit_code()
     }
@@ -364,6 +369,7 @@ fn error(failure: Failure) -> Error {
             Outcome::Unavailable => ErrorKind::Unavailable,
             Outcome::Invalid => ErrorKind::Invalid,
             Outcome::Interrupted => ErrorKind::Interrupted,
+            Outcome::Blocked => ErrorKind::Blocked,
             _ => ErrorKind::Failed,
         },
         sqlstate: failure.detail.sqlstate,

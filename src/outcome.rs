@@ -28,6 +28,9 @@ pub enum Outcome {
     Invalid,
     /// Migrations are pending (`status --check`, or `wait` timed out).
     Pending,
+    /// A migration's table locks stayed out of reach for its whole
+    /// `--ddl-lock-budget`; nothing of that migration was applied.
+    Blocked,
     /// SIGINT, SIGTERM or SIGHUP; rolled back and lock released.
     Interrupted,
     /// `unlock`: the holder was terminated and the lock verified free.
@@ -63,6 +66,7 @@ impl Outcome {
             Outcome::Unavailable => 5,
             Outcome::Invalid => 6,
             Outcome::Pending => 7,
+            Outcome::Blocked => 8,
             Outcome::Interrupted => 130,
         }
     }
@@ -108,6 +112,7 @@ impl Outcome {
             Outcome::Unavailable => "unavailable: no connection within --connect-timeout",
             Outcome::Invalid => "invalid: the migration set cannot be read or is unsafe to run",
             Outcome::Pending => "pending: status --check or apply --dry-run found pending migrations, or wait timed out",
+            Outcome::Blocked => "blocked: a migration's table locks stayed out of reach for the whole --ddl-lock-budget; nothing of it was applied (try again later)",
             Outcome::Interrupted => "interrupted: SIGINT, SIGTERM or SIGHUP; rolled back (a file without a transaction: what it committed stays, and the error says what), lock released",
         }
     }
@@ -123,6 +128,7 @@ impl Outcome {
             Outcome::Unavailable => "unavailable",
             Outcome::Invalid => "invalid",
             Outcome::Pending => "pending",
+            Outcome::Blocked => "blocked",
             Outcome::Interrupted => "interrupted",
             Outcome::Released => "released",
             Outcome::Free => "free",
@@ -137,11 +143,12 @@ impl Outcome {
 
 /// Worst first: a failure anywhere outweighs a usage error elsewhere, and
 /// both outweigh targets that were merely busy or pending.
-const SEVERITY: [Outcome; 7] = [
+const SEVERITY: [Outcome; 8] = [
     Outcome::Failed,
     Outcome::Usage,
     Outcome::Invalid,
     Outcome::Unavailable,
+    Outcome::Blocked,
     Outcome::Interrupted,
     Outcome::Skipped,
     Outcome::Pending,
@@ -157,7 +164,7 @@ impl fmt::Display for Outcome {
 mod tests {
     use super::Outcome::{self, *};
 
-    const ALL: [Outcome; 17] = [
+    const ALL: [Outcome; 18] = [
         Applied,
         Current,
         Failed,
@@ -167,6 +174,7 @@ mod tests {
         Unavailable,
         Invalid,
         Pending,
+        Blocked,
         Interrupted,
         Released,
         Free,
@@ -192,6 +200,7 @@ mod tests {
                 ("unavailable", 5),
                 ("invalid", 6),
                 ("pending", 7),
+                ("blocked", 8),
                 ("interrupted", 130),
                 ("released", 0),
                 ("free", 0),
@@ -219,7 +228,7 @@ mod tests {
 
     #[test]
     fn many_targets_exit_with_the_worst_code() {
-        let cases: [(&[u8], bool, Outcome); 9] = [
+        let cases: [(&[u8], bool, Outcome); 11] = [
             (&[0, 0], true, Applied),
             (&[0], false, Current),
             (&[], false, Current),
@@ -229,6 +238,8 @@ mod tests {
             (&[5, 6], false, Invalid),
             (&[6, 2, 0], true, Usage),
             (&[6, 1, 2], false, Failed),
+            (&[8, 130, 3], false, Blocked),
+            (&[8, 5], false, Unavailable),
         ];
         for (codes, applied, outcome) in cases {
             assert_eq!(Outcome::of_many(codes, applied), outcome, "{codes:?}");

@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::config::Common;
 use crate::error::{ErrorDetail, Failure};
 use crate::lock::{Backend, LockKey, LockMode};
+use crate::migrate::Blocked;
 use crate::migrations::{LocalMigration, MigrationId, Plan, Problem, Problems, Version};
 use crate::outcome::Outcome;
 
@@ -40,6 +41,10 @@ pub struct Report {
     /// `status`: the history table, and whether it exists yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table: Option<TableReport>,
+    /// `apply` that exited 8: the sessions holding the table locks its
+    /// migration needed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blockers: Vec<Backend>,
     /// `unlock`: the sessions terminated.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub terminated: Vec<i32>,
@@ -189,6 +194,7 @@ impl Report {
             dry_run: false,
             database: None,
             table: None,
+            blockers: Vec::new(),
             terminated: Vec::new(),
             ahead_logged: false,
             path: None,
@@ -276,6 +282,9 @@ impl Report {
 
     pub fn fail(&mut self, failure: &Failure, exit_code: u8) {
         self.finish(failure.outcome, exit_code);
+        if let Some(blocked) = failure.error.downcast_ref::<Blocked>() {
+            self.blockers = blocked.blockers.clone();
+        }
         let ErrorDetail {
             sqlstate,
             file,

@@ -49,6 +49,10 @@ pub struct Batch {
     script: std::ops::Range<usize>,
 }
 
+/// Where a patchable statement is in a [`Batch`].
+#[derive(Debug, Clone)]
+pub struct Patch(std::ops::Range<usize>);
+
 /// Where one statement's rows are in a [`Batch`]'s results.
 #[derive(Debug, Clone, Copy)]
 pub struct Slot(Position);
@@ -81,6 +85,21 @@ impl Batch {
                 Slot(Position::Tail(*tail - 1))
             }
         }
+    }
+
+    /// Adds one statement that [`Batch::patch`] may later replace with
+    /// another of the same length (an attempt's `lock_timeout`), in place,
+    /// however big the rest of the batch.
+    pub fn push_patchable(&mut self, statement: &str) -> Patch {
+        self.push(statement);
+        let end = self.sql.len();
+        Patch(end - statement.len()..end)
+    }
+
+    /// Replaces a statement pushed with [`Batch::push_patchable`].
+    pub fn patch(&mut self, at: &Patch, statement: &str) {
+        debug_assert_eq!(at.0.len(), statement.len(), "a patch keeps its length");
+        self.sql.replace_range(at.0.clone(), statement);
     }
 
     /// Adds a script of any number of statements (at most one per batch),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use crate::migrate::DdlTimeout;
 use crate::parse;
 
 const AFTER_HELP: &str = "\
@@ -312,7 +313,7 @@ pub struct ApplyArgs {
     /// Set a PostgreSQL setting for the migrating session (repeatable)
     ///
     /// Overrides miglock's own choices: statement_timeout=0 (or --statement-timeout),
-    /// lock_timeout=0 (--ddl-lock-timeout still bounds each migration), idle_session_timeout=0,
+    /// lock_timeout=0 (given here, it replaces the --ddl-lock-timeout schedule), idle_session_timeout=0,
     /// idle_in_transaction_session_timeout=0, tcp_keepalives_idle=5, tcp_keepalives_interval=5,
     /// tcp_keepalives_count=3, client_connection_check_interval=1000 (ms).
     /// Without the flag, MIGLOCK_SET holds them separated by ';' (a value may hold commas, as in
@@ -321,17 +322,33 @@ pub struct ApplyArgs {
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse::setting)]
     pub settings: Vec<(String, String)>,
 
-    /// lock_timeout for each migration's transaction; on timeout (55P03) it rolls back and is retried
+    /// Table-lock wait of each attempt: auto (50 ms growing to 3 s), a fixed D, or off [default: auto]
     ///
-    /// An ALTER TABLE queued behind a long query blocks all traffic on that table while it waits;
-    /// this bounds that wait. Never applies to the advisory-lock wait.
-    #[arg(long, env = "MIGLOCK_DDL_LOCK_TIMEOUT", value_name = "D", value_parser = parse::pg_duration, allow_hyphen_values = true)]
-    pub ddl_lock_timeout: Option<Duration>,
+    /// An ALTER TABLE queued behind a long or idle transaction blocks every later query on that
+    /// table while it waits. Each attempt waits at most this long for its table locks (SET LOCAL
+    /// lock_timeout), is rolled back when refused, and is tried again: as soon as an older
+    /// transaction in its way ends (logged as DDL_BLOCKED), or after a jittered pause, until
+    /// --ddl-lock-budget runs out (exit 8, nothing of that migration applied). off: wait as
+    /// PostgreSQL makes it (the behaviour before safe DDL). Never applies to the advisory-lock wait.
+    #[arg(long, env = "MIGLOCK_DDL_LOCK_TIMEOUT", value_name = "auto|off|D", value_parser = ddl_timeout, allow_hyphen_values = true)]
+    pub ddl_lock_timeout: Option<DdlTimeout>,
 
-    /// How many times a migration that hit --ddl-lock-timeout is retried (with backoff) before exit 1
-    #[arg(long, env = "MIGLOCK_DDL_RETRIES", value_name = "N", default_value_t = 5,
-          value_parser = clap::value_parser!(u32).range(0..=1000))]
-    pub ddl_retries: u32,
+    /// How long one migration may keep trying for its table locks before exit 8 [default: 3m]
+    #[arg(long, env = "MIGLOCK_DDL_LOCK_BUDGET", value_name = "D", value_parser = parse::duration, allow_hyphen_values = true)]
+    pub ddl_lock_budget: Option<Duration>,
+
+    /// At most N attempts after the first for one migration, within the budget [default: no limit]
+    #[arg(long, env = "MIGLOCK_DDL_RETRIES", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub ddl_retries: Option<u32>,
+
+    /// End sessions idle in transaction that have blocked a migration this long (off by default)
+    ///
+    /// pg_cancel_backend, then pg_terminate_backend, on a session that has been in the way of a
+    /// migration's table locks for D while idle in its transaction (a forgotten psql, a stuck
+    /// worker), logged as BLOCKER_TERMINATED. Needs pg_signal_backend or membership in its role.
+    #[arg(long, env = "MIGLOCK_CANCEL_BLOCKERS_AFTER", value_name = "D", value_parser = parse::duration, allow_hyphen_values = true)]
+    pub cancel_blockers_after: Option<Duration>,
 
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -376,4 +393,16 @@ pub struct FleetArgs {
     /// With many targets: start no other target after the first failure (they are not_started)
     #[arg(long)]
     pub fail_fast: bool,
+}
+
+/// `--ddl-lock-timeout`: `auto`, `off` (or `0`), or a duration.
+fn ddl_timeout(text: &str) -> Result<DdlTimeout, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(DdlTimeout::Auto),
+        "off" => Ok(DdlTimeout::Off),
+        _ => match parse::pg_duration(text)? {
+            d if d.is_zero() => Ok(DdlTimeout::Off),
+            d => Ok(DdlTimeout::Fixed(d)),
+        },
+    }
 }

@@ -131,6 +131,12 @@ impl LockWaitArgs {
 
 impl ApplyArgs {
     pub fn config(&self, common: Common, env: Env) -> Result<ApplyConfig, Failure> {
+        if self.dry_run && self.cancel_blockers_after.is_some() {
+            return Err(Failure::usage(anyhow!(
+                "--cancel-blockers-after ends other sessions: it cannot go with --dry-run, which \
+                 changes nothing"
+            )));
+        }
         Ok(ApplyConfig {
             common,
             wait: self.lock_wait.wait(env)?,
@@ -139,8 +145,12 @@ impl ApplyArgs {
             migrate: migrate::Options {
                 statement_timeout: self.statement_timeout.filter(|t| !t.is_zero()),
                 settings: self.settings(env)?,
-                ddl_lock_timeout: self.ddl_lock_timeout.filter(|t| !t.is_zero()),
-                ddl_retries: self.ddl_retries,
+                ddl: migrate::DdlPolicy {
+                    timeout: self.ddl_lock_timeout.unwrap_or_default(),
+                    budget: self.ddl_lock_budget.unwrap_or(migrate::DEFAULT_BUDGET),
+                    retries: self.ddl_retries,
+                    cancel_blockers_after: self.cancel_blockers_after,
+                },
             },
         })
     }

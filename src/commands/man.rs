@@ -29,6 +29,7 @@ pub fn render(command: clap::Command) -> std::io::Result<Vec<u8>> {
         Outcome::Unavailable,
         Outcome::Invalid,
         Outcome::Pending,
+        Outcome::Blocked,
         Outcome::Interrupted,
     ] {
         page.extend_from_slice(

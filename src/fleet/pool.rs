@@ -16,11 +16,16 @@ use crate::targets::Target;
 use crate::time::millis;
 
 /// Failures stop `--fail-fast`; a busy lock, a pending schema or a signal
-/// do not count as one.
+/// do not count as one. A migration blocked by another session's table
+/// lock does: it would block the next tenants' just the same.
 pub fn is_failure(outcome: Outcome) -> bool {
     matches!(
         outcome,
-        Outcome::Failed | Outcome::Usage | Outcome::Invalid | Outcome::Unavailable
+        Outcome::Failed
+            | Outcome::Usage
+            | Outcome::Invalid
+            | Outcome::Unavailable
+            | Outcome::Blocked
     )
 }
 

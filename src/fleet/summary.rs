@@ -78,6 +78,7 @@ impl Summary {
             Outcome::Usage,
             Outcome::Invalid,
             Outcome::Unavailable,
+            Outcome::Blocked,
             Outcome::Interrupted,
         ]
         .iter()

@@ -143,7 +143,7 @@ impl LockKey {
 /// What `pg_stat_activity` (as `a`) tells of a session, after its pid.
 /// A migration's round trip starts with miglock's guard (see
 /// `lock::mode`), which is cut off so the migration itself shows.
-pub(super) const ACTIVITY_COLUMNS: &str =
+pub const ACTIVITY_COLUMNS: &str =
     "a.usename, a.application_name, host(a.client_addr) AS client_addr, \
      to_json(a.backend_start) #>> '{}' AS backend_start, a.state, \
      to_json(a.state_change) #>> '{}' AS state_since, \

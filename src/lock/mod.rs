@@ -16,7 +16,7 @@ mod session;
 pub mod wait;
 
 pub use backend::{Backend, Identity};
-pub use key::{LockKey, LockRole};
+pub use key::{LockKey, LockRole, ACTIVITY_COLUMNS};
 pub use mode::LockMode;
 pub use session::{Attempt, LockSession, LockTarget};
 

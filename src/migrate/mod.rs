@@ -14,6 +14,8 @@ use crate::error::Failure;
 use crate::lock::LockSession;
 
 mod baseline;
+mod blockers;
+mod indexes;
 mod recovery;
 mod retry;
 pub mod settings;
@@ -23,6 +25,7 @@ mod transactional;
 
 pub use baseline::SessionBaseline;
 pub use recovery::{after_connection_loss, Lost};
+pub use retry::{Blocked, DdlPolicy, DdlTimeout, DEFAULT_BUDGET};
 pub use step::{Options, Step};
 
 /// Applies `step`'s migration, its history row with it.

@@ -25,46 +25,6 @@ pub fn committed(
         .is_ok_and(|results| !results.rows(row).is_empty())
 }
 
-/// After a DDL lock timeout: who holds table locks now, longest first —
-/// the session a migration queues behind is usually among them.
-pub fn table_lock_holders(session: &mut LockSession) -> String {
-    let mut batch = Batch::new();
-    let holders = batch.push(
-        "SELECT l.pid, a.application_name, l.relation::regclass::text, l.mode, a.state, \
-         round(extract(epoch FROM clock_timestamp() - coalesce(a.xact_start, a.state_change))::numeric, 1), \
-         left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80) \
-         FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
-         WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid() AND l.relation >= 16384 \
-         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         ORDER BY 6 DESC NULLS LAST LIMIT 5",
-    );
-    let Ok(results) = session.query(&batch) else {
-        return String::new();
-    };
-    let lines: Vec<String> = results
-        .rows(holders)
-        .iter()
-        .map(|r| {
-            let col = |i: usize| r.get(i).unwrap_or("?");
-            format!(
-                "\n  pid {} {:?} holds {} on {} ({} for {}s): {}",
-                col(0),
-                col(1),
-                col(3),
-                col(2),
-                col(4),
-                col(5),
-                col(6)
-            )
-        })
-        .collect();
-    if lines.is_empty() {
-        String::new()
-    } else {
-        format!(" Sessions holding table locks now:{}", lines.concat())
-    }
-}
-
 /// A migration whose connection went away.
 pub struct Lost<'a> {
     pub migration: &'a LocalMigration,

@@ -4,21 +4,23 @@
 //! concurrent build leaves behind.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use anyhow::anyhow;
 use postgres::error::SqlState;
-use postgres::Client;
 
-use super::retry::{DdlRetry, Interrupted};
+use super::indexes;
+use super::retry::Attempts;
 use super::step::{failed_line, guard_refused, reread, Step};
 use crate::error::{ErrorDetail, Failure};
 use crate::lock::mode;
 use crate::lock::LockSession;
-use crate::migrations::split::{classify, Execution, IndexBuild, Planned};
+use crate::migrations::split::{classify, Execution, Planned};
 use crate::migrations::LocalMigration;
 use crate::outcome::Outcome;
 use crate::pg_error;
 use crate::sql::Batch;
+use crate::time::millis;
 
 /// A statement's place in its file: `index` of `total`, from 0.
 #[derive(Clone, Copy)]
@@ -34,11 +36,11 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     let Step {
         migration,
         baseline,
-        options,
         lock_mode,
         applied_on,
         release_after,
         interrupt,
+        ..
     } = *step;
     let script = reread(migration)?;
     let classified = classify(&script);
@@ -69,12 +71,7 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
              statement by statement and is not atomic"
         );
     }
-    if let Some(sql) = DdlRetry::new(options).session_sql() {
-        session
-            .client()
-            .batch_execute(&sql)
-            .map_err(|e| pg_error::failed(&e, "cannot set lock_timeout"))?;
-    }
+    let started = Instant::now();
     let statements = &classified.statements;
     let total = statements.len();
     // Inside the file's own BEGIN … COMMIT (a file with the marker).
@@ -90,6 +87,7 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
             statement,
             Position { index: i, total },
             in_transaction,
+            started,
         )?;
         match statement.control {
             Some("BEGIN" | "START TRANSACTION") => in_transaction = true,
@@ -124,8 +122,12 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     })
 }
 
-/// One statement, retried after a DDL lock timeout as a whole migration
-/// is in a transaction.
+/// One statement, in autocommit unless the file opened its own
+/// transaction. Its table locks come on the same schedule as a whole
+/// migration's in a transaction (see `retry`), with the migration's one
+/// budget; a concurrent build or drop, whose waits stall no traffic and
+/// whose refusal throws its work away, gets what is left of the budget at
+/// once.
 fn run_statement(
     session: &mut LockSession,
     step: &Step,
@@ -133,6 +135,7 @@ fn run_statement(
     statement: &Planned,
     position: Position,
     in_transaction: bool,
+    started: Instant,
 ) -> Result<(), Failure> {
     let Step {
         migration,
@@ -141,13 +144,34 @@ fn run_statement(
         ..
     } = *step;
     let Position { index, total } = position;
-    let mut retry = DdlRetry::new(options);
+    let mut attempts = Attempts::new(options, migration, Some(index + 1), started);
+    let concurrent = is_concurrent(sql);
+    if let Some(build) = &statement.index_build {
+        indexes::clear_leftover(session, build, &attempts)?;
+    }
     loop {
+        let timeout = if concurrent {
+            attempts.budget_timeout()
+        } else {
+            attempts.timeout()
+        };
+        if let Some(timeout) = timeout {
+            // SET LOCAL needs a transaction; the session's value bounds this
+            // statement, and the restore after the file undoes it.
+            session
+                .client()
+                .batch_execute(&format!("SET lock_timeout = {}", millis(timeout).max(1)))
+                .map_err(|e| pg_error::failed(&e, "cannot set lock_timeout"))?;
+        }
         let invalid_before = match statement.index_build {
-            Some(_) => invalid_indexes(session.client()).unwrap_or_default(),
+            Some(_) => indexes::invalid(session).unwrap_or_default(),
             None => BTreeSet::new(),
         };
+        let attempt = Instant::now();
         let Err(error) = session.client().batch_execute(sql) else {
+            if let Some(build) = &statement.index_build {
+                indexes::check_valid(session, build, migration, index + 1)?;
+            }
             return Ok(());
         };
         // PostgreSQL keeps the INVALID index of a failed concurrent build:
@@ -155,7 +179,7 @@ fn run_statement(
         // EXISTS, skip a broken index). Only indexes this statement left.
         if let Some(build) = &statement.index_build {
             if !session.is_closed() {
-                drop_invalid_indexes(session.client(), build, &invalid_before);
+                indexes::drop_new_invalid(session, build, &invalid_before, interrupt.is_set());
             }
         }
         // psql's exit on error would end the file's own transaction with
@@ -168,14 +192,14 @@ fn run_statement(
         }
         // Inside the file's own transaction, the statements before this one
         // went with the rollback: retrying this one alone would be wrong.
-        if !in_transaction {
-            match retry.again(&error, migration, Some(index + 1), interrupt) {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(Interrupted) => return Err(interrupted(migration, index, total)),
+        if !in_transaction && attempts.is_lock_timeout(&error) {
+            if concurrent {
+                return Err(attempts.exhausted(session, &statement.locks, attempt));
             }
+            attempts.refused(session, &statement.locks, attempt, interrupt)?;
+            continue;
         }
-        let mut failure = statement_failed(migration, sql, statement, position, &retry, &error);
+        let mut failure = statement_failed(migration, sql, statement, position, &error);
         if in_transaction {
             failure.error = anyhow!(
                 "{}\nThe statements since the file's own BEGIN were rolled back with its transaction.",
@@ -184,6 +208,17 @@ fn run_statement(
         }
         return Err(failure);
     }
+}
+
+/// A concurrent build or drop (`CREATE INDEX CONCURRENTLY`, `REINDEX …
+/// CONCURRENTLY`, `DROP INDEX CONCURRENTLY`, …).
+fn is_concurrent(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .take(6)
+        .map(str::to_ascii_uppercase)
+        .collect();
+    words.iter().any(|w| w == "CONCURRENTLY")
 }
 
 /// What committed before statement `index` (from 0) of `total`.
@@ -211,7 +246,6 @@ fn statement_failed(
     sql: &str,
     statement: &Planned,
     position: Position,
-    retry: &DdlRetry,
     error: &postgres::Error,
 ) -> Failure {
     let Position { index, total } = position;
@@ -230,7 +264,7 @@ fn statement_failed(
     let ErrorDetail { sqlstate, line, .. } = pg_error::locate(db_error, 0, sql);
     let line = statement.line + line.map_or(0, |l| l - 1);
     failed_line(migration, Some(number), sqlstate.as_deref());
-    let mut message = format!(
+    let message = format!(
         "migration {migration} failed at statement {number} of {total} ({file}, line {line}): {}\n\
          It runs without a transaction: {}. No history row was written: fix the cause and apply \
          again, which runs the whole file again (write such files to be re-runnable, e.g. with \
@@ -238,77 +272,9 @@ fn statement_failed(
         pg_error::text(db_error),
         committed_before(index, total)
     );
-    if let Some(gave_up) = retry.gave_up(error) {
-        message.push_str(&gave_up);
-    }
     Failure::failed(anyhow!(message)).with_detail(ErrorDetail {
         sqlstate,
         file: Some(migration.path.clone()),
         line: Some(line),
     })
-}
-
-/// Invalid indexes in the schemas this session's statements resolve
-/// names in (its search_path), as `(schema-qualified SQL name, name,
-/// table name)`. Other schemas are other tenants' (many databases with a
-/// schema each), whose builds this run must never touch.
-fn invalid_indexes(
-    client: &mut Client,
-) -> Result<BTreeSet<(String, String, String)>, postgres::Error> {
-    let mut batch = Batch::new();
-    let rows = batch.push(
-        "SELECT format('%I.%I', n.nspname, c.relname), c.relname, t.relname FROM pg_index i \
-         JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid \
-         JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE NOT i.indisvalid AND n.nspname = ANY (current_schemas(false))",
-    );
-    let results = batch.query(client)?;
-    Ok(results
-        .rows(rows)
-        .iter()
-        .filter_map(|r| {
-            Some((
-                r.get(0)?.to_string(),
-                r.get(1)?.to_string(),
-                r.get(2)?.to_string(),
-            ))
-        })
-        .collect())
-}
-
-/// Drops the invalid indexes that appeared during a failed concurrent
-/// build and are its own: the index it names, or for an unnamed one an
-/// index on the table it names, or REINDEX CONCURRENTLY's
-/// `_ccnew`/`_ccold` copies; only in the schemas of this session's
-/// search_path. (An unnamed build of another session on the same table, at
-/// the same moment, cannot be told apart.)
-fn drop_invalid_indexes(
-    client: &mut Client,
-    build: &IndexBuild,
-    before: &BTreeSet<(String, String, String)>,
-) {
-    let Ok(after) = invalid_indexes(client) else {
-        return;
-    };
-    for (qualified, name, on) in after.difference(before) {
-        let ours = match build {
-            IndexBuild::Create {
-                name: Some(named), ..
-            } => name == named,
-            IndexBuild::Reindex => name.contains("_ccnew") || name.contains("_ccold"),
-            // CREATE INDEX CONCURRENTLY ON t(…): a name PostgreSQL chose.
-            IndexBuild::Create { name: None, table } => table.as_deref() == Some(on.as_str()),
-        };
-        if !ours {
-            continue;
-        }
-        match client.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}")) {
-            Ok(()) => log::warn!("INVALID_INDEX_DROPPED name={qualified}"),
-            Err(e) => log::warn!(
-                "cannot drop the invalid index {qualified} left by the failed statement ({}); drop it \
-                 before the next apply",
-                pg_error::error_chain(&e)
-            ),
-        }
-    }
 }

@@ -12,6 +12,7 @@ use crate::lock::LockSession;
 use crate::migrations::LocalMigration;
 
 use super::baseline::SessionBaseline;
+use super::retry::DdlPolicy;
 
 /// How migrations run, as the user asked (`apply`'s flags).
 #[derive(Debug, Clone, Default)]
@@ -20,10 +21,8 @@ pub struct Options {
     pub statement_timeout: Option<Duration>,
     /// Session settings given with `--set`, applied over miglock's own.
     pub settings: Vec<(String, String)>,
-    /// `lock_timeout` inside each migration's transaction.
-    pub ddl_lock_timeout: Option<Duration>,
-    /// How often a migration that hit the DDL lock timeout is retried.
-    pub ddl_retries: u32,
+    /// How each attempt's table locks are bounded (safe DDL).
+    pub ddl: DdlPolicy,
 }
 
 /// One migration to apply and what every step of it needs.

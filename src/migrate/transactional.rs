@@ -3,10 +3,12 @@
 //! transactions, so a crash between the two leaves a migration applied but
 //! unrecorded.
 
+use std::time::Instant;
+
 use anyhow::anyhow;
 use postgres::error::SqlState;
 
-use super::retry::{DdlRetry, Interrupted};
+use super::retry::Attempts;
 use super::step::{failed_line, guard_refused, reread, Step};
 use super::{recovery, settings};
 use crate::error::{ErrorDetail, Failure};
@@ -31,7 +33,11 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
         interrupt,
     } = *step;
     let table = &baseline.table;
-    let mut retry = DdlRetry::new(options);
+    let mut attempts = Attempts::new(options, migration, None, Instant::now());
+    let locks = migration
+        .summary()
+        .map(|s| s.locks.clone())
+        .unwrap_or_default();
     // Built once, read from the file once: a retry sends it again.
     let mut batch = Batch::new();
     if lock_mode == LockMode::Transaction {
@@ -49,14 +55,14 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     } else {
         batch.push("BEGIN");
     }
+    // Before the guard, so that `status` (which shows a holder's query
+    // from just past the guard) shows the migration itself.
+    let lock_timeout = attempts.local_sql().map(|sql| batch.push_patchable(&sql));
     batch.push(&mode::guard_sql(
         session.key(),
         table,
         Some(&migration.id.version),
     ));
-    if let Some(sql) = retry.local_sql() {
-        batch.push(&sql);
-    }
     let script_start = batch.push_script(&reread(migration)?);
     // A migration that ends the transaction itself (a stray COMMIT) makes
     // this fail, so its row is never written outside it.
@@ -72,6 +78,10 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     let unlocked = (release_after && session.is_held() && batch.script().len() <= RELEASE_WITH_MAX)
         .then(|| session.push_release(&mut batch));
     let error = loop {
+        if let (Some(at), Some(sql)) = (&lock_timeout, attempts.local_sql()) {
+            batch.patch(at, &sql);
+        }
+        let attempt = Instant::now();
         let result = match unlocked {
             // Transaction mode: the key came and went with the transaction.
             _ if !session.is_held() => session.query(&batch).map(drop),
@@ -104,11 +114,10 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
                 format!("the connection was lost during {migration}"),
             ));
         }
-        match retry.again(&error, migration, None, interrupt) {
-            Ok(true) => continue,
-            Ok(false) => break error,
-            Err(Interrupted) => return Err(Failure::interrupted()),
+        if !attempts.is_lock_timeout(&error) {
+            break error;
         }
+        attempts.refused(session, &locks, attempt, interrupt)?;
     };
 
     let file = migration.path.display();
@@ -136,10 +145,6 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
         );
     } else if !session.is_closed() {
         message.push_str("\nIt was rolled back: nothing of it was applied.");
-    }
-    if let Some(gave_up) = retry.gave_up(&error) {
-        message.push_str(&gave_up);
-        message.push_str(&recovery::table_lock_holders(session));
     }
     Err(Failure::failed(anyhow!(message)).with_detail(ErrorDetail {
         sqlstate,

@@ -16,6 +16,7 @@ mod paper_cuts;
 mod pooler;
 mod real_world;
 mod reliability;
+mod safe_ddl;
 mod server_log;
 mod session_state;
 mod setup;

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::ops::Range;
 
+use super::locks::TableLock;
 use super::scan::{self, Statement};
 
 /// Why a file runs outside a transaction.
@@ -103,6 +104,8 @@ pub struct Planned {
     /// `COMMIT AND CHAIN`: a new transaction starts where this one ends.
     pub chains: bool,
     pub index_build: Option<IndexBuild>,
+    /// The tables it locks (see [`Statement::table_locks`]).
+    pub locks: Vec<TableLock>,
 }
 
 impl Planned {
@@ -113,12 +116,20 @@ impl Planned {
 }
 
 /// What a file asks of the runner, without its statements: what the
-/// plan, `status` and the refusals before a run need.
+/// plan, `status` and the refusals before a run need, and the tables it
+/// locks (what a refused attempt looks up).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub execution: Execution,
     pub forbidden: Vec<Forbidden>,
+    /// Each table once, at the strongest mode the file takes it in; at
+    /// most [`MAX_LOCKS`] (a data file of inserts names one table).
+    pub locks: Vec<TableLock>,
 }
+
+/// How many locked tables a summary keeps: the lookup they feed names
+/// them in one statement.
+pub const MAX_LOCKS: usize = 64;
 
 /// What the classifier found in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +168,8 @@ pub struct Classifier {
     forbidden: Vec<Forbidden>,
     /// Where the file's own transaction was opened and not yet ended.
     open: Option<usize>,
+    /// Each table, at the strongest mode seen.
+    locks: std::collections::BTreeMap<String, super::locks::LockLevel>,
 }
 
 impl Classifier {
@@ -168,6 +181,7 @@ impl Classifier {
             mixed: false,
             forbidden: Vec::new(),
             open: None,
+            locks: std::collections::BTreeMap::new(),
         }
     }
 
@@ -227,6 +241,13 @@ impl Classifier {
                 ),
             });
         }
+        let locks = s.table_locks();
+        for lock in &locks {
+            if self.locks.len() < MAX_LOCKS || self.locks.contains_key(&lock.table) {
+                let level = self.locks.entry(lock.table.clone()).or_insert(lock.level);
+                *level = (*level).max(lock.level);
+            }
+        }
         let start = offset + s.start;
         Planned {
             span: start..start + s.sql.len(),
@@ -234,6 +255,7 @@ impl Classifier {
             control,
             chains,
             index_build: s.index_build(),
+            locks,
         }
     }
 
@@ -268,6 +290,11 @@ impl Classifier {
         Summary {
             execution,
             forbidden: self.forbidden,
+            locks: self
+                .locks
+                .into_iter()
+                .map(|(table, level)| TableLock { table, level })
+                .collect(),
         }
     }
 }
@@ -282,6 +309,7 @@ pub fn classify(script: &str) -> Classified {
     let Summary {
         execution,
         forbidden,
+        ..
     } = classifier.finish();
     Classified {
         statements: if execution.transactional() {

@@ -4,11 +4,13 @@
 //! whole or read as a stream ([`stream`]).
 
 mod classify;
+mod locks;
 mod scan;
 mod stream;
 mod words;
 
 pub use classify::{classify, Execution, ForbiddenKind, IndexBuild, Planned, Summary};
+pub use locks::TableLock;
 #[cfg(any(test, feature = "testing"))]
 pub use scan::{split, Statement};
 pub use stream::summarize;
