@@ -17,6 +17,11 @@ medians and ratios:
            pg_advisory_lock
   storm    100 replicas waiting for a held lock: lock attempts per second
            the server sees (transactions committed per second)
+  ddl      pgbench traffic (4 clients, rate-capped) on a table while one
+           session sits idle in a transaction that read it, and an ALTER TABLE
+           on it: psql vs miglock's defaults, worst and p99 application latency
+           while the migration is pending, and how long after the blocker ends
+           the migration commits
   memory   one 50 MB migration file (541,649 INSERTs): peak RSS of `apply`
            applying it, of `status` while it is pending and once applied, and
            of a no-op `apply`
@@ -25,7 +30,7 @@ Peers (sqlx-cli, refinery_cli, dbmate, node-pg-migrate) are measured on the
 no-op when found on PATH, and skipped with a message otherwise; see
 BENCHMARKS.md for how to install them.
 
-Usage: python3 bench/bench.py [--runs N] [--only noop,bulk,handoff,storm,memory]
+Usage: python3 bench/bench.py [--runs N] [--only noop,bulk,handoff,storm,memory,ddl]
        python3 bench/bench.py --check      # noop, bulk, handoff, memory against
                                            # TARGETS; exit 1 when one misses
 """
@@ -56,6 +61,8 @@ TARGETS = {
     "memory status pending peak RSS MB": (32, "value"),
     "memory status applied peak RSS MB": (32, "value"),
     "memory no-op apply peak RSS MB": (32, "value"),
+    "ddl worst latency ms (defaults)": (100, "value"),
+    "ddl commit after blocker ends ms": (1000, "value"),
 }
 FIGURES = {}
 
@@ -338,6 +345,78 @@ def p90(values):
     return sorted(values)[max(0, int(len(values) * 0.9) - 1)]
 
 
+def bench_ddl(cluster, miglock, work, runs=3, blocker_s=5.0):
+    log(f"\n== ddl: pgbench traffic, a session idle in a transaction for {blocker_s:.0f} s, then ALTER TABLE")
+    pgbench = f"{cluster.bindir}/pgbench"
+    script = f"{work}/ddl-read.sql"
+    with open(script, "w") as f:
+        f.write("\\set id random(1, 10000)\nSELECT v FROM t WHERE id = :id;\n")
+    results = {"psql": [], "miglock apply (defaults)": []}
+    for r in range(runs):
+        for tool in results:
+            db = "ddl"
+            cluster.create_db(db)
+            cluster.psql(db, "CREATE TABLE t (id int PRIMARY KEY, v text); "
+                             "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 10000) g")
+            folder = f"{work}/ddl-{r}"
+            os.makedirs(folder, exist_ok=True)
+            with open(f"{folder}/V1__t.sql", "w") as f:
+                f.write("SELECT 1;\n")
+            with open(f"{folder}/V2__add_c.sql", "w") as f:
+                f.write("ALTER TABLE t ADD COLUMN c int;\n")
+            env = dict(os.environ, DATABASE_URL=cluster.url(db))
+            if tool != "psql":
+                run([miglock, "apply", "-q", "--target", "1", "--migrations", folder], env)
+            logdir = tempfile.mkdtemp(prefix="ddl-log-", dir=work)
+            seconds = int(blocker_s) + 6
+            bench = subprocess.Popen([pgbench, "-n", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres",
+                                      "-c", "4", "-j", "2", "-R", "400", "-T", str(seconds), "-f", script, "-l",
+                                      "--log-prefix", f"{logdir}/tx", db],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+            psql = [f"{cluster.bindir}/psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres",
+                    "-d", db]
+            blocker = subprocess.Popen(psql + ["-c", f"BEGIN; SELECT count(*) FROM t; SELECT pg_sleep({blocker_s}); COMMIT;"],
+                                       stdout=subprocess.DEVNULL)
+            # The blocker is inside its transaction (the sleep stands for an
+            # idle one: it holds its lock on t without a statement on t).
+            wait_for(lambda: cluster.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(%' "
+                                              "AND state = 'active' AND pid <> pg_backend_pid()", capture=True) == "1")
+            blocker_started = time.time()
+            migration_started = time.time()
+            if tool == "psql":
+                run(psql + ["-c", "ALTER TABLE t ADD COLUMN c int"])
+            else:
+                run([miglock, "apply", "-q", "--migrations", folder], env)
+            committed = time.time()
+            blocker.wait()
+            blocker_ended = blocker_started + blocker_s
+            bench.wait()
+            latencies = []
+            for name in os.listdir(logdir):
+                with open(f"{logdir}/{name}") as f:
+                    for line in f:
+                        fields = line.split()
+                        # client tx latency_us script epoch_s epoch_us [lag_us]
+                        done = int(fields[4]) + int(fields[5]) / 1e6
+                        if migration_started <= done <= committed + 0.5:
+                            latencies.append(int(fields[2]) / 1000)
+            latencies.sort()
+            worst = latencies[-1] if latencies else float("nan")
+            p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
+            after = (committed - blocker_ended) * 1000
+            results[tool].append((worst, p99, after))
+    for tool, values in results.items():
+        worst = statistics.median(v[0] for v in values)
+        p99v = statistics.median(v[1] for v in values)
+        after = statistics.median(v[2] for v in values)
+        log(f"  {tool:28} worst {worst:8.1f} ms   p99 {p99v:8.1f} ms   committed {after:7.0f} ms after "
+            f"the blocker ended   (medians of {runs})")
+        if tool != "psql":
+            figure("ddl worst latency ms (defaults)", worst)
+            figure("ddl commit after blocker ends ms", after)
+
+
 def bench_memory(cluster, miglock, work, rows=541_649):
     log(f"\n== memory: one migration file of {rows} INSERTs")
     db = "memory"
@@ -445,7 +524,7 @@ def main():
     args = parser.parse_args()
     only = set(args.only.split(","))
     if args.check:
-        only = {"noop", "bulk", "handoff", "memory"}
+        only = {"noop", "bulk", "handoff", "memory", "ddl"}
     log("== building miglock (release)")
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     miglock = f"{ROOT}/target/release/miglock"
@@ -464,6 +543,8 @@ def main():
             bench_storm(cluster, miglock, work)
         if "memory" in only:
             bench_memory(cluster, miglock, work)
+        if "ddl" in only:
+            bench_ddl(cluster, miglock, work)
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)

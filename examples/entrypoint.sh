@@ -25,6 +25,9 @@
 #   4 disabled         start the app, or wait first (MIGLOCK_WAIT_WHEN_DISABLED=1)
 #   5 unavailable      exit 75 (EX_TEMPFAIL) without starting: a transient failure,
 #                      the orchestrator restarts the container
+#   8 blocked          exit 75 too: another session held a table lock a migration
+#                      needs for the whole --ddl-lock-budget; nothing of it was
+#                      applied, and a later start tries again
 #   any other          exit with that code without starting: 1 failed, 2 usage,
 #                      6 invalid migration set, 130 interrupted, 127 miglock not found
 #
@@ -123,6 +126,10 @@ describe() {
 refuse() { # command exit-code
     if [ "$2" -eq 5 ]; then
         log "$1 exited 5 (unavailable: no database connection): not starting the app; exit 75 so that the orchestrator retries"
+        exit 75
+    fi
+    if [ "$2" -eq 8 ]; then
+        log "$1 exited 8 (blocked: a migration's table lock stayed held by another session): not starting the app; exit 75 so that the orchestrator retries"
         exit 75
     fi
     log "$1 exited $2 ($(describe "$2")): not starting the app; exit $2"

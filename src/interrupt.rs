@@ -63,7 +63,10 @@ impl Interrupt {
                         std::process::exit(130);
                     }
                     let name = signal_name(signal);
-                    log::warn!("INTERRUPTED signal={name}: rolling back and releasing the lock");
+                    log::warn!(
+                        "INTERRUPTED signal={name}: stopping; what is in progress is rolled back, \
+                         and a lock held is released"
+                    );
                     this.cancel_running_statement();
                     thread::spawn(|| {
                         thread::sleep(GRACE);

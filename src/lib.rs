@@ -100,9 +100,15 @@ pub fn run() -> ExitCode {
     let cli = match Cli::parse_command_line() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
-            // --help, --version; a reader that went away is fine.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
+            // --help, --version: a reader that went away is fine, any
+            // other failure to write them (a full disk) is not.
+            return match e.print() {
+                Err(io) if io.kind() != std::io::ErrorKind::BrokenPipe => {
+                    output::error_line(&format!("error: cannot write to stdout: {io}"));
+                    ExitCode::from(Outcome::Failed.exit_code())
+                }
+                _ => ExitCode::SUCCESS,
+            };
         }
         Err(e) => return ExitCode::from(parse_failure(e, &env)),
     };
@@ -200,7 +206,12 @@ fn print_result(report: &Report, format: Format, stdout: &Console) -> u8 {
     if format == Format::Json {
         stdout.line(&report.to_json());
     }
-    stdout.exit_code(report.outcome, report.exit_code)
+    let code = stdout.exit_code(report.outcome, report.exit_code);
+    // `new`'s result is the path: say it where it can still be read.
+    if let (Some(path), true) = (&report.path, code != report.exit_code) {
+        output::error_line(&format!("{path} was created"));
+    }
+    code
 }
 
 /// A command line clap refused. It is still a result: `--format json`

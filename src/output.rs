@@ -205,11 +205,18 @@ impl Console {
             Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit_code,
             Some(e) => {
                 let mut message = format!("error: cannot write the result to stdout: {e}");
-                if outcome == Outcome::Applied {
-                    message.push_str(
+                match outcome {
+                    Outcome::Applied => message.push_str(
                         "\nThe migrations were applied (the log above names them); only the result \
                          could not be written.",
-                    );
+                    ),
+                    Outcome::Created | Outcome::Baselined | Outcome::Repaired => {
+                        message.push_str(&format!(
+                            "\nThe command did its work ({outcome}); only its result could not be \
+                             written."
+                        ));
+                    }
+                    _ => {}
                 }
                 error_line(&message);
                 Outcome::Failed.exit_code()

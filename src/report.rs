@@ -85,7 +85,7 @@ pub struct RepairedEntry {
 
 #[derive(Debug, Serialize)]
 pub struct TableReport {
-    /// As configured (`--table`).
+    /// The table's name, without its schema.
     pub name: String,
     /// The schema the table is in, or would be created in, as the
     /// session's `search_path` resolves it (`null`: it names no schema).

@@ -38,7 +38,8 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
         .query(&batch)
         .map_err(|e| pg_error::failed(&e, "cannot read the lock's sessions"))?;
     report.table = Some(TableReport {
-        name: common.table.to_string(),
+        // The schema is the next field's.
+        name: common.table.name().to_string(),
         // Where search_path resolved the table to (or would create it).
         schema: results.value(schema).map(str::to_string),
         exists: history.is_some(),

@@ -112,8 +112,11 @@ impl Connecting {
                 config.keepalives_retries(3);
             }
         }
-        config.notice_callback(|notice| {
-            log::info!("NOTICE {}: {}", notice.severity(), notice.message())
+        // The server's own severity word leads, once: `NOTICE: relation
+        // "t" already exists, skipping`, a WARNING at warning level.
+        config.notice_callback(|notice| match notice.severity() {
+            "WARNING" => log::warn!("WARNING: {}", notice.message()),
+            severity => log::info!("{severity}: {}", notice.message()),
         });
         // PostgreSQL never speaks TLS on a Unix socket; libpq ignores sslmode there.
         let local_only = config.get_hostaddrs().is_empty()
@@ -257,7 +260,7 @@ fn wait_for_attempt(
         if left.is_zero() {
             return Err(AttemptError::Retry(format!(
                 "the server accepted the connection but did not answer within {}",
-                humantime::format_duration(pending.bound)
+                crate::time::human(pending.bound)
             )));
         }
         match pending

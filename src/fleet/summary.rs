@@ -131,15 +131,11 @@ impl Summary {
             if report.exit_code == 0 || report.outcome == Outcome::Pending {
                 continue;
             }
-            let first = report
-                .error
-                .as_ref()
-                .and_then(|e| e.message.lines().next())
-                .unwrap_or("");
             text.push_str(&format!(
-                "  {} {}: {first}\n",
+                "  {} {}: {}\n",
                 report.outcome,
-                t.target.label()
+                t.target.label(),
+                reason(report)
             ));
         }
         text
@@ -169,6 +165,28 @@ impl Summary {
             })
             .to_string()
         })
+    }
+}
+
+/// Why a target went wrong, on one line: its error's first line, and the
+/// line after it when the first only announces a list (`… (2 problems):`);
+/// a skipped target has no error, but a holder.
+fn reason(report: &Report) -> String {
+    if let Some(error) = &report.error {
+        let mut lines = error.message.lines().map(str::trim);
+        let first = lines.next().unwrap_or_default();
+        return match lines.next() {
+            Some(next) if first.ends_with(':') => format!("{first} {next}"),
+            _ => first.to_string(),
+        };
+    }
+    match (report.outcome, &report.lock.holder) {
+        (Outcome::Skipped, Some(holder)) => format!(
+            "the lock stayed busy for the whole --wait, held by {}",
+            holder.summary()
+        ),
+        (Outcome::Skipped, None) => "the lock stayed busy for the whole --wait".to_string(),
+        (outcome, _) => outcome.meaning().to_string(),
     }
 }
 

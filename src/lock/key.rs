@@ -142,13 +142,16 @@ impl LockKey {
 
 /// What `pg_stat_activity` (as `a`) tells of a session, after its pid.
 /// A migration's round trip starts with miglock's guard (see
-/// `lock::mode`), which is cut off so the migration itself shows.
+/// `lock::mode`), which is cut off so the migration itself shows; a
+/// waiting miglock session has only run miglock's own statements (a lock
+/// attempt, a history read), which tell nothing: no query.
 pub const ACTIVITY_COLUMNS: &str =
     "a.usename, a.application_name, host(a.client_addr) AS client_addr, \
      to_json(a.backend_start) #>> '{}' AS backend_start, a.state, \
      to_json(a.state_change) #>> '{}' AS state_since, \
      round(extract(epoch FROM clock_timestamp() - a.state_change)::numeric, 1) AS state_seconds, \
-     left(CASE WHEN strpos(a.query, 'END$miglock$;') > 0 \
+     left(CASE WHEN a.application_name LIKE 'miglock % waiting %' THEN NULL \
+     WHEN strpos(a.query, 'END$miglock$;') > 0 \
      THEN ltrim(substr(a.query, strpos(a.query, 'END$miglock$;') + 13), E' \\n') \
      ELSE a.query END, 200) AS query";
 

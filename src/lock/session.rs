@@ -59,6 +59,9 @@ pub struct LockSession {
     /// A migration's guard found this run's transactions on another server
     /// session than the lock (see `lock::mode`).
     pooler: bool,
+    /// `LOCK_RELEASED` for a release made in a migration's round trip,
+    /// said once the caller has said what that migration did.
+    released_line: Option<(log::Level, String)>,
 }
 
 /// One try for the key.
@@ -113,6 +116,7 @@ impl LockSession {
             held_since: None,
             server_started: None,
             pooler: false,
+            released_line: None,
         }
     }
 
@@ -497,7 +501,15 @@ impl LockSession {
         self.unlock();
     }
 
+    /// Says a release made earlier (see `released_line`).
+    fn say_released(&mut self) {
+        if let Some((level, line)) = self.released_line.take() {
+            log::log!(level, "{line}");
+        }
+    }
+
     fn unlock(&mut self) {
+        self.say_released();
         if self.held_since.is_none() {
             return;
         }
@@ -520,7 +532,10 @@ impl LockSession {
             results = batch.query(&mut self.client);
         }
         match results {
-            Ok(results) => self.released(&results, unlocked),
+            Ok(results) => {
+                self.released(&results, unlocked);
+                self.say_released();
+            }
             Err(e) => {
                 log::warn!(
                     "LOCK_RELEASED key={} with the session: unlock failed ({})",
@@ -535,18 +550,25 @@ impl LockSession {
     fn released(&mut self, results: &Results, unlocked: Slot) {
         let key = &self.target.key;
         let held_ms = self.held_since.take().map_or(0, |t| millis(t.elapsed()));
-        if results.value(unlocked) == Some("t") {
-            log::info!("LOCK_RELEASED key={key} held_ms={held_ms}");
+        self.released_line = Some(if results.value(unlocked) == Some("t") {
+            (
+                log::Level::Info,
+                format!("LOCK_RELEASED key={key} held_ms={held_ms}"),
+            )
         } else if self.pooler {
-            log::warn!("{}", mode::left_behind(key, &self.target.table));
+            (log::Level::Warn, mode::left_behind(key, &self.target.table))
         } else {
             // pg_advisory_unlock said this session did not hold the key:
             // something else released it, or (behind a pooler) this
             // statement ran on another server session than the lock.
-            log::warn!(
-                "LOCK_RELEASED key={key}: the session no longer held it (pg_advisory_unlock returned false)"
-            );
-        }
+            (
+                log::Level::Warn,
+                format!(
+                    "LOCK_RELEASED key={key}: the session no longer held it (pg_advisory_unlock \
+                     returned false)"
+                ),
+            )
+        });
     }
 }
 

@@ -72,6 +72,11 @@ impl HistoryTable {
         }
     }
 
+    /// The table's own name, without its schema.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The schema named with `--table schema.table`, if any.
     pub fn schema(&self) -> Option<&str> {
         self.schema.as_deref()

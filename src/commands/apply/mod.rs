@@ -72,7 +72,7 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
     // pending file this one lacks.
     plan.check_forbidden().map_err(|p| report.invalid(p))?;
     if common.lock_mode == LockMode::Transaction {
-        transaction_mode::refuse_non_transactional(&plan)?;
+        transaction_mode::refuse_non_transactional(&plan).map_err(|p| report.invalid(p))?;
     }
     report.set_plan(&plan);
     if plan.pending.is_empty() {

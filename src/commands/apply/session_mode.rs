@@ -319,10 +319,12 @@ fn migrate_pending<'a>(
             bar.inc(1);
         }
     }
+    // What this run applied, a lost connection's carried-through ones
+    // included (the JSON lists the same).
     report::schema_current(
         plan.pending.last().map(ToString::to_string),
         plan.applied.len() + plan.pending.len(),
-        &format!("this run applied {}", plan.pending.len()),
+        &format!("this run applied {}", report.applied.len()),
     );
     Ok(Outcome::Applied)
 }

@@ -22,7 +22,7 @@ use crate::lock::mode::{self, LockMode};
 use crate::lock::{self, Backend, LockRole, LockSession};
 use crate::migrate::{self, Lost, SessionBaseline, Step};
 use crate::migrations::history::{self, HistoryRow};
-use crate::migrations::Plan;
+use crate::migrations::{Plan, Problem, ProblemKind, Problems};
 use crate::outcome::Outcome;
 use crate::pg_error;
 use crate::report::{self, AppliedEntry, Report};
@@ -32,22 +32,32 @@ use crate::time::{human, millis};
 /// Refuses, before anything runs, a plan with a pending migration that
 /// runs without a transaction: nothing could hold the key for its
 /// statements, each of which may land on another server session.
-pub fn refuse_non_transactional(plan: &Plan) -> Result<(), Failure> {
-    let files: Vec<String> = plan
+pub fn refuse_non_transactional(plan: &Plan) -> Result<(), Problems> {
+    let problems: Vec<Problem> = plan
         .pending
         .iter()
-        .filter_map(|m| m.no_transaction().map(|why| format!("{m} ({why})")))
+        .filter_map(|m| {
+            let why = m.no_transaction()?;
+            Some(Problem {
+                kind: ProblemKind::Unsupported,
+                message: format!(
+                    "{}: runs without a transaction ({why}), which --lock-mode transaction cannot \
+                     lock: the key lives in each migration's transaction. Apply this release's \
+                     migrations over a direct connection (or a session-pooling port) with \
+                     --lock-mode session, then run the rest through the pooler as before",
+                    m.path.display()
+                ),
+                file: Some(m.path.clone()),
+                version: Some(m.id.version.clone()),
+                line: None,
+            })
+        })
         .collect();
-    if files.is_empty() {
-        return Ok(());
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Problems(problems))
     }
-    Err(Failure::invalid(anyhow!(
-        "--lock-mode transaction cannot lock migrations that run without a transaction: {}. \
-         The key lives in each migration's transaction, and these have none. Nothing was applied. \
-         Apply this release's migrations over a direct connection (or a session-pooling port) \
-         with --lock-mode session, then run the rest through the pooler as before.",
-        files.join(", ")
-    )))
 }
 
 /// What one round of the loop came to.
@@ -129,13 +139,18 @@ pub(super) fn apply(
                     release_after: false,
                     interrupt: ctx.interrupt,
                 };
+                // The key comes with the migration's transaction: what was
+                // waited is what came before this attempt.
+                let mut acquired = |report: &mut Report| {
+                    if !acquired_logged {
+                        acquired_logged = true;
+                        report.lock.waited_ms = millis(t0.duration_since(started));
+                        report.lock_acquired(&key, LockMode::Transaction);
+                    }
+                };
                 match migrate::apply_one(session, &step) {
                     Ok(()) => {
-                        if !acquired_logged {
-                            acquired_logged = true;
-                            report.lock.waited_ms = millis(started.elapsed());
-                            report.lock_acquired(&key, LockMode::Transaction);
-                        }
+                        acquired(report);
                         run.applied(report, migration, t0);
                         if let Some(bar) = &bar {
                             bar.inc(1);
@@ -184,7 +199,11 @@ pub(super) fn apply(
                         }
                         Round::Progress
                     }
-                    Err(f) => return Err(f),
+                    // The guard let it through: the key was this run's.
+                    Err(f) => {
+                        acquired(report);
+                        return Err(f);
+                    }
                 }
             }
         };
