@@ -171,7 +171,7 @@ impl<'a> Attempts<'a> {
     /// `SET LOCAL lock_timeout = …` for this attempt, in a form of fixed
     /// length (see [`DIGITS`]).
     pub fn local_sql(&self) -> Option<String> {
-        self.timeout().map(|t| local_sql(t))
+        self.timeout().map(local_sql)
     }
 
     /// A refused attempt's error, if it is a lock timeout this schedule
