@@ -70,10 +70,9 @@ fn an_old_blocker_is_named_and_waited_out_while_traffic_flows() {
     let db = Cluster::shared().create_db();
     let dir = alter_set(&db);
     let (mut blocker, pid) = idle_reader(&db, "forgotten-psql");
-    let child = apply(&db, &dir).spawn_watched();
-    let mut child = child;
+    let mut child = apply(&db, &dir).spawn_watched();
     child.wait_for_stderr(
-        &format!("DDL_BLOCKED version=2 name=alter_t attempt=1 lock_timeout_ms=50 table=t"),
+        "DDL_BLOCKED version=2 name=alter_t attempt=1 lock_timeout_ms=50 table=t",
         SETTLE,
     );
     child.wait_for_stderr("DDL_WAITING version=2 name=alter_t", SETTLE);
