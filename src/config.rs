@@ -75,6 +75,8 @@ pub struct StatusConfig {
     pub common: Common,
     /// Exit 7 when migrations are pending, 6 when the set is invalid.
     pub check: bool,
+    /// `--set`, for this session.
+    pub settings: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -82,6 +84,8 @@ pub struct WaitConfig {
     pub common: Common,
     /// Give up (exit 7) after this long.
     pub timeout: Duration,
+    /// `--set`, for this session (on each connection).
+    pub settings: Vec<(String, String)>,
 }
 
 #[derive(Clone)]

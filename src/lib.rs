@@ -172,12 +172,12 @@ pub fn run() -> ExitCode {
             let check = args.check;
             let exit_code = move |o: Outcome| o.status_exit_code(check);
             execute("status", &interrupt, exit_code, |report| {
-                let config = args.config(global.common(&env)?);
+                let config = args.config(global.common(&env)?, &env)?;
                 commands::status::run(&ctx, &config, report)
             })
         }
         Command::Wait(args) => execute("wait", &interrupt, exit_code, |report| {
-            let config = args.config(global.common(&env)?);
+            let config = args.config(global.common(&env)?, &env)?;
             commands::wait::run(&ctx, &config, report)
         }),
         Command::Unlock(args) => execute("unlock", &interrupt, exit_code, |report| {

@@ -208,6 +208,9 @@ pub struct StatusArgs {
     pub check: bool,
 
     #[command(flatten)]
+    pub set: SetArgs,
+
+    #[command(flatten)]
     pub fleet: FleetArgs,
 }
 
@@ -216,6 +219,9 @@ pub struct WaitArgs {
     /// Give up after this long (exit 7)
     #[arg(long, env = "MIGLOCK_WAIT_TIMEOUT", value_name = "D", default_value = "5m", value_parser = parse::duration, allow_hyphen_values = true)]
     pub timeout: Duration,
+
+    #[command(flatten)]
+    pub set: SetArgs,
 
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -283,6 +289,25 @@ pub struct RepairArgs {
     pub lock_wait: LockWaitArgs,
 }
 
+/// `--set`: settings for the session of `apply`, `status` and `wait`, so
+/// that an apply line copied to `status` or `wait` (`--set search_path=…`)
+/// finds the same history table.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// Set a PostgreSQL setting for the session (repeatable)
+    ///
+    /// apply: overrides miglock's own choices for the migrating session: statement_timeout=0 (or
+    /// --statement-timeout), lock_timeout=0 (given here, it replaces the --ddl-lock-timeout
+    /// schedule), idle_session_timeout=0, idle_in_transaction_session_timeout=0,
+    /// tcp_keepalives_idle=5, tcp_keepalives_interval=5, tcp_keepalives_count=3,
+    /// client_connection_check_interval=1000 (ms). status, wait: set for their session too.
+    /// Without the flag, MIGLOCK_SET holds them separated by ';' (a value may hold commas, as in
+    /// search_path=app,public). Once connected, the server is asked whether it takes them before
+    /// anything else: an unknown setting or a refused value is a usage error (exit 2).
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse::setting)]
+    pub settings: Vec<(String, String)>,
+}
+
 /// `--wait`: how long the commands that take the lock keep trying it.
 #[derive(Debug, Args)]
 pub struct LockWaitArgs {
@@ -310,17 +335,8 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Set a PostgreSQL setting for the migrating session (repeatable)
-    ///
-    /// Overrides miglock's own choices: statement_timeout=0 (or --statement-timeout),
-    /// lock_timeout=0 (given here, it replaces the --ddl-lock-timeout schedule), idle_session_timeout=0,
-    /// idle_in_transaction_session_timeout=0, tcp_keepalives_idle=5, tcp_keepalives_interval=5,
-    /// tcp_keepalives_count=3, client_connection_check_interval=1000 (ms).
-    /// Without the flag, MIGLOCK_SET holds them separated by ';' (a value may hold commas, as in
-    /// search_path=app,public). Once connected, the server is asked whether it takes them before
-    /// anything else: an unknown setting or a refused value is a usage error (exit 2).
-    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse::setting)]
-    pub settings: Vec<(String, String)>,
+    #[command(flatten)]
+    pub set: SetArgs,
 
     /// Table-lock wait of each attempt: auto (50 ms growing to 3 s), a fixed D, or off [default: auto]
     ///

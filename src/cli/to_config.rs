@@ -8,7 +8,7 @@ use anyhow::anyhow;
 
 use super::args::{
     AheadArg, ApplyArgs, BaselineArgs, FleetArgs, FormatArg, GlobalArgs, LockModeArg, LockWaitArgs,
-    NewArgs, RepairArgs, StatusArgs, UnlockArgs, WaitArgs,
+    NewArgs, RepairArgs, SetArgs, StatusArgs, UnlockArgs, WaitArgs,
 };
 use super::{Cli, Command};
 use crate::config::{
@@ -144,7 +144,7 @@ impl ApplyArgs {
             dry_run: self.dry_run,
             migrate: migrate::Options {
                 statement_timeout: self.statement_timeout.filter(|t| !t.is_zero()),
-                settings: self.settings(env)?,
+                settings: self.set.settings(env)?,
                 ddl: migrate::DdlPolicy {
                     timeout: self.ddl_lock_timeout.unwrap_or_default(),
                     budget: self.ddl_lock_budget.unwrap_or(migrate::DEFAULT_BUDGET),
@@ -154,7 +154,9 @@ impl ApplyArgs {
             },
         })
     }
+}
 
+impl SetArgs {
     /// `--set`, else `MIGLOCK_SET` (`;`-separated).
     fn settings(&self, env: Env) -> Result<Vec<(String, String)>, Failure> {
         Ok(if self.settings.is_empty() {
@@ -175,20 +177,22 @@ impl ApplyArgs {
 }
 
 impl StatusArgs {
-    pub fn config(&self, common: Common) -> StatusConfig {
-        StatusConfig {
+    pub fn config(&self, common: Common, env: Env) -> Result<StatusConfig, Failure> {
+        Ok(StatusConfig {
             common,
             check: self.check,
-        }
+            settings: self.set.settings(env)?,
+        })
     }
 }
 
 impl WaitArgs {
-    pub fn config(&self, common: Common) -> WaitConfig {
-        WaitConfig {
+    pub fn config(&self, common: Common, env: Env) -> Result<WaitConfig, Failure> {
+        Ok(WaitConfig {
             common,
             timeout: self.timeout,
-        }
+            settings: self.set.settings(env)?,
+        })
     }
 }
 
@@ -303,8 +307,8 @@ impl Cli {
             let job = move |common| -> Result<Job, Failure> {
                 Ok(match &self.command {
                     Command::Apply(args) => Job::Apply(args.config(common, env)?),
-                    Command::Status(args) => Job::Status(args.config(common)),
-                    Command::Wait(args) => Job::Wait(args.config(common)),
+                    Command::Status(args) => Job::Status(args.config(common, env)?),
+                    Command::Wait(args) => Job::Wait(args.config(common, env)?),
                     _ => {
                         return Err(Failure::usage(anyhow!(
                             "many targets: apply, status or wait"

@@ -8,6 +8,7 @@ use crate::config::StatusConfig;
 use crate::context::Context;
 use crate::error::Failure;
 use crate::lock::{Backend, LockMode, LockRole, LockSession};
+use crate::migrate::settings;
 use crate::migrations::{MigrationSet, Plan};
 use crate::outcome::Outcome;
 use crate::pg_error;
@@ -26,6 +27,12 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
         common.identity("status"),
         ctx.interrupt,
     )?;
+
+    settings::check(&mut session, &config.settings)?;
+    if let Some(sql) = settings::given_sql(&config.settings) {
+        session = session.with_settings(sql);
+        session.send_settings()?;
+    }
 
     let history = session.read_history()?;
     let key = &common.key;

@@ -16,6 +16,7 @@ use crate::context::Context;
 use crate::error::Failure;
 use crate::lock::wait::{self, Look, Woken};
 use crate::lock::{LockMode, LockSession};
+use crate::migrate::settings;
 use crate::migrations::{MigrationSet, Plan};
 use crate::outcome::Outcome;
 use crate::report::{self, Report};
@@ -35,6 +36,10 @@ pub fn run(ctx: &Context, config: &WaitConfig, report: &mut Report) -> Result<Ou
     let deadline = started + config.timeout;
     let mut session =
         LockSession::connect(common.lock_target(), common.identity("wait"), ctx.interrupt)?;
+    settings::check(&mut session, &config.settings)?;
+    if let Some(sql) = settings::given_sql(&config.settings) {
+        session = session.with_settings(sql);
+    }
 
     let mut backoff = Backoff::new(FIRST_PAUSE, MAX_PAUSE).jitter(0.75);
     let mut spinner: Option<indicatif::ProgressBar> = None;
@@ -46,6 +51,8 @@ pub fn run(ctx: &Context, config: &WaitConfig, report: &mut Report) -> Result<Ou
         if common.lock_mode == LockMode::Session {
             session.listen()?;
         }
+        // On each connection: a lost one is made again by the loop.
+        session.send_settings()?;
         let history = session.read_history()?.unwrap_or_default();
         let plan = Plan::new(&set, &history, None, common.ahead).map_err(|p| report.invalid(p))?;
         report.set_plan(&plan);

@@ -46,6 +46,8 @@ pub struct LockSession {
     identity: Identity,
     /// Session settings sent once per connection, with the first attempt.
     settings: Option<String>,
+    /// Whether `settings` went to this connection.
+    settings_sent: bool,
     /// Whether this connection listens for the release and carries the
     /// waiting mark (see [`LockRole`]); redone after a reconnect.
     listening: bool,
@@ -112,6 +114,7 @@ impl LockSession {
             target,
             identity,
             settings: None,
+            settings_sent: false,
             listening: false,
             held_since: None,
             server_started: None,
@@ -196,6 +199,21 @@ impl LockSession {
         batch.query(&mut self.client)
     }
 
+    /// Sends the session settings to this connection, unless they went
+    /// already (for the commands that never try the key: `status`, `wait`).
+    pub fn send_settings(&mut self) -> Result<(), Failure> {
+        if self.settings_sent {
+            return Ok(());
+        }
+        if let Some(settings) = &self.settings {
+            self.client
+                .batch_execute(settings)
+                .map_err(|e| pg_error::failed(&e, "cannot set the session's settings"))?;
+        }
+        self.settings_sent = true;
+        Ok(())
+    }
+
     /// Reads the history (one round trip); `None` when the table does not
     /// exist yet.
     pub fn read_history(&mut self) -> Result<Option<Vec<HistoryRow>>, Failure> {
@@ -251,6 +269,7 @@ impl LockSession {
         );
         self.held_since = None;
         self.listening = false;
+        self.settings_sent = false;
         self.client = connect::connect(
             &self.target.database,
             remaining,
@@ -335,7 +354,7 @@ impl LockSession {
                  pg_postmaster_start_time()::text",
             )
         });
-        if !self.listening {
+        if !self.settings_sent {
             if let Some(settings) = &self.settings {
                 batch.push(settings);
             }
@@ -363,6 +382,7 @@ impl LockSession {
                 return Err(pg_error::failed(&e, format!("cannot try the lock {key}")));
             }
         };
+        self.settings_sent = true;
         if let Some(started) = read_only.and_then(|slot| results.rows(slot).first()?.get(1)) {
             self.server_started = Some(started.to_string());
         }

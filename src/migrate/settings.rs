@@ -113,6 +113,20 @@ pub fn local_sql(
     format!("SELECT {}", columns.join(", "))
 }
 
+/// `--set` alone, for a session that does not migrate (`status`, `wait`);
+/// `None` without any.
+pub fn given_sql(settings: &[(String, String)]) -> Option<String> {
+    (!settings.is_empty()).then(|| {
+        let columns: Vec<String> = settings
+            .iter()
+            .map(|(name, value)| {
+                format!("set_config({}, {}, false)", literal(name), literal(value))
+            })
+            .collect();
+        format!("SELECT {}", columns.join(", "))
+    })
+}
+
 /// Checks `--set` on the session's server (see [`check_on_server`]).
 pub fn check(session: &mut LockSession, settings: &[(String, String)]) -> Result<(), Failure> {
     check_on_server(session.client(), settings)

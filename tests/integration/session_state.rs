@@ -178,3 +178,40 @@ fn transaction_mode_writes_the_history_row_as_the_sessions_own_role_too() {
     assert_eq!(owner_of(&db, "owned"), role);
     assert_ne!(owner_of(&db, "after_owner"), role);
 }
+
+#[test]
+fn status_and_wait_take_the_apply_lines_set_and_find_the_same_history() {
+    let db = Cluster::shared().create_db();
+    db.client().batch_execute("CREATE SCHEMA app").unwrap();
+    let dir = MigrationDir::new();
+    dir.file("V1__t.sql", "CREATE TABLE t (id int);\n");
+    apply(&db, &dir)
+        .args(["--set", "search_path=app"])
+        .run()
+        .assert_success();
+    assert!(db.query_i64("SELECT count(*) FROM app.refinery_schema_history") == 1);
+    let status = |set: &[&str]| {
+        let mut m = Miglock::for_db(&db);
+        m.args(["status", "--format", "json", "--migrations"])
+            .arg(dir.path())
+            .args(set);
+        m.run()
+    };
+    // Without it, the history is looked for where search_path points.
+    let out = status(&[]);
+    out.assert_success();
+    assert_eq!(out.json()["outcome"], "pending");
+    let out = status(&["--set", "search_path=app"]);
+    out.assert_success();
+    assert_eq!(out.json()["outcome"], "current");
+    assert_eq!(out.json()["table"]["schema"], "app");
+    let mut wait = Miglock::for_db(&db);
+    wait.args(["wait", "--timeout", "10s", "--migrations"])
+        .arg(dir.path())
+        .args(["--set", "search_path=app"]);
+    wait.run().assert_success();
+    // A setting the server refuses is a usage error for them too.
+    status(&["--set", "no_such_setting=1"])
+        .assert_code(2)
+        .assert_stderr_contains("no_such_setting");
+}
