@@ -13,6 +13,7 @@ mod nontx;
 mod output;
 mod paper_cuts;
 mod pooler;
+mod probes;
 mod real_world;
 mod reliability;
 mod server_log;
