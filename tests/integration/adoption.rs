@@ -466,25 +466,3 @@ fn repair_needs_yes_without_a_terminal_and_dry_run_changes_nothing() {
     assert_eq!(rows(&db)[1].1, "add_email_column");
     miglock(&db, &dir, &["apply"]).run().assert_success();
 }
-
-#[test]
-fn man_page_and_completions_know_the_new_commands() {
-    let page = Miglock::new()
-        .arg("man")
-        .run()
-        .assert_success()
-        .stdout
-        .clone();
-    for sub in ["BASELINE", "NEW", "REPAIR"] {
-        let heading = format!(".SH \"MIGLOCK {sub}\"");
-        assert!(page.contains(&heading), "no {heading}");
-    }
-    for option in ["\\-\\-checksums", "\\-\\-no\\-transaction", "\\-\\-version"] {
-        assert!(page.contains(option), "no {option}");
-    }
-    let bash = Miglock::new().args(["completions", "bash"]).run();
-    bash.assert_success();
-    for word in ["baseline", "repair", "--checksums", "--no-transaction"] {
-        bash.assert_stdout_contains(word);
-    }
-}

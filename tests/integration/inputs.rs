@@ -1249,32 +1249,3 @@ fn rust_log_trace_prints_no_password() {
         &[" TRACE ", "executing simple query", "lock attempt: "],
     );
 }
-
-#[test]
-fn help_lists_every_exit_code() {
-    for args in [&["--help"][..], &["help"][..]] {
-        let out = Miglock::new().args(args).run();
-        let case = format!("{args:?}");
-        assert_run(&case, &out, 0, &[]);
-        // Help is wrapped to the terminal width: compare with whitespace
-        // collapsed so a line break inside "4 disabled" does not matter.
-        let text = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
-        for code in [
-            "0 applied",
-            "1 failed",
-            "2 usage",
-            "3 skipped",
-            "4 disabled",
-            "5 unavailable",
-            "6 invalid",
-            "7 pending",
-            "130 interrupted",
-        ] {
-            assert!(
-                text.contains(code),
-                "[{case}] help lacks {code:?}\n{}",
-                show(&out)
-            );
-        }
-    }
-}

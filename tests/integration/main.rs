@@ -10,7 +10,6 @@ mod harness;
 mod inputs;
 mod lifecycle;
 mod nontx;
-mod output;
 mod paper_cuts;
 mod pooler;
 mod probes;
