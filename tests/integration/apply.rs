@@ -225,21 +225,6 @@ fn detail_and_hint_are_reported() {
 }
 
 #[test]
-fn a_last_line_comment_or_missing_semicolon_does_not_swallow_the_history_row() {
-    let db = Cluster::shared().create_db();
-    let dir = MigrationDir::new();
-    dir.file("V1__no_semicolon.sql", "CREATE TABLE a (id int)")
-        .file(
-            "V2__trailing_comment.sql",
-            "CREATE TABLE b (id int); -- done",
-        )
-        .file("V3__crlf.sql", "CREATE TABLE c (id int);\r\n-- windows\r\n");
-    apply(&db, &dir).run().assert_success();
-    assert_eq!(db.history(), [1, 2, 3]);
-    assert!(db.table_exists("a") && db.table_exists("b") && db.table_exists("c"));
-}
-
-#[test]
 fn busy_lock_past_the_wait_exits_3_naming_the_holder_and_changes_nothing() {
     let db = Cluster::shared().create_db();
     let dir = three_migrations();
@@ -693,23 +678,6 @@ fn verbose_runs_and_an_empty_folder() {
     out.assert_success()
         .assert_stderr_contains("no migration files in");
     assert_eq!(out.json()["outcome"], "current");
-    assert!(!db.table_exists("refinery_schema_history"));
-}
-
-#[test]
-fn a_migration_that_ends_its_own_transaction_is_refused_before_anything_runs() {
-    let db = Cluster::shared().create_db();
-    let dir = MigrationDir::new();
-    dir.file("V1__t.sql", "CREATE TABLE t (id int);\n").file(
-        "V2__rolls_back.sql",
-        "CREATE TABLE lost (id int);\nROLLBACK;\n",
-    );
-    let out = apply(&db, &dir).run();
-    out.assert_code(6)
-        .assert_stderr_contains("line 2: ROLLBACK controls the transaction");
-    assert_eq!(out.json()["problems"][0]["kind"], "transaction_control");
-    assert!(!db.table_exists("t"), "nothing runs");
-    assert!(!db.table_exists("lost"));
     assert!(!db.table_exists("refinery_schema_history"));
 }
 

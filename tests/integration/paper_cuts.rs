@@ -310,39 +310,6 @@ fn sighup_mid_migration_rolls_back_releases_the_lock_and_exits_130() {
 
 // 5. Hidden files
 
-#[test]
-fn hidden_files_in_the_migrations_folder_are_ignored() {
-    let db = Cluster::shared().create_db();
-    let dir = migrations();
-    dir.file(".V1__create_t.sql.swp", "\u{0}binary swap junk")
-        .file(".V2__draft.sql", "CREATE TABLE draft (id int);\n")
-        .file(
-            "sub/.V3__also_hidden.sql",
-            "CREATE TABLE hidden (id int);\n",
-        );
-    // Emacs' lock file: a dangling symbolic link.
-    std::os::unix::fs::symlink("me@host.4242:1700000000", dir.path().join(".#V8__x.sql")).unwrap();
-    let out = apply(&db, &dir).arg("-v").run();
-    out.assert_success()
-        .assert_stderr_contains("ignoring hidden file")
-        .assert_stderr_contains(".#V8__x.sql");
-    assert_eq!(db.history(), [1]);
-    assert!(!db.table_exists("draft"));
-    assert!(!db.table_exists("hidden"));
-    // Not worth a line at the default level.
-    let out = apply(&db, &dir).run();
-    out.assert_success();
-    assert!(!out.stderr.contains("hidden"), "{}", out.stderr);
-    Miglock::for_db(&db)
-        .args(["status", "--check", "--migrations"])
-        .arg(dir.path())
-        .run()
-        .assert_success();
-    // A visible misnamed file still makes the set invalid.
-    dir.file("v2__lower_case.sql", "SELECT 1;\n");
-    apply(&db, &dir).run().assert_code(6);
-}
-
 // 6. A password on the command line
 
 const PASSWORD_WARNING: &str = "the --database-url value holds a password, which every local user \
