@@ -1,5 +1,4 @@
 mod adoption;
-mod ahead;
 mod api;
 mod apply;
 mod cluster;
@@ -18,9 +17,6 @@ mod reliability;
 mod server_log;
 mod setup;
 mod smoke;
-mod status;
 mod structure;
 mod tenants;
 mod tls;
-mod unlock;
-mod wait;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{send_signal, wait_until, Miglock, MigrationDir, RunOutput};
+use crate::harness::{Miglock, MigrationDir, RunOutput};
 
 const HISTORY: &str = "refinery_schema_history";
 
@@ -266,47 +266,6 @@ fn settings_the_server_refuses_are_usage_errors_that_touch_nothing() {
 }
 
 // 4. SIGHUP
-
-#[test]
-fn sighup_mid_migration_rolls_back_releases_the_lock_and_exits_130() {
-    let db = Cluster::shared().create_db();
-    let blocker_key = 424_242;
-    let dir = MigrationDir::new();
-    dir.file(
-        "V1__blocked.sql",
-        &format!("CREATE TABLE blocked (id int);\nSELECT pg_advisory_xact_lock({blocker_key});\n"),
-    );
-    let mut blocker = db.client();
-    blocker
-        .batch_execute(&format!("SELECT pg_advisory_lock({blocker_key})"))
-        .unwrap();
-    let child = apply(&db, &dir).spawn();
-    let pid = child.id();
-    // miglock holds its lock and waits inside the migration.
-    wait_until(Duration::from_secs(30), || {
-        db.query_i64(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND wait_event_type = 'Lock' AND wait_event = 'advisory' \
-             AND application_name LIKE 'miglock apply holding%'",
-        ) == 1
-    });
-    let sent = Instant::now();
-    send_signal(pid, "HUP");
-    let out = RunOutput::from_child(child);
-    out.assert_code(130)
-        .assert_stderr_contains("INTERRUPTED signal=SIGHUP")
-        .assert_stderr_contains("LOCK_RELEASED");
-    assert!(sent.elapsed() < Duration::from_secs(10));
-    let json = out.json();
-    assert_eq!(json["outcome"], "interrupted");
-    assert_eq!(json["exit_code"], 130);
-    assert_eq!(db.history(), Vec::<i64>::new(), "no history row");
-    assert!(!db.table_exists("blocked"), "rolled back");
-    assert_eq!(advisory_locks_held(&db, db.default_key()), 0, "lock free");
-    blocker
-        .batch_execute(&format!("SELECT pg_advisory_unlock({blocker_key})"))
-        .unwrap();
-}
 
 // 5. Hidden files
 
