@@ -1,6 +1,5 @@
 mod adoption;
 mod api;
-mod apply;
 mod cluster;
 mod deploy;
 mod faults;
@@ -9,11 +8,8 @@ mod fuzz;
 mod harness;
 mod inputs;
 mod lifecycle;
-mod nontx;
-mod paper_cuts;
 mod pooler;
 mod probes;
-mod reliability;
 mod server_log;
 mod setup;
 mod smoke;
