@@ -14,9 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::cluster::{self, known_passwords, Cluster, TestDb};
-// The lock probes live in `probes`; the test files not yet on the
-// shared harness import them from here.
-pub use crate::probes::{marked_waiting_like, LockGate};
+use crate::probes::LockGate;
 
 /// How long one run of the binary may take before the harness kills it.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);

@@ -1,18 +1,26 @@
+//! The integration tests: the miglock binary (and its library) against
+//! throwaway PostgreSQL clusters, one module per user story.
+
+// The harness.
+mod cluster;
+mod harness;
+mod probes;
+mod smoke;
+
+// The stories.
 mod adoption;
 mod api;
-mod cluster;
 mod deploy;
 mod faults;
 mod files;
-mod fuzz;
-mod harness;
 mod inputs;
 mod lifecycle;
-mod pooler;
-mod probes;
+mod poolers;
 mod server_log;
-mod setup;
-mod smoke;
-mod structure;
 mod tenants;
 mod tls;
+
+// The source tree, the parsers, and the set-up script.
+mod fuzz;
+mod setup;
+mod structure;
