@@ -519,10 +519,20 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
     }
 }
 
-/// The one polling loop of the suite: calls `look` every 20 ms until it
-/// gives `Some` or `timeout` passes (`None`). Every wait for a condition
-/// goes through it.
-pub fn poll<T>(timeout: Duration, mut look: impl FnMut() -> Option<T>) -> Option<T> {
+/// Calls `look` every 20 ms until it gives `Some` or `timeout` passes
+/// (`None`). Every wait for a condition goes through it (or through
+/// [`poll_every`], where a measurement needs a finer step).
+pub fn poll<T>(timeout: Duration, look: impl FnMut() -> Option<T>) -> Option<T> {
+    poll_every(Duration::from_millis(20), timeout, look)
+}
+
+/// The one polling loop of the suite: calls `look` every `step` until it
+/// gives `Some` or `timeout` passes (`None`).
+pub fn poll_every<T>(
+    step: Duration,
+    timeout: Duration,
+    mut look: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(found) = look() {
@@ -531,7 +541,7 @@ pub fn poll<T>(timeout: Duration, mut look: impl FnMut() -> Option<T>) -> Option
         if Instant::now() >= deadline {
             return None;
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(step);
     }
 }
 
@@ -663,25 +673,20 @@ pub fn send_signal(pid: u32, signal: &str) {
 pub fn finish_all(children: Vec<Child>, timeout: Duration) -> Vec<(RunOutput, Instant)> {
     let mut children: Vec<(Child, Option<Instant>)> =
         children.into_iter().map(|c| (c, None)).collect();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut running = 0;
+    let all_ended = poll_every(Duration::from_millis(5), timeout, || {
         for (child, ended) in children.iter_mut().filter(|(_, e)| e.is_none()) {
-            match child.try_wait().expect("wait for a child") {
-                Some(_) => *ended = Some(Instant::now()),
-                None => running += 1,
+            if child.try_wait().expect("wait for a child").is_some() {
+                *ended = Some(Instant::now());
             }
         }
-        if running == 0 {
-            break;
+        children.iter().all(|(_, e)| e.is_some()).then_some(())
+    });
+    if all_ended.is_none() {
+        let running = children.iter().filter(|(_, e)| e.is_none()).count();
+        for (child, _) in children.iter_mut() {
+            let _ = child.kill();
         }
-        if Instant::now() >= deadline {
-            for (child, _) in children.iter_mut() {
-                let _ = child.kill();
-            }
-            panic!("{running} processes still running after {timeout:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
+        panic!("{running} processes still running after {timeout:?}");
     }
     children
         .into_iter()

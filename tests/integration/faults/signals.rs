@@ -6,15 +6,14 @@
 //! quotes; run with `-- --nocapture` to see them.
 
 use std::process::Child;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use postgres::Client;
 
 use crate::cluster::{Cluster, TestDb};
 use crate::harness::{
-    apply, finish_all, gated_migrations, send_signal, three_migrations, versions, wait_for,
-    wait_until, MigrationDir, RunOutput, SETTLE,
+    apply, finish_all, gated_migrations, poll_every, send_signal, three_migrations, versions,
+    wait_for, wait_until, MigrationDir, RunOutput, SETTLE,
 };
 use crate::probes::{
     assert_quiet, backend_exists, backends_like, effects, hold_default_key, key_holders, once_each,
@@ -170,18 +169,15 @@ fn holds_key(client: &mut Client, pid: i64, key: i64) -> bool {
         == 1
 }
 
-/// Polls every 5 ms until backend `pid` no longer holds `key`.
+/// How long after `since` backend `pid` let go of `key` (polled every
+/// 5 ms, so the time is fit to report).
+#[track_caller]
 fn time_until_released(db: &TestDb, pid: i64, key: i64, since: Instant) -> Duration {
     let mut client = db.client();
-    let deadline = since + Duration::from_secs(60);
-    while holds_key(&mut client, pid, key) {
-        assert!(
-            Instant::now() < deadline,
-            "backend {pid} still holds the lock after 60 s"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-    since.elapsed()
+    poll_every(Duration::from_millis(5), Duration::from_secs(60), || {
+        (!holds_key(&mut client, pid, key)).then(|| since.elapsed())
+    })
+    .unwrap_or_else(|| panic!("backend {pid} still holds the lock after 60 s"))
 }
 
 /// The waiter takes over: it holds the lock and is blocked on the gate, in
