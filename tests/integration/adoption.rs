@@ -5,27 +5,21 @@
 use serde_json::Value;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{versions, Miglock, MigrationDir};
+use crate::harness::{apply, command, versions, Miglock, MigrationDir};
+use crate::probes::hold_default_key;
 
 const V1: &str = "CREATE TABLE users (id int PRIMARY KEY);\n";
 const V2: &str = "ALTER TABLE users ADD COLUMN email text;\n";
 const V3: &str = "CREATE TABLE orders (id int PRIMARY KEY, user_id int REFERENCES users);\n";
 
-fn three_migrations() -> MigrationDir {
-    let dir = MigrationDir::new();
-    dir.file("V1__create_users.sql", V1)
-        .file("V2__add_email.sql", V2)
-        .file("V3__create_orders.sql", V3);
-    dir
-}
-
-/// `miglock <args> --format json --migrations <dir>` for the database.
-fn miglock(db: &TestDb, dir: &MigrationDir, args: &[&str]) -> Miglock {
-    let mut m = Miglock::for_db(db);
-    m.args(args)
-        .args(["--format", "json", "--migrations"])
-        .arg(dir.path());
-    m
+/// `V1__create_users`, `V2__add_email`, `V3__create_orders`: the files of
+/// a project whose database predates miglock.
+fn users_email_orders() -> MigrationDir {
+    MigrationDir::with(&[
+        ("V1__create_users.sql", V1),
+        ("V2__add_email.sql", V2),
+        ("V3__create_orders.sql", V3),
+    ])
 }
 
 /// (version, name, checksum) of every history row.
@@ -66,10 +60,12 @@ fn schema_by_hand(db: &TestDb) {
 #[test]
 fn baseline_records_an_existing_schema_and_apply_runs_only_what_follows() {
     let db = Cluster::shared().create_db();
-    let dir = three_migrations();
+    let dir = users_email_orders();
     schema_by_hand(&db);
 
-    let out = miglock(&db, &dir, &["baseline", "--version", "2"]).run();
+    let out = command(&db, "baseline", &dir)
+        .args(["--version", "2"])
+        .run();
     out.assert_success()
         .assert_stderr_contains("LOCK_ACQUIRED")
         .assert_stderr_contains("BASELINED version=2 recorded=2")
@@ -104,13 +100,15 @@ fn baseline_records_an_existing_schema_and_apply_runs_only_what_follows() {
     );
 
     // V1 and V2 would fail if run again (the table exists): only V3 runs.
-    let json = miglock(&db, &dir, &["apply"]).run().assert_success().json();
+    let json = apply(&db, &dir).run().assert_success().json();
     assert_eq!(versions(&json["applied"]), [3]);
     assert_eq!(db.history(), [1, 2, 3]);
     assert!(db.table_exists("orders"));
 
     // Again: everything up to 2 is recorded identically, nothing to do.
-    let out = miglock(&db, &dir, &["baseline", "--version", "2"]).run();
+    let out = command(&db, "baseline", &dir)
+        .args(["--version", "2"])
+        .run();
     out.assert_success()
         .assert_stderr_contains("BASELINED version=2 recorded=0");
     assert_eq!(versions(&out.json()["baselined"]), Vec::<i64>::new());
@@ -120,12 +118,13 @@ fn baseline_records_an_existing_schema_and_apply_runs_only_what_follows() {
 #[test]
 fn refinery_accepts_a_baselined_history() {
     let db = Cluster::shared().create_db();
-    let dir = three_migrations();
+    let dir = users_email_orders();
     schema_by_hand(&db);
     db.client().batch_execute(V3).unwrap();
     // Versions need not be contiguous: no V4 to V9.
     dir.file("V10__create_notes.sql", "CREATE TABLE notes (id int);\n");
-    miglock(&db, &dir, &["baseline", "--version", "3"])
+    command(&db, "baseline", &dir)
+        .args(["--version", "3"])
         .run()
         .assert_success()
         .assert_stderr_contains("BASELINED version=3 recorded=3");
@@ -154,10 +153,10 @@ fn refinery_accepts_a_baselined_history() {
 #[test]
 fn baseline_refuses_conflicting_rows_and_writes_nothing() {
     let db = Cluster::shared().create_db();
-    let dir = three_migrations();
+    let dir = users_email_orders();
     dir.remove("V2__add_email.sql")
         .remove("V3__create_orders.sql");
-    miglock(&db, &dir, &["apply"]).run().assert_success();
+    apply(&db, &dir).run().assert_success();
     let before = rows(&db);
     // V1 was edited after it was applied.
     dir.file(
@@ -166,7 +165,9 @@ fn baseline_refuses_conflicting_rows_and_writes_nothing() {
     )
     .file("V2__add_email.sql", V2);
 
-    let out = miglock(&db, &dir, &["baseline", "--version", "2"]).run();
+    let out = command(&db, "baseline", &dir)
+        .args(["--version", "2"])
+        .run();
     out.assert_code(6)
         .assert_stderr_contains("already recorded as V1__create_users");
     assert!(!out.stderr.contains("BASELINED"), "{}", out.stderr);
@@ -178,7 +179,9 @@ fn baseline_refuses_conflicting_rows_and_writes_nothing() {
 
     // A recorded version up to N whose file is gone.
     dir.remove("V1__create_users.sql");
-    let out = miglock(&db, &dir, &["baseline", "--version", "2"]).run();
+    let out = command(&db, "baseline", &dir)
+        .args(["--version", "2"])
+        .run();
     out.assert_code(6);
     assert_eq!(out.json()["problems"][0]["kind"], "missing");
     assert_eq!(rows(&db), before);
@@ -191,11 +194,15 @@ fn baseline_refuses_a_version_without_a_file_or_beyond_the_newest() {
     dir.file("V1__create_users.sql", V1)
         .file("V5__add_email.sql", V2);
     for (version, says) in [("3", "no file in"), ("6", "beyond the newest migration")] {
-        let out = miglock(&db, &dir, &["baseline", "--version", version]).run();
+        let out = command(&db, "baseline", &dir)
+            .args(["--version", version])
+            .run();
         out.assert_code(6).assert_stderr_contains(says);
         assert_eq!(out.json()["outcome"], "invalid");
     }
-    let out = miglock(&db, &dir, &["baseline", "--version", "0"]).run();
+    let out = command(&db, "baseline", &dir)
+        .args(["--version", "0"])
+        .run();
     out.assert_code(2);
     // Not even the history table was created.
     assert!(!db.table_exists("refinery_schema_history"));
@@ -204,7 +211,7 @@ fn baseline_refuses_a_version_without_a_file_or_beyond_the_newest() {
 #[test]
 fn baseline_dry_run_shows_what_it_would_record_and_writes_nothing() {
     let db = Cluster::shared().create_db();
-    let dir = three_migrations();
+    let dir = users_email_orders();
     let mut m = Miglock::for_db(&db);
     m.args(["baseline", "--version", "2", "--dry-run", "--migrations"])
         .arg(dir.path());
@@ -216,7 +223,8 @@ fn baseline_dry_run_shows_what_it_would_record_and_writes_nothing() {
     assert!(!out.stdout.contains("V3__"), "{}", out.stdout);
     assert!(!out.stderr.contains("BASELINED"), "{}", out.stderr);
     assert!(!out.stderr.contains("LOCK_ACQUIRED"), "{}", out.stderr);
-    let json = miglock(&db, &dir, &["baseline", "--version", "2", "--dry-run"])
+    let json = command(&db, "baseline", &dir)
+        .args(["--version", "2", "--dry-run"])
         .run()
         .assert_success()
         .json();
@@ -228,12 +236,11 @@ fn baseline_dry_run_shows_what_it_would_record_and_writes_nothing() {
 #[test]
 fn baseline_skips_when_the_lock_stays_busy() {
     let db = Cluster::shared().create_db();
-    let dir = three_migrations();
-    let mut holder = db.client();
-    holder
-        .batch_execute(&format!("SELECT pg_advisory_lock({})", db.default_key()))
-        .unwrap();
-    let out = miglock(&db, &dir, &["baseline", "--version", "3", "--wait", "0"]).run();
+    let dir = users_email_orders();
+    let _holder = hold_default_key(&db);
+    let out = command(&db, "baseline", &dir)
+        .args(["--version", "3", "--wait", "0"])
+        .run();
     out.assert_code(3)
         .assert_stderr_contains("LOCK_WAIT_TIMEOUT");
     assert_eq!(out.json()["outcome"], "skipped");
@@ -291,7 +298,7 @@ fn new_numbers_after_the_highest_version_with_its_padding() {
 
     // What new writes, apply loads: the set is valid and the file runs.
     let db = Cluster::shared().create_db();
-    miglock(&db, &padded, &["apply"]).run().assert_success();
+    apply(&db, &padded).run().assert_success();
     assert_eq!(db.history(), [1, 2, 3]);
 }
 
@@ -343,7 +350,7 @@ fn applied_then_edited(db: &TestDb) -> MigrationDir {
     let dir = MigrationDir::new();
     dir.file("V1__create_users.sql", &format!("-- users\n{V1}"))
         .file("V2__add_email.sql", V2);
-    miglock(db, &dir, &["apply"]).run().assert_success();
+    apply(db, &dir).run().assert_success();
     dir.file("V1__create_users.sql", &format!("-- the users\n{V1}"));
     dir
 }
@@ -363,11 +370,13 @@ fn repair_stores_the_edited_files_checksum_and_apply_accepts_it() {
     let old = checksum_of(&db, 1);
     let new = refinery_checksum("V1__create_users", &format!("-- the users\n{V1}"));
 
-    let out = miglock(&db, &dir, &["apply"]).run();
+    let out = apply(&db, &dir).run();
     out.assert_code(6);
     assert_eq!(out.json()["problems"][0]["kind"], "divergent");
 
-    let out = miglock(&db, &dir, &["repair", "--checksums", "--yes"]).run();
+    let out = command(&db, "repair", &dir)
+        .args(["--checksums", "--yes"])
+        .run();
     out.assert_success()
         .assert_stderr_contains(&format!("CHECKSUM_REPAIRED version=1 old={old} new={new}"))
         .assert_stderr_contains("no copy of the applied SQL");
@@ -381,12 +390,13 @@ fn repair_stores_the_edited_files_checksum_and_apply_accepts_it() {
 
     // Nothing of V1 ran again (its CREATE TABLE would fail), and apply
     // finds the set current.
-    let json = miglock(&db, &dir, &["apply"]).run().assert_success().json();
+    let json = apply(&db, &dir).run().assert_success().json();
     assert_eq!(json["outcome"], "current");
     assert_eq!(db.history(), [1, 2]);
 
     // Nothing left to repair.
-    let json = miglock(&db, &dir, &["repair", "--checksums", "--yes"])
+    let json = command(&db, "repair", &dir)
+        .args(["--checksums", "--yes"])
         .run()
         .assert_success()
         .json();
@@ -401,7 +411,9 @@ fn repair_leaves_versions_that_are_not_divergent_alone() {
 
     // V2 is applied and matches its file: nothing to do for it, and V1,
     // not named, is not touched.
-    let out = miglock(&db, &dir, &["repair", "--checksums", "--yes", "2"]).run();
+    let out = command(&db, "repair", &dir)
+        .args(["--checksums", "--yes", "2"])
+        .run();
     out.assert_success()
         .assert_stderr_contains("V2__add_email is not divergent");
     assert!(!out.stderr.contains("CHECKSUM_REPAIRED"), "{}", out.stderr);
@@ -409,13 +421,16 @@ fn repair_leaves_versions_that_are_not_divergent_alone() {
     assert_eq!(rows(&db), before);
 
     // A version that is not applied at all is a mistake in the command.
-    let out = miglock(&db, &dir, &["repair", "--checksums", "--yes", "1", "9"]).run();
+    let out = command(&db, "repair", &dir)
+        .args(["--checksums", "--yes", "1", "9"])
+        .run();
     out.assert_code(2)
         .assert_stderr_contains("version 9 is not applied");
     assert_eq!(rows(&db), before);
 
     // Named and divergent: repaired.
-    miglock(&db, &dir, &["repair", "--checksums", "--yes", "1"])
+    command(&db, "repair", &dir)
+        .args(["--checksums", "--yes", "1"])
         .run()
         .assert_success()
         .assert_stderr_contains("CHECKSUM_REPAIRED version=1");
@@ -432,7 +447,7 @@ fn repair_needs_yes_without_a_terminal_and_dry_run_changes_nothing() {
     let before = rows(&db);
 
     // The harness's stdin is /dev/null: no terminal.
-    let out = miglock(&db, &dir, &["repair", "--checksums"]).run();
+    let out = command(&db, "repair", &dir).args(["--checksums"]).run();
     out.assert_code(2).assert_stderr_contains("--yes");
     assert_eq!(out.json()["outcome"], "usage");
     assert_eq!(rows(&db), before);
@@ -450,7 +465,8 @@ fn repair_needs_yes_without_a_terminal_and_dry_run_changes_nothing() {
     assert!(!out.stderr.contains("LOCK_ACQUIRED"), "{}", out.stderr);
     assert_eq!(rows(&db), before);
 
-    let json = miglock(&db, &dir, &["repair", "--checksums", "--dry-run"])
+    let json = command(&db, "repair", &dir)
+        .args(["--checksums", "--dry-run"])
         .run()
         .assert_success()
         .json();
@@ -460,31 +476,10 @@ fn repair_needs_yes_without_a_terminal_and_dry_run_changes_nothing() {
     assert_eq!(rows(&db), before);
 
     // With --yes, the name moves too, and apply accepts the set.
-    miglock(&db, &dir, &["repair", "--checksums", "--yes"])
+    command(&db, "repair", &dir)
+        .args(["--checksums", "--yes"])
         .run()
         .assert_success();
     assert_eq!(rows(&db)[1].1, "add_email_column");
-    miglock(&db, &dir, &["apply"]).run().assert_success();
-}
-
-#[test]
-fn man_page_and_completions_know_the_new_commands() {
-    let page = Miglock::new()
-        .arg("man")
-        .run()
-        .assert_success()
-        .stdout
-        .clone();
-    for sub in ["BASELINE", "NEW", "REPAIR"] {
-        let heading = format!(".SH \"MIGLOCK {sub}\"");
-        assert!(page.contains(&heading), "no {heading}");
-    }
-    for option in ["\\-\\-checksums", "\\-\\-no\\-transaction", "\\-\\-version"] {
-        assert!(page.contains(option), "no {option}");
-    }
-    let bash = Miglock::new().args(["completions", "bash"]).run();
-    bash.assert_success();
-    for word in ["baseline", "repair", "--checksums", "--no-transaction"] {
-        bash.assert_stdout_contains(word);
-    }
+    apply(&db, &dir).run().assert_success();
 }

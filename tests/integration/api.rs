@@ -6,14 +6,8 @@ use std::time::Duration;
 use miglock::{ErrorKind, Migrated, Migrator, Version};
 
 use crate::cluster::Cluster;
-use crate::harness::{Miglock, MigrationDir};
-
-fn two_migrations() -> MigrationDir {
-    let dir = MigrationDir::new();
-    dir.file("V1__create_t.sql", "CREATE TABLE t (id int);")
-        .file("V2__add_note.sql", "ALTER TABLE t ADD COLUMN note text;");
-    dir
-}
+use crate::harness::{two_migrations, wait_for, Miglock, MigrationDir};
+use crate::probes::{hold_default_key, key_holders};
 
 #[test]
 fn migrator_applies_then_finds_the_schema_current_and_the_binary_agrees() {
@@ -44,23 +38,14 @@ fn migrator_applies_then_finds_the_schema_current_and_the_binary_agrees() {
         .assert_success()
         .assert_stderr_contains("SCHEMA_CURRENT version=V2__add_note applied=2");
     // The lock is released: nothing of the session is left holding it.
-    assert_eq!(
-        db.query_i64(&format!(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND ((classid::int8 << 32) | objid::int8) = {}",
-            db.default_key()
-        )),
-        0
-    );
+    assert!(key_holders(&db, db.default_key()).is_empty());
 }
 
 #[test]
 fn migrator_skips_while_another_session_holds_the_key() {
     let db = Cluster::shared().create_db();
     let dir = two_migrations();
-    let mut holder = db.client();
-    holder
-        .batch_execute(&format!("SELECT pg_advisory_lock({})", db.default_key()))
-        .unwrap();
+    let _holder = hold_default_key(&db);
     let result = Migrator::new(db.url())
         .migrations(dir.path())
         .wait(Duration::ZERO)
@@ -148,17 +133,18 @@ fn migrator_never_panics_inside_an_async_runtime() {
 #[test]
 fn a_cancelled_run_rolls_back_releases_the_lock_and_says_interrupted() {
     let db = Cluster::shared().create_db();
-    let dir = MigrationDir::new();
-    dir.file("V1__create_t.sql", "CREATE TABLE t (id int);")
-        .file(
+    let dir = MigrationDir::with(&[
+        ("V1__create_t.sql", "CREATE TABLE t (id int);"),
+        (
             "V2__slow.sql",
             "CREATE TABLE slow (id int);\nSELECT pg_sleep(60);",
-        );
+        ),
+    ]);
     let migrator = Migrator::new(db.url()).migrations(dir.path());
     let cancel = migrator.cancel_handle();
     let run = std::thread::spawn(move || migrator.apply());
     // Cancelled once V2 is running, as the server shows it.
-    crate::harness::wait_for("V2 to be running", Duration::from_secs(30), || {
+    wait_for("V2 to be running", Duration::from_secs(30), || {
         db.query_i64(
             "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' \
              AND state = 'active' AND pid <> pg_backend_pid()",
@@ -176,13 +162,7 @@ fn a_cancelled_run_rolls_back_releases_the_lock_and_says_interrupted() {
         db.query_i64("SELECT count(*) FROM pg_class WHERE relname = 'slow'"),
         0
     );
-    assert_eq!(
-        db.query_i64(&format!(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND ((classid::int8 << 32) | objid::int8) = {}",
-            db.default_key()
-        )),
-        0
-    );
+    assert!(key_holders(&db, db.default_key()).is_empty());
 }
 
 #[test]

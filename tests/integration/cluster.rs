@@ -634,16 +634,19 @@ impl<'c> TestDb<'c> {
         rows
     }
 
-    /// Whether `name` (optionally schema-qualified, resolved through the
-    /// search_path, unquoted names folded to lower case) is a table, view,
-    /// sequence or other relation.
     /// The versions in refinery's history table, in order (none when the
     /// table does not exist).
     pub fn history(&self) -> Vec<i64> {
-        if !self.table_exists("refinery_schema_history") {
+        self.history_of("refinery_schema_history")
+    }
+
+    /// The versions in the history table `table`, in order (none when it
+    /// does not exist).
+    pub fn history_of(&self, table: &str) -> Vec<i64> {
+        if !self.table_exists(table) {
             return Vec::new();
         }
-        self.query_strings("SELECT version FROM refinery_schema_history ORDER BY version")
+        self.query_strings(&format!("SELECT version FROM {table} ORDER BY version"))
             .into_iter()
             .map(|row| row[0].as_deref().unwrap().parse().unwrap())
             .collect()
@@ -652,16 +655,33 @@ impl<'c> TestDb<'c> {
     /// The default lock key for refinery's table, computed by PostgreSQL
     /// from the formula the README documents.
     pub fn default_key(&self) -> i64 {
-        self.query_i64(
-            "SELECT ('x0' || left(md5('miglock:' || current_database() || ':' || 'refinery_schema_history'), 15))::bit(64)::bigint",
-        )
+        self.key_for("refinery_schema_history")
     }
 
+    /// The default lock key for the history table `table` (as miglock
+    /// spells it: lower case, schema-qualified or not).
+    pub fn key_for(&self, table: &str) -> i64 {
+        self.query_i64(&format!(
+            "SELECT ('x0' || left(md5('miglock:' || current_database() || ':' || '{table}'), 15))::bit(64)::bigint"
+        ))
+    }
+
+    /// Whether `name` (optionally schema-qualified, resolved through the
+    /// search_path, unquoted names folded to lower case) is a table, view,
+    /// sequence or other relation.
     pub fn table_exists(&self, name: &str) -> bool {
         self.client()
             .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&name])
             .unwrap_or_else(|e| panic!("to_regclass({name}): {e}"))
             .get(0)
+    }
+
+    /// Whether table `table` has a column `column`.
+    pub fn column_exists(&self, table: &str, column: &str) -> bool {
+        self.query_i64(&format!(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_name = '{table}' AND column_name = '{column}'"
+        )) == 1
     }
 }
 

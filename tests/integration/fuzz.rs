@@ -17,6 +17,9 @@
 //! The properties are of three kinds: nothing panics on any input; what is
 //! accepted is what it should be (round trips, bounds, agreement with
 //! refinery); and no message ever echoes a password.
+//!
+//! The statement splitter and the classifier have theirs in
+//! `files::splitting`, beside the splitter's check against the server.
 
 use std::collections::BTreeMap;
 use std::fs;

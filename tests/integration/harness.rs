@@ -1,5 +1,6 @@
-//! Running the miglock binary from tests: migration directories, a command
-//! builder with a clean environment, and checks on what the binary printed.
+//! Running the miglock binary from tests: migration directories and the
+//! sets most tests apply, a command builder with a clean environment,
+//! checks on what the binary printed, and the one polling loop.
 #![allow(dead_code)]
 
 use std::ffi::{OsStr, OsString};
@@ -12,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{known_passwords, TestDb};
+use crate::cluster::{self, known_passwords, Cluster, TestDb};
+use crate::probes::LockGate;
 
 /// How long one run of the binary may take before the harness kills it.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -29,6 +31,16 @@ impl MigrationDir {
             .tempdir()
             .expect("create migration tempdir");
         MigrationDir { dir }
+    }
+
+    /// A folder holding `files`, each `(name, SQL)` as [`MigrationDir::file`]
+    /// writes it.
+    pub fn with(files: &[(&str, &str)]) -> MigrationDir {
+        let dir = MigrationDir::new();
+        for (name, sql) in files {
+            dir.file(name, sql);
+        }
+        dir
     }
 
     /// Writes (or overwrites) `name`, which may contain `/` to put the file
@@ -71,6 +83,113 @@ impl Default for MigrationDir {
     fn default() -> Self {
         MigrationDir::new()
     }
+}
+
+// ---------------------------------------------------------------------------
+// The migration sets tests share
+// ---------------------------------------------------------------------------
+
+/// `V1__create_t` makes table `t`, `V2__add_note` adds its column `note`.
+pub const CREATE_T_ADD_NOTE: [(&str, &str); 2] = [
+    ("V1__create_t.sql", "CREATE TABLE t (id int);\n"),
+    ("V2__add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n"),
+];
+
+/// The plain set most tests apply: [`CREATE_T_ADD_NOTE`].
+pub fn two_migrations() -> MigrationDir {
+    MigrationDir::with(&CREATE_T_ADD_NOTE)
+}
+
+/// V1 of the sets whose migrations count their runs: the table each
+/// migration records its version in (with the backend that ran it, and
+/// when), and V1's own row. [`crate::probes::effects`] reads it back.
+pub const EFFECTS: &str = concat!(
+    "CREATE TABLE effects (version int NOT NULL, pid int NOT NULL DEFAULT pg_backend_pid(), \
+     at timestamptz NOT NULL DEFAULT clock_timestamp());\n",
+    "INSERT INTO effects (version) VALUES (1);\n",
+);
+
+/// `V1__create_effects` ([`EFFECTS`]), `V2__create_users` (table
+/// `users`), `V3__add_email` (`users.email`): each leaves a row in
+/// `effects` that tells how often it ran.
+pub fn three_migrations() -> MigrationDir {
+    MigrationDir::with(&[
+        ("V1__create_effects.sql", EFFECTS),
+        (
+            "V2__create_users.sql",
+            "CREATE TABLE users (id int PRIMARY KEY);\nINSERT INTO effects (version) VALUES (2);\n",
+        ),
+        (
+            "V3__add_email.sql",
+            "ALTER TABLE users ADD COLUMN email text;\nINSERT INTO effects (version) VALUES (3);\n",
+        ),
+    ])
+}
+
+/// `V1__create_effects` ([`EFFECTS`]), `V2__gated` (creates table `v2`,
+/// records its effect, then waits for the [`LockGate`]: it stays running
+/// until the test opens the gate), `V3__after`. Each records its run in
+/// `effects`.
+pub fn gated_migrations() -> MigrationDir {
+    MigrationDir::with(&[
+        ("V1__create_effects.sql", EFFECTS),
+        (
+            "V2__gated.sql",
+            &format!(
+                "CREATE TABLE v2 (id int);\nINSERT INTO effects (version) VALUES (2);\n{}\n",
+                LockGate::SQL
+            ),
+        ),
+        (
+            "V3__after.sql",
+            "INSERT INTO effects (version) VALUES (3);\n",
+        ),
+    ])
+}
+
+/// Five releases' migrations: V1 makes table `t`, each later one adds a
+/// column.
+const RELEASES: [(&str, &str); 5] = [
+    ("V1__create_t.sql", "CREATE TABLE t (id int);\n"),
+    ("V2__add_a.sql", "ALTER TABLE t ADD COLUMN a text;\n"),
+    ("V3__add_b.sql", "ALTER TABLE t ADD COLUMN b text;\n"),
+    ("V4__add_c.sql", "ALTER TABLE t ADD COLUMN c text;\n"),
+    ("V5__add_d.sql", "ALTER TABLE t ADD COLUMN d text;\n"),
+];
+
+/// The first `n` migrations of five, as the image of one release holds
+/// them: a rolling deploy or a rollback runs an older release (fewer
+/// files) against a database a newer one migrated.
+pub fn release(n: usize) -> MigrationDir {
+    MigrationDir::with(&RELEASES[..n])
+}
+
+/// A database of the shared cluster that the newest release (V1..V5) has
+/// migrated.
+#[track_caller]
+pub fn migrated_by_newer_release() -> TestDb<'static> {
+    let db = Cluster::shared().create_db();
+    apply(&db, &release(5)).run().assert_success();
+    assert_eq!(db.history(), [1, 2, 3, 4, 5]);
+    db
+}
+
+// ---------------------------------------------------------------------------
+// Running the binary
+// ---------------------------------------------------------------------------
+
+/// `miglock COMMAND --format json --migrations DIR` against the database:
+/// add more arguments after (every option may follow the folder).
+pub fn command(db: &TestDb, name: &str, dir: &MigrationDir) -> Miglock {
+    let mut m = Miglock::for_db(db);
+    m.args([name, "--format", "json", "--migrations"])
+        .arg(dir.path());
+    m
+}
+
+/// `miglock apply --format json --migrations DIR` against the database.
+pub fn apply(db: &TestDb, dir: &MigrationDir) -> Miglock {
+    command(db, "apply", dir)
 }
 
 /// Builder for one run of the miglock binary. The environment is cleared:
@@ -311,7 +430,8 @@ impl RunOutput {
         self
     }
 
-    fn details(&self) -> String {
+    /// Exit code, stdout and stderr, for assertion messages.
+    pub fn details(&self) -> String {
         format!(
             "exit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- end ---",
             self.code, self.stdout, self.stderr
@@ -399,10 +519,20 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
     }
 }
 
-/// The one polling loop of the suite: calls `look` every 20 ms until it
-/// gives `Some` or `timeout` passes (`None`). Every wait for a condition
-/// goes through it.
-pub fn poll<T>(timeout: Duration, mut look: impl FnMut() -> Option<T>) -> Option<T> {
+/// Calls `look` every 20 ms until it gives `Some` or `timeout` passes
+/// (`None`). Every wait for a condition goes through it (or through
+/// [`poll_every`], where a measurement needs a finer step).
+pub fn poll<T>(timeout: Duration, look: impl FnMut() -> Option<T>) -> Option<T> {
+    poll_every(Duration::from_millis(20), timeout, look)
+}
+
+/// The one polling loop of the suite: calls `look` every `step` until it
+/// gives `Some` or `timeout` passes (`None`).
+pub fn poll_every<T>(
+    step: Duration,
+    timeout: Duration,
+    mut look: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(found) = look() {
@@ -411,7 +541,7 @@ pub fn poll<T>(timeout: Duration, mut look: impl FnMut() -> Option<T>) -> Option
         if Instant::now() >= deadline {
             return None;
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(step);
     }
 }
 
@@ -535,79 +665,37 @@ pub fn send_signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-/// An advisory lock the test holds on a session of its own, so that a
-/// statement taking the same key (a migration's [`LockGate::SQL`]) stays
-/// active, waiting on a lock, until the test opens the gate: a "still
-/// running" state that no amount of machine load can end early. Advisory
-/// keys are per database; the gate opens on drop at the latest.
-pub struct LockGate {
-    client: Option<postgres::Client>,
-}
-
-impl LockGate {
-    pub const KEY: i64 = 515_151;
-    /// The statement that waits for the gate (transaction-level, so the
-    /// migration's commit or rollback releases it).
-    pub const SQL: &'static str = "SELECT pg_advisory_xact_lock(515151);";
-
-    pub fn close(db: &TestDb) -> LockGate {
-        let mut client = db.client();
-        client
-            .batch_execute(&format!("SELECT pg_advisory_lock({})", LockGate::KEY))
-            .expect("close the gate");
-        LockGate {
-            client: Some(client),
+/// Waits for every child, noting when each ended (polled every 5 ms, so
+/// the times are fit to report), then collects the output of each with the
+/// harness's secret check. Children must not print more than a pipe holds
+/// (64 KiB) before they end.
+#[track_caller]
+pub fn finish_all(children: Vec<Child>, timeout: Duration) -> Vec<(RunOutput, Instant)> {
+    let mut children: Vec<(Child, Option<Instant>)> =
+        children.into_iter().map(|c| (c, None)).collect();
+    let all_ended = poll_every(Duration::from_millis(5), timeout, || {
+        for (child, ended) in children.iter_mut().filter(|(_, e)| e.is_none()) {
+            if child.try_wait().expect("wait for a child").is_some() {
+                *ended = Some(Instant::now());
+            }
         }
-    }
-
-    pub fn open(&mut self) {
-        if let Some(mut client) = self.client.take() {
-            // The session may be gone (a server restart ends it, and its
-            // lock with it).
-            let _ = client.batch_execute(&format!("SELECT pg_advisory_unlock({})", LockGate::KEY));
+        children.iter().all(|(_, e)| e.is_some()).then_some(())
+    });
+    if all_ended.is_none() {
+        let running = children.iter().filter(|(_, e)| e.is_none()).count();
+        for (child, _) in children.iter_mut() {
+            let _ = child.kill();
         }
+        panic!("{running} processes still running after {timeout:?}");
     }
-
-    /// How many sessions of the database wait for the gate, whatever the
-    /// statement that takes it.
-    pub fn waiting(db: &TestDb) -> i64 {
-        db.query_i64(&format!(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objsubid = 1 \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-             AND ((classid::int8 << 32) | objid::int8) = {}",
-            LockGate::KEY
-        ))
-    }
-
-    /// How many sessions whose `application_name` is LIKE `pattern` are
-    /// active and waiting for the gate.
-    pub fn waiting_like(db: &TestDb, pattern: &str) -> i64 {
-        db.query_i64(&format!(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND NOT l.granted AND l.objsubid = 1 \
-             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-             AND ((l.classid::int8 << 32) | l.objid::int8) = {} \
-             AND a.state = 'active' AND a.wait_event_type = 'Lock' \
-             AND a.application_name LIKE '{pattern}'",
-            LockGate::KEY
-        ))
-    }
+    children
+        .into_iter()
+        .map(|(child, ended)| (RunOutput::from_child(child), ended.unwrap()))
+        .collect()
 }
 
-impl Drop for LockGate {
-    fn drop(&mut self) {
-        self.open();
-    }
-}
-
-/// How many sessions of the database whose `application_name` is LIKE
-/// `pattern` hold the shared "waiting" mark miglock sets while it waits for
-/// its lock (`objsubid = 2`; see `LockRole` in src/lock.rs).
-pub fn marked_waiting_like(db: &TestDb, pattern: &str) -> i64 {
-    db.query_i64(&format!(
-        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.mode = 'ShareLock' \
-         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         AND a.application_name LIKE '{pattern}'"
-    ))
+/// A port of 127.0.0.1 nothing listens on: free a moment ago, and never
+/// handed to a cluster of this process.
+pub fn closed_port() -> u16 {
+    cluster::reserve_port()
 }

@@ -1,29 +1,27 @@
-mod adoption;
-mod ahead;
-mod api;
-mod apply;
-mod big_files;
+//! The integration tests: the miglock binary (and its library) against
+//! throwaway PostgreSQL clusters, one module per user story.
+
+// The harness.
 mod cluster;
+mod harness;
+mod probes;
+mod smoke;
+
+// The stories.
+mod adoption;
+mod api;
 mod deploy;
 mod faults;
-mod fuzz;
-mod harness;
+mod files;
 mod inputs;
 mod lifecycle;
-mod nontx;
-mod output;
-mod paper_cuts;
-mod pooler;
-mod real_world;
-mod reliability;
+mod poolers;
 mod safe_ddl;
 mod server_log;
-mod session_state;
-mod setup;
-mod smoke;
-mod status;
-mod structure;
 mod tenants;
 mod tls;
-mod unlock;
-mod wait;
+
+// The source tree, the parsers, and the set-up script.
+mod fuzz;
+mod setup;
+mod structure;

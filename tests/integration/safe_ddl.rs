@@ -8,16 +8,10 @@
 use std::time::Duration;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{versions, wait_for, Miglock, MigrationDir, RunOutput};
+use crate::harness::{apply, versions, wait_for, MigrationDir, RunOutput};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
-fn apply(db: &TestDb, dir: &MigrationDir) -> Miglock {
-    let mut m = Miglock::for_db(db);
-    m.args(["apply", "--format", "json", "--migrations"])
-        .arg(dir.path());
-    m
-}
 
 /// V1 makes `t`; V2 alters it (ACCESS EXCLUSIVE).
 fn alter_set(db: &TestDb) -> MigrationDir {

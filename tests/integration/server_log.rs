@@ -1,16 +1,8 @@
 //! What miglock makes the server log: nothing above LOG in a normal run.
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{
-    marked_waiting_like, wait_for, LockGate, Miglock, MigrationDir, RunOutput, SETTLE,
-};
-
-fn apply(db: &TestDb, dir: &MigrationDir) -> Miglock {
-    let mut m = Miglock::for_db(db);
-    m.args(["apply", "--format", "json", "--migrations"])
-        .arg(dir.path());
-    m
-}
+use crate::harness::{apply, wait_for, MigrationDir, RunOutput, SETTLE};
+use crate::probes::{marked_waiting_like, LockGate};
 
 /// A run that applies, with another waiting for the lock meanwhile, must
 /// leave no WARNING in the server log: operators alert on them. Also with a
@@ -34,13 +26,14 @@ fn a_normal_run_and_its_waiter_leave_no_warning_in_the_server_log() {
 }
 
 fn run_with_a_waiter(cluster: &Cluster, db: &TestDb) {
-    let dir = MigrationDir::new();
-    dir.file("V1__t.sql", "CREATE TABLE t (id int);")
-        .file(
+    let dir = MigrationDir::with(&[
+        ("V1__t.sql", "CREATE TABLE t (id int);"),
+        (
             "V2__gated.sql",
             &format!("{}\nINSERT INTO t VALUES (2);\n", LockGate::SQL),
-        )
-        .file("V3__more.sql", "INSERT INTO t VALUES (3);");
+        ),
+        ("V3__more.sql", "INSERT INTO t VALUES (3);"),
+    ]);
     // Only the first run's history table exists: the waiter then re-reads
     // it with every attempt, the batch that used to warn.
     apply(db, &dir)

@@ -3,21 +3,17 @@
 //! signal in the middle of a run.
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{send_signal, versions, wait_for, LockGate, Miglock, MigrationDir, RunOutput};
-
-fn two_migrations() -> MigrationDir {
-    let dir = MigrationDir::new();
-    dir.file("V1__create_t.sql", "CREATE TABLE t (id int);\n")
-        .file("V2__add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n");
-    dir
-}
+use crate::harness::{
+    closed_port, send_signal, two_migrations, versions, wait_for, Miglock, MigrationDir, RunOutput,
+    CREATE_T_ADD_NOTE,
+};
+use crate::probes::{hold_default_key, LockGate};
 
 /// A targets file: the given lines, in a temporary directory kept with
 /// the returned guard.
@@ -49,6 +45,16 @@ fn many(command: &str, file: &PathBuf, dir: &MigrationDir) -> Miglock {
     m
 }
 
+/// [`two_migrations`] with V1 waiting for the [`LockGate`] after creating
+/// `t`: it stays running until the test opens the gate.
+fn gated_create_t() -> MigrationDir {
+    let (name, sql) = CREATE_T_ADD_NOTE[0];
+    MigrationDir::with(&[
+        (name, &format!("{sql}{}\n", LockGate::SQL)),
+        CREATE_T_ADD_NOTE[1],
+    ])
+}
+
 fn by_target(json: &Value) -> Vec<&Value> {
     json["targets"]
         .as_array()
@@ -64,14 +70,6 @@ fn outcomes(json: &Value) -> Vec<String> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn thirty_databases_one_failed_one_unavailable_one_skipped_and_the_rest_applied() {
     let cluster = Cluster::shared();
@@ -81,11 +79,8 @@ fn thirty_databases_one_failed_one_unavailable_one_skipped_and_the_rest_applied(
         .client()
         .batch_execute("CREATE TABLE t (other int)")
         .unwrap();
-    let mut holder = held.client();
-    holder
-        .batch_execute(&format!("SELECT pg_advisory_lock({})", held.default_key()))
-        .unwrap();
-    let closed = format!("postgres://postgres@127.0.0.1:{}/nowhere", free_port());
+    let holder = hold_default_key(held);
+    let closed = format!("postgres://postgres@127.0.0.1:{}/nowhere", closed_port());
     let mut lines: Vec<String> = dbs.iter().map(line).collect();
     lines.insert(10, closed.clone());
     let (_guard, file) = targets_file(&lines);
@@ -194,14 +189,9 @@ fn fail_fast_starts_nothing_after_the_first_failure() {
 fn three_tenant_schemas_in_one_database_migrate_in_parallel() {
     let db = Cluster::shared().create_db();
     let mut gate = LockGate::close(&db);
-    let dir = MigrationDir::new();
     // The gate holds every tenant inside its first migration: all three at
     // once prove that the schemas do not wait for each other's lock.
-    dir.file(
-        "V1__create_t.sql",
-        &format!("CREATE TABLE t (id int);\n{}\n", LockGate::SQL),
-    )
-    .file("V2__add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n");
+    let dir = gated_create_t();
     let base = line(&db);
     let port = db.cluster().port();
     let lines = vec![
@@ -426,12 +416,7 @@ fn sigterm_mid_run_interrupts_every_target_in_flight_and_starts_no_other() {
     let cluster = Cluster::shared();
     let dbs: Vec<TestDb> = (0..3).map(|_| cluster.create_db()).collect();
     let mut gates: Vec<LockGate> = dbs[..2].iter().map(LockGate::close).collect();
-    let dir = MigrationDir::new();
-    dir.file(
-        "V1__create_t.sql",
-        &format!("CREATE TABLE t (id int);\n{}\n", LockGate::SQL),
-    )
-    .file("V2__add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n");
+    let dir = gated_create_t();
     let (_guard, file) = targets_file(&dbs.iter().map(line).collect::<Vec<_>>());
     let mut watched = many("apply", &file, &dir)
         .args(["--jobs", "2"])

@@ -8,6 +8,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 
 use crate::cluster::{Cluster, TestDb};
 use crate::harness::{wait_until, Miglock, MigrationDir, RunOutput, SETTLE};
+use crate::probes::sessions_like;
 
 /// A CA, a server certificate it signed for `names`, and the CA's PEM
 /// in a file the client can be pointed at.
@@ -93,9 +94,7 @@ fn with_params(db: &TestDb, params: &str) -> String {
 }
 
 fn migrations() -> MigrationDir {
-    let dir = MigrationDir::new();
-    dir.file("V1__t.sql", "CREATE TABLE t (id int);\n");
-    dir
+    MigrationDir::with(&[("V1__t.sql", "CREATE TABLE t (id int);\n")])
 }
 
 fn apply_with_url(url: &str, dir: &MigrationDir) -> RunOutput {
@@ -134,11 +133,7 @@ fn require_really_encrypts_and_disable_does_not() {
             .args(["wait", "--timeout", "30s", "--migrations"])
             .arg(dir.path())
             .spawn();
-        wait_until(SETTLE, || {
-            db.query_i64(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'miglock wait%'",
-            ) == 1
-        });
+        wait_until(SETTLE, || sessions_like(&db, "miglock wait%") == 1);
         assert_eq!(
             session_is_encrypted(&db, "miglock wait"),
             encrypted,

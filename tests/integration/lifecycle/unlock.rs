@@ -7,7 +7,12 @@ use postgres::{Client, NoTls};
 use serde_json::Value;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{wait_for, wait_until, LockGate, Miglock, MigrationDir, RunOutput, SETTLE};
+use crate::harness::{
+    apply, closed_port, wait_for, wait_until, Miglock, MigrationDir, RunOutput, SETTLE,
+};
+use crate::probes::{
+    backend_exists, backend_pid, hold_key_as, key_holders, sessions_like, LockGate,
+};
 
 /// `miglock unlock --format json` for the database.
 fn unlock(db: &TestDb) -> Miglock {
@@ -32,44 +37,9 @@ fn unlock_as(db: &TestDb, role: &str) -> Miglock {
     m
 }
 
-/// The pids holding the bigint advisory key in the database.
-fn holders(db: &TestDb, key: i64) -> Vec<i64> {
-    db.query_strings(&format!(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted \
-         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         AND ((classid::int8 << 32) | objid::int8) = {key} ORDER BY pid"
-    ))
-    .into_iter()
-    .map(|row| row[0].as_deref().unwrap().parse().unwrap())
-    .collect()
-}
-
-/// Names the session and takes the key; returns its backend pid.
-fn hold(client: &mut Client, key: i64, application_name: &str) -> i32 {
-    client
-        .batch_execute(&format!(
-            "SET application_name = '{application_name}'; SELECT pg_advisory_lock({key})"
-        ))
-        .unwrap();
-    pid(client)
-}
-
-fn pid(client: &mut Client) -> i32 {
-    client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0)
-}
-
 /// Whether the session still answers.
 fn alive(client: &mut Client) -> bool {
     client.simple_query("SELECT 1").is_ok()
-}
-
-fn backend_exists(db: &TestDb, pid: i32) -> bool {
-    db.query_i64(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
-    )) == 1
 }
 
 /// A connection as `role` (over the trusted unix socket).
@@ -109,7 +79,7 @@ fn without_a_terminal_it_needs_yes_and_touches_nothing() {
     let db = Cluster::shared().create_db();
     let key = db.default_key();
     let mut holder = db.client_tcp();
-    let holder_pid = hold(&mut holder, key, "stale-deploy");
+    let holder_pid = hold_key_as(&mut holder, key, "stale-deploy");
 
     // The harness gives the binary /dev/null as stdin: not a terminal.
     let out = unlock(&db).run();
@@ -132,14 +102,10 @@ fn without_a_terminal_it_needs_yes_and_touches_nothing() {
     RunOutput::from_child(child).assert_code(2);
 
     assert!(alive(&mut holder), "the holder was not touched");
-    assert_eq!(holders(&db, key), [i64::from(holder_pid)]);
+    assert_eq!(key_holders(&db, key), [i64::from(holder_pid)]);
 
     // It refuses before connecting: a dead server makes no difference.
-    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let mut m = Miglock::new();
     let out = m
         .env(
@@ -171,7 +137,7 @@ fn dry_run_shows_what_it_would_do_and_changes_nothing() {
     assert_eq!(json["lock"]["holder"], Value::Null);
 
     let mut holder = db.client_tcp();
-    let holder_pid = hold(&mut holder, key, "stale-deploy");
+    let holder_pid = hold_key_as(&mut holder, key, "stale-deploy");
     let json = unlock(&db).arg("--dry-run").run().assert_code(3).json();
     assert_eq!(json["outcome"], "skipped");
     assert_eq!(json["exit_code"], 3);
@@ -196,7 +162,7 @@ fn dry_run_shows_what_it_would_do_and_changes_nothing() {
         .assert_code(2);
 
     assert!(alive(&mut holder));
-    assert_eq!(holders(&db, key), [i64::from(holder_pid)]);
+    assert_eq!(key_holders(&db, key), [i64::from(holder_pid)]);
 }
 
 #[test]
@@ -205,7 +171,7 @@ fn a_free_lock_is_reported_free() {
     let key = db.default_key();
     // Another key held in the database is not this lock.
     let mut other = db.client();
-    hold(&mut other, key + 1, "other-key");
+    hold_key_as(&mut other, key + 1, "other-key");
     let out = unlock(&db).arg("--yes").run();
     out.assert_success();
     let json = out.json();
@@ -229,7 +195,7 @@ fn an_idle_stale_holder_is_terminated_and_the_lock_is_free() {
     let db = Cluster::shared().create_db();
     let key = db.default_key();
     let mut holder = db.client_tcp();
-    let holder_pid = hold(&mut holder, key, "miglock apply holding host=gone pid=1");
+    let holder_pid = hold_key_as(&mut holder, key, "miglock apply holding host=gone pid=1");
 
     let out = unlock(&db).arg("--yes").run();
     out.assert_success().assert_stderr_contains(&format!(
@@ -243,8 +209,8 @@ fn an_idle_stale_holder_is_terminated_and_the_lock_is_free() {
     assert_eq!(json["error"], Value::Null);
 
     assert!(!alive(&mut holder), "the holder's connection is dead");
-    assert!(!backend_exists(&db, holder_pid));
-    assert!(holders(&db, key).is_empty(), "the key is free");
+    assert!(!backend_exists(&db, holder_pid.into()));
+    assert!(key_holders(&db, key).is_empty(), "the key is free");
 }
 
 #[test]
@@ -254,7 +220,7 @@ fn an_active_holder_is_left_alone_unless_forced() {
     let mut busy = db.client();
     busy.batch_execute("SET application_name = 'busy-migration'")
         .unwrap();
-    let busy_pid = pid(&mut busy);
+    let busy_pid = backend_pid(&mut busy);
     // Its statement takes the key, then waits for a gate the test holds:
     // "running a statement right now" until the test says otherwise.
     let mut gate = LockGate::close(&db);
@@ -268,7 +234,7 @@ fn an_active_holder_is_left_alone_unless_forced() {
         "the holder's statement to be active, blocked at the gate",
         SETTLE,
         || {
-            holders(&db, key) == [i64::from(busy_pid)]
+            key_holders(&db, key) == [i64::from(busy_pid)]
                 && LockGate::waiting_like(&db, "busy-migration") == 1
         },
     );
@@ -288,7 +254,11 @@ fn an_active_holder_is_left_alone_unless_forced() {
         .as_str()
         .unwrap()
         .contains("--force"));
-    assert_eq!(holders(&db, key), [i64::from(busy_pid)], "still holding");
+    assert_eq!(
+        key_holders(&db, key),
+        [i64::from(busy_pid)],
+        "still holding"
+    );
     // A dry run previews the refusal; with --force it previews the termination.
     let dry = unlock(&db).arg("--dry-run").run();
     dry.assert_code(3)
@@ -302,7 +272,7 @@ fn an_active_holder_is_left_alone_unless_forced() {
         .json();
     assert_eq!(json["outcome"], "skipped");
     assert!(!statement.is_finished());
-    assert_eq!(holders(&db, key), [i64::from(busy_pid)]);
+    assert_eq!(key_holders(&db, key), [i64::from(busy_pid)]);
 
     let out = unlock(&db).args(["--force", "--yes"]).run();
     out.assert_success();
@@ -315,8 +285,8 @@ fn an_active_holder_is_left_alone_unless_forced() {
         result.is_err(),
         "the holder's statement was cut short: {result:?}"
     );
-    assert!(holders(&db, key).is_empty());
-    assert!(!backend_exists(&db, busy_pid));
+    assert!(key_holders(&db, key).is_empty());
+    assert!(!backend_exists(&db, busy_pid.into()));
     gate.open();
 }
 
@@ -326,7 +296,7 @@ fn sessions_that_do_not_hold_the_key_are_never_touched() {
     let db = cluster.create_db();
     let key = db.default_key();
     let mut holder = db.client_tcp();
-    let holder_pid = hold(&mut holder, key, "worker");
+    let holder_pid = hold_key_as(&mut holder, key, "worker");
 
     // Same application_name, idle, no lock.
     let mut twins: Vec<Client> = (0..2)
@@ -339,7 +309,7 @@ fn sessions_that_do_not_hold_the_key_are_never_touched() {
     // Another bigint key; the waiting mark (the two-int4 key with the same
     // halves, shared); the same key in another database.
     let mut other_key = db.client();
-    hold(&mut other_key, key + 1, "worker");
+    hold_key_as(&mut other_key, key + 1, "worker");
     let mut marked = db.client();
     marked
         .batch_execute(&format!(
@@ -351,7 +321,7 @@ fn sessions_that_do_not_hold_the_key_are_never_touched() {
         .unwrap();
     let elsewhere_db = cluster.create_db();
     let mut elsewhere = elsewhere_db.client();
-    hold(&mut elsewhere, key, "worker");
+    hold_key_as(&mut elsewhere, key, "worker");
 
     let mut m = Miglock::for_db(&db);
     let out = m.args(["unlock", "--yes"]).run();
@@ -365,28 +335,19 @@ fn sessions_that_do_not_hold_the_key_are_never_touched() {
     assert!(alive(&mut other_key));
     assert!(alive(&mut marked));
     assert!(alive(&mut elsewhere));
-    assert!(holders(&db, key).is_empty());
-    assert_eq!(holders(&elsewhere_db, key).len(), 1);
+    assert!(key_holders(&db, key).is_empty());
+    assert_eq!(key_holders(&elsewhere_db, key).len(), 1);
 }
 
 #[test]
 fn a_waiting_replica_proceeds_once_the_stale_holder_is_gone() {
     let db = Cluster::shared().create_db();
     let key = db.default_key();
-    let dir = MigrationDir::new();
-    dir.file("V1__create_t.sql", "CREATE TABLE t (id int);\n");
+    let dir = MigrationDir::with(&[("V1__create_t.sql", "CREATE TABLE t (id int);\n")]);
     let mut stale = db.client_tcp();
-    let stale_pid = hold(&mut stale, key, "miglock apply holding host=dead pid=9");
-    let replica = Miglock::for_db(&db)
-        .args(["apply", "--format", "json", "--wait", "60s", "--migrations"])
-        .arg(dir.path())
-        .spawn();
-    wait_until(SETTLE, || {
-        db.query_i64(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND application_name LIKE 'miglock apply waiting%'",
-        ) == 1
-    });
+    let stale_pid = hold_key_as(&mut stale, key, "miglock apply holding host=dead pid=9");
+    let replica = apply(&db, &dir).args(["--wait", "60s"]).spawn();
+    wait_until(SETTLE, || sessions_like(&db, "miglock apply waiting%") == 1);
 
     let json = unlock(&db).arg("--yes").run().assert_success().json();
     assert_eq!(json["outcome"], "released");
@@ -395,7 +356,7 @@ fn a_waiting_replica_proceeds_once_the_stale_holder_is_gone() {
     out.assert_success();
     assert_eq!(out.json()["outcome"], "applied");
     assert!(db.table_exists("t"));
-    assert!(holders(&db, key).is_empty());
+    assert!(key_holders(&db, key).is_empty());
 }
 
 #[test]
@@ -406,7 +367,7 @@ fn permission_denied_is_explained_and_pg_signal_backend_fixes_it() {
 
     // A superuser holds the key; a plain role cannot end that session.
     let mut superuser = db.client_tcp();
-    let superuser_pid = hold(&mut superuser, key, "superuser-deploy");
+    let superuser_pid = hold_key_as(&mut superuser, key, "superuser-deploy");
     // It cannot see whether the holder is busy either, so plain --yes
     // already leaves it alone.
     let out = unlock_as(&db, &ops).arg("--yes").run();
@@ -433,7 +394,7 @@ fn permission_denied_is_explained_and_pg_signal_backend_fixes_it() {
     assert_eq!(json["exit_code"], 1);
     assert!(terminated(&json).is_empty());
     assert!(alive(&mut superuser), "the superuser's session survives");
-    assert_eq!(holders(&db, key), [i64::from(superuser_pid)]);
+    assert_eq!(key_holders(&db, key), [i64::from(superuser_pid)]);
     superuser
         .batch_execute(&format!("SELECT pg_advisory_unlock({key})"))
         .unwrap();
@@ -441,7 +402,7 @@ fn permission_denied_is_explained_and_pg_signal_backend_fixes_it() {
     // Another plain role's session: the fix is pg_signal_backend.
     let app = create_role(&db, "app");
     let mut holder = connect_as(&db, &app);
-    let holder_pid = hold(&mut holder, key, "app-deploy");
+    let holder_pid = hold_key_as(&mut holder, key, "app-deploy");
     let out = unlock_as(&db, &ops).args(["--yes", "--force"]).run();
     out.assert_code(1)
         .assert_stderr_contains("SQLSTATE 42501")
@@ -466,14 +427,14 @@ fn permission_denied_is_explained_and_pg_signal_backend_fixes_it() {
     assert_eq!(terminated(&json), [i64::from(holder_pid)]);
     assert_eq!(json["lock"]["holder"], Value::Null);
     assert!(!alive(&mut holder));
-    assert!(holders(&db, key).is_empty());
+    assert!(key_holders(&db, key).is_empty());
 
     // With pg_read_all_stats too, the idle holder is seen as idle: --yes suffices.
     db.client()
         .batch_execute(&format!("GRANT pg_read_all_stats TO {ops}"))
         .unwrap();
     let mut holder = connect_as(&db, &app);
-    let holder_pid = hold(&mut holder, key, "app-deploy");
+    let holder_pid = hold_key_as(&mut holder, key, "app-deploy");
     let json = unlock_as(&db, &ops)
         .arg("--yes")
         .run()
@@ -490,7 +451,7 @@ fn on_a_terminal_it_asks_first() {
     let db = Cluster::shared().create_db();
     let key = db.default_key();
     let mut holder = db.client_tcp();
-    let holder_pid = hold(&mut holder, key, "stale-deploy");
+    let holder_pid = hold_key_as(&mut holder, key, "stale-deploy");
     // `script` runs unlock on a pseudo-terminal and feeds it our stdin.
     let ask = |answer: &str| {
         let mut m = Miglock::for_db(&db);
@@ -518,13 +479,13 @@ fn on_a_terminal_it_asks_first() {
         ))
         .assert_stdout_contains(&format!("not confirmed: pid {holder_pid} was left alone"));
     assert!(alive(&mut holder));
-    assert_eq!(holders(&db, key), [i64::from(holder_pid)]);
+    assert_eq!(key_holders(&db, key), [i64::from(holder_pid)]);
 
     let out = ask("y\n");
     out.assert_success()
         .assert_stdout_contains(&format!("Terminated pid {holder_pid}; lock {key} is free."));
     assert!(!alive(&mut holder));
-    assert!(holders(&db, key).is_empty());
+    assert!(key_holders(&db, key).is_empty());
 }
 
 #[test]
@@ -535,12 +496,12 @@ fn a_holder_idle_in_transaction_is_terminated_and_what_it_blocked_proceeds() {
         .batch_execute("CREATE TABLE t (id int)")
         .unwrap();
     let mut holder = db.client();
-    let holder_pid = hold(&mut holder, key, "half-done-migration");
+    let holder_pid = hold_key_as(&mut holder, key, "half-done-migration");
     holder
         .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; INSERT INTO t VALUES (1)")
         .unwrap();
     let mut reader = db.client();
-    let reader_pid = pid(&mut reader);
+    let reader_pid = backend_pid(&mut reader);
     let blocked = thread::spawn(move || {
         let count = reader.query_one("SELECT count(*) FROM t", &[]);
         count.map(|row| (row.get::<_, i64>(0), reader))
@@ -561,5 +522,5 @@ fn a_holder_idle_in_transaction_is_terminated_and_what_it_blocked_proceeds() {
     assert_eq!(count, 0, "the holder's open transaction rolled back");
     assert!(alive(&mut reader), "the blocked session was not touched");
     assert!(!alive(&mut holder));
-    assert!(holders(&db, key).is_empty());
+    assert!(key_holders(&db, key).is_empty());
 }

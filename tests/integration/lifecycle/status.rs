@@ -8,15 +8,10 @@ use serde_json::Value;
 
 use crate::cluster::{Cluster, TestDb};
 use crate::harness::{
-    versions, wait_for, wait_until, LockGate, Miglock, MigrationDir, RunOutput, SETTLE,
+    apply, closed_port, command, send_signal, two_migrations, versions, wait_for, wait_until,
+    Miglock, MigrationDir, RunOutput, SETTLE,
 };
-
-fn two_migrations() -> MigrationDir {
-    let dir = MigrationDir::new();
-    dir.file("V1__create_t.sql", "CREATE TABLE t (id int);\n")
-        .file("V2__add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n");
-    dir
-}
+use crate::probes::{backend_pid, hold_key_as, key_holders, LockGate};
 
 /// `miglock status --migrations DIR` for the database (text output).
 fn status(db: &TestDb, dir: &MigrationDir) -> Miglock {
@@ -28,29 +23,11 @@ fn status(db: &TestDb, dir: &MigrationDir) -> Miglock {
 /// `status --format json`, run, and the exit code checked.
 #[track_caller]
 fn status_json(db: &TestDb, dir: &MigrationDir, extra: &[&str], code: i32) -> Value {
-    status(db, dir)
-        .args(["--format", "json"])
+    command(db, "status", dir)
         .args(extra)
         .run()
         .assert_code(code)
         .json()
-}
-
-fn apply(db: &TestDb, dir: &MigrationDir, extra: &[&str]) {
-    Miglock::for_db(db)
-        .args(["apply", "--migrations"])
-        .arg(dir.path())
-        .args(extra)
-        .run()
-        .assert_success();
-}
-
-fn advisory_locks_held(db: &TestDb, key: i64) -> i64 {
-    db.query_i64(&format!(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted \
-         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         AND ((classid::int8 << 32) | objid::int8) = {key}"
-    ))
 }
 
 /// A list field that `skip_serializing_if` may leave out when empty.
@@ -60,13 +37,6 @@ fn optional_list(value: &Value) -> Vec<Value> {
         Value::Array(items) => items.clone(),
         other => panic!("not a list: {other}"),
     }
-}
-
-fn pid(client: &mut Client) -> i32 {
-    client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0)
 }
 
 fn hostname() -> String {
@@ -134,11 +104,7 @@ fn an_empty_database_has_everything_pending() {
     status(&db, &dir).arg("--check").run().assert_code(7);
 
     // No server: 5 whatever --check says.
-    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let mut m = Miglock::new();
     let json = m
         .env(
@@ -173,7 +139,10 @@ fn an_empty_database_has_everything_pending() {
 fn a_partly_applied_database_lists_applied_with_dates_and_what_is_pending() {
     let db = Cluster::shared().create_db();
     let dir = two_migrations();
-    apply(&db, &dir, &["--target", "1"]);
+    apply(&db, &dir)
+        .args(["--target", "1"])
+        .run()
+        .assert_success();
     let applied_on = db.query_strings("SELECT applied_on FROM refinery_schema_history")[0][0]
         .clone()
         .unwrap();
@@ -201,17 +170,14 @@ fn a_partly_applied_database_lists_applied_with_dates_and_what_is_pending() {
     status_json(&db, &dir, &["--check"], 7);
     assert_eq!(db.history(), [1], "status applies nothing");
     assert!(db.table_exists("t"));
-    assert_eq!(
-        db.query_i64("SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'note'"),
-        0
-    );
+    assert!(!db.column_exists("t", "note"));
 }
 
 #[test]
 fn an_up_to_date_database_is_current_and_check_passes() {
     let db = Cluster::shared().create_db();
     let dir = two_migrations();
-    apply(&db, &dir, &[]);
+    apply(&db, &dir).run().assert_success();
     let json = status_json(&db, &dir, &["--check"], 0);
     assert_eq!(json["outcome"], "current");
     assert_eq!(json["exit_code"], 0);
@@ -229,7 +195,7 @@ fn an_up_to_date_database_is_current_and_check_passes() {
 fn an_edited_applied_file_is_divergent() {
     let db = Cluster::shared().create_db();
     let dir = two_migrations();
-    apply(&db, &dir, &[]);
+    apply(&db, &dir).run().assert_success();
     dir.file("V1__create_t.sql", "CREATE TABLE t (id bigint);\n");
 
     let json = status_json(&db, &dir, &[], 0);
@@ -263,7 +229,7 @@ fn an_edited_applied_file_is_divergent() {
 fn a_deleted_applied_file_is_missing() {
     let db = Cluster::shared().create_db();
     let dir = two_migrations();
-    apply(&db, &dir, &[]);
+    apply(&db, &dir).run().assert_success();
     dir.remove("V1__create_t.sql");
 
     let json = status_json(&db, &dir, &[], 0);
@@ -288,7 +254,7 @@ fn a_deleted_applied_file_is_missing() {
 fn an_unreadable_folder_is_invalid_and_the_database_is_still_described() {
     let db = Cluster::shared().create_db();
     let dir = two_migrations();
-    apply(&db, &dir, &[]);
+    apply(&db, &dir).run().assert_success();
     let mut m = Miglock::for_db(&db);
     let out = m
         .args(["status", "--format", "json", "--migrations"])
@@ -308,12 +274,7 @@ fn the_holder_is_shown_with_pid_name_client_and_state() {
     let dir = two_migrations();
     let key = db.default_key();
     let mut holder = db.client_tcp();
-    holder
-        .batch_execute(&format!(
-            "SET application_name = 'deploy-42 stuck'; SELECT pg_advisory_lock({key})"
-        ))
-        .unwrap();
-    let holder_pid = pid(&mut holder);
+    let holder_pid = hold_key_as(&mut holder, key, "deploy-42 stuck");
 
     let json = status_json(&db, &dir, &[], 0);
     let h = &json["lock"]["holder"];
@@ -354,7 +315,7 @@ fn the_holder_is_shown_with_pid_name_client_and_state() {
     );
 
     // Looking does not disturb the holder.
-    assert_eq!(advisory_locks_held(&db, key), 1);
+    assert_eq!(key_holders(&db, key).len(), 1);
     holder.batch_execute("SELECT 1").unwrap();
 }
 
@@ -364,28 +325,14 @@ fn waiting_apply_and_wait_processes_are_listed() {
     let dir = two_migrations();
     let key = db.default_key();
     let mut holder = db.client();
-    holder
-        .batch_execute(&format!(
-            "SET application_name = 'slow-deploy'; SELECT pg_advisory_lock({key})"
-        ))
-        .unwrap();
-    let holder_pid = pid(&mut holder);
+    let holder_pid = hold_key_as(&mut holder, key, "slow-deploy");
 
-    let applier = Miglock::for_db(&db)
-        .args(["apply", "--format", "json", "--wait", "60s", "--migrations"])
-        .arg(dir.path())
+    let applier = apply(&db, &dir)
+        .args(["--wait", "60s"])
         .env("MIGLOCK_INSTANCE", "replica-a")
         .spawn();
-    let waiter = Miglock::for_db(&db)
-        .args([
-            "wait",
-            "--format",
-            "json",
-            "--timeout",
-            "60s",
-            "--migrations",
-        ])
-        .arg(dir.path())
+    let waiter = command(&db, "wait", &dir)
+        .args(["--timeout", "60s"])
         .spawn();
     let apply_name = truncated(format!(
         "miglock apply waiting host={} pid={} replica-a",
@@ -425,7 +372,7 @@ fn waiting_apply_and_wait_processes_are_listed() {
         assert!(w["backend_start"].is_string(), "{w}");
     }
     // The holder is not among the waiters, and the waiters hold nothing.
-    assert_eq!(advisory_locks_held(&db, key), 1);
+    assert_eq!(key_holders(&db, key).len(), 1);
 
     status(&db, &dir)
         .run()
@@ -463,21 +410,16 @@ fn sessions_blocked_behind_the_holder_are_listed() {
         .batch_execute("CREATE TABLE t (id int)")
         .unwrap();
     let mut holder = db.client();
-    holder
-        .batch_execute(&format!(
-            "SET application_name = 'migrating'; SELECT pg_advisory_lock({key})"
-        ))
-        .unwrap();
+    let holder_pid = hold_key_as(&mut holder, key, "migrating");
     holder
         .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    let holder_pid = pid(&mut holder);
 
     let mut reader = db.client();
     reader
         .batch_execute("SET application_name = 'api-reader'")
         .unwrap();
-    let reader_pid = pid(&mut reader);
+    let reader_pid = backend_pid(&mut reader);
     let blocked = thread::spawn(move || reader.batch_execute("SELECT * FROM t").map(|_| reader));
     wait_until(SETTLE, || {
         db.query_i64(&format!(
@@ -522,7 +464,7 @@ fn a_role_without_privileges_sees_a_hidden_holder_and_is_told_why() {
     let db = Cluster::shared().create_db();
     let cluster = db.cluster();
     let dir = two_migrations();
-    apply(&db, &dir, &[]);
+    apply(&db, &dir).run().assert_success();
     let key = db.default_key();
     // The role's password is the cluster's own, so the leak check covers it.
     let role = format!("{}_viewer", db.name());
@@ -537,12 +479,7 @@ fn a_role_without_privileges_sees_a_hidden_holder_and_is_told_why() {
         ))
         .unwrap();
     let mut holder = db.client_tcp();
-    holder
-        .batch_execute(&format!(
-            "SET application_name = 'superuser-deploy'; SELECT pg_advisory_lock({key})"
-        ))
-        .unwrap();
-    let holder_pid = pid(&mut holder);
+    let holder_pid = hold_key_as(&mut holder, key, "superuser-deploy");
     let url = format!(
         "postgres://{role}:{}@127.0.0.1:{}/{}",
         cluster.password(),
@@ -597,7 +534,7 @@ fn a_role_without_privileges_sees_a_hidden_holder_and_is_told_why() {
         "{}",
         out.stdout
     );
-    assert_eq!(advisory_locks_held(&db, key), 1);
+    assert_eq!(key_holders(&db, key).len(), 1);
 }
 
 #[test]
@@ -623,10 +560,10 @@ fn an_explicit_key_and_another_table_change_what_is_reported() {
     let json = status_json(&db, &dir, &["--table", "app.History"], 0);
     assert_eq!(json["table"]["name"], "app.history");
     assert_eq!(json["table"]["exists"], false);
-    let expected = db.query_i64(
-        "SELECT ('x0' || left(md5('miglock:' || current_database() || ':app.history'), 15))::bit(64)::bigint",
+    assert_eq!(
+        json["lock"]["key"].as_i64(),
+        Some(db.key_for("app.history"))
     );
-    assert_eq!(json["lock"]["key"].as_i64(), Some(expected));
     assert_eq!(json["lock"]["holder"], Value::Null);
     assert!(!db.table_exists("app.history"));
 }
@@ -679,11 +616,7 @@ fn a_migrating_apply_is_shown_as_the_holder() {
         .assert_stdout_contains(", active for ");
 
     // End the run (SIGTERM): it rolls V2 back and lets go of the lock.
-    let status_kill = std::process::Command::new("kill")
-        .args(["-TERM", &applier.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status_kill.success());
+    send_signal(applier.id(), "TERM");
     RunOutput::from_child(applier).assert_code(130);
     gate.open();
     let json = status_json(&db, &dir, &[], 0);

@@ -4,14 +4,8 @@
 //! statements; and whatever happens, the report agrees with the database.
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{versions, Miglock, MigrationDir};
+use crate::harness::{apply, versions, Miglock, MigrationDir};
 
-fn apply(db: &TestDb, dir: &MigrationDir) -> Miglock {
-    let mut m = Miglock::for_db(db);
-    m.args(["apply", "--format", "json", "--migrations"])
-        .arg(dir.path());
-    m
-}
 
 /// A role that owns nothing and may not touch the history table, as the
 /// application's owner role usually is.

@@ -8,14 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use crate::cluster::Cluster;
-use crate::harness::{Miglock, MigrationDir, RunOutput};
-
-fn two_migrations() -> MigrationDir {
-    let dir = MigrationDir::new();
-    dir.file("V1__create_t.sql", "CREATE TABLE t (id int);")
-        .file("V2__add_note.sql", "ALTER TABLE t ADD COLUMN note text;");
-    dir
-}
+use crate::harness::{apply, two_migrations, Miglock, MigrationDir, RunOutput};
 
 /// Enough pending migrations that `status` writes far more than a pipe
 /// holds (64 KiB), so its write meets the closed pipe.
@@ -98,11 +91,7 @@ fn a_full_disk_after_a_successful_apply_is_exit_1_saying_the_migrations_were_app
     let db = Cluster::shared().create_db();
     let dir = two_migrations();
     let full = File::options().write(true).open("/dev/full").unwrap();
-    let out = Miglock::for_db(&db)
-        .args(["apply", "--format", "json", "--migrations"])
-        .arg(dir.path())
-        .stdout(Stdio::from(full))
-        .run();
+    let out = apply(&db, &dir).stdout(Stdio::from(full)).run();
     assert_no_panic(&out);
     out.assert_code(1)
         .assert_stderr_contains("MIGRATION_APPLIED version=2")
@@ -185,11 +174,7 @@ fn a_stdout_opened_read_write_on_dev_null_is_no_error() {
         .write(true)
         .open("/dev/null")
         .unwrap();
-    let out = Miglock::for_db(&db)
-        .args(["apply", "--format", "json", "--migrations"])
-        .arg(dir.path())
-        .stdout(Stdio::from(null))
-        .run();
+    let out = apply(&db, &dir).stdout(Stdio::from(null)).run();
     assert_no_panic(&out);
     out.assert_success()
         .assert_stderr_contains("MIGRATION_APPLIED version=2");

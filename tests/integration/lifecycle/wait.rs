@@ -3,49 +3,43 @@
 //! rides out a server restart.
 
 use std::collections::HashSet;
-use std::net::TcpListener;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{versions, wait_until, Miglock, MigrationDir, RunOutput, SETTLE};
-
-fn two_migrations() -> MigrationDir {
-    let dir = MigrationDir::new();
-    dir.file("V1__create_t.sql", "CREATE TABLE t (id int);\n")
-        .file("V2__add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n");
-    dir
-}
+use crate::harness::{
+    apply, closed_port, command, two_migrations, versions, wait_until, Miglock, MigrationDir,
+    RunOutput, SETTLE,
+};
+use crate::probes::{backends_like, hold_default_key};
 
 /// `miglock wait --format json --migrations DIR` for the database.
 fn wait(db: &TestDb, dir: &MigrationDir) -> Miglock {
-    let mut m = Miglock::for_db(db);
-    m.args(["wait", "--format", "json", "--migrations"])
-        .arg(dir.path());
+    command(db, "wait", dir)
+}
+
+/// `miglock wait --format json` against `url` (a server that is not
+/// there), with `--connect-timeout` and the folder given.
+fn wait_at(url: &str, connect_timeout: &str, dir: &Path) -> Miglock {
+    let mut m = Miglock::new();
+    m.env("DATABASE_URL", url)
+        .args([
+            "wait",
+            "--format",
+            "json",
+            "--connect-timeout",
+            connect_timeout,
+        ])
+        .arg("--migrations")
+        .arg(dir);
     m
 }
 
-#[track_caller]
-fn apply(db: &TestDb, dir: &MigrationDir, extra: &[&str]) -> RunOutput {
-    let out = Miglock::for_db(db)
-        .args(["apply", "--format", "json", "--migrations"])
-        .arg(dir.path())
-        .args(extra)
-        .run();
-    out.assert_success();
-    out
-}
-
-/// Backend pids of `miglock wait` sessions marked as waiting.
+/// Backend pids of `miglock wait` sessions named as waiting.
 fn waiting_backends(db: &TestDb) -> Vec<i64> {
-    db.query_strings(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-         AND application_name LIKE 'miglock wait waiting%' ORDER BY pid",
-    )
-    .into_iter()
-    .map(|row| row[0].as_deref().unwrap().parse().unwrap())
-    .collect()
+    backends_like(db, "miglock wait waiting%")
 }
 
 #[test]
@@ -84,7 +78,10 @@ fn a_timeout_exits_7_naming_what_is_still_pending_and_changes_nothing() {
 
     // Partly applied: only what is left is named. The timeout may come from
     // the environment too.
-    apply(&db, &dir, &["--target", "1"]);
+    apply(&db, &dir)
+        .args(["--target", "1"])
+        .run()
+        .assert_success();
     let out = wait(&db, &dir).env("MIGLOCK_WAIT_TIMEOUT", "500ms").run();
     out.assert_code(7)
         .assert_stderr_contains("(--timeout): still pending: V2__add_note");
@@ -96,14 +93,9 @@ fn a_timeout_exits_7_naming_what_is_still_pending_and_changes_nothing() {
 fn a_current_schema_returns_at_once() {
     let db = Cluster::shared().create_db();
     let dir = two_migrations();
-    apply(&db, &dir, &[]);
+    apply(&db, &dir).run().assert_success();
     // Someone holding the lock does not matter: the history decides.
-    let mut holder = db.client();
-    holder
-        .batch_execute(
-            "SELECT pg_advisory_lock(('x0' || left(md5('miglock:' || current_database() || ':refinery_schema_history'), 15))::bit(64)::bigint)",
-        )
-        .unwrap();
+    let _holder = hold_default_key(&db);
     // "At once": it never starts waiting (a run that waited out the
     // timeout would exit 7, not 0).
     let out = wait(&db, &dir).args(["--timeout", "5m"]).run();
@@ -138,7 +130,8 @@ fn it_returns_promptly_once_another_process_has_applied() {
         }
         polls.len() >= 4
     });
-    let applied = apply(&db, &dir, &[]);
+    let applied = apply(&db, &dir).run();
+    applied.assert_success();
     let applied_at = Instant::now();
     assert_eq!(applied.json()["outcome"], "applied");
 
@@ -167,7 +160,7 @@ fn it_returns_promptly_once_another_process_has_applied() {
 fn a_divergent_history_exits_6() {
     let db = Cluster::shared().create_db();
     let dir = two_migrations();
-    apply(&db, &dir, &[]);
+    apply(&db, &dir).run().assert_success();
     dir.file(
         "V2__add_note.sql",
         "ALTER TABLE t ADD COLUMN note varchar;\n",
@@ -199,22 +192,10 @@ fn an_invalid_migration_folder_exits_6_without_connecting() {
     let url = format!(
         "postgres://postgres:{}@127.0.0.1:{}/nowhere",
         Cluster::shared().password(),
-        free_port()
+        closed_port()
     );
     let dir = MigrationDir::new();
-    let mut m = Miglock::new();
-    let out = m
-        .env("DATABASE_URL", &url)
-        .args([
-            "wait",
-            "--format",
-            "json",
-            "--connect-timeout",
-            "20s",
-            "--migrations",
-        ])
-        .arg(dir.path().join("absent"))
-        .run();
+    let out = wait_at(&url, "20s", &dir.path().join("absent")).run();
     out.assert_code(6).assert_stderr_contains("absent");
     let json = out.json();
     assert_eq!(json["outcome"], "invalid");
@@ -222,31 +203,8 @@ fn an_invalid_migration_folder_exits_6_without_connecting() {
 
     dir.file("V1__ok.sql", "SELECT 1;\n")
         .file("V1__again.sql", "SELECT 2;\n");
-    let mut m = Miglock::new();
-    let json = m
-        .env("DATABASE_URL", &url)
-        .args([
-            "wait",
-            "--format",
-            "json",
-            "--connect-timeout",
-            "20s",
-            "--migrations",
-        ])
-        .arg(dir.path())
-        .run()
-        .assert_code(6)
-        .json();
+    let json = wait_at(&url, "20s", dir.path()).run().assert_code(6).json();
     assert_eq!(json["problems"][0]["kind"], "duplicate");
-}
-
-/// A port nothing listens on (it was free a moment ago).
-fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -254,23 +212,11 @@ fn nothing_listening_exits_5_after_the_connect_timeout() {
     let url = format!(
         "postgres://postgres:{}@127.0.0.1:{}/nowhere",
         Cluster::shared().password(),
-        free_port()
+        closed_port()
     );
     let dir = two_migrations();
     let started = Instant::now();
-    let mut m = Miglock::new();
-    let out = m
-        .env("DATABASE_URL", &url)
-        .args([
-            "wait",
-            "--format",
-            "json",
-            "--connect-timeout",
-            "1s",
-            "--migrations",
-        ])
-        .arg(dir.path())
-        .run();
+    let out = wait_at(&url, "1s", dir.path()).run();
     let took = started.elapsed();
     out.assert_code(5)
         .assert_stderr_contains("CONNECT_RETRY")
@@ -306,7 +252,7 @@ fn it_survives_a_server_restart() {
         "the waiting mark is set again after reconnecting"
     );
 
-    apply(&db, &dir, &[]);
+    apply(&db, &dir).run().assert_success();
     let out = RunOutput::from_child(waiter);
     out.assert_success()
         .assert_stderr_contains("CONNECT_RETRY")

@@ -1,17 +1,11 @@
 //! Migration files as they come from real projects: other tools' names,
-//! editors' byte-order marks, stray NUL bytes.
+//! editors' byte-order marks, CRLF line ends and swap files, stray NUL
+//! bytes, a last line without its semicolon, pg_dump's header.
 
 use serde_json::Value;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{Miglock, MigrationDir};
-
-fn apply(db: &TestDb, dir: &MigrationDir) -> Miglock {
-    let mut m = Miglock::for_db(db);
-    m.args(["apply", "--format", "json", "--migrations"])
-        .arg(dir.path());
-    m
-}
+use crate::harness::{apply, Miglock, MigrationDir};
 
 fn problems(json: &Value) -> &Vec<Value> {
     json["problems"]
@@ -40,13 +34,14 @@ fn assert_nothing_applied(db: &TestDb) {
 #[test]
 fn every_reason_a_name_fails_is_given_in_one_run_with_one_flyway_hint() {
     let db = Cluster::shared().create_db();
-    let dir = MigrationDir::new();
-    dir.file("V1__ok.sql", "CREATE TABLE t (id int);")
-        .file("V1.0.10__add-users.sql", "SELECT 1;")
-        .file("V2_1__x.sql", "SELECT 1;")
-        .file("R__views.sql", "SELECT 1;")
-        .file("U3__undo.sql", "SELECT 1;")
-        .file("V99999999999__big-one.sql", "SELECT 1;");
+    let dir = MigrationDir::with(&[
+        ("V1__ok.sql", "CREATE TABLE t (id int);"),
+        ("V1.0.10__add-users.sql", "SELECT 1;"),
+        ("V2_1__x.sql", "SELECT 1;"),
+        ("R__views.sql", "SELECT 1;"),
+        ("U3__undo.sql", "SELECT 1;"),
+        ("V99999999999__big-one.sql", "SELECT 1;"),
+    ]);
 
     let text = Miglock::for_db(&db)
         .args(["apply", "--migrations"])
@@ -89,9 +84,8 @@ fn every_reason_a_name_fails_is_given_in_one_run_with_one_flyway_hint() {
 #[test]
 fn a_byte_order_mark_is_applied_without_it_and_checksummed_with_it() {
     let db = Cluster::shared().create_db();
-    let dir = MigrationDir::new();
     let text = "\u{feff}CREATE TABLE t (id int);\r\nINSERT INTO t VALUES (1);\r\n";
-    dir.file("V1__bom.sql", text);
+    let dir = MigrationDir::with(&[("V1__bom.sql", text)]);
 
     let out = apply(&db, &dir).run();
     out.assert_success();
@@ -159,4 +153,81 @@ fn a_nul_byte_is_a_problem_for_apply_dry_run_and_status() {
         .run();
     status.assert_code(6).assert_stdout_contains(reason);
     assert_nothing_applied(&db);
+}
+
+#[test]
+fn a_last_line_comment_or_missing_semicolon_does_not_swallow_the_history_row() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::with(&[
+        ("V1__no_semicolon.sql", "CREATE TABLE a (id int)"),
+        (
+            "V2__trailing_comment.sql",
+            "CREATE TABLE b (id int); -- done",
+        ),
+        ("V3__crlf.sql", "CREATE TABLE c (id int);\r\n-- windows\r\n"),
+    ]);
+    apply(&db, &dir).run().assert_success();
+    assert_eq!(db.history(), [1, 2, 3]);
+    assert!(db.table_exists("a") && db.table_exists("b") && db.table_exists("c"));
+}
+
+#[test]
+fn hidden_files_in_the_migrations_folder_are_ignored() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::with(&[("V1__create_t.sql", "CREATE TABLE t (id int);\n")]);
+    dir.file(".V1__create_t.sql.swp", "\u{0}binary swap junk")
+        .file(".V2__draft.sql", "CREATE TABLE draft (id int);\n")
+        .file(
+            "sub/.V3__also_hidden.sql",
+            "CREATE TABLE hidden (id int);\n",
+        );
+    // Emacs' lock file: a dangling symbolic link.
+    std::os::unix::fs::symlink("me@host.4242:1700000000", dir.path().join(".#V8__x.sql")).unwrap();
+    let out = apply(&db, &dir).arg("-v").run();
+    out.assert_success()
+        .assert_stderr_contains("ignoring hidden file")
+        .assert_stderr_contains(".#V8__x.sql");
+    assert_eq!(db.history(), [1]);
+    assert!(!db.table_exists("draft"));
+    assert!(!db.table_exists("hidden"));
+    // Not worth a line at the default level.
+    let out = apply(&db, &dir).run();
+    out.assert_success();
+    assert!(!out.stderr.contains("hidden"), "{}", out.stderr);
+    Miglock::for_db(&db)
+        .args(["status", "--check", "--migrations"])
+        .arg(dir.path())
+        .run()
+        .assert_success();
+    // A visible misnamed file still makes the set invalid.
+    dir.file("v2__lower_case.sql", "SELECT 1;\n");
+    apply(&db, &dir).run().assert_code(6);
+}
+
+#[test]
+fn a_pg_dump_header_applies_and_leaks_nothing_into_the_next_migration() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::with(&[
+        (
+            "V1__dump.sql",
+        "SET statement_timeout = 0;\nSET lock_timeout = 0;\nSET idle_in_transaction_session_timeout = 0;\n\
+         SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\n\
+         SELECT pg_catalog.set_config('search_path', '', false);\nSET check_function_bodies = false;\n\
+         SET xmloption = content;\nSET client_min_messages = warning;\nSET row_security = off;\n\
+         CREATE TABLE public.dumped (a integer);\n",
+        ),
+        (
+            "V2__after.sql",
+            // Unqualified: needs the session's own search_path back.
+            "CREATE TABLE after_dump (a int);\nINSERT INTO after_dump SELECT current_setting('row_security')::bool::int;\n",
+        ),
+    ]);
+    apply(&db, &dir)
+        .arg("--statement-timeout")
+        .arg("1h")
+        .run()
+        .assert_success();
+    assert_eq!(db.history(), [1, 2]);
+    assert!(db.table_exists("after_dump"));
+    assert_eq!(db.query_i64("SELECT a FROM public.after_dump"), 1);
 }

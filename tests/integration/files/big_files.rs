@@ -4,15 +4,10 @@
 
 use std::time::Duration;
 
-use crate::cluster::{Cluster, TestDb};
-use crate::harness::{versions, wait_for, LockGate, Miglock, MigrationDir};
+use crate::cluster::Cluster;
+use crate::harness::{apply, versions, wait_for, Miglock, MigrationDir};
+use crate::probes::LockGate;
 
-fn apply(db: &TestDb, dir: &MigrationDir) -> Miglock {
-    let mut m = Miglock::for_db(db);
-    m.args(["apply", "--format", "json", "--migrations"])
-        .arg(dir.path());
-    m
-}
 
 /// About 2.5 MB of INSERTs, bigger than the runner's read chunks and its
 /// limit for releasing the lock in the same round trip.

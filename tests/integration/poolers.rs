@@ -1,4 +1,6 @@
-//! PgBouncer in front of a throwaway cluster, and miglock behind it.
+//! Connection poolers and the lock modes: PgBouncer in front of a
+//! throwaway cluster, and miglock behind it in every pool mode, with
+//! `--lock-mode session` (the default) and `--lock-mode transaction`.
 //!
 //! A transaction pooler hands each transaction to whichever server session
 //! is free, so session state (a session advisory lock, LISTEN, SET) stays
@@ -15,7 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::cluster::{self, Cluster, TestDb};
-use crate::harness::{poll, wait_for, LockGate, Miglock, MigrationDir, RunOutput};
+use crate::harness::{poll, wait_for, Miglock, MigrationDir, RunOutput, EFFECTS};
+use crate::probes::{effects, hold_default_key, key_holders, once_each, LockGate};
 
 /// `MIGLOCK_PGBOUNCER`, as `scripts/setup-postgres.sh` reads it.
 pub fn pgbouncer() -> PathBuf {
@@ -179,17 +182,14 @@ fn the_harness_pooler_forwards_queries_and_shares_server_sessions() {
 
 /// Every migration records its version in `effects` (V1 creates it), and
 /// sleeps a little so that replicas overlap.
-fn counted_migrations(count: i32) -> MigrationDir {
-    let dir = MigrationDir::new();
-    dir.file(
-        "V1__create_effects.sql",
-        "CREATE TABLE effects (version int NOT NULL);\nINSERT INTO effects VALUES (1);\n",
-    );
+fn counted_migrations(count: i64) -> MigrationDir {
+    let dir = MigrationDir::with(&[("V1__create_effects.sql", EFFECTS)]);
     for v in 2..=count {
         dir.file(
             &format!("V{v}__step_{v}.sql"),
             &format!(
-                "CREATE TABLE step_{v} (id int);\nSELECT pg_sleep(0.05);\nINSERT INTO effects VALUES ({v});\n"
+                "CREATE TABLE step_{v} (id int);\nSELECT pg_sleep(0.05);\n\
+                 INSERT INTO effects (version) VALUES ({v});\n"
             ),
         );
     }
@@ -211,32 +211,6 @@ fn replicas(count: usize, mut make: impl FnMut() -> Miglock) -> Vec<RunOutput> {
     children.into_iter().map(|c| c.finish()).collect()
 }
 
-/// `(version, times its side effect happened)`, and the history's versions.
-fn effects(db: &TestDb) -> Vec<(i64, i64)> {
-    if !db.table_exists("effects") {
-        return Vec::new();
-    }
-    db.query_strings("SELECT version, count(*) FROM effects GROUP BY version ORDER BY version")
-        .into_iter()
-        .map(|row| {
-            (
-                row[0].as_deref().unwrap().parse().unwrap(),
-                row[1].as_deref().unwrap().parse().unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn history(db: &TestDb) -> Vec<i64> {
-    if !db.table_exists("refinery_schema_history") {
-        return Vec::new();
-    }
-    db.query_strings("SELECT version FROM refinery_schema_history ORDER BY version")
-        .into_iter()
-        .map(|row| row[0].as_deref().unwrap().parse().unwrap())
-        .collect()
-}
-
 /// Advisory locks of this database, asked of the server directly (the
 /// pooler keeps its server sessions open).
 fn advisory_locks(db: &TestDb) -> i64 {
@@ -248,11 +222,7 @@ fn advisory_locks(db: &TestDb) -> i64 {
 
 /// Whether a server session holds `key` itself (not a waiting mark).
 fn held_key(db: &TestDb, key: i64) -> bool {
-    db.query_i64(&format!(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 \
-         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         AND ((classid::int8 << 32) | objid::int8) = {key}"
-    )) > 0
+    !key_holders(db, key).is_empty()
 }
 
 #[test]
@@ -279,8 +249,8 @@ fn transaction_mode_through_transaction_pooling_applies_each_migration_once_and_
         .map(|o| o.stderr.matches("MIGRATION_APPLIED").count())
         .sum();
     assert_eq!(applied, 5, "each migration applied by exactly one replica");
-    assert_eq!(history(&db), vec![1, 2, 3, 4, 5]);
-    assert_eq!(effects(&db), (1..=5).map(|v| (v, 1)).collect::<Vec<_>>());
+    assert_eq!(db.history(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(effects(&db), once_each(1..=5));
     assert_eq!(
         advisory_locks(&db),
         0,
@@ -314,7 +284,7 @@ fn transaction_mode_refuses_a_migration_without_a_transaction_up_front() {
         .assert_stderr_contains("V2__index")
         .assert_stderr_contains("direct connection");
     assert_eq!(
-        history(&db),
+        db.history(),
         Vec::<i64>::new(),
         "nothing applied, not even V1"
     );
@@ -351,16 +321,11 @@ fn session_mode_through_transaction_pooling_stops_on_the_pooler_and_applies_noth
     }
     assert!(detected > 0, "some replica noticed the pooler");
     // Whatever was applied was applied once, with its row.
-    let history = history(&db);
-    assert_eq!(
-        effects(&db),
-        history.iter().map(|&v| (v, 1)).collect::<Vec<_>>()
-    );
+    let history = db.history();
+    assert_eq!(effects(&db), once_each(history));
     // A lock stranded on a pooled server session was reported with the
     // command that clears it; run it against the server directly.
-    let key = db.query_i64(
-        "SELECT ('x0' || left(md5('miglock:' || current_database() || ':refinery_schema_history'), 15))::bit(64)::bigint",
-    );
+    let key = db.default_key();
     if held_key(&db, key) {
         assert!(
             outs.iter().any(|o| o.stderr.contains(&format!(
@@ -383,7 +348,7 @@ fn session_mode_through_transaction_pooling_stops_on_the_pooler_and_applies_noth
     )
     .run()
     .assert_code(0);
-    assert_eq!(effects(&db), (1..=5).map(|v| (v, 1)).collect::<Vec<_>>());
+    assert_eq!(effects(&db), once_each(1..=5));
     assert!(!held_key(&db, key));
 }
 
@@ -398,7 +363,7 @@ fn session_pooling_behaves_as_a_direct_connection() {
         assert!(!out.stderr.contains("POOLER_DETECTED"), "{}", out.stderr);
         assert!(!out.stderr.contains("returned false"), "{}", out.stderr);
     }
-    assert_eq!(effects(&db), (1..=4).map(|v| (v, 1)).collect::<Vec<_>>());
+    assert_eq!(effects(&db), once_each(1..=4));
     wait_for(
         "the pooled sessions to hold no advisory lock",
         Duration::from_secs(10),
@@ -447,14 +412,13 @@ fn wait_and_status_work_through_every_pool_mode() {
 fn a_transaction_mode_holder_shows_in_status_and_makes_others_wait_through_the_pooler() {
     let db = Cluster::shared().create_db();
     let pooler = Pooler::start(&db, "transaction");
-    let dir = MigrationDir::new();
-    dir.file(
+    let dir = MigrationDir::with(&[(
         "V1__gated.sql",
         &format!(
             "CREATE TABLE effects (version int NOT NULL);\n{}\nINSERT INTO effects VALUES (1);\n",
             LockGate::SQL
         ),
-    );
+    )]);
     let mut gate = LockGate::close(&db);
     let mut first = apply_through(
         &pooler,
@@ -540,7 +504,7 @@ fn transaction_mode_under_repeatable_read_by_default_still_applies_each_migratio
     for out in &outs {
         out.assert_code(0);
     }
-    assert_eq!(effects(&db), (1..=4).map(|v| (v, 1)).collect::<Vec<_>>());
+    assert_eq!(effects(&db), once_each(1..=4));
     assert_eq!(advisory_locks(&db), 0);
 }
 
@@ -548,13 +512,7 @@ fn transaction_mode_under_repeatable_read_by_default_still_applies_each_migratio
 fn transaction_mode_with_the_key_held_skips_with_exit_3_and_changes_nothing() {
     let db = Cluster::shared().create_db();
     let dir = counted_migrations(2);
-    let key = db.query_i64(
-        "SELECT ('x0' || left(md5('miglock:' || current_database() || ':refinery_schema_history'), 15))::bit(64)::bigint",
-    );
-    let mut holder = db.client();
-    holder
-        .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
-        .unwrap();
+    let holder = hold_default_key(&db);
     Miglock::for_db(&db)
         .args([
             "apply",
@@ -568,10 +526,8 @@ fn transaction_mode_with_the_key_held_skips_with_exit_3_and_changes_nothing() {
         .run()
         .assert_code(3)
         .assert_stderr_contains("LOCK_WAIT_TIMEOUT");
-    assert_eq!(history(&db), Vec::<i64>::new());
-    holder
-        .batch_execute(&format!("SELECT pg_advisory_unlock({key})"))
-        .unwrap();
+    assert_eq!(db.history(), Vec::<i64>::new());
+    drop(holder);
 }
 
 #[test]
@@ -598,9 +554,6 @@ fn session_mode_through_statement_pooling_applies_nothing_twice() {
             );
         }
     }
-    let history = history(&db);
-    assert_eq!(
-        effects(&db),
-        history.iter().map(|&v| (v, 1)).collect::<Vec<_>>()
-    );
+    let history = db.history();
+    assert_eq!(effects(&db), once_each(history));
 }

@@ -6,32 +6,9 @@
 use serde_json::Value;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{versions, Miglock, MigrationDir, RunOutput};
-
-const FILES: [(&str, &str); 5] = [
-    ("V1__create_t.sql", "CREATE TABLE t (id int);\n"),
-    ("V2__add_a.sql", "ALTER TABLE t ADD COLUMN a text;\n"),
-    ("V3__add_b.sql", "ALTER TABLE t ADD COLUMN b text;\n"),
-    ("V4__add_c.sql", "ALTER TABLE t ADD COLUMN c text;\n"),
-    ("V5__add_d.sql", "ALTER TABLE t ADD COLUMN d text;\n"),
-];
-
-/// The first `n` migrations, as the image of one release holds them.
-pub fn release(n: usize) -> MigrationDir {
-    let dir = MigrationDir::new();
-    for (name, sql) in &FILES[..n] {
-        dir.file(name, sql);
-    }
-    dir
-}
-
-/// A database the newer release (V1..V5) has migrated.
-pub fn migrated_by_newer_release() -> TestDb<'static> {
-    let db = Cluster::shared().create_db();
-    run(&db, &release(5), &["apply"]).assert_success();
-    assert_eq!(db.history(), [1, 2, 3, 4, 5]);
-    db
-}
+use crate::harness::{
+    migrated_by_newer_release, release, versions, Miglock, MigrationDir, RunOutput,
+};
 
 fn run(db: &TestDb, dir: &MigrationDir, args: &[&str]) -> RunOutput {
     Miglock::for_db(db)
@@ -40,6 +17,14 @@ fn run(db: &TestDb, dir: &MigrationDir, args: &[&str]) -> RunOutput {
         .arg(dir.path())
         .run()
 }
+
+/// Every command that checks the history against the files.
+const EVERY_CHECK: [&[&str]; 4] = [
+    &["apply"],
+    &["apply", "--dry-run"],
+    &["wait", "--timeout", "60s"],
+    &["status", "--check"],
+];
 
 #[track_caller]
 fn assert_one_ahead_line(out: &RunOutput) {
@@ -160,12 +145,7 @@ fn nothing_ahead_is_an_empty_list() {
 fn ahead_reject_refuses_a_newer_schema() {
     let db = migrated_by_newer_release();
     let old = release(4);
-    for args in [
-        &["apply"][..],
-        &["apply", "--dry-run"],
-        &["wait", "--timeout", "60s"],
-        &["status", "--check"],
-    ] {
+    for args in EVERY_CHECK {
         let mut args = args.to_vec();
         args.extend(["--format", "json", "--ahead", "reject"]);
         let out = run(&db, &old, &args);
@@ -204,12 +184,7 @@ fn a_file_gone_below_the_newest_file_is_still_missing() {
     let db = migrated_by_newer_release();
     let old = release(4);
     old.remove("V2__add_a.sql");
-    for args in [
-        &["apply"][..],
-        &["apply", "--dry-run"],
-        &["wait", "--timeout", "60s"],
-        &["status", "--check"],
-    ] {
+    for args in EVERY_CHECK {
         let mut args = args.to_vec();
         args.extend(["--format", "json"]);
         let out = run(&db, &old, &args);

@@ -1,0 +1,574 @@
+//! The deployment files in `examples/`, parsed and then executed the way
+//! their orchestrator would: Compose services, a Kubernetes Job and
+//! Deployment, a GitHub Actions step; the Dockerfile's structure; and the
+//! README's excerpts of them.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+use crate::cluster::{Cluster, TestDb};
+use crate::harness::{two_migrations, wait_until, Miglock, RunOutput, SETTLE};
+use crate::probes::sessions_like;
+
+use super::entrypoint::{entrypoint, App};
+use super::{example_migration_versions, example_migrations, read_repo_file, repo_path, MIGLOCK};
+
+#[track_caller]
+fn load_yaml(relative: &str) -> Yaml {
+    let mut docs = YamlLoader::load_from_str(&read_repo_file(relative))
+        .unwrap_or_else(|e| panic!("{relative} is not valid YAML: {e}"));
+    assert_eq!(docs.len(), 1, "{relative}: one document");
+    docs.remove(0)
+}
+
+#[track_caller]
+fn as_str<'y>(value: &'y Yaml, what: &str) -> &'y str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: expected a string, got {value:?}"))
+}
+
+#[track_caller]
+fn as_vec<'y>(value: &'y Yaml, what: &str) -> &'y [Yaml] {
+    value
+        .as_vec()
+        .unwrap_or_else(|| panic!("{what}: expected a list, got {value:?}"))
+}
+
+#[track_caller]
+fn strings(value: &Yaml, what: &str) -> Vec<String> {
+    as_vec(value, what)
+        .iter()
+        .map(|item| as_str(item, what).to_string())
+        .collect()
+}
+
+/// A Compose `environment:` mapping. Values must be strings or numbers:
+/// Compose rejects a YAML boolean (`RUN_MIGRATIONS: no` would be one in
+/// YAML 1.1 parsers), so a quoted string is the only safe spelling.
+#[track_caller]
+fn compose_env(service: &Yaml, what: &str) -> BTreeMap<String, String> {
+    let env = service["environment"]
+        .as_hash()
+        .unwrap_or_else(|| panic!("{what}: environment must be a mapping"));
+    env.iter()
+        .map(|(key, value)| {
+            let value = match value {
+                Yaml::String(s) => s.clone(),
+                Yaml::Integer(i) => i.to_string(),
+                other => panic!("{what}: {key:?} must be a string, got {other:?}"),
+            };
+            (as_str(key, what).to_string(), value)
+        })
+        .collect()
+}
+
+/// A Kubernetes container's `env:` list; entries with `valueFrom` map to None.
+#[track_caller]
+fn k8s_env(container: &Yaml, what: &str) -> BTreeMap<String, Option<String>> {
+    as_vec(&container["env"], what)
+        .iter()
+        .map(|entry| {
+            let name = as_str(&entry["name"], what).to_string();
+            let value = entry["value"].as_str().map(str::to_string);
+            assert!(
+                value.is_some() || !entry["valueFrom"].is_badvalue(),
+                "{what}: {name} has neither value nor valueFrom"
+            );
+            (name, value)
+        })
+        .collect()
+}
+
+#[test]
+fn compose_file_has_the_three_services_on_a_healthy_database() {
+    let compose = load_yaml("examples/docker-compose.yml");
+    let services = &compose["services"];
+    let db = &services["db"];
+    assert!(as_str(&db["image"], "db.image").starts_with("postgres:15"));
+    let health = strings(&db["healthcheck"]["test"], "db.healthcheck.test");
+    assert_eq!(health[0], "CMD-SHELL");
+    assert!(health[1].contains("pg_isready"), "{health:?}");
+
+    let expected = [
+        ("api", "1", None),
+        ("worker", "0", Some("1")),
+        ("calls", "0", Some("1")),
+    ];
+    for (name, run_migrations, wait_when_disabled) in expected {
+        let service = &services[name];
+        let env = compose_env(service, name);
+        assert_eq!(env["RUN_MIGRATIONS"], run_migrations, "{name}");
+        assert_eq!(
+            env.get("MIGLOCK_WAIT_WHEN_DISABLED").map(String::as_str),
+            wait_when_disabled,
+            "{name}"
+        );
+        assert!(env.contains_key("DATABASE_URL"), "{name}");
+        assert_eq!(
+            as_str(&service["depends_on"]["db"]["condition"], name),
+            "service_healthy",
+            "{name}: starts only once the database is up"
+        );
+        // The build context is relative to the compose file's folder.
+        let context = repo_path("examples").join(as_str(&service["build"]["context"], name));
+        let dockerfile = as_str(&service["build"]["dockerfile"], name);
+        assert!(
+            context.join(dockerfile).is_file(),
+            "{name}: {dockerfile} not found in context {}",
+            context.display()
+        );
+        assert!(!strings(&service["command"], name).is_empty(), "{name}");
+    }
+    assert_eq!(
+        services.as_hash().unwrap().len(),
+        4,
+        "db, api, worker and calls"
+    );
+}
+
+/// Runs the entrypoint the way a Compose service would: its environment
+/// from the file, only the database and the migrations folder swapped for
+/// the test's, and the test app as its command.
+fn compose_service(compose: &Yaml, name: &str, db: &TestDb, app: &App) -> Miglock {
+    let mut m = entrypoint(db, &example_migrations());
+    for (key, value) in compose_env(&compose["services"][name], name) {
+        if key != "DATABASE_URL" {
+            m.env(key, value);
+        }
+    }
+    app.command(&mut m);
+    m
+}
+
+#[test]
+fn compose_services_migrate_once_and_start_in_order_against_a_real_database() {
+    let compose = load_yaml("examples/docker-compose.yml");
+    let db = Cluster::shared().create_db();
+    // worker and calls come up first, and must wait for api's migrations.
+    let waiters: Vec<_> = ["worker", "calls"]
+        .into_iter()
+        .map(|name| {
+            let app = App::new();
+            let child = compose_service(&compose, name, &db, &app).spawn();
+            (name, app, child)
+        })
+        .collect();
+    wait_until(SETTLE, || sessions_like(&db, "miglock wait %") == 2);
+    assert!(waiters.iter().all(|(_, app, _)| !app.started()));
+    // Two api replicas at once (`--scale api=2`): exactly one migrates.
+    let api: Vec<_> = (0..2)
+        .map(|_| {
+            let app = App::new();
+            let child = compose_service(&compose, "api", &db, &app).spawn();
+            (app, child)
+        })
+        .collect();
+    let mut migrated = 0;
+    for (app, child) in api {
+        let pid = child.id();
+        let out = RunOutput::from_child(child);
+        out.assert_success()
+            .assert_stderr_contains("miglock-entrypoint: apply exited 0");
+        app.assert_started(&out, pid);
+        migrated += usize::from(out.stderr.contains("MIGRATION_APPLIED"));
+    }
+    assert_eq!(migrated, 1, "exactly one api replica migrates");
+    for (name, app, child) in waiters {
+        let pid = child.id();
+        let out = RunOutput::from_child(child);
+        out.assert_success()
+            .assert_stderr_contains("MIGLOCK_WAIT_WHEN_DISABLED=1: waiting for the schema")
+            .assert_stderr_contains("miglock-entrypoint: wait exited 0");
+        assert!(!out.stderr.contains("MIGRATION_APPLIED"), "{name}");
+        app.assert_started(&out, pid);
+    }
+    assert_eq!(db.history(), example_migration_versions());
+}
+
+/// A container's `command` + `args`, with `miglock` swapped for the binary
+/// under test.
+#[track_caller]
+fn miglock_invocation(container: &Yaml, what: &str) -> Vec<String> {
+    let mut argv = strings(&container["command"], what);
+    argv.extend(strings(&container["args"], what));
+    assert_eq!(argv[0], "miglock", "{what}: runs miglock itself");
+    argv.remove(0);
+    argv
+}
+
+#[test]
+fn kubernetes_job_applies_once_and_the_deployment_waits_for_it() {
+    let job = load_yaml("examples/kubernetes/migrate-job.yaml");
+    let deployment = load_yaml("examples/kubernetes/deployment.yaml");
+    let uid = dockerfile_uid();
+
+    assert_eq!(as_str(&job["apiVersion"], "job"), "batch/v1");
+    assert_eq!(as_str(&job["kind"], "job"), "Job");
+    let spec = &job["spec"];
+    for field in [
+        "backoffLimit",
+        "activeDeadlineSeconds",
+        "ttlSecondsAfterFinished",
+    ] {
+        assert!(
+            spec[field].as_i64().is_some_and(|n| n > 0),
+            "job.spec.{field}"
+        );
+    }
+    let pod = &spec["template"]["spec"];
+    assert_eq!(as_str(&pod["restartPolicy"], "job"), "Never");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(pod["securityContext"]["runAsUser"].as_i64(), Some(uid));
+    let containers = as_vec(&pod["containers"], "job containers");
+    assert_eq!(containers.len(), 1);
+    let migrate = &containers[0];
+    let job_argv = miglock_invocation(migrate, "job");
+    assert_eq!(job_argv[0], "apply");
+    let secret = as_str(&migrate["envFrom"][0]["secretRef"]["name"], "job envFrom");
+    assert_eq!(
+        k8s_env(migrate, "job")["RUN_MIGRATIONS"].as_deref(),
+        Some("1")
+    );
+    // Only failures that would fail again end the Job at once; 3 (busy) and
+    // 5 (unavailable) must stay retryable.
+    let rules = as_vec(&spec["podFailurePolicy"]["rules"], "podFailurePolicy");
+    for rule in rules
+        .iter()
+        .filter(|r| r["action"].as_str() == Some("FailJob"))
+    {
+        let codes: Vec<i64> = as_vec(&rule["onExitCodes"]["values"], "onExitCodes")
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert!(!codes.contains(&3) && !codes.contains(&5), "{codes:?}");
+        assert_eq!(
+            as_str(&rule["onExitCodes"]["containerName"], "rule"),
+            as_str(&migrate["name"], "container")
+        );
+    }
+
+    assert_eq!(as_str(&deployment["apiVersion"], "deployment"), "apps/v1");
+    assert_eq!(as_str(&deployment["kind"], "deployment"), "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"].as_i64(), Some(uid));
+    let inits = as_vec(&pod["initContainers"], "initContainers");
+    assert_eq!(inits.len(), 1);
+    let wait_argv = miglock_invocation(&inits[0], "initContainer");
+    assert_eq!(wait_argv, ["wait", "--timeout", "5m"]);
+    let app = &as_vec(&pod["containers"], "containers")[0];
+    // No `command`: the image's ENTRYPOINT (the entrypoint script) runs and
+    // starts the app without migrating, the initContainer having waited.
+    assert!(
+        app["command"].is_badvalue(),
+        "app.command overrides the entrypoint"
+    );
+    assert!(!strings(&app["args"], "app.args").is_empty());
+    assert_eq!(k8s_env(app, "app")["RUN_MIGRATIONS"].as_deref(), Some("0"));
+    for container in inits.iter().chain([app]) {
+        assert_eq!(
+            as_str(&container["envFrom"][0]["secretRef"]["name"], "envFrom"),
+            secret,
+            "one Secret for the Job and the Deployment"
+        );
+        assert_eq!(container["image"], migrate["image"], "one release");
+    }
+
+    // Run them as the cluster would, against a real database: a new pod's
+    // initContainer blocks, the Job migrates, the initContainer returns.
+    let db = Cluster::shared().create_db();
+    let run = |argv: &[String], env: BTreeMap<String, Option<String>>| {
+        let mut m = Miglock::for_db(&db);
+        m.args(argv).env("MIGLOCK_MIGRATIONS", example_migrations());
+        for (key, value) in env {
+            if let Some(value) = value {
+                m.env(key, value);
+            }
+        }
+        m
+    };
+    let init = run(&wait_argv, k8s_env(&inits[0], "initContainer")).spawn();
+    wait_until(SETTLE, || sessions_like(&db, "miglock wait %") == 1);
+    let out = run(&job_argv, k8s_env(migrate, "job")).run();
+    out.assert_success()
+        .assert_stderr_contains("MIGRATION_APPLIED");
+    RunOutput::from_child(init)
+        .assert_success()
+        .assert_stderr_contains("SCHEMA_CURRENT");
+    assert_eq!(db.history(), example_migration_versions());
+}
+
+/// The `run:` script of the workflow's step that calls miglock.
+fn workflow_apply_step(workflow: &Yaml) -> &Yaml {
+    as_vec(&workflow["jobs"]["migrate"]["steps"], "steps")
+        .iter()
+        .find(|step| {
+            step["run"]
+                .as_str()
+                .is_some_and(|run| run.contains("miglock apply"))
+        })
+        .expect("a step runs miglock apply")
+}
+
+#[test]
+fn github_actions_workflow_migrates_a_postgres_service_container() {
+    let workflow = load_yaml("examples/github-actions/migrate.yml");
+    let job = &workflow["jobs"]["migrate"];
+    let postgres = &job["services"]["postgres"];
+    assert_eq!(as_str(&postgres["image"], "service"), "postgres:15");
+    let options = as_str(&postgres["options"], "service options");
+    for option in ["--health-cmd", "--health-interval", "--health-retries"] {
+        assert!(options.contains(option), "{options}");
+    }
+    let port = strings(&postgres["ports"], "ports")[0].clone();
+    let url = as_str(&job["env"]["DATABASE_URL"], "DATABASE_URL");
+    assert!(
+        url.contains(&format!("@localhost:{}/", port.split(':').next().unwrap())),
+        "{url} does not reach the service's port {port}"
+    );
+
+    let step = workflow_apply_step(&workflow);
+    assert_eq!(as_str(&step["shell"], "shell"), "bash");
+    let script = as_str(&step["run"], "run");
+    assert!(script.contains("miglock apply --format json"));
+    assert!(script.contains("$GITHUB_STEP_SUMMARY"));
+    // Expressions belong in `env:`: spliced into a script they are a
+    // command-injection risk, and the script could not be run here.
+    assert!(!script.contains("${{"), "{script}");
+}
+
+/// Runs the workflow step's script under bash as the runner would: miglock
+/// on PATH, the job's environment with the test's database, and the files
+/// GitHub provides for the summary and the step outputs.
+fn run_workflow_step(db: &TestDb, migrations: &Path) -> (RunOutput, String, String) {
+    let workflow = load_yaml("examples/github-actions/migrate.yml");
+    let script = as_str(&workflow_apply_step(&workflow)["run"], "run").to_string();
+    let work = tempfile::tempdir().unwrap();
+    let summary = work.path().join("summary.md");
+    let outputs = work.path().join("outputs");
+    let bin_dir = Path::new(MIGLOCK).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut m = Miglock::for_db(db);
+    m.program("bash")
+        .args([
+            "--noprofile",
+            "--norc",
+            "-eo",
+            "pipefail",
+            "-c",
+            script.as_str(),
+        ])
+        .current_dir(work.path())
+        .env("PATH", path)
+        .env("MIGLOCK_MIGRATIONS", migrations)
+        .env("MIGLOCK_INSTANCE", "ci-test")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env("GITHUB_OUTPUT", &outputs);
+    let out = m.run();
+    let read = |p: &Path| fs::read_to_string(p).unwrap_or_default();
+    (out, read(&summary), read(&outputs))
+}
+
+#[test]
+fn github_actions_step_summarises_and_fails_with_miglock() {
+    // The step's summary is made with jq, which GitHub's runners have. A
+    // machine without it fails here rather than passing untested.
+    match Command::new("jq").arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "jq --version failed ({}): this test runs the workflow step, which needs a working jq\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!(
+            "jq is not installed ({e}): this test runs the GitHub Actions step, which needs jq; \
+             install it (Debian: apt-get install jq)"
+        ),
+    }
+    let db = Cluster::shared().create_db();
+    let (out, summary, outputs) = run_workflow_step(&db, &example_migrations());
+    out.assert_success();
+    assert!(
+        summary.starts_with("### miglock apply: applied (exit 0)\n"),
+        "{summary}"
+    );
+    assert!(summary.contains("| 1 | create_accounts |"), "{summary}");
+    assert_eq!(outputs, "outcome=applied\n");
+    assert_eq!(db.history(), example_migration_versions());
+
+    let dir = two_migrations();
+    dir.file("V3__broken.sql", "SELECT * FROM no_such_table;\n");
+    let db = Cluster::shared().create_db();
+    let (out, summary, outputs) = run_workflow_step(&db, dir.path());
+    out.assert_code(1);
+    assert!(
+        summary.starts_with("### miglock apply: failed (exit 1)\n"),
+        "{summary}"
+    );
+    assert!(summary.contains("| 2 | add_note |"), "{summary}");
+    assert!(summary.contains("**Error:** "), "{summary}");
+    assert!(summary.contains("(SQLSTATE 42P01)"), "{summary}");
+    assert_eq!(outputs, "outcome=failed\n");
+}
+
+/// The Dockerfile's instructions, continuation lines joined, comments and
+/// parser directives dropped: `(INSTRUCTION, arguments)`.
+fn dockerfile_instructions() -> Vec<(String, String)> {
+    let text = read_repo_file("examples/Dockerfile");
+    let mut instructions = Vec::new();
+    let mut pending = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && pending.is_empty()) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(part) => {
+                pending.push_str(part);
+                pending.push(' ');
+            }
+            None => {
+                pending.push_str(trimmed);
+                let (word, rest) = pending.split_once(' ').unwrap_or((&pending, ""));
+                instructions.push((word.to_uppercase(), rest.trim().to_string()));
+                pending.clear();
+            }
+        }
+    }
+    instructions
+}
+
+/// The runtime stage's user id, which the Kubernetes files must match.
+fn dockerfile_uid() -> i64 {
+    let (_, user) = dockerfile_instructions()
+        .into_iter()
+        .rfind(|(word, _)| word == "USER")
+        .expect("a USER instruction");
+    user.split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("USER {user}: numeric, so that runAsNonRoot can check it"))
+}
+
+#[test]
+fn dockerfile_builds_a_small_non_root_image_with_the_entrypoint() {
+    let instructions = dockerfile_instructions();
+    let stages: Vec<&str> = instructions
+        .iter()
+        .filter(|(word, _)| word == "FROM")
+        .map(|(_, rest)| rest.as_str())
+        .collect();
+    assert_eq!(stages.len(), 2, "{stages:?}");
+    assert!(
+        stages[0].starts_with("rust:1-bookworm AS builder"),
+        "{stages:?}"
+    );
+    assert!(stages[1].starts_with("debian:bookworm-slim"), "{stages:?}");
+    let runtime_start = instructions
+        .iter()
+        .rposition(|(word, _)| word == "FROM")
+        .unwrap();
+    let (builder, runtime) = instructions.split_at(runtime_start);
+    assert!(builder
+        .iter()
+        .any(|(word, rest)| word == "RUN" && rest.contains("cargo build --release --locked")));
+
+    let copies: Vec<Vec<&str>> = runtime
+        .iter()
+        .filter(|(word, _)| word == "COPY")
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .collect();
+    let copy_to = |source: &str| -> String {
+        let copy = copies
+            .iter()
+            .find(|words| words.contains(&source))
+            .unwrap_or_else(|| panic!("no COPY of {source}: {copies:?}"));
+        copy.last().unwrap().to_string()
+    };
+    assert_eq!(copy_to("--from=builder"), "/usr/local/bin/miglock");
+    let entrypoint = copy_to("examples/entrypoint.sh");
+    let migrations = copy_to("migrations");
+    // Every source copied from the build context exists in this repository.
+    for (word, rest) in &instructions {
+        if word == "COPY" && !rest.contains("--from=") {
+            let words: Vec<&str> = rest
+                .split_whitespace()
+                .filter(|w| !w.starts_with("--"))
+                .collect();
+            for source in &words[..words.len() - 1] {
+                assert!(
+                    repo_path(source).exists(),
+                    "COPY {source}: not in the repository"
+                );
+            }
+        }
+    }
+
+    let last = |name: &str| {
+        runtime
+            .iter()
+            .rfind(|(word, _)| word == name)
+            .map(|(_, rest)| rest.clone())
+            .unwrap_or_else(|| panic!("no {name} in the runtime stage"))
+    };
+    assert_eq!(
+        last("ENTRYPOINT"),
+        format!("[\"{entrypoint}\"]"),
+        "exec form"
+    );
+    assert_eq!(last("ENV"), format!("MIGLOCK_MIGRATIONS={migrations}"));
+    let uid = dockerfile_uid();
+    assert!(uid > 0, "USER must not be root");
+    assert!(last("USER").starts_with(&uid.to_string()));
+    // The ignore file that keeps target/ out of the repository-wide context.
+    let ignore = read_repo_file("examples/Dockerfile.dockerignore");
+    assert!(ignore.lines().any(|line| line.trim() == "target"));
+}
+
+/// Every fenced block of the README whose first line names an example file
+/// (`# examples/...`) must be a verbatim excerpt of that file.
+#[test]
+fn readme_snippets_match_the_example_files() {
+    let readme = read_repo_file("README.md");
+    let mut checked = BTreeMap::new();
+    let mut blocks = readme.split("\n```").skip(1).step_by(2);
+    for block in &mut blocks {
+        let body = block.split_once('\n').map_or("", |(_, body)| body);
+        let Some((first, excerpt)) = body.split_once('\n') else {
+            continue;
+        };
+        let Some(file) = first
+            .strip_prefix("# ")
+            .filter(|f| f.starts_with("examples/"))
+        else {
+            continue;
+        };
+        let contents = read_repo_file(file);
+        assert!(
+            contents.contains(excerpt),
+            "README's excerpt of {file} is not in the file:\n{excerpt}"
+        );
+        *checked.entry(file.to_string()).or_insert(0) += 1;
+    }
+    for file in [
+        "examples/Dockerfile",
+        "examples/docker-compose.yml",
+        "examples/kubernetes/migrate-job.yaml",
+        "examples/kubernetes/deployment.yaml",
+        "examples/github-actions/migrate.yml",
+    ] {
+        assert!(
+            checked.contains_key(file),
+            "README has no excerpt of {file}: {checked:?}"
+        );
+    }
+}
