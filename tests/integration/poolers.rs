@@ -274,15 +274,25 @@ fn transaction_mode_refuses_a_migration_without_a_transaction_up_front() {
         "CREATE INDEX CONCURRENTLY effects_version ON effects (version);\n",
     );
     let out = Miglock::for_db(&db)
-        .args(["apply", "--lock-mode", "transaction", "--migrations"])
+        .args([
+            "apply",
+            "--format",
+            "json",
+            "--lock-mode",
+            "transaction",
+            "--migrations",
+        ])
         .arg(dir.path())
         .run();
     out.assert_code(6)
-        .assert_stderr_contains(
-            "--lock-mode transaction cannot lock migrations that run without a transaction",
-        )
+        .assert_stderr_contains("which --lock-mode transaction cannot lock")
         .assert_stderr_contains("V2__index")
         .assert_stderr_contains("direct connection");
+    // The JSON result lists it, as every refusal of the set.
+    let json = out.json();
+    assert_eq!(json["outcome"], "invalid");
+    assert_eq!(json["problems"][0]["kind"], "unsupported");
+    assert_eq!(json["problems"][0]["version"], 2);
     assert_eq!(
         db.history(),
         Vec::<i64>::new(),

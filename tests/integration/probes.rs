@@ -159,8 +159,11 @@ pub struct LockGate {
 impl LockGate {
     pub const KEY: i64 = 515_151;
     /// The statement that waits for the gate (transaction-level, so the
-    /// migration's commit or rollback releases it).
-    pub const SQL: &'static str = "SELECT pg_advisory_xact_lock(515151);";
+    /// migration's commit or rollback releases it), as long as it takes:
+    /// without the `SET LOCAL`, miglock's safe-DDL `lock_timeout` would cut
+    /// the wait, as it cuts any lock wait of a migration.
+    pub const SQL: &'static str =
+        "SET LOCAL lock_timeout = 0;\nSELECT pg_advisory_xact_lock(515151);";
 
     pub fn close(db: &TestDb) -> LockGate {
         let mut client = db.client();

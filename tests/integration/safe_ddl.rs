@@ -12,7 +12,6 @@ use crate::harness::{apply, versions, wait_for, MigrationDir, RunOutput};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
-
 /// V1 makes `t`; V2 alters it (ACCESS EXCLUSIVE).
 fn alter_set(db: &TestDb) -> MigrationDir {
     let dir = MigrationDir::new();

@@ -1,9 +1,8 @@
-//! A migration queued behind a long query's table lock: `--ddl-lock-timeout`
-//! retries it and then explains who holds the lock; without it, the
-//! migration waits (a database's own `lock_timeout` does not cut it);
-//! a statement of a file without a transaction is retried the same way.
-
-use std::time::Duration;
+//! A migration queued behind a long query's table lock: the safe-DDL
+//! schedule names the query and waits it out instead of queueing behind it
+//! (a file without a transaction, statement by statement, too); with
+//! `--ddl-lock-timeout off` the migration waits (a database's own
+//! `lock_timeout` does not cut it). The budget's end: see `safe_ddl`.
 
 use postgres::Client;
 
@@ -34,45 +33,31 @@ fn v1_applied_and_t_locked(db: &TestDb) -> (MigrationDir, Client) {
 }
 
 #[test]
-fn a_ddl_lock_timeout_is_retried_then_explained() {
+fn a_fixed_ddl_lock_timeout_names_the_report_and_waits_it_out() {
     let db = Cluster::shared().create_db();
     // A long report holds a lock that ALTER TABLE must wait for.
     let (dir, mut report) = v1_applied_and_t_locked(&db);
     let report_pid = backend_pid(&mut report);
-    let out = apply(&db, &dir)
-        .args(["--ddl-lock-timeout", "200ms", "--ddl-retries", "2"])
-        .run();
-    out.assert_code(1)
-        .assert_stderr_contains(
-            "MIGRATION_RETRY version=2 name=alter_t attempt=1/2 reason=lock_timeout",
-        )
-        .assert_stderr_contains("MIGRATION_RETRY version=2 name=alter_t attempt=2/2")
-        .assert_stderr_contains("MIGRATION_FAILED version=2 name=alter_t sqlstate=55P03")
-        .assert_stderr_contains(
-            "could not get a table lock within --ddl-lock-timeout 200ms in 3 tries",
-        )
-        .assert_stderr_contains(&format!(
-            "pid {report_pid} \"long-report\" holds AccessShareLock on t"
-        ))
-        .assert_stderr_contains("LOCK_RELEASED");
-    assert_eq!(out.json()["error"]["sqlstate"], "55P03");
-    assert_eq!(db.history(), [1]);
-    assert!(!db.column_exists("t", "x"));
-
-    // Once the report ends, a retry gets through.
-    // The report is released only once a retry has been logged, so the
-    // retry path is exercised however slow the machine is.
     let mut child = apply(&db, &dir)
-        .args(["--ddl-lock-timeout", "200ms", "--ddl-retries", "20"])
+        .args(["--ddl-lock-timeout", "200ms"])
         .spawn_watched();
+    // The report began before the attempt: it is waited out, not queued
+    // behind, and named.
     child.wait_for_stderr(
-        "MIGRATION_RETRY version=2 name=alter_t attempt=1/20 reason=lock_timeout",
+        &format!(
+            "DDL_BLOCKED version=2 name=alter_t attempt=1 lock_timeout_ms=200 table=t \
+             mode=AccessShareLock blocker_pid={report_pid} application_name=\"long-report\""
+        ),
         SETTLE,
     );
+    child.wait_for_stderr(
+        &format!("DDL_WAITING version=2 name=alter_t for=pid {report_pid}"),
+        SETTLE,
+    );
+    assert!(!db.column_exists("t", "x"));
     report.batch_execute("COMMIT").unwrap();
     let out = child.finish();
     out.assert_success()
-        .assert_stderr_contains("MIGRATION_RETRY version=2 name=alter_t attempt=1/20")
         .assert_stderr_contains("MIGRATION_APPLIED version=2 name=alter_t");
     assert_eq!(out.json()["outcome"], "applied");
     assert_eq!(db.history(), [1, 2]);
@@ -80,10 +65,10 @@ fn a_ddl_lock_timeout_is_retried_then_explained() {
 }
 
 #[test]
-fn without_ddl_lock_timeout_a_migration_waits_for_its_table_lock() {
+fn with_ddl_lock_timeout_off_a_migration_waits_for_its_table_lock() {
     let db = Cluster::shared().create_db();
     let (dir, mut report) = v1_applied_and_t_locked(&db);
-    let child = apply(&db, &dir).spawn();
+    let child = apply(&db, &dir).args(["--ddl-lock-timeout", "off"]).spawn();
     wait_until(SETTLE, || {
         db.query_i64(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
@@ -96,8 +81,8 @@ fn without_ddl_lock_timeout_a_migration_waits_for_its_table_lock() {
 }
 
 /// A `lock_timeout` default for the database (or the role, often the
-/// application's own, which migrates too) must not fail a migration queued
-/// behind a long query: only `--ddl-lock-timeout` (or `--set`) bounds that.
+/// application's own, which migrates too) does not apply to a migration:
+/// miglock's own schedule does, or, turned off, none.
 #[test]
 fn a_database_lock_timeout_does_not_fail_a_migration_waiting_for_its_table_lock() {
     let db = Cluster::shared().create_db();
@@ -109,13 +94,14 @@ fn a_database_lock_timeout_does_not_fail_a_migration_waiting_for_its_table_lock(
         ))
         .unwrap();
 
-    // Given with --set, it is the operator's choice and applies.
+    // Given with --set, it is the operator's choice and applies: a plain
+    // failure, without miglock's schedule.
     let out = apply(&db, &dir).args(["--set", "lock_timeout=100ms"]).run();
     out.assert_code(1);
     assert_eq!(out.json()["error"]["sqlstate"], "55P03");
     assert_eq!(db.history(), [1]);
 
-    let child = apply(&db, &dir).spawn();
+    let child = apply(&db, &dir).args(["--ddl-lock-timeout", "off"]).spawn();
     // Waiting well past the database's 1 s proves it was not in force.
     wait_for(
         "the migration to wait for its table lock for over 1.5 s",
@@ -137,7 +123,26 @@ fn a_database_lock_timeout_does_not_fail_a_migration_waiting_for_its_table_lock(
 }
 
 #[test]
-fn a_non_transactional_statement_is_retried_after_a_ddl_lock_timeout() {
+fn a_statement_of_a_file_without_a_transaction_is_named_and_waited_out_too() {
+    let db = Cluster::shared().create_db();
+    let (dir, mut report) = v1_applied_and_t_locked(&db);
+    dir.remove("V2__alter_t.sql").file(
+        "V2__alter_t.sql",
+        "-- miglock:no-transaction\nALTER TABLE t ADD COLUMN x int;\n",
+    );
+    let mut child = apply(&db, &dir).spawn_watched();
+    child.wait_for_stderr(
+        "DDL_BLOCKED version=2 name=alter_t statement=1 attempt=1 lock_timeout_ms=50 table=t",
+        SETTLE,
+    );
+    report.batch_execute("COMMIT").unwrap();
+    child.finish().assert_success();
+    assert_eq!(db.history(), [1, 2]);
+    assert!(db.column_exists("t", "x"));
+}
+
+#[test]
+fn a_concurrent_index_build_waits_for_its_table_within_the_budget() {
     let db = Cluster::shared().create_db();
     let dir = MigrationDir::with(&[
         ("V1__t.sql", "CREATE TABLE t (a int);\n"),
@@ -152,20 +157,20 @@ fn a_non_transactional_statement_is_retried_after_a_ddl_lock_timeout() {
     blocker
         .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    let mut run = apply(&db, &dir);
-    run.args(["--ddl-lock-timeout", "100ms", "--ddl-retries", "50"]);
-    let mut child = run.spawn_watched();
-    child.wait_for_stderr(
-        "MIGRATION_RETRY version=2 name=index statement=1 attempt=1/50 reason=lock_timeout",
-        Duration::from_secs(30),
-    );
+    let child = apply(&db, &dir).spawn();
+    // Its waits stall no traffic: it waits as one statement, with what is
+    // left of the budget, rather than rebuilding after each short timeout.
+    wait_for("the build to wait for its table", SETTLE, || {
+        db.query_i64(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE 'CREATE INDEX CONCURRENTLY%'",
+        ) == 1
+    });
     blocker.batch_execute("COMMIT").unwrap();
-    child.finish().assert_success();
+    RunOutput::from_child(child).assert_success();
     assert_eq!(db.history(), [1, 2]);
     assert_eq!(
         db.query_i64("SELECT count(*) FROM pg_index WHERE NOT indisvalid"),
         0
     );
-    // lock_timeout went back to the session's own after the migration:
-    // nothing to observe from outside but the row, and no invalid index.
 }

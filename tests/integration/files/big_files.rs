@@ -8,7 +8,6 @@ use crate::cluster::Cluster;
 use crate::harness::{apply, versions, wait_for, Miglock, MigrationDir};
 use crate::probes::LockGate;
 
-
 /// About 2.5 MB of INSERTs, bigger than the runner's read chunks and its
 /// limit for releasing the lock in the same round trip.
 fn inserts(table: &str, rows: usize) -> String {

@@ -6,7 +6,6 @@
 use crate::cluster::{Cluster, TestDb};
 use crate::harness::{apply, versions, Miglock, MigrationDir};
 
-
 /// A role that owns nothing and may not touch the history table, as the
 /// application's owner role usually is.
 fn owner_role(db: &TestDb) -> String {

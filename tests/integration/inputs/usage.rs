@@ -349,13 +349,13 @@ fn odd_command_lines_are_usage_errors_without_echoing_secrets() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn ddl_retries_above_1000_are_refused() {
+fn ddl_retries_above_100000_are_refused() {
     bad(
         "apply",
-        &["--ddl-retries", "1001"],
+        &["--ddl-retries", "100001"],
         2,
         "usage",
-        &["1001 is not in 0..=1000"],
+        &["100001 is not in 0..=100000"],
     )
     .assert_refused(&bad_input_db());
 }

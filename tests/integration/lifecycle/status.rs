@@ -558,7 +558,8 @@ fn an_explicit_key_and_another_table_change_what_is_reported() {
 
     // The default key is another one, and free.
     let json = status_json(&db, &dir, &["--table", "app.History"], 0);
-    assert_eq!(json["table"]["name"], "app.history");
+    assert_eq!(json["table"]["name"], "history");
+    assert_eq!(json["table"]["schema"], "app");
     assert_eq!(json["table"]["exists"], false);
     assert_eq!(
         json["lock"]["key"].as_i64(),
