@@ -37,7 +37,9 @@ impl LockSession {
         let table = self.table().clone();
         let mut batch = Batch::new();
         batch.push("BEGIN");
-        batch.push(&mode::guard_sql(self.key(), &table, None));
+        for statement in mode::guard_sql(self.key(), &table, None) {
+            batch.push(&statement);
+        }
         let schema_missing = history::push_create(&mut batch, &table);
         batch.push("COMMIT");
         let rows = batch.push(&table.select_sql());

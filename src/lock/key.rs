@@ -151,8 +151,8 @@ pub const ACTIVITY_COLUMNS: &str =
      to_json(a.state_change) #>> '{}' AS state_since, \
      round(extract(epoch FROM clock_timestamp() - a.state_change)::numeric, 1) AS state_seconds, \
      left(CASE WHEN a.application_name LIKE 'miglock % waiting %' THEN NULL \
-     WHEN strpos(a.query, 'END$miglock$;') > 0 \
-     THEN ltrim(substr(a.query, strpos(a.query, 'END$miglock$;') + 13), E' \\n') \
+     WHEN strpos(a.query, '/*miglock:guard*/;') > 0 \
+     THEN ltrim(substr(a.query, strpos(a.query, '/*miglock:guard*/;') + 18), E' \\n') \
      ELSE a.query END, 200) AS query";
 
 /// One statement: try the key once and, in the same round trip, name this

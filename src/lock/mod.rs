@@ -12,6 +12,7 @@ mod backend;
 mod create;
 mod key;
 pub mod mode;
+mod release;
 mod session;
 pub mod wait;
 

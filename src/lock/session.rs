@@ -16,14 +16,14 @@ use postgres::Client;
 
 use super::backend::{Backend, Identity};
 use super::key::{try_lock_sql, LockKey, LockRole};
-use super::mode;
+
 use crate::connect::{self, ConnectTarget, Connecting};
 use crate::error::{ErrorDetail, Failure};
 use crate::interrupt::Interrupt;
 use crate::migrations::history::{self, HistoryRow, HistoryTable};
 use crate::pg_error;
-use crate::sql::{Batch, Results, Slot};
-use crate::time::{human, millis};
+use crate::sql::{Batch, Results};
+use crate::time::human;
 
 /// How often an idle wait looks at the interrupt flag.
 const IDLE_SLICE: Duration = Duration::from_millis(100);
@@ -41,29 +41,29 @@ pub struct LockTarget {
 }
 
 pub struct LockSession {
-    client: Client,
-    target: LockTarget,
-    identity: Identity,
+    pub(super) client: Client,
+    pub(super) target: LockTarget,
+    pub(super) identity: Identity,
     /// Session settings sent once per connection, with the first attempt.
-    settings: Option<String>,
+    pub(super) settings: Option<String>,
     /// Whether `settings` went to this connection.
-    settings_sent: bool,
+    pub(super) settings_sent: bool,
     /// Whether this connection listens for the release and carries the
     /// waiting mark (see [`LockRole`]); redone after a reconnect.
-    listening: bool,
+    pub(super) listening: bool,
     /// Since when the key is held; `None` while it is not.
-    held_since: Option<Instant>,
+    pub(super) held_since: Option<Instant>,
     /// `pg_postmaster_start_time()` as seen by the first lock attempt on
     /// this connection: a new one after a lost connection means the server
     /// restarted (or another took over), the same one that only this
     /// session ended.
-    server_started: Option<String>,
+    pub(super) server_started: Option<String>,
     /// A migration's guard found this run's transactions on another server
     /// session than the lock (see `lock::mode`).
-    pooler: bool,
+    pub(super) pooler: bool,
     /// `LOCK_RELEASED` for a release made in a migration's round trip,
     /// said once the caller has said what that migration did.
-    released_line: Option<(log::Level, String)>,
+    pub(super) released_line: Option<(log::Level, String)>,
 }
 
 /// One try for the key.
@@ -470,125 +470,6 @@ impl LockSession {
     pub fn execute(&mut self, batch: &Batch) -> Result<(), postgres::Error> {
         debug_assert!(self.is_held());
         batch.execute(&mut self.client)
-    }
-
-    /// Adds the key's release to `batch` (see [`LockSession::execute_releasing`]).
-    pub fn push_release(&self, batch: &mut Batch) -> Slot {
-        let key = &self.target.key;
-        let unlocked = batch.push(&key.unlock_sql());
-        batch.push(&key.notify_sql());
-        unlocked
-    }
-
-    /// Runs `batch`, which ends with the key's release (`unlocked`, from
-    /// [`LockSession::push_release`]): one round trip less on the handover
-    /// to the next waiter. When the batch fails, the key is still held.
-    pub fn execute_releasing(
-        &mut self,
-        batch: &Batch,
-        unlocked: Slot,
-    ) -> Result<(), postgres::Error> {
-        let results = batch.query(&mut self.client)?;
-        self.released(&results, unlocked);
-        Ok(())
-    }
-
-    /// Asks the server whether this session still holds the key, after a
-    /// round trip that failed past its unlock (say, on the `NOTIFY` after
-    /// it): without this, the release would unlock a second time and warn
-    /// that the key was no longer held.
-    pub fn recheck_held(&mut self) {
-        if self.held_since.is_none() {
-            return;
-        }
-        let mut batch = Batch::new();
-        let held = batch.push(&format!(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
-             AND pid = pg_backend_pid() AND objsubid = 1 AND ((classid::int8 << 32) | objid::int8) = {})",
-            self.target.key.key
-        ));
-        if let Ok(results) = batch.query(&mut self.client) {
-            if results.value(held) == Some("f") {
-                log::info!("LOCK_RELEASED key={}", self.target.key);
-                self.held_since = None;
-            }
-        }
-    }
-
-    /// Unlocks and wakes the waiters. On a lost connection the server has
-    /// already released the key with the session.
-    pub fn release(mut self) {
-        self.unlock();
-    }
-
-    /// Says a release made earlier (see `released_line`).
-    fn say_released(&mut self) {
-        if let Some((level, line)) = self.released_line.take() {
-            log::log!(level, "{line}");
-        }
-    }
-
-    fn unlock(&mut self) {
-        self.say_released();
-        if self.held_since.is_none() {
-            return;
-        }
-        let key = &self.target.key;
-        if self.client.is_closed() {
-            log::warn!("LOCK_RELEASED key={key} with the session: the connection was lost");
-            self.held_since = None;
-            return;
-        }
-        let mut batch = Batch::new();
-        let unlocked = batch.push(&key.unlock_sql());
-        batch.push(&key.notify_sql());
-        let mut results = batch.query(&mut self.client);
-        // A signal's cancel request, sent from its own thread, may land on
-        // the unlock rather than on the migration it was meant for.
-        if results
-            .as_ref()
-            .is_err_and(|e| e.code() == Some(&SqlState::QUERY_CANCELED))
-        {
-            results = batch.query(&mut self.client);
-        }
-        match results {
-            Ok(results) => {
-                self.released(&results, unlocked);
-                self.say_released();
-            }
-            Err(e) => {
-                log::warn!(
-                    "LOCK_RELEASED key={} with the session: unlock failed ({})",
-                    self.target.key,
-                    pg_error::error_chain(&e)
-                );
-                self.held_since = None;
-            }
-        }
-    }
-
-    fn released(&mut self, results: &Results, unlocked: Slot) {
-        let key = &self.target.key;
-        let held_ms = self.held_since.take().map_or(0, |t| millis(t.elapsed()));
-        self.released_line = Some(if results.value(unlocked) == Some("t") {
-            (
-                log::Level::Info,
-                format!("LOCK_RELEASED key={key} held_ms={held_ms}"),
-            )
-        } else if self.pooler {
-            (log::Level::Warn, mode::left_behind(key, &self.target.table))
-        } else {
-            // pg_advisory_unlock said this session did not hold the key:
-            // something else released it, or (behind a pooler) this
-            // statement ran on another server session than the lock.
-            (
-                log::Level::Warn,
-                format!(
-                    "LOCK_RELEASED key={key}: the session no longer held it (pg_advisory_unlock \
-                     returned false)"
-                ),
-            )
-        });
     }
 }
 

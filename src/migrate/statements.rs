@@ -51,7 +51,8 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     // guard; a lone round trip at least tells whether this connection still
     // reaches the session that holds the key.
     if session.is_held() {
-        let guard = mode::guard_sql(session.key(), &baseline.table, Some(&migration.id.version));
+        let guard = mode::guard_sql(session.key(), &baseline.table, Some(&migration.id.version))
+            .join(";\n");
         // Any other error is met, and reported, by the first statement.
         if let Err(error) = session.client().batch_execute(&guard) {
             if let Some(code) = mode::guard_refusal(&error) {
@@ -99,19 +100,26 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
         }
     }
     let mut batch = Batch::new();
+    batch.push("BEGIN");
     baseline.push_restore(&mut batch);
     batch.push(
         &baseline
             .table
             .insert_sql(&migration.id, applied_on, migration.checksum),
     );
+    if release_after {
+        session.push_notify(&mut batch);
+    }
+    batch.push("COMMIT");
     let result = if release_after {
-        let unlocked = session.push_release(&mut batch);
+        let unlocked = session.push_unlock(&mut batch);
         session.execute_releasing(&batch, unlocked)
     } else {
         session.execute(&batch)
     };
     result.map_err(|e| {
+        // Its transaction must not stay open on the session holding the key.
+        session.rollback();
         pg_error::failed(
             &e,
             format!(

@@ -58,11 +58,9 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     // Before the guard, so that `status` (which shows a holder's query
     // from just past the guard) shows the migration itself.
     let lock_timeout = attempts.local_sql().map(|sql| batch.push_patchable(&sql));
-    batch.push(&mode::guard_sql(
-        session.key(),
-        table,
-        Some(&migration.id.version),
-    ));
+    for statement in mode::guard_sql(session.key(), table, Some(&migration.id.version)) {
+        batch.push(&statement);
+    }
     let script_start = batch.push_script(&reread(migration)?);
     // A migration that ends the transaction itself (a stray COMMIT) makes
     // this fail, so its row is never written outside it.
@@ -71,12 +69,15 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     // committed with it, before its row (see `baseline`).
     baseline.push_restore(&mut batch);
     batch.push(&table.insert_sql(&migration.id, applied_on, migration.checksum));
-    batch.push("COMMIT");
     // The last migration releases the key in the same round trip, unless
     // it is big: then every statement's result would be kept to read the
     // unlock's, and the release is a round trip of its own after it.
-    let unlocked = (release_after && session.is_held() && batch.script().len() <= RELEASE_WITH_MAX)
-        .then(|| session.push_release(&mut batch));
+    let releasing = release_after && session.is_held() && batch.script().len() <= RELEASE_WITH_MAX;
+    if releasing {
+        session.push_notify(&mut batch);
+    }
+    batch.push("COMMIT");
+    let unlocked = releasing.then(|| session.push_unlock(&mut batch));
     let error = loop {
         if let (Some(at), Some(sql)) = (&lock_timeout, attempts.local_sql()) {
             batch.patch(at, &sql);

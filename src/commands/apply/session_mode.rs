@@ -28,6 +28,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// The polling budget shared by all the replicas waiting for one key.
 const ATTEMPTS_PER_SECOND: f64 = 20.0;
 
+/// Tries after finding the key released since the last one, and the pause
+/// before each.
+const QUICK_TRIES: u32 = 3;
+const QUICK_PAUSE: Duration = Duration::from_millis(2);
+
 pub(super) fn apply(
     mut session: LockSession,
     run: Run,
@@ -187,6 +192,7 @@ fn wait_for_lock<'a>(
     let mut spinner: Option<indicatif::ProgressBar> = None;
     let mut busy_logged: Option<Option<i32>> = None;
     let mut read_only_since: Option<Instant> = None;
+    let mut quick_tries = 0;
     let waited = wait::until(session, deadline, ctx.interrupt, |session, _| {
         let history = match session.try_acquire(table_exists)? {
             Attempt::ReadOnly => {
@@ -247,9 +253,18 @@ fn wait_for_lock<'a>(
                 None => spinner = ctx.progress.spinner(message),
             }
         }
-        if holders.holder.is_some() {
+        let gone = holders.holder.is_none();
+        if !gone {
             report.lock.holder = holders.holder;
         }
+        // Released between the attempt and this look (the holder's unlock
+        // follows its notifying COMMIT by microseconds): try again at once,
+        // a few times, rather than wait for a notification already spent.
+        if gone && quick_tries < QUICK_TRIES {
+            quick_tries += 1;
+            return Ok(Look::Again(QUICK_PAUSE));
+        }
+        quick_tries = 0;
         // However many replicas wait, together they poll the server at
         // most about ATTEMPTS_PER_SECOND times a second: each waits at least
         // its share. The release notification, not the polling, is what
