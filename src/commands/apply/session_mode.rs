@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use super::run::Run;
 use crate::backoff::Backoff;
 use crate::error::Failure;
-use crate::lock::wait::{self, Look};
+use crate::lock::wait::{self, Look, Woken};
 use crate::lock::{self, Attempt, LockMode, LockSession};
 use crate::migrate::{self, Lost, SessionBaseline, Step};
 use crate::migrations::history::{self, HistoryRow};
@@ -28,9 +28,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// The polling budget shared by all the replicas waiting for one key.
 const ATTEMPTS_PER_SECOND: f64 = 20.0;
 
-/// Tries after finding the key released since the last one, and the pause
-/// before each.
-const QUICK_TRIES: u32 = 3;
+/// Tries after a release notification (or finding the key released since
+/// the last try), and the pause before the first (growing by as much again
+/// each time: 2, 4, 6, 8, 10 ms).
+const QUICK_TRIES: u32 = 5;
 const QUICK_PAUSE: Duration = Duration::from_millis(2);
 
 pub(super) fn apply(
@@ -193,7 +194,7 @@ fn wait_for_lock<'a>(
     let mut busy_logged: Option<Option<i32>> = None;
     let mut read_only_since: Option<Instant> = None;
     let mut quick_tries = 0;
-    let waited = wait::until(session, deadline, ctx.interrupt, |session, _| {
+    let waited = wait::until(session, deadline, ctx.interrupt, |session, woken| {
         let history = match session.try_acquire(table_exists)? {
             Attempt::ReadOnly => {
                 // As libpq's target_session_attrs=read-write: a failover
@@ -257,12 +258,17 @@ fn wait_for_lock<'a>(
         if !gone {
             report.lock.holder = holders.holder;
         }
-        // Released between the attempt and this look (the holder's unlock
-        // follows its notifying COMMIT by microseconds): try again at once,
-        // a few times, rather than wait for a notification already spent.
-        if gone && quick_tries < QUICK_TRIES {
+        // A release is under way: the holder's notification comes with its
+        // last COMMIT and its unlock microseconds after, so an attempt woken
+        // by it (or one that finds the holder already gone) may just have
+        // been too early. Try again at once, a few times, rather than wait
+        // for a notification already spent.
+        if woken == Woken::Notified {
+            quick_tries = 0;
+        }
+        if (gone || woken == Woken::Notified || quick_tries > 0) && quick_tries < QUICK_TRIES {
             quick_tries += 1;
-            return Ok(Look::Again(QUICK_PAUSE));
+            return Ok(Look::Again(QUICK_PAUSE * quick_tries));
         }
         quick_tries = 0;
         // However many replicas wait, together they poll the server at
