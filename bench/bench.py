@@ -427,7 +427,8 @@ def bench_memory(cluster, miglock, work, rows=541_649):
     with open(path, "w") as f:
         f.write("CREATE TABLE big (id int, note text);\n")
         for i in range(rows):
-            f.write(f"INSERT INTO big VALUES ({i}, 'row {i} of the big file');\n")
+            # About 97 bytes a line: 50 MiB, the size of the file.
+            f.write(f"INSERT INTO big VALUES ({i}, 'row {i} of the big file, padded as the issue''s 50 MB file');\n")
     size_mb = os.path.getsize(path) / (1 << 20)
     env = dict(os.environ, DATABASE_URL=cluster.url(db))
     status = [miglock, "status", "-q", "--migrations", folder]

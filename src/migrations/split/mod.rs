@@ -11,6 +11,7 @@ mod words;
 
 pub use classify::{classify, Execution, ForbiddenKind, IndexBuild, Planned, Summary};
 pub use locks::TableLock;
+pub use scan::statements;
 #[cfg(any(test, feature = "testing"))]
 pub use scan::{split, Statement};
 pub use stream::summarize;

@@ -53,6 +53,33 @@ fn a_big_file_applies_in_one_transaction_and_status_reads_it_as_a_stream() {
     );
 }
 
+/// A big file goes in parts, cut between statements: a body with `;` in
+/// it and a setting made early both hold across the cuts, and a failure in
+/// a late part names its line in the file and leaves nothing of the file.
+#[test]
+fn a_big_file_that_fails_late_names_its_line_and_leaves_nothing() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::new();
+    let mut sql = String::from("CREATE SCHEMA big_app;\nSET search_path = big_app;\n");
+    sql.push_str(&inserts("big", 40_000));
+    sql.push_str("DO $$ BEGIN PERFORM 1; PERFORM 2; END $$;\n");
+    sql.push_str("INSERT INTO big VALUES (-1, 'no such column', 3);\n");
+    let line = sql.lines().count();
+    dir.file("V1__big.sql", &sql);
+    let out = apply(&db, &dir).timeout(Duration::from_secs(120)).run();
+    out.assert_code(1)
+        .assert_stderr_contains(&format!("V1__big.sql, line {line})"))
+        .assert_stderr_contains("nothing of it was applied");
+    let json = out.json();
+    assert_eq!(json["error"]["line"], line, "{json:#}");
+    assert_eq!(json["error"]["sqlstate"], "42601", "{json:#}");
+    assert_eq!(
+        db.query_i64("SELECT count(*) FROM pg_namespace WHERE nspname = 'big_app'"),
+        0
+    );
+    assert!(db.history().is_empty());
+}
+
 #[test]
 fn a_big_file_without_a_transaction_runs_statement_by_statement() {
     let db = Cluster::shared().create_db();
