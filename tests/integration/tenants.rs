@@ -404,6 +404,79 @@ fn a_bad_line_is_a_usage_error_naming_it_without_its_password() {
     assert!(!out.stderr.contains("s3cret-ish"), "{}", out.stderr);
 }
 
+#[test]
+fn no_targets_is_a_usage_error_naming_its_source_unless_allowed() {
+    let cluster = Cluster::shared();
+    // Would match if the pattern were wrong the other way: it must stay
+    // untouched whatever happens.
+    let bystander = cluster.create_db();
+    let dir = two_migrations();
+    let (_guard, file) = targets_file(&["# none yet".to_string(), "   ".to_string()]);
+
+    let out = many("apply", &file, &dir).run();
+    out.assert_code(2).assert_stderr_contains(&format!(
+        "error: --databases-from {} lists no targets (only comments and blank lines, or nothing): \
+         nothing was run. Give at least one target, or pass --allow-no-targets",
+        file.display()
+    ));
+    assert!(!out.stderr.contains("SUMMARY"), "{}", out.stderr);
+    let json = out.json();
+    assert_eq!(json["outcome"], "usage");
+    assert_eq!(json["exit_code"], 2);
+    assert_eq!(json["targets"], serde_json::json!([]));
+
+    // Stdin, named as `-`; status and wait refuse it alike.
+    for command in ["status", "wait"] {
+        let mut m = many(command, &PathBuf::from("-"), &dir);
+        run_with_stdin(&mut m, "\n# only a comment\n\n")
+            .assert_code(2)
+            .assert_stderr_contains("error: --databases-from - (stdin) lists no targets");
+    }
+
+    // --all-databases whose pattern matches nothing names the pattern.
+    let pattern = format!("nomatch_{}%", std::process::id());
+    let all = |extra: &[&str]| {
+        let mut m = Miglock::new();
+        m.env("DATABASE_URL", cluster.url("postgres"))
+            .args(["apply", "--format", "json", "--all-databases", "--match"])
+            .arg(&pattern)
+            .args(extra)
+            .arg("--migrations")
+            .arg(dir.path());
+        m
+    };
+    let out = all(&[]).run();
+    out.assert_code(2).assert_stderr_contains(&format!(
+        "error: --all-databases --match '{pattern}' matched no database of postgres@127.0.0.1:{}/postgres",
+        cluster.port()
+    ));
+    assert_eq!(out.json()["outcome"], "usage");
+
+    // Allowed: exit 0, saying so, with nothing run.
+    let out = all(&["--allow-no-targets"]).run();
+    out.assert_success().assert_stderr_contains(&format!(
+        "NO_TARGETS --all-databases --match '{pattern}' matched no database"
+    ));
+    let json = out.json();
+    assert_eq!(json["outcome"], "current");
+    assert_eq!(json["targets"], serde_json::json!([]));
+    let out = many("apply", &file, &dir)
+        .env("MIGLOCK_ALLOW_NO_TARGETS", "1")
+        .run();
+    out.assert_success()
+        .assert_stderr_contains("NO_TARGETS --databases-from")
+        .assert_stderr_contains("--allow-no-targets: nothing to do")
+        .assert_stderr_contains("SUMMARY 0 targets");
+    // A value that is not a yes or a no is refused, not taken for one.
+    many("apply", &file, &dir)
+        .env("MIGLOCK_ALLOW_NO_TARGETS", "perhaps")
+        .run()
+        .assert_code(2)
+        .assert_stderr_contains("--allow-no-targets");
+    assert!(!bystander.table_exists("refinery_schema_history"));
+    assert!(!bystander.table_exists("t"));
+}
+
 fn run_with_stdin(m: &mut Miglock, input: &str) -> RunOutput {
     let mut stdin = tempfile::tempfile().unwrap();
     std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap();
