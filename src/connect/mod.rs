@@ -1,9 +1,11 @@
 //! Connecting to PostgreSQL: where to (`target`, with libpq's conventions:
 //! `conninfo`, `pgpass`, `tls`), and the connection retried while the
-//! server starts (`retry`).
+//! server starts (`retry`); a connection string as it may be shown
+//! (`redact`).
 
 pub mod conninfo;
 pub mod pgpass;
+pub mod redact;
 mod retry;
 mod target;
 pub mod tls;

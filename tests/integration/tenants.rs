@@ -373,34 +373,75 @@ fn all_databases_with_match_runs_on_the_matching_ones() {
 }
 
 #[test]
-fn a_bad_line_is_a_usage_error_naming_it_without_its_password() {
+fn every_bad_line_is_named_with_its_text_and_never_its_password() {
     let cluster = Cluster::shared();
     let db = cluster.create_db();
     let dir = two_migrations();
-    let bad = format!(
-        "postgres://postgres:{}@127.0.0.1:notaport/{}",
-        cluster.password(),
-        db.name()
-    );
-    let (_guard, file) = targets_file(&[line(&db), bad]);
+    let password = cluster.password();
+    let (head, tail) = password.split_at(password.len() / 2);
+    let port = cluster.port();
+    let name = db.name();
+    let (_guard, file) = targets_file(&[
+        line(&db),
+        format!("postgres://postgres:{password}@127.0.0.1:notaport/{name}"),
+        line(&db),
+        // A password's own '@' left unencoded: all of it goes.
+        format!("postgres://postgres:{head}@{tail}@127.0.0.1:{port}/{name}"),
+        format!("host=127.0.0.1 port={port} dbname={name} password='{password}"),
+        format!("postgres://postgres@127.0.0.1:{port}/{name}?schema=9lives"),
+    ]);
     // The harness fails the test if the password shows anywhere.
     let out = many("apply", &file, &dir).run();
-    out.assert_code(2).assert_stderr_contains(&format!(
-        "error: --databases-from {} line 4: the connection string is malformed",
-        file.display()
-    ));
+    out.assert_code(2)
+        .assert_stderr_contains(&format!(
+            "error: --databases-from {}: 4 bad lines, nothing was run:",
+            file.display()
+        ))
+        .assert_stderr_contains(&format!(
+            "\n  - line 4: the connection string is malformed: invalid connection string: invalid \
+             value for option `port`; it reads: postgres://postgres:…@127.0.0.1:…/{name}\n"
+        ))
+        .assert_stderr_contains(
+            "\n  - line 6: the connection string is malformed: more than one '@' before its host \
+             (a password holding '@' must be percent-encoded",
+        )
+        .assert_stderr_contains(&format!(
+            "; it reads: postgres://…@127.0.0.1:{port}/{name}\n"
+        ))
+        .assert_stderr_contains(&format!(
+            "\n  - line 7: the connection string is malformed: unterminated quoted value in the \
+             connection string; it reads: host=127.0.0.1 port={port} dbname={name} password=…\n"
+        ))
+        .assert_stderr_contains(&format!(
+            "\n  - line 8: invalid schema name \"9lives\": use letters, digits, _ and $, starting \
+             with a letter or _, at most 63 bytes; it reads: \
+             postgres://postgres@127.0.0.1:{port}/{name}?schema=9lives\n"
+        ));
+    for fragment in [head, tail] {
+        assert!(!out.stderr.contains(fragment), "{}", out.stderr);
+    }
     let json = out.json();
     assert_eq!(json["outcome"], "usage");
     assert_eq!(json["targets"], serde_json::json!([]));
-    assert!(!db.table_exists("t"), "nothing ran");
+    assert!(json["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("4 bad lines"));
+    assert!(
+        !db.table_exists("t"),
+        "nothing ran, not even the good lines"
+    );
+    assert!(!db.table_exists("refinery_schema_history"));
 
     // From stdin, with a word after the URL that is not schema=.
     let input = format!("{}\n{} s3cret-ish\n", line(&db), line(&db));
     let mut m = many("status", &PathBuf::from("-"), &dir);
     let out = run_with_stdin(&mut m, &input);
-    out.assert_code(2).assert_stderr_contains(
-        "--databases-from - line 2: after the URL only schema=NAME may follow",
-    );
+    out.assert_code(2).assert_stderr_contains(&format!(
+        "--databases-from -: 1 bad line, nothing was run:\n  - line 2: after the URL only \
+         schema=NAME may follow (separated by spaces); it reads: {} …",
+        line(&db)
+    ));
     assert!(!out.stderr.contains("s3cret-ish"), "{}", out.stderr);
 }
 
