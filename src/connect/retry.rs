@@ -40,8 +40,12 @@ fn classify(e: &postgres::Error) -> AttemptError {
         };
     }
     let message = error_chain(e);
-    // Certificates and TLS support do not change between attempts.
-    if message.starts_with("error performing TLS handshake") {
+    // Certificates and TLS support do not change between attempts; nor
+    // does the server's verdict on this side's client certificate, which
+    // TLS 1.3 delivers after the handshake, as an alert on the first read.
+    if message.starts_with("error performing TLS handshake")
+        || message.contains("received fatal alert")
+    {
         return AttemptError::GiveUp(message);
     }
     let io_failure = std::error::Error::source(e)
@@ -214,10 +218,10 @@ impl Connecting {
             };
             let reason = match error {
                 AttemptError::GiveUp(reason) => {
-                    let tls = match target.tls.root_cert.as_deref() {
-                        _ if !reason.contains("TLS") => String::new(),
-                        Some(root) => format!(" (sslmode={}, sslrootcert={root})", target.tls.mode),
-                        None => format!(" (sslmode={})", target.tls.mode),
+                    let tls = if reason.contains("TLS") || reason.contains("fatal alert") {
+                        format!(" ({})", target.tls.describe())
+                    } else {
+                        String::new()
                     };
                     return Err(Failure::unavailable(anyhow!(
                         "cannot connect to {target}: {reason}{tls}"

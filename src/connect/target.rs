@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use postgres::config::Host;
 
 use super::conninfo;
-use super::tls::{SslMode, TlsSettings};
+use super::tls::{self, TlsSettings};
 use crate::env::Env;
 use crate::error::Failure;
 use crate::pg_error::error_chain;
@@ -36,32 +36,21 @@ impl ConnectTarget {
         let var = |name: &str| env(name).filter(|v| !v.is_empty());
         let malformed =
             |why: String| Failure::usage(anyhow!("the database URL is malformed: {why}"));
-        let (url, tls_params) = match url {
+        let (url, taken) = match url {
             Some(url) => {
-                let (rest, taken) =
-                    conninfo::take_params(url, &["sslmode", "sslrootcert"]).map_err(malformed)?;
+                let (rest, taken) = conninfo::take_params(url, tls::PARAMS).map_err(malformed)?;
                 (Some(rest), taken)
             }
             None => (None, Vec::new()),
         };
         let param = |name: &str| {
-            tls_params
+            taken
                 .iter()
                 .rev()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         };
-        let tls = TlsSettings {
-            mode: match (param("sslmode"), var("PGSSLMODE")) {
-                (Some(mode), _) => SslMode::parse(&mode).map_err(malformed)?,
-                (None, Some(mode)) => {
-                    SslMode::parse(&mode).map_err(|e| Failure::usage(anyhow!("PGSSLMODE: {e}")))?
-                }
-                (None, None) => SslMode::default(),
-            },
-            root_cert: param("sslrootcert").or_else(|| var("PGSSLROOTCERT")),
-        };
-        tls.check().map_err(|e| Failure::usage(anyhow!(e)))?;
+        let tls = TlsSettings::resolve(&param, &var)?;
         let url = url.as_deref();
         let pg_port = match var("PGPORT") {
             Some(port) => {

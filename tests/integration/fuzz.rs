@@ -49,6 +49,8 @@ const LIBPQ_VARS: &[&str] = &[
     "PGSSLROOTCERT",
     "PGAPPNAME",
     "PGCONNECT_TIMEOUT",
+    "PGSSLCERT",
+    "PGSSLKEY",
     "PGPASSFILE",
     "HOME",
 ];
@@ -105,7 +107,8 @@ fn env_of(vars: &BTreeMap<String, String>) -> impl Fn(&str) -> Option<String> + 
 }
 
 /// Arbitrary values for some of the libpq variables; never a password file
-/// or HOME (so no real `~/.pgpass` is read) unless asked.
+/// or HOME (so no real `~/.pgpass` or `~/.postgresql` is read) unless
+/// asked.
 fn libpq_env() -> impl Strategy<Value = BTreeMap<String, String>> {
     let value = prop_oneof![
         "[a-z0-9./-]{0,12}",
@@ -114,7 +117,7 @@ fn libpq_env() -> impl Strategy<Value = BTreeMap<String, String>> {
         any::<String>(),
     ];
     proptest::collection::btree_map(
-        proptest::sample::select(&LIBPQ_VARS[..9]).prop_map(str::to_string),
+        proptest::sample::select(&LIBPQ_VARS[..LIBPQ_VARS.len() - 2]).prop_map(str::to_string),
         value,
         0..6,
     )
