@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use postgres::config::Host;
+use postgres::config::{Host, TargetSessionAttrs};
 use postgres::error::SqlState;
 use postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -79,6 +79,9 @@ pub struct Connecting {
 struct ConnectAttempt {
     result: std::sync::mpsc::Receiver<Result<Client, postgres::Error>>,
     bound: Duration,
+    /// How long to wait for it: `bound`, twice when a read-write server
+    /// is only preferred (a second connection may follow the first).
+    patience: Duration,
 }
 
 /// A first attempt that is no longer wanted (the files were invalid) ends
@@ -133,6 +136,9 @@ impl Connecting {
         } else {
             target.tls.mode.wire_mode()
         });
+        if target.prefer_writes {
+            config.target_session_attrs(TargetSessionAttrs::ReadWrite);
+        }
         let connector = target.tls.connector().map_err(|e| {
             format!(
                 "{:#}",
@@ -165,14 +171,26 @@ impl Connecting {
         let bound = remaining.min(cap).max(Duration::from_secs(1));
         let mut config = self.config.clone();
         config.connect_timeout(bound);
+        let prefer_writes = self.target.prefer_writes;
         let (sender, result) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("connect".into())
             .spawn(move || {
-                let _ = sender.send(config.connect(connector));
+                let mut result = config.connect(connector.clone());
+                if prefer_writes && result.as_ref().err().is_some_and(takes_no_writes) {
+                    log::debug!("no host takes writes: connecting to any");
+                    config.target_session_attrs(TargetSessionAttrs::Any);
+                    result = config.connect(connector);
+                }
+                let _ = sender.send(result);
             })
             .ok()?;
-        Some(ConnectAttempt { result, bound })
+        let patience = if prefer_writes { bound * 2 } else { bound };
+        Some(ConnectAttempt {
+            result,
+            bound,
+            patience,
+        })
     }
 
     /// Connects, retrying refused/unreachable/starting-up servers with
@@ -258,7 +276,7 @@ fn wait_for_attempt(
     interrupt: &Interrupt,
 ) -> Result<Client, AttemptError> {
     use std::sync::mpsc::RecvTimeoutError;
-    let end = Instant::now() + pending.bound + Duration::from_millis(500);
+    let end = Instant::now() + pending.patience + Duration::from_millis(500);
     loop {
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -284,6 +302,18 @@ fn wait_for_attempt(
             }
         }
     }
+}
+
+/// rust-postgres's refusal of a server whose `transaction_read_only` is on,
+/// under `target_session_attrs=read-write`: the last host it tried
+/// answered, and takes no writes.
+fn takes_no_writes(e: &postgres::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            io.kind() == std::io::ErrorKind::PermissionDenied
+                && io.to_string().contains("does not allow writes")
+        })
 }
 
 /// Connects, retrying for `timeout` (see [`Connecting::finish`]).
