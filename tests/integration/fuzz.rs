@@ -1,7 +1,8 @@
 //! Property tests ("fuzzing") of every parser that reads untrusted text:
 //! migration file names and versions, whole migration folders, durations,
 //! `RUN_MIGRATIONS`, `--set`, `--table`, `sslmode`, connection strings in
-//! both of libpq's forms, the libpq environment, and the password file.
+//! both of libpq's forms, the libpq environment, targets files, and the
+//! password file.
 //!
 //! Each property runs 256 generated cases by default (a few seconds in
 //! all), so it runs on every `cargo test`. For a longer campaign (20,000
@@ -715,6 +716,29 @@ proptest! {
             for part in [marker.as_str(), &password, "Pw", end] {
                 prop_assert!(!message.contains(part), "{:?} shows {:?}: {}", line, part, message);
             }
+        }
+    }
+
+    /// Any targets file: read or refused (exit 2) with one entry per bad
+    /// line, never a panic, whatever the bytes of a line.
+    #[test]
+    fn any_targets_file_is_read_or_refused_line_by_line(
+        lines in proptest::collection::vec(
+            prop_oneof![
+                "postgres(ql)?://\\PC{0,40}",
+                "[a-z_]{1,8} ?= ?'?\\PC{0,10}( [a-z_]{1,8}=\\PC{0,10}){0,3}",
+                "#\\PC{0,10}",
+                any::<String>(),
+            ],
+            0..6,
+        ),
+    ) {
+        let text = lines.join("\n");
+        if let Err(failure) = parse_targets(&text, "t.txt", &|_| None) {
+            prop_assert_eq!(failure.outcome.exit_code(), 2);
+            let message = failure.message();
+            let reported = message.lines().filter(|l| l.starts_with("  - line ")).count();
+            prop_assert!(reported >= 1 && reported <= text.lines().count(), "{}", message);
         }
     }
 
