@@ -172,12 +172,19 @@ impl Connecting {
         let mut config = self.config.clone();
         config.connect_timeout(bound);
         let prefer_writes = self.target.prefer_writes;
+        let many_hosts = config.get_hosts().len().max(config.get_hostaddrs().len()) > 1;
+        // As libpq's `prefer-standby` the other way round: when no host
+        // gives what is preferred, any host will do. For one host, only
+        // when it answered read-only: one that is down stays down.
+        let settle_for_any = move |e: &postgres::Error| {
+            takes_no_writes(e) || (many_hosts && matches!(classify(e), AttemptError::Retry(_)))
+        };
         let (sender, result) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("connect".into())
             .spawn(move || {
                 let mut result = config.connect(connector.clone());
-                if prefer_writes && result.as_ref().err().is_some_and(takes_no_writes) {
+                if prefer_writes && result.as_ref().err().is_some_and(settle_for_any) {
                     log::debug!("no host takes writes: connecting to any");
                     config.target_session_attrs(TargetSessionAttrs::Any);
                     result = config.connect(connector);

@@ -179,10 +179,10 @@ impl ConnectTarget {
     /// For `apply`, which needs a server that takes writes: unless the
     /// user chose `target_session_attrs`, a connection asks for a
     /// read-write server first (the hosts of a multi-host URL in order, as
-    /// libpq's `read-write`), and, when the last host tried answered but
-    /// takes no writes, connects as libpq's default `any` would, so that a
-    /// lone standby is still reached (and `apply` waits there for a
-    /// primary, or finds nothing to do).
+    /// libpq's `read-write`), and, when none gives one (a lone standby,
+    /// every host a standby, the primary down), connects as libpq's
+    /// default `any` would: `apply` then finds nothing to do there, or
+    /// waits for a primary as on any read-only server.
     pub fn preferring_writes(&self) -> ConnectTarget {
         let mut target = self.clone();
         target.prefer_writes = !self.session_attrs_given;

@@ -199,4 +199,20 @@ fn apply_finds_the_primary_behind_a_standby_listed_first() {
         .run()
         .assert_success()
         .assert_stderr_contains("SCHEMA_CURRENT");
+
+    // The primary down: with no server that takes writes, apply settles
+    // for the standby, where the schema is current…
+    primary.stop_fast();
+    let out = run("apply", &url).args(["--connect-timeout", "5s"]).run();
+    out.assert_success()
+        .assert_stderr_contains("SCHEMA_CURRENT");
+    assert_eq!(out.json()["outcome"], "current");
+    // …and where a pending migration waits for a primary, then exit 5.
+    dir.file("V3__add_more.sql", "ALTER TABLE t ADD COLUMN more int;");
+    let out = run("apply", &url).args(["--connect-timeout", "1s"]).run();
+    out.assert_code(5)
+        .assert_stderr_contains("SERVER_READ_ONLY")
+        .assert_stderr_contains("is a read-only server (a hot standby");
+    primary.start_again();
+    assert_eq!(db.history(), [1, 2]);
 }
