@@ -148,6 +148,9 @@ pub struct FleetConfig {
     pub source: Source,
     pub jobs: usize,
     pub fail_fast: bool,
+    /// An empty list of targets runs nothing and succeeds, instead of being
+    /// refused (`--allow-no-targets`).
+    pub allow_no_targets: bool,
     pub migrations: PathBuf,
     pub table: HistoryTable,
     pub connect_timeout: Duration,

@@ -65,6 +65,7 @@ pub mod testing {
     pub use crate::lock::Identity;
     pub use crate::migrations::history::HistoryTable;
     pub use crate::migrations::{parse_file_name, MigrationSet, ProblemKind};
+    pub use crate::targets::parse as parse_targets;
     pub mod parse {
         pub use crate::parse::*;
     }

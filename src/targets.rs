@@ -16,8 +16,8 @@
 
 use anyhow::anyhow;
 
-use crate::connect::conninfo;
 use crate::connect::ConnectTarget;
+use crate::connect::{conninfo, redact};
 use crate::env::Env;
 use crate::error::Failure;
 use crate::pg_error;
@@ -57,32 +57,93 @@ pub fn read_file(path: &str) -> Result<String, Failure> {
     Ok(text)
 }
 
-/// Every line, or the first bad one as a usage error naming its number and
-/// never its text (it may hold a password).
+/// Every line; or, when any is bad, every bad one, as one usage error
+/// (nothing runs) giving each its number, why, and its text without its
+/// secrets (see [`redact`]).
 pub fn parse(text: &str, source: &str, env: Env) -> Result<Vec<Target>, Failure> {
     let mut targets = Vec::new();
+    let mut bad = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let number = i + 1;
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad =
-            |why: String| Failure::usage(anyhow!("--databases-from {source} line {number}: {why}"));
-        let (conninfo, schema) = split_line(line).map_err(&bad)?;
-        let database = ConnectTarget::resolve(Some(&conninfo), env).map_err(|e| {
-            bad(e
-                .message()
-                .replace("the database URL", "the connection string"))
-        })?;
-        targets.push(Target {
-            database,
-            schema,
-            line: Some(number),
-        });
+        match parse_line(line, env) {
+            Ok((database, schema)) => targets.push(Target {
+                database,
+                schema,
+                line: Some(number),
+            }),
+            Err(why) => bad.push(BadLine {
+                number,
+                why,
+                shown: redact::redact(line),
+            }),
+        }
     }
-    Ok(targets)
+    if bad.is_empty() {
+        Ok(targets)
+    } else {
+        Err(Failure::usage(anyhow!(BadLines {
+            source: source.to_string(),
+            lines: bad,
+        })))
+    }
 }
+
+fn parse_line(line: &str, env: Env) -> Result<(ConnectTarget, Option<String>), String> {
+    let (conninfo, schema) = split_line(line)?;
+    let database = ConnectTarget::resolve(Some(&conninfo), env).map_err(|e| {
+        e.message()
+            .replace("the database URL", "the connection string")
+    })?;
+    Ok((database, schema))
+}
+
+/// A line of the targets file that cannot be run.
+struct BadLine {
+    number: usize,
+    why: String,
+    /// The line with its secrets replaced by `…`.
+    shown: String,
+}
+
+/// Every bad line of a targets file, one per line.
+#[derive(Debug)]
+struct BadLines {
+    source: String,
+    lines: Vec<BadLine>,
+}
+
+impl std::fmt::Debug for BadLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}", self.number)
+    }
+}
+
+impl std::fmt::Display for BadLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.lines.len();
+        write!(
+            f,
+            "--databases-from {}: {n} bad line{}, nothing was run:",
+            self.source,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for line in &self.lines {
+            write!(f, "\n  - line {}: {}", line.number, line.why)?;
+            if redact::shows_nothing(&line.shown) {
+                f.write_str(" (its text is not shown: it may hold a password)")?;
+            } else {
+                write!(f, "; it reads: {}", line.shown)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BadLines {}
 
 /// The connection string without `schema`, and the schema. A URL may be
 /// followed by `schema=NAME` tokens; in a `key=value` string `schema` is
@@ -90,7 +151,12 @@ pub fn parse(text: &str, source: &str, env: Env) -> Result<Vec<Target>, Failure>
 fn split_line(line: &str) -> Result<(String, Option<String>), String> {
     let malformed = |why: String| format!("the connection string is malformed: {why}");
     let mut schemas = Vec::new();
-    let conninfo = if line.contains("://") {
+    // A URL is the first word: a `key=value` line may hold "://" in a value.
+    let conninfo = if line
+        .split_whitespace()
+        .next()
+        .is_some_and(|word| word.contains("://"))
+    {
         let mut tokens = line.split_whitespace();
         let url = tokens.next().unwrap_or_default();
         for token in tokens {
@@ -212,24 +278,64 @@ dbname=onlyname
     }
 
     #[test]
-    fn a_bad_line_names_its_number_and_never_its_text() {
-        for bad in [
-            "postgres://u:s3cret@h/d extra-s3cret",
-            "host=h password='s3cret",
-            "postgres://u:s3cret@h/d?schema=1bad",
-            "postgres://u:s3cret@h/d?schema=a schema=b",
-            "postgres://u:s3cret@h:notaport/d",
-            "postgres://u:s3cret@h/d?nokey",
-        ] {
-            let text = format!("# first\npostgres://u@h/ok\n{bad}\n");
-            let err = parse(&text, "f", &vars).err().expect(bad);
-            let message = err.message();
-            assert!(
-                message.starts_with("--databases-from f line 3: "),
-                "{message}"
-            );
-            assert!(!message.contains("s3cret"), "{message}");
-            assert_eq!(err.outcome, crate::outcome::Outcome::Usage);
+    fn every_bad_line_is_named_with_its_text_and_never_its_password() {
+        let bad = [
+            (
+                "postgres://u:s3cret@h/d extra-s3cret",
+                "postgres://u:…@h/d …",
+            ),
+            ("host=h password='s3cret", "host=h password=…"),
+            (
+                "postgres://u:s3cret@h/d?schema=1bad",
+                "postgres://u:…@h/d?schema=1bad",
+            ),
+            (
+                "postgres://u:s3cret@h/d?schema=a schema=b",
+                "postgres://u:…@h/d?schema=a schema=b",
+            ),
+            ("postgres://u:s3cret@h:notaport/d", "postgres://u:…@h:…/d"),
+            ("postgres://u:s3cret@h/d?nokey", "postgres://u:…@h/d?…"),
+            ("postgres://u:s3c@ret@h/d", "postgres://…@h/d"),
+            ("host=h password=s3cret port=x", "host=h password=… port=x"),
+        ];
+        let mut text = "# first\npostgres://u@h/ok\n".to_string();
+        for (line, _) in &bad {
+            text.push_str(line);
+            text.push_str("\n\n");
         }
+        let err = parse(&text, "f", &vars).err().expect("bad lines");
+        assert_eq!(err.outcome, crate::outcome::Outcome::Usage);
+        let message = err.message();
+        assert!(!message.contains("s3"), "{message}");
+        let mut lines = message.lines();
+        assert_eq!(
+            lines.next(),
+            Some("--databases-from f: 8 bad lines, nothing was run:")
+        );
+        for (i, ((_, shown), reported)) in bad.iter().zip(lines).enumerate() {
+            let number = 3 + 2 * i;
+            assert!(
+                reported.starts_with(&format!("  - line {number}: ")),
+                "{reported}"
+            );
+            assert!(
+                reported.ends_with(&format!("; it reads: {shown}")),
+                "{reported}"
+            );
+        }
+        // Nothing safe to show: said so.
+        let err = parse("s3cret\n", "-", &vars).err().unwrap();
+        assert!(
+            err.message()
+                .ends_with("(its text is not shown: it may hold a password)"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn a_url_is_the_first_word_only() {
+        let targets = parse("host=h dbname=d application_name=a://b\n", "f", &vars).unwrap();
+        assert_eq!(targets[0].label(), "envuser@h:5432/d");
     }
 }

@@ -409,6 +409,15 @@ pub struct FleetArgs {
     /// With many targets: start no other target after the first failure (they are not_started)
     #[arg(long)]
     pub fail_fast: bool,
+
+    /// With many targets: an empty list (no line in FILE, no database matching) is no error
+    ///
+    /// Without it, a targets file holding only comments and blank lines, or an --all-databases
+    /// (--match) that finds no database, is a usage error (exit 2): an empty list is far more
+    /// often a wrong file or pattern than a wish to do nothing.
+    #[arg(long, env = "MIGLOCK_ALLOW_NO_TARGETS", action = ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_no_targets: bool,
 }
 
 /// `--ddl-lock-timeout`: `auto`, `off` (or `0`), or a duration.

@@ -270,6 +270,7 @@ impl GlobalArgs {
             source,
             jobs: usize::from(args.jobs),
             fail_fast: args.fail_fast,
+            allow_no_targets: args.allow_no_targets,
             migrations: self.migrations.clone(),
             table,
             connect_timeout: self.connect_timeout,

@@ -56,8 +56,9 @@ pub fn take_params(
 }
 
 /// Whether the connection string itself holds a password (not empty): in a
-/// URL's user information (`user:secret@host`) or as a `password`
-/// parameter (URL query or `key=value`). The password is not returned.
+/// URL's user information (`user:secret@host`) or as a `password` (or
+/// `sslpassword`) parameter (URL query or `key=value`). The password is
+/// not returned.
 /// A string too malformed to read counts when it names a password at all.
 pub fn has_password(conninfo: &str) -> bool {
     if let Some(parts) = split_url(conninfo) {
@@ -69,7 +70,7 @@ pub fn has_password(conninfo: &str) -> bool {
             return true;
         }
     }
-    match take_params(conninfo, &["password"]) {
+    match take_params(conninfo, &["password", "sslpassword"]) {
         Ok((_, found)) => found.iter().any(|(_, value)| !value.is_empty()),
         Err(_) => conninfo.to_ascii_lowercase().contains("password"),
     }
@@ -266,6 +267,7 @@ mod tests {
             "host=h user=u password=s3cret",
             "host=h password = 'it\\'s'",
             "host=h password='unterminated",
+            "postgres://u@h/db?sslpassword=s3cret",
         ] {
             assert!(has_password(with), "{with}");
         }

@@ -1,9 +1,12 @@
 //! Connecting to PostgreSQL: where to (`target`, with libpq's conventions:
-//! `conninfo`, `pgpass`, `tls`), and the connection retried while the
-//! server starts (`retry`).
+//! `conninfo`, `pgpass`, `tls`, `client_cert`), and the connection retried while the
+//! server starts (`retry`); a connection string as it may be shown
+//! (`redact`).
 
+mod client_cert;
 pub mod conninfo;
 pub mod pgpass;
+pub mod redact;
 mod retry;
 mod target;
 pub mod tls;

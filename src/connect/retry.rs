@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use postgres::config::Host;
+use postgres::config::{Host, TargetSessionAttrs};
 use postgres::error::SqlState;
 use postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -40,8 +40,12 @@ fn classify(e: &postgres::Error) -> AttemptError {
         };
     }
     let message = error_chain(e);
-    // Certificates and TLS support do not change between attempts.
-    if message.starts_with("error performing TLS handshake") {
+    // Certificates and TLS support do not change between attempts; nor
+    // does the server's verdict on this side's client certificate, which
+    // TLS 1.3 delivers after the handshake, as an alert on the first read.
+    if message.starts_with("error performing TLS handshake")
+        || message.contains("received fatal alert")
+    {
         return AttemptError::GiveUp(message);
     }
     let io_failure = std::error::Error::source(e)
@@ -75,6 +79,9 @@ pub struct Connecting {
 struct ConnectAttempt {
     result: std::sync::mpsc::Receiver<Result<Client, postgres::Error>>,
     bound: Duration,
+    /// How long to wait for it: `bound`, twice when a read-write server
+    /// is only preferred (a second connection may follow the first).
+    patience: Duration,
 }
 
 /// A first attempt that is no longer wanted (the files were invalid) ends
@@ -129,6 +136,9 @@ impl Connecting {
         } else {
             target.tls.mode.wire_mode()
         });
+        if target.prefer_writes {
+            config.target_session_attrs(TargetSessionAttrs::ReadWrite);
+        }
         let connector = target.tls.connector().map_err(|e| {
             format!(
                 "{:#}",
@@ -161,14 +171,33 @@ impl Connecting {
         let bound = remaining.min(cap).max(Duration::from_secs(1));
         let mut config = self.config.clone();
         config.connect_timeout(bound);
+        let prefer_writes = self.target.prefer_writes;
+        let many_hosts = config.get_hosts().len().max(config.get_hostaddrs().len()) > 1;
+        // As libpq's `prefer-standby` the other way round: when no host
+        // gives what is preferred, any host will do. For one host, only
+        // when it answered read-only: one that is down stays down.
+        let settle_for_any = move |e: &postgres::Error| {
+            takes_no_writes(e) || (many_hosts && matches!(classify(e), AttemptError::Retry(_)))
+        };
         let (sender, result) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("connect".into())
             .spawn(move || {
-                let _ = sender.send(config.connect(connector));
+                let mut result = config.connect(connector.clone());
+                if prefer_writes && result.as_ref().err().is_some_and(settle_for_any) {
+                    log::debug!("no host takes writes: connecting to any");
+                    config.target_session_attrs(TargetSessionAttrs::Any);
+                    result = config.connect(connector);
+                }
+                let _ = sender.send(result);
             })
             .ok()?;
-        Some(ConnectAttempt { result, bound })
+        let patience = if prefer_writes { bound * 2 } else { bound };
+        Some(ConnectAttempt {
+            result,
+            bound,
+            patience,
+        })
     }
 
     /// Connects, retrying refused/unreachable/starting-up servers with
@@ -214,10 +243,10 @@ impl Connecting {
             };
             let reason = match error {
                 AttemptError::GiveUp(reason) => {
-                    let tls = match target.tls.root_cert.as_deref() {
-                        _ if !reason.contains("TLS") => String::new(),
-                        Some(root) => format!(" (sslmode={}, sslrootcert={root})", target.tls.mode),
-                        None => format!(" (sslmode={})", target.tls.mode),
+                    let tls = if reason.contains("TLS") || reason.contains("fatal alert") {
+                        format!(" ({})", target.tls.describe())
+                    } else {
+                        String::new()
                     };
                     return Err(Failure::unavailable(anyhow!(
                         "cannot connect to {target}: {reason}{tls}"
@@ -254,7 +283,7 @@ fn wait_for_attempt(
     interrupt: &Interrupt,
 ) -> Result<Client, AttemptError> {
     use std::sync::mpsc::RecvTimeoutError;
-    let end = Instant::now() + pending.bound + Duration::from_millis(500);
+    let end = Instant::now() + pending.patience + Duration::from_millis(500);
     loop {
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -280,6 +309,18 @@ fn wait_for_attempt(
             }
         }
     }
+}
+
+/// rust-postgres's refusal of a server whose `transaction_read_only` is on,
+/// under `target_session_attrs=read-write`: the last host it tried
+/// answered, and takes no writes.
+fn takes_no_writes(e: &postgres::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            io.kind() == std::io::ErrorKind::PermissionDenied
+                && io.to_string().contains("does not allow writes")
+        })
 }
 
 /// Connects, retrying for `timeout` (see [`Connecting::finish`]).

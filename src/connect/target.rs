@@ -6,10 +6,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use postgres::config::Host;
+use postgres::config::{Host, TargetSessionAttrs};
 
 use super::conninfo;
-use super::tls::{SslMode, TlsSettings};
+use super::tls::{self, TlsSettings};
 use crate::env::Env;
 use crate::error::Failure;
 use crate::pg_error::error_chain;
@@ -22,46 +22,53 @@ pub struct ConnectTarget {
     /// Bound on one connection attempt (`connect_timeout`, `PGCONNECT_TIMEOUT`).
     pub(super) attempt_timeout: Option<Duration>,
     pub(super) tls: TlsSettings,
+    /// Whether the URL or `PGTARGETSESSIONATTRS` chose the kind of server.
+    session_attrs_given: bool,
+    /// Ask for a server that takes writes first, and settle for any (see
+    /// [`ConnectTarget::preferring_writes`]).
+    pub(super) prefer_writes: bool,
     /// `user@host:port/database`, safe to print.
     display: String,
     database: String,
 }
 
+/// Taken out of the URL so that miglock knows whether it was given: the
+/// config cannot tell an explicit `any` from the default.
+const SESSION_ATTRS: &str = "target_session_attrs";
+
 impl ConnectTarget {
     /// Resolves the connection as libpq does: the URL (or `key=value`
     /// string) first, then `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`,
-    /// `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGAPPNAME` for whatever
-    /// it leaves out.
+    /// `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`,
+    /// `PGTARGETSESSIONATTRS`, `PGAPPNAME` for whatever it leaves out.
     pub fn resolve(url: Option<&str>, env: Env) -> Result<ConnectTarget, Failure> {
         let var = |name: &str| env(name).filter(|v| !v.is_empty());
         let malformed =
             |why: String| Failure::usage(anyhow!("the database URL is malformed: {why}"));
-        let (url, tls_params) = match url {
+        let (url, taken) = match url {
             Some(url) => {
-                let (rest, taken) =
-                    conninfo::take_params(url, &["sslmode", "sslrootcert"]).map_err(malformed)?;
+                let names: Vec<&str> = tls::PARAMS.iter().copied().chain([SESSION_ATTRS]).collect();
+                let (rest, taken) = conninfo::take_params(url, &names).map_err(malformed)?;
                 (Some(rest), taken)
             }
             None => (None, Vec::new()),
         };
         let param = |name: &str| {
-            tls_params
+            taken
                 .iter()
                 .rev()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         };
-        let tls = TlsSettings {
-            mode: match (param("sslmode"), var("PGSSLMODE")) {
-                (Some(mode), _) => SslMode::parse(&mode).map_err(malformed)?,
-                (None, Some(mode)) => {
-                    SslMode::parse(&mode).map_err(|e| Failure::usage(anyhow!("PGSSLMODE: {e}")))?
-                }
-                (None, None) => SslMode::default(),
-            },
-            root_cert: param("sslrootcert").or_else(|| var("PGSSLROOTCERT")),
+        let tls = TlsSettings::resolve(&param, &var)?;
+        let session_attrs = match (param(SESSION_ATTRS), var("PGTARGETSESSIONATTRS")) {
+            (Some(attrs), _) => Some(session_attrs(&attrs).map_err(malformed)?),
+            (None, Some(attrs)) => Some(
+                session_attrs(&attrs)
+                    .map_err(|e| Failure::usage(anyhow!("PGTARGETSESSIONATTRS: {e}")))?,
+            ),
+            (None, None) => None,
         };
-        tls.check().map_err(|e| Failure::usage(anyhow!(e)))?;
         let url = url.as_deref();
         let pg_port = match var("PGPORT") {
             Some(port) => {
@@ -152,6 +159,9 @@ impl ConnectTarget {
                 config.application_name(&name);
             }
         }
+        if let Some(attrs) = session_attrs {
+            config.target_session_attrs(attrs);
+        }
 
         let database = config.get_dbname().unwrap_or_default().to_string();
         let display = display_name(&config);
@@ -159,9 +169,24 @@ impl ConnectTarget {
             config,
             attempt_timeout,
             tls,
+            session_attrs_given: session_attrs.is_some(),
+            prefer_writes: false,
             display,
             database,
         })
+    }
+
+    /// For `apply`, which needs a server that takes writes: unless the
+    /// user chose `target_session_attrs`, a connection asks for a
+    /// read-write server first (the hosts of a multi-host URL in order, as
+    /// libpq's `read-write`), and, when none gives one (a lone standby,
+    /// every host a standby, the primary down), connects as libpq's
+    /// default `any` would: `apply` then finds nothing to do there, or
+    /// waits for a primary as on any read-only server.
+    pub fn preferring_writes(&self) -> ConnectTarget {
+        let mut target = self.clone();
+        target.prefer_writes = !self.session_attrs_given;
+        target
     }
 
     pub fn database(&self) -> &str {
@@ -175,6 +200,22 @@ impl ConnectTarget {
     /// The `application_name` the user configured, if any (URL or `PGAPPNAME`).
     pub fn application_name(&self) -> Option<&str> {
         self.config.get_application_name()
+    }
+}
+
+/// libpq's `target_session_attrs`, as far as rust-postgres has them.
+fn session_attrs(text: &str) -> Result<TargetSessionAttrs, String> {
+    match text {
+        "any" => Ok(TargetSessionAttrs::Any),
+        "read-write" => Ok(TargetSessionAttrs::ReadWrite),
+        "read-only" => Ok(TargetSessionAttrs::ReadOnly),
+        "primary" | "standby" | "prefer-standby" => Err(format!(
+            "target_session_attrs={text} is not supported: use any, read-write or read-only"
+        )),
+        _ => Err(format!(
+            "unknown target_session_attrs {:?}: use any, read-write or read-only",
+            crate::parse::shorten(text, 20)
+        )),
     }
 }
 
@@ -205,6 +246,8 @@ impl ConnectTarget {
             config,
             attempt_timeout: self.attempt_timeout,
             tls: self.tls.clone(),
+            session_attrs_given: self.session_attrs_given,
+            prefer_writes: self.prefer_writes,
         }
     }
 }
@@ -461,6 +504,61 @@ mod tests {
         let t =
             ConnectTarget::resolve(Some("postgres://other@db.example/app"), &env(&vars)).unwrap();
         assert_eq!(t.config.get_password(), None);
+    }
+
+    #[test]
+    fn apply_prefers_writes_unless_target_session_attrs_is_given() {
+        let prefers = |url: &str, vars: &[(&str, &str)]| {
+            let t = ConnectTarget::resolve(Some(url), &env(vars)).unwrap();
+            (
+                t.preferring_writes().prefer_writes,
+                t.config.get_target_session_attrs(),
+            )
+        };
+        let any = TargetSessionAttrs::Any;
+        assert_eq!(prefers("postgres://u@h1,h2/d", &[]), (true, any));
+        assert_eq!(
+            prefers("postgres://u@h1,h2/d?target_session_attrs=any", &[]),
+            (false, any)
+        );
+        assert_eq!(
+            prefers("host=h1,h2 target_session_attrs=read-write", &[]),
+            (false, TargetSessionAttrs::ReadWrite)
+        );
+        let vars = [("PGTARGETSESSIONATTRS", "read-only")];
+        assert_eq!(
+            prefers("postgres://u@h1,h2/d", &vars),
+            (false, TargetSessionAttrs::ReadOnly)
+        );
+        // The URL wins over the variable.
+        assert_eq!(
+            prefers("postgres://u@h/d?target_session_attrs=any", &vars),
+            (false, any)
+        );
+        // Only apply asks: a target as resolved keeps libpq's default.
+        let t = ConnectTarget::resolve(Some("postgres://u@h1,h2/d"), &env(&[])).unwrap();
+        assert!(!t.prefer_writes);
+        for (url, vars, expected) in [
+            (
+                "postgres://u@h/d?target_session_attrs=primary",
+                &[][..],
+                "is not supported",
+            ),
+            (
+                "postgres://u@h/d?target_session_attrs=rw",
+                &[],
+                "unknown target_session_attrs \"rw\"",
+            ),
+            (
+                "postgres://u@h/d",
+                &[("PGTARGETSESSIONATTRS", "standby")],
+                "PGTARGETSESSIONATTRS: ",
+            ),
+        ] {
+            let err = ConnectTarget::resolve(Some(url), &env(vars)).err().unwrap();
+            assert_eq!(err.outcome, crate::outcome::Outcome::Usage);
+            assert!(err.message().contains(expected), "{url}: {err}");
+        }
     }
 
     #[test]

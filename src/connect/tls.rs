@@ -17,7 +17,9 @@
 //! Trusted roots: `sslrootcert` (a PEM file), else `~/.postgresql/root.crt`,
 //! else, for `verify-full` only, the system's roots (`sslrootcert=system`
 //! asks for them explicitly). As in libpq, `verify-ca` needs a root file,
-//! and the system's roots need `verify-full`.
+//! and the system's roots need `verify-full`. A client certificate
+//! (`sslcert`, `sslkey`) is presented whenever TLS is used: see
+//! `client_cert`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,9 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::client_cert::{self, ClientCert};
+use crate::error::Failure;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SslMode {
@@ -89,12 +94,21 @@ impl fmt::Display for SslMode {
     }
 }
 
-/// `sslmode` and `sslrootcert`, from the URL or `PGSSLMODE`/`PGSSLROOTCERT`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `sslmode`, `sslrootcert` and the client certificate, from the URL or
+/// `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`.
+#[derive(Debug, Clone, Default)]
 pub struct TlsSettings {
     pub mode: SslMode,
     pub root_cert: Option<String>,
+    /// Read and checked when the settings are resolved; `None` with
+    /// `sslmode=disable` (libpq reads none then either).
+    pub client: Option<ClientCert>,
 }
+
+/// The connection string's parameters miglock handles itself: taken out
+/// before the rest reaches rust-postgres, which rejects them.
+/// `sslpassword` is taken to be refused (see `client_cert`), never kept.
+pub const PARAMS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword"];
 
 /// How certificates are checked, once the settings are resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +119,55 @@ enum Check {
 }
 
 impl TlsSettings {
+    /// The settings of a connection string (`param`: its values of
+    /// [`PARAMS`]), else of libpq's variables (`var`, which also gives
+    /// `HOME`, where libpq's default client certificate is), checked: what
+    /// is wrong with them or their files is a usage error, before anything
+    /// connects.
+    pub fn resolve(
+        param: &dyn Fn(&str) -> Option<String>,
+        var: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<TlsSettings, Failure> {
+        let usage = |why: String| Failure::usage(anyhow!(why));
+        let mode = match (param("sslmode"), var("PGSSLMODE")) {
+            (Some(mode), _) => SslMode::parse(&mode)
+                .map_err(|e| usage(format!("the database URL is malformed: {e}")))?,
+            (None, Some(mode)) => {
+                SslMode::parse(&mode).map_err(|e| usage(format!("PGSSLMODE: {e}")))?
+            }
+            (None, None) => SslMode::default(),
+        };
+        let mut tls = TlsSettings {
+            mode,
+            root_cert: param("sslrootcert").or_else(|| var("PGSSLROOTCERT")),
+            client: None,
+        };
+        tls.check().map_err(usage)?;
+        if mode != SslMode::Disable {
+            tls.client = client_cert::find(
+                param("sslcert").or_else(|| var("PGSSLCERT")).as_deref(),
+                param("sslkey").or_else(|| var("PGSSLKEY")).as_deref(),
+                var("HOME").as_deref(),
+                &rustls::crypto::ring::default_provider(),
+            )
+            .map_err(usage)?;
+        }
+        Ok(tls)
+    }
+
+    /// `sslmode=… sslrootcert=… sslcert=…`, as far as they are set: what
+    /// a TLS failure is reported with.
+    pub fn describe(&self) -> String {
+        let mut text = format!("sslmode={}", self.mode);
+        if let Some(root) = &self.root_cert {
+            text.push_str(&format!(", sslrootcert={root}"));
+        }
+        if let Some(client) = &self.client {
+            text.push_str(&format!(", sslcert={}", client.cert_file));
+        }
+        text
+    }
+
     /// Combinations libpq refuses, for the same reason: the system's roots
     /// vouch for any public certificate, so they prove nothing unless the
     /// host name is checked too. And a root certificate file that was
@@ -155,23 +218,29 @@ impl TlsSettings {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .context("cannot set up TLS")?;
-        let config = if check == Check::None {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoCertificateCheck(provider)))
-                .with_no_client_auth()
+        let verifier: Arc<dyn ServerCertVerifier> = if check == Check::None {
+            Arc::new(NoCertificateCheck(provider))
         } else {
             let roots = Arc::new(roots(root_file.as_deref())?);
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
                 .build()
                 .context("cannot set up certificate verification")?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(ChainCheck {
-                    webpki,
-                    check_host: check == Check::ChainAndHost,
-                }))
-                .with_no_client_auth()
+            Arc::new(ChainCheck {
+                webpki,
+                check_host: check == Check::ChainAndHost,
+            })
+        };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let config = match &self.client {
+            Some(client) => {
+                let (chain, key) = client.chain_and_key();
+                builder.with_client_auth_cert(chain, key).with_context(|| {
+                    format!("cannot use the client certificate {}", client.cert_file)
+                })?
+            }
+            None => builder.with_no_client_auth(),
         };
         Ok(MakeRustlsConnect::new(config))
     }
@@ -350,6 +419,7 @@ mod tests {
         let settings = TlsSettings {
             mode: SslMode::VerifyFull,
             root_cert: Some("/nonexistent/root.crt".into()),
+            client: None,
         };
         let err = format!("{:#}", settings.connector().err().unwrap());
         assert!(
@@ -360,6 +430,7 @@ mod tests {
         let settings = TlsSettings {
             mode: SslMode::VerifyCa,
             root_cert: Some(empty.path().display().to_string()),
+            client: None,
         };
         let err = format!("{:#}", settings.connector().err().unwrap());
         assert!(err.contains("holds no PEM certificate"), "{err}");
@@ -367,6 +438,7 @@ mod tests {
         let system = |mode| TlsSettings {
             mode,
             root_cert: Some("system".into()),
+            client: None,
         };
         assert!(system(SslMode::VerifyCa)
             .check()
@@ -379,6 +451,7 @@ mod tests {
             let missing = TlsSettings {
                 mode,
                 root_cert: Some("/nonexistent/root.crt".into()),
+                client: None,
             };
             let err = missing.check().unwrap_err();
             assert!(
@@ -388,6 +461,7 @@ mod tests {
             let empty = TlsSettings {
                 mode,
                 root_cert: Some(empty.path().display().to_string()),
+                client: None,
             };
             assert!(empty
                 .check()
@@ -399,6 +473,7 @@ mod tests {
             let settings = TlsSettings {
                 mode,
                 root_cert: Some("/nonexistent/root.crt".into()),
+                client: None,
             };
             assert!(settings.check().is_ok(), "{mode}");
         }
@@ -407,7 +482,8 @@ mod tests {
             assert!(
                 TlsSettings {
                     mode,
-                    root_cert: None
+                    root_cert: None,
+                    client: None,
                 }
                 .connector()
                 .is_ok(),

@@ -125,6 +125,7 @@ mod tests {
             source: Source::File("f".into()),
             jobs: 1,
             fail_fast: false,
+            allow_no_targets: false,
             migrations: PathBuf::new(),
             table: HistoryTable::parse("app.history").unwrap(),
             connect_timeout: Duration::ZERO,

@@ -6,6 +6,8 @@
 //! results up. Its own outcomes are not exit-code outcomes: a target never
 //! started is `not_started`.
 
+use anyhow::anyhow;
+
 use crate::config::{FleetConfig, FleetRequest, Job, Source};
 use crate::connect::{self, ConnectTarget};
 use crate::context::Context;
@@ -84,19 +86,59 @@ fn prepare(request: FleetRequest, env: Env, interrupt: &Interrupt) -> Result<Pre
             list_all(server, pattern.as_deref(), &config, interrupt)?
         }
     };
+    // On the whole list: a list that came out empty is a wrong file or
+    // pattern far more often than a wish to do nothing, and a run that
+    // did nothing must not pass for one that migrated every tenant.
+    let Some(first) = targets.first() else {
+        let source = describe(&config.source);
+        if !config.allow_no_targets {
+            return Err(Failure::usage(anyhow!(
+                "{source}: nothing was run. Give at least one target, or pass --allow-no-targets \
+                 (MIGLOCK_ALLOW_NO_TARGETS=1) where an empty list is expected"
+            )));
+        }
+        log::warn!("NO_TARGETS {source}; --allow-no-targets: nothing to do");
+        return Ok(Prepared::Run(Box::new((config, None, targets))));
+    };
     log::info!(
         "TARGETS count={} jobs={}",
         targets.len(),
-        config.jobs.min(targets.len().max(1))
+        config.jobs.min(targets.len())
     );
-    let Some(first) = targets.first() else {
-        log::warn!("no targets: nothing to do");
-        return Ok(Prepared::Run(Box::new((config, None, targets))));
-    };
     // Built once, from the first target, so a bad setting is one usage
     // error rather than one per target.
     let job = (request.job)(job::common(&config, first)?)?;
     Ok(Prepared::Run(Box::new((config, Some(job), targets))))
+}
+
+/// What came out empty, for the message: the file (`-` for stdin) or the
+/// pattern and the server.
+fn describe(source: &Source) -> String {
+    match source {
+        Source::File(path) if path == "-" => {
+            "--databases-from - (stdin) lists no targets (only comments and blank lines, or nothing)"
+                .to_string()
+        }
+        Source::File(path) => format!(
+            "--databases-from {path} lists no targets (only comments and blank lines, or nothing)"
+        ),
+        Source::AllDatabases {
+            server,
+            pattern: Some(pattern),
+        } => format!(
+            "--all-databases --match '{pattern}' matched no database of {server} that accepts \
+             connections (templates are left out; in LIKE, _ and % are wildcards and \\_ is a \
+             literal underscore)"
+        ),
+        Source::AllDatabases {
+            server,
+            pattern: None,
+        } => format!(
+            "--all-databases found no database of {server} that accepts connections besides {} \
+             (templates and the maintenance database are left out)",
+            server.database()
+        ),
+    }
 }
 
 /// `--all-databases`: one connection to the server, closed before any

@@ -86,6 +86,15 @@ impl Cluster {
         Cluster::launch(settings, false)
     }
 
+    /// Like [`Cluster::start_with`], with `files` written into the data
+    /// directory (as [`Cluster::write_server_file`] does) before the server
+    /// first starts: certificates and keys for `ssl = on`, a `pg_hba.conf`
+    /// of the test's own. No reload to wait for.
+    #[track_caller]
+    pub fn start_with_files(settings: &[(&str, &str)], files: &[(&str, &str)]) -> Cluster {
+        Cluster::launch_from(settings, false, None, files)
+    }
+
     /// A hot standby of this (private) cluster, streaming from it: made
     /// with `pg_basebackup -R`, read-only, stopped and deleted on drop.
     #[track_caller]
@@ -100,16 +109,21 @@ impl Cluster {
                 .batch_execute("SELECT pg_reload_conf()")
                 .unwrap();
         }
-        Cluster::launch_from(&[], false, Some(self))
+        Cluster::launch_from(&[], false, Some(self), &[])
     }
 
     #[track_caller]
     fn launch(settings: &[(&str, &str)], shared: bool) -> Cluster {
-        Cluster::launch_from(settings, shared, None)
+        Cluster::launch_from(settings, shared, None, &[])
     }
 
     #[track_caller]
-    fn launch_from(settings: &[(&str, &str)], shared: bool, primary: Option<&Cluster>) -> Cluster {
+    fn launch_from(
+        settings: &[(&str, &str)],
+        shared: bool,
+        primary: Option<&Cluster>,
+        files: &[(&str, &str)],
+    ) -> Cluster {
         let bindir = bindir().to_path_buf();
         let password = match primary {
             Some(primary) => primary.password.clone(),
@@ -160,6 +174,9 @@ impl Cluster {
         match primary {
             Some(primary) => cluster.base_backup(primary),
             None => cluster.initdb(),
+        }
+        for (name, contents) in files {
+            cluster.write_server_file(name, contents);
         }
 
         for attempt in 1..=START_ATTEMPTS {

@@ -1,7 +1,8 @@
 //! Property tests ("fuzzing") of every parser that reads untrusted text:
 //! migration file names and versions, whole migration folders, durations,
 //! `RUN_MIGRATIONS`, `--set`, `--table`, `sslmode`, connection strings in
-//! both of libpq's forms, the libpq environment, and the password file.
+//! both of libpq's forms, the libpq environment, targets files, and the
+//! password file.
 //!
 //! Each property runs 256 generated cases by default (a few seconds in
 //! all), so it runs on every `cargo test`. For a longer campaign (20,000
@@ -30,8 +31,8 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use proptest::prelude::*;
 
 use miglock::testing::{
-    parse, parse_file_name, pgpass, sql, take_params, ConnectTarget as Target, HistoryTable,
-    Identity, MigrationSet, ProblemKind, SslMode,
+    parse, parse_file_name, parse_targets, pgpass, sql, take_params, ConnectTarget as Target,
+    HistoryTable, Identity, MigrationSet, ProblemKind, SslMode,
 };
 use miglock::Version;
 
@@ -49,6 +50,8 @@ const LIBPQ_VARS: &[&str] = &[
     "PGSSLROOTCERT",
     "PGAPPNAME",
     "PGCONNECT_TIMEOUT",
+    "PGSSLCERT",
+    "PGSSLKEY",
     "PGPASSFILE",
     "HOME",
 ];
@@ -105,7 +108,8 @@ fn env_of(vars: &BTreeMap<String, String>) -> impl Fn(&str) -> Option<String> + 
 }
 
 /// Arbitrary values for some of the libpq variables; never a password file
-/// or HOME (so no real `~/.pgpass` is read) unless asked.
+/// or HOME (so no real `~/.pgpass` or `~/.postgresql` is read) unless
+/// asked.
 fn libpq_env() -> impl Strategy<Value = BTreeMap<String, String>> {
     let value = prop_oneof![
         "[a-z0-9./-]{0,12}",
@@ -114,7 +118,7 @@ fn libpq_env() -> impl Strategy<Value = BTreeMap<String, String>> {
         any::<String>(),
     ];
     proptest::collection::btree_map(
-        proptest::sample::select(&LIBPQ_VARS[..9]).prop_map(str::to_string),
+        proptest::sample::select(&LIBPQ_VARS[..LIBPQ_VARS.len() - 2]).prop_map(str::to_string),
         value,
         0..6,
     )
@@ -634,6 +638,108 @@ proptest! {
                 prop_assert!(!message.contains(&marker), "{:?}: {}", url, message);
             }
         };
+    }
+
+    // ---------------------------------------------------------------------
+    // The targets file
+    // ---------------------------------------------------------------------
+
+    /// A line of a targets file with a password where a password goes (a
+    /// URL's user information, raw with whatever it holds or
+    /// percent-encoded; a `password` query parameter; a `password=` pair
+    /// quoted, bare with libpq's escapes, or with its quote never closed),
+    /// among good lines, and broken somewhere else: every bad line is
+    /// reported, and no part of the password is in the message.
+    #[test]
+    fn passwords_never_appear_in_the_report_of_bad_target_lines(
+        (password, marker) in password(),
+        form in 0..6,
+        user in "[a-z]{1,6}",
+        host in prop_oneof!["[a-z]{1,8}(\\.[a-z]{2,4})?", Just("[::1]".to_string())],
+        port in prop_oneof!["[0-9]{1,5}", "[a-z]{1,4}", Just(String::new())],
+        db in "[a-z]{1,6}",
+        breakage in prop_oneof![
+            Just(String::new()),
+            "schema=[0-9][a-z]{0,4}",
+            "sslmode=[a-z]{1,6}",
+            "[a-z]{1,6}=[a-z0-9]{0,4}",
+            "[a-z]{1,6}",
+            "connect_timeout=[a-z]{1,3}",
+        ],
+        good_before in 0usize..3,
+        good_after in 0usize..3,
+    ) {
+        let encoded = utf8_percent_encode(&password, NON_ALPHANUMERIC).to_string();
+        let colon_port = if port.is_empty() { String::new() } else { format!(":{port}") };
+        let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
+        let bare: String = password
+            .chars()
+            .flat_map(|c| match c {
+                ' ' | '\\' | '\'' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        let kv = |password_pair: String| {
+            let port = if port.is_empty() { "5432" } else { &port };
+            format!("host={host} port={port} user={user} {password_pair} dbname={db} {breakage}")
+        };
+        let url_query = if breakage.contains('=') { format!("?{breakage}") } else { String::new() };
+        let line = match form {
+            0 => format!("postgres://{user}:{password}@{host}{colon_port}/{db}{url_query}"),
+            1 => format!("postgres://{user}:{encoded}@{host}{colon_port}/{db} {breakage}"),
+            2 => format!(
+                "postgres://{user}@{host}{colon_port}/{db}?password={encoded}&{breakage}"
+            ),
+            3 => kv(format!("password='{quoted}'")),
+            4 => format!("{} password='{quoted}", kv(String::new())),
+            _ => kv(format!("password={bare}")),
+        };
+        let good = format!("postgres://{user}@{host}/{db}\n# a comment\n");
+        let text = format!(
+            "{}{line}\n{}",
+            good.repeat(good_before),
+            good.repeat(good_after)
+        );
+        // No environment: nothing else supplies a password.
+        if let Err(failure) = parse_targets(&text, "t.txt", &|_| None) {
+            prop_assert_eq!(failure.outcome.exit_code(), 2);
+            let message = failure.message();
+            let number = 2 * good_before + 1;
+            prop_assert!(
+                message.contains(&format!("\n  - line {number}: ")),
+                "{:?}: {}", line, message
+            );
+            prop_assert!(message.contains("1 bad line,"), "{}", message);
+            // The marker's first and last two characters stand for any
+            // part of it: nothing else in the inputs has upper-case letters.
+            let end = &marker[marker.len() - 2..];
+            for part in [marker.as_str(), &password, "Pw", end] {
+                prop_assert!(!message.contains(part), "{:?} shows {:?}: {}", line, part, message);
+            }
+        }
+    }
+
+    /// Any targets file: read or refused (exit 2) with one entry per bad
+    /// line, never a panic, whatever the bytes of a line.
+    #[test]
+    fn any_targets_file_is_read_or_refused_line_by_line(
+        lines in proptest::collection::vec(
+            prop_oneof![
+                "postgres(ql)?://\\PC{0,40}",
+                "[a-z_]{1,8} ?= ?'?\\PC{0,10}( [a-z_]{1,8}=\\PC{0,10}){0,3}",
+                "#\\PC{0,10}",
+                any::<String>(),
+            ],
+            0..6,
+        ),
+    ) {
+        let text = lines.join("\n");
+        if let Err(failure) = parse_targets(&text, "t.txt", &|_| None) {
+            prop_assert_eq!(failure.outcome.exit_code(), 2);
+            let message = failure.message();
+            let reported = message.lines().filter(|l| l.starts_with("  - line ")).count();
+            prop_assert!(reported >= 1 && reported <= text.lines().count(), "{}", message);
+        }
     }
 
     // ---------------------------------------------------------------------

@@ -373,35 +373,149 @@ fn all_databases_with_match_runs_on_the_matching_ones() {
 }
 
 #[test]
-fn a_bad_line_is_a_usage_error_naming_it_without_its_password() {
+fn every_bad_line_is_named_with_its_text_and_never_its_password() {
     let cluster = Cluster::shared();
     let db = cluster.create_db();
     let dir = two_migrations();
-    let bad = format!(
-        "postgres://postgres:{}@127.0.0.1:notaport/{}",
-        cluster.password(),
-        db.name()
-    );
-    let (_guard, file) = targets_file(&[line(&db), bad]);
+    let password = cluster.password();
+    let (head, tail) = password.split_at(password.len() / 2);
+    let port = cluster.port();
+    let name = db.name();
+    let (_guard, file) = targets_file(&[
+        line(&db),
+        format!("postgres://postgres:{password}@127.0.0.1:notaport/{name}"),
+        line(&db),
+        // A password's own '@' left unencoded: all of it goes.
+        format!("postgres://postgres:{head}@{tail}@127.0.0.1:{port}/{name}"),
+        format!("host=127.0.0.1 port={port} dbname={name} password='{password}"),
+        format!("postgres://postgres@127.0.0.1:{port}/{name}?schema=9lives"),
+    ]);
     // The harness fails the test if the password shows anywhere.
     let out = many("apply", &file, &dir).run();
-    out.assert_code(2).assert_stderr_contains(&format!(
-        "error: --databases-from {} line 4: the connection string is malformed",
-        file.display()
-    ));
+    out.assert_code(2)
+        .assert_stderr_contains(&format!(
+            "error: --databases-from {}: 4 bad lines, nothing was run:",
+            file.display()
+        ))
+        .assert_stderr_contains(&format!(
+            "\n  - line 4: the connection string is malformed: invalid connection string: invalid \
+             value for option `port`; it reads: postgres://postgres:…@127.0.0.1:…/{name}\n"
+        ))
+        .assert_stderr_contains(
+            "\n  - line 6: the connection string is malformed: more than one '@' before its host \
+             (a password holding '@' must be percent-encoded",
+        )
+        .assert_stderr_contains(&format!(
+            "; it reads: postgres://…@127.0.0.1:{port}/{name}\n"
+        ))
+        .assert_stderr_contains(&format!(
+            "\n  - line 7: the connection string is malformed: unterminated quoted value in the \
+             connection string; it reads: host=127.0.0.1 port={port} dbname={name} password=…\n"
+        ))
+        .assert_stderr_contains(&format!(
+            "\n  - line 8: invalid schema name \"9lives\": use letters, digits, _ and $, starting \
+             with a letter or _, at most 63 bytes; it reads: \
+             postgres://postgres@127.0.0.1:{port}/{name}?schema=9lives\n"
+        ));
+    for fragment in [head, tail] {
+        assert!(!out.stderr.contains(fragment), "{}", out.stderr);
+    }
     let json = out.json();
     assert_eq!(json["outcome"], "usage");
     assert_eq!(json["targets"], serde_json::json!([]));
-    assert!(!db.table_exists("t"), "nothing ran");
+    assert!(json["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("4 bad lines"));
+    assert!(
+        !db.table_exists("t"),
+        "nothing ran, not even the good lines"
+    );
+    assert!(!db.table_exists("refinery_schema_history"));
 
     // From stdin, with a word after the URL that is not schema=.
     let input = format!("{}\n{} s3cret-ish\n", line(&db), line(&db));
     let mut m = many("status", &PathBuf::from("-"), &dir);
     let out = run_with_stdin(&mut m, &input);
-    out.assert_code(2).assert_stderr_contains(
-        "--databases-from - line 2: after the URL only schema=NAME may follow",
-    );
+    out.assert_code(2).assert_stderr_contains(&format!(
+        "--databases-from -: 1 bad line, nothing was run:\n  - line 2: after the URL only \
+         schema=NAME may follow (separated by spaces); it reads: {} …",
+        line(&db)
+    ));
     assert!(!out.stderr.contains("s3cret-ish"), "{}", out.stderr);
+}
+
+#[test]
+fn no_targets_is_a_usage_error_naming_its_source_unless_allowed() {
+    let cluster = Cluster::shared();
+    // Would match if the pattern were wrong the other way: it must stay
+    // untouched whatever happens.
+    let bystander = cluster.create_db();
+    let dir = two_migrations();
+    let (_guard, file) = targets_file(&["# none yet".to_string(), "   ".to_string()]);
+
+    let out = many("apply", &file, &dir).run();
+    out.assert_code(2).assert_stderr_contains(&format!(
+        "error: --databases-from {} lists no targets (only comments and blank lines, or nothing): \
+         nothing was run. Give at least one target, or pass --allow-no-targets",
+        file.display()
+    ));
+    assert!(!out.stderr.contains("SUMMARY"), "{}", out.stderr);
+    let json = out.json();
+    assert_eq!(json["outcome"], "usage");
+    assert_eq!(json["exit_code"], 2);
+    assert_eq!(json["targets"], serde_json::json!([]));
+
+    // Stdin, named as `-`; status and wait refuse it alike.
+    for command in ["status", "wait"] {
+        let mut m = many(command, &PathBuf::from("-"), &dir);
+        run_with_stdin(&mut m, "\n# only a comment\n\n")
+            .assert_code(2)
+            .assert_stderr_contains("error: --databases-from - (stdin) lists no targets");
+    }
+
+    // --all-databases whose pattern matches nothing names the pattern.
+    let pattern = format!("nomatch_{}%", std::process::id());
+    let all = |extra: &[&str]| {
+        let mut m = Miglock::new();
+        m.env("DATABASE_URL", cluster.url("postgres"))
+            .args(["apply", "--format", "json", "--all-databases", "--match"])
+            .arg(&pattern)
+            .args(extra)
+            .arg("--migrations")
+            .arg(dir.path());
+        m
+    };
+    let out = all(&[]).run();
+    out.assert_code(2).assert_stderr_contains(&format!(
+        "error: --all-databases --match '{pattern}' matched no database of postgres@127.0.0.1:{}/postgres",
+        cluster.port()
+    ));
+    assert_eq!(out.json()["outcome"], "usage");
+
+    // Allowed: exit 0, saying so, with nothing run.
+    let out = all(&["--allow-no-targets"]).run();
+    out.assert_success().assert_stderr_contains(&format!(
+        "NO_TARGETS --all-databases --match '{pattern}' matched no database"
+    ));
+    let json = out.json();
+    assert_eq!(json["outcome"], "current");
+    assert_eq!(json["targets"], serde_json::json!([]));
+    let out = many("apply", &file, &dir)
+        .env("MIGLOCK_ALLOW_NO_TARGETS", "1")
+        .run();
+    out.assert_success()
+        .assert_stderr_contains("NO_TARGETS --databases-from")
+        .assert_stderr_contains("--allow-no-targets: nothing to do")
+        .assert_stderr_contains("SUMMARY 0 targets");
+    // A value that is not a yes or a no is refused, not taken for one.
+    many("apply", &file, &dir)
+        .env("MIGLOCK_ALLOW_NO_TARGETS", "perhaps")
+        .run()
+        .assert_code(2)
+        .assert_stderr_contains("--allow-no-targets");
+    assert!(!bystander.table_exists("refinery_schema_history"));
+    assert!(!bystander.table_exists("t"));
 }
 
 fn run_with_stdin(m: &mut Miglock, input: &str) -> RunOutput {

@@ -38,8 +38,11 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
     report.dry_run = config.dry_run;
 
     // The server starts a backend for this run while the files are read:
-    // on a no-op run those are the two costs, and they overlap.
-    let connecting = LockSession::start(common.lock_target(), common.identity("apply"), true);
+    // on a no-op run those are the two costs, and they overlap. Migrations
+    // need a primary: of a multi-host URL's servers, one that takes writes.
+    let mut target = common.lock_target();
+    target.database = target.database.preferring_writes();
+    let connecting = LockSession::start(target, common.identity("apply"), true);
     let set = MigrationSet::load(&common.migrations).map_err(|p| report.invalid(p))?;
     if set.migrations.is_empty() {
         log::warn!("no migration files in {}", common.migrations.display());

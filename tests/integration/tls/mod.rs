@@ -1,6 +1,9 @@
 //! TLS against a real TLS-enabled cluster, with a CA made for the test:
 //! every libpq sslmode, root certificates from the URL and the environment,
-//! and the refusals (wrong CA, wrong host name, no TLS on the server).
+//! and the refusals (wrong CA, wrong host name, no TLS on the server);
+//! client certificates in `client_certs`.
+
+mod client_certs;
 
 use std::path::PathBuf;
 
