@@ -136,6 +136,13 @@ impl Connecting {
         } else {
             target.tls.mode.wire_mode()
         });
+        // With one host the preference cannot choose: asking would only add
+        // a round trip (`SHOW transaction_read_only`) to every connect, and
+        // a second connection to the same host when it is a standby. The
+        // first lock attempt asks the same question anyway.
+        let many_hosts = config.get_hosts().len().max(config.get_hostaddrs().len()) > 1;
+        let mut target = target.clone();
+        target.prefer_writes &= many_hosts;
         if target.prefer_writes {
             config.target_session_attrs(TargetSessionAttrs::ReadWrite);
         }
@@ -146,7 +153,7 @@ impl Connecting {
             )
         });
         let mut connecting = Connecting {
-            target: target.clone(),
+            target,
             config,
             connector,
             started: Instant::now(),
