@@ -138,8 +138,15 @@ pub fn facts(path: &Path, name: &str, version: i32) -> Result<Facts, String> {
 /// The file's text without its byte-order mark (PostgreSQL would take it
 /// for part of the first word), read whole, once its checksum is the one
 /// the run planned with.
-pub fn text(path: &Path, name: &str, version: i32, expected: u64) -> Result<String, String> {
-    let bytes = std::fs::read(path).map_err(|e| cannot_read(&e))?;
+pub fn text(
+    path: &Path,
+    name: &str,
+    version: i32,
+    expected: u64,
+    size: u64,
+) -> Result<String, String> {
+    let mut file = std::fs::File::open(path).map_err(|e| cannot_read(&e))?;
+    let bytes = read_sized(&mut file, size).map_err(|e| cannot_read(&e))?;
     let mut sum = Checksum::new(name, version);
     sum.update(&bytes);
     let now = sum.finish();
@@ -154,6 +161,67 @@ pub fn text(path: &Path, name: &str, version: i32, expected: u64) -> Result<Stri
         text.drain(..BOM.len());
     }
     Ok(text)
+}
+
+/// Reads a file whose size was `size` when the folder was read: one read
+/// of one byte more than that, when the file is as it was (`fs::read` adds
+/// a statx and a read that finds the end). A file that changed in size is
+/// read to its end, and its checksum tells.
+fn read_sized(file: &mut std::fs::File, size: u64) -> io::Result<Vec<u8>> {
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    let want = size.saturating_add(1);
+    let mut bytes = vec![0u8; want.min(1 << 30)];
+    let mut filled = 0;
+    loop {
+        match file.read(&mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        // The size it had: the end, unless a read came back short just
+        // there, which the checksum would tell.
+        if filled == size {
+            break;
+        }
+        if filled == bytes.len() {
+            // Longer than when the folder was read.
+            bytes.truncate(filled);
+            file.read_to_end(&mut bytes)?;
+            return Ok(bytes);
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
+}
+
+/// A reader of a file that stops at `size` bytes without asking the
+/// system whether there are more (a read that finds the end costs as much
+/// as a small file's whole read); what follows is not read (a file that
+/// grew fails its checksum when it runs).
+pub struct Sized<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Sized<R> {
+    pub fn new(inner: R, size: u64) -> Sized<R> {
+        Sized { inner, left: size }
+    }
+}
+
+impl<R: Read> Read for Sized<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// Opens the file for reading its text as a stream (the BOM and UTF-8
@@ -215,8 +283,26 @@ mod tests {
         assert_eq!(facts.checksum, theirs.checksum());
         assert_eq!(facts.size.bytes, text.len() as u64);
         assert_eq!(facts.size.lines, text.lines().count() as u64);
-        let read = super::text(file.path(), "big", 7, facts.checksum).unwrap();
+        let read = super::text(file.path(), "big", 7, facts.checksum, facts.size.bytes).unwrap();
         assert_eq!(read, text.trim_start_matches('\u{feff}'));
+    }
+
+    #[test]
+    fn a_file_is_read_whole_whatever_its_size_became() {
+        let text = "select 1;\n".repeat(1000);
+        let file = write(text.as_bytes());
+        let size = text.len() as u64;
+        let read = |size| read_sized(&mut std::fs::File::open(file.path()).unwrap(), size);
+        assert_eq!(read(size).unwrap(), text.as_bytes());
+        // Grown or shrunk since: still all of it, for the checksum to tell.
+        assert_eq!(read(10).unwrap(), text.as_bytes());
+        assert_eq!(read(size * 3).unwrap(), text.as_bytes());
+        assert_eq!(read(0).unwrap(), text.as_bytes());
+        let mut sized = Vec::new();
+        Sized::new(std::fs::File::open(file.path()).unwrap(), 15)
+            .read_to_end(&mut sized)
+            .unwrap();
+        assert_eq!(sized, &text.as_bytes()[..15]);
     }
 
     #[test]
@@ -246,7 +332,7 @@ mod tests {
         let file = write(b"select 1;");
         let facts = facts(file.path(), "x", 1).unwrap();
         std::fs::write(file.path(), b"select 2;").unwrap();
-        let err = text(file.path(), "x", 1, facts.checksum).unwrap_err();
+        let err = text(file.path(), "x", 1, facts.checksum, facts.size.bytes).unwrap_err();
         assert!(err.contains("changed since this run read it"), "{err}");
     }
 }

@@ -92,6 +92,7 @@ impl LocalMigration {
             &self.id.name,
             self.refinery_version(),
             self.checksum,
+            self.size.bytes,
         )
         .map_err(|why| self.unreadable(why))
     }
@@ -101,7 +102,7 @@ impl LocalMigration {
         self.summary
             .get_or_init(|| {
                 let file = file::open(&self.path).map_err(|why| self.unreadable(why))?;
-                split::summarize(std::io::BufReader::new(file))
+                split::summarize(file::Sized::new(file, self.size.bytes))
                     .map_err(|e| self.unreadable(e.to_string()))
             })
             .as_ref()
