@@ -150,6 +150,9 @@ impl<'a> Plan<'a> {
                             ProblemKind::TransactionControl
                         }
                         super::split::ForbiddenKind::Unsupported => ProblemKind::Unsupported,
+                        super::split::ForbiddenKind::PsqlMetaCommand => {
+                            ProblemKind::PsqlMetaCommand
+                        }
                     },
                     message: format!("{}: {}", migration.path.display(), forbidden.message),
                     file: Some(migration.path.clone()),

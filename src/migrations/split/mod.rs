@@ -5,6 +5,7 @@
 
 mod classify;
 mod locks;
+mod psql;
 mod scan;
 mod stream;
 mod words;

@@ -9,6 +9,8 @@
 //! needs libclang and a C build, and adds megabytes to the binary, for a
 //! question a lexer answers.
 
+use super::psql;
+
 /// One top-level statement of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement<'a> {
@@ -18,9 +20,14 @@ pub struct Statement<'a> {
     pub start: usize,
     /// The line of the file its first token is on, from 1.
     pub line: usize,
-    /// Ended by a top-level `;` (else by the end of the text: a reader
-    /// that has more text to come must scan it again with that).
+    /// Ended by a top-level `;` or by a psql meta-command after it (else
+    /// by the end of the text: a reader that has more text to come must
+    /// scan it again with that). A meta-command: ended by its end of line.
     pub terminated: bool,
+    /// A psql meta-command (`\set x 1`, `\i file`, `\;`), which psql runs
+    /// itself and PostgreSQL could not: from its backslash to the end of
+    /// its line (see [`super::psql`]); no words.
+    pub meta: bool,
     /// Its leading words (up to [`WORDS`]), upper-cased; other tokens as
     /// one-character marks (`(`, `)`, `,`, `=`), strings and quoted
     /// as `'`, quoted identifiers as written (with their quotes). What the
@@ -192,11 +199,7 @@ impl<'a> Scanner<'a> {
                 b';' if current.paren_depth == 0 && current.begin_depth == 0 => {
                     self.pos += 1;
                     let statement = self.finish(current, true);
-                    self.clean = Clean {
-                        pos: self.pos,
-                        line: self.line,
-                        standard_strings: self.standard_strings,
-                    };
+                    self.mark_clean();
                     if statement.is_some() {
                         return statement;
                     }
@@ -267,6 +270,18 @@ impl<'a> Scanner<'a> {
                     current.token(start, line, self.pos, &word.to_ascii_uppercase());
                 }
                 b if b.is_ascii_whitespace() => self.advance_to(self.pos + 1),
+                // PostgreSQL's lexer has no use for a backslash outside
+                // quotes: it is psql's, a meta-command. That ends the
+                // statement before it (psql sends it there for `\g` and
+                // its kin; for any other the file is refused anyway, so the
+                // split need not follow psql's query buffer across it), and
+                // ends itself at the end of its line, not at a `;`.
+                b'\\' if current.start.is_some() => {
+                    let statement = self.finish(current, true);
+                    self.mark_clean();
+                    return statement;
+                }
+                b'\\' => return Some(self.meta_command()),
                 _ => {
                     // One character of an operator or punctuation; a
                     // multi-byte character only starts identifiers (above).
@@ -288,6 +303,34 @@ impl<'a> Scanner<'a> {
         self.finish(current, false)
     }
 
+    /// Here no statement, string or comment is open.
+    fn mark_clean(&mut self) {
+        self.clean = Clean {
+            pos: self.pos,
+            line: self.line,
+            standard_strings: self.standard_strings,
+        };
+    }
+
+    /// The meta-command at `pos`, scanned past.
+    fn meta_command(&mut self) -> Statement<'a> {
+        let (start, line) = (self.pos, self.line);
+        let extent = psql::extent(self.bytes, start);
+        // Its arguments stay on its line: no newline to count.
+        self.pos = extent.next;
+        if extent.complete {
+            self.mark_clean();
+        }
+        Statement {
+            sql: &self.sql[start..extent.end],
+            start,
+            line,
+            terminated: extent.complete,
+            meta: true,
+            words: Vec::new(),
+        }
+    }
+
     /// The statement read, unless it was empty (`;;`, only comments).
     fn finish(&mut self, done: Current, terminated: bool) -> Option<Statement<'a>> {
         let (start, line) = done.start?;
@@ -296,6 +339,7 @@ impl<'a> Scanner<'a> {
             start,
             line,
             terminated,
+            meta: false,
             words: done.words,
         };
         if let Some(on) = statement.sets_standard_strings() {
@@ -411,40 +455,6 @@ impl Statement<'_> {
     pub(super) fn word(&self, i: usize) -> &str {
         self.words.get(i).map_or("", String::as_str)
     }
-
-    /// `SET [SESSION] standard_conforming_strings {=|TO} value`: the value,
-    /// when the statement sets it.
-    pub(super) fn sets_standard_strings(&self) -> Option<bool> {
-        let at = match (self.word(0), self.word(1)) {
-            ("SET", "SESSION") => 2,
-            ("SET", _) => 1,
-            _ => return None,
-        };
-        if self.word(at) != "STANDARD_CONFORMING_STRINGS" {
-            return None;
-        }
-        // The value follows the name and `=` or `TO`, with or without
-        // spaces (`standard_conforming_strings=off`), maybe quoted.
-        let text = self.sql.to_ascii_lowercase();
-        let rest = text
-            .split_once("standard_conforming_strings")?
-            .1
-            .trim_start();
-        let rest = match rest.strip_prefix('=') {
-            Some(rest) => rest,
-            None => rest.strip_prefix("to")?,
-        };
-        let value = rest
-            .trim_start()
-            .split(|c: char| c.is_whitespace() || c == ';')
-            .next()?
-            .trim_matches('\'');
-        match value {
-            "on" | "true" | "yes" | "1" | "default" => Some(true),
-            "off" | "false" | "no" | "0" => Some(false),
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -519,6 +529,56 @@ mod tests {
         assert_eq!(s[1].sql, "SELECT f(1)");
         assert_eq!(s[1].line, 6);
         assert_eq!(texts("BEGIN; SELECT 1; END;"), ["BEGIN", "SELECT 1", "END"]);
+    }
+
+    #[test]
+    fn a_meta_command_ends_at_its_line_and_swallows_nothing() {
+        let sql = "\\set ON_ERROR_STOP on\nCREATE TABLE t (a int);\n\\connect other\nBEGIN;\n\
+                   SELECT 1 \\gset\nCOMMIT;\n\\echo 'it''s;' \\\\ SELECT 2;";
+        let s = split(sql);
+        let items: Vec<(&str, usize, bool)> = s.iter().map(|s| (s.sql, s.line, s.meta)).collect();
+        assert_eq!(
+            items,
+            [
+                ("\\set ON_ERROR_STOP on", 1, true),
+                ("CREATE TABLE t (a int)", 2, false),
+                ("\\connect other", 3, true),
+                ("BEGIN", 4, false),
+                ("SELECT 1", 5, false),
+                ("\\gset", 5, true),
+                ("COMMIT", 6, false),
+                // Its quote ends with its line; `\\` ends it, and SQL follows.
+                ("\\echo 'it''s;' \\\\", 7, true),
+                ("SELECT 2", 7, false),
+            ]
+        );
+        assert!(s[1].words.starts_with(&["CREATE".to_string()]));
+        assert!(s[0].words.is_empty() && s[0].terminated);
+        // Inside quotes, comments and dollar quotes a backslash is text.
+        let quoted = "SELECT '\\x', E'\\\\', $$\\i x$$ /* \\set */; -- \\q\nSELECT 2";
+        assert!(split(quoted).iter().all(|s| !s.meta), "{:?}", split(quoted));
+        // `\\;` is psql's too, and ends nothing else.
+        let glued = split("SELECT 1\\; SELECT 2;");
+        let glued: Vec<&str> = glued.iter().map(|s| s.sql).collect();
+        assert_eq!(glued, ["SELECT 1", "\\;", "SELECT 2"]);
+        // A last meta-command without its newline may go on in a later read.
+        assert!(!split("SELECT 1;\n\\i fi").last().unwrap().terminated);
+    }
+
+    #[test]
+    fn a_scan_resumes_after_a_meta_command() {
+        let mut scanner = statements("SELECT 1 \\g\n\\i x");
+        assert_eq!(scanner.next().map(|s| s.sql), Some("SELECT 1"));
+        assert_eq!(scanner.clean().pos, "SELECT 1 ".len());
+        assert_eq!(scanner.next().map(|s| s.sql), Some("\\g"));
+        assert_eq!(scanner.clean().pos, "SELECT 1 \\g".len());
+        assert_eq!(
+            scanner.next().map(|s| (s.sql, s.terminated)),
+            Some(("\\i x", false))
+        );
+        // Not complete: the clean place stays before it.
+        assert_eq!(scanner.clean().pos, "SELECT 1 \\g".len());
+        assert!(scanner.next().is_none());
     }
 
     #[test]
