@@ -20,4 +20,11 @@ impl PendingSession {
         let client = self.connecting.finish(interrupt)?;
         Ok(LockSession::new(client, self.target, self.identity))
     }
+
+    /// The attempt under way, and no retry (see [`Connecting::finish_once`]):
+    /// for a run that wants the database only if it is there now.
+    pub fn finish_once(self, interrupt: &Interrupt) -> Result<LockSession, Failure> {
+        let client = self.connecting.finish_once(interrupt)?;
+        Ok(LockSession::new(client, self.target, self.identity))
+    }
 }
