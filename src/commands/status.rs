@@ -21,7 +21,8 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
 
     // A set that cannot be read is still a state to describe, with the
     // history and the lock beside it.
-    let reading = MigrationSet::read(&common.migrations);
+    let mut reading = MigrationSet::read(&common.migrations);
+    reading.judge_writable(common.allow_world_writable, false);
     let set = &reading.set;
     let mut session = LockSession::connect(
         common.lock_target(),

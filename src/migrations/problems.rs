@@ -54,6 +54,8 @@ pub enum ProblemKind {
     /// A pending file with a psql meta-command (`\i`, `\set`, `\connect`…),
     /// which psql runs itself and PostgreSQL cannot.
     PsqlMetaCommand,
+    /// The folder, a subfolder or a file that every user may write to.
+    UnsafePermissions,
 }
 
 /// A path in JSON even when it is not UTF-8 (bad bytes shown as U+FFFD):
@@ -83,6 +85,7 @@ impl ProblemKind {
             ProblemKind::TransactionControl => "transaction_control",
             ProblemKind::Unsupported => "unsupported",
             ProblemKind::PsqlMetaCommand => "psql_meta_command",
+            ProblemKind::UnsafePermissions => "unsafe_permissions",
         }
     }
 }
@@ -159,6 +162,7 @@ mod tests {
             TransactionControl,
             Unsupported,
             PsqlMetaCommand,
+            UnsafePermissions,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }

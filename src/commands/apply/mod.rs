@@ -40,7 +40,8 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
     // The server starts a backend for this run while the files are read:
     // on a no-op run those are the two costs, and they overlap.
     let connecting = LockSession::start(common.lock_target(), common.identity("apply"), true);
-    let reading = MigrationSet::read(&common.migrations);
+    let mut reading = MigrationSet::read(&common.migrations);
+    reading.judge_writable(common.allow_world_writable, true);
     if !reading.problems.is_empty() {
         return Err(invalid_set(ctx, config, connecting, &reading, report));
     }

@@ -19,6 +19,7 @@ mod all_at_once;
 mod connection;
 mod files;
 mod history;
+mod permissions;
 mod secrets;
 mod settings;
 mod usage;
