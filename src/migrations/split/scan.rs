@@ -532,56 +532,6 @@ mod tests {
     }
 
     #[test]
-    fn a_meta_command_ends_at_its_line_and_swallows_nothing() {
-        let sql = "\\set ON_ERROR_STOP on\nCREATE TABLE t (a int);\n\\connect other\nBEGIN;\n\
-                   SELECT 1 \\gset\nCOMMIT;\n\\echo 'it''s;' \\\\ SELECT 2;";
-        let s = split(sql);
-        let items: Vec<(&str, usize, bool)> = s.iter().map(|s| (s.sql, s.line, s.meta)).collect();
-        assert_eq!(
-            items,
-            [
-                ("\\set ON_ERROR_STOP on", 1, true),
-                ("CREATE TABLE t (a int)", 2, false),
-                ("\\connect other", 3, true),
-                ("BEGIN", 4, false),
-                ("SELECT 1", 5, false),
-                ("\\gset", 5, true),
-                ("COMMIT", 6, false),
-                // Its quote ends with its line; `\\` ends it, and SQL follows.
-                ("\\echo 'it''s;' \\\\", 7, true),
-                ("SELECT 2", 7, false),
-            ]
-        );
-        assert!(s[1].words.starts_with(&["CREATE".to_string()]));
-        assert!(s[0].words.is_empty() && s[0].terminated);
-        // Inside quotes, comments and dollar quotes a backslash is text.
-        let quoted = "SELECT '\\x', E'\\\\', $$\\i x$$ /* \\set */; -- \\q\nSELECT 2";
-        assert!(split(quoted).iter().all(|s| !s.meta), "{:?}", split(quoted));
-        // `\\;` is psql's too, and ends nothing else.
-        let glued = split("SELECT 1\\; SELECT 2;");
-        let glued: Vec<&str> = glued.iter().map(|s| s.sql).collect();
-        assert_eq!(glued, ["SELECT 1", "\\;", "SELECT 2"]);
-        // A last meta-command without its newline may go on in a later read.
-        assert!(!split("SELECT 1;\n\\i fi").last().unwrap().terminated);
-    }
-
-    #[test]
-    fn a_scan_resumes_after_a_meta_command() {
-        let mut scanner = statements("SELECT 1 \\g\n\\i x");
-        assert_eq!(scanner.next().map(|s| s.sql), Some("SELECT 1"));
-        assert_eq!(scanner.clean().pos, "SELECT 1 ".len());
-        assert_eq!(scanner.next().map(|s| s.sql), Some("\\g"));
-        assert_eq!(scanner.clean().pos, "SELECT 1 \\g".len());
-        assert_eq!(
-            scanner.next().map(|s| (s.sql, s.terminated)),
-            Some(("\\i x", false))
-        );
-        // Not complete: the clean place stays before it.
-        assert_eq!(scanner.clean().pos, "SELECT 1 \\g".len());
-        assert!(scanner.next().is_none());
-    }
-
-    #[test]
     fn lines_are_those_of_the_first_token() {
         let s = split("\n\n-- c\n  select 1;\n\n select\n 2");
         assert_eq!((s[0].line, s[1].line), (4, 6));
