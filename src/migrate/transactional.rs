@@ -131,7 +131,7 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     let ErrorDetail { sqlstate, line, .. } =
         pg_error::locate(db_error, script_start, batch.script());
     failed_line(migration, None, sqlstate.as_deref());
-    let at = line.map_or(String::new(), |l| format!(", line {l}"));
+    let (line, at) = super::failure_line::place(line, db_error, batch.script());
     let mut message = format!(
         "migration {migration} failed ({file}{at}): {}",
         pg_error::text(db_error)

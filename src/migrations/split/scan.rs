@@ -28,7 +28,8 @@ pub struct Statement<'a> {
     /// itself and PostgreSQL could not: from its backslash to the end of
     /// its line (see [`super::psql`]); no words.
     pub meta: bool,
-    /// Its leading words (up to [`WORDS`]), upper-cased; other tokens as
+    /// Its leading words (up to [`WORDS`], or [`Scanner::keep_words`]),
+    /// upper-cased; other tokens as
     /// one-character marks (`(`, `)`, `,`, `=`), strings and quoted
     /// as `'`, quoted identifiers as written (with their quotes). What the
     /// classifier reads.
@@ -63,6 +64,8 @@ pub struct Scanner<'a> {
     standard_strings: bool,
     /// Just past the last top-level `;`: where scanning can start afresh.
     clean: Clean,
+    /// How many words of each statement are kept.
+    keep: usize,
 }
 
 /// A place in the text where no statement, string or comment is open: just
@@ -91,6 +94,7 @@ impl Default for Clean {
 /// The statement being read.
 #[derive(Default)]
 struct Current {
+    keep: usize,
     start: Option<(usize, usize)>,
     end: usize,
     words: Vec<String>,
@@ -110,7 +114,7 @@ impl Current {
             self.start = Some((start, line));
         }
         self.end = end;
-        if self.words.len() < WORDS {
+        if self.words.len() < self.keep {
             self.words.push(word.to_string());
         }
     }
@@ -168,7 +172,14 @@ impl<'a> Scanner<'a> {
                 line,
                 standard_strings,
             },
+            keep: WORDS,
         }
+    }
+
+    /// Keeps `n` words of each statement instead of [`WORDS`] (what
+    /// statement an error names is found among more than its first words).
+    pub fn keep_words(self, n: usize) -> Scanner<'a> {
+        Scanner { keep: n, ..self }
     }
 
     /// The last clean place scanned so far.
@@ -192,7 +203,12 @@ impl<'a> Scanner<'a> {
 
     /// Reads on to the end of the next statement.
     fn next_statement(&mut self) -> Option<Statement<'a>> {
-        let mut current = Current::default();
+        let keep = self.keep;
+        let fresh = || Current {
+            keep,
+            ..Current::default()
+        };
+        let mut current = fresh();
         while let Some(b) = self.peek(0) {
             let (start, line) = (self.pos, self.line);
             match b {
@@ -203,7 +219,7 @@ impl<'a> Scanner<'a> {
                     if statement.is_some() {
                         return statement;
                     }
-                    current = Current::default();
+                    current = fresh();
                 }
                 b'-' if self.peek(1) == Some(b'-') => {
                     let end = self.bytes[self.pos..]
