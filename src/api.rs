@@ -53,6 +53,7 @@ pub struct Migrator {
     statement_timeout: Option<Duration>,
     target: Option<Version>,
     instance: Option<String>,
+    allow_world_writable: bool,
     interrupt: Arc<Interrupt>,
 }
 
@@ -188,6 +189,7 @@ impl Migrator {
             statement_timeout: None,
             target: None,
             instance: None,
+            allow_world_writable: false,
             interrupt: Interrupt::new(),
         }
     }
@@ -238,6 +240,13 @@ impl Migrator {
     /// A name for this process in `application_name` (`MIGLOCK_INSTANCE`).
     pub fn instance(mut self, name: impl Into<String>) -> Migrator {
         self.instance = Some(name.into());
+        self
+    }
+
+    /// Run migrations from a folder or file every user may write to, which
+    /// is refused by default (`--allow-world-writable`).
+    pub fn allow_world_writable(mut self, allow: bool) -> Migrator {
+        self.allow_world_writable = allow;
         self
     }
 
@@ -340,6 +349,7 @@ impl Migrator {
                 // miglock must still start against a newer schema.
                 ahead: AheadPolicy::Allow,
                 lock_mode: LockMode::Session,
+                allow_world_writable: self.allow_world_writable,
             },
             wait: self.wait,
             target_version: self.target.clone(),

@@ -33,6 +33,9 @@ pub struct Common {
     pub ahead: AheadPolicy,
     /// What the advisory lock is tied to (`--lock-mode`).
     pub lock_mode: LockMode,
+    /// Migrations that every user may write to are run all the same
+    /// (`--allow-world-writable`).
+    pub allow_world_writable: bool,
 }
 
 impl Common {
@@ -157,6 +160,7 @@ pub struct FleetConfig {
     pub instance: Option<String>,
     pub ahead: AheadPolicy,
     pub lock_mode: LockMode,
+    pub allow_world_writable: bool,
 }
 
 /// The command every target runs, configured as for one target.

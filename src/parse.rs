@@ -57,6 +57,19 @@ pub fn run_migrations(value: Option<&str>) -> Result<bool, String> {
     }
 }
 
+/// A yes-or-no environment value (`MIGLOCK_ALLOW_WORLD_WRITABLE`), read as
+/// `RUN_MIGRATIONS` is: anything else is a mistake, not a no.
+pub fn switch(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "{:?} is not understood: use 1/true/yes/on or 0/false/no/off",
+            shorten(value, 40)
+        )),
+    }
+}
+
 /// The longest `--set` value accepted: far beyond any real setting (a
 /// long `search_path` is a few hundred bytes), short of a pasted file.
 pub const MAX_SETTING_VALUE: usize = 8192;
@@ -163,6 +176,14 @@ mod tests {
                 .unwrap_err()
                 .contains("RUN_MIGRATIONS"));
         }
+    }
+
+    #[test]
+    fn switches_are_yes_or_no() {
+        assert_eq!(switch(" Yes"), Ok(true));
+        assert_eq!(switch("0"), Ok(false));
+        assert!(switch("maybe").unwrap_err().contains("1/true/yes/on"));
+        assert!(switch("").is_err());
     }
 
     #[test]

@@ -106,6 +106,17 @@ pub struct GlobalArgs {
     #[arg(long, env = "MIGLOCK_LOCK_MODE", value_enum, default_value_t = LockModeArg::Session, global = true)]
     pub lock_mode: LockModeArg,
 
+    /// Run migrations from a folder or file every user may write to (refused otherwise)
+    ///
+    /// A migrations folder (or subfolder) or a migration file that every user may write to
+    /// (o+w, as on a shared volume; a sticky folder like /tmp included) lets whoever can write
+    /// there run SQL with the migrator's privileges at the next deploy: apply, baseline and
+    /// repair refuse it (exit 6, problem unsafe_permissions), status and wait warn. This flag
+    /// allows it, for a folder that is meant to be shared.
+    #[arg(long, env = "MIGLOCK_ALLOW_WORLD_WRITABLE", global = true,
+          action = ArgAction::SetTrue, value_parser = parse::switch)]
+    pub allow_world_writable: bool,
+
     /// Log warnings and errors only
     #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
     pub quiet: u8,

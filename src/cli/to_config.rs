@@ -63,6 +63,7 @@ impl GlobalArgs {
             instance,
             ahead: self.ahead_policy(),
             lock_mode: self.lock_mode(),
+            allow_world_writable: self.allow_world_writable,
         })
     }
 
@@ -277,6 +278,7 @@ impl GlobalArgs {
             instance: env("MIGLOCK_INSTANCE").filter(|v| !v.trim().is_empty()),
             ahead: self.ahead_policy(),
             lock_mode: self.lock_mode(),
+            allow_world_writable: self.allow_world_writable,
         }))
     }
 }

@@ -29,7 +29,9 @@ pub fn run(
     let common = &config.common;
     report.set_database(common);
     report.dry_run = config.dry_run;
-    let set = MigrationSet::load(&common.migrations).map_err(|p| report.invalid(p))?;
+    let mut reading = MigrationSet::read(&common.migrations);
+    reading.judge_writable(common.allow_world_writable, true);
+    let set = reading.strict().map_err(|p| report.invalid(p))?;
     check_version(config, &set)?;
     let target = common.lock_target();
     let identity = common.identity("baseline");

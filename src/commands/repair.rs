@@ -63,7 +63,9 @@ pub fn run(ctx: &Context, config: &RepairConfig, report: &mut Report) -> Result<
              --dry-run to see what it would do); nothing was touched"
         )));
     }
-    let set = MigrationSet::load(&common.migrations).map_err(|p| report.invalid(p))?;
+    let mut reading = MigrationSet::read(&common.migrations);
+    reading.judge_writable(common.allow_world_writable, true);
+    let set = reading.strict().map_err(|p| report.invalid(p))?;
     mode::warn_session_only("repair", common.lock_mode, &common.key);
     let mut session = LockSession::connect(
         common.lock_target(),

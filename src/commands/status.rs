@@ -9,7 +9,7 @@ use crate::context::Context;
 use crate::error::Failure;
 use crate::lock::{Backend, LockMode, LockRole, LockSession};
 use crate::migrate::settings;
-use crate::migrations::{MigrationSet, Plan};
+use crate::migrations::{every_problem, MigrationSet};
 use crate::outcome::Outcome;
 use crate::pg_error;
 use crate::report::{AppliedEntry, Report, TableReport};
@@ -21,7 +21,9 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
 
     // A set that cannot be read is still a state to describe, with the
     // history and the lock beside it.
-    let set = MigrationSet::load(&common.migrations);
+    let mut reading = MigrationSet::read(&common.migrations);
+    reading.judge_writable(common.allow_world_writable, false);
+    let set = &reading.set;
     let mut session = LockSession::connect(
         common.lock_target(),
         common.identity("status"),
@@ -59,9 +61,9 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
             duration_ms: None,
             applied_on: Some(a.applied_on.clone()),
             transaction: set
-                .as_ref()
-                .ok()
-                .and_then(|set| set.migrations.iter().find(|m| m.id.version == a.id.version))
+                .migrations
+                .iter()
+                .find(|m| m.id.version == a.id.version)
                 .and_then(|m| m.no_transaction())
                 .map(|_| false),
         })
@@ -84,28 +86,18 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
     report.lock.waiting = sessions(waiting);
     report.lock.blocked = sessions(blocked);
 
-    let outcome = match &set {
-        Err(problems) => {
-            report.problems = problems.0.clone();
-            Outcome::Invalid
-        }
-        Ok(set) => match Plan::new(set, &history, None, common.ahead) {
-            Err(problems) => {
-                report.problems = problems.0;
-                Outcome::Invalid
-            }
-            Ok(plan) => {
-                report.set_plan(&plan);
-                if let Err(problems) = plan.check_forbidden() {
-                    report.problems = problems.0;
-                    Outcome::Invalid
-                } else if plan.pending.is_empty() {
-                    Outcome::Current
-                } else {
-                    Outcome::Pending
-                }
-            }
-        },
+    // Every problem at once, as `apply` finds them.
+    let (plan, problems) = every_problem(&reading, Some(&history), None, common.ahead);
+    if let Some(plan) = &plan {
+        report.set_plan(plan);
+    }
+    report.problems = problems;
+    let outcome = if !report.problems.is_empty() {
+        Outcome::Invalid
+    } else if report.pending.is_empty() {
+        Outcome::Current
+    } else {
+        Outcome::Pending
     };
     ctx.out.print(&render(config, report, outcome));
     Ok(outcome)

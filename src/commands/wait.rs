@@ -30,7 +30,11 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 pub fn run(ctx: &Context, config: &WaitConfig, report: &mut Report) -> Result<Outcome, Failure> {
     let common = &config.common;
     report.set_database(common);
-    let set = MigrationSet::load(&common.migrations).map_err(|p| report.invalid(p))?;
+    let mut reading = MigrationSet::read(&common.migrations);
+    // A warning only: a refusing `wait` would keep applications from
+    // starting, and it runs no migration.
+    reading.judge_writable(common.allow_world_writable, false);
+    let set = reading.strict().map_err(|p| report.invalid(p))?;
 
     let started = Instant::now();
     let deadline = started + config.timeout;

@@ -210,7 +210,17 @@ impl Connecting {
     /// Connects, retrying refused/unreachable/starting-up servers with
     /// backoff until the connect timeout (`CONNECT_RETRY` on each retry);
     /// exit 5 past it.
-    pub fn finish(mut self, interrupt: &Interrupt) -> Result<Client, Failure> {
+    pub fn finish(self, interrupt: &Interrupt) -> Result<Client, Failure> {
+        self.finish_with(interrupt, true)
+    }
+
+    /// The attempt under way (or one), and no retry: for a run that wants
+    /// the server only if it is there now (exit 5 otherwise).
+    pub fn finish_once(self, interrupt: &Interrupt) -> Result<Client, Failure> {
+        self.finish_with(interrupt, false)
+    }
+
+    fn finish_with(mut self, interrupt: &Interrupt, retry: bool) -> Result<Client, Failure> {
         let target = self.target.clone();
         let connector = match &self.connector {
             Ok(connector) => connector.clone(),
@@ -261,6 +271,11 @@ impl Connecting {
                 }
                 AttemptError::Retry(reason) => reason,
             };
+            if !retry {
+                return Err(Failure::unavailable(anyhow!(
+                    "cannot connect to {target}: {reason}"
+                )));
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(Failure::unavailable(anyhow!(

@@ -37,6 +37,7 @@ pub fn common(config: &FleetConfig, target: &Target) -> Result<Common, Failure> 
         instance: config.instance.clone(),
         ahead: config.ahead,
         lock_mode: config.lock_mode,
+        allow_world_writable: config.allow_world_writable,
     })
 }
 
@@ -132,6 +133,7 @@ mod tests {
             instance: None,
             ahead: AheadPolicy::default(),
             lock_mode: LockMode::Session,
+            allow_world_writable: false,
         };
         let mut target = Target {
             database: ConnectTarget::resolve(Some("postgres://u@h/d"), &|_| None).unwrap(),

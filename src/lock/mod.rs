@@ -19,7 +19,7 @@ pub mod wait;
 pub use backend::{Backend, Identity};
 pub use key::{LockKey, LockRole, ACTIVITY_COLUMNS};
 pub use mode::LockMode;
-pub use session::{Attempt, LockSession, LockTarget};
+pub use session::{Attempt, LockSession, LockTarget, PendingSession};
 
 /// `LOCK_WAIT_TIMEOUT`: the key stayed busy for the whole wait; who held
 /// it, and what that left undone.

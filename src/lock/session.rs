@@ -91,21 +91,8 @@ pub struct Holders {
     pub waiters: u32,
 }
 
-/// A connection being made for a [`LockSession`], its first attempt
-/// already under way (see [`LockSession::start`]).
-pub struct PendingSession {
-    connecting: Connecting,
-    target: LockTarget,
-    identity: Identity,
-}
-
-impl PendingSession {
-    /// Waits for the connection, retrying for the connect timeout.
-    pub fn finish(self, interrupt: &Interrupt) -> Result<LockSession, Failure> {
-        let client = self.connecting.finish(interrupt)?;
-        Ok(LockSession::new(client, self.target, self.identity))
-    }
-}
+mod pending;
+pub use pending::PendingSession;
 
 impl LockSession {
     fn new(client: Client, target: LockTarget, identity: Identity) -> LockSession {

@@ -15,6 +15,7 @@ use crate::lock::LockSession;
 
 mod baseline;
 mod blockers;
+mod failure_line;
 mod indexes;
 mod recovery;
 mod retry;

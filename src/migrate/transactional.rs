@@ -147,7 +147,7 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     };
     let ErrorDetail { sqlstate, line, .. } = message.locate(db_error, error.part);
     failed_line(migration, None, sqlstate.as_deref());
-    let at = line.map_or(String::new(), |l| format!(", line {l}"));
+    let (line, at) = super::failure_line::place(line, db_error, message.script());
     let mut message = format!(
         "migration {migration} failed ({file}{at}): {}",
         pg_error::text(db_error)
@@ -258,6 +258,14 @@ impl From<postgres::Error> for Failed {
 }
 
 impl Message {
+    /// The migration's text.
+    fn script(&self) -> &str {
+        match self {
+            Message::Whole { batch, .. } => batch.script(),
+            Message::Parts { script, .. } => script,
+        }
+    }
+
     fn patch(&mut self, at: &Patch, sql: &str) {
         match self {
             Message::Whole { batch, .. } | Message::Parts { head: batch, .. } => {

@@ -17,6 +17,8 @@ const BOM: &str = "\u{feff}";
 pub struct Facts {
     pub checksum: u64,
     pub size: Size,
+    /// Its permission bits (of a link's target: the file opened).
+    pub mode: u32,
 }
 
 /// A file's size, for the people who read about it (`repair`).
@@ -62,12 +64,19 @@ pub fn checksum(name: &str, version: i32, sql: &str) -> u64 {
     sum.finish()
 }
 
-/// Reads the file at `path` once, a chunk at a time: its checksum and size,
-/// or why it cannot be a migration (unreadable, not UTF-8, a NUL byte,
-/// empty). Open, read, close, nothing else: no size lookup (`fs::read`'s
-/// statx costs as much as reading a small file), no allocation.
+/// Reads the file at `path` once, a chunk at a time: its checksum, size
+/// and mode, or why it cannot be a migration (unreadable, not UTF-8, a NUL
+/// byte, empty). Open, stat the open file (who may write to it), read,
+/// close: no lookup by path (`fs::read`'s statx costs as much as reading a
+/// small file), no allocation.
 pub fn facts(path: &Path, name: &str, version: i32) -> Result<Facts, String> {
+    use std::os::unix::fs::PermissionsExt;
     let mut file = std::fs::File::open(path).map_err(|e| cannot_read(&e))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| cannot_read(&e))?
+        .permissions()
+        .mode();
     let mut sum = Checksum::new(name, version);
     // The bytes of a character the last read cut off go just before the
     // next read's, so every chunk is validated whole.
@@ -132,6 +141,7 @@ pub fn facts(path: &Path, name: &str, version: i32) -> Result<Facts, String> {
     Ok(Facts {
         checksum: sum.finish(),
         size: Size { bytes, lines },
+        mode,
     })
 }
 

@@ -11,6 +11,8 @@
 //! - [`names`]: the file-name rule;
 //! - [`set`]: reading the folder, every problem of every file up front;
 //! - [`plan`]: the join with the history;
+//! - [`check`]: every problem of a set in one list, the folder's, the
+//!   history's and the pending files' statements;
 //! - [`history`]: the history table itself;
 //! - [`split`]: a file's statements, and what they ask of the runner.
 
@@ -18,6 +20,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+mod check;
 mod file;
 pub mod history;
 mod names;
@@ -27,10 +30,11 @@ mod set;
 pub mod split;
 mod version;
 
+pub use check::{every_problem, WithoutHistory};
 pub use names::parse_file_name;
 pub use plan::{AheadPolicy, Plan};
 pub use problems::{flyway_hint, Problem, ProblemKind, Problems};
-pub use set::MigrationSet;
+pub use set::{MigrationSet, Reading};
 pub use version::Version;
 
 pub use file::Size;
@@ -110,7 +114,7 @@ impl LocalMigration {
 
     /// How the file runs: in one transaction, or statement by statement
     /// (in one, when the file could not be read again: that read's problem
-    /// stops the run before anything runs, see [`Plan::check_forbidden`]).
+    /// stops the run before anything runs, see [`Plan::forbidden`]).
     pub fn execution(&self) -> &Execution {
         const TRANSACTION: &Execution = &Execution::Transaction;
         self.summary().map_or(TRANSACTION, |s| &s.execution)

@@ -14,6 +14,12 @@ pub fn parse_file_name(file_name: &str) -> Result<(i32, &str), String> {
 
 const FORM: &str = "expected V<version>__<name>.sql, e.g. V1__create_users.sql";
 
+/// The version a refused name still gives (`V3__add-users.sql`: 3), if
+/// its version part is good: what its file would be once renamed.
+pub fn version_in(file_name: &str) -> Option<i32> {
+    check_file_name(file_name).0.map(|(version, _)| version)
+}
+
 /// The version and name when the name is good, and every reason it is not.
 /// Each part is checked even after an earlier one failed.
 fn check_file_name(file_name: &str) -> (Option<(i32, &str)>, Vec<String>) {

@@ -2,8 +2,11 @@
 //! (applied by a newer release), and what makes the set unsafe to run
 //! (divergent, missing, out of order).
 
+use std::path::Path;
+
 use super::history::HistoryRow;
 use super::problems::{Problem, ProblemKind, Problems};
+use super::split::{ForbiddenKind, Summary};
 use super::{LocalMigration, MigrationSet, Version};
 
 /// What to make of applied migrations above the newest local file.
@@ -31,6 +34,9 @@ pub struct Plan<'a> {
     pub ahead: Vec<HistoryRow>,
     /// The newest file's version.
     pub newest_local: Option<Version>,
+    /// Files not applied below an applied version (each a problem): once
+    /// renumbered they are pending, so their statements are checked too.
+    pub out_of_order: Vec<&'a LocalMigration>,
 }
 
 impl<'a> Plan<'a> {
@@ -47,6 +53,23 @@ impl<'a> Plan<'a> {
         target: Option<&Version>,
         ahead_policy: AheadPolicy,
     ) -> Result<Plan<'a>, Problems> {
+        let (plan, problems) = Plan::joined(set, history, target, ahead_policy);
+        if problems.is_empty() {
+            Ok(plan)
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    /// The plan as [`Plan::new`] makes it, and its problems beside it: what
+    /// is pending is known even in a set that cannot run, so that its
+    /// files can be checked in the same run.
+    pub fn joined(
+        set: &'a MigrationSet,
+        history: &[HistoryRow],
+        target: Option<&Version>,
+        ahead_policy: AheadPolicy,
+    ) -> (Plan<'a>, Vec<Problem>) {
         let mut sorted;
         let history = if history.is_sorted_by(|a, b| a.id.version <= b.id.version) {
             history
@@ -61,6 +84,7 @@ impl<'a> Plan<'a> {
         let mut pending = Vec::new();
         let mut beyond_target = 0;
         let mut ahead = Vec::new();
+        let mut out_of_order = Vec::new();
         // Both lists are in version order: one merge pass, no lookups.
         let mut applied = history.iter().peekable();
         let mut files = set.migrations.iter().peekable();
@@ -106,6 +130,7 @@ impl<'a> Plan<'a> {
                             version: Some(version.clone()),
                             line: None,
                         });
+                        out_of_order.push(m);
                     } else if target.is_some_and(|t| version > t) {
                         beyond_target += 1;
                     } else {
@@ -115,60 +140,65 @@ impl<'a> Plan<'a> {
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(Plan {
-                applied: history.to_vec(),
-                pending,
-                beyond_target,
-                ahead,
-                newest_local: newest_local.cloned(),
-            })
-        } else {
-            Err(Problems(problems))
-        }
+        let plan = Plan {
+            applied: history.to_vec(),
+            pending,
+            beyond_target,
+            ahead,
+            newest_local: newest_local.cloned(),
+            out_of_order,
+        };
+        (plan, problems)
     }
 
-    /// The pending files' statements that must not run (transaction control
-    /// in a file that runs in miglock's transaction, COPY FROM stdin…), and
-    /// a pending file that cannot be read again, as problems, before
-    /// anything runs. Applied files are not looked at: a rule added later
-    /// must not make an applied set invalid.
-    pub fn check_forbidden(&self) -> Result<(), Problems> {
+    /// The statements that must not run (transaction control in a file
+    /// that runs in miglock's transaction, COPY FROM stdin, psql
+    /// meta-commands…), and a file that cannot be read again, as problems,
+    /// before anything runs: of the pending files, and of those out of
+    /// order (pending once renumbered). Applied files are not looked at: a
+    /// rule added later must not make an applied set invalid.
+    pub fn forbidden(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        for migration in &self.pending {
-            let summary = match migration.summary() {
-                Ok(summary) => summary,
-                Err(problem) => {
-                    problems.push(problem.clone());
-                    continue;
-                }
-            };
-            for forbidden in &summary.forbidden {
-                problems.push(Problem {
-                    kind: match forbidden.kind {
-                        super::split::ForbiddenKind::TransactionControl => {
-                            ProblemKind::TransactionControl
-                        }
-                        super::split::ForbiddenKind::Unsupported => ProblemKind::Unsupported,
-                    },
-                    message: format!("{}: {}", migration.path.display(), forbidden.message),
-                    file: Some(migration.path.clone()),
-                    version: Some(migration.id.version.clone()),
-                    line: Some(forbidden.line),
-                });
+        for migration in self.pending.iter().chain(&self.out_of_order) {
+            match migration.summary() {
+                Ok(summary) => problems.extend(forbidden_in(
+                    &migration.path,
+                    Some(&migration.id.version),
+                    summary,
+                )),
+                Err(problem) => problems.push(problem.clone()),
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Problems(problems))
-        }
+        problems
     }
 
     /// The newest applied migration, as `V{n}__{name}`.
     pub fn newest_applied(&self) -> Option<String> {
         self.applied.last().map(|row| row.id.to_string())
     }
+}
+
+/// The statements of the file at `path` that must not run, as problems.
+pub(super) fn forbidden_in(
+    path: &Path,
+    version: Option<&Version>,
+    summary: &Summary,
+) -> Vec<Problem> {
+    summary
+        .forbidden
+        .iter()
+        .map(|forbidden| Problem {
+            kind: match forbidden.kind {
+                ForbiddenKind::TransactionControl => ProblemKind::TransactionControl,
+                ForbiddenKind::Unsupported => ProblemKind::Unsupported,
+                ForbiddenKind::PsqlMetaCommand => ProblemKind::PsqlMetaCommand,
+            },
+            message: format!("{}: {}", path.display(), forbidden.message),
+            file: Some(path.to_path_buf()),
+            version: version.cloned(),
+            line: Some(forbidden.line),
+        })
+        .collect()
 }
 
 fn missing(applied: &HistoryRow) -> Problem {
@@ -362,10 +392,10 @@ mod tests {
         .unwrap();
         let s = MigrationSet::load(dir.path()).unwrap();
         let plan = Plan::new(&s, &[applied(&s.migrations[0])], None, ALLOW).unwrap();
-        let problems = plan.check_forbidden().unwrap_err();
-        assert_eq!(problems.0.len(), 1);
-        assert_eq!(problems.0[0].kind, ProblemKind::TransactionControl);
-        assert_eq!(problems.0[0].line, Some(2));
-        assert_eq!(problems.0[0].version, Some(Version::from(2)));
+        let problems = plan.forbidden();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].kind, ProblemKind::TransactionControl);
+        assert_eq!(problems[0].line, Some(2));
+        assert_eq!(problems[0].version, Some(Version::from(2)));
     }
 }

@@ -51,6 +51,11 @@ pub enum ProblemKind {
     /// A pending file with a statement miglock cannot run (`COPY … FROM
     /// stdin`, `DISCARD ALL`).
     Unsupported,
+    /// A pending file with a psql meta-command (`\i`, `\set`, `\connect`…),
+    /// which psql runs itself and PostgreSQL cannot.
+    PsqlMetaCommand,
+    /// The folder, a subfolder or a file that every user may write to.
+    UnsafePermissions,
 }
 
 /// A path in JSON even when it is not UTF-8 (bad bytes shown as U+FFFD):
@@ -79,6 +84,8 @@ impl ProblemKind {
             ProblemKind::Ahead => "ahead",
             ProblemKind::TransactionControl => "transaction_control",
             ProblemKind::Unsupported => "unsupported",
+            ProblemKind::PsqlMetaCommand => "psql_meta_command",
+            ProblemKind::UnsafePermissions => "unsafe_permissions",
         }
     }
 }
@@ -154,6 +161,8 @@ mod tests {
             Ahead,
             TransactionControl,
             Unsupported,
+            PsqlMetaCommand,
+            UnsafePermissions,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }

@@ -1,11 +1,11 @@
 //! Reading a migrations folder: every file, strictly, with every problem
 //! of every file found in one pass.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::file::{self, io_reason};
-use super::names::{has_sql_extension, parse_file_name};
+use super::names::{has_sql_extension, parse_file_name, version_in};
 use super::problems::{Problem, ProblemKind, Problems};
 use super::{LocalMigration, MigrationId, Version};
 
@@ -15,26 +15,115 @@ pub struct MigrationSet {
     pub migrations: Vec<LocalMigration>,
 }
 
+/// A folder read whole, problems and all: its good files as a set, and
+/// what is wrong with the others, so that a run can say everything at once
+/// (`every_problem`).
+#[derive(Debug, Default)]
+pub struct Reading {
+    /// The well-named files that could be read, one per version.
+    pub set: MigrationSet,
+    /// What reading the folder found: the folder itself, misnamed,
+    /// duplicate and unreadable files.
+    pub problems: Vec<Problem>,
+    /// Files that read well but are no migration as they stand (misnamed,
+    /// or one of several with a version): each would be pending once put
+    /// right, so their statements are checked as a pending file's are.
+    pub strays: Vec<Stray>,
+    /// The versions of files that are there but not in `set` (duplicate,
+    /// unreadable, misnamed with a good version part): an applied one is
+    /// not "gone".
+    pub unusable: BTreeSet<Version>,
+    /// The folder, subfolders and files every user may write to (see
+    /// [`Reading::judge_writable`]).
+    pub writable: Vec<Problem>,
+}
+
+/// A file that read well but is no migration as it stands.
+#[derive(Debug, Clone)]
+pub struct Stray {
+    pub path: PathBuf,
+    /// The version its name gives, if its version part is good.
+    pub version: Option<Version>,
+}
+
+impl Reading {
+    /// What to make of what every user may write to: whoever can add or
+    /// change a migration there runs SQL with the migrator's privileges at
+    /// the next deploy. Problems where migrations run or are recorded
+    /// (`refuse`); warnings where refusing would only keep applications
+    /// from starting (`status`, `wait`); neither, said at debug level, when
+    /// the user allows it (`--allow-world-writable`), as ssh lets a key
+    /// others may read be used when told to.
+    pub fn judge_writable(&mut self, allow: bool, refuse: bool) {
+        for problem in std::mem::take(&mut self.writable) {
+            if allow {
+                log::debug!("{} (allowed: --allow-world-writable)", problem.message);
+            } else if refuse {
+                self.problems.push(problem);
+            } else {
+                log::warn!(
+                    "UNSAFE_PERMISSIONS {} (apply, baseline and repair refuse to run with it)",
+                    problem.message
+                );
+            }
+        }
+    }
+
+    /// The set, unless reading the folder found a problem.
+    pub fn strict(self) -> Result<MigrationSet, Problems> {
+        if self.problems.is_empty() {
+            Ok(self.set)
+        } else {
+            Err(Problems(self.problems))
+        }
+    }
+}
+
+/// How a file's name reads.
+enum Name {
+    Good(i32, String),
+    /// Refused; the version its name still gives.
+    Refused(Option<i32>),
+}
+
+/// What reading one file came to.
+enum Read {
+    Migration(LocalMigration),
+    Stray(Stray),
+    Problem(Problem),
+}
+
 impl MigrationSet {
     /// Reads every file under `dir` (recursively, as refinery does). Any
     /// `.sql` file that is not a well-formed migration is a problem, except
     /// hidden files (a name starting with `.`), which are ignored.
+    #[cfg(any(test, feature = "testing"))]
     pub fn load(dir: &Path) -> Result<MigrationSet, Problems> {
-        let mut problems = Vec::new();
+        MigrationSet::read(dir).strict()
+    }
+
+    /// Reads every file under `dir` as [`MigrationSet::load`] does, and
+    /// keeps what is good beside what is not.
+    pub fn read(dir: &Path) -> Reading {
+        let mut reading = Reading::default();
+        let problems = &mut reading.problems;
         match std::fs::metadata(dir) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
-                return Err(Problems(vec![folder_problem(dir, "is not a folder")]));
+                problems.push(folder_problem(dir, "is not a folder"));
+                return reading;
             }
             Err(e) => {
-                return Err(Problems(vec![folder_problem(dir, &io_reason(&e))]));
+                problems.push(folder_problem(dir, &io_reason(&e)));
+                return reading;
             }
         }
 
         let mut by_version: BTreeMap<Version, Vec<LocalMigration>> = BTreeMap::new();
         let mut files = Vec::new();
         let mut ancestors = Vec::new();
-        walk(dir, &mut ancestors, &mut files, &mut problems);
+        let writable = &mut reading.writable;
+        walk(dir, &mut ancestors, &mut files, problems, writable);
         let mut named = Vec::with_capacity(files.len());
         for path in files {
             let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -45,33 +134,47 @@ impl MigrationSet {
                     version: None,
                     line: None,
                 });
+                named.push((path, Name::Refused(None)));
                 continue;
             };
             match parse_file_name(file_name) {
                 Ok((version, name)) => {
-                    let name = name.to_string();
-                    named.push((path, version, name));
+                    let name = Name::Good(version, name.to_string());
+                    named.push((path, name));
                 }
-                Err(why) => problems.push(Problem {
-                    kind: ProblemKind::Misnamed,
-                    message: format!("{}: {why}", path.display()),
-                    file: Some(path.clone()),
-                    version: None,
-                    line: None,
-                }),
+                Err(why) => {
+                    problems.push(Problem {
+                        kind: ProblemKind::Misnamed,
+                        message: format!("{}: {why}", path.display()),
+                        file: Some(path.clone()),
+                        version: None,
+                        line: None,
+                    });
+                    let version = version_in(file_name);
+                    named.push((path, Name::Refused(version)));
+                }
             }
         }
-        for read in read_all(named) {
+        for (read, writable) in read_all(named) {
+            reading.writable.extend(writable);
             match read {
-                Ok(migration) => by_version
+                Read::Migration(migration) => by_version
                     .entry(migration.id.version.clone())
                     .or_default()
                     .push(migration),
-                Err(problem) => problems.push(problem),
+                Read::Stray(stray) => {
+                    reading.unusable.extend(stray.version.clone());
+                    reading.strays.push(stray);
+                }
+                Read::Problem(problem) => {
+                    reading.unusable.extend(problem.version.clone());
+                    problems.push(problem);
+                }
             }
         }
 
-        let mut migrations = Vec::with_capacity(by_version.len());
+        let migrations = &mut reading.set.migrations;
+        migrations.reserve(by_version.len());
         for (version, mut files) in by_version {
             if files.len() > 1 {
                 let list: Vec<String> =
@@ -84,18 +187,19 @@ impl MigrationSet {
                         list.join(", ")
                     ),
                     file: Some(files[0].path.clone()),
-                    version: Some(version),
+                    version: Some(version.clone()),
                     line: None,
                 });
+                reading.unusable.insert(version.clone());
+                reading.strays.extend(files.into_iter().map(|m| Stray {
+                    path: m.path,
+                    version: Some(version.clone()),
+                }));
                 continue;
             }
             migrations.push(files.remove(0));
         }
-        if problems.is_empty() {
-            Ok(MigrationSet { migrations })
-        } else {
-            Err(Problems(problems))
-        }
+        reading
     }
 
     pub fn last_version(&self) -> Option<&Version> {
@@ -105,7 +209,7 @@ impl MigrationSet {
 
 /// Reads and checks the files, on several threads when there are many:
 /// on a no-op run, reading hundreds of small files is most of the work.
-fn read_all(named: Vec<(PathBuf, i32, String)>) -> Vec<Result<LocalMigration, Problem>> {
+fn read_all(named: Vec<(PathBuf, Name)>) -> Vec<(Read, Option<Problem>)> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = cores.min(8).min(named.len() / 64).max(1);
     if threads == 1 {
@@ -136,9 +240,24 @@ fn read_all(named: Vec<(PathBuf, i32, String)>) -> Vec<Result<LocalMigration, Pr
     })
 }
 
-fn read_one((path, version, name): (PathBuf, i32, String)) -> Result<LocalMigration, Problem> {
-    match file::facts(&path, &name, version) {
-        Ok(facts) => Ok(LocalMigration::new(
+/// A misnamed file is read too: what is wrong with its content would
+/// otherwise only show once it is renamed. Also whether every user may
+/// write to it, from the file opened (no lookup of its own).
+fn read_one((path, name): (PathBuf, Name)) -> (Read, Option<Problem>) {
+    let (checked, version) = match &name {
+        Name::Good(version, name) => (file::facts(&path, name, *version), Some(*version)),
+        Name::Refused(version) => (file::facts(&path, "", 0), *version),
+    };
+    let writable = checked
+        .as_ref()
+        .ok()
+        .and_then(|facts| writable_problem(&path, facts.mode, false))
+        .map(|problem| Problem {
+            version: version.map(Version::from),
+            ..problem
+        });
+    let read = match (checked, name) {
+        (Ok(facts), Name::Good(version, name)) => Read::Migration(LocalMigration::new(
             MigrationId {
                 version: version.into(),
                 name,
@@ -147,14 +266,52 @@ fn read_one((path, version, name): (PathBuf, i32, String)) -> Result<LocalMigrat
             facts.checksum,
             facts.size,
         )),
-        Err(why) => Err(Problem {
+        (Ok(_), Name::Refused(version)) => Read::Stray(Stray {
+            path,
+            version: version.map(Version::from),
+        }),
+        (Err(why), _) => Read::Problem(Problem {
             kind: ProblemKind::Unreadable,
             message: format!("{}: {why}", path.display()),
             file: Some(path.clone()),
-            version: Some(version.into()),
+            version: version.map(Version::from),
             line: None,
         }),
+    };
+    (read, writable)
+}
+
+/// The problem of a folder or file every user may write to (`o+w`). A
+/// sticky folder (`/tmp`'s 1777) is one too: others cannot replace what is
+/// there, but can add a migration that sorts after it.
+fn writable_problem(path: &Path, mode: u32, folder: bool) -> Option<Problem> {
+    if mode & 0o002 == 0 {
+        return None;
     }
+    let mode = mode & 0o7777;
+    let (what, can) = match (folder, mode & 0o1000 != 0) {
+        (true, true) => ("sticky, but others can still add files", "add a migration"),
+        (true, false) => ("", "add or change a migration"),
+        (false, _) => ("", "change this migration"),
+    };
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!(": {what}")
+    };
+    Some(Problem {
+        kind: ProblemKind::UnsafePermissions,
+        message: format!(
+            "{}: writable by every user (mode {mode:04o}{what}), so whoever can write there can \
+             {can}, which the next deploy runs with the migrator's privileges; take the write \
+             permission from others (chmod o-w), or pass --allow-world-writable \
+             (MIGLOCK_ALLOW_WORLD_WRITABLE=1) if this is deliberate",
+            path.display()
+        ),
+        file: Some(path.to_path_buf()),
+        version: None,
+        line: None,
+    })
 }
 
 fn folder_problem(dir: &Path, why: &str) -> Problem {
@@ -177,6 +334,7 @@ fn walk(
     ancestors: &mut Vec<(u64, u64)>,
     files: &mut Vec<PathBuf>,
     problems: &mut Vec<Problem>,
+    writable: &mut Vec<Problem>,
 ) {
     use std::os::unix::fs::MetadataExt;
     let unreadable = |path: &Path, why: String| Problem {
@@ -201,7 +359,11 @@ fn walk(
             return;
         }
     };
-    let id = std::fs::metadata(dir).map_or((0, 0), |meta| (meta.dev(), meta.ino()));
+    let meta = std::fs::metadata(dir).ok();
+    let id = meta
+        .as_ref()
+        .map_or((0, 0), |meta| (meta.dev(), meta.ino()));
+    writable.extend(meta.and_then(|meta| writable_problem(dir, meta.mode(), true)));
     ancestors.push(id);
     let mut entries: Vec<(std::ffi::OsString, std::fs::DirEntry)> = entries
         .filter_map(Result::ok)
@@ -260,7 +422,7 @@ fn walk(
                     continue;
                 }
             }
-            walk(&path, ancestors, files, problems);
+            walk(&path, ancestors, files, problems, writable);
         } else if is_sql && file_type.is_file() {
             files.push(path);
         } else if is_sql {
@@ -329,6 +491,35 @@ mod tests {
                 .contains("NUL byte (line 2, offset 18)"),
             "{problems}"
         );
+    }
+
+    #[test]
+    fn what_every_user_may_write_to_is_found_without_a_lookup_of_its_own() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let chmod = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        std::fs::write(dir.path().join("V1__a.sql"), "SELECT 1;").unwrap();
+        std::fs::write(dir.path().join("V2__b.sql"), "SELECT 2;").unwrap();
+        chmod(&dir.path().join("V2__b.sql"), 0o646);
+        chmod(dir.path(), 0o1777);
+        let mut reading = MigrationSet::read(dir.path());
+        let modes: Vec<(Option<Version>, bool)> = reading
+            .writable
+            .iter()
+            .map(|p| (p.version.clone(), p.message.contains("mode 1777: sticky")))
+            .collect();
+        assert_eq!(modes, [(None, true), (Some(Version::from(2)), false)]);
+        assert!(reading.writable[1].message.contains("mode 0646"));
+        // Where migrations run they are problems; elsewhere, warnings.
+        reading.judge_writable(false, true);
+        assert_eq!(reading.problems.len(), 2);
+        assert!(reading.writable.is_empty());
+        let mut warned = MigrationSet::read(dir.path());
+        warned.judge_writable(false, false);
+        assert!(warned.problems.is_empty() && warned.writable.is_empty());
+        chmod(dir.path(), 0o700);
     }
 
     #[test]

@@ -20,9 +20,9 @@ use anyhow::anyhow;
 use crate::config::ApplyConfig;
 use crate::context::Context;
 use crate::error::Failure;
-use crate::lock::{LockMode, LockSession};
+use crate::lock::{LockMode, LockSession, PendingSession};
 use crate::migrate::settings;
-use crate::migrations::{MigrationSet, Plan};
+use crate::migrations::{every_problem, MigrationSet, Plan, Problems, Reading, WithoutHistory};
 use crate::outcome::Outcome;
 use crate::report::Report;
 
@@ -43,7 +43,12 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
     let mut target = common.lock_target();
     target.database = target.database.preferring_writes();
     let connecting = LockSession::start(target, common.identity("apply"), true);
-    let set = MigrationSet::load(&common.migrations).map_err(|p| report.invalid(p))?;
+    let mut reading = MigrationSet::read(&common.migrations);
+    reading.judge_writable(common.allow_world_writable, true);
+    if !reading.problems.is_empty() {
+        return Err(invalid_set(ctx, config, connecting, &reading, report));
+    }
+    let set = reading.set;
     if set.migrations.is_empty() {
         log::warn!("no migration files in {}", common.migrations.display());
     }
@@ -70,12 +75,21 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
         set: &set,
         ctx,
     };
-    let plan = run.plan(history.as_deref().unwrap_or_default(), report)?;
-    // Before anything runs; the history only grows, so no later plan has a
-    // pending file this one lacks.
-    plan.check_forbidden().map_err(|p| report.invalid(p))?;
+    // Every problem at once: the history's, and the statements of the
+    // pending files, before anything runs. The history only grows, so no
+    // later plan has a pending file this one lacks.
+    let (plan, mut problems) = Plan::joined(
+        &set,
+        history.as_deref().unwrap_or_default(),
+        config.target_version.as_ref(),
+        common.ahead,
+    );
+    problems.extend(plan.forbidden());
     if common.lock_mode == LockMode::Transaction {
-        transaction_mode::refuse_non_transactional(&plan).map_err(|p| report.invalid(p))?;
+        problems.extend(transaction_mode::refuse_non_transactional(&plan));
+    }
+    if !problems.is_empty() {
+        return Err(report.invalid(Problems(problems)));
     }
     report.set_plan(&plan);
     if plan.pending.is_empty() {
@@ -89,6 +103,53 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
     match common.lock_mode {
         LockMode::Transaction => transaction_mode::apply(&mut session, run, history, report),
         LockMode::Session => session_mode::apply(session, run, history.is_some(), report),
+    }
+}
+
+/// A folder that cannot run as it is: the failure that lists all of its
+/// problems. The history tells which files are pending, so it is read if
+/// the database answers the attempt already under way; it is not waited
+/// for (the run ends invalid whatever it says, and a database that is not
+/// up yet must not hold back that answer for `--connect-timeout`).
+fn invalid_set(
+    ctx: &Context,
+    config: &ApplyConfig,
+    connecting: PendingSession,
+    reading: &Reading,
+    report: &mut Report,
+) -> Failure {
+    let common = &config.common;
+    let history = connecting
+        .finish_once(ctx.interrupt)
+        .and_then(|mut session| {
+            settings::check(&mut session, &config.migrate.settings)?;
+            let mut session = session.with_settings(settings::session_sql(
+                config.migrate.statement_timeout,
+                &config.migrate.settings,
+            ));
+            session.read_history()
+        });
+    if ctx.interrupt.is_set() {
+        return Failure::interrupted();
+    }
+    let target = config.target_version.as_ref();
+    match history {
+        Ok(history) => {
+            let history = history.unwrap_or_default();
+            let (plan, mut problems) = every_problem(reading, Some(&history), target, common.ahead);
+            if let Some(plan) = plan.filter(|_| common.lock_mode == LockMode::Transaction) {
+                problems.extend(transaction_mode::refuse_non_transactional(&plan));
+            }
+            report.invalid(Problems(problems))
+        }
+        Err(failure) => {
+            let (_, problems) = every_problem(reading, None, target, common.ahead);
+            report.problems = problems.clone();
+            Failure::invalid(WithoutHistory {
+                problems: Problems(problems),
+                why: format!("{:#}", failure.error),
+            })
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use crate::lock::mode::{self, LockMode};
 use crate::lock::{self, Backend, LockRole, LockSession};
 use crate::migrate::{self, Lost, SessionBaseline, Step};
 use crate::migrations::history::{self, HistoryRow};
-use crate::migrations::{Plan, Problem, ProblemKind, Problems};
+use crate::migrations::{Plan, Problem, ProblemKind};
 use crate::outcome::Outcome;
 use crate::pg_error;
 use crate::report::{self, AppliedEntry, Report};
@@ -32,9 +32,8 @@ use crate::time::{human, millis};
 /// Refuses, before anything runs, a plan with a pending migration that
 /// runs without a transaction: nothing could hold the key for its
 /// statements, each of which may land on another server session.
-pub fn refuse_non_transactional(plan: &Plan) -> Result<(), Problems> {
-    let problems: Vec<Problem> = plan
-        .pending
+pub fn refuse_non_transactional(plan: &Plan) -> Vec<Problem> {
+    plan.pending
         .iter()
         .filter_map(|m| {
             let why = m.no_transaction()?;
@@ -52,12 +51,7 @@ pub fn refuse_non_transactional(plan: &Plan) -> Result<(), Problems> {
                 line: None,
             })
         })
-        .collect();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Problems(problems))
-    }
+        .collect()
 }
 
 /// What one round of the loop came to.

@@ -68,6 +68,8 @@ pub enum ForbiddenKind {
     TransactionControl,
     /// `COPY … FROM stdin`, `DISCARD ALL`.
     Unsupported,
+    /// A psql meta-command (`\i`, `\set`, `\connect`, `\gset`…).
+    PsqlMetaCommand,
 }
 
 /// A statement a file must not hold, found before anything runs.
@@ -160,7 +162,7 @@ pub fn has_marker(sql: &str) -> bool {
 /// file must run, from its marker or its statements, and what in it would
 /// make miglock's run differ from psql's or break miglock's own bookkeeping
 /// (transaction control in a file that runs in miglock's transaction,
-/// `COPY … FROM stdin`, `DISCARD ALL`).
+/// `COPY … FROM stdin`, `DISCARD ALL`, psql's meta-commands).
 pub struct Classifier {
     marker: bool,
     first_refused: Option<&'static str>,
@@ -189,6 +191,23 @@ impl Classifier {
     /// into the file than the text it was scanned from); what the runner
     /// needs of it.
     pub fn feed(&mut self, s: &Statement, offset: usize) -> Planned {
+        let start = offset + s.start;
+        if s.meta {
+            // Never sent: it says nothing of how the file runs.
+            self.forbidden.push(Forbidden {
+                kind: ForbiddenKind::PsqlMetaCommand,
+                line: s.line,
+                message: super::psql::refusal(s.sql, s.line),
+            });
+            return Planned {
+                span: start..start + s.sql.len(),
+                line: s.line,
+                control: None,
+                chains: false,
+                index_build: None,
+                locks: Vec::new(),
+            };
+        }
         match s.refused_in_transaction() {
             Some(kind) => {
                 self.first_refused.get_or_insert(kind);
@@ -248,7 +267,6 @@ impl Classifier {
                 *level = (*level).max(lock.level);
             }
         }
-        let start = offset + s.start;
         Planned {
             span: start..start + s.sql.len(),
             line: s.line,
@@ -480,5 +498,46 @@ mod tests {
             ForbiddenKind::Unsupported
         );
         assert!(r("copy t from '/tmp/x';").is_empty());
+    }
+
+    #[test]
+    fn psql_meta_commands_are_refused_each_on_its_line() {
+        let script = "\\set ON_ERROR_STOP on\nCREATE TABLE t (a int);\n\\i more.sql\n\
+                      SELECT 1 \\gset\nCOMMIT;\nCREATE INDEX CONCURRENTLY i ON t (a);";
+        let c = classify(script);
+        let found: Vec<(ForbiddenKind, usize)> =
+            c.forbidden.iter().map(|f| (f.kind, f.line)).collect();
+        assert_eq!(
+            found,
+            [
+                (ForbiddenKind::PsqlMetaCommand, 1),
+                (ForbiddenKind::PsqlMetaCommand, 3),
+                (ForbiddenKind::PsqlMetaCommand, 4),
+                (ForbiddenKind::TransactionControl, 5),
+            ],
+            "{:#?}",
+            c.forbidden
+        );
+        assert!(c.forbidden[0]
+            .message
+            .starts_with("line 1: `\\set` is a psql meta-command"));
+        assert!(c.forbidden[1].message.contains("reads another file"));
+        // The statements after them are read as themselves: the index
+        // build decides how the file runs, and the COMMIT is refused.
+        assert_eq!(
+            c.execution,
+            Execution::NoTransaction {
+                reason: Reason::Statement("CREATE INDEX CONCURRENTLY"),
+                mixed: true
+            }
+        );
+        let planned: Vec<&str> = c.statements.iter().map(|p| p.sql(script)).collect();
+        assert_eq!(planned[0], "\\set ON_ERROR_STOP on");
+        assert_eq!(planned[4], "\\gset");
+        assert_eq!(planned[5], "COMMIT");
+        // A meta-command says nothing of how a file runs.
+        assert!(classify("\\connect app\nSELECT 1;\n")
+            .execution
+            .transactional());
     }
 }

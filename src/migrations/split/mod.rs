@@ -1,10 +1,14 @@
 //! A migration file as PostgreSQL's own tools split it into statements
-//! ([`scan`]), and what those statements ask of the runner ([`classify`],
-//! from the leading words of each, [`words`]), whether the file is held
-//! whole or read as a stream ([`stream`]).
+//! ([`scan`], psql's meta-commands included: [`psql`]), and what those
+//! statements ask of the runner ([`classify`], from the leading words of
+//! each, [`words`]), whether the file is held whole or read as a stream
+//! ([`stream`]); and which of them name an object ([`mentions`]), for an
+//! error PostgreSQL gives no position.
 
 mod classify;
 mod locks;
+mod mentions;
+mod psql;
 mod scan;
 mod stream;
 mod words;
@@ -12,6 +16,7 @@ mod words;
 pub use classify::{classify, Execution, ForbiddenKind, IndexBuild, Planned, Summary};
 pub use locks::TableLock;
 pub use scan::statements;
+pub use mentions::{mentions, Mention};
 #[cfg(any(test, feature = "testing"))]
 pub use scan::{split, Statement};
 pub use stream::summarize;

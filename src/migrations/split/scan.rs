@@ -9,6 +9,8 @@
 //! needs libclang and a C build, and adds megabytes to the binary, for a
 //! question a lexer answers.
 
+use super::psql;
+
 /// One top-level statement of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement<'a> {
@@ -18,10 +20,16 @@ pub struct Statement<'a> {
     pub start: usize,
     /// The line of the file its first token is on, from 1.
     pub line: usize,
-    /// Ended by a top-level `;` (else by the end of the text: a reader
-    /// that has more text to come must scan it again with that).
+    /// Ended by a top-level `;` or by a psql meta-command after it (else
+    /// by the end of the text: a reader that has more text to come must
+    /// scan it again with that). A meta-command: ended by its end of line.
     pub terminated: bool,
-    /// Its leading words (up to [`WORDS`]), upper-cased; other tokens as
+    /// A psql meta-command (`\set x 1`, `\i file`, `\;`), which psql runs
+    /// itself and PostgreSQL could not: from its backslash to the end of
+    /// its line (see [`super::psql`]); no words.
+    pub meta: bool,
+    /// Its leading words (up to [`WORDS`], or [`Scanner::keep_words`]),
+    /// upper-cased; other tokens as
     /// one-character marks (`(`, `)`, `,`, `=`), strings and quoted
     /// as `'`, quoted identifiers as written (with their quotes). What the
     /// classifier reads.
@@ -56,6 +64,8 @@ pub struct Scanner<'a> {
     standard_strings: bool,
     /// Just past the last top-level `;`: where scanning can start afresh.
     clean: Clean,
+    /// How many words of each statement are kept.
+    keep: usize,
 }
 
 /// A place in the text where no statement, string or comment is open: just
@@ -84,6 +94,7 @@ impl Default for Clean {
 /// The statement being read.
 #[derive(Default)]
 struct Current {
+    keep: usize,
     start: Option<(usize, usize)>,
     end: usize,
     words: Vec<String>,
@@ -103,7 +114,7 @@ impl Current {
             self.start = Some((start, line));
         }
         self.end = end;
-        if self.words.len() < WORDS {
+        if self.words.len() < self.keep {
             self.words.push(word.to_string());
         }
     }
@@ -161,7 +172,14 @@ impl<'a> Scanner<'a> {
                 line,
                 standard_strings,
             },
+            keep: WORDS,
         }
+    }
+
+    /// Keeps `n` words of each statement instead of [`WORDS`] (what
+    /// statement an error names is found among more than its first words).
+    pub fn keep_words(self, n: usize) -> Scanner<'a> {
+        Scanner { keep: n, ..self }
     }
 
     /// The last clean place scanned so far.
@@ -185,22 +203,23 @@ impl<'a> Scanner<'a> {
 
     /// Reads on to the end of the next statement.
     fn next_statement(&mut self) -> Option<Statement<'a>> {
-        let mut current = Current::default();
+        let keep = self.keep;
+        let fresh = || Current {
+            keep,
+            ..Current::default()
+        };
+        let mut current = fresh();
         while let Some(b) = self.peek(0) {
             let (start, line) = (self.pos, self.line);
             match b {
                 b';' if current.paren_depth == 0 && current.begin_depth == 0 => {
                     self.pos += 1;
                     let statement = self.finish(current, true);
-                    self.clean = Clean {
-                        pos: self.pos,
-                        line: self.line,
-                        standard_strings: self.standard_strings,
-                    };
+                    self.mark_clean();
                     if statement.is_some() {
                         return statement;
                     }
-                    current = Current::default();
+                    current = fresh();
                 }
                 b'-' if self.peek(1) == Some(b'-') => {
                     let end = self.bytes[self.pos..]
@@ -267,6 +286,18 @@ impl<'a> Scanner<'a> {
                     current.token(start, line, self.pos, &word.to_ascii_uppercase());
                 }
                 b if b.is_ascii_whitespace() => self.advance_to(self.pos + 1),
+                // PostgreSQL's lexer has no use for a backslash outside
+                // quotes: it is psql's, a meta-command. That ends the
+                // statement before it (psql sends it there for `\g` and
+                // its kin; for any other the file is refused anyway, so the
+                // split need not follow psql's query buffer across it), and
+                // ends itself at the end of its line, not at a `;`.
+                b'\\' if current.start.is_some() => {
+                    let statement = self.finish(current, true);
+                    self.mark_clean();
+                    return statement;
+                }
+                b'\\' => return Some(self.meta_command()),
                 _ => {
                     // One character of an operator or punctuation; a
                     // multi-byte character only starts identifiers (above).
@@ -288,6 +319,34 @@ impl<'a> Scanner<'a> {
         self.finish(current, false)
     }
 
+    /// Here no statement, string or comment is open.
+    fn mark_clean(&mut self) {
+        self.clean = Clean {
+            pos: self.pos,
+            line: self.line,
+            standard_strings: self.standard_strings,
+        };
+    }
+
+    /// The meta-command at `pos`, scanned past.
+    fn meta_command(&mut self) -> Statement<'a> {
+        let (start, line) = (self.pos, self.line);
+        let extent = psql::extent(self.bytes, start);
+        // Its arguments stay on its line: no newline to count.
+        self.pos = extent.next;
+        if extent.complete {
+            self.mark_clean();
+        }
+        Statement {
+            sql: &self.sql[start..extent.end],
+            start,
+            line,
+            terminated: extent.complete,
+            meta: true,
+            words: Vec::new(),
+        }
+    }
+
     /// The statement read, unless it was empty (`;;`, only comments).
     fn finish(&mut self, done: Current, terminated: bool) -> Option<Statement<'a>> {
         let (start, line) = done.start?;
@@ -296,6 +355,7 @@ impl<'a> Scanner<'a> {
             start,
             line,
             terminated,
+            meta: false,
             words: done.words,
         };
         if let Some(on) = statement.sets_standard_strings() {
@@ -410,40 +470,6 @@ impl<'a> Iterator for Scanner<'a> {
 impl Statement<'_> {
     pub(super) fn word(&self, i: usize) -> &str {
         self.words.get(i).map_or("", String::as_str)
-    }
-
-    /// `SET [SESSION] standard_conforming_strings {=|TO} value`: the value,
-    /// when the statement sets it.
-    pub(super) fn sets_standard_strings(&self) -> Option<bool> {
-        let at = match (self.word(0), self.word(1)) {
-            ("SET", "SESSION") => 2,
-            ("SET", _) => 1,
-            _ => return None,
-        };
-        if self.word(at) != "STANDARD_CONFORMING_STRINGS" {
-            return None;
-        }
-        // The value follows the name and `=` or `TO`, with or without
-        // spaces (`standard_conforming_strings=off`), maybe quoted.
-        let text = self.sql.to_ascii_lowercase();
-        let rest = text
-            .split_once("standard_conforming_strings")?
-            .1
-            .trim_start();
-        let rest = match rest.strip_prefix('=') {
-            Some(rest) => rest,
-            None => rest.strip_prefix("to")?,
-        };
-        let value = rest
-            .trim_start()
-            .split(|c: char| c.is_whitespace() || c == ';')
-            .next()?
-            .trim_matches('\'');
-        match value {
-            "on" | "true" | "yes" | "1" | "default" => Some(true),
-            "off" | "false" | "no" | "0" => Some(false),
-            _ => None,
-        }
     }
 }
 

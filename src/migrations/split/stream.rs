@@ -163,6 +163,8 @@ mod tests {
             "SET standard_conforming_strings = off;\nselect 'a\\';b';\ncopy t from stdin;\n"
                 .to_string(),
             "select 1; -- no newline at the end".to_string(),
+            "\\set ON_ERROR_STOP on\nBEGIN;\nSELECT 1 \\gset\n\\echo 'x;' \\\\ COMMIT;\n\\i a_file.sql"
+                .to_string(),
         ];
         for text in &texts {
             let whole = classify(text.trim_start_matches('\u{feff}'));

@@ -6,6 +6,40 @@ use super::classify::IndexBuild;
 use super::scan::Statement;
 
 impl Statement<'_> {
+    /// `SET [SESSION] standard_conforming_strings {=|TO} value`: the value,
+    /// when the statement sets it.
+    pub(super) fn sets_standard_strings(&self) -> Option<bool> {
+        let at = match (self.word(0), self.word(1)) {
+            ("SET", "SESSION") => 2,
+            ("SET", _) => 1,
+            _ => return None,
+        };
+        if self.word(at) != "STANDARD_CONFORMING_STRINGS" {
+            return None;
+        }
+        // The value follows the name and `=` or `TO`, with or without
+        // spaces (`standard_conforming_strings=off`), maybe quoted.
+        let text = self.sql.to_ascii_lowercase();
+        let rest = text
+            .split_once("standard_conforming_strings")?
+            .1
+            .trim_start();
+        let rest = match rest.strip_prefix('=') {
+            Some(rest) => rest,
+            None => rest.strip_prefix("to")?,
+        };
+        let value = rest
+            .trim_start()
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .next()?
+            .trim_matches('\'');
+        match value {
+            "on" | "true" | "yes" | "1" | "default" => Some(true),
+            "off" | "false" | "no" | "0" => Some(false),
+            _ => None,
+        }
+    }
+
     pub fn starts(&self, words: &[&str]) -> bool {
         words.iter().enumerate().all(|(i, w)| self.word(i) == *w)
     }

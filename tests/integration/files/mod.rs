@@ -7,6 +7,7 @@
 mod big_files;
 mod corpus;
 mod no_transaction;
+mod psql_meta;
 mod real_world;
 mod session_state;
 mod splitting;

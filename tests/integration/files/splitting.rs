@@ -151,6 +151,11 @@ const FRAGMENTS: &[&str] = &[
     "\\",
     "\\'",
     "\\\\",
+    "\\set x 'a;b'\n",
+    "\\i other.sql",
+    "\\gset",
+    "\\;",
+    "\\copy t from 'x;' \\\\",
     "U&'",
     "U&\"",
     "u&'d\\0061t'",
@@ -271,8 +276,10 @@ fn semicolons_between(gap: &str) -> Result<usize, &str> {
 /// What every split must be, whatever the text: statements that are
 /// non-empty slices of it, in order, apart, on the lines they say; and
 /// between and around them nothing but blanks, `;` and comments (so no
-/// word, quote or digit is lost), at least one `;` between two of them.
-/// Cut out and joined again with `;`, they split the same way.
+/// word, quote or digit is lost), at least one `;` between two of them
+/// unless one is a psql meta-command (which ends at its end of line, and
+/// ends the statement before it). Cut out and joined again with `;` (a
+/// newline beside a meta-command), they split the same way.
 fn check_split(text: &str) -> Result<(), TestCaseError> {
     let statements = split::split(text);
     let mut end = 0;
@@ -322,7 +329,11 @@ fn check_split(text: &str) -> Result<(), TestCaseError> {
     for (i, gap) in gaps.iter().enumerate() {
         match semicolons_between(gap) {
             Ok(semicolons) => prop_assert!(
-                semicolons > 0 || i == 0 || i == statements.len(),
+                semicolons > 0
+                    || i == 0
+                    || i == statements.len()
+                    || statements[i - 1].meta
+                    || statements[i].meta,
                 "no `;` between statements {} and {}: {:?}",
                 i - 1,
                 i,
@@ -340,7 +351,14 @@ fn check_split(text: &str) -> Result<(), TestCaseError> {
         }
     }
     let sqls: Vec<&str> = statements.iter().map(|s| s.sql).collect();
-    let joined = sqls.join(";\n");
+    let mut joined = String::new();
+    for (i, s) in statements.iter().enumerate() {
+        if i > 0 {
+            let beside_meta = statements[i - 1].meta || s.meta;
+            joined.push_str(if beside_meta { "\n" } else { ";\n" });
+        }
+        joined.push_str(s.sql);
+    }
     let again: Vec<&str> = split::split(&joined).iter().map(|s| s.sql).collect();
     prop_assert_eq!(again, sqls, "joined again: {:?}", joined);
     Ok(())
@@ -369,11 +387,13 @@ fn has_marker(text: &str) -> bool {
 /// one is planned statement by statement exactly as split; every refusal
 /// is on the line of a statement and says so; transaction control is
 /// refused only in a file that runs in miglock's transaction, `COPY …
-/// FROM stdin` and `DISCARD ALL` in any.
+/// FROM stdin`, `DISCARD ALL` and every psql meta-command in any (a
+/// meta-command, never sent, says nothing of how the file runs).
 fn check_classify(text: &str) -> Result<(), TestCaseError> {
     let classified = split::classify(text);
     let statements = split::split(text);
     let marker = has_marker(text);
+    let sent = statements.iter().filter(|s| !s.meta).count();
     let refused: Vec<&str> = statements
         .iter()
         .filter_map(Statement::refused_in_transaction)
@@ -383,7 +403,7 @@ fn check_classify(text: &str) -> Result<(), TestCaseError> {
         Some("marker".to_string())
     } else {
         refused.first().map(|first| {
-            if refused.len() < statements.len() {
+            if refused.len() < sent {
                 format!("{}, mixed", reason(first))
             } else {
                 reason(first)
@@ -436,6 +456,10 @@ fn check_classify(text: &str) -> Result<(), TestCaseError> {
         .filter(|s| s.is_copy_from_stdin() || s.starts(&["DISCARD", "ALL"]))
         .count();
     prop_assert_eq!(count(ForbiddenKind::Unsupported), unsupported);
+    prop_assert_eq!(
+        count(ForbiddenKind::PsqlMetaCommand),
+        statements.len() - sent
+    );
     Ok(())
 }
 

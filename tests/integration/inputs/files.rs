@@ -147,7 +147,7 @@ fn bad_file_cases() -> Vec<BadFiles> {
 }
 
 #[test]
-fn each_bad_file_is_refused_before_connecting() {
+fn each_bad_file_is_refused_before_anything_runs() {
     let db = Cluster::shared().create_db();
     for case in bad_file_cases() {
         let dir = good_dir();

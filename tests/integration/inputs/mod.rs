@@ -15,9 +15,11 @@ use serde_json::Value;
 use crate::cluster::{Cluster, TestDb};
 use crate::harness::{Miglock, MigrationDir, RunOutput, CREATE_T_ADD_NOTE};
 
+mod all_at_once;
 mod connection;
 mod files;
 mod history;
+mod permissions;
 mod secrets;
 mod settings;
 mod usage;

@@ -144,6 +144,69 @@ fn a_failing_migration_is_rolled_back_and_reported_with_file_line_and_sqlstate()
     assert!(key_holders(&db, db.default_key()).is_empty());
 }
 
+/// PostgreSQL gives no position for some errors (`relation "…" does not
+/// exist` from an ALTER TABLE, an error inside a DO block): the line is
+/// that of the one statement the error points to, said to be inferred and
+/// from what; between several statements, none is named.
+#[test]
+fn a_failure_without_a_position_names_the_line_of_the_one_statement_it_points_to() {
+    let cases: [(&str, &str, Option<i64>, &str); 5] = [
+        (
+            "a missing table",
+            "-- V2: notes on tasks\nCREATE SCHEMA IF NOT EXISTS cft_task_db;\n\
+             CREATE TABLE cft_task_db.t (id int);\n\nINSERT INTO cft_task_db.t VALUES (1);\n\
+             ALTER TABLE cft_task_db.tasks ADD COLUMN note text;\nSELECT 1;\n",
+            Some(6),
+            ", line 6, the statement naming cft_task_db.tasks)",
+        ),
+        (
+            "a missing column of a table the file names twice",
+            "CREATE TABLE t2 (id int);\nALTER TABLE t2\n  DROP COLUMN nosuch;\n",
+            Some(2),
+            ", line 2, the statement naming nosuch and t2)",
+        ),
+        (
+            "inside a DO block",
+            "CREATE TABLE a (id int);\nDO $$\nBEGIN\n  ALTER TABLE nope ADD COLUMN x int;\nEND $$;\n",
+            Some(2),
+            ", line 2, the file's only DO block)",
+        ),
+        (
+            "inside one of two DO blocks",
+            "DO $$ BEGIN PERFORM 1; END $$;\nDO $$\nBEGIN\n  ALTER TABLE nope\n    ADD COLUMN x int;\nEND $$;\n",
+            Some(2),
+            ", line 2, the DO block holding the statement in the error's CONTEXT)",
+        ),
+        (
+            "two statements could have raised it",
+            "ALTER TABLE missing ADD COLUMN a int;\nALTER TABLE missing ADD COLUMN b int;\n",
+            None,
+            "V2__bad.sql): relation \"missing\" does not exist",
+        ),
+    ];
+    for (case, sql, line, said) in cases {
+        let db = Cluster::shared().create_db();
+        let dir = MigrationDir::with(&[
+            ("V1__create_t.sql", "CREATE TABLE t (id int);\n"),
+            ("V2__bad.sql", sql),
+        ]);
+        let out = apply(&db, &dir).run();
+        out.assert_code(1).assert_stderr_contains(said);
+        let json = out.json();
+        assert_eq!(json["outcome"], "failed", "[{case}] {json:#}");
+        assert_eq!(json["error"]["line"].as_i64(), line, "[{case}] {json:#}");
+        assert!(
+            json["error"]["message"].as_str().unwrap().contains(said),
+            "[{case}] {json:#}"
+        );
+        // V2 rolled back whole.
+        assert_eq!(db.history(), [1], "[{case}]");
+        for table in ["cft_task_db.t", "t2", "a"] {
+            assert!(!db.table_exists(table), "[{case}] {table}");
+        }
+    }
+}
+
 #[test]
 fn detail_and_hint_are_reported() {
     let db = Cluster::shared().create_db();

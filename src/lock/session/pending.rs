@@ -1,0 +1,30 @@
+//! A connection being made for a [`LockSession`], its first attempt
+//! already under way (see [`LockSession::start`]).
+
+use super::{Identity, LockSession, LockTarget};
+use crate::connect::Connecting;
+use crate::error::Failure;
+use crate::interrupt::Interrupt;
+
+/// A connection being made for a [`LockSession`], its first attempt
+/// already under way (see [`LockSession::start`]).
+pub struct PendingSession {
+    pub(super) connecting: Connecting,
+    pub(super) target: LockTarget,
+    pub(super) identity: Identity,
+}
+
+impl PendingSession {
+    /// Waits for the connection, retrying for the connect timeout.
+    pub fn finish(self, interrupt: &Interrupt) -> Result<LockSession, Failure> {
+        let client = self.connecting.finish(interrupt)?;
+        Ok(LockSession::new(client, self.target, self.identity))
+    }
+
+    /// The attempt under way, and no retry (see [`Connecting::finish_once`]):
+    /// for a run that wants the database only if it is there now.
+    pub fn finish_once(self, interrupt: &Interrupt) -> Result<LockSession, Failure> {
+        let client = self.connecting.finish_once(interrupt)?;
+        Ok(LockSession::new(client, self.target, self.identity))
+    }
+}
