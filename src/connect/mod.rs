@@ -11,5 +11,5 @@ mod retry;
 mod target;
 pub mod tls;
 
-pub use retry::{connect, Connecting};
+pub use retry::{connect, Connected, Connecting, Then};
 pub use target::ConnectTarget;

@@ -69,6 +69,20 @@ pub struct Connecting {
     started: Instant,
     timeout: Duration,
     first: Option<ConnectAttempt>,
+    /// Run on each new connection in the connecting thread (see
+    /// [`Connecting::then`]).
+    then: Option<Then>,
+}
+
+/// Work for a new connection, done in the connecting thread: the run's
+/// first query overlaps the caller's work too. Its result, type-erased for
+/// the layer above, comes back with the connection.
+pub type Then = std::sync::Arc<dyn Fn(&mut Client) -> Box<dyn std::any::Any + Send> + Send + Sync>;
+
+/// A connection, and what [`Then`] made of it.
+pub struct Connected {
+    pub client: Client,
+    pub then: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// One connection attempt running on its own thread. rust-postgres bounds
@@ -77,7 +91,7 @@ pub struct Connecting {
 /// ever, so the wait for the attempt is bounded here and a stuck attempt
 /// is left behind.
 struct ConnectAttempt {
-    result: std::sync::mpsc::Receiver<Result<Client, postgres::Error>>,
+    result: std::sync::mpsc::Receiver<Result<Connected, postgres::Error>>,
     bound: Duration,
     /// How long to wait for it: `bound`, twice when a read-write server
     /// is only preferred (a second connection may follow the first).
@@ -103,6 +117,7 @@ impl Connecting {
         timeout: Duration,
         application_name: &str,
         early: bool,
+        then: Option<Then>,
     ) -> Connecting {
         let mut config = target.config.clone();
         config.application_name(application_name);
@@ -159,6 +174,7 @@ impl Connecting {
             started: Instant::now(),
             timeout,
             first: None,
+            then,
         };
         if early {
             connecting.first = connecting.attempt(timeout);
@@ -187,6 +203,7 @@ impl Connecting {
             takes_no_writes(e) || (many_hosts && matches!(classify(e), AttemptError::Retry(_)))
         };
         let (sender, result) = std::sync::mpsc::channel();
+        let then = self.then.clone();
         std::thread::Builder::new()
             .name("connect".into())
             .spawn(move || {
@@ -196,7 +213,11 @@ impl Connecting {
                     config.target_session_attrs(TargetSessionAttrs::Any);
                     result = config.connect(connector);
                 }
-                let _ = sender.send(result);
+                let connected = result.map(|mut client| {
+                    let then = then.map(|then| then(&mut client));
+                    Connected { client, then }
+                });
+                let _ = sender.send(connected);
             })
             .ok()?;
         let patience = if prefer_writes { bound * 2 } else { bound };
@@ -210,17 +231,17 @@ impl Connecting {
     /// Connects, retrying refused/unreachable/starting-up servers with
     /// backoff until the connect timeout (`CONNECT_RETRY` on each retry);
     /// exit 5 past it.
-    pub fn finish(self, interrupt: &Interrupt) -> Result<Client, Failure> {
+    pub fn finish(self, interrupt: &Interrupt) -> Result<Connected, Failure> {
         self.finish_with(interrupt, true)
     }
 
     /// The attempt under way (or one), and no retry: for a run that wants
     /// the server only if it is there now (exit 5 otherwise).
-    pub fn finish_once(self, interrupt: &Interrupt) -> Result<Client, Failure> {
+    pub fn finish_once(self, interrupt: &Interrupt) -> Result<Connected, Failure> {
         self.finish_with(interrupt, false)
     }
 
-    fn finish_with(mut self, interrupt: &Interrupt, retry: bool) -> Result<Client, Failure> {
+    fn finish_with(mut self, interrupt: &Interrupt, retry: bool) -> Result<Connected, Failure> {
         let target = self.target.clone();
         let connector = match &self.connector {
             Ok(connector) => connector.clone(),
@@ -245,16 +266,16 @@ impl Connecting {
                 return Err(Failure::interrupted());
             }
             let error = match outcome {
-                Ok(client) => {
+                Ok(connected) => {
                     log::debug!(
                         "connected to {target} (attempt {attempt}, {} ms, sslmode={})",
                         self.started.elapsed().as_millis(),
                         target.tls.mode
                     );
-                    let token = client.cancel_token();
+                    let token = connected.client.cancel_token();
                     let connector = connector.clone();
                     interrupt.watch(Box::new(move || token.cancel_query(connector.clone())));
-                    return Ok(client);
+                    return Ok(connected);
                 }
                 Err(error) => error,
             };
@@ -303,7 +324,7 @@ impl Connecting {
 fn wait_for_attempt(
     pending: &ConnectAttempt,
     interrupt: &Interrupt,
-) -> Result<Client, AttemptError> {
+) -> Result<Connected, AttemptError> {
     use std::sync::mpsc::RecvTimeoutError;
     let end = Instant::now() + pending.patience + Duration::from_millis(500);
     loop {
@@ -352,5 +373,7 @@ pub fn connect(
     application_name: &str,
     interrupt: &Interrupt,
 ) -> Result<Client, Failure> {
-    Connecting::start(target, timeout, application_name, false).finish(interrupt)
+    Connecting::start(target, timeout, application_name, false, None)
+        .finish(interrupt)
+        .map(|connected| connected.client)
 }

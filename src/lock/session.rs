@@ -17,7 +17,7 @@ use postgres::Client;
 use super::backend::{Backend, Identity};
 use super::key::{try_lock_sql, LockKey, LockRole};
 
-use crate::connect::{self, ConnectTarget, Connecting};
+use crate::connect::{self, ConnectTarget, Connecting, Then};
 use crate::error::{ErrorDetail, Failure};
 use crate::interrupt::Interrupt;
 use crate::migrations::history::{self, HistoryRow, HistoryTable};
@@ -64,7 +64,14 @@ pub struct LockSession {
     /// `LOCK_RELEASED` for a release made in a migration's round trip,
     /// said once the caller has said what that migration did.
     pub(super) released_line: Option<(log::Level, String)>,
+    /// The history as the connecting thread read it (see
+    /// [`LockSession::start_reading_history`]), for the first
+    /// [`LockSession::read_history`].
+    pub(super) history_read: Option<HistoryRead>,
 }
+
+/// What reading the history gave.
+pub(super) type HistoryRead = Result<Option<Vec<HistoryRow>>, Failure>;
 
 /// One try for the key.
 pub enum Attempt {
@@ -107,6 +114,7 @@ impl LockSession {
             server_started: None,
             pooler: false,
             released_line: None,
+            history_read: None,
         }
     }
 
@@ -123,11 +131,34 @@ impl LockSession {
     /// once on its own thread, so the server's backend start-up overlaps
     /// with what the caller does meanwhile (`apply` reads its files).
     pub fn start(target: LockTarget, identity: Identity, early: bool) -> PendingSession {
+        LockSession::starting(target, identity, early, None)
+    }
+
+    /// As [`LockSession::start`] (early), and the connection reads the
+    /// history as soon as it is made, in the connecting thread: on a run
+    /// that finds nothing pending, that round trip overlaps the files'
+    /// reading too. (Rows only ever join the history: read a moment early,
+    /// it can only show less, which the lock attempt reads again.)
+    pub fn start_reading_history(target: LockTarget, identity: Identity) -> PendingSession {
+        let table = target.table.clone();
+        let then: Then = std::sync::Arc::new(move |client: &mut Client| {
+            Box::new(history::read(client, &table)) as Box<dyn std::any::Any + Send>
+        });
+        LockSession::starting(target, identity, true, Some(then))
+    }
+
+    fn starting(
+        target: LockTarget,
+        identity: Identity,
+        early: bool,
+        then: Option<Then>,
+    ) -> PendingSession {
         let connecting = Connecting::start(
             &target.database,
             target.connect_timeout,
             &identity.application_name(None),
             early,
+            then,
         );
         PendingSession {
             connecting,
@@ -204,6 +235,10 @@ impl LockSession {
     /// Reads the history (one round trip); `None` when the table does not
     /// exist yet.
     pub fn read_history(&mut self) -> Result<Option<Vec<HistoryRow>>, Failure> {
+        // A failed early read is read again, for the error of this moment.
+        if let Some(Ok(history)) = self.history_read.take() {
+            return Ok(history);
+        }
         history::read(&mut self.client, &self.target.table)
     }
 

@@ -8,8 +8,8 @@
 //! Round trips, in the common cases:
 //! - nothing pending (every replica but one, every restart): connect, read
 //!   the history, done. No lock is taken: committed history rows are proof
-//!   enough that the schema is current. The first connection attempt runs
-//!   while the files are read.
+//!   enough that the schema is current. The first connection attempt, and
+//!   its history read, run while the files are read.
 //! - something pending: one round trip that sets the session up, listens
 //!   for the release notification, tries the lock and re-reads the history;
 //!   then one round trip per migration, the last of which also unlocks and
@@ -42,7 +42,13 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
     // need a primary: of a multi-host URL's servers, one that takes writes.
     let mut target = common.lock_target();
     target.database = target.database.preferring_writes();
-    let connecting = LockSession::start(target, common.identity("apply"), true);
+    // With no --set, the history is read as soon as the connection is
+    // made (with one, its settings are checked first).
+    let connecting = if config.migrate.settings.is_empty() {
+        LockSession::start_reading_history(target, common.identity("apply"))
+    } else {
+        LockSession::start(target, common.identity("apply"), true)
+    };
     let mut reading = MigrationSet::read(&common.migrations);
     reading.judge_writable(common.allow_world_writable, true);
     if !reading.problems.is_empty() {

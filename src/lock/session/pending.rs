@@ -1,8 +1,8 @@
 //! A connection being made for a [`LockSession`], its first attempt
 //! already under way (see [`LockSession::start`]).
 
-use super::{Identity, LockSession, LockTarget};
-use crate::connect::Connecting;
+use super::{HistoryRead, Identity, LockSession, LockTarget};
+use crate::connect::{Connected, Connecting};
 use crate::error::Failure;
 use crate::interrupt::Interrupt;
 
@@ -17,14 +17,33 @@ pub struct PendingSession {
 impl PendingSession {
     /// Waits for the connection, retrying for the connect timeout.
     pub fn finish(self, interrupt: &Interrupt) -> Result<LockSession, Failure> {
-        let client = self.connecting.finish(interrupt)?;
-        Ok(LockSession::new(client, self.target, self.identity))
+        let connected = self.connecting.finish(interrupt)?;
+        Ok(LockSession::connected(
+            connected,
+            self.target,
+            self.identity,
+        ))
     }
 
     /// The attempt under way, and no retry (see [`Connecting::finish_once`]):
     /// for a run that wants the database only if it is there now.
     pub fn finish_once(self, interrupt: &Interrupt) -> Result<LockSession, Failure> {
-        let client = self.connecting.finish_once(interrupt)?;
-        Ok(LockSession::new(client, self.target, self.identity))
+        let connected = self.connecting.finish_once(interrupt)?;
+        Ok(LockSession::connected(
+            connected,
+            self.target,
+            self.identity,
+        ))
+    }
+}
+
+impl LockSession {
+    fn connected(connected: Connected, target: LockTarget, identity: Identity) -> LockSession {
+        let mut session = LockSession::new(connected.client, target, identity);
+        session.history_read = connected
+            .then
+            .and_then(|then| then.downcast::<HistoryRead>().ok())
+            .map(|read| *read);
+        session
     }
 }
