@@ -210,8 +210,13 @@ impl MigrationSet {
 /// Reads and checks the files, on several threads when there are many:
 /// on a no-op run, reading hundreds of small files is most of the work.
 fn read_all(named: Vec<(PathBuf, Name)>) -> Vec<(Read, Option<Problem>)> {
+    const PER_THREAD: usize = 64;
+    if named.len() < 2 * PER_THREAD {
+        return named.into_iter().map(read_one).collect();
+    }
+    // Asked only here: the answer reads the cgroup's files.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = cores.min(8).min(named.len() / 64).max(1);
+    let threads = cores.min(8).min(named.len() / PER_THREAD).max(1);
     if threads == 1 {
         return named.into_iter().map(read_one).collect();
     }
