@@ -366,6 +366,18 @@ pub struct ApplyArgs {
     #[arg(long, env = "MIGLOCK_CANCEL_BLOCKERS_AFTER", value_name = "D", value_parser = parse::duration, allow_hyphen_values = true)]
     pub cancel_blockers_after: Option<Duration>,
 
+    /// Rebuild, under the lock, INVALID indexes that applied concurrent builds left behind
+    ///
+    /// An index named by an applied file's CREATE INDEX CONCURRENTLY that is INVALID (a build
+    /// cut off or failed, which earlier releases recorded as applied) is rebuilt with
+    /// REINDEX INDEX CONCURRENTLY (PostgreSQL 12+) before the pending migrations, within
+    /// --ddl-lock-budget, and logged as INVALID_INDEX_REBUILT. Without it such indexes are only
+    /// reported (INVALID_INDEX_FOUND); other INVALID indexes are never touched. Needs
+    /// --lock-mode session.
+    #[arg(long, env = "MIGLOCK_REBUILD_INVALID_INDEXES", action = ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub rebuild_invalid_indexes: bool,
+
     #[command(flatten)]
     pub fleet: FleetArgs,
 }

@@ -10,7 +10,7 @@ mod stream;
 mod words;
 
 pub use classify::{classify, Execution, ForbiddenKind, IndexBuild, Planned, Summary};
-pub use locks::TableLock;
+pub use locks::{LockLevel, TableLock};
 pub use scan::statements;
 #[cfg(any(test, feature = "testing"))]
 pub use scan::{split, Statement};
