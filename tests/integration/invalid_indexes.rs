@@ -8,7 +8,9 @@
 use std::thread;
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{apply, command, versions, wait_for, Miglock, MigrationDir, SETTLE};
+use crate::harness::{
+    apply, command, send_signal, versions, wait_for, Miglock, MigrationDir, RunOutput, SETTLE,
+};
 use crate::probes::backend_pid;
 
 /// V1 makes `t` with a duplicate row; V2 builds a unique index on it
@@ -389,4 +391,41 @@ fn an_index_being_built_right_now_is_not_reported() {
     writer.batch_execute("COMMIT").unwrap();
     build.join().unwrap().expect("the build ends well");
     assert!(valid(&db, "being_built"));
+}
+
+#[test]
+fn sigterm_during_a_rebuild_exits_130_and_the_next_run_finishes_it() {
+    let db = Cluster::shared().create_db();
+    let dir = left_by_an_earlier_release(&db);
+    let mut writer = db.client();
+    writer
+        .batch_execute("BEGIN; INSERT INTO t VALUES (7, 7);")
+        .unwrap();
+    let child = apply(&db, &dir).arg("--rebuild-invalid-indexes").spawn();
+    wait_for("the rebuild to wait for the old writer", SETTLE, || {
+        db.query_i64(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE 'REINDEX INDEX CONCURRENTLY%'",
+        ) == 1
+    });
+    send_signal(child.id(), "TERM");
+    let out = RunOutput::from_child(child);
+    // Its copy's drop waits for the same writer, within the signal's bound.
+    out.assert_code(130)
+        .assert_stderr_contains("INTERRUPTED signal=SIGTERM")
+        .assert_stderr_contains(
+            "interrupted by a signal while rebuilding the invalid index public.t_id (V2__index)",
+        )
+        .assert_stderr_contains("INVALID_INDEX_LEFT name=public.t_id_ccnew")
+        .assert_stderr_contains("LOCK_RELEASED");
+    assert_eq!(out.json()["outcome"], "interrupted");
+    assert_eq!(db.history(), [1, 2], "V3 did not run");
+    assert_eq!(invalid(&db), ["by_hand", "t_id", "t_id_ccnew"]);
+    writer.batch_execute("COMMIT").unwrap();
+    let out = apply(&db, &dir).arg("--rebuild-invalid-indexes").run();
+    out.assert_success()
+        .assert_stderr_contains("INVALID_INDEX_DROPPED name=public.t_id_ccnew")
+        .assert_stderr_contains("INVALID_INDEX_REBUILT name=public.t_id");
+    assert_eq!(invalid(&db), ["by_hand"]);
+    assert_eq!(db.history(), [1, 2, 3]);
 }
