@@ -576,7 +576,8 @@ fn session_mode_through_statement_pooling_applies_nothing_twice() {
 }
 
 /// Behind a transaction pooler every setting miglock makes is local to a
-/// migration's transaction, a retried lock attempt's included: nothing stays
+/// migration's transaction, a retried lock attempt's included, and a
+/// migration's own plain `SET` is undone before its COMMIT: nothing stays
 /// on the server session for the next client. The database's defaults are
 /// not PostgreSQL's (0 for each), so that a leaked `lock_timeout = 0` (or
 /// the schedule's 50 ms) would show; with one server session in the pool,
@@ -600,7 +601,8 @@ fn transaction_pooling_leaks_no_setting_to_the_next_client_after_a_retried_lock_
         ),
         (
             "V2__alter_t.sql",
-            "ALTER TABLE t ADD COLUMN x int;\nCREATE TABLE ran_on AS SELECT pg_backend_pid() AS pid;\n",
+            "SET work_mem = '7MB';\nALTER TABLE t ADD COLUMN x int;\n\
+             CREATE TABLE ran_on AS SELECT pg_backend_pid() AS pid;\n",
         ),
     ]);
     let through = |extra: &[&str]| {
@@ -658,6 +660,11 @@ fn transaction_pooling_leaks_no_setting_to_the_next_client_after_a_retried_lock_
     assert_eq!(
         show(&mut next, "SHOW idle_in_transaction_session_timeout"),
         "1h"
+    );
+    assert_eq!(
+        show(&mut next, "SHOW work_mem"),
+        "4MB",
+        "the migration's own SET"
     );
     // The check can see a leak: a session-level SET does stay there.
     next.batch_execute("SET lock_timeout = '1ms'").unwrap();
