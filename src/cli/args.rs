@@ -11,7 +11,8 @@ use crate::parse;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 applied/current, 1 failed, 2 usage, 3 skipped (lock busy), 4 disabled \
-(RUN_MIGRATIONS off), 5 unavailable, 6 invalid migration set, 7 pending, 130 interrupted.";
+(RUN_MIGRATIONS off), 5 unavailable, 6 invalid migration set, 7 pending, 8 blocked (table locks \
+held by others past --ddl-lock-budget), 130 interrupted.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -376,6 +377,18 @@ pub struct ApplyArgs {
     /// worker), logged as BLOCKER_TERMINATED. Needs pg_signal_backend or membership in its role.
     #[arg(long, env = "MIGLOCK_CANCEL_BLOCKERS_AFTER", value_name = "D", value_parser = parse::duration, allow_hyphen_values = true)]
     pub cancel_blockers_after: Option<Duration>,
+
+    /// Rebuild, under the lock, INVALID indexes that applied concurrent builds left behind
+    ///
+    /// An index named by an applied file's CREATE INDEX CONCURRENTLY that is INVALID (a build
+    /// cut off or failed, which earlier releases recorded as applied) is rebuilt with
+    /// REINDEX INDEX CONCURRENTLY (PostgreSQL 12+) before the pending migrations, within
+    /// --ddl-lock-budget, and logged as INVALID_INDEX_REBUILT. Without it apply only reports
+    /// them (INVALID_INDEX_FOUND), and only when it has migrations to apply (status always
+    /// does); other INVALID indexes are never touched. Needs --lock-mode session.
+    #[arg(long, env = "MIGLOCK_REBUILD_INVALID_INDEXES", action = ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub rebuild_invalid_indexes: bool,
 
     #[command(flatten)]
     pub fleet: FleetArgs,

@@ -138,11 +138,20 @@ impl ApplyArgs {
                  changes nothing"
             )));
         }
+        if self.rebuild_invalid_indexes && common.lock_mode == LockMode::Transaction {
+            return Err(Failure::usage(anyhow!(
+                "--rebuild-invalid-indexes cannot go with --lock-mode transaction: REINDEX INDEX \
+                 CONCURRENTLY runs outside a transaction, so no transaction can hold the key for \
+                 it. Rebuild over a direct connection (or a session-pooling port) with --lock-mode \
+                 session"
+            )));
+        }
         Ok(ApplyConfig {
             common,
             wait: self.lock_wait.wait(env)?,
             target_version: self.target.map(Version::from),
             dry_run: self.dry_run,
+            rebuild_invalid_indexes: self.rebuild_invalid_indexes,
             migrate: migrate::Options {
                 statement_timeout: self.statement_timeout.filter(|t| !t.is_zero()),
                 settings: self.set.settings(env)?,

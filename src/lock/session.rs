@@ -242,6 +242,17 @@ impl LockSession {
         history::read(&mut self.client, &self.target.table)
     }
 
+    /// [`LockSession::read_history`] with one more statement in the same
+    /// round trip (`apply`'s look for invalid indexes), and its first value.
+    pub fn read_history_with(
+        &mut self,
+        extra: &str,
+    ) -> Result<(Option<Vec<HistoryRow>>, Option<String>), Failure> {
+        // An early read is of no use here, and must not serve a later one.
+        self.history_read = None;
+        history::read_with(&mut self.client, &self.target.table, Some(extra))
+    }
+
     /// Ends whatever transaction a failed round trip left open (aborted):
     /// it must not stay open on the session that holds the key. On a lost
     /// connection this fails too, and the server rolls back by itself.

@@ -199,11 +199,26 @@ pub struct HistoryRow {
 
 /// Reads the history (one round trip). `None` when the table does not exist.
 pub fn read(client: &mut Client, table: &HistoryTable) -> Result<Option<Vec<HistoryRow>>, Failure> {
+    read_with(client, table, None).map(|(rows, _)| rows)
+}
+
+/// [`read`], with `extra` (one statement) in the same round trip, and the
+/// first value it returned; none when the table does not exist (the
+/// failed read ends the round trip before it).
+pub fn read_with(
+    client: &mut Client,
+    table: &HistoryTable,
+    extra: Option<&str>,
+) -> Result<(Option<Vec<HistoryRow>>, Option<String>), Failure> {
     let mut batch = Batch::new();
     let rows = batch.push(&table.select_sql());
+    let extra = extra.map(|sql| batch.push(sql));
     match batch.query(client) {
-        Ok(results) => Ok(Some(rows_from_rows(results.rows(rows))?)),
-        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
+        Ok(results) => Ok((
+            Some(rows_from_rows(results.rows(rows))?),
+            extra.and_then(|slot| results.value(slot).map(str::to_string)),
+        )),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok((None, None)),
         Err(e) => Err(crate::pg_error::failed(
             &e,
             format!("cannot read the history table {table}"),
