@@ -15,8 +15,8 @@ mod words;
 
 pub use classify::{classify, Execution, ForbiddenKind, IndexBuild, Planned, Summary};
 pub use locks::TableLock;
-pub use scan::statements;
 pub use mentions::{mentions, Mention};
+pub use scan::statements;
 #[cfg(any(test, feature = "testing"))]
 pub use scan::{split, Statement};
 pub use stream::summarize;

@@ -134,12 +134,17 @@ fn man_page_and_completions_know_the_new_commands() {
         let heading = format!(".SH \"MIGLOCK {sub}\"");
         assert!(page.contains(&heading), "no {heading}");
     }
-    for option in ["\\-\\-checksums", "\\-\\-no\\-transaction", "\\-\\-version"] {
+    for option in ["\\-\\-baseline\\-version", "\\-\\-no\\-transaction"] {
         assert!(page.contains(option), "no {option}");
     }
     let bash = Miglock::new().args(["completions", "bash"]).run();
     bash.assert_success();
-    for word in ["baseline", "repair", "--checksums", "--no-transaction"] {
+    for word in [
+        "baseline",
+        "repair",
+        "--baseline-version",
+        "--no-transaction",
+    ] {
         bash.assert_stdout_contains(word);
     }
 }
