@@ -136,16 +136,20 @@ fn man_page_and_completions_know_the_new_commands() {
         assert!(page.contains(&heading), "no {heading}");
     }
     for option in [
-        "\\-\\-checksums",
+        "\\-\\-baseline\\-version",
         "\\-\\-no\\-transaction",
-        "\\-\\-version",
         "\\-\\-rebuild\\-invalid\\-indexes",
     ] {
         assert!(page.contains(option), "no {option}");
     }
     let bash = Miglock::new().args(["completions", "bash"]).run();
     bash.assert_success();
-    for word in ["baseline", "repair", "--checksums", "--no-transaction"] {
+    for word in [
+        "baseline",
+        "repair",
+        "--baseline-version",
+        "--no-transaction",
+    ] {
         bash.assert_stdout_contains(word);
     }
 }
