@@ -4,7 +4,8 @@
 # (initdb, pg_ctl, postgres) and, as root, a `postgres` user to run them as
 # (initdb refuses to run as root). The test suite also runs `ip` (iproute2:
 # the network-fault test), `kill` (procps: the signal tests), `jq` (the
-# GitHub Actions example's step summary) and pgbouncer (the connection-pooler
+# GitHub Actions example's step summary), groff (groff-base: the man page
+# is rendered as man(1) would) and pgbouncer (the connection-pooler
 # tests start their own, in front of a throwaway cluster; the package's
 # service is not used).
 #
@@ -88,6 +89,10 @@ fi
 if ! type -P jq >/dev/null; then
     packages+=(jq)
     why+=" jq (the GitHub Actions example's test)"
+fi
+if ! type -P groff >/dev/null; then
+    packages+=(groff-base)
+    why+=" groff (the man page test)"
 fi
 if [ ! -x "$pgbouncer" ]; then
     packages+=(pgbouncer)
