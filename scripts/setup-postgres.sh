@@ -143,7 +143,7 @@ fi
 if $changed; then
     say "done: PostgreSQL server binaries in $bindir"
 else
-    what="all present: PostgreSQL server binaries in $bindir, ip, kill, jq, pgbouncer"
+    what="all present: PostgreSQL server binaries in $bindir, ip, kill, jq, groff, pgbouncer"
     ! $root || what+=", the postgres user"
     say "$what"
 fi

@@ -1,7 +1,8 @@
 //! Connecting to PostgreSQL: where to (`target`, with libpq's conventions:
 //! `conninfo`, `pgpass`, `tls`, `client_cert`), and the connection retried while the
 //! server starts (`retry`); a connection string as it may be shown
-//! (`redact`).
+//! (`redact`), and what one must look like before it is parsed
+//! (`url_shape`).
 
 mod client_cert;
 pub mod conninfo;
@@ -10,6 +11,7 @@ pub mod redact;
 mod retry;
 mod target;
 pub mod tls;
+mod url_shape;
 
 pub use retry::{connect, Connected, Connecting, Then};
 pub use target::ConnectTarget;
