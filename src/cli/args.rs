@@ -142,7 +142,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// Apply up to and including this version (it must have a file)
+    /// Apply up to and including this version (at most the newest file's)
     #[arg(long, value_name = "VERSION", value_parser = parse::version)]
     pub target: Option<i32>,
 

@@ -666,3 +666,50 @@ fn anchors(markdown: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// RELIABILITY.md says every test it names runs in CI: each `a::b::name`
+/// it cites is a test function of this suite.
+#[test]
+fn reliability_names_only_tests_that_exist() {
+    fn functions(dir: &std::path::Path, found: &mut BTreeMap<String, ()>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                functions(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for rest in text.split("fn ").skip(1) {
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    found.insert(name, ());
+                }
+            }
+        }
+    }
+    let mut tests = BTreeMap::new();
+    functions(&repo_path("tests/integration"), &mut tests);
+    let text = read_repo_file("RELIABILITY.md");
+    let cited: Vec<&str> = text
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|span| {
+            span.contains("::")
+                && !span.ends_with("::")
+                && span
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == ':')
+        })
+        .collect();
+    assert!(cited.len() > 50, "{} test names found", cited.len());
+    let missing: Vec<&&str> = cited
+        .iter()
+        .filter(|path| !tests.contains_key(path.rsplit("::").next().unwrap()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "RELIABILITY.md names tests that do not exist: {missing:?}"
+    );
+}
