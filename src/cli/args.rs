@@ -97,13 +97,17 @@ pub struct GlobalArgs {
     #[arg(long, env = "MIGLOCK_AHEAD", value_enum, default_value_t = AheadArg::Allow, global = true)]
     pub ahead: AheadArg,
 
-    /// What the advisory lock is tied to: session, or transaction (behind a transaction pooler)
+    /// What the advisory lock is tied to: auto, session, or transaction
     ///
-    /// session: one connection holds the lock for the whole run; needs a direct connection or
-    /// session pooling. transaction: each migration's transaction takes the lock itself
-    /// (pg_try_advisory_xact_lock) and re-reads the history under it, so PgBouncer's
-    /// pool_mode=transaction is safe; migrations without a transaction are refused (exit 6).
-    #[arg(long, env = "MIGLOCK_LOCK_MODE", value_enum, default_value_t = LockModeArg::Session, global = true)]
+    /// auto: session on a direct connection, transaction behind a connection pooler, told from
+    /// the connection (the cancel key PostgreSQL gives carries its pg_backend_pid(), a
+    /// pooler's does not); a pooler in statement pooling mode is refused (exit 2); over a Unix
+    /// socket, session. session: one connection holds the lock for the whole run; needs a
+    /// direct connection or session pooling. transaction: each migration's transaction takes
+    /// the lock itself (pg_try_advisory_xact_lock) and re-reads the history under it, so
+    /// PgBouncer's pool_mode=transaction is safe; migrations without a transaction are refused
+    /// (exit 6).
+    #[arg(long, env = "MIGLOCK_LOCK_MODE", value_enum, default_value_t = LockModeArg::Auto, global = true)]
     pub lock_mode: LockModeArg,
 
     /// Run migrations from a folder or file every user may write to (refused otherwise)
@@ -134,6 +138,7 @@ pub enum AheadArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LockModeArg {
+    Auto,
     Session,
     Transaction,
 }

@@ -19,7 +19,7 @@ use crate::connect::conninfo;
 use crate::connect::ConnectTarget;
 use crate::env::Env;
 use crate::error::Failure;
-use crate::lock::{LockKey, LockMode};
+use crate::lock::{LockKey, LockModeFlag};
 use crate::migrate;
 use crate::migrations::history::HistoryTable;
 use crate::migrations::{AheadPolicy, Version};
@@ -67,10 +67,11 @@ impl GlobalArgs {
         })
     }
 
-    fn lock_mode(&self) -> LockMode {
+    fn lock_mode(&self) -> LockModeFlag {
         match self.lock_mode {
-            LockModeArg::Session => LockMode::Session,
-            LockModeArg::Transaction => LockMode::Transaction,
+            LockModeArg::Auto => LockModeFlag::Auto,
+            LockModeArg::Session => LockModeFlag::Session,
+            LockModeArg::Transaction => LockModeFlag::Transaction,
         }
     }
 

@@ -12,6 +12,7 @@ mod backend;
 mod create;
 mod key;
 pub mod mode;
+mod path;
 mod release;
 mod session;
 pub mod wait;
@@ -19,6 +20,7 @@ pub mod wait;
 pub use backend::{Backend, Identity};
 pub use key::{LockKey, LockRole, ACTIVITY_COLUMNS};
 pub use mode::LockMode;
+pub use path::{session_lock_only, Decision, LockModeFlag};
 pub use session::{Attempt, LockSession, LockTarget, PendingSession};
 
 /// `LOCK_WAIT_TIMEOUT`: the key stayed busy for the whole wait; who held

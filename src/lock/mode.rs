@@ -108,19 +108,6 @@ pub fn guard_refusal(error: &postgres::Error) -> Option<&'static str> {
         .find(|code| db.message().contains(&format!("\"miglock:{code}:")))
 }
 
-/// `baseline` and `repair` write history rows under the session lock
-/// whatever `--lock-mode` says (they run rarely, by hand): say so when
-/// transaction mode is asked for, since through a transaction pooler that
-/// lock does not protect them.
-pub fn warn_session_only(command: &str, mode: LockMode, key: &LockKey) {
-    if mode == LockMode::Transaction {
-        log::warn!(
-            "{command} takes the session-level lock {key} whatever --lock-mode says: run it over a direct \
-             connection (or a session-pooling port), not through a transaction pooler"
-        );
-    }
-}
-
 /// What a session-mode run behind a transaction pooler says when its
 /// unlock ran on another server session: the key (and waiting marks) stay
 /// on pooled server sessions until they close, which the pooler may never

@@ -16,8 +16,9 @@ use postgres::Client;
 
 use super::backend::{Backend, Identity};
 use super::key::{try_lock_sql, LockKey, LockRole};
+use super::path::LockModeFlag;
 
-use crate::connect::{self, ConnectTarget, Connecting, Then};
+use crate::connect::{self, CancelKey, ConnectTarget, Connecting, Then};
 use crate::error::{ErrorDetail, Failure};
 use crate::interrupt::Interrupt;
 use crate::migrations::history::{self, HistoryRow, HistoryTable};
@@ -38,10 +39,17 @@ pub struct LockTarget {
     pub key: LockKey,
     /// How long to keep trying to connect (and to reconnect).
     pub connect_timeout: Duration,
+    /// `--lock-mode`: under `auto`, the first round trip also asks for
+    /// `pg_backend_pid()` (see `lock::path`).
+    pub lock_mode: LockModeFlag,
 }
 
 pub struct LockSession {
     pub(super) client: Client,
+    /// The cancel key this connection was given, and `pg_backend_pid()`
+    /// once a round trip asked (see `lock::path`).
+    pub(super) key: CancelKey,
+    pub(super) backend_pid: Option<i32>,
     pub(super) target: LockTarget,
     pub(super) identity: Identity,
     /// Session settings sent once per connection, with the first attempt.
@@ -73,6 +81,10 @@ pub struct LockSession {
 /// What reading the history gave.
 pub(super) type HistoryRead = Result<Option<Vec<HistoryRow>>, Failure>;
 
+/// What the connecting thread read: the history, and `pg_backend_pid()`
+/// when it was asked for.
+pub(super) type EarlyRead = (HistoryRead, Option<i32>);
+
 /// One try for the key.
 pub enum Attempt {
     /// This session holds the key. The history, when asked for, was read in
@@ -102,9 +114,11 @@ mod pending;
 pub use pending::PendingSession;
 
 impl LockSession {
-    fn new(client: Client, target: LockTarget, identity: Identity) -> LockSession {
+    fn new(client: Client, key: CancelKey, target: LockTarget, identity: Identity) -> LockSession {
         LockSession {
             client,
+            key,
+            backend_pid: None,
             target,
             identity,
             settings: None,
@@ -141,8 +155,11 @@ impl LockSession {
     /// it can only show less, which the lock attempt reads again.)
     pub fn start_reading_history(target: LockTarget, identity: Identity) -> PendingSession {
         let table = target.table.clone();
-        let then: Then = std::sync::Arc::new(move |client: &mut Client| {
-            Box::new(history::read(client, &table)) as Box<dyn std::any::Any + Send>
+        let auto = target.lock_mode == LockModeFlag::Auto;
+        let then: Then = std::sync::Arc::new(move |client: &mut Client, key: CancelKey| {
+            let with_pid = auto && !matches!(key, CancelKey::NotRead(_));
+            let read: EarlyRead = history::read_with_pid(client, &table, with_pid);
+            Box::new(read) as Box<dyn std::any::Any + Send>
         });
         LockSession::starting(target, identity, true, Some(then))
     }
@@ -239,7 +256,10 @@ impl LockSession {
         if let Some(Ok(history)) = self.history_read.take() {
             return Ok(history);
         }
-        history::read(&mut self.client, &self.target.table)
+        let with_pid = self.wants_backend_pid();
+        let (history, pid) = history::read_with_pid(&mut self.client, &self.target.table, with_pid);
+        self.backend_pid = self.backend_pid.or(pid);
+        history
     }
 
     /// Ends whatever transaction a failed round trip left open (aborted):
@@ -292,12 +312,15 @@ impl LockSession {
         self.held_since = None;
         self.listening = false;
         self.settings_sent = false;
-        self.client = connect::connect(
+        let connected = connect::connect(
             &self.target.database,
             remaining,
             &self.identity.application_name(None),
             interrupt,
         )?;
+        self.client = connected.client;
+        self.key = connected.key;
+        self.backend_pid = None;
         Ok(())
     }
 

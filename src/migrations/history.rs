@@ -197,17 +197,33 @@ pub struct HistoryRow {
     pub checksum: String,
 }
 
-/// Reads the history (one round trip). `None` when the table does not exist.
-pub fn read(client: &mut Client, table: &HistoryTable) -> Result<Option<Vec<HistoryRow>>, Failure> {
+/// Reads the history (one round trip), `None` when the table does not
+/// exist; and with `with_pid`, `pg_backend_pid()` in the same round trip
+/// (`None` when that round trip failed: a table that does not exist fails
+/// it too).
+pub fn read_with_pid(
+    client: &mut Client,
+    table: &HistoryTable,
+    with_pid: bool,
+) -> (Result<Option<Vec<HistoryRow>>, Failure>, Option<i32>) {
     let mut batch = Batch::new();
     let rows = batch.push(&table.select_sql());
+    let pid = with_pid.then(|| batch.push("SELECT pg_backend_pid()"));
     match batch.query(client) {
-        Ok(results) => Ok(Some(rows_from_rows(results.rows(rows))?)),
-        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
-        Err(e) => Err(crate::pg_error::failed(
-            &e,
-            format!("cannot read the history table {table}"),
-        )),
+        Ok(results) => (
+            rows_from_rows(results.rows(rows))
+                .map(Some)
+                .map_err(Failure::from),
+            pid.and_then(|slot| results.value(slot)?.parse().ok()),
+        ),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => (Ok(None), None),
+        Err(e) => (
+            Err(crate::pg_error::failed(
+                &e,
+                format!("cannot read the history table {table}"),
+            )),
+            None,
+        ),
     }
 }
 
