@@ -383,6 +383,7 @@ impl Migrator {
             wait: self.wait,
             target_version: self.target.clone(),
             dry_run: false,
+            rebuild_invalid_indexes: false,
             migrate: migrate::Options {
                 statement_timeout: self.statement_timeout,
                 ..migrate::Options::default()

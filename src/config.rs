@@ -71,6 +71,9 @@ pub struct ApplyConfig {
     /// Apply up to and including this version.
     pub target_version: Option<Version>,
     pub dry_run: bool,
+    /// Rebuild the INVALID indexes applied concurrent builds left, under
+    /// the lock, before the pending migrations.
+    pub rebuild_invalid_indexes: bool,
     /// How each migration runs.
     pub migrate: migrate::Options,
 }

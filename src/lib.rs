@@ -82,8 +82,6 @@ pub mod testing {
 
 use std::process::ExitCode;
 
-use clap::CommandFactory;
-
 use crate::cli::{Cli, Command};
 use crate::config::Format;
 use crate::context::Context;
@@ -116,11 +114,13 @@ pub fn run() -> ExitCode {
     let stdout = Console::stdout();
     match &cli.command {
         Command::Completions { shell } => {
-            stdout.print_bytes(&commands::completions::render(*shell, Cli::command()));
+            warn_ignored(&cli, None);
+            stdout.print_bytes(&commands::completions::render(*shell, cli::command()));
             return ExitCode::from(stdout.exit_code(Outcome::Current, 0));
         }
         Command::Man => {
-            return ExitCode::from(match commands::man::render(Cli::command()) {
+            warn_ignored(&cli, None);
+            return ExitCode::from(match commands::man::render(cli::command()) {
                 Ok(page) => {
                     stdout.print_bytes(&page);
                     stdout.exit_code(Outcome::Current, 0)
@@ -133,8 +133,13 @@ pub fn run() -> ExitCode {
         }
         _ => {}
     }
-    let progress = Progress::init(cli.global.verbosity(), env("RUST_LOG").as_deref());
-    let format = cli.global.format();
+    // Every command past this point reports a result.
+    let Some(output) = cli.command.output() else {
+        return ExitCode::SUCCESS;
+    };
+    let progress = Progress::init(output.verbosity(), env("RUST_LOG").as_deref());
+    warn_ignored(&cli, Some(&progress));
+    let format = output.format();
     let interrupt = Interrupt::new();
     if let Err(e) = interrupt.install() {
         log::warn!("cannot handle SIGINT/SIGTERM/SIGHUP ({e}); a signal will end miglock abruptly");
@@ -156,7 +161,14 @@ pub fn run() -> ExitCode {
         return ExitCode::from(fleet::run_many(&ctx, command, request, &env, &stdout));
     }
 
-    let global = &cli.global;
+    // Present for every command but `new` (which never connects).
+    let shared = cli.command.shared();
+    let common = || match &shared {
+        Some(shared) => shared.common(&env),
+        None => Err(Failure::usage(anyhow::anyhow!(
+            "this command needs no database"
+        ))),
+    };
     let exit_code = Outcome::exit_code;
     let report = match &cli.command {
         Command::Apply(args) => execute("apply", &interrupt, exit_code, |report| {
@@ -166,39 +178,53 @@ pub fn run() -> ExitCode {
                 log::info!("MIGRATIONS_DISABLED RUN_MIGRATIONS is off: nothing was touched");
                 return Ok(Outcome::Disabled);
             }
-            let config = args.config(global.common(&env)?, &env)?;
+            let config = args.config(common()?, &env)?;
             commands::apply::run(&ctx, &config, report)
         }),
         Command::Status(args) => {
             let check = args.check;
             let exit_code = move |o: Outcome| o.status_exit_code(check);
             execute("status", &interrupt, exit_code, |report| {
-                let config = args.config(global.common(&env)?, &env)?;
+                let config = args.config(common()?, &env)?;
                 commands::status::run(&ctx, &config, report)
             })
         }
         Command::Wait(args) => execute("wait", &interrupt, exit_code, |report| {
-            let config = args.config(global.common(&env)?, &env)?;
+            let config = args.config(common()?, &env)?;
             commands::wait::run(&ctx, &config, report)
         }),
         Command::Unlock(args) => execute("unlock", &interrupt, exit_code, |report| {
-            let config = args.config(global.common(&env)?);
+            let config = args.config(common()?);
             commands::unlock::run(&ctx, &config, report)
         }),
         Command::Baseline(args) => execute("baseline", &interrupt, exit_code, |report| {
-            let config = args.config(global.common(&env)?, &env)?;
+            let config = args.config(common()?, &env)?;
             commands::baseline::run(&ctx, &config, report)
         }),
         Command::New(args) => execute("new", &interrupt, exit_code, |report| {
-            commands::new::run(&ctx, &args.config(global), report)
+            commands::new::run(&ctx, &args.config(), report)
         }),
         Command::Repair(args) => execute("repair", &interrupt, exit_code, |report| {
-            let config = args.config(global.common(&env)?, &env)?;
+            let config = args.config(common()?, &env)?;
             commands::repair::run(&ctx, &config, report)
         }),
         Command::Completions { .. } | Command::Man => return ExitCode::SUCCESS,
     };
     ExitCode::from(print_result(&report, format, &stdout))
+}
+
+/// An option the command does not use was given: accepted, as when every
+/// option was global, and said to have done nothing. Before logging is set
+/// up (`completions`, `man`), on stderr directly.
+fn warn_ignored(cli: &Cli, logging: Option<&Progress>) {
+    let name = cli.command.name();
+    for flag in &cli.ignored {
+        let text = format!("{flag} does nothing for miglock {name}: ignored");
+        match logging {
+            Some(_) => log::warn!("{text}"),
+            None => output::error_line(&format!("warning: {text}")),
+        }
+    }
 }
 
 /// Prints the JSON object (with `--format json`) and decides the exit
@@ -220,7 +246,7 @@ fn print_result(report: &Report, format: Format, stdout: &Console) -> u8 {
 /// before anything else: a replica that never migrates must not fail on a
 /// migration setting it shares with the one that does (`MIGLOCK_WAIT`…).
 fn parse_failure(error: clap::Error, env: Env) -> u8 {
-    let seen = Cli::command()
+    let seen = cli::command()
         .ignore_errors(true)
         .try_get_matches_from(std::env::args_os())
         .ok();

@@ -112,7 +112,7 @@ impl Outcome {
             Outcome::Unavailable => "unavailable: no connection within --connect-timeout",
             Outcome::Invalid => "invalid: the migration set cannot be read or is unsafe to run",
             Outcome::Pending => "pending: status --check or apply --dry-run found pending migrations, or wait timed out",
-            Outcome::Blocked => "blocked: a migration's table locks stayed out of reach for the whole --ddl-lock-budget; nothing of it was applied (try again later)",
+            Outcome::Blocked => "blocked: a migration's table locks (or, with --rebuild-invalid-indexes, a rebuild's wait) stayed out of reach for the whole --ddl-lock-budget; nothing of that migration was applied (try again later)",
             Outcome::Interrupted => "interrupted: SIGINT, SIGTERM or SIGHUP; rolled back (a file without a transaction: what it committed stays, and the error says what), lock released",
         }
     }

@@ -7,11 +7,15 @@ use std::time::Duration;
 /// keeps every `Instant + Duration` far from overflow.
 const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
+/// What a duration may be, said after every refusal.
+const DURATION_FORMS: &str =
+    "a number with a unit, ms, s, m, h or d (500ms, 30s, 2m, 1h 30m), or a bare number of seconds";
+
 /// `500ms`, `30s`, `2m`, `1h 30m`, or a bare number of seconds (`30`, `1.5`).
 pub fn duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("empty duration: use e.g. 500ms, 30s, 2m or a number of seconds".into());
+        return Err(format!("empty duration: use {DURATION_FORMS}"));
     }
     let parsed = if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         text.parse::<f64>()
@@ -20,16 +24,93 @@ pub fn duration(text: &str) -> Result<Duration, String> {
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
             .ok_or_else(|| format!("invalid duration {text:?}: not a number of seconds"))?
     } else {
-        humantime::parse_duration(text).map_err(|e| {
-            format!(
-                "invalid duration {text:?} ({e}): use e.g. 500ms, 30s, 2m or a number of seconds"
-            )
-        })?
+        humantime::parse_duration(text).map_err(|e| duration_refused(text, &e))?
     };
     if parsed > MAX_DURATION {
         return Err(format!("duration {text:?} is too long (at most 366 days)"));
     }
     Ok(parsed)
+}
+
+/// humantime's refusal in words of the units miglock documents (its own
+/// message lists every spelling it knows, "ns, us/µs, … (and few
+/// variations)").
+fn duration_refused(text: &str, error: &humantime::DurationError) -> String {
+    use humantime::DurationError as E;
+    let what = match error {
+        E::UnknownUnit { unit, .. } => format!("unknown unit {:?}", shorten(unit, 20)),
+        E::NumberExpected(_) => "a number is missing".to_string(),
+        E::InvalidCharacter(_) => "it holds a character no duration has".to_string(),
+        E::NumberOverflow => "the number is too large".to_string(),
+        E::Empty => "it is empty".to_string(),
+    };
+    format!(
+        "invalid duration {:?} ({what}): use {DURATION_FORMS}",
+        shorten(text, 40)
+    )
+}
+
+/// `--statement-timeout`: a PostgreSQL timeout, `off` (or `0`) for none
+/// (zero is PostgreSQL's own word for no timeout).
+pub fn pg_duration_or_off(text: &str) -> Result<Duration, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(Duration::ZERO);
+    }
+    pg_duration(text).map_err(|e| format!("{e}; or off"))
+}
+
+/// `--cancel-blockers-after`: a duration, or `off` (`None`); `0` is a
+/// duration (at once), not off.
+pub fn duration_or_off(text: &str) -> Result<Option<Duration>, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    duration(text).map(Some).map_err(|e| format!("{e}; or off"))
+}
+
+/// A whole number from `min` to `max`, or a message naming `what` it is
+/// (rather than clap's `0..9223372036854775807`).
+fn whole_number(text: &str, min: i128, max: i128, what: &str) -> Result<i128, String> {
+    let range = format!("{what} is a whole number from {min} to {max}");
+    let text = text.trim();
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("not a whole number: {range}"));
+    }
+    // Longer than any i128: out of range whatever it says.
+    match text.parse::<i128>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(n) if n < min => Err(format!("below {min}: {range}")),
+        _ => Err(format!("above {max}: {range}")),
+    }
+}
+
+/// `--lock-key`: PostgreSQL's bigint, never negative (derived keys are not).
+pub fn lock_key(text: &str) -> Result<i64, String> {
+    whole_number(text, 0, i64::MAX.into(), "a lock key").map(|n| n as i64)
+}
+
+/// A migration version: refinery's history column is an INT4, and
+/// versions start at 1.
+pub fn version(text: &str) -> Result<i32, String> {
+    whole_number(text, 1, i32::MAX.into(), "a version").map(|n| n as i32)
+}
+
+/// `--jobs`: at least one, and no more connections than a server likes
+/// from one client.
+pub fn jobs(text: &str) -> Result<u16, String> {
+    whole_number(text, 1, 256, "the number of jobs").map(|n| n as u16)
+}
+
+/// `--ddl-retries`: a count, or `unlimited` (`None`, the default: the
+/// budget alone bounds the attempts).
+pub fn retries(text: &str) -> Result<Option<u32>, String> {
+    if text.trim().eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    whole_number(text, 0, 100_000, "the number of retries")
+        .map(|n| Some(n as u32))
+        .map_err(|e| format!("{e}, or unlimited"))
 }
 
 /// A duration PostgreSQL takes as a timeout setting (milliseconds in an
@@ -152,6 +233,69 @@ mod tests {
             assert!(err.contains("duration"), "{bad:?}: {err}");
         }
         assert!(duration("400d").unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn an_unknown_unit_names_the_units_miglock_documents() {
+        let err = duration("10x").unwrap_err();
+        assert_eq!(
+            err,
+            "invalid duration \"10x\" (unknown unit \"x\"): use a number with a unit, ms, s, m, \
+             h or d (500ms, 30s, 2m, 1h 30m), or a bare number of seconds"
+        );
+        // humantime's own list of spellings stays out.
+        for bad in ["10x", "1 parsec", "m5", "5s!"] {
+            let err = duration(bad).unwrap_err();
+            assert!(!err.contains("supported units"), "{bad}: {err}");
+            assert!(err.contains("ms, s, m, h or d"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn off_is_a_word_for_no_timeout() {
+        assert_eq!(pg_duration_or_off("off"), Ok(Duration::ZERO));
+        assert_eq!(pg_duration_or_off("OFF "), Ok(Duration::ZERO));
+        assert_eq!(pg_duration_or_off("2s"), Ok(Duration::from_secs(2)));
+        assert!(pg_duration_or_off("soon")
+            .unwrap_err()
+            .ends_with("; or off"));
+        assert_eq!(duration_or_off("off"), Ok(None));
+        assert_eq!(duration_or_off("0"), Ok(Some(Duration::ZERO)));
+        assert_eq!(retries("unlimited"), Ok(None));
+        assert_eq!(retries("0"), Ok(Some(0)));
+        assert_eq!(
+            retries("100001").unwrap_err(),
+            "above 100000: the number of retries is a whole number from 0 to 100000, or unlimited"
+        );
+    }
+
+    #[test]
+    fn ranges_are_said_in_words() {
+        assert_eq!(lock_key("0"), Ok(0));
+        assert_eq!(lock_key("9223372036854775807"), Ok(i64::MAX));
+        for (bad, start) in [
+            ("-1", "below 0: "),
+            ("9223372036854775808", "above 9223372036854775807: "),
+            ("99999999999999999999999999999999999999999", "above "),
+            ("abc", "not a whole number: "),
+            ("1.5", "not a whole number: "),
+            ("", "not a whole number: "),
+        ] {
+            let err = lock_key(bad).unwrap_err();
+            assert!(err.starts_with(start), "{bad}: {err}");
+            assert!(
+                err.ends_with("a lock key is a whole number from 0 to 9223372036854775807"),
+                "{bad}: {err}"
+            );
+            assert!(!err.contains(".."), "{bad}: {err}");
+        }
+        assert_eq!(version("2147483647"), Ok(i32::MAX));
+        assert_eq!(
+            version("0").unwrap_err(),
+            "below 1: a version is a whole number from 1 to 2147483647"
+        );
+        assert_eq!(jobs("256"), Ok(256));
+        assert!(jobs("257").unwrap_err().contains("from 1 to 256"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::config::Common;
 use crate::error::{ErrorDetail, Failure};
 use crate::lock::{Backend, LockKey, LockMode};
+use crate::migrate::invalid_indexes::InvalidIndex;
 use crate::migrate::Blocked;
 use crate::migrations::{LocalMigration, MigrationId, Plan, Problem, Problems, Version};
 use crate::outcome::Outcome;
@@ -45,6 +46,11 @@ pub struct Report {
     /// migration needed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub blockers: Vec<Backend>,
+    /// `status` and `apply`: the INVALID indexes of the session's schemas
+    /// (absent when they were not looked at: `apply` failed before, or
+    /// another command).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_indexes: Option<Vec<InvalidIndex>>,
     /// `unlock`: the sessions terminated.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub terminated: Vec<i32>,
@@ -203,6 +209,7 @@ impl Report {
             database: None,
             table: None,
             blockers: Vec::new(),
+            invalid_indexes: None,
             terminated: Vec::new(),
             ahead_logged: false,
             path: None,

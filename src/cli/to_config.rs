@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::anyhow;
 
 use super::args::{
-    AheadArg, ApplyArgs, BaselineArgs, FleetArgs, FormatArg, GlobalArgs, LockModeArg, LockWaitArgs,
-    NewArgs, RepairArgs, SetArgs, StatusArgs, UnlockArgs, WaitArgs,
+    AheadArg, ApplyArgs, BaselineArgs, DatabaseArgs, FleetArgs, FolderArgs, FormatArg, LockModeArg,
+    LockWaitArgs, NewArgs, OutputArgs, RepairArgs, SetArgs, StatusArgs, UnlockArgs, WaitArgs,
 };
 use super::{Cli, Command};
 use crate::config::{
@@ -26,7 +26,7 @@ use crate::migrations::{AheadPolicy, Version};
 use crate::output::Verbosity;
 use crate::parse;
 
-impl GlobalArgs {
+impl OutputArgs {
     pub fn format(&self) -> Format {
         match self.format {
             FormatArg::Text => Format::Text,
@@ -37,29 +37,126 @@ impl GlobalArgs {
     pub fn verbosity(&self) -> Verbosity {
         Verbosity::from_flags(self.quiet, self.verbose)
     }
+}
+
+/// The options a command that connects shares with the others, gathered
+/// from the groups it has; what it has not (`unlock` reads no folder) is
+/// the default, which it never uses.
+pub struct Shared<'a> {
+    database: &'a DatabaseArgs,
+    folder: Option<&'a FolderArgs>,
+    allow_world_writable: bool,
+    lock_mode: LockModeArg,
+    ahead: AheadArg,
+}
+
+impl Command {
+    /// The shared options of a command that connects; `None` for `new`,
+    /// `completions` and `man`.
+    pub fn shared(&self) -> Option<Shared<'_>> {
+        let shared = Shared::defaults;
+        Some(match self {
+            Command::Apply(a) => Shared {
+                allow_world_writable: a.writable.allow_world_writable,
+                lock_mode: a.lock_mode.lock_mode,
+                ahead: a.ahead.ahead,
+                ..shared(&a.database, Some(&a.folder))
+            },
+            Command::Status(a) => Shared {
+                allow_world_writable: a.writable.allow_world_writable,
+                ahead: a.ahead.ahead,
+                ..shared(&a.database, Some(&a.folder))
+            },
+            Command::Wait(a) => Shared {
+                allow_world_writable: a.writable.allow_world_writable,
+                lock_mode: a.lock_mode.lock_mode,
+                ahead: a.ahead.ahead,
+                ..shared(&a.database, Some(&a.folder))
+            },
+            Command::Unlock(a) => shared(&a.database, None),
+            Command::Baseline(a) => Shared {
+                allow_world_writable: a.writable.allow_world_writable,
+                lock_mode: a.lock_mode.lock_mode,
+                ..shared(&a.database, Some(&a.folder))
+            },
+            Command::Repair(a) => Shared {
+                allow_world_writable: a.writable.allow_world_writable,
+                lock_mode: a.lock_mode.lock_mode,
+                ..shared(&a.database, Some(&a.folder))
+            },
+            Command::New(_) | Command::Completions { .. } | Command::Man => return None,
+        })
+    }
+
+    /// The command's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Apply(_) => "apply",
+            Command::Status(_) => "status",
+            Command::Wait(_) => "wait",
+            Command::Unlock(_) => "unlock",
+            Command::Baseline(_) => "baseline",
+            Command::New(_) => "new",
+            Command::Repair(_) => "repair",
+            Command::Completions { .. } => "completions",
+            Command::Man => "man",
+        }
+    }
+
+    /// `--format`, `-q`, `-v`; `None` for `completions` and `man`.
+    pub fn output(&self) -> Option<&OutputArgs> {
+        match self {
+            Command::Apply(a) => Some(&a.output),
+            Command::Status(a) => Some(&a.output),
+            Command::Wait(a) => Some(&a.output),
+            Command::Unlock(a) => Some(&a.output),
+            Command::Baseline(a) => Some(&a.output),
+            Command::New(a) => Some(&a.output),
+            Command::Repair(a) => Some(&a.output),
+            Command::Completions { .. } | Command::Man => None,
+        }
+    }
+}
+
+impl<'a> Shared<'a> {
+    fn defaults(database: &'a DatabaseArgs, folder: Option<&'a FolderArgs>) -> Shared<'a> {
+        Shared {
+            database,
+            folder,
+            allow_world_writable: false,
+            lock_mode: LockModeArg::Session,
+            ahead: AheadArg::Allow,
+        }
+    }
+
+    fn migrations(&self) -> std::path::PathBuf {
+        self.folder
+            .map_or_else(|| "migrations".into(), |f| f.migrations.clone())
+    }
 
     /// The seam: resolves the connection and validates names and keys.
     pub fn common(&self, env: Env) -> Result<Common, Failure> {
-        let table = HistoryTable::parse(&self.table).map_err(|e| Failure::usage(anyhow!(e)))?;
-        let url = self.database_url.as_deref();
+        let db = self.database;
+        let table = HistoryTable::parse(&db.table).map_err(|e| Failure::usage(anyhow!(e)))?;
+        let url = db.database_url.as_deref();
         if url.is_some_and(|u| u.trim().is_empty()) {
-            return Err(Failure::usage(anyhow!(self.empty_database_url())));
+            return Err(Failure::usage(anyhow!(db.empty_database_url())));
         }
-        if self.password_on_command_line() {
+        if db.password_on_command_line() {
             log::warn!(
                 "the --database-url value holds a password, which every local user can read in the \
                  process list: give it in DATABASE_URL, PGPASSWORD or ~/.pgpass instead"
             );
         }
         let database = ConnectTarget::resolve(url, env)?;
-        let key = LockKey::for_target(self.lock_key, database.database(), &table);
+        let key = LockKey::for_target(db.lock_key, database.database(), &table);
         let instance = env("MIGLOCK_INSTANCE").filter(|v| !v.trim().is_empty());
         Ok(Common {
             database,
-            migrations: self.migrations.clone(),
+            migrations: self.migrations(),
             table,
             key,
-            connect_timeout: self.connect_timeout,
+            connect_timeout: db.connect_timeout,
             instance,
             ahead: self.ahead_policy(),
             lock_mode: self.lock_mode(),
@@ -83,7 +180,7 @@ impl GlobalArgs {
     }
 }
 
-impl GlobalArgs {
+impl DatabaseArgs {
     /// An empty connection string is a mistake (an unfilled template, a
     /// secret that did not load), not a wish for libpq's defaults: those
     /// would be tried for the whole --connect-timeout against the wrong
@@ -118,15 +215,15 @@ pub fn migrations_enabled(env: Env) -> Result<bool, Failure> {
 
 impl LockWaitArgs {
     /// `--wait`, else `MIGLOCK_WAIT` (clap reads both), else
-    /// `MIGRATION_LOCK_WAIT_SECONDS`, else 30 s.
+    /// `MIGRATION_LOCK_WAIT_SECONDS`, else clap's default, 30 s.
     pub fn wait(&self, env: Env) -> Result<Duration, Failure> {
-        match self.wait {
-            Some(wait) => Ok(wait),
-            None => match env("MIGRATION_LOCK_WAIT_SECONDS").filter(|v| !v.trim().is_empty()) {
-                Some(seconds) => parse::duration(&seconds)
-                    .map_err(|e| Failure::usage(anyhow!("MIGRATION_LOCK_WAIT_SECONDS: {e}"))),
-                None => Ok(Duration::from_secs(30)),
-            },
+        if self.wait_given {
+            return Ok(self.wait);
+        }
+        match env("MIGRATION_LOCK_WAIT_SECONDS").filter(|v| !v.trim().is_empty()) {
+            Some(seconds) => parse::duration(&seconds)
+                .map_err(|e| Failure::usage(anyhow!("MIGRATION_LOCK_WAIT_SECONDS: {e}"))),
+            None => Ok(self.wait),
         }
     }
 }
@@ -139,17 +236,26 @@ impl ApplyArgs {
                  changes nothing"
             )));
         }
+        if self.rebuild_invalid_indexes && common.lock_mode == LockModeFlag::Transaction {
+            return Err(Failure::usage(anyhow!(
+                "--rebuild-invalid-indexes cannot go with --lock-mode transaction: REINDEX INDEX \
+                 CONCURRENTLY runs outside a transaction, so no transaction can hold the key for \
+                 it. Rebuild over a direct connection (or a session-pooling port) with --lock-mode \
+                 session"
+            )));
+        }
         Ok(ApplyConfig {
             common,
             wait: self.lock_wait.wait(env)?,
             target_version: self.target.map(Version::from),
             dry_run: self.dry_run,
+            rebuild_invalid_indexes: self.rebuild_invalid_indexes,
             migrate: migrate::Options {
-                statement_timeout: self.statement_timeout.filter(|t| !t.is_zero()),
+                statement_timeout: Some(self.statement_timeout).filter(|t| !t.is_zero()),
                 settings: self.set.settings(env)?,
                 ddl: migrate::DdlPolicy {
-                    timeout: self.ddl_lock_timeout.unwrap_or_default(),
-                    budget: self.ddl_lock_budget.unwrap_or(migrate::DEFAULT_BUDGET),
+                    timeout: self.ddl_lock_timeout,
+                    budget: self.ddl_lock_budget,
                     retries: self.ddl_retries,
                     cancel_blockers_after: self.cancel_blockers_after,
                 },
@@ -200,9 +306,21 @@ impl WaitArgs {
 
 impl BaselineArgs {
     pub fn config(&self, common: Common, env: Env) -> Result<BaselineConfig, Failure> {
+        if self.old_version.is_some() {
+            log::warn!(
+                "baseline --version N is now --baseline-version N: the old spelling is accepted \
+                 until the next release, whose --version prints miglock's version as every other \
+                 command's does"
+            );
+        }
+        // clap requires one of the two.
+        let version = self
+            .baseline_version
+            .or(self.old_version)
+            .ok_or_else(|| Failure::usage(anyhow!("give the version: --baseline-version N")))?;
         Ok(BaselineConfig {
             common,
-            version: self.version.into(),
+            version: version.into(),
             wait: self.lock_wait.wait(env)?,
             dry_run: self.dry_run,
         })
@@ -212,9 +330,9 @@ impl BaselineArgs {
 impl NewArgs {
     /// Takes the folder only: `new` must work without a database, so the
     /// connection settings are never resolved.
-    pub fn config(&self, global: &GlobalArgs) -> NewConfig {
+    pub fn config(&self) -> NewConfig {
         NewConfig {
-            migrations: global.migrations.clone(),
+            migrations: self.folder.migrations.clone(),
             name: self.name.clone(),
             no_transaction: self.no_transaction,
         }
@@ -247,7 +365,7 @@ impl UnlockArgs {
     }
 }
 
-impl GlobalArgs {
+impl Shared<'_> {
     /// `None` for a single target; otherwise the settings every target
     /// shares. Each target derives its own lock key, so `--lock-key`
     /// (which would make every tenant of one database wait for the
@@ -261,21 +379,22 @@ impl GlobalArgs {
             },
             _ => return Ok(None),
         };
-        if self.lock_key.is_some() {
+        let db = self.database;
+        if db.lock_key.is_some() {
             return Err(Failure::usage(anyhow!(
                 "--lock-key (MIGLOCK_LOCK_KEY) cannot be used with many targets: each target \
                  derives its own key from its database, schema and table"
             )));
         }
-        let table = HistoryTable::parse(&self.table).map_err(|e| Failure::usage(anyhow!(e)))?;
+        let table = HistoryTable::parse(&db.table).map_err(|e| Failure::usage(anyhow!(e)))?;
         Ok(Some(FleetConfig {
             source,
             jobs: usize::from(args.jobs),
             fail_fast: args.fail_fast,
             allow_no_targets: args.allow_no_targets,
-            migrations: self.migrations.clone(),
+            migrations: self.migrations(),
             table,
-            connect_timeout: self.connect_timeout,
+            connect_timeout: db.connect_timeout,
             instance: env("MIGLOCK_INSTANCE").filter(|v| !v.trim().is_empty()),
             ahead: self.ahead_policy(),
             lock_mode: self.lock_mode(),
@@ -301,10 +420,11 @@ impl Cli {
         if fleet.databases_from.as_deref().is_none_or(str::is_empty) && !fleet.all_databases {
             return None;
         }
+        let shared = self.command.shared()?;
         let request = (|| {
             // The gate comes first, as for one target.
             let disabled = matches!(self.command, Command::Apply(_)) && !migrations_enabled(env)?;
-            let config = match self.global.fleet(fleet, env)? {
+            let config = match shared.fleet(fleet, env)? {
                 Some(config) => config,
                 None => return Err(Failure::usage(anyhow!("no targets given"))),
             };

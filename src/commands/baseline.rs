@@ -1,4 +1,4 @@
-//! `miglock baseline --version N`: adopt miglock on a database whose
+//! `miglock baseline --baseline-version N`: adopt miglock on a database whose
 //! schema already matches the files up to V<N>, by recording them as
 //! applied (refinery's rows, checksums included) without running them.
 //!
@@ -112,13 +112,13 @@ fn check_version(config: &BaselineConfig, set: &MigrationSet) -> Result<(), Fail
     let folder = config.common.migrations.display();
     match set.last_version() {
         None => Err(Failure::invalid(anyhow!(
-            "--version {n}: there are no migration files in {folder}; nothing was recorded"
+            "--baseline-version {n}: there are no migration files in {folder}; nothing was recorded"
         ))),
         Some(last) if n > last => Err(Failure::invalid(anyhow!(
-            "--version {n} is beyond the newest migration in {folder} (V{last}); nothing was recorded"
+            "--baseline-version {n} is beyond the newest migration in {folder} (V{last}); nothing was recorded"
         ))),
         Some(_) if set.migrations.iter().all(|m| m.id.version != *n) => Err(Failure::invalid(anyhow!(
-            "--version {n}: no file in {folder} has version {n} (a baseline ends at a file); \
+            "--baseline-version {n}: no file in {folder} has version {n} (a baseline ends at a file); \
              nothing was recorded"
         ))),
         Some(_) => Ok(()),
@@ -158,7 +158,7 @@ fn to_record<'a>(
                     kind: ProblemKind::Divergent,
                     message: format!(
                         "{}: version {} is already recorded as {} with checksum {}, the file is \
-                         {m} with checksum {} (see `miglock repair --checksums`)",
+                         {m} with checksum {} (see `miglock repair`)",
                         m.path.display(),
                         row.id.version,
                         row.id,

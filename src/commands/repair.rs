@@ -1,4 +1,4 @@
-//! `miglock repair --checksums`: accept the edited file of an applied
+//! `miglock repair`: accept the edited file of an applied
 //! migration (a comment fixed, whitespace, a typo in a name) by storing its
 //! checksum, so `apply` stops refusing the set as divergent.
 //!

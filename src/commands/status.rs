@@ -8,7 +8,7 @@ use crate::config::StatusConfig;
 use crate::context::Context;
 use crate::error::Failure;
 use crate::lock::{Backend, LockMode, LockRole, LockSession};
-use crate::migrate::settings;
+use crate::migrate::{invalid_indexes, settings};
 use crate::migrations::{every_problem, MigrationSet};
 use crate::outcome::Outcome;
 use crate::pg_error;
@@ -43,6 +43,7 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
     let holder = batch.push(&key.sessions_sql(LockRole::Holder));
     let waiting = batch.push(&key.sessions_sql(LockRole::Waiter));
     let blocked = batch.push(&key.blocked_sql());
+    let invalid = batch.push(invalid_indexes::LIST_SQL);
     let results = session
         .query(&batch)
         .map_err(|e| pg_error::failed(&e, "cannot read the lock's sessions"))?;
@@ -85,6 +86,10 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
         .map(LockMode::as_str);
     report.lock.waiting = sessions(waiting);
     report.lock.blocked = sessions(blocked);
+    let mut found = invalid_indexes::from_rows(results.rows(invalid));
+    invalid_indexes::attribute(&mut found, set, &history);
+    invalid_indexes::log_found(&found, false);
+    report.invalid_indexes = Some(found);
 
     // Every problem at once, as `apply` finds them.
     let (plan, problems) = every_problem(&reading, Some(&history), None, common.ahead);
@@ -219,6 +224,33 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
         }
         if let Some(hint) = crate::migrations::flyway_hint(&report.problems) {
             let _ = writeln!(out, "  {hint}");
+        }
+    }
+    if let Some(found) = report.invalid_indexes.as_ref().filter(|f| !f.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\nInvalid indexes ({}): used by no query (a unique one guarantees nothing)",
+            found.len()
+        );
+        for index in found {
+            let what = match (&index.migration, &index.copy_of) {
+                (Some(by), Some(of)) => format!(
+                    "a copy of {of} (built by {by}) an interrupted rebuild left; `miglock apply \
+                     --rebuild-invalid-indexes` drops it"
+                ),
+                (Some(by), None) => format!(
+                    "left by a concurrent build of {by}; `miglock apply --rebuild-invalid-indexes` \
+                     rebuilds it"
+                ),
+                (None, _) => {
+                    "no applied migration builds it: rebuild or drop it by hand".to_string()
+                }
+            };
+            let _ = writeln!(
+                out,
+                "  {} on {}  ({what})\n      {}",
+                index.qualified, index.table, index.definition
+            );
         }
     }
     let summary = match outcome {

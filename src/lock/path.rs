@@ -74,6 +74,22 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Why this mode, in words, for messages.
+    pub fn why(&self) -> String {
+        match self.path {
+            Some(Path::Pooler { key, backend }) => format!(
+                "a connection pooler sits between miglock and PostgreSQL: the connection's cancel \
+                 key carries process id {}, the server's session is {backend}",
+                key.map_or("none".to_string(), |k| k.to_string())
+            ),
+            Some(Path::Direct { pid }) => {
+                format!("a direct connection: the cancel key carries the server's process id {pid}")
+            }
+            Some(Path::Unknown(why)) => format!("the cancel key is not read here ({why})"),
+            None => "as --lock-mode asked".to_string(),
+        }
+    }
+
     /// `LOCK_MODE mode=… reason=…`, with the two process ids compared.
     pub fn log(&self, level: log::Level) {
         let pids = self.path.map(Path::pids).unwrap_or_default();

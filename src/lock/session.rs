@@ -85,6 +85,28 @@ pub(super) type HistoryRead = Result<Option<Vec<HistoryRow>>, Failure>;
 /// when it was asked for.
 pub(super) type EarlyRead = (HistoryRead, Option<i32>);
 
+/// The history, `extra`'s first value, and with `with_pid`,
+/// `pg_backend_pid()` (see `lock::path`): one round trip.
+fn read_history(
+    client: &mut Client,
+    table: &HistoryTable,
+    extra: Option<&str>,
+    with_pid: bool,
+) -> Result<(Option<Vec<HistoryRow>>, Option<String>, Option<i32>), Failure> {
+    let mut extras = Vec::with_capacity(2);
+    extras.extend(extra);
+    if with_pid {
+        extras.push("SELECT pg_backend_pid()");
+    }
+    let (rows, mut values) = history::read_with(client, table, &extras)?;
+    let pid = with_pid
+        .then(|| values.pop().flatten())
+        .flatten()
+        .and_then(|pid| pid.parse().ok());
+    let extra = extra.and_then(|_| values.pop().flatten());
+    Ok((rows, extra, pid))
+}
+
 /// One try for the key.
 pub enum Attempt {
     /// This session holds the key. The history, when asked for, was read in
@@ -158,7 +180,10 @@ impl LockSession {
         let auto = target.lock_mode == LockModeFlag::Auto;
         let then: Then = std::sync::Arc::new(move |client: &mut Client, key: CancelKey| {
             let with_pid = auto && !matches!(key, CancelKey::NotRead(_));
-            let read: EarlyRead = history::read_with_pid(client, &table, with_pid);
+            let read: EarlyRead = match read_history(client, &table, None, with_pid) {
+                Ok((rows, _, pid)) => (Ok(rows), pid),
+                Err(failure) => (Err(failure), None),
+            };
             Box::new(read) as Box<dyn std::any::Any + Send>
         });
         LockSession::starting(target, identity, true, Some(then))
@@ -257,9 +282,24 @@ impl LockSession {
             return Ok(history);
         }
         let with_pid = self.wants_backend_pid();
-        let (history, pid) = history::read_with_pid(&mut self.client, &self.target.table, with_pid);
+        let (rows, _, pid) = read_history(&mut self.client, &self.target.table, None, with_pid)?;
         self.backend_pid = self.backend_pid.or(pid);
-        history
+        Ok(rows)
+    }
+
+    /// [`LockSession::read_history`] with one more statement in the same
+    /// round trip (`apply`'s look for invalid indexes), and its first value.
+    pub fn read_history_with(
+        &mut self,
+        extra: &str,
+    ) -> Result<(Option<Vec<HistoryRow>>, Option<String>), Failure> {
+        // An early read is of no use here, and must not serve a later one.
+        self.history_read = None;
+        let with_pid = self.wants_backend_pid();
+        let (rows, extra, pid) =
+            read_history(&mut self.client, &self.target.table, Some(extra), with_pid)?;
+        self.backend_pid = self.backend_pid.or(pid);
+        Ok((rows, extra))
     }
 
     /// Ends whatever transaction a failed round trip left open (aborted):

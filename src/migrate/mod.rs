@@ -8,7 +8,8 @@
 //! - [`baseline`]: the session state each migration starts from;
 //! - [`settings`]: the migrating session's settings, `--set` included;
 //! - [`retry`]: what a table-lock timeout does;
-//! - [`recovery`]: after a failed round trip or a lost connection.
+//! - [`recovery`]: after a failed round trip or a lost connection;
+//! - [`invalid_indexes`]: INVALID indexes already there, reported and rebuilt.
 
 use crate::error::Failure;
 use crate::lock::LockSession;
@@ -17,6 +18,7 @@ mod baseline;
 mod blockers;
 mod failure_line;
 mod indexes;
+pub mod invalid_indexes;
 mod recovery;
 mod retry;
 pub mod settings;

@@ -198,32 +198,32 @@ pub struct HistoryRow {
 }
 
 /// Reads the history (one round trip), `None` when the table does not
-/// exist; and with `with_pid`, `pg_backend_pid()` in the same round trip
-/// (`None` when that round trip failed: a table that does not exist fails
-/// it too).
-pub fn read_with_pid(
+/// exist; with `extras` (one statement each) in the same round trip, and
+/// the first value each returned (none when the table does not exist: the
+/// failed read ends the round trip before them).
+pub fn read_with(
     client: &mut Client,
     table: &HistoryTable,
-    with_pid: bool,
-) -> (Result<Option<Vec<HistoryRow>>, Failure>, Option<i32>) {
+    extras: &[&str],
+) -> Result<(Option<Vec<HistoryRow>>, Vec<Option<String>>), Failure> {
     let mut batch = Batch::new();
     let rows = batch.push(&table.select_sql());
-    let pid = with_pid.then(|| batch.push("SELECT pg_backend_pid()"));
+    let slots: Vec<_> = extras.iter().map(|sql| batch.push(sql)).collect();
     match batch.query(client) {
-        Ok(results) => (
-            rows_from_rows(results.rows(rows))
-                .map(Some)
-                .map_err(Failure::from),
-            pid.and_then(|slot| results.value(slot)?.parse().ok()),
-        ),
-        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => (Ok(None), None),
-        Err(e) => (
-            Err(crate::pg_error::failed(
-                &e,
-                format!("cannot read the history table {table}"),
-            )),
-            None,
-        ),
+        Ok(results) => Ok((
+            Some(rows_from_rows(results.rows(rows))?),
+            slots
+                .into_iter()
+                .map(|slot| results.value(slot).map(str::to_string))
+                .collect(),
+        )),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => {
+            Ok((None, vec![None; extras.len()]))
+        }
+        Err(e) => Err(crate::pg_error::failed(
+            &e,
+            format!("cannot read the history table {table}"),
+        )),
     }
 }
 

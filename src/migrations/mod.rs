@@ -64,7 +64,8 @@ pub struct LocalMigration {
     pub size: Size,
     /// What its statements ask of the runner, worked out the first time it
     /// is asked (only pending files are ever asked), then kept.
-    summary: OnceLock<Result<Summary, Problem>>,
+    /// Boxed: a set holds one per file, most never asked.
+    summary: OnceLock<Box<Result<Summary, Problem>>>,
 }
 
 impl LocalMigration {
@@ -105,10 +106,16 @@ impl LocalMigration {
     pub fn summary(&self) -> Result<&Summary, &Problem> {
         self.summary
             .get_or_init(|| {
-                let file = file::open(&self.path).map_err(|why| self.unreadable(why))?;
-                split::summarize(file::Sized::new(file, self.size.bytes))
-                    .map_err(|e| self.unreadable(e.to_string()))
+                Box::new(
+                    file::open(&self.path)
+                        .map_err(|why| self.unreadable(why))
+                        .and_then(|file| {
+                            split::summarize(file::Sized::new(file, self.size.bytes))
+                                .map_err(|e| self.unreadable(e.to_string()))
+                        }),
+                )
             })
+            .as_ref()
             .as_ref()
     }
 

@@ -1,7 +1,7 @@
 //! Reading a migrations folder: every file, strictly, with every problem
 //! of every file found in one pass.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::file::{self, io_reason};
@@ -119,7 +119,6 @@ impl MigrationSet {
             }
         }
 
-        let mut by_version: BTreeMap<Version, Vec<LocalMigration>> = BTreeMap::new();
         let mut files = Vec::new();
         let mut ancestors = Vec::new();
         let writable = &mut reading.writable;
@@ -155,13 +154,14 @@ impl MigrationSet {
                 }
             }
         }
-        for (read, writable) in read_all(named) {
+        let read = read_all(named);
+        // One vector, sorted, rather than a map of one vector per version
+        // (a vector's first allocation holds four migrations).
+        let mut found = Vec::with_capacity(read.len());
+        for (read, writable) in read {
             reading.writable.extend(writable);
             match read {
-                Read::Migration(migration) => by_version
-                    .entry(migration.id.version.clone())
-                    .or_default()
-                    .push(migration),
+                Read::Migration(migration) => found.push(migration),
                 Read::Stray(stray) => {
                     reading.unusable.extend(stray.version.clone());
                     reading.strays.push(stray);
@@ -173,31 +173,41 @@ impl MigrationSet {
             }
         }
 
+        // Stable: files of one version keep the order they were found in.
+        found.sort_by(|a, b| a.id.version.cmp(&b.id.version));
         let migrations = &mut reading.set.migrations;
-        migrations.reserve(by_version.len());
-        for (version, mut files) in by_version {
-            if files.len() > 1 {
-                let list: Vec<String> =
-                    files.iter().map(|m| m.path.display().to_string()).collect();
-                problems.push(Problem {
-                    kind: ProblemKind::Duplicate,
-                    message: format!(
-                        "version {version} is used by {} files: {}",
-                        files.len(),
-                        list.join(", ")
-                    ),
-                    file: Some(files[0].path.clone()),
-                    version: Some(version.clone()),
-                    line: None,
-                });
-                reading.unusable.insert(version.clone());
-                reading.strays.extend(files.into_iter().map(|m| Stray {
-                    path: m.path,
-                    version: Some(version.clone()),
-                }));
+        migrations.reserve(found.len());
+        let mut found = found.into_iter().peekable();
+        while let Some(first) = found.next() {
+            if found
+                .peek()
+                .is_none_or(|next| next.id.version != first.id.version)
+            {
+                migrations.push(first);
                 continue;
             }
-            migrations.push(files.remove(0));
+            let version = first.id.version.clone();
+            let mut files = vec![first];
+            while let Some(next) = found.next_if(|m| m.id.version == version) {
+                files.push(next);
+            }
+            let list: Vec<String> = files.iter().map(|m| m.path.display().to_string()).collect();
+            problems.push(Problem {
+                kind: ProblemKind::Duplicate,
+                message: format!(
+                    "version {version} is used by {} files: {}",
+                    files.len(),
+                    list.join(", ")
+                ),
+                file: Some(files[0].path.clone()),
+                version: Some(version.clone()),
+                line: None,
+            });
+            reading.unusable.insert(version.clone());
+            reading.strays.extend(files.into_iter().map(|m| Stray {
+                path: m.path,
+                version: Some(version.clone()),
+            }));
         }
         reading
     }

@@ -1,6 +1,6 @@
 //! Adopting miglock and writing the next migration, against a real
-//! PostgreSQL: `baseline` on a database made by hand, `new`, and `repair
-//! --checksums` after an applied file was edited.
+//! PostgreSQL: `baseline` on a database made by hand, `new`, and `repair`
+//! after an applied file was edited.
 
 use serde_json::Value;
 
@@ -64,7 +64,7 @@ fn baseline_records_an_existing_schema_and_apply_runs_only_what_follows() {
     schema_by_hand(&db);
 
     let out = command(&db, "baseline", &dir)
-        .args(["--version", "2"])
+        .args(["--baseline-version", "2"])
         .run();
     out.assert_success()
         .assert_stderr_contains("LOCK_ACQUIRED")
@@ -107,7 +107,7 @@ fn baseline_records_an_existing_schema_and_apply_runs_only_what_follows() {
 
     // Again: everything up to 2 is recorded identically, nothing to do.
     let out = command(&db, "baseline", &dir)
-        .args(["--version", "2"])
+        .args(["--baseline-version", "2"])
         .run();
     out.assert_success()
         .assert_stderr_contains("BASELINED version=2 recorded=0");
@@ -124,7 +124,7 @@ fn refinery_accepts_a_baselined_history() {
     // Versions need not be contiguous: no V4 to V9.
     dir.file("V10__create_notes.sql", "CREATE TABLE notes (id int);\n");
     command(&db, "baseline", &dir)
-        .args(["--version", "3"])
+        .args(["--baseline-version", "3"])
         .run()
         .assert_success()
         .assert_stderr_contains("BASELINED version=3 recorded=3");
@@ -166,7 +166,7 @@ fn baseline_refuses_conflicting_rows_and_writes_nothing() {
     .file("V2__add_email.sql", V2);
 
     let out = command(&db, "baseline", &dir)
-        .args(["--version", "2"])
+        .args(["--baseline-version", "2"])
         .run();
     out.assert_code(6)
         .assert_stderr_contains("already recorded as V1__create_users");
@@ -180,7 +180,7 @@ fn baseline_refuses_conflicting_rows_and_writes_nothing() {
     // A recorded version up to N whose file is gone.
     dir.remove("V1__create_users.sql");
     let out = command(&db, "baseline", &dir)
-        .args(["--version", "2"])
+        .args(["--baseline-version", "2"])
         .run();
     out.assert_code(6);
     assert_eq!(out.json()["problems"][0]["kind"], "missing");
@@ -195,13 +195,13 @@ fn baseline_refuses_a_version_without_a_file_or_beyond_the_newest() {
         .file("V5__add_email.sql", V2);
     for (version, says) in [("3", "no file in"), ("6", "beyond the newest migration")] {
         let out = command(&db, "baseline", &dir)
-            .args(["--version", version])
+            .args(["--baseline-version", version])
             .run();
         out.assert_code(6).assert_stderr_contains(says);
         assert_eq!(out.json()["outcome"], "invalid");
     }
     let out = command(&db, "baseline", &dir)
-        .args(["--version", "0"])
+        .args(["--baseline-version", "0"])
         .run();
     out.assert_code(2);
     // Not even the history table was created.
@@ -213,8 +213,14 @@ fn baseline_dry_run_shows_what_it_would_record_and_writes_nothing() {
     let db = Cluster::shared().create_db();
     let dir = users_email_orders();
     let mut m = Miglock::for_db(&db);
-    m.args(["baseline", "--version", "2", "--dry-run", "--migrations"])
-        .arg(dir.path());
+    m.args([
+        "baseline",
+        "--baseline-version",
+        "2",
+        "--dry-run",
+        "--migrations",
+    ])
+    .arg(dir.path());
     let out = m.run();
     out.assert_success()
         .assert_stdout_contains("would record V1__create_users")
@@ -224,7 +230,7 @@ fn baseline_dry_run_shows_what_it_would_record_and_writes_nothing() {
     assert!(!out.stderr.contains("BASELINED"), "{}", out.stderr);
     assert!(!out.stderr.contains("LOCK_ACQUIRED"), "{}", out.stderr);
     let json = command(&db, "baseline", &dir)
-        .args(["--version", "2", "--dry-run"])
+        .args(["--baseline-version", "2", "--dry-run"])
         .run()
         .assert_success()
         .json();
@@ -239,7 +245,7 @@ fn baseline_skips_when_the_lock_stays_busy() {
     let dir = users_email_orders();
     let _holder = hold_default_key(&db);
     let out = command(&db, "baseline", &dir)
-        .args(["--version", "3", "--wait", "0"])
+        .args(["--baseline-version", "3", "--wait", "0"])
         .run();
     out.assert_code(3)
         .assert_stderr_contains("LOCK_WAIT_TIMEOUT");
@@ -374,9 +380,7 @@ fn repair_stores_the_edited_files_checksum_and_apply_accepts_it() {
     out.assert_code(6);
     assert_eq!(out.json()["problems"][0]["kind"], "divergent");
 
-    let out = command(&db, "repair", &dir)
-        .args(["--checksums", "--yes"])
-        .run();
+    let out = command(&db, "repair", &dir).args(["--yes"]).run();
     out.assert_success()
         .assert_stderr_contains(&format!("CHECKSUM_REPAIRED version=1 old={old} new={new}"))
         .assert_stderr_contains("no copy of the applied SQL");
@@ -396,7 +400,7 @@ fn repair_stores_the_edited_files_checksum_and_apply_accepts_it() {
 
     // Nothing left to repair.
     let json = command(&db, "repair", &dir)
-        .args(["--checksums", "--yes"])
+        .args(["--yes"])
         .run()
         .assert_success()
         .json();
@@ -411,9 +415,7 @@ fn repair_leaves_versions_that_are_not_divergent_alone() {
 
     // V2 is applied and matches its file: nothing to do for it, and V1,
     // not named, is not touched.
-    let out = command(&db, "repair", &dir)
-        .args(["--checksums", "--yes", "2"])
-        .run();
+    let out = command(&db, "repair", &dir).args(["--yes", "2"]).run();
     out.assert_success()
         .assert_stderr_contains("V2__add_email is not divergent");
     assert!(!out.stderr.contains("CHECKSUM_REPAIRED"), "{}", out.stderr);
@@ -421,16 +423,14 @@ fn repair_leaves_versions_that_are_not_divergent_alone() {
     assert_eq!(rows(&db), before);
 
     // A version that is not applied at all is a mistake in the command.
-    let out = command(&db, "repair", &dir)
-        .args(["--checksums", "--yes", "1", "9"])
-        .run();
+    let out = command(&db, "repair", &dir).args(["--yes", "1", "9"]).run();
     out.assert_code(2)
         .assert_stderr_contains("version 9 is not applied");
     assert_eq!(rows(&db), before);
 
     // Named and divergent: repaired.
     command(&db, "repair", &dir)
-        .args(["--checksums", "--yes", "1"])
+        .args(["--yes", "1"])
         .run()
         .assert_success()
         .assert_stderr_contains("CHECKSUM_REPAIRED version=1");
@@ -447,13 +447,13 @@ fn repair_needs_yes_without_a_terminal_and_dry_run_changes_nothing() {
     let before = rows(&db);
 
     // The harness's stdin is /dev/null: no terminal.
-    let out = command(&db, "repair", &dir).args(["--checksums"]).run();
+    let out = command(&db, "repair", &dir).run();
     out.assert_code(2).assert_stderr_contains("--yes");
     assert_eq!(out.json()["outcome"], "usage");
     assert_eq!(rows(&db), before);
 
     let mut m = Miglock::for_db(&db);
-    m.args(["repair", "--checksums", "--dry-run", "--migrations"])
+    m.args(["repair", "--dry-run", "--migrations"])
         .arg(dir.path());
     let out = m.run();
     out.assert_success()
@@ -466,7 +466,7 @@ fn repair_needs_yes_without_a_terminal_and_dry_run_changes_nothing() {
     assert_eq!(rows(&db), before);
 
     let json = command(&db, "repair", &dir)
-        .args(["--checksums", "--dry-run"])
+        .args(["--dry-run"])
         .run()
         .assert_success()
         .json();
@@ -477,7 +477,7 @@ fn repair_needs_yes_without_a_terminal_and_dry_run_changes_nothing() {
 
     // With --yes, the name moves too, and apply accepts the set.
     command(&db, "repair", &dir)
-        .args(["--checksums", "--yes"])
+        .args(["--yes"])
         .run()
         .assert_success();
     assert_eq!(rows(&db)[1].1, "add_email_column");

@@ -14,6 +14,7 @@ mod deploy;
 mod faults;
 mod files;
 mod inputs;
+mod invalid_indexes;
 mod lifecycle;
 mod poolers;
 mod safe_ddl;

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::cluster::{self, Cluster, TestDb};
-use crate::harness::{poll, wait_for, Miglock, MigrationDir, RunOutput, EFFECTS};
+use crate::harness::{poll, versions, wait_for, Miglock, MigrationDir, RunOutput, EFFECTS, SETTLE};
 use crate::probes::{effects, hold_default_key, key_holders, once_each, LockGate};
 
 /// `MIGLOCK_PGBOUNCER`, as `scripts/setup-postgres.sh` reads it.
@@ -41,6 +41,13 @@ impl Pooler {
     /// sessions per database, so replicas share them.
     #[track_caller]
     pub fn start(db: &TestDb, mode: &str) -> Pooler {
+        Pooler::start_sized(db, mode, 5)
+    }
+
+    /// [`Pooler::start`] with `pool_size` server sessions per database: with
+    /// one, every client's transactions run on the same server session.
+    #[track_caller]
+    pub fn start_sized(db: &TestDb, mode: &str, pool_size: u32) -> Pooler {
         let cluster = db.cluster();
         let dir = cluster::cluster_root().join(format!(
             "miglock-pgb-{}-{}",
@@ -61,7 +68,7 @@ impl Pooler {
                  auth_file = {dir}/users.txt\n\
                  admin_users = postgres\n\
                  pool_mode = {mode}\n\
-                 default_pool_size = 5\n\
+                 default_pool_size = {pool_size}\n\
                  min_pool_size = 0\n\
                  max_client_conn = 500\n\
                  ignore_startup_parameters = extra_float_digits, options\n\
@@ -566,4 +573,101 @@ fn session_mode_through_statement_pooling_applies_nothing_twice() {
     }
     let history = db.history();
     assert_eq!(effects(&db), once_each(history));
+}
+
+/// Behind a transaction pooler every setting miglock makes is local to a
+/// migration's transaction, a retried lock attempt's included, and a
+/// migration's own plain `SET` is undone before its COMMIT: nothing stays
+/// on the server session for the next client. The database's defaults are
+/// not PostgreSQL's (0 for each), so that a leaked `lock_timeout = 0` (or
+/// the schedule's 50 ms) would show; with one server session in the pool,
+/// the next client lands on the one miglock used.
+#[test]
+fn transaction_pooling_leaks_no_setting_to_the_next_client_after_a_retried_lock_attempt() {
+    let db = Cluster::shared().create_db();
+    let name = db.name();
+    db.client()
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET lock_timeout = '7s'; \
+             ALTER DATABASE {name} SET statement_timeout = '9s'; \
+             ALTER DATABASE {name} SET idle_in_transaction_session_timeout = '1h'"
+        ))
+        .unwrap();
+    let pooler = Pooler::start_sized(&db, "transaction", 1);
+    let dir = MigrationDir::with(&[
+        (
+            "V1__t.sql",
+            "CREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\n",
+        ),
+        (
+            "V2__alter_t.sql",
+            "SET work_mem = '7MB';\nALTER TABLE t ADD COLUMN x int;\n\
+             CREATE TABLE ran_on AS SELECT pg_backend_pid() AS pid;\n",
+        ),
+    ]);
+    let through = |extra: &[&str]| {
+        let mut m = apply_through(&pooler, &db, &dir, &["--lock-mode", "transaction"]);
+        m.args(["--format", "json"]).args(extra);
+        m
+    };
+    through(&["--target", "1"]).run().assert_code(0);
+    // Idle in a transaction that read `t`, straight to PostgreSQL: through
+    // the pooler it would hold the pool's one server session.
+    let mut blocker = db.client();
+    blocker
+        .batch_execute("SET application_name = 'report'; BEGIN; SELECT * FROM t;")
+        .unwrap();
+    let mut child = through(&[]).spawn_watched();
+    child.wait_for_stderr(
+        "DDL_BLOCKED version=2 name=alter_t attempt=1 lock_timeout_ms=50 table=t",
+        SETTLE,
+    );
+    child.wait_for_stderr("DDL_WAITING version=2 name=alter_t", SETTLE);
+    blocker.batch_execute("COMMIT").unwrap();
+    let out = child.finish();
+    out.assert_code(0)
+        .assert_stderr_contains("application_name=\"report\"")
+        .assert_stderr_contains("MIGRATION_APPLIED version=2 name=alter_t");
+    assert!(!out.stderr.contains("POOLER_DETECTED"), "{}", out.stderr);
+    let json = out.json();
+    assert_eq!(json["outcome"], "applied");
+    assert_eq!(versions(&json["applied"]), [2]);
+    assert_eq!(db.history(), [1, 2]);
+    assert!(db.column_exists("t", "x"));
+    assert_eq!(advisory_locks(&db), 0);
+
+    let mut next = postgres::Client::connect(&pooler.url(&db), postgres::NoTls).expect("connect");
+    let show = |client: &mut postgres::Client, sql: &str| -> String {
+        client
+            .simple_query(sql)
+            .expect(sql)
+            .into_iter()
+            .find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    // The server session V2 ran on is the one this client is given.
+    let ran_on = db.query_strings("SELECT pid::text FROM ran_on");
+    assert_eq!(
+        Some(show(&mut next, "SELECT pg_backend_pid()")),
+        ran_on[0][0],
+        "one server session in the pool"
+    );
+    assert_eq!(show(&mut next, "SHOW lock_timeout"), "7s");
+    assert_eq!(show(&mut next, "SHOW statement_timeout"), "9s");
+    assert_eq!(
+        show(&mut next, "SHOW idle_in_transaction_session_timeout"),
+        "1h"
+    );
+    assert_eq!(
+        show(&mut next, "SHOW work_mem"),
+        "4MB",
+        "the migration's own SET"
+    );
+    // The check can see a leak: a session-level SET does stay there.
+    next.batch_execute("SET lock_timeout = '1ms'").unwrap();
+    let mut third = postgres::Client::connect(&pooler.url(&db), postgres::NoTls).expect("connect");
+    assert_eq!(show(&mut third, "SHOW lock_timeout"), "1ms");
 }

@@ -5,10 +5,11 @@
 //! concurrent index build never leaves an INVALID index recorded as
 //! applied.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{apply, versions, wait_for, MigrationDir, RunOutput};
+use crate::harness::{apply, finish_all, send_signal, versions, wait_for, MigrationDir, RunOutput};
+use crate::probes::backend_exists;
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -266,5 +267,146 @@ fn an_invalid_index_left_by_an_earlier_build_is_dropped_before_building_it_again
         ),
         1
     );
+    assert_eq!(db.history(), [1, 2]);
+}
+
+// ---------------------------------------------------------------------------
+// A concurrent build cut off while it waits for an old transaction
+// ---------------------------------------------------------------------------
+
+/// V1 makes `t` (applied); V2 builds a unique index on it concurrently, as
+/// a re-runnable file would (pending). A writer idle in its transaction
+/// (an old transaction the build must wait for) is returned.
+fn index_behind_an_old_writer(db: &TestDb) -> (MigrationDir, postgres::Client) {
+    let dir = alter_set(db);
+    dir.remove("V2__alter_t.sql").file(
+        "V2__index.sql",
+        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_id ON t (id);\n",
+    );
+    let mut writer = db.client();
+    writer
+        .batch_execute("SET application_name = 'writer'; BEGIN; INSERT INTO t VALUES (2);")
+        .unwrap();
+    (dir, writer)
+}
+
+/// The backend of the miglock run building `t_id`, once its build waits
+/// for the old writer (a lock wait on the writer's transaction).
+fn build_waiting(db: &TestDb) -> i64 {
+    let mut pid = 0;
+    wait_for("the build to wait for the old writer", SETTLE, || {
+        let found = db.query_strings(
+            "SELECT pid::text FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name LIKE 'miglock apply holding%' AND wait_event_type = 'Lock' \
+             AND query LIKE 'CREATE UNIQUE INDEX CONCURRENTLY%'",
+        );
+        match found.as_slice() {
+            [row] => {
+                pid = row[0].as_deref().unwrap().parse().unwrap();
+                true
+            }
+            _ => false,
+        }
+    });
+    pid
+}
+
+/// `(valid, invalid)` indexes named `t_id`.
+fn t_id(db: &TestDb) -> (i64, i64) {
+    let count = |valid: &str| {
+        db.query_i64(&format!(
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE c.relname = 't_id' AND i.indisvalid = {valid}"
+        ))
+    };
+    (count("true"), count("false"))
+}
+
+#[test]
+fn a_concurrent_build_cut_by_sigkill_is_recorded_only_once_its_index_is_valid() {
+    let db = Cluster::shared().create_db();
+    let (dir, mut writer) = index_behind_an_old_writer(&db);
+    let mut child = apply(&db, &dir).spawn();
+    let backend = build_waiting(&db);
+    // No handler runs: the server finds the client gone (miglock's
+    // client_connection_check_interval) and ends the build mid-way.
+    child.kill().unwrap();
+    let out = RunOutput::from_child(child);
+    assert_eq!(out.code, -9, "killed by SIGKILL\n{}", out.details());
+    wait_for("the killed run's backend to end", SETTLE, || {
+        !backend_exists(&db, backend)
+    });
+    // What PostgreSQL leaves: the INVALID index, and V2 not recorded.
+    assert_eq!(t_id(&db), (0, 1));
+    assert_eq!(db.history(), [1]);
+    // The old transaction ends; the next run drops the leftover and builds
+    // the index again before recording V2.
+    writer.batch_execute("COMMIT").unwrap();
+    let out = apply(&db, &dir).run();
+    out.assert_success()
+        .assert_stderr_contains(
+            "INVALID_INDEX_DROPPED name=public.t_id (left INVALID by an earlier build)",
+        )
+        .assert_stderr_contains("MIGRATION_APPLIED version=2 name=index");
+    assert_eq!(versions(&out.json()["applied"]), [2]);
+    assert_eq!(t_id(&db), (1, 0));
+    assert_eq!(db.history(), [1, 2]);
+    // Recorded once: a later run has nothing to do.
+    apply(&db, &dir)
+        .run()
+        .assert_success()
+        .assert_stderr_contains("SCHEMA_CURRENT");
+    assert_eq!(db.history(), [1, 2]);
+}
+
+/// README ("No INVALID index is left recorded"): on SIGTERM the cleanup
+/// waits at most 2 s, inside the 5 s miglock gives itself before exiting
+/// 130 whatever is left.
+const SIGNAL_DEADLINE: Duration = Duration::from_secs(5);
+
+#[test]
+fn sigterm_during_a_concurrent_build_behind_an_old_transaction_exits_130_within_the_deadline() {
+    let db = Cluster::shared().create_db();
+    let (dir, mut writer) = index_behind_an_old_writer(&db);
+    let child = apply(&db, &dir).spawn();
+    build_waiting(&db);
+    let sent = Instant::now();
+    send_signal(child.id(), "TERM");
+    // finish_all notes when the process ended (it polls every 5 ms), and
+    // fails if it is still running well past the deadline.
+    let (out, ended) = finish_all(vec![child], SETTLE).pop().unwrap();
+    let took = ended.duration_since(sent);
+    eprintln!(
+        "FIGURE SIGTERM during a concurrent build behind an old transaction: exit {} after {} ms",
+        out.code,
+        took.as_millis()
+    );
+    // The drop of the half-built index waits for the same old writer: it
+    // gives up at its bound, and says what it left.
+    out.assert_code(130)
+        .assert_stderr_contains("INTERRUPTED signal=SIGTERM")
+        .assert_stderr_contains("INVALID_INDEX_LEFT name=public.t_id")
+        .assert_stderr_contains("the next apply drops it before building it again")
+        .assert_stderr_contains("LOCK_RELEASED");
+    // A JSON result: it exited through the rollback path, not the grace's
+    // last resort.
+    assert_eq!(out.json()["outcome"], "interrupted");
+    // One second for a loaded machine to schedule the exit and the poll.
+    assert!(
+        took < SIGNAL_DEADLINE + Duration::from_secs(1),
+        "exit 130 after {took:?}, past the documented {SIGNAL_DEADLINE:?}\n{}",
+        out.details()
+    );
+    assert_eq!(t_id(&db), (0, 1), "the INVALID index it could not drop");
+    assert_eq!(db.history(), [1]);
+    // The next run, the old transaction gone, cleans it and builds anew.
+    writer.batch_execute("COMMIT").unwrap();
+    let out = apply(&db, &dir).run();
+    out.assert_success()
+        .assert_stderr_contains(
+            "INVALID_INDEX_DROPPED name=public.t_id (left INVALID by an earlier build)",
+        )
+        .assert_stderr_contains("MIGRATION_APPLIED version=2 name=index");
+    assert_eq!(t_id(&db), (1, 0));
     assert_eq!(db.history(), [1, 2]);
 }

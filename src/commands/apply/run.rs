@@ -17,6 +17,9 @@ pub struct Run<'a> {
     pub config: &'a ApplyConfig,
     pub set: &'a MigrationSet,
     pub ctx: &'a Context<'a>,
+    /// INVALID indexes applied builds left are to be rebuilt under the
+    /// lock (`--rebuild-invalid-indexes`, and some were found).
+    pub rebuild: bool,
 }
 
 impl<'a> Run<'a> {

@@ -11,7 +11,7 @@ use crate::backoff::Backoff;
 use crate::error::Failure;
 use crate::lock::wait::{self, Look, Woken};
 use crate::lock::{self, Attempt, LockMode, LockSession};
-use crate::migrate::{self, Lost, SessionBaseline, Step};
+use crate::migrate::{self, invalid_indexes, Lost, SessionBaseline, Step};
 use crate::migrations::history::{self, HistoryRow};
 use crate::migrations::Plan;
 use crate::outcome::Outcome;
@@ -48,6 +48,8 @@ pub(super) fn apply(
     // --wait bounds the time spent waiting, not the time spent migrating.
     let mut table_exists = table_exists;
     let mut waited_total = Duration::ZERO;
+    // Here for the INVALID indexes alone (see below).
+    let nothing_pending = report.pending.is_empty();
     loop {
         let waited = Instant::now();
         let deadline = waited + config.wait.saturating_sub(waited_total);
@@ -97,12 +99,25 @@ pub(super) fn apply(
         };
         let plan = run.plan(&history, report)?;
         report.set_plan(&plan);
+        // The past before the new: a pending migration may need the index
+        // (a foreign key needs a valid unique one), and a rebuild that
+        // fails stops the run before anything new is applied.
+        if run.rebuild {
+            report.invalid_indexes = Some(invalid_indexes::rebuild(
+                &mut session,
+                run.set,
+                &history,
+                &config.migrate,
+                run.ctx.interrupt,
+            )?);
+        }
         if plan.pending.is_empty() {
-            return Ok(current_after(
-                report,
-                &plan,
-                "applied by another replica before the lock was taken",
-            ));
+            let why = if nothing_pending {
+                "nothing pending"
+            } else {
+                "applied by another replica before the lock was taken"
+            };
+            return Ok(current_after(report, &plan, why));
         }
         match migrate_pending(&mut session, run, &plan, report) {
             Ok(outcome) => {
@@ -226,7 +241,8 @@ fn wait_for_lock<'a>(
         read_only_since = None;
         if let Some(history) = history {
             let plan = run.plan(&history?, report)?;
-            if plan.pending.is_empty() {
+            // A run here to rebuild indexes waits for the key all the same.
+            if plan.pending.is_empty() && !run.rebuild {
                 return Ok(Look::Done(LockWait::CurrentMeanwhile(plan)));
             }
             report.set_plan(&plan);

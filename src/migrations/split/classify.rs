@@ -127,6 +127,10 @@ pub struct Summary {
     /// Each table once, at the strongest mode the file takes it in; at
     /// most [`MAX_LOCKS`] (a data file of inserts names one table).
     pub locks: Vec<TableLock>,
+    /// The indexes its `CREATE INDEX CONCURRENTLY` statements name, as the
+    /// catalog stores them: an INVALID one of these names, once the file is
+    /// applied, is this file's to rebuild (`apply --rebuild-invalid-indexes`).
+    pub index_names: Vec<String>,
 }
 
 /// How many locked tables a summary keeps: the lookup they feed names
@@ -172,6 +176,7 @@ pub struct Classifier {
     open: Option<usize>,
     /// Each table, at the strongest mode seen.
     locks: std::collections::BTreeMap<String, super::locks::LockLevel>,
+    index_names: std::collections::BTreeSet<String>,
 }
 
 impl Classifier {
@@ -184,6 +189,7 @@ impl Classifier {
             forbidden: Vec::new(),
             open: None,
             locks: std::collections::BTreeMap::new(),
+            index_names: std::collections::BTreeSet::new(),
         }
     }
 
@@ -267,12 +273,19 @@ impl Classifier {
                 *level = (*level).max(lock.level);
             }
         }
+        let index_build = s.index_build();
+        if let Some(IndexBuild::Create {
+            name: Some(name), ..
+        }) = &index_build
+        {
+            self.index_names.insert(name.clone());
+        }
         Planned {
             span: start..start + s.sql.len(),
             line: s.line,
             control,
             chains,
-            index_build: s.index_build(),
+            index_build,
             locks,
         }
     }
@@ -313,6 +326,7 @@ impl Classifier {
                 .into_iter()
                 .map(|(table, level)| TableLock { table, level })
                 .collect(),
+            index_names: self.index_names.into_iter().collect(),
         }
     }
 }
@@ -539,5 +553,34 @@ mod tests {
         assert!(classify("\\connect app\nSELECT 1;\n")
             .execution
             .transactional());
+    }
+
+    #[test]
+    fn a_summary_names_the_indexes_its_concurrent_builds_make() {
+        let names = |sql: &str| {
+            let mut classifier = Classifier::new(has_marker(sql));
+            for s in scan::statements(sql) {
+                classifier.feed(&s, 0);
+            }
+            classifier.finish().index_names
+        };
+        let long = "x".repeat(70);
+        assert_eq!(
+            names(&format!(
+                "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS T_Id ON t (id);\n\
+                 create index concurrently \"Big \"\"I\"\"\" on t (a);\n\
+                 create index concurrently on t (b);\n\
+                 create index concurrently Índice on t (c);\n\
+                 create index concurrently {long} on t (d);\n\
+                 reindex index concurrently t_id;\n\
+                 create index plain on t (e);\n"
+            )),
+            [
+                "Big \"I\"".to_string(),
+                "t_id".to_string(),
+                "x".repeat(63),
+                "Índice".to_string(),
+            ]
+        );
     }
 }

@@ -14,7 +14,7 @@ mod stream;
 mod words;
 
 pub use classify::{classify, Execution, ForbiddenKind, IndexBuild, Planned, Summary};
-pub use locks::TableLock;
+pub use locks::{LockLevel, TableLock};
 pub use mentions::{mentions, Mention};
 pub use scan::statements;
 #[cfg(any(test, feature = "testing"))]

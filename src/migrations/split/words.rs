@@ -189,10 +189,7 @@ impl Statement<'_> {
         if name == "ON" {
             return None;
         }
-        Some(match name.strip_prefix('"') {
-            Some(quoted) => quoted.strip_suffix('"')?.replace("\"\"", "\""),
-            None => name.to_lowercase(),
-        })
+        catalog_name(name)
     }
 
     /// The table a `CREATE INDEX CONCURRENTLY` builds on, unqualified, as
@@ -209,11 +206,7 @@ impl Statement<'_> {
         while self.words.get(at + 1).map(String::as_str) == Some(".") {
             at += 2;
         }
-        let name = self.words.get(at)?;
-        Some(match name.strip_prefix('"') {
-            Some(quoted) => quoted.strip_suffix('"')?.replace("\"\"", "\""),
-            None => name.to_lowercase(),
-        })
+        catalog_name(self.words.get(at)?)
     }
 
     /// The concurrent index build this statement is, if it is one: its
@@ -230,3 +223,23 @@ impl Statement<'_> {
         }
     }
 }
+
+/// An identifier as the catalog stores it: a quoted one as written, an
+/// unquoted one with its ASCII letters folded to lower case (PostgreSQL
+/// leaves other letters alone in a multibyte encoding), both cut to 63
+/// bytes at a character's edge, as PostgreSQL truncates them.
+fn catalog_name(word: &str) -> Option<String> {
+    let mut name = match word.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"')?.replace("\"\"", "\""),
+        None => word.to_ascii_lowercase(),
+    };
+    let mut end = name.len().min(MAX_IDENTIFIER);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
+    Some(name)
+}
+
+/// NAMEDATALEN - 1.
+const MAX_IDENTIFIER: usize = 63;

@@ -28,6 +28,7 @@ fn help_lists_every_exit_code() {
             "5 unavailable",
             "6 invalid",
             "7 pending",
+            "8 blocked",
             "130 interrupted",
         ] {
             assert!(
@@ -92,7 +93,7 @@ fn man_page_documents_every_subcommand_and_the_exit_codes() {
         assert!(page.contains(&heading), "no {heading}");
     }
     let exit_status = &page[page.find(".SH \"EXIT STATUS\"").expect("EXIT STATUS")..];
-    for code in [0, 1, 2, 3, 4, 5, 6, 7, 130] {
+    for code in [0, 1, 2, 3, 4, 5, 6, 7, 8, 130] {
         assert!(
             exit_status.contains(&format!("\\fB{code}\\fR\n")),
             "exit code {code} missing"
@@ -134,12 +135,21 @@ fn man_page_and_completions_know_the_new_commands() {
         let heading = format!(".SH \"MIGLOCK {sub}\"");
         assert!(page.contains(&heading), "no {heading}");
     }
-    for option in ["\\-\\-checksums", "\\-\\-no\\-transaction", "\\-\\-version"] {
+    for option in [
+        "\\-\\-baseline\\-version",
+        "\\-\\-no\\-transaction",
+        "\\-\\-rebuild\\-invalid\\-indexes",
+    ] {
         assert!(page.contains(option), "no {option}");
     }
     let bash = Miglock::new().args(["completions", "bash"]).run();
     bash.assert_success();
-    for word in ["baseline", "repair", "--checksums", "--no-transaction"] {
+    for word in [
+        "baseline",
+        "repair",
+        "--baseline-version",
+        "--no-transaction",
+    ] {
         bash.assert_stdout_contains(word);
     }
 }

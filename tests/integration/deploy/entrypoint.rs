@@ -12,7 +12,7 @@ use crate::harness::{
     apply, closed_port, migrated_by_newer_release, release, send_signal, two_migrations,
     wait_until, Miglock, RunOutput, SETTLE,
 };
-use crate::probes::{hold_default_key, sessions_like};
+use crate::probes::{backend_pid, hold_default_key, sessions_like};
 
 use super::{read_repo_file, repo_path, MIGLOCK};
 
@@ -374,6 +374,48 @@ fn entrypoint_exits_75_without_starting_when_the_database_is_unavailable() {
         );
     app.assert_not_started(&out);
     assert_eq!(db.history(), Vec::<i64>::new());
+}
+
+/// Exit 8 (a table lock stayed held for the whole budget) is temporary, as
+/// 5 is: nothing of the migration was applied, and a later start tries
+/// again.
+#[test]
+fn entrypoint_exits_75_without_starting_when_a_migration_is_blocked() {
+    let db = Cluster::shared().create_db();
+    let dir = two_migrations();
+    apply(&db, &dir)
+        .args(["--target", "1"])
+        .run()
+        .assert_success();
+    // A session idle in a transaction that read `t`, which V2 alters.
+    let mut blocker = db.client();
+    blocker
+        .batch_execute("SET application_name = 'nightly-report'; BEGIN; SELECT * FROM t;")
+        .unwrap();
+    let pid = backend_pid(&mut blocker);
+    let (app, mut m) = with_app(&db, dir.path(), &[("MIGLOCK_DDL_LOCK_BUDGET", "1s")]);
+    let out = m.run();
+    out.assert_code(75)
+        .assert_stderr_contains(&format!(
+            "DDL_BLOCKED version=2 name=add_note attempt=1 lock_timeout_ms=50 table=t \
+             mode=AccessShareLock blocker_pid={pid} application_name=\"nightly-report\""
+        ))
+        .assert_stderr_contains("could not get its table locks within --ddl-lock-budget 1s")
+        .assert_stderr_contains(
+            "miglock-entrypoint: apply exited 8 (blocked: a migration's table lock stayed held by \
+             another session): not starting the app; exit 75 so that the orchestrator retries",
+        );
+    app.assert_not_started(&out);
+    assert_eq!(db.history(), [1], "nothing of V2 applied");
+    assert!(!db.column_exists("t", "note"));
+    // Once the blocker is gone, the next start migrates and starts the app.
+    blocker.batch_execute("COMMIT").unwrap();
+    let (app, mut m) = with_app(&db, dir.path(), &[("MIGLOCK_DDL_LOCK_BUDGET", "1s")]);
+    let (out, entrypoint_pid) = run_with_pid(&mut m);
+    out.assert_success()
+        .assert_stderr_contains("MIGRATION_APPLIED version=2 name=add_note");
+    app.assert_started(&out, entrypoint_pid);
+    assert_eq!(db.history(), [1, 2]);
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 mod docs;
 mod entrypoint;
 mod examples;
+mod help;
 mod output;
 
 const MIGLOCK: &str = env!("CARGO_BIN_EXE_miglock");

@@ -105,7 +105,7 @@ fn an_applied_file_with_a_meta_command_is_not_looked_at_again() {
         .batch_execute("CREATE TABLE t (id int)")
         .unwrap();
     command(&db, "baseline", &dir)
-        .args(["--version", "1"])
+        .args(["--baseline-version", "1"])
         .run()
         .assert_success();
     let out = apply(&db, &dir).run();

@@ -72,7 +72,7 @@ fn one_run_lists_every_problem_of_names_contents_and_history() {
         ("V2__edited.sql", "CREATE TABLE t2 (id int);\n"),
     ]);
     command(&db, "baseline", &adopt)
-        .args(["--version", "2"])
+        .args(["--baseline-version", "2"])
         .run()
         .assert_success();
     dir.file("V2__edited.sql", "CREATE TABLE t2 (id bigint);\n");

@@ -126,8 +126,8 @@ fn only_status_and_wait_warn_and_the_flag_allows_it() {
     for (name, args) in [
         ("apply", &[][..]),
         ("apply", &["--dry-run"]),
-        ("baseline", &["--version", "4"]),
-        ("repair", &["--checksums", "--yes"]),
+        ("baseline", &["--baseline-version", "4"]),
+        ("repair", &["--yes"]),
     ] {
         let out = command(&db, name, &dir).args(args).run();
         out.assert_code(6);

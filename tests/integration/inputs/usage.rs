@@ -45,14 +45,20 @@ fn command_line_usage_errors() {
             "--wait abc",
             &["--wait", "abc"],
             &[],
-            &["invalid value 'abc' for '--wait <D>'", "invalid duration"],
+            &[
+                "invalid value 'abc' for '--wait <DURATION>'",
+                "invalid duration",
+            ],
         ),
         // Written with `=` the value reaches the duration parser.
         usage(
             "--wait=-5s",
             &["--wait=-5s"],
             &[],
-            &["invalid value '-5s' for '--wait <D>'", "invalid duration"],
+            &[
+                "invalid value '-5s' for '--wait <DURATION>'",
+                "invalid duration",
+            ],
         ),
         // Without `=`, clap reads `-5s` as short flags ("unexpected argument
         // '-5' found"); either wording quotes the value.
@@ -62,38 +68,38 @@ fn command_line_usage_errors() {
             &["--connect-timeout", "10parsecs"],
             &[],
             &[
-                "invalid value '10parsecs' for '--connect-timeout <D>'",
-                "unknown time unit \"parsecs\"",
+                "invalid value '10parsecs' for '--connect-timeout <DURATION>'",
+                "unknown unit \"parsecs\"",
             ],
         ),
         usage(
             "MIGLOCK_WAIT=abc",
             &[],
             &[("MIGLOCK_WAIT", "abc")],
-            &["for '--wait <D>'", "invalid duration \"abc\""],
+            &["for '--wait <DURATION>'", "invalid duration \"abc\""],
         ),
         usage(
             "--lock-key -1",
             &["--lock-key", "-1"],
             &[],
             &[
-                "invalid value '-1' for '--lock-key <N>'",
-                "not in 0..9223372036854775807",
+                "invalid value '-1' for '--lock-key <KEY>'",
+                "below 0: a lock key is a whole number from 0 to 9223372036854775807",
             ],
         ),
         usage(
             "--lock-key abc",
             &["--lock-key", "abc"],
             &[],
-            &["invalid value 'abc' for '--lock-key <N>'"],
+            &["invalid value 'abc' for '--lock-key <KEY>'"],
         ),
         usage(
             "--lock-key overflow",
             &["--lock-key", "99999999999999999999"],
             &[],
             &[
-                "invalid value '99999999999999999999' for '--lock-key <N>'",
-                "too large",
+                "invalid value '99999999999999999999' for '--lock-key <KEY>'",
+                "above 9223372036854775807: a lock key is a whole number",
             ],
         ),
         usage(
@@ -101,8 +107,8 @@ fn command_line_usage_errors() {
             &["--target", "0"],
             &[],
             &[
-                "invalid value '0' for '--target <V>'",
-                "not in 1..=2147483647",
+                "invalid value '0' for '--target <VERSION>'",
+                "below 1: a version is a whole number from 1 to 2147483647",
             ],
         ),
         usage(
@@ -146,7 +152,7 @@ fn no_subcommand_is_a_usage_error() {
         "no arguments",
         &out,
         2,
-        &["Usage: miglock [OPTIONS] <COMMAND>", "apply"],
+        &["Usage: miglock <COMMAND>", "apply"],
     );
     let out = Miglock::for_db(&db)
         .arg("--migrations")
@@ -355,7 +361,7 @@ fn ddl_retries_above_100000_are_refused() {
         &["--ddl-retries", "100001"],
         2,
         "usage",
-        &["100001 is not in 0..=100000"],
+        &["above 100000: the number of retries is a whole number from 0 to 100000"],
     )
     .assert_refused(&bad_input_db());
 }
@@ -403,7 +409,7 @@ fn a_target_that_is_no_number_is_refused() {
         &["--target", "abc"],
         2,
         "usage",
-        &["invalid value 'abc' for '--target <V>'"],
+        &["invalid value 'abc' for '--target <VERSION>'"],
     )
     .assert_refused(&bad_input_db());
 }
@@ -427,7 +433,7 @@ fn a_negative_lock_key_in_the_environment_is_refused() {
         &[],
         2,
         "usage",
-        &["-5 is not in 0..9223372036854775807"],
+        &["below 0: a lock key is a whole number from 0 to 9223372036854775807"],
     )
     .env("MIGLOCK_LOCK_KEY", "-5")
     .assert_refused(&bad_input_db());
@@ -517,7 +523,7 @@ fn unlock_refuses_a_negative_lock_key() {
         &["--lock-key", "-1", "--yes"],
         2,
         "usage",
-        &["-1 is not in 0..9223372036854775807"],
+        &["below 0: a lock key is a whole number from 0 to 9223372036854775807"],
     )
     .assert_refused(&bad_input_db());
 }
@@ -529,7 +535,7 @@ fn unlock_refuses_a_lock_key_that_is_no_number() {
         &["--lock-key", "abc", "--yes"],
         2,
         "usage",
-        &["invalid value 'abc' for '--lock-key <N>'"],
+        &["invalid value 'abc' for '--lock-key <KEY>'"],
     )
     .assert_refused(&bad_input_db());
 }
