@@ -19,8 +19,8 @@ pub mod wait;
 
 pub use backend::{Backend, Identity};
 pub use key::{LockKey, LockRole, ACTIVITY_COLUMNS};
-pub use mode::LockMode;
-pub use path::{session_lock_only, Decision, LockModeFlag};
+pub use mode::{LockMode, LockModeFlag};
+pub use path::{session_lock_only, Decision};
 pub use session::{Attempt, LockSession, LockTarget, PendingSession};
 
 /// `LOCK_WAIT_TIMEOUT`: the key stayed busy for the whole wait; who held

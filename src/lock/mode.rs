@@ -25,6 +25,17 @@ pub enum LockMode {
     Transaction,
 }
 
+/// What `--lock-mode` (`MIGLOCK_LOCK_MODE`) asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LockModeFlag {
+    /// Session mode on a direct connection, transaction mode behind a
+    /// pooler (see `lock::path`).
+    #[default]
+    Auto,
+    Session,
+    Transaction,
+}
+
 impl LockMode {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -20,23 +20,12 @@
 
 use postgres::error::SqlState;
 
-use super::mode::LockMode;
+use super::mode::{LockMode, LockModeFlag};
 use super::session::LockSession;
 use crate::connect::CancelKey;
 use crate::error::Failure;
 use crate::pg_error;
 use crate::sql::Batch;
-
-/// What `--lock-mode` (`MIGLOCK_LOCK_MODE`) asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LockModeFlag {
-    /// Session mode on a direct connection, transaction mode behind a
-    /// pooler (see the module docs).
-    #[default]
-    Auto,
-    Session,
-    Transaction,
-}
 
 /// What the connection tells of the way to PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use postgres::Client;
 
 use super::backend::{Backend, Identity};
 use super::key::{try_lock_sql, LockKey, LockRole};
-use super::path::LockModeFlag;
+use super::mode::LockModeFlag;
 
 use crate::connect::{self, CancelKey, ConnectTarget, Connecting, Then};
 use crate::error::{ErrorDetail, Failure};
