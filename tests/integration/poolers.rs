@@ -419,10 +419,13 @@ fn wait_and_status_work_through_every_pool_mode() {
             .arg("--check")
             .run()
             .assert_code(7);
-        through("wait", "transaction")
+        // The default, auto, polls behind every pooler: no LISTEN, no
+        // waiting mark left on a pooled server session.
+        through("wait", "auto")
             .args(["--timeout", "1s"])
             .run()
             .assert_code(7);
+        assert_eq!(advisory_locks(&db), 0, "{pool_mode}");
         Miglock::for_db(&db)
             .args(["apply", "--migrations"])
             .arg(dir.path())
@@ -918,6 +921,22 @@ fn auto_refuses_baseline_through_a_pooler_and_takes_no_lock() {
         .run();
     out.assert_code(2)
         .assert_stderr_contains("baseline takes the session-level lock")
+        .assert_stderr_contains("a connection pooler sits between miglock and PostgreSQL");
+    assert_eq!(db.history(), Vec::<i64>::new());
+    assert_eq!(advisory_locks(&db), 0);
+}
+
+/// `--rebuild-invalid-indexes` needs the session lock: where auto chooses
+/// transaction mode it is refused up front (exit 2), as with
+/// `--lock-mode transaction`.
+#[test]
+fn auto_refuses_rebuild_invalid_indexes_through_a_pooler() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "transaction");
+    let dir = counted_migrations(1);
+    let out = apply_through(&pooler, &db, &dir, &["--rebuild-invalid-indexes"]).run();
+    out.assert_code(2)
+        .assert_stderr_contains("--rebuild-invalid-indexes needs the session lock")
         .assert_stderr_contains("a connection pooler sits between miglock and PostgreSQL");
     assert_eq!(db.history(), Vec::<i64>::new());
     assert_eq!(advisory_locks(&db), 0);
