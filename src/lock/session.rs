@@ -85,6 +85,13 @@ pub(super) type HistoryRead = Result<Option<Vec<HistoryRow>>, Failure>;
 /// when it was asked for.
 pub(super) type EarlyRead = (HistoryRead, Option<i32>);
 
+/// What the run's first round trip read (see [`read_history`]).
+struct FirstRead {
+    rows: Option<Vec<HistoryRow>>,
+    extra: Option<String>,
+    backend_pid: Option<i32>,
+}
+
 /// The history, `extra`'s first value, and with `with_pid`,
 /// `pg_backend_pid()` (see `lock::path`): one round trip.
 fn read_history(
@@ -92,19 +99,22 @@ fn read_history(
     table: &HistoryTable,
     extra: Option<&str>,
     with_pid: bool,
-) -> Result<(Option<Vec<HistoryRow>>, Option<String>, Option<i32>), Failure> {
+) -> Result<FirstRead, Failure> {
     let mut extras = Vec::with_capacity(2);
     extras.extend(extra);
     if with_pid {
         extras.push("SELECT pg_backend_pid()");
     }
-    let (rows, mut values) = history::read_with(client, table, &extras)?;
-    let pid = with_pid
-        .then(|| values.pop().flatten())
+    let mut read = history::read_with(client, table, &extras)?;
+    let backend_pid = with_pid
+        .then(|| read.extras.pop().flatten())
         .flatten()
         .and_then(|pid| pid.parse().ok());
-    let extra = extra.and_then(|_| values.pop().flatten());
-    Ok((rows, extra, pid))
+    Ok(FirstRead {
+        rows: read.rows,
+        extra: extra.and_then(|_| read.extras.pop().flatten()),
+        backend_pid,
+    })
 }
 
 /// One try for the key.
@@ -181,7 +191,7 @@ impl LockSession {
         let then: Then = std::sync::Arc::new(move |client: &mut Client, key: CancelKey| {
             let with_pid = auto && !matches!(key, CancelKey::NotRead(_));
             let read: EarlyRead = match read_history(client, &table, None, with_pid) {
-                Ok((rows, _, pid)) => (Ok(rows), pid),
+                Ok(read) => (Ok(read.rows), read.backend_pid),
                 Err(failure) => (Err(failure), None),
             };
             Box::new(read) as Box<dyn std::any::Any + Send>
@@ -282,9 +292,9 @@ impl LockSession {
             return Ok(history);
         }
         let with_pid = self.wants_backend_pid();
-        let (rows, _, pid) = read_history(&mut self.client, &self.target.table, None, with_pid)?;
-        self.backend_pid = self.backend_pid.or(pid);
-        Ok(rows)
+        let read = read_history(&mut self.client, &self.target.table, None, with_pid)?;
+        self.backend_pid = self.backend_pid.or(read.backend_pid);
+        Ok(read.rows)
     }
 
     /// [`LockSession::read_history`] with one more statement in the same
@@ -296,10 +306,9 @@ impl LockSession {
         // An early read is of no use here, and must not serve a later one.
         self.history_read = None;
         let with_pid = self.wants_backend_pid();
-        let (rows, extra, pid) =
-            read_history(&mut self.client, &self.target.table, Some(extra), with_pid)?;
-        self.backend_pid = self.backend_pid.or(pid);
-        Ok((rows, extra))
+        let read = read_history(&mut self.client, &self.target.table, Some(extra), with_pid)?;
+        self.backend_pid = self.backend_pid.or(read.backend_pid);
+        Ok((read.rows, read.extra))
     }
 
     /// Ends whatever transaction a failed round trip left open (aborted):

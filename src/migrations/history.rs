@@ -197,29 +197,36 @@ pub struct HistoryRow {
     pub checksum: String,
 }
 
-/// Reads the history (one round trip), `None` when the table does not
-/// exist; with `extras` (one statement each) in the same round trip, and
-/// the first value each returned (none when the table does not exist: the
-/// failed read ends the round trip before them).
+/// What [`read_with`] gave: the rows (`None` when the table does not
+/// exist), and the first value of each extra statement (none when the
+/// table does not exist: the failed read ends the round trip before them).
+pub struct Read {
+    pub rows: Option<Vec<HistoryRow>>,
+    pub extras: Vec<Option<String>>,
+}
+
+/// Reads the history, with `extras` (one statement each) in the same
+/// round trip.
 pub fn read_with(
     client: &mut Client,
     table: &HistoryTable,
     extras: &[&str],
-) -> Result<(Option<Vec<HistoryRow>>, Vec<Option<String>>), Failure> {
+) -> Result<Read, Failure> {
     let mut batch = Batch::new();
     let rows = batch.push(&table.select_sql());
     let slots: Vec<_> = extras.iter().map(|sql| batch.push(sql)).collect();
     match batch.query(client) {
-        Ok(results) => Ok((
-            Some(rows_from_rows(results.rows(rows))?),
-            slots
+        Ok(results) => Ok(Read {
+            rows: Some(rows_from_rows(results.rows(rows))?),
+            extras: slots
                 .into_iter()
                 .map(|slot| results.value(slot).map(str::to_string))
                 .collect(),
-        )),
-        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => {
-            Ok((None, vec![None; extras.len()]))
-        }
+        }),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(Read {
+            rows: None,
+            extras: vec![None; extras.len()],
+        }),
         Err(e) => Err(crate::pg_error::failed(
             &e,
             format!("cannot read the history table {table}"),
