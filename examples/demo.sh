@@ -63,9 +63,10 @@ as_owner "$bindir/pg_ctl" -D "$work/data" -l "$work/server.log" -w -o \
 "$bindir/psql" -X -q -h "$work" -p "$port" -U postgres -c "CREATE DATABASE demo"
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$port/demo"
-# The demo runs in the repository root, so miglock finds migrations/ by
-# default (--migrations, MIGLOCK_MIGRATIONS).
-unset MIGLOCK_MIGRATIONS
+# The demo's migrations live in examples/migrations, away from the default
+# folder (./migrations), so that no command copied from the docs applies
+# them to a reader's own database.
+export MIGLOCK_MIGRATIONS=examples/migrations
 
 echo "==> five replicas start at once: api-1 api-2 worker-1 worker-2 calls-1"
 for replica in api-1 api-2 worker-1 worker-2 calls-1; do
@@ -111,11 +112,11 @@ code=0; "$miglock" apply -q || code=$?
 echo "  miglock apply (again)                     -> exit $code (current)"
 code=0; "$miglock" apply -q --database-url "postgres://postgres@127.0.0.1:1/demo" --connect-timeout 1s 2>/dev/null || code=$?
 echo "  miglock apply (nothing listening)         -> exit $code (unavailable)"
-mkdir "$work/bad" && cp migrations/*.sql "$work/bad/" && echo "select 1;" >"$work/bad/V5-oops.sql"
+mkdir "$work/bad" && cp examples/migrations/*.sql "$work/bad/" && echo "select 1;" >"$work/bad/V5-oops.sql"
 code=0; "$miglock" apply -q --migrations "$work/bad" 2>/dev/null || code=$?
 echo "  miglock apply (a misnamed file)           -> exit $code (invalid, nothing run)"
 echo "==> the same lock and history in-process: examples/embedded.rs (miglock::Migrator)"
-mkdir "$work/next" && cp migrations/*.sql "$work/next/"
+mkdir "$work/next" && cp examples/migrations/*.sql "$work/next/"
 echo "ALTER TABLE accounts ADD COLUMN IF NOT EXISTS embedded_note text;" >"$work/next/V5__embedded_note.sql"
 code=0; cargo run --locked --quiet --example embedded -- "$work/next" >"$work/embedded.out" 2>&1 || code=$?
 sed 's/^/  /' "$work/embedded.out"

@@ -4,7 +4,8 @@
 # (initdb, pg_ctl, postgres) and, as root, a `postgres` user to run them as
 # (initdb refuses to run as root). The test suite also runs `ip` (iproute2:
 # the network-fault test), `kill` (procps: the signal tests), `jq` (the
-# GitHub Actions example's step summary) and pgbouncer (the connection-pooler
+# GitHub Actions example's step summary), groff (groff-base: the man page
+# is rendered as man(1) would) and pgbouncer (the connection-pooler
 # tests start their own, in front of a throwaway cluster; the package's
 # service is not used).
 #
@@ -89,6 +90,10 @@ if ! type -P jq >/dev/null; then
     packages+=(jq)
     why+=" jq (the GitHub Actions example's test)"
 fi
+if ! type -P groff >/dev/null; then
+    packages+=(groff-base)
+    why+=" groff (the man page test)"
+fi
 if [ ! -x "$pgbouncer" ]; then
     packages+=(pgbouncer)
     why+=" $pgbouncer (the connection-pooler tests)"
@@ -138,7 +143,7 @@ fi
 if $changed; then
     say "done: PostgreSQL server binaries in $bindir"
 else
-    what="all present: PostgreSQL server binaries in $bindir, ip, kill, jq, pgbouncer"
+    what="all present: PostgreSQL server binaries in $bindir, ip, kill, jq, groff, pgbouncer"
     ! $root || what+=", the postgres user"
     say "$what"
 fi

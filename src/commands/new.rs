@@ -22,9 +22,29 @@ pub fn run(ctx: &Context, config: &NewConfig, report: &mut Report) -> Result<Out
     let dir = &config.migrations;
     let existing = local_versions(dir)?;
     let highest = existing.iter().map(|(v, _)| *v).max();
-    let version = match highest {
-        None => 1,
-        Some(i32::MAX) => {
+    // A full file name (V7__add_users, with .sql or not) is taken as it
+    // is: what a developer who knows the naming types, and what would
+    // otherwise become V8__V7__add_users.sql.
+    let given = config.name.strip_suffix(".sql").unwrap_or(&config.name);
+    let full = given
+        .starts_with('V')
+        .then(|| {
+            parse_file_name(&format!("{given}.sql"))
+                .ok()
+                .map(|(v, _)| v)
+        })
+        .flatten();
+    let (version, stem) = match (full, highest) {
+        (Some(version), Some(highest)) if version <= highest => {
+            return Err(Failure::usage(anyhow!(
+                "{given}.sql: version {version} is not above the highest one in {} (V{highest}); \
+                 give the name alone (miglock new {}) for the next version",
+                dir.display(),
+                given.split_once("__").map_or(given, |(_, name)| name)
+            )))
+        }
+        (Some(version), _) => (version, given.to_string()),
+        (None, Some(i32::MAX)) => {
             return Err(Failure::invalid(anyhow!(
                 "the highest version in {} is already {} (refinery's history column is INT4): \
                  there is no next version",
@@ -32,15 +52,17 @@ pub fn run(ctx: &Context, config: &NewConfig, report: &mut Report) -> Result<Out
                 i32::MAX
             )))
         }
-        Some(v) => v + 1,
+        (None, highest) => {
+            let version = highest.map_or(1, |v| v + 1);
+            let width = existing
+                .iter()
+                .filter(|(_, digits)| digits.len() > 1 && digits.starts_with('0'))
+                .map(|(_, digits)| digits.len())
+                .max()
+                .unwrap_or(0);
+            (version, format!("V{version:0width$}__{}", config.name))
+        }
     };
-    let width = existing
-        .iter()
-        .filter(|(_, digits)| digits.len() > 1 && digits.starts_with('0'))
-        .map(|(_, digits)| digits.len())
-        .max()
-        .unwrap_or(0);
-    let stem = format!("V{version:0width$}__{}", config.name);
     let file_name = format!("{stem}.sql");
     // The very check `apply` makes when it loads the file, so a name
     // accepted here is one refinery and miglock both load.
@@ -92,7 +114,10 @@ pub fn run(ctx: &Context, config: &NewConfig, report: &mut Report) -> Result<Out
             )))
         }
     }
-    log::info!("MIGRATION_CREATED version={version} name={}", config.name);
+    let name = stem
+        .split_once("__")
+        .map_or(stem.as_str(), |(_, name)| name);
+    log::info!("MIGRATION_CREATED version={version} name={name}");
     report.path = Some(path.display().to_string());
     ctx.out.line(&path.display().to_string());
     Ok(Outcome::Created)
@@ -202,6 +227,30 @@ mod tests {
         std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
         new(dir.path(), "b").unwrap();
         assert!(dir.path().join("V5__b.sql").exists());
+    }
+
+    #[test]
+    fn a_full_file_name_is_taken_as_it_is_when_its_version_comes_next() {
+        let dir = tempfile::tempdir().unwrap();
+        new(dir.path(), "V2__add_users").unwrap();
+        new(dir.path(), "V005__add_orders.sql").unwrap();
+        assert_eq!(
+            names(dir.path()),
+            ["V005__add_orders.sql", "V2__add_users.sql"]
+        );
+        for taken in ["V5__again", "V3__below.sql"] {
+            let err = new(dir.path(), taken).unwrap_err();
+            assert_eq!(err.outcome, Outcome::Usage, "{taken}");
+            assert!(
+                err.message().contains("is not above the highest one")
+                    && err.message().contains("(V5)"),
+                "{err}"
+            );
+        }
+        // A name that only starts like one is a name (padded like V005).
+        new(dir.path(), "Vendors").unwrap();
+        assert!(dir.path().join("V006__Vendors.sql").exists());
+        assert_eq!(names(dir.path()).len(), 3);
     }
 
     #[test]

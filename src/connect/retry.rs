@@ -315,6 +315,16 @@ impl Connecting {
                 }
                 Err(error) => error,
             };
+            // Nothing said where the database is: the local socket was a
+            // guess, so one attempt, and the failure says what to set.
+            let guessed = if target.guessed() {
+                ". Nothing said where the database is (no --database-url, DATABASE_URL or \
+                 PGHOST), so only the local socket was tried, once: set \
+                 DATABASE_URL=postgres://USER@HOST:5432/DATABASE (the password in PGPASSWORD \
+                 or ~/.pgpass), or PGHOST and the other libpq variables"
+            } else {
+                ""
+            };
             let reason = match error {
                 AttemptError::GiveUp(reason) => {
                     let tls = if reason.contains("TLS") || reason.contains("fatal alert") {
@@ -323,11 +333,16 @@ impl Connecting {
                         String::new()
                     };
                     return Err(Failure::unavailable(anyhow!(
-                        "cannot connect to {target}: {reason}{tls}"
+                        "cannot connect to {target}: {reason}{tls}{guessed}"
                     )));
                 }
                 AttemptError::Retry(reason) => reason,
             };
+            if !guessed.is_empty() {
+                return Err(Failure::unavailable(anyhow!(
+                    "cannot connect to {target}: {reason}{guessed}"
+                )));
+            }
             if !retry {
                 return Err(Failure::unavailable(anyhow!(
                     "cannot connect to {target}: {reason}"

@@ -10,6 +10,7 @@ use postgres::config::{Host, TargetSessionAttrs};
 
 use super::conninfo;
 use super::tls::{self, TlsSettings};
+use super::url_shape::{not_a_postgres_url, refuse_a_second_at, url_with_default_port};
 use crate::env::Env;
 use crate::error::Failure;
 use crate::pg_error::error_chain;
@@ -30,6 +31,9 @@ pub struct ConnectTarget {
     /// `user@host:port/database`, safe to print.
     display: String,
     database: String,
+    /// Nothing said where to connect (no URL, no `PGHOST`): the local
+    /// socket is libpq's guess, tried once (see [`ConnectTarget::guessed`]).
+    guessed: bool,
 }
 
 /// Taken out of the URL so that miglock knows whether it was given: the
@@ -45,6 +49,9 @@ impl ConnectTarget {
         let var = |name: &str| env(name).filter(|v| !v.is_empty());
         let malformed =
             |why: String| Failure::usage(anyhow!("the database URL is malformed: {why}"));
+        if let Some(url) = url {
+            not_a_postgres_url(url).map_err(malformed)?;
+        }
         let (url, taken) = match url {
             Some(url) => {
                 let names: Vec<&str> = tls::PARAMS.iter().copied().chain([SESSION_ATTRS]).collect();
@@ -96,6 +103,7 @@ impl ConnectTarget {
             None => postgres::Config::new(),
         };
 
+        let mut guessed = false;
         if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
             match var("PGHOST") {
                 Some(hosts) => {
@@ -104,6 +112,7 @@ impl ConnectTarget {
                     }
                 }
                 None => {
+                    guessed = url.is_none();
                     config.host(default_socket_dir());
                 }
             }
@@ -173,7 +182,16 @@ impl ConnectTarget {
             prefer_writes: false,
             display,
             database,
+            guessed,
         })
+    }
+
+    /// Whether nothing said where to connect: no `--database-url`, no
+    /// `DATABASE_URL`, no `PGHOST`. The local socket is then only libpq's
+    /// guess, so it is tried once (retrying a guess for --connect-timeout
+    /// helps nobody), and its failure says what to set.
+    pub fn guessed(&self) -> bool {
+        self.guessed
     }
 
     /// For `apply`, which needs a server that takes writes: unless the
@@ -219,21 +237,6 @@ fn session_attrs(text: &str) -> Result<TargetSessionAttrs, String> {
     }
 }
 
-/// A URL whose host part holds an `@`: the user information ends at the
-/// first one (as rust-postgres and libpq read it), so a second is a
-/// password's own `@` left unencoded — and what follows the first would be
-/// taken for a host, and shown as one, with part of the password in it.
-fn refuse_a_second_at(url: &str) -> Result<(), Failure> {
-    match conninfo::split_url(url) {
-        Some(parts) if parts.hosts.contains('@') => Err(Failure::usage(anyhow!(
-            "the database URL is malformed: more than one '@' before its host (a password holding \
-             '@' must be percent-encoded, as %40; ':', '/', '?' and '#' as %3A, %2F, %3F and %23); \
-             the URL is not shown, as it holds a password"
-        ))),
-        _ => Ok(()),
-    }
-}
-
 /// Many databases (`--all-databases`): the same server, user and TLS
 /// settings, another database.
 impl ConnectTarget {
@@ -248,6 +251,7 @@ impl ConnectTarget {
             tls: self.tls.clone(),
             session_attrs_given: self.session_attrs_given,
             prefer_writes: self.prefer_writes,
+            guessed: self.guessed,
         }
     }
 }
@@ -256,41 +260,6 @@ impl fmt::Display for ConnectTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.display)
     }
-}
-
-/// A `postgres://` URL with `port` given to each host that has none, as
-/// libpq reads PGPORT. (tokio-postgres would fill in 5432 instead.) `None`
-/// when nothing is to change.
-fn url_with_default_port(url: &str, port: u16) -> Option<String> {
-    let parts = conninfo::split_url(url)?;
-    let query_names_port = parts
-        .query()
-        .is_some_and(|query| query.split('&').any(|p| p.starts_with("port=")));
-    if parts.hosts.is_empty() || query_names_port {
-        return None;
-    }
-    let hosts: Vec<String> = parts
-        .hosts
-        .split(',')
-        .map(|chunk| {
-            let has_port = match chunk.rsplit_once(']') {
-                Some((_, after)) => after.starts_with(':'),
-                None => chunk.contains(':'),
-            };
-            if has_port {
-                chunk.to_string()
-            } else {
-                format!("{chunk}:{port}")
-            }
-        })
-        .collect();
-    let credentials = parts.userinfo.map_or(String::new(), |c| format!("{c}@"));
-    Some(format!(
-        "{}://{credentials}{}{}",
-        parts.scheme,
-        hosts.join(","),
-        parts.tail
-    ))
 }
 
 /// The password file's entry for the first host, as libpq would pick it.

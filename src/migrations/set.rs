@@ -113,6 +113,10 @@ impl MigrationSet {
                 problems.push(folder_problem(dir, "is not a folder"));
                 return reading;
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                problems.push(folder_problem(dir, &missing_folder(dir)));
+                return reading;
+            }
             Err(e) => {
                 problems.push(folder_problem(dir, &io_reason(&e)));
                 return reading;
@@ -329,6 +333,29 @@ fn writable_problem(path: &Path, mode: u32, folder: bool) -> Option<Problem> {
     })
 }
 
+/// Where a relative folder was looked for, and how to name another: a
+/// newcomer's first run is often from the wrong directory, or without
+/// the flag.
+fn missing_folder(dir: &Path) -> String {
+    let looked = if dir.is_relative() {
+        match std::env::current_dir() {
+            Ok(cwd) => format!(
+                " (looked for {}, from the working directory {})",
+                cwd.join(dir).display(),
+                cwd.display()
+            ),
+            Err(_) => String::new(),
+        }
+    } else {
+        String::new()
+    };
+    format!(
+        "does not exist{looked}; name the folder of V<version>__<name>.sql files with \
+         --migrations DIR or MIGLOCK_MIGRATIONS (default: migrations), or create the first \
+         migration with miglock new NAME --migrations DIR"
+    )
+}
+
 fn folder_problem(dir: &Path, why: &str) -> Problem {
     Problem {
         kind: ProblemKind::Folder,
@@ -440,12 +467,32 @@ fn walk(
             walk(&path, ancestors, files, problems, writable);
         } else if is_sql && file_type.is_file() {
             files.push(path);
+        } else if file_type.is_file() && named_like_a_migration(&name.to_string_lossy()) {
+            // Another extension (V1__init.txt, V3__x.sql.bak) or none: a
+            // file its author meant to run, which would silently never run.
+            problems.push(Problem {
+                kind: ProblemKind::Misnamed,
+                ..unreadable(
+                    &path,
+                    "is named like a migration but is not a .sql file, so it would never run: \
+                     give it the .sql extension, or move it out of the migrations folder"
+                        .into(),
+                )
+            });
         } else if is_sql {
             // A FIFO would block the read forever; a device is no migration.
             problems.push(unreadable(&path, "is not a regular file".into()));
         }
     }
     ancestors.pop();
+}
+
+/// `V<digits>__…`: the start of a migration's name.
+fn named_like_a_migration(name: &str) -> bool {
+    name.strip_prefix('V').is_some_and(|rest| {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        digits > 0 && rest[digits..].starts_with("__")
+    })
 }
 
 fn skip_hidden(path: &Path) {

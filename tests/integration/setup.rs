@@ -1,6 +1,6 @@
 //! `scripts/setup-postgres.sh`, the set-up `examples/demo.sh` and `.ci/run`
 //! start with. Its decisions are checked on a stub machine: a PATH holding
-//! only stubs of `apt-get`, `sudo`, `useradd`, `id`, `ip`, `kill`, `jq` and
+//! only stubs of `apt-get`, `sudo`, `useradd`, `id`, `ip`, `kill`, `jq`, `groff` and
 //! `pgbouncer` (`MIGLOCK_PGBOUNCER`, outside PATH as in /usr/sbin) (each
 //! records how it was called; `apt-get install` "installs" into the fake
 //! tree), and a fake `/usr/lib/postgresql` (`MIGLOCK_PG_LIB`). Nothing on the
@@ -36,6 +36,7 @@ for package in "$@"; do
     iproute2) tool "$STUB_ROOT/bin/ip" ;;
     procps) tool "$STUB_ROOT/bin/kill" ;;
     jq) tool "$STUB_ROOT/bin/jq" ;;
+    groff-base) tool "$STUB_ROOT/bin/groff" ;;
     pgbouncer) tool "$MIGLOCK_PGBOUNCER" ;;
     esac
 done
@@ -96,6 +97,7 @@ impl Machine {
             ("ip", TOOL),
             ("kill", TOOL),
             ("jq", TOOL),
+            ("groff", TOOL),
         ] {
             machine.write_executable(&machine.root.join("bin").join(name), text);
         }
@@ -185,7 +187,7 @@ impl Machine {
         assert_eq!(
             again.stdout,
             format!(
-                "setup-postgres: all present: PostgreSQL server binaries in {}, ip, kill, jq, pgbouncer{user}\n",
+                "setup-postgres: all present: PostgreSQL server binaries in {}, ip, kill, jq, groff, pgbouncer{user}\n",
                 self.lib().join(bindir).display()
             ),
             "one line; stderr: {}",
@@ -348,6 +350,7 @@ fn missing_test_tools_are_installed_without_touching_postgresql() {
         .without("ip")
         .without("kill")
         .without("jq")
+        .without("groff")
         .without_pgbouncer();
     let run = machine.run();
     run.assert_code(0);
@@ -355,7 +358,7 @@ fn missing_test_tools_are_installed_without_touching_postgresql() {
         machine.take_calls(),
         [
             "apt-get update -qq".to_string(),
-            format!("{INSTALL} iproute2 procps jq pgbouncer"),
+            format!("{INSTALL} iproute2 procps jq groff-base pgbouncer"),
         ]
     );
     assert!(

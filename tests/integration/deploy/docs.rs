@@ -82,30 +82,68 @@ fn man_page_documents_every_subcommand_and_the_exit_codes() {
     let out = Miglock::new().arg("man").run();
     out.assert_success();
     let page = &out.stdout;
-    // clap_mangen opens with a string definition, then the title.
-    let first_macro = page
+    assert!(page.starts_with(".TH MIGLOCK 1 "), "{}", &page[..40]);
+    // man-pages(7)'s sections, in its order, each once.
+    let sections = [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "COMMANDS",
+        "EXIT STATUS",
+        "ENVIRONMENT",
+        "FILES",
+        "EXAMPLES",
+        "SEE ALSO",
+    ];
+    let found: Vec<&str> = page
         .lines()
-        .find(|line| line.starts_with(".TH") || line.starts_with(".SH"))
-        .unwrap();
-    assert!(first_macro.starts_with(".TH miglock 1"), "{first_macro}");
+        .filter_map(|line| line.strip_prefix(".SH "))
+        .map(|name| name.trim_matches('"'))
+        .collect();
+    assert_eq!(found, sections);
     for sub in SUBCOMMANDS {
-        let heading = format!(".SH \"MIGLOCK {}\"", sub.to_uppercase());
+        let heading = format!(".SS \"miglock {sub}\"");
         assert!(page.contains(&heading), "no {heading}");
     }
-    let exit_status = &page[page.find(".SH \"EXIT STATUS\"").expect("EXIT STATUS")..];
+    // Nothing cites pages that are never installed, and no Markdown.
+    assert!(!page.contains("miglock\\-apply(1)"), "{page}");
+    assert!(!page.contains('`'), "a backtick in the page");
+    let exit_status = &page[page.find(".SH \"EXIT STATUS\"").unwrap()..];
     for code in [0, 1, 2, 3, 4, 5, 6, 7, 8, 130] {
         assert!(
             exit_status.contains(&format!("\\fB{code}\\fR\n")),
             "exit code {code} missing"
         );
     }
-    // Renders without warnings where groff is installed; -k runs preconv, as
-    // man(1) does, for the UTF-8 in the help texts.
-    if let Ok(mut groff) = Command::new("groff")
-        .args(["-k", "-man", "-Tutf8", "-ww", "-z"])
+    let environment = &page[page.find(".SH ENVIRONMENT").unwrap()..page.find(".SH FILES").unwrap()];
+    for variable in [
+        "DATABASE_URL",
+        "MIGLOCK_WAIT",
+        "MIGLOCK_SET",
+        "RUN_MIGRATIONS",
+        "MIGLOCK_INSTANCE",
+        "PGPASSFILE",
+    ] {
+        assert!(
+            environment.contains(variable),
+            "{variable} missing from ENVIRONMENT"
+        );
+    }
+    let examples =
+        &page[page.find(".SH EXAMPLES").unwrap()..page.find(".SH \"SEE ALSO\"").unwrap()];
+    assert!(
+        examples.contains("miglock apply \\-\\-migrations /app/migrations"),
+        "{examples}"
+    );
+    // Renders without a warning, as man(1) would (-k runs preconv for the
+    // UTF-8 in the help texts); scripts/setup-postgres.sh installs groff.
+    let mut groff = Command::new("groff")
+        .args(["-k", "-man", "-Tutf8", "-ww", "-P", "-cbou"])
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
+        .expect("groff, which scripts/setup-postgres.sh installs");
     {
         use std::io::Write;
         groff
@@ -114,13 +152,17 @@ fn man_page_documents_every_subcommand_and_the_exit_codes() {
             .unwrap()
             .write_all(page.as_bytes())
             .unwrap();
-        let rendered = groff.wait_with_output().unwrap();
-        assert!(
-            rendered.status.success() && rendered.stderr.is_empty(),
-            "groff: {}",
-            String::from_utf8_lossy(&rendered.stderr)
-        );
     }
+    let rendered = groff.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&rendered.stderr);
+    assert!(
+        rendered.status.success() && stderr.is_empty(),
+        "groff: {stderr}"
+    );
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(text.contains("miglock apply [OPTIONS]"), "{text}");
+    // (-cbou: plain text, no overstrike; a minus sign may be any dash.)
+    assert!(text.contains("migrations DIR"), "{text}");
 }
 
 #[test]
@@ -131,8 +173,8 @@ fn man_page_and_completions_know_the_new_commands() {
         .assert_success()
         .stdout
         .clone();
-    for sub in ["BASELINE", "NEW", "REPAIR"] {
-        let heading = format!(".SH \"MIGLOCK {sub}\"");
+    for sub in ["baseline", "new", "repair"] {
+        let heading = format!(".SS \"miglock {sub}\"");
         assert!(page.contains(&heading), "no {heading}");
     }
     for option in [

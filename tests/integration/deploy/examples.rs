@@ -467,20 +467,27 @@ fn dockerfile_builds_a_small_non_root_image_with_the_entrypoint() {
         .filter(|(word, _)| word == "FROM")
         .map(|(_, rest)| rest.as_str())
         .collect();
-    assert_eq!(stages.len(), 2, "{stages:?}");
+    assert_eq!(stages.len(), 3, "{stages:?}");
     assert!(
         stages[0].starts_with("rust:1-bookworm AS builder"),
         "{stages:?}"
     );
-    assert!(stages[1].starts_with("debian:bookworm-slim"), "{stages:?}");
+    // miglock alone, for `COPY --from=miglock /miglock …` into other images.
+    assert_eq!(stages[1], "scratch AS miglock", "{stages:?}");
+    assert!(stages[2].starts_with("debian:bookworm-slim"), "{stages:?}");
+    assert!(instructions
+        .iter()
+        .any(|(word, rest)| word == "COPY"
+            && rest == "--from=builder /usr/local/bin/miglock /miglock"));
     let runtime_start = instructions
         .iter()
         .rposition(|(word, _)| word == "FROM")
         .unwrap();
     let (builder, runtime) = instructions.split_at(runtime_start);
-    assert!(builder
-        .iter()
-        .any(|(word, rest)| word == "RUN" && rest.contains("cargo build --release --locked")));
+    // Static (crt-static, with an explicit target), so that it runs in any image.
+    assert!(builder.iter().any(|(word, rest)| word == "RUN"
+        && rest.contains("cargo build --release --locked --target")
+        && rest.contains("RUSTFLAGS=\"-C target-feature=+crt-static\"")));
 
     let copies: Vec<Vec<&str>> = runtime
         .iter()
@@ -496,7 +503,7 @@ fn dockerfile_builds_a_small_non_root_image_with_the_entrypoint() {
     };
     assert_eq!(copy_to("--from=builder"), "/usr/local/bin/miglock");
     let entrypoint = copy_to("examples/entrypoint.sh");
-    let migrations = copy_to("migrations");
+    let migrations = copy_to("examples/migrations");
     // Every source copied from the build context exists in this repository.
     for (word, rest) in &instructions {
         if word == "COPY" && !rest.contains("--from=") {
@@ -534,13 +541,51 @@ fn dockerfile_builds_a_small_non_root_image_with_the_entrypoint() {
     assert!(ignore.lines().any(|line| line.trim() == "target"));
 }
 
-/// Every fenced block of the README whose first line names an example file
-/// (`# examples/...`) must be a verbatim excerpt of that file.
+/// Every fenced block of the README and of docs/ whose first line names an
+/// example file (`# examples/...`) must be a verbatim excerpt of that file.
 #[test]
 fn readme_snippets_match_the_example_files() {
-    let readme = read_repo_file("README.md");
     let mut checked = BTreeMap::new();
-    let mut blocks = readme.split("\n```").skip(1).step_by(2);
+    for doc in documents() {
+        let text = read_repo_file(&doc);
+        check_excerpts(&doc, &text, &mut checked);
+    }
+    for file in [
+        "examples/Dockerfile",
+        "examples/docker-compose.yml",
+        "examples/kubernetes/migrate-job.yaml",
+        "examples/kubernetes/deployment.yaml",
+        "examples/github-actions/migrate.yml",
+    ] {
+        assert!(
+            checked.contains_key(file),
+            "no document has an excerpt of {file}: {checked:?}"
+        );
+    }
+}
+
+/// README.md and every Markdown file under docs/, as repository paths.
+fn documents() -> Vec<String> {
+    fn walk(dir: &std::path::Path, base: &std::path::Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, base, found);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                found.push(path.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut found = vec!["README.md".to_string()];
+    walk(&repo_path("docs"), &repo_path(""), &mut found);
+    found.sort();
+    found
+}
+
+/// Every fenced block of `text` whose first line names an example file
+/// (`# examples/...`) must be a verbatim excerpt of that file.
+fn check_excerpts(doc: &str, text: &str, checked: &mut BTreeMap<String, usize>) {
+    let mut blocks = text.split("\n```").skip(1).step_by(2);
     for block in &mut blocks {
         let body = block.split_once('\n').map_or("", |(_, body)| body);
         let Some((first, excerpt)) = body.split_once('\n') else {
@@ -555,20 +600,69 @@ fn readme_snippets_match_the_example_files() {
         let contents = read_repo_file(file);
         assert!(
             contents.contains(excerpt),
-            "README's excerpt of {file} is not in the file:\n{excerpt}"
+            "{doc}'s excerpt of {file} is not in the file:\n{excerpt}"
         );
         *checked.entry(file.to_string()).or_insert(0) += 1;
     }
-    for file in [
-        "examples/Dockerfile",
-        "examples/docker-compose.yml",
-        "examples/kubernetes/migrate-job.yaml",
-        "examples/kubernetes/deployment.yaml",
-        "examples/github-actions/migrate.yml",
-    ] {
-        assert!(
-            checked.contains_key(file),
-            "README has no excerpt of {file}: {checked:?}"
-        );
+}
+
+/// Every relative link of README.md, docs/ and the other top-level
+/// documents points at a file that exists and, with `#anchor`, at one of
+/// its headings (GitHub's anchors: lower case, punctuation dropped, spaces
+/// as hyphens). The docs are split over many files; a moved section must
+/// not leave links behind.
+#[test]
+fn links_between_documents_resolve() {
+    let mut docs = documents();
+    docs.extend(["RELIABILITY.md", "BENCHMARKS.md", "CHANGELOG.md"].map(String::from));
+    let mut broken = Vec::new();
+    for doc in &docs {
+        let text = outside_code_blocks(&read_repo_file(doc));
+        for target in text
+            .split("](")
+            .skip(1)
+            .filter_map(|rest| rest.split_once(')'))
+        {
+            let target = target.0;
+            if target.contains("://") || target.starts_with("mailto:") || target.contains(' ') {
+                continue;
+            }
+            let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let file = if path.is_empty() {
+                repo_path(doc)
+            } else {
+                repo_path(doc).parent().unwrap().join(path)
+            };
+            if !file.exists() {
+                broken.push(format!("{doc}: {target}: no such file"));
+            } else if !anchor.is_empty()
+                && file.extension().is_some_and(|e| e == "md")
+                && !anchors(&std::fs::read_to_string(&file).unwrap()).contains(&anchor.to_string())
+            {
+                broken.push(format!("{doc}: {target}: no such heading"));
+            }
+        }
     }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+fn outside_code_blocks(text: &str) -> String {
+    text.split("```").step_by(2).collect::<Vec<_>>().join("\n")
+}
+
+fn anchors(markdown: &str) -> Vec<String> {
+    outside_code_blocks(markdown)
+        .lines()
+        .filter(|line| line.starts_with('#'))
+        .filter_map(|line| line.trim_start_matches('#').strip_prefix(' '))
+        .map(|title| {
+            title
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect()
+        })
+        .collect()
 }

@@ -12,6 +12,7 @@ mod entrypoint;
 mod examples;
 mod help;
 mod output;
+mod quick_start;
 
 const MIGLOCK: &str = env!("CARGO_BIN_EXE_miglock");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -28,7 +29,7 @@ fn read_repo_file(relative: &str) -> String {
 
 /// The migrations folder the image holds, as found in this repository.
 fn example_migrations() -> PathBuf {
-    repo_path("migrations")
+    repo_path("examples/migrations")
 }
 
 fn example_migration_versions() -> Vec<i64> {

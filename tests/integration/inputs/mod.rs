@@ -18,6 +18,7 @@ use crate::harness::{Miglock, MigrationDir, RunOutput, CREATE_T_ADD_NOTE};
 mod all_at_once;
 mod connection;
 mod files;
+mod first_day;
 mod history;
 mod permissions;
 mod secrets;
