@@ -9,7 +9,8 @@
 //! `unreachable!`).
 //!
 //! - [`names`]: the file-name rule;
-//! - [`set`]: reading the folder, every problem of every file up front;
+//! - [`set`]: reading the folder, every problem of every file up front
+//!   ([`walk`]: the folder's entries);
 //! - [`plan`]: the join with the history;
 //! - [`check`]: every problem of a set in one list, the folder's, the
 //!   history's and the pending files' statements;
@@ -29,6 +30,7 @@ mod problems;
 mod set;
 pub mod split;
 mod version;
+mod walk;
 
 pub use check::{every_problem, WithoutHistory};
 pub use names::parse_file_name;
