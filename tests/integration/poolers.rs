@@ -377,7 +377,7 @@ fn session_mode_through_transaction_pooling_stops_on_the_pooler_and_applies_noth
 }
 
 #[test]
-fn session_mode_through_session_pooling_behaves_as_a_direct_connection() {
+fn session_pooling_behaves_as_a_direct_connection() {
     let db = Cluster::shared().create_db();
     let pooler = Pooler::start(&db, "session");
     let dir = counted_migrations(4);
