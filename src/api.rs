@@ -11,7 +11,7 @@ use crate::connect::ConnectTarget;
 use crate::context::Context;
 use crate::error::Failure;
 use crate::interrupt::Interrupt;
-use crate::lock::{LockKey, LockMode};
+use crate::lock::{LockKey, LockModeFlag};
 use crate::migrate;
 use crate::migrations::history::HistoryTable;
 use crate::migrations::{AheadPolicy, Version};
@@ -54,7 +54,25 @@ pub struct Migrator {
     target: Option<Version>,
     instance: Option<String>,
     allow_world_writable: bool,
+    lock_mode: LockMode,
     interrupt: Arc<Interrupt>,
+}
+
+/// What the advisory lock is tied to, as the binary's `--lock-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LockMode {
+    /// Told from the connection: session mode on a direct connection,
+    /// transaction mode behind a connection pooler (and a pooler in
+    /// statement pooling mode refused, as a usage error).
+    #[default]
+    Auto,
+    /// One connection holds a session lock for the whole run: a direct
+    /// connection or a session-pooling port only.
+    Session,
+    /// Each migration's transaction takes the lock; files without a
+    /// transaction are refused.
+    Transaction,
 }
 
 /// What a run did, when it did not fail. More outcomes may come, so a
@@ -190,6 +208,7 @@ impl Migrator {
             target: None,
             instance: None,
             allow_world_writable: false,
+            lock_mode: LockMode::Auto,
             interrupt: Interrupt::new(),
         }
     }
@@ -247,6 +266,12 @@ impl Migrator {
     /// is refused by default (`--allow-world-writable`).
     pub fn allow_world_writable(mut self, allow: bool) -> Migrator {
         self.allow_world_writable = allow;
+        self
+    }
+
+    /// What the lock is tied to (default [`LockMode::Auto`]).
+    pub fn lock_mode(mut self, mode: LockMode) -> Migrator {
+        self.lock_mode = mode;
         self
     }
 
@@ -348,7 +373,11 @@ impl Migrator {
                 // As the binary's default: an older release embedding
                 // miglock must still start against a newer schema.
                 ahead: AheadPolicy::Allow,
-                lock_mode: LockMode::Session,
+                lock_mode: match self.lock_mode {
+                    LockMode::Auto => LockModeFlag::Auto,
+                    LockMode::Session => LockModeFlag::Session,
+                    LockMode::Transaction => LockModeFlag::Transaction,
+                },
                 allow_world_writable: self.allow_world_writable,
             },
             wait: self.wait,

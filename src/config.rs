@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::connect::ConnectTarget;
 use crate::error::Failure;
-use crate::lock::{Identity, LockKey, LockMode, LockTarget};
+use crate::lock::{Identity, LockKey, LockModeFlag, LockTarget};
 use crate::migrate;
 use crate::migrations::history::HistoryTable;
 use crate::migrations::{AheadPolicy, Version};
@@ -31,8 +31,9 @@ pub struct Common {
     pub instance: Option<String>,
     /// Whether what a newer release applied counts as current (`--ahead`).
     pub ahead: AheadPolicy,
-    /// What the advisory lock is tied to (`--lock-mode`).
-    pub lock_mode: LockMode,
+    /// What the advisory lock is tied to (`--lock-mode`), or `auto`: told
+    /// from the connection.
+    pub lock_mode: LockModeFlag,
     /// Migrations that every user may write to are run all the same
     /// (`--allow-world-writable`).
     pub allow_world_writable: bool,
@@ -46,6 +47,7 @@ impl Common {
             table: self.table.clone(),
             key: self.key.clone(),
             connect_timeout: self.connect_timeout,
+            lock_mode: self.lock_mode,
         }
     }
 
@@ -162,7 +164,7 @@ pub struct FleetConfig {
     pub connect_timeout: Duration,
     pub instance: Option<String>,
     pub ahead: AheadPolicy,
-    pub lock_mode: LockMode,
+    pub lock_mode: LockModeFlag,
     pub allow_world_writable: bool,
 }
 

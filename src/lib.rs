@@ -51,7 +51,7 @@ mod sql;
 mod targets;
 mod time;
 
-pub use api::{AppliedMigration, CancelHandle, Error, ErrorKind, Migrated, Migrator};
+pub use api::{AppliedMigration, CancelHandle, Error, ErrorKind, LockMode, Migrated, Migrator};
 pub use migrations::Version;
 
 /// Internals the property tests drive directly (parsers, quoting, name

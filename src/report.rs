@@ -165,6 +165,14 @@ impl PendingEntry {
 pub struct LockReport {
     pub key: Option<i64>,
     pub key_source: Option<String>,
+    /// `apply`: the lock mode of this run, `session` or `transaction`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    /// Why: `requested` (`--lock-mode`), `direct` or `pooler` (told by
+    /// `auto` from the connection), `unix_socket` or `no_host_name` (auto
+    /// could not tell: session), `statement_pooler` (refused, exit 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode_reason: Option<&'static str>,
     pub waited_ms: u64,
     pub holder: Option<Backend>,
     /// `session` or `transaction`: the holder's `--lock-mode`, from its

@@ -215,7 +215,8 @@ pub struct ApplyArgs {
     /// REINDEX INDEX CONCURRENTLY (PostgreSQL 12+) before the pending migrations, within
     /// --ddl-lock-budget, and logged as INVALID_INDEX_REBUILT. Without it apply only reports
     /// them (INVALID_INDEX_FOUND), and only when it has migrations to apply (status always
-    /// does); other INVALID indexes are never touched. Needs --lock-mode session.
+    /// does); other INVALID indexes are never touched. Needs the session lock: --lock-mode
+    /// session, or auto on a direct connection (exit 2 otherwise).
     #[arg(long, env = "MIGLOCK_REBUILD_INVALID_INDEXES", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new(), help_heading = TABLE_LOCKS)]
     pub rebuild_invalid_indexes: bool,

@@ -14,11 +14,13 @@ schema current or skip. Each migration and its history row (refinery's table) co
 transaction.
 
 The lock is tried in a bounded retry loop (--wait), never blocking inside the server, in one of \
-two modes (--lock-mode): session (the default) holds it with pg_try_advisory_lock on the one \
-connection that runs the migrations, for the whole run, which needs a direct connection or \
-session pooling; transaction takes it inside each migration's transaction with \
-pg_try_advisory_xact_lock and re-reads the history under it, which is safe behind PgBouncer's \
-transaction pooling and refuses migrations that cannot run in a transaction.";
+two modes (--lock-mode): session holds it with pg_try_advisory_lock on the one connection that \
+runs the migrations, for the whole run, which needs a direct connection or session pooling; \
+transaction takes it inside each migration's transaction with pg_try_advisory_xact_lock and \
+re-reads the history under it, which is safe behind PgBouncer's transaction pooling and refuses \
+migrations that cannot run in a transaction. The default, auto, tells from the connection: \
+session when PostgreSQL answers directly, transaction behind a connection pooler (whose cancel \
+key does not carry pg_backend_pid()), and a pooler in statement pooling mode is refused.";
 
 pub const AFTER_HELP: &str = "\
 Each command's options: miglock <COMMAND> --help. The options of the folder, the connection, \

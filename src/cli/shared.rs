@@ -123,16 +123,21 @@ pub struct DatabaseArgs {
 /// `--lock-mode`: the commands that take the lock or wait on it.
 #[derive(Debug, Args)]
 pub struct LockModeArgs {
-    /// What the advisory lock is tied to: session, or transaction (behind a transaction pooler)
+    /// What the advisory lock is tied to: auto, session, or transaction (behind a transaction pooler)
     ///
-    /// session: one connection holds the lock (pg_try_advisory_lock) for the whole run; needs a
-    /// direct connection or session pooling. transaction: each migration's transaction takes
-    /// the lock itself (pg_try_advisory_xact_lock) and re-reads the history under it, so
-    /// PgBouncer's pool_mode=transaction is safe; migrations without a transaction are refused
-    /// (exit 6). baseline and repair always take the session lock, and warn when told
-    /// transaction.
+    /// auto: told from the connection: session on a direct connection, transaction behind a
+    /// connection pooler (the cancel key PostgreSQL gives carries its pg_backend_pid(), a
+    /// pooler's does not); apply refuses a pooler in statement pooling mode (exit 2); over a
+    /// Unix socket (or a host given by hostaddr alone) the key is not read: session. Behind a
+    /// session-pooling PgBouncer, auto chooses transaction: give session there to run files
+    /// without a transaction. session: one connection holds the lock (pg_try_advisory_lock) for
+    /// the whole run; needs a direct connection or session pooling. transaction: each
+    /// migration's transaction takes the lock itself (pg_try_advisory_xact_lock) and re-reads
+    /// the history under it, so PgBouncer's pool_mode=transaction is safe; migrations without a
+    /// transaction are refused (exit 6). baseline and repair always take the session lock: they
+    /// warn when told transaction, and under auto refuse a pooler (exit 2).
     #[arg(long, env = "MIGLOCK_LOCK_MODE", value_enum, value_name = "MODE",
-          default_value_t = LockModeArg::Session, help_heading = LOCK, display_order = 31)]
+          default_value_t = LockModeArg::Auto, help_heading = LOCK, display_order = 31)]
     pub lock_mode: LockModeArg,
 }
 
@@ -162,6 +167,7 @@ pub enum AheadArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LockModeArg {
+    Auto,
     Session,
     Transaction,
 }

@@ -19,7 +19,7 @@ use crate::connect::conninfo;
 use crate::connect::ConnectTarget;
 use crate::env::Env;
 use crate::error::Failure;
-use crate::lock::{LockKey, LockMode};
+use crate::lock::{LockKey, LockModeFlag};
 use crate::migrate;
 use crate::migrations::history::HistoryTable;
 use crate::migrations::{AheadPolicy, Version};
@@ -164,10 +164,11 @@ impl<'a> Shared<'a> {
         })
     }
 
-    fn lock_mode(&self) -> LockMode {
+    fn lock_mode(&self) -> LockModeFlag {
         match self.lock_mode {
-            LockModeArg::Session => LockMode::Session,
-            LockModeArg::Transaction => LockMode::Transaction,
+            LockModeArg::Auto => LockModeFlag::Auto,
+            LockModeArg::Session => LockModeFlag::Session,
+            LockModeArg::Transaction => LockModeFlag::Transaction,
         }
     }
 
@@ -235,7 +236,7 @@ impl ApplyArgs {
                  changes nothing"
             )));
         }
-        if self.rebuild_invalid_indexes && common.lock_mode == LockMode::Transaction {
+        if self.rebuild_invalid_indexes && common.lock_mode == LockModeFlag::Transaction {
             return Err(Failure::usage(anyhow!(
                 "--rebuild-invalid-indexes cannot go with --lock-mode transaction: REINDEX INDEX \
                  CONCURRENTLY runs outside a transaction, so no transaction can hold the key for \

@@ -13,7 +13,7 @@ use anyhow::anyhow;
 use crate::config::BaselineConfig;
 use crate::context::Context;
 use crate::error::Failure;
-use crate::lock::{mode, wait, LockSession};
+use crate::lock::{self, wait, LockSession};
 use crate::migrations::history::{self, HistoryRow};
 use crate::migrations::{LocalMigration, MigrationSet, Problem, ProblemKind, Problems, Version};
 use crate::outcome::Outcome;
@@ -50,8 +50,8 @@ pub fn run(
         return Ok(Outcome::Baselined);
     }
 
-    mode::warn_session_only("baseline", common.lock_mode, &common.key);
     let mut session = LockSession::connect(target, identity, ctx.interrupt)?;
+    lock::session_lock_only("baseline", common.lock_mode, &mut session)?;
     let acquired = wait::acquire(
         &mut session,
         config.wait,

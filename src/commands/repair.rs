@@ -14,7 +14,7 @@ use anyhow::anyhow;
 use crate::config::{Format, RepairConfig};
 use crate::context::Context;
 use crate::error::Failure;
-use crate::lock::{mode, wait, LockSession};
+use crate::lock::{self, wait, LockSession};
 use crate::migrations::history::HistoryRow;
 use crate::migrations::{LocalMigration, MigrationSet};
 use crate::outcome::Outcome;
@@ -66,7 +66,6 @@ pub fn run(ctx: &Context, config: &RepairConfig, report: &mut Report) -> Result<
     let mut reading = MigrationSet::read(&common.migrations);
     reading.judge_writable(common.allow_world_writable, true);
     let set = reading.strict().map_err(|p| report.invalid(p))?;
-    mode::warn_session_only("repair", common.lock_mode, &common.key);
     let mut session = LockSession::connect(
         common.lock_target(),
         common.identity("repair"),
@@ -117,6 +116,7 @@ pub fn run(ctx: &Context, config: &RepairConfig, report: &mut Report) -> Result<
         ));
         return Ok(Outcome::Repaired);
     }
+    lock::session_lock_only("repair", common.lock_mode, &mut session)?;
     if !config.yes && !confirm(chosen.len())? {
         return Err(Failure::new(
             Outcome::Declined,

@@ -15,7 +15,7 @@ use crate::config::WaitConfig;
 use crate::context::Context;
 use crate::error::Failure;
 use crate::lock::wait::{self, Look, Woken};
-use crate::lock::{LockMode, LockSession};
+use crate::lock::{LockMode, LockModeFlag, LockSession};
 use crate::migrate::settings;
 use crate::migrations::{MigrationSet, Plan};
 use crate::outcome::Outcome;
@@ -49,10 +49,16 @@ pub fn run(ctx: &Context, config: &WaitConfig, report: &mut Report) -> Result<Ou
     let mut spinner: Option<indicatif::ProgressBar> = None;
     let mut announced: Option<usize> = None;
     let mut pending = Vec::new();
+    // Behind a pooler LISTEN and the waiting mark would stay on a pooled
+    // server session: transaction mode only polls. Under auto, the first
+    // look tells (its history read asks for pg_backend_pid() too).
+    let mut listens = match common.lock_mode {
+        LockModeFlag::Session => Some(true),
+        LockModeFlag::Transaction => Some(false),
+        LockModeFlag::Auto => None,
+    };
     let current = wait::until(&mut session, deadline, ctx.interrupt, |session, woken| {
-        // Behind a transaction pooler LISTEN and the waiting mark would
-        // stay on a pooled server session: transaction mode only polls.
-        if common.lock_mode == LockMode::Session {
+        if listens == Some(true) {
             session.listen()?;
         }
         // On each connection: a lost one is made again by the loop.
@@ -68,6 +74,16 @@ pub fn run(ctx: &Context, config: &WaitConfig, report: &mut Report) -> Result<Ou
                 &format!("waited_ms={}", report.lock.waited_ms),
             );
             return Ok(Look::Done(()));
+        }
+        if listens.is_none() {
+            let decision = session.decide_lock_mode(LockModeFlag::Auto, false)?;
+            decision.log(log::Level::Debug);
+            listens = Some(decision.mode == LockMode::Session);
+            if listens == Some(true) {
+                // Listen, and look again at once: a release between this
+                // look and the LISTEN would not wake this waiter.
+                return Ok(Look::Again(Duration::ZERO));
+            }
         }
         pending = plan.pending.iter().map(ToString::to_string).collect();
         if announced != Some(pending.len()) {

@@ -10,6 +10,7 @@ use postgres::error::SqlState;
 use postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::sniff::{self, CancelKey, SniffingConnect, Wire};
 use super::target::ConnectTarget;
 use crate::backoff::Backoff;
 use crate::error::Failure;
@@ -39,6 +40,13 @@ fn classify(e: &postgres::Error) -> AttemptError {
             AttemptError::GiveUp(message)
         };
     }
+    // The connector's own SSLRequest exchange (see `sniff`), which
+    // rust-postgres reports as a TLS failure: as rust-postgres's would be.
+    if let Some(io) =
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<sniff::NegotiationIo>())
+    {
+        return AttemptError::Retry(format!("error communicating with the server: {io}"));
+    }
     let message = error_chain(e);
     // Certificates and TLS support do not change between attempts; nor
     // does the server's verdict on this side's client certificate, which
@@ -66,6 +74,9 @@ pub struct Connecting {
     /// A TLS set-up error is reported by `finish`, in its turn: after the
     /// migration files, as the contract orders the checks.
     connector: Result<MakeRustlsConnect, String>,
+    /// What the connector does before the start-up (see `sniff`), or why
+    /// the cancel key is not read on this target.
+    wire: Result<Wire, &'static str>,
     started: Instant,
     timeout: Duration,
     first: Option<ConnectAttempt>,
@@ -77,11 +88,14 @@ pub struct Connecting {
 /// Work for a new connection, done in the connecting thread: the run's
 /// first query overlaps the caller's work too. Its result, type-erased for
 /// the layer above, comes back with the connection.
-pub type Then = std::sync::Arc<dyn Fn(&mut Client) -> Box<dyn std::any::Any + Send> + Send + Sync>;
+/// It is given the connection's cancel key.
+pub type Then =
+    std::sync::Arc<dyn Fn(&mut Client, CancelKey) -> Box<dyn std::any::Any + Send> + Send + Sync>;
 
-/// A connection, and what [`Then`] made of it.
+/// A connection, the cancel key it was given, and what [`Then`] made of it.
 pub struct Connected {
     pub client: Client,
+    pub key: CancelKey,
     pub then: Option<Box<dyn std::any::Any + Send>>,
 }
 
@@ -151,6 +165,8 @@ impl Connecting {
         } else {
             target.tls.mode.wire_mode()
         });
+        // TCP connections go through the connector, which reads the key.
+        let wire = sniff::prepare(&mut config);
         // With one host the preference cannot choose: asking would only add
         // a round trip (`SHOW transaction_read_only`) to every connect, and
         // a second connection to the same host when it is a standby. The
@@ -171,6 +187,7 @@ impl Connecting {
             target,
             config,
             connector,
+            wire,
             started: Instant::now(),
             timeout,
             first: None,
@@ -204,18 +221,34 @@ impl Connecting {
         };
         let (sender, result) = std::sync::mpsc::channel();
         let then = self.then.clone();
+        let wire = self.wire;
+        // A connector of its own for each connection, so that the key it
+        // reads is that connection's (an attempt left behind cannot write
+        // over a later one's).
+        let connect = move |config: &postgres::Config| {
+            let sniffing =
+                SniffingConnect::new(connector.clone(), *wire.as_ref().unwrap_or(&Wire::Delegate));
+            let key = sniffing.seen();
+            config.connect(sniffing).map(|client| {
+                let key = match wire {
+                    Err(why) => CancelKey::NotRead(why),
+                    Ok(_) => key.pid().map_or(CancelKey::Missing, CancelKey::Pid),
+                };
+                (client, key)
+            })
+        };
         std::thread::Builder::new()
             .name("connect".into())
             .spawn(move || {
-                let mut result = config.connect(connector.clone());
+                let mut result = connect(&config);
                 if prefer_writes && result.as_ref().err().is_some_and(settle_for_any) {
                     log::debug!("no host takes writes: connecting to any");
                     config.target_session_attrs(TargetSessionAttrs::Any);
-                    result = config.connect(connector);
+                    result = connect(&config);
                 }
-                let connected = result.map(|mut client| {
-                    let then = then.map(|then| then(&mut client));
-                    Connected { client, then }
+                let connected = result.map(|(mut client, key)| {
+                    let then = then.map(|then| then(&mut client, key));
+                    Connected { client, key, then }
                 });
                 let _ = sender.send(connected);
             })
@@ -273,7 +306,10 @@ impl Connecting {
                         target.tls.mode
                     );
                     let token = connected.client.cancel_token();
-                    let connector = connector.clone();
+                    // The token negotiates as its connection was told to:
+                    // through the same kind of connector.
+                    let wire = *self.wire.as_ref().unwrap_or(&Wire::Delegate);
+                    let connector = SniffingConnect::new(connector.clone(), wire);
                     interrupt.watch(Box::new(move || token.cancel_query(connector.clone())));
                     return Ok(connected);
                 }
@@ -387,8 +423,6 @@ pub fn connect(
     timeout: Duration,
     application_name: &str,
     interrupt: &Interrupt,
-) -> Result<Client, Failure> {
-    Connecting::start(target, timeout, application_name, false, None)
-        .finish(interrupt)
-        .map(|connected| connected.client)
+) -> Result<Connected, Failure> {
+    Connecting::start(target, timeout, application_name, false, None).finish(interrupt)
 }

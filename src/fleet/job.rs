@@ -104,7 +104,7 @@ mod tests {
     use super::*;
     use crate::config::Source;
     use crate::connect::ConnectTarget;
-    use crate::lock::LockMode;
+    use crate::lock::LockModeFlag;
     use crate::migrations::AheadPolicy;
 
     #[test]
@@ -132,7 +132,7 @@ mod tests {
             connect_timeout: Duration::ZERO,
             instance: None,
             ahead: AheadPolicy::default(),
-            lock_mode: LockMode::Session,
+            lock_mode: LockModeFlag::Auto,
             allow_world_writable: false,
         };
         let mut target = Target {

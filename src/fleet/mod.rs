@@ -151,7 +151,7 @@ fn list_all(
 ) -> Result<Vec<Target>, Failure> {
     let name =
         crate::lock::Identity::new("list", config.instance.as_deref()).application_name(None);
-    let mut client = connect::connect(server, config.connect_timeout, &name, interrupt)?;
+    let mut client = connect::connect(server, config.connect_timeout, &name, interrupt)?.client;
     let names = targets::list_databases(&mut client, server.database(), pattern);
     interrupt.forget();
     drop(client);

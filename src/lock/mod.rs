@@ -12,13 +12,15 @@ mod backend;
 mod create;
 mod key;
 pub mod mode;
+mod path;
 mod release;
 mod session;
 pub mod wait;
 
 pub use backend::{Backend, Identity};
 pub use key::{LockKey, LockRole, ACTIVITY_COLUMNS};
-pub use mode::LockMode;
+pub use mode::{LockMode, LockModeFlag};
+pub use path::{session_lock_only, Decision};
 pub use session::{Attempt, LockSession, LockTarget, PendingSession};
 
 /// `LOCK_WAIT_TIMEOUT`: the key stayed busy for the whole wait; who held

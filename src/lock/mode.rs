@@ -25,6 +25,17 @@ pub enum LockMode {
     Transaction,
 }
 
+/// What `--lock-mode` (`MIGLOCK_LOCK_MODE`) asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LockModeFlag {
+    /// Session mode on a direct connection, transaction mode behind a
+    /// pooler (see `lock::path`).
+    #[default]
+    Auto,
+    Session,
+    Transaction,
+}
+
 impl LockMode {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -106,19 +117,6 @@ pub fn guard_refusal(error: &postgres::Error) -> Option<&'static str> {
     [KEY_ELSEWHERE, ALREADY_APPLIED]
         .into_iter()
         .find(|code| db.message().contains(&format!("\"miglock:{code}:")))
-}
-
-/// `baseline` and `repair` write history rows under the session lock
-/// whatever `--lock-mode` says (they run rarely, by hand): say so when
-/// transaction mode is asked for, since through a transaction pooler that
-/// lock does not protect them.
-pub fn warn_session_only(command: &str, mode: LockMode, key: &LockKey) {
-    if mode == LockMode::Transaction {
-        log::warn!(
-            "{command} takes the session-level lock {key} whatever --lock-mode says: run it over a direct \
-             connection (or a session-pooling port), not through a transaction pooler"
-        );
-    }
 }
 
 /// What a session-mode run behind a transaction pooler says when its

@@ -16,8 +16,9 @@ use postgres::Client;
 
 use super::backend::{Backend, Identity};
 use super::key::{try_lock_sql, LockKey, LockRole};
+use super::mode::LockModeFlag;
 
-use crate::connect::{self, ConnectTarget, Connecting, Then};
+use crate::connect::{self, CancelKey, ConnectTarget, Connecting, Then};
 use crate::error::{ErrorDetail, Failure};
 use crate::interrupt::Interrupt;
 use crate::migrations::history::{self, HistoryRow, HistoryTable};
@@ -38,10 +39,17 @@ pub struct LockTarget {
     pub key: LockKey,
     /// How long to keep trying to connect (and to reconnect).
     pub connect_timeout: Duration,
+    /// `--lock-mode`: under `auto`, the first round trip also asks for
+    /// `pg_backend_pid()` (see `lock::path`).
+    pub lock_mode: LockModeFlag,
 }
 
 pub struct LockSession {
     pub(super) client: Client,
+    /// The cancel key this connection was given, and `pg_backend_pid()`
+    /// once a round trip asked (see `lock::path`).
+    pub(super) key: CancelKey,
+    pub(super) backend_pid: Option<i32>,
     pub(super) target: LockTarget,
     pub(super) identity: Identity,
     /// Session settings sent once per connection, with the first attempt.
@@ -73,6 +81,42 @@ pub struct LockSession {
 /// What reading the history gave.
 pub(super) type HistoryRead = Result<Option<Vec<HistoryRow>>, Failure>;
 
+/// What the connecting thread read: the history, and `pg_backend_pid()`
+/// when it was asked for.
+pub(super) type EarlyRead = (HistoryRead, Option<i32>);
+
+/// What the run's first round trip read (see [`read_history`]).
+struct FirstRead {
+    rows: Option<Vec<HistoryRow>>,
+    extra: Option<String>,
+    backend_pid: Option<i32>,
+}
+
+/// The history, `extra`'s first value, and with `with_pid`,
+/// `pg_backend_pid()` (see `lock::path`): one round trip.
+fn read_history(
+    client: &mut Client,
+    table: &HistoryTable,
+    extra: Option<&str>,
+    with_pid: bool,
+) -> Result<FirstRead, Failure> {
+    let mut extras = Vec::with_capacity(2);
+    extras.extend(extra);
+    if with_pid {
+        extras.push("SELECT pg_backend_pid()");
+    }
+    let mut read = history::read_with(client, table, &extras)?;
+    let backend_pid = with_pid
+        .then(|| read.extras.pop().flatten())
+        .flatten()
+        .and_then(|pid| pid.parse().ok());
+    Ok(FirstRead {
+        rows: read.rows,
+        extra: extra.and_then(|_| read.extras.pop().flatten()),
+        backend_pid,
+    })
+}
+
 /// One try for the key.
 pub enum Attempt {
     /// This session holds the key. The history, when asked for, was read in
@@ -102,9 +146,11 @@ mod pending;
 pub use pending::PendingSession;
 
 impl LockSession {
-    fn new(client: Client, target: LockTarget, identity: Identity) -> LockSession {
+    fn new(client: Client, key: CancelKey, target: LockTarget, identity: Identity) -> LockSession {
         LockSession {
             client,
+            key,
+            backend_pid: None,
             target,
             identity,
             settings: None,
@@ -141,8 +187,14 @@ impl LockSession {
     /// it can only show less, which the lock attempt reads again.)
     pub fn start_reading_history(target: LockTarget, identity: Identity) -> PendingSession {
         let table = target.table.clone();
-        let then: Then = std::sync::Arc::new(move |client: &mut Client| {
-            Box::new(history::read(client, &table)) as Box<dyn std::any::Any + Send>
+        let auto = target.lock_mode == LockModeFlag::Auto;
+        let then: Then = std::sync::Arc::new(move |client: &mut Client, key: CancelKey| {
+            let with_pid = auto && !matches!(key, CancelKey::NotRead(_));
+            let read: EarlyRead = match read_history(client, &table, None, with_pid) {
+                Ok(read) => (Ok(read.rows), read.backend_pid),
+                Err(failure) => (Err(failure), None),
+            };
+            Box::new(read) as Box<dyn std::any::Any + Send>
         });
         LockSession::starting(target, identity, true, Some(then))
     }
@@ -239,7 +291,10 @@ impl LockSession {
         if let Some(Ok(history)) = self.history_read.take() {
             return Ok(history);
         }
-        history::read(&mut self.client, &self.target.table)
+        let with_pid = self.wants_backend_pid();
+        let read = read_history(&mut self.client, &self.target.table, None, with_pid)?;
+        self.backend_pid = self.backend_pid.or(read.backend_pid);
+        Ok(read.rows)
     }
 
     /// [`LockSession::read_history`] with one more statement in the same
@@ -250,7 +305,10 @@ impl LockSession {
     ) -> Result<(Option<Vec<HistoryRow>>, Option<String>), Failure> {
         // An early read is of no use here, and must not serve a later one.
         self.history_read = None;
-        history::read_with(&mut self.client, &self.target.table, Some(extra))
+        let with_pid = self.wants_backend_pid();
+        let read = read_history(&mut self.client, &self.target.table, Some(extra), with_pid)?;
+        self.backend_pid = self.backend_pid.or(read.backend_pid);
+        Ok((read.rows, read.extra))
     }
 
     /// Ends whatever transaction a failed round trip left open (aborted):
@@ -303,12 +361,15 @@ impl LockSession {
         self.held_since = None;
         self.listening = false;
         self.settings_sent = false;
-        self.client = connect::connect(
+        let connected = connect::connect(
             &self.target.database,
             remaining,
             &self.identity.application_name(None),
             interrupt,
         )?;
+        self.client = connected.client;
+        self.key = connected.key;
+        self.backend_pid = None;
         Ok(())
     }
 

@@ -197,28 +197,36 @@ pub struct HistoryRow {
     pub checksum: String,
 }
 
-/// Reads the history (one round trip). `None` when the table does not exist.
-pub fn read(client: &mut Client, table: &HistoryTable) -> Result<Option<Vec<HistoryRow>>, Failure> {
-    read_with(client, table, None).map(|(rows, _)| rows)
+/// What [`read_with`] gave: the rows (`None` when the table does not
+/// exist), and the first value of each extra statement (none when the
+/// table does not exist: the failed read ends the round trip before them).
+pub struct Read {
+    pub rows: Option<Vec<HistoryRow>>,
+    pub extras: Vec<Option<String>>,
 }
 
-/// [`read`], with `extra` (one statement) in the same round trip, and the
-/// first value it returned; none when the table does not exist (the
-/// failed read ends the round trip before it).
+/// Reads the history, with `extras` (one statement each) in the same
+/// round trip.
 pub fn read_with(
     client: &mut Client,
     table: &HistoryTable,
-    extra: Option<&str>,
-) -> Result<(Option<Vec<HistoryRow>>, Option<String>), Failure> {
+    extras: &[&str],
+) -> Result<Read, Failure> {
     let mut batch = Batch::new();
     let rows = batch.push(&table.select_sql());
-    let extra = extra.map(|sql| batch.push(sql));
+    let slots: Vec<_> = extras.iter().map(|sql| batch.push(sql)).collect();
     match batch.query(client) {
-        Ok(results) => Ok((
-            Some(rows_from_rows(results.rows(rows))?),
-            extra.and_then(|slot| results.value(slot).map(str::to_string)),
-        )),
-        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok((None, None)),
+        Ok(results) => Ok(Read {
+            rows: Some(rows_from_rows(results.rows(rows))?),
+            extras: slots
+                .into_iter()
+                .map(|slot| results.value(slot).map(str::to_string))
+                .collect(),
+        }),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(Read {
+            rows: None,
+            extras: vec![None; extras.len()],
+        }),
         Err(e) => Err(crate::pg_error::failed(
             &e,
             format!("cannot read the history table {table}"),

@@ -1,6 +1,6 @@
 //! Connection poolers and the lock modes: PgBouncer in front of a
 //! throwaway cluster, and miglock behind it in every pool mode, with
-//! `--lock-mode session` (the default) and `--lock-mode transaction`.
+//! `--lock-mode auto` (the default), `session` and `transaction`.
 //!
 //! A transaction pooler hands each transaction to whichever server session
 //! is free, so session state (a session advisory lock, LISTEN, SET) stays
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::cluster::{self, Cluster, TestDb};
 use crate::harness::{poll, versions, wait_for, Miglock, MigrationDir, RunOutput, EFFECTS, SETTLE};
-use crate::probes::{effects, hold_default_key, key_holders, once_each, LockGate};
+use crate::probes::{assert_quiet, effects, hold_default_key, key_holders, once_each, LockGate};
 
 /// `MIGLOCK_PGBOUNCER`, as `scripts/setup-postgres.sh` reads it.
 pub fn pgbouncer() -> PathBuf {
@@ -314,7 +314,14 @@ fn session_mode_through_transaction_pooling_stops_on_the_pooler_and_applies_noth
     let dir = counted_migrations(5);
     // A replica may wait for a lock stranded on a pooled server session
     // (exit 3): a short --wait keeps that short.
-    let outs = replicas(8, || apply_through(&pooler, &db, &dir, &["--wait", "3s"]));
+    let outs = replicas(8, || {
+        apply_through(
+            &pooler,
+            &db,
+            &dir,
+            &["--lock-mode", "session", "--wait", "3s"],
+        )
+    });
     let detected = outs
         .iter()
         .filter(|o| o.stderr.contains("POOLER_DETECTED"))
@@ -374,7 +381,14 @@ fn session_pooling_behaves_as_a_direct_connection() {
     let db = Cluster::shared().create_db();
     let pooler = Pooler::start(&db, "session");
     let dir = counted_migrations(4);
-    let outs = replicas(4, || apply_through(&pooler, &db, &dir, &["--wait", "60s"]));
+    let outs = replicas(4, || {
+        apply_through(
+            &pooler,
+            &db,
+            &dir,
+            &["--lock-mode", "session", "--wait", "60s"],
+        )
+    });
     for out in &outs {
         out.assert_code(0);
         assert!(!out.stderr.contains("POOLER_DETECTED"), "{}", out.stderr);
@@ -405,16 +419,19 @@ fn wait_and_status_work_through_every_pool_mode() {
             .arg("--check")
             .run()
             .assert_code(7);
-        through("wait", "transaction")
+        // The default, auto, polls behind every pooler: no LISTEN, no
+        // waiting mark left on a pooled server session.
+        through("wait", "auto")
             .args(["--timeout", "1s"])
             .run()
             .assert_code(7);
+        assert_eq!(advisory_locks(&db), 0, "{pool_mode}");
         Miglock::for_db(&db)
             .args(["apply", "--migrations"])
             .arg(dir.path())
             .run()
             .assert_code(0);
-        for lock_mode in ["session", "transaction"] {
+        for lock_mode in ["auto", "session", "transaction"] {
             through("wait", lock_mode)
                 .args(["--timeout", "10s"])
                 .run()
@@ -552,7 +569,14 @@ fn session_mode_through_statement_pooling_applies_nothing_twice() {
     let db = Cluster::shared().create_db();
     let pooler = Pooler::start(&db, "statement");
     let dir = counted_migrations(4);
-    let outs = replicas(6, || apply_through(&pooler, &db, &dir, &["--wait", "3s"]));
+    let outs = replicas(6, || {
+        apply_through(
+            &pooler,
+            &db,
+            &dir,
+            &["--lock-mode", "session", "--wait", "3s"],
+        )
+    });
     for out in &outs {
         // A refused guard leaves a failed transaction, on which PgBouncer
         // closes the client in statement pooling: the refusal may arrive
@@ -670,4 +694,250 @@ fn transaction_pooling_leaks_no_setting_to_the_next_client_after_a_retried_lock_
     next.batch_execute("SET lock_timeout = '1ms'").unwrap();
     let mut third = postgres::Client::connect(&pooler.url(&db), postgres::NoTls).expect("connect");
     assert_eq!(show(&mut third, "SHOW lock_timeout"), "1ms");
+}
+
+// ---------------------------------------------------------------------------
+// --lock-mode auto (the default): the mode told from the connection
+// ---------------------------------------------------------------------------
+
+/// `V1` ([`EFFECTS`]) and `V2`, a concurrent index build: a file that runs
+/// without a transaction, which only session mode can lock.
+fn with_concurrent_index() -> MigrationDir {
+    let dir = counted_migrations(1);
+    dir.file(
+        "V2__index.sql",
+        "CREATE INDEX CONCURRENTLY effects_version ON effects (version);\n",
+    );
+    dir
+}
+
+/// Whether the index V2 of [`with_concurrent_index`] builds is there, valid.
+fn valid_index(db: &TestDb) -> bool {
+    db.query_i64(
+        "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE c.relname = 'effects_version' AND i.indisvalid",
+    ) == 1
+}
+
+/// The `LOCK_MODE` line's process ids, `key_pid` and `backend_pid`.
+fn logged_pids(stderr: &str) -> (String, String) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("LOCK_MODE "))
+        .unwrap_or_else(|| panic!("no LOCK_MODE line:\n{stderr}"));
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+            .to_string()
+    };
+    (field("key_pid="), field("backend_pid="))
+}
+
+#[test]
+fn auto_on_a_direct_connection_chooses_session_mode_and_runs_a_file_without_a_transaction() {
+    let db = Cluster::shared().create_db();
+    let dir = with_concurrent_index();
+    let out = Miglock::for_db(&db)
+        .args(["apply", "--format", "json", "--migrations"])
+        .arg(dir.path())
+        .run();
+    out.assert_code(0)
+        .assert_stderr_contains("LOCK_MODE mode=session reason=direct key_pid=")
+        .assert_stderr_contains("MIGRATION_APPLIED version=2 name=index");
+    let (key_pid, backend_pid) = logged_pids(&out.stderr);
+    assert_eq!(key_pid, backend_pid, "PostgreSQL's own cancel key");
+    let json = out.json();
+    assert_eq!(json["outcome"], "applied");
+    assert_eq!(json["lock"]["mode"], "session", "{json}");
+    assert_eq!(json["lock"]["mode_reason"], "direct", "{json}");
+    assert_eq!(versions(&json["applied"]), [1, 2]);
+    assert_eq!(db.history(), [1, 2]);
+    assert!(valid_index(&db));
+    assert_quiet(&db, db.default_key());
+}
+
+#[test]
+fn auto_over_a_unix_socket_chooses_session_mode_as_before() {
+    let db = Cluster::shared().create_db();
+    let cluster = db.cluster();
+    let dir = with_concurrent_index();
+    let out = Miglock::new()
+        .env(
+            "DATABASE_URL",
+            format!(
+                "host={} port={} user=postgres dbname={}",
+                cluster.socket_dir().display(),
+                cluster.port(),
+                db.name()
+            ),
+        )
+        .args(["apply", "--format", "json", "--migrations"])
+        .arg(dir.path())
+        .run();
+    out.assert_code(0)
+        .assert_stderr_contains("LOCK_MODE mode=session reason=unix_socket")
+        .assert_stderr_contains("MIGRATION_APPLIED version=2 name=index");
+    assert!(!out.stderr.contains("key_pid="), "{}", out.stderr);
+    let json = out.json();
+    assert_eq!(json["lock"]["mode"], "session", "{json}");
+    assert_eq!(json["lock"]["mode_reason"], "unix_socket", "{json}");
+    assert_eq!(db.history(), [1, 2]);
+    assert!(valid_index(&db));
+    assert_quiet(&db, db.default_key());
+}
+
+/// 20 replicas with the default flags through `pool_mode`: every one
+/// exits 0 in transaction mode, each migration is applied once, and no
+/// advisory lock or waiting mark is left on any server session (the
+/// pooler keeps them open, so one would still show).
+fn auto_replicas_through(pool_mode: &str) {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, pool_mode);
+    let dir = counted_migrations(5);
+    let outs = replicas(20, || {
+        let mut m = apply_through(&pooler, &db, &dir, &["--format", "json", "--wait", "60s"]);
+        m.timeout(Duration::from_secs(120));
+        m
+    });
+    for out in &outs {
+        out.assert_code(0);
+        assert!(!out.stderr.contains("POOLER_DETECTED"), "{}", out.stderr);
+        let json = out.json();
+        assert_eq!(json["lock"]["mode"], "transaction", "{json}");
+        assert_eq!(json["lock"]["mode_reason"], "pooler", "{json}");
+    }
+    // Said at info level by each replica that had something to apply.
+    let told = outs
+        .iter()
+        .filter(|o| {
+            o.stderr
+                .contains("LOCK_MODE mode=transaction reason=pooler key_pid=")
+        })
+        .count();
+    assert!(told > 0, "LOCK_MODE logged");
+    for out in outs.iter().filter(|o| o.stderr.contains("LOCK_MODE ")) {
+        let (key_pid, backend_pid) = logged_pids(&out.stderr);
+        assert_ne!(key_pid, backend_pid, "PgBouncer's own cancel key");
+    }
+    let applied: usize = outs
+        .iter()
+        .map(|o| o.stderr.matches("MIGRATION_APPLIED").count())
+        .sum();
+    assert_eq!(applied, 5, "each migration applied by exactly one replica");
+    assert_eq!(db.history(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(effects(&db), once_each(1..=5));
+    assert_eq!(
+        advisory_locks(&db),
+        0,
+        "no advisory lock or waiting mark left"
+    );
+    // A direct run after them finds the schema current, the key free.
+    Miglock::for_db(&db)
+        .args(["apply", "--wait", "0", "--migrations"])
+        .arg(dir.path())
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("SCHEMA_CURRENT");
+}
+
+#[test]
+fn auto_through_transaction_pooling_every_replica_exits_0_and_no_lock_is_left() {
+    auto_replicas_through("transaction");
+}
+
+#[test]
+fn auto_through_session_pooling_every_replica_exits_0_and_no_lock_is_left() {
+    auto_replicas_through("session");
+}
+
+/// The accepted breaking change: behind a session-pooling port `auto`
+/// chooses transaction mode, which refuses a file without a transaction
+/// up front (exit 6, saying what to give); `--lock-mode session` runs it.
+#[test]
+fn auto_through_session_pooling_refuses_a_file_without_a_transaction_and_session_mode_runs_it() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "session");
+    let dir = with_concurrent_index();
+    let out = apply_through(&pooler, &db, &dir, &["--format", "json"]).run();
+    out.assert_code(6)
+        .assert_stderr_contains("V2__index")
+        .assert_stderr_contains("--lock-mode auto chose that mode because a connection pooler")
+        .assert_stderr_contains("give --lock-mode session");
+    let json = out.json();
+    assert_eq!(json["outcome"], "invalid");
+    assert_eq!(json["problems"][0]["kind"], "unsupported");
+    assert_eq!(json["problems"][0]["version"], 2);
+    assert_eq!(
+        db.history(),
+        Vec::<i64>::new(),
+        "nothing applied, not even V1"
+    );
+
+    apply_through(&pooler, &db, &dir, &["--lock-mode", "session"])
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("LOCK_MODE mode=session reason=requested")
+        .assert_stderr_contains("MIGRATION_APPLIED version=2 name=index");
+    assert_eq!(db.history(), [1, 2]);
+    assert!(valid_index(&db));
+}
+
+#[test]
+fn auto_through_statement_pooling_exits_2_naming_the_pooler_and_applies_nothing() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "statement");
+    let dir = counted_migrations(3);
+    let outs = replicas(4, || {
+        apply_through(&pooler, &db, &dir, &["--format", "json"])
+    });
+    for out in &outs {
+        out.assert_code(2)
+            .assert_stderr_contains("LOCK_MODE mode=none reason=statement_pooler key_pid=")
+            .assert_stderr_contains("statement pooling mode (PgBouncer pool_mode = statement)")
+            .assert_stderr_contains("Nothing was changed");
+        assert!(!out.stderr.contains("LOCK_ACQUIRED"), "{}", out.stderr);
+        let json = out.json();
+        assert_eq!(json["outcome"], "usage", "{json}");
+        assert_eq!(json["exit_code"], 2, "{json}");
+        assert_eq!(json["lock"]["mode_reason"], "statement_pooler", "{json}");
+    }
+    assert_eq!(db.history(), Vec::<i64>::new());
+    assert!(!db.table_exists("effects"));
+    assert_eq!(advisory_locks(&db), 0);
+}
+
+/// `baseline` takes the session lock whatever the mode: under `auto`, a
+/// pooler in the way refuses it (exit 2) before the lock is taken.
+#[test]
+fn auto_refuses_baseline_through_a_pooler_and_takes_no_lock() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "transaction");
+    let dir = counted_migrations(2);
+    let out = Miglock::new()
+        .env("DATABASE_URL", pooler.url(&db))
+        .args(["baseline", "--baseline-version", "1", "--migrations"])
+        .arg(dir.path())
+        .run();
+    out.assert_code(2)
+        .assert_stderr_contains("baseline takes the session-level lock")
+        .assert_stderr_contains("a connection pooler sits between miglock and PostgreSQL");
+    assert_eq!(db.history(), Vec::<i64>::new());
+    assert_eq!(advisory_locks(&db), 0);
+}
+
+/// `--rebuild-invalid-indexes` needs the session lock: where auto chooses
+/// transaction mode it is refused up front (exit 2), as with
+/// `--lock-mode transaction`.
+#[test]
+fn auto_refuses_rebuild_invalid_indexes_through_a_pooler() {
+    let db = Cluster::shared().create_db();
+    let pooler = Pooler::start(&db, "transaction");
+    let dir = counted_migrations(1);
+    let out = apply_through(&pooler, &db, &dir, &["--rebuild-invalid-indexes"]).run();
+    out.assert_code(2)
+        .assert_stderr_contains("--rebuild-invalid-indexes needs the session lock")
+        .assert_stderr_contains("a connection pooler sits between miglock and PostgreSQL");
+    assert_eq!(db.history(), Vec::<i64>::new());
+    assert_eq!(advisory_locks(&db), 0);
 }

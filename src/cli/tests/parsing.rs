@@ -73,7 +73,7 @@ fn the_options_that_were_global_may_come_before_the_command() {
     assert!(cli.ignored.is_empty(), "{:?}", cli.ignored);
     let common = cli.command.shared().unwrap().common(&no_vars).unwrap();
     assert_eq!(common.key.key, 7);
-    assert_eq!(common.lock_mode, crate::lock::LockMode::Transaction);
+    assert_eq!(common.lock_mode, crate::lock::LockModeFlag::Transaction);
     assert_eq!(common.ahead, crate::migrations::AheadPolicy::Reject);
     assert!(common.allow_world_writable);
     assert_eq!(common.database.database(), "d");

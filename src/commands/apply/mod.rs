@@ -1,7 +1,8 @@
 //! `miglock apply`: wait (bounded) for the lock, apply what is pending,
 //! release the lock.
 //!
-//! This module reads the files, connects, plans and picks the lock mode;
+//! This module reads the files, connects, plans and picks the lock mode
+//! (`--lock-mode auto`: from the connection, see `lock::path`);
 //! waiting for the key and applying in order is [`session_mode`]'s or
 //! [`transaction_mode`]'s, and running each migration is `migrate`'s.
 //!
@@ -20,7 +21,7 @@ use anyhow::anyhow;
 use crate::config::ApplyConfig;
 use crate::context::Context;
 use crate::error::Failure;
-use crate::lock::{LockMode, LockSession, PendingSession};
+use crate::lock::{Decision, LockMode, LockModeFlag, LockSession, PendingSession};
 use crate::migrate::invalid_indexes::{self, InvalidIndex};
 use crate::migrate::settings;
 use crate::migrations::history::HistoryRow;
@@ -81,12 +82,18 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
     // nothing to it: even the cheapest look for INVALID indexes (one scan
     // of pg_index, in the same round trip) costs a new backend about
     // 0.3 ms of a no-op run's 10. Asked for rebuilds, it looks so;
-    // otherwise it looks only when it has migrations to apply.
+    // otherwise it looks only when it has migrations to apply. Under
+    // --lock-mode auto, the history read asks for pg_backend_pid() too: on
+    // a direct connection the mode is known without a round trip more.
     let (history, any_invalid) = if config.rebuild_invalid_indexes {
         session.read_history_with(invalid_indexes::PROBE_SQL)?
     } else {
         (session.read_history()?, None)
     };
+    let decision = decide_lock_mode(&mut session, common.lock_mode, report)?;
+    if config.rebuild_invalid_indexes && decision.mode == LockMode::Transaction {
+        return Err(refuse_rebuild(&decision));
+    }
     let mut run = Run {
         config,
         set: &set,
@@ -103,8 +110,11 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
         common.ahead,
     );
     problems.extend(plan.forbidden());
-    if common.lock_mode == LockMode::Transaction {
-        problems.extend(transaction_mode::refuse_non_transactional(&plan));
+    if decision.mode == LockMode::Transaction {
+        problems.extend(transaction_mode::refuse_non_transactional(
+            &plan,
+            decision.reason,
+        ));
     }
     if !problems.is_empty() {
         return Err(report.invalid(Problems(problems)));
@@ -122,6 +132,13 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
         report.invalid_indexes = Some(Vec::new());
     }
     let rebuild = run.rebuild;
+    // Said where it matters: before the lock is first tried.
+    let quiet = (plan.pending.is_empty() && !rebuild) || config.dry_run;
+    decision.log(if quiet {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    });
     if config.dry_run && (rebuild || !plan.pending.is_empty()) {
         ctx.out.print(&render_plan(config, &plan, report));
         if plan.pending.is_empty() {
@@ -133,10 +150,45 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
         return Ok(report.current(&plan, "nothing pending"));
     }
     log::debug!("pending: {}", names(&plan));
-    match common.lock_mode {
+    match decision.mode {
         LockMode::Transaction => transaction_mode::apply(&mut session, run, history, report),
         LockMode::Session => session_mode::apply(session, run, history.is_some(), report),
     }
+}
+
+/// The run's lock mode (see `lock::path`), in the report; a statement
+/// pooler ends the run (exit 2).
+fn decide_lock_mode(
+    session: &mut LockSession,
+    flag: LockModeFlag,
+    report: &mut Report,
+) -> Result<Decision, Failure> {
+    match session.decide_lock_mode(flag, true) {
+        Ok(decision) => {
+            report.lock.mode = Some(decision.mode.as_str());
+            report.lock.mode_reason = Some(decision.reason);
+            Ok(decision)
+        }
+        Err(failure) => {
+            if failure.outcome == Outcome::Usage {
+                report.lock.mode_reason = Some("statement_pooler");
+            }
+            Err(failure)
+        }
+    }
+}
+
+/// `--rebuild-invalid-indexes` where `--lock-mode auto` chose transaction
+/// mode: as with `--lock-mode transaction` (exit 2), before anything runs.
+fn refuse_rebuild(decision: &Decision) -> Failure {
+    decision.log(log::Level::Info);
+    Failure::usage(anyhow!(
+        "--rebuild-invalid-indexes needs the session lock, and --lock-mode auto chose transaction \
+         mode ({}): REINDEX INDEX CONCURRENTLY runs outside a transaction, so no transaction can \
+         hold the key for it. Rebuild over a direct connection, or give --lock-mode session if \
+         this port pools sessions; nothing was changed",
+        decision.why()
+    ))
 }
 
 /// A folder that cannot run as it is: the failure that lists all of its
@@ -160,18 +212,29 @@ fn invalid_set(
                 config.migrate.statement_timeout,
                 &config.migrate.settings,
             ));
-            session.read_history()
+            let history = session.read_history()?;
+            // The mode as a run would choose it, but for statement pooling,
+            // which needs a round trip more: problems are listed as behind
+            // a transaction pooler then.
+            let decision = session
+                .decide_lock_mode(common.lock_mode, false)
+                .ok()
+                .filter(|d| d.mode == LockMode::Transaction);
+            Ok((history, decision))
         });
     if ctx.interrupt.is_set() {
         return Failure::interrupted();
     }
     let target = config.target_version.as_ref();
     match history {
-        Ok(history) => {
+        Ok((history, transaction)) => {
             let history = history.unwrap_or_default();
             let (plan, mut problems) = every_problem(reading, Some(&history), target, common.ahead);
-            if let Some(plan) = plan.filter(|_| common.lock_mode == LockMode::Transaction) {
-                problems.extend(transaction_mode::refuse_non_transactional(&plan));
+            if let (Some(plan), Some(decision)) = (plan, transaction) {
+                problems.extend(transaction_mode::refuse_non_transactional(
+                    &plan,
+                    decision.reason,
+                ));
             }
             report.invalid(Problems(problems))
         }

@@ -32,20 +32,35 @@ use crate::time::{human, millis};
 /// Refuses, before anything runs, a plan with a pending migration that
 /// runs without a transaction: nothing could hold the key for its
 /// statements, each of which may land on another server session.
-pub fn refuse_non_transactional(plan: &Plan) -> Vec<Problem> {
+/// `reason`: why transaction mode (see `lock::Decision`).
+pub fn refuse_non_transactional(plan: &Plan, reason: &str) -> Vec<Problem> {
     plan.pending
         .iter()
         .filter_map(|m| {
             let why = m.no_transaction()?;
-            Some(Problem {
-                kind: ProblemKind::Unsupported,
-                message: format!(
+            let message = if reason == "pooler" {
+                format!(
+                    "{}: runs without a transaction ({why}), which transaction lock mode cannot \
+                     lock: the key lives in each migration's transaction. --lock-mode auto chose \
+                     that mode because a connection pooler sits between miglock and PostgreSQL \
+                     (the cancel key does not carry the server's process id). Through a \
+                     session-pooling port, give --lock-mode session; through a transaction \
+                     pooler, apply this release's migrations over a direct connection, then run \
+                     the rest through the pooler as before",
+                    m.path.display()
+                )
+            } else {
+                format!(
                     "{}: runs without a transaction ({why}), which --lock-mode transaction cannot \
                      lock: the key lives in each migration's transaction. Apply this release's \
                      migrations over a direct connection (or a session-pooling port) with \
                      --lock-mode session, then run the rest through the pooler as before",
                     m.path.display()
-                ),
+                )
+            };
+            Some(Problem {
+                kind: ProblemKind::Unsupported,
+                message,
                 file: Some(m.path.clone()),
                 version: Some(m.id.version.clone()),
                 line: None,

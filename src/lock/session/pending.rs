@@ -1,7 +1,7 @@
 //! A connection being made for a [`LockSession`], its first attempt
 //! already under way (see [`LockSession::start`]).
 
-use super::{HistoryRead, Identity, LockSession, LockTarget};
+use super::{EarlyRead, Identity, LockSession, LockTarget};
 use crate::connect::{Connected, Connecting};
 use crate::error::Failure;
 use crate::interrupt::Interrupt;
@@ -39,11 +39,15 @@ impl PendingSession {
 
 impl LockSession {
     fn connected(connected: Connected, target: LockTarget, identity: Identity) -> LockSession {
-        let mut session = LockSession::new(connected.client, target, identity);
-        session.history_read = connected
+        let mut session = LockSession::new(connected.client, connected.key, target, identity);
+        if let Some((history, pid)) = connected
             .then
-            .and_then(|then| then.downcast::<HistoryRead>().ok())
-            .map(|read| *read);
+            .and_then(|then| then.downcast::<EarlyRead>().ok())
+            .map(|read| *read)
+        {
+            session.history_read = Some(history);
+            session.backend_pid = pid;
+        }
         session
     }
 }

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 use crate::cluster::{Cluster, TestDb};
-use crate::harness::{wait_until, Miglock, MigrationDir, RunOutput, SETTLE};
-use crate::probes::sessions_like;
+use crate::harness::{send_signal, wait_until, Miglock, MigrationDir, RunOutput, SETTLE};
+use crate::probes::{sessions_like, LockGate};
 
 /// A CA, a server certificate it signed for `names`, and the CA's PEM
 /// in a file the client can be pointed at.
@@ -142,7 +142,14 @@ fn require_really_encrypts_and_disable_does_not() {
             encrypted,
             "sslmode={mode}"
         );
-        apply_with_url(&with_params(&db, &format!("sslmode={mode}")), &dir).assert_success();
+        let out = apply_with_url(&with_params(&db, &format!("sslmode={mode}")), &dir);
+        out.assert_success();
+        // The cancel key is read through TLS as through plain text.
+        assert_eq!(
+            out.json()["lock"]["mode_reason"],
+            "direct",
+            "sslmode={mode}"
+        );
         RunOutput::from_child(waiter).assert_success();
         assert!(db.table_exists("t"), "sslmode={mode}");
     }
@@ -271,4 +278,73 @@ fn tls_refusals_and_bad_settings() {
         .run()
         .assert_code(2)
         .assert_stderr_contains("PGSSLMODE");
+}
+
+/// The connector that reads the cancel key (`connect::sniff`, which does
+/// the SSLRequest itself) leaves TLS as it was: each mode encrypts or not
+/// as before, SCRAM binds the channel where `channel_binding=require`
+/// asks (and refuses where it cannot), the key is read through TLS
+/// (`--lock-mode auto`: session, direct), and a SIGTERM's cancel request,
+/// which goes through the same connector, stops a migration blocked on a
+/// lock.
+#[test]
+fn every_tls_mode_binds_the_channel_reads_the_key_and_cancels_through_the_sniffing_connector() {
+    let (cluster, pki) = tls_cluster(&["localhost", "127.0.0.1"]);
+    let ca = pki.ca_file.display().to_string();
+    let modes = [
+        ("sslmode=disable".to_string(), false),
+        // Asked as prefer, as before (see `connect::tls`).
+        ("sslmode=allow".to_string(), true),
+        ("sslmode=prefer&channel_binding=require".to_string(), true),
+        ("sslmode=require&channel_binding=require".to_string(), true),
+        (
+            format!("sslmode=verify-ca&sslrootcert={ca}&channel_binding=require"),
+            true,
+        ),
+        (
+            format!("sslmode=verify-full&sslrootcert={ca}&channel_binding=require"),
+            true,
+        ),
+    ];
+    for (params, encrypted) in modes {
+        let db = cluster.create_db();
+        let dir = MigrationDir::with(&[
+            ("V1__t.sql", "CREATE TABLE t (id int);\n"),
+            ("V2__gated.sql", LockGate::SQL),
+        ]);
+        let mut gate = LockGate::close(&db);
+        let mut apply = Miglock::new();
+        apply
+            .env("DATABASE_URL", with_params(&db, &params))
+            .args(["apply", "--format", "json", "--migrations"])
+            .arg(dir.path());
+        let mut child = apply.spawn_watched();
+        child.wait_for_stderr("LOCK_ACQUIRED", SETTLE);
+        wait_until(SETTLE, || LockGate::waiting(&db) == 1);
+        assert_eq!(
+            session_is_encrypted(&db, "miglock apply"),
+            encrypted,
+            "{params}"
+        );
+        send_signal(child.id(), "TERM");
+        let out = child.finish();
+        out.assert_code(130)
+            .assert_stderr_contains("LOCK_MODE mode=session reason=direct key_pid=")
+            .assert_stderr_contains("INTERRUPTED signal=SIGTERM");
+        let json = out.json();
+        assert_eq!(json["lock"]["mode_reason"], "direct", "{params}");
+        assert_eq!(crate::harness::versions(&json["applied"]), [1], "{params}");
+        // Cancelled, not left waiting: the gate is still closed.
+        wait_until(SETTLE, || LockGate::waiting(&db) == 0);
+        assert_eq!(db.history(), [1], "{params}");
+        gate.open();
+    }
+    // Channel binding cannot hold without TLS: refused, as libpq does.
+    let db = cluster.create_db();
+    let out = apply_with_url(
+        &with_params(&db, "sslmode=disable&channel_binding=require"),
+        &migrations(),
+    );
+    out.assert_code(5);
+    assert!(!db.table_exists("t"));
 }
