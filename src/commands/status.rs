@@ -222,8 +222,10 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
         for problem in &report.problems {
             let _ = writeln!(out, "  {}: {}", problem.kind.as_str(), problem.message);
         }
-        if let Some(hint) = crate::migrations::flyway_hint(&report.problems) {
-            let _ = writeln!(out, "  {hint}");
+        if let Some(hint) = crate::migrations::layout_hint(&report.problems) {
+            for line in hint.lines() {
+                let _ = writeln!(out, "  {line}");
+            }
         }
     }
     if let Some(found) = report.invalid_indexes.as_ref().filter(|f| !f.is_empty()) {

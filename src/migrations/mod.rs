@@ -35,7 +35,7 @@ mod walk;
 pub use check::{every_problem, WithoutHistory};
 pub use names::parse_file_name;
 pub use plan::{AheadPolicy, Plan};
-pub use problems::{flyway_hint, Problem, ProblemKind, Problems};
+pub use problems::{layout_hint, Problem, ProblemKind, Problems};
 pub use set::{MigrationSet, Reading};
 pub use version::Version;
 

@@ -140,6 +140,24 @@ pub(super) fn is_flyway_style(file_name: &str) -> bool {
     dotted || (undo && !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Whether a refused name looks like goose's, dbmate's or sqlx's
+/// (`00001_init.sql`, `20210425153745_create_users.sql`): `Some(true)` for
+/// golang-migrate's (and sqlx's reversible) `.up.sql`/`.down.sql` pairs,
+/// `Some(false)` for the others.
+pub(super) fn is_other_tools_style(file_name: &str) -> Option<bool> {
+    let stem = file_name.strip_suffix(".sql")?;
+    let digits = stem.bytes().take_while(u8::is_ascii_digit).count();
+    // `1__a.sql` is refinery's name without its V, not another tool's.
+    if digits == 0
+        || !stem[digits..].starts_with('_')
+        || stem[digits..].starts_with("__")
+        || stem.len() == digits + 1
+    {
+        return None;
+    }
+    Some(stem.ends_with(".up") || stem.ends_with(".down"))
+}
+
 /// refinery's `\w` (the regex crate's Unicode word class: letters, marks,
 /// decimal digits, connector punctuation), from the table that class is
 /// built from: the regex engine itself was a fifth of the binary, for one
@@ -217,6 +235,27 @@ mod tests {
         let err = parse_file_name("R__views-all.sql").unwrap_err();
         assert!(err.contains("repeatable") && err.contains("'-'"), "{err}");
         assert_eq!(err.matches("expected V<version>").count(), 1, "{err}");
+    }
+
+    #[test]
+    fn other_tools_names_are_told_apart() {
+        assert_eq!(is_other_tools_style("00001_init.sql"), Some(false));
+        assert_eq!(
+            is_other_tools_style("20210425153745_create_users.sql"),
+            Some(false)
+        );
+        assert_eq!(is_other_tools_style("0001_init.up.sql"), Some(true));
+        assert_eq!(is_other_tools_style("0001_init.down.sql"), Some(true));
+        for not_theirs in [
+            "V1__a.sql",
+            "1__a.sql",
+            "_a.sql",
+            "1_.sql",
+            "init.sql",
+            "1_a.txt",
+        ] {
+            assert_eq!(is_other_tools_style(not_theirs), None, "{not_theirs}");
+        }
     }
 
     #[test]

@@ -192,6 +192,7 @@ pub(super) fn forbidden_in(
                 ForbiddenKind::TransactionControl => ProblemKind::TransactionControl,
                 ForbiddenKind::Unsupported => ProblemKind::Unsupported,
                 ForbiddenKind::PsqlMetaCommand => ProblemKind::PsqlMetaCommand,
+                ForbiddenKind::DownSection => ProblemKind::DownSection,
             },
             message: format!("{}: {}", path.display(), forbidden.message),
             file: Some(path.to_path_buf()),

@@ -2,11 +2,11 @@
 //! with its kind, file, version and line where it has them.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::names::is_flyway_style;
+use super::names::{is_flyway_style, is_other_tools_style};
 use super::Version;
 
 /// Why a migration set is unsafe to run. Every problem found is reported,
@@ -54,6 +54,9 @@ pub enum ProblemKind {
     /// A pending file with a psql meta-command (`\i`, `\set`, `\connect`…),
     /// which psql runs itself and PostgreSQL cannot.
     PsqlMetaCommand,
+    /// A pending file with goose's or dbmate's Down section, which would
+    /// run right after its Up section (the markers are comments).
+    DownSection,
     /// The folder, a subfolder or a file that every user may write to.
     UnsafePermissions,
 }
@@ -85,6 +88,7 @@ impl ProblemKind {
             ProblemKind::TransactionControl => "transaction_control",
             ProblemKind::Unsupported => "unsupported",
             ProblemKind::PsqlMetaCommand => "psql_meta_command",
+            ProblemKind::DownSection => "down_section",
             ProblemKind::UnsafePermissions => "unsafe_permissions",
         }
     }
@@ -111,7 +115,7 @@ impl fmt::Display for Problems {
         for p in &self.0 {
             write!(f, "\n  - {p}")?;
         }
-        if let Some(hint) = flyway_hint(&self.0) {
+        if let Some(hint) = layout_hint(&self.0) {
             write!(f, "\n{hint}")?;
         }
         Ok(())
@@ -119,22 +123,45 @@ impl fmt::Display for Problems {
 }
 
 impl std::error::Error for Problems {}
-/// The one word on Flyway names a set gets, however many files have them.
-pub fn flyway_hint(problems: &[Problem]) -> Option<&'static str> {
-    let flyway = problems.iter().any(|p| {
-        p.kind == ProblemKind::Misnamed
-            && p.file
-                .as_deref()
-                .and_then(Path::file_name)
-                .and_then(|n| n.to_str())
-                .is_some_and(is_flyway_style)
-    });
-    flyway.then_some(
-        "hint: some names look like Flyway's. miglock expects V<integer>__<name>.sql, the name made \
-         of letters, digits and _. Give each file an integer version that keeps the order, e.g. \
-         V1.0.10 → V10010 (every part padded to the same width) or renumber them 1, 2, 3…; \
-         repeatable (R__) and undo (U) migrations are not supported.",
-    )
+/// The one word a set gets on names that look like another tool's
+/// (Flyway's, goose's, dbmate's, sqlx's, golang-migrate's), however many
+/// files have them.
+pub fn layout_hint(problems: &[Problem]) -> Option<String> {
+    let names: Vec<&str> = problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::Misnamed)
+        .filter_map(|p| p.file.as_deref()?.file_name()?.to_str())
+        .collect();
+    let mut hints = Vec::new();
+    if names.iter().any(|n| is_flyway_style(n)) {
+        hints.push(
+            "hint: some names look like Flyway's. miglock expects V<integer>__<name>.sql, the name \
+             made of letters, digits and _. Give each file an integer version that keeps the order, \
+             e.g. V1.0.10 → V10010 (every part padded to the same width) or renumber them 1, 2, 3…; \
+             repeatable (R__) and undo (U) migrations are not supported."
+                .to_string(),
+        );
+    }
+    let others: Vec<bool> = names
+        .iter()
+        .filter_map(|n| is_other_tools_style(n))
+        .collect();
+    if !others.is_empty() {
+        let pairs = if others.contains(&true) {
+            " or golang-migrate's (.up.sql and .down.sql pairs)"
+        } else {
+            ""
+        };
+        hints.push(format!(
+            "hint: some names look like goose's, dbmate's or sqlx's (<version>_<name>.sql){pairs}. \
+             miglock reads refinery's layout only: V<integer>__<name>.sql, versions from 1 to \
+             2147483647 (renumber timestamps 1, 2, 3… in their order). Renaming is not enough: \
+             take each file's Down section out (-- +goose Down, -- migrate:down; leave .down.sql \
+             files out of the folder), and record what that tool applied with miglock baseline \
+             (see Adopting miglock in the docs)."
+        ));
+    }
+    (!hints.is_empty()).then(|| hints.join("\n"))
 }
 
 impl From<Problem> for Problems {
@@ -162,6 +189,7 @@ mod tests {
             TransactionControl,
             Unsupported,
             PsqlMetaCommand,
+            DownSection,
             UnsafePermissions,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());

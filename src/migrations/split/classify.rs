@@ -70,6 +70,8 @@ pub enum ForbiddenKind {
     Unsupported,
     /// A psql meta-command (`\i`, `\set`, `\connect`, `\gset`…).
     PsqlMetaCommand,
+    /// goose's or dbmate's Down section (`-- +goose Down`, `-- migrate:down`).
+    DownSection,
 }
 
 /// A statement a file must not hold, found before anything runs.
@@ -290,6 +292,19 @@ impl Classifier {
         }
     }
 
+    /// Another tool's Down section starts on `line` (the first one found).
+    pub fn down_section(&mut self, line: usize, tool: &str) {
+        let kind = ForbiddenKind::DownSection;
+        if !self.forbidden.iter().any(|f| f.kind == kind) {
+            let message = super::markers::refusal(tool, line);
+            self.forbidden.push(Forbidden {
+                kind,
+                line,
+                message,
+            });
+        }
+    }
+
     pub fn finish(mut self) -> Summary {
         let execution = if self.marker {
             Execution::NoTransaction {
@@ -335,9 +350,11 @@ impl Classifier {
 /// each statement's place, for the runner of a file without a transaction.
 pub fn classify(script: &str) -> Classified {
     let mut classifier = Classifier::new(has_marker(script));
-    let statements: Vec<Planned> = scan::statements(script)
-        .map(|s| classifier.feed(&s, 0))
-        .collect();
+    let mut scanner = scan::statements(script);
+    let statements: Vec<Planned> = scanner.by_ref().map(|s| classifier.feed(&s, 0)).collect();
+    if let Some((line, tool)) = scanner.down_section() {
+        classifier.down_section(line, tool);
+    }
     let Summary {
         execution,
         forbidden,
@@ -512,47 +529,6 @@ mod tests {
             ForbiddenKind::Unsupported
         );
         assert!(r("copy t from '/tmp/x';").is_empty());
-    }
-
-    #[test]
-    fn psql_meta_commands_are_refused_each_on_its_line() {
-        let script = "\\set ON_ERROR_STOP on\nCREATE TABLE t (a int);\n\\i more.sql\n\
-                      SELECT 1 \\gset\nCOMMIT;\nCREATE INDEX CONCURRENTLY i ON t (a);";
-        let c = classify(script);
-        let found: Vec<(ForbiddenKind, usize)> =
-            c.forbidden.iter().map(|f| (f.kind, f.line)).collect();
-        assert_eq!(
-            found,
-            [
-                (ForbiddenKind::PsqlMetaCommand, 1),
-                (ForbiddenKind::PsqlMetaCommand, 3),
-                (ForbiddenKind::PsqlMetaCommand, 4),
-                (ForbiddenKind::TransactionControl, 5),
-            ],
-            "{:#?}",
-            c.forbidden
-        );
-        assert!(c.forbidden[0]
-            .message
-            .starts_with("line 1: `\\set` is a psql meta-command"));
-        assert!(c.forbidden[1].message.contains("reads another file"));
-        // The statements after them are read as themselves: the index
-        // build decides how the file runs, and the COMMIT is refused.
-        assert_eq!(
-            c.execution,
-            Execution::NoTransaction {
-                reason: Reason::Statement("CREATE INDEX CONCURRENTLY"),
-                mixed: true
-            }
-        );
-        let planned: Vec<&str> = c.statements.iter().map(|p| p.sql(script)).collect();
-        assert_eq!(planned[0], "\\set ON_ERROR_STOP on");
-        assert_eq!(planned[4], "\\gset");
-        assert_eq!(planned[5], "COMMIT");
-        // A meta-command says nothing of how a file runs.
-        assert!(classify("\\connect app\nSELECT 1;\n")
-            .execution
-            .transactional());
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! statements ask of the runner ([`classify`], from the leading words of
 //! each, [`words`]), whether the file is held whole or read as a stream
 //! ([`stream`]); and which of them name an object ([`mentions`]), for an
-//! error PostgreSQL gives no position.
+//! error PostgreSQL gives no position. Other tools' Down sections, which
+//! would run too: [`markers`].
 
 mod classify;
 mod locks;
+mod markers;
 mod mentions;
 mod psql;
 mod scan;

@@ -196,6 +196,7 @@ fn advice(command: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::super::classify::{classify, Execution, ForbiddenKind, Reason};
     use super::super::scan::{split, statements};
     use super::*;
 
@@ -314,5 +315,46 @@ mod tests {
         // Not complete: the clean place stays before it.
         assert_eq!(scanner.clean().pos, "SELECT 1 \\g".len());
         assert!(scanner.next().is_none());
+    }
+
+    #[test]
+    fn psql_meta_commands_are_refused_each_on_its_line() {
+        let script = "\\set ON_ERROR_STOP on\nCREATE TABLE t (a int);\n\\i more.sql\n\
+                      SELECT 1 \\gset\nCOMMIT;\nCREATE INDEX CONCURRENTLY i ON t (a);";
+        let c = classify(script);
+        let found: Vec<(ForbiddenKind, usize)> =
+            c.forbidden.iter().map(|f| (f.kind, f.line)).collect();
+        assert_eq!(
+            found,
+            [
+                (ForbiddenKind::PsqlMetaCommand, 1),
+                (ForbiddenKind::PsqlMetaCommand, 3),
+                (ForbiddenKind::PsqlMetaCommand, 4),
+                (ForbiddenKind::TransactionControl, 5),
+            ],
+            "{:#?}",
+            c.forbidden
+        );
+        assert!(c.forbidden[0]
+            .message
+            .starts_with("line 1: `\\set` is a psql meta-command"));
+        assert!(c.forbidden[1].message.contains("reads another file"));
+        // The statements after them are read as themselves: the index
+        // build decides how the file runs, and the COMMIT is refused.
+        assert_eq!(
+            c.execution,
+            Execution::NoTransaction {
+                reason: Reason::Statement("CREATE INDEX CONCURRENTLY"),
+                mixed: true
+            }
+        );
+        let planned: Vec<&str> = c.statements.iter().map(|p| p.sql(script)).collect();
+        assert_eq!(planned[0], "\\set ON_ERROR_STOP on");
+        assert_eq!(planned[4], "\\gset");
+        assert_eq!(planned[5], "COMMIT");
+        // A meta-command says nothing of how a file runs.
+        assert!(classify("\\connect app\nSELECT 1;\n")
+            .execution
+            .transactional());
     }
 }

@@ -66,6 +66,8 @@ pub struct Scanner<'a> {
     clean: Clean,
     /// How many words of each statement are kept.
     keep: usize,
+    /// The first line whose comment opens another tool's Down section.
+    down: Option<(usize, &'static str)>,
 }
 
 /// A place in the text where no statement, string or comment is open: just
@@ -173,7 +175,14 @@ impl<'a> Scanner<'a> {
                 standard_strings,
             },
             keep: WORDS,
+            down: None,
         }
+    }
+
+    /// Where the first Down section of goose or dbmate starts, if a
+    /// comment scanned so far opens one (see [`super::markers`]).
+    pub fn down_section(&self) -> Option<(usize, &'static str)> {
+        self.down
     }
 
     /// Keeps `n` words of each statement instead of [`WORDS`] (what
@@ -226,6 +235,17 @@ impl<'a> Scanner<'a> {
                         .iter()
                         .position(|b| *b == b'\n' || *b == b'\r')
                         .map_or(self.bytes.len(), |n| self.pos + n);
+                    let line_start = self.bytes[..self.pos]
+                        .iter()
+                        .rposition(|b| *b == b'\n')
+                        .map_or(0, |n| n + 1);
+                    let alone = self.bytes[line_start..self.pos]
+                        .iter()
+                        .all(u8::is_ascii_whitespace);
+                    if alone && self.down.is_none() {
+                        let comment = &self.sql[self.pos..end];
+                        self.down = super::markers::down_marker(comment).map(|t| (self.line, t));
+                    }
                     self.advance_to(end);
                 }
                 b'/' if self.peek(1) == Some(b'*') => self.block_comment(),

@@ -44,6 +44,9 @@ pub fn summarize(reader: impl Read) -> io::Result<Summary> {
             }
             classifier.feed(&statement, 0);
         }
+        if let Some((line, tool)) = scanner.down_section() {
+            classifier.down_section(line, tool);
+        }
         if eof {
             break started.take();
         }
@@ -127,7 +130,7 @@ fn invalid(offset: u64) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::migrations::split::classify;
+    use crate::migrations::split::{classify, ForbiddenKind};
 
     /// A reader that hands out `step` bytes at a time.
     struct Trickle<'a> {
@@ -165,6 +168,14 @@ mod tests {
             "select 1; -- no newline at the end".to_string(),
             "\\set ON_ERROR_STOP on\nBEGIN;\nSELECT 1 \\gset\n\\echo 'x;' \\\\ COMMIT;\n\\i a_file.sql"
                 .to_string(),
+            "-- +goose Up\ncreate table t(a int);\n-- +goose StatementBegin\nselect 1;\n\
+             -- +goose StatementEnd\n  -- +goose Down\ndrop table t;\n-- migrate:down\n"
+                .to_string(),
+            "-- migrate:up\ncreate table t(a int);\n\n-- migrate:down\ndrop table t;\n".to_string(),
+            // Not a Down section: inside a function body, or after code on its line.
+            "create function f() returns int language sql as $$\n-- +goose Down\nselect 1 $$;\n\
+             select 1; -- migrate:down\n"
+                .to_string(),
         ];
         for text in &texts {
             let whole = classify(text.trim_start_matches('\u{feff}'));
@@ -180,6 +191,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn another_tools_down_section_is_forbidden_once_with_its_line() {
+        let goose = "-- +goose Up\ncreate table t(a int);\n\n-- +goose Down\ndrop table t;\n";
+        for step in [1, 5, 4096] {
+            let summary = summary_in_chunks(goose, step);
+            assert_eq!(summary.forbidden.len(), 1, "{:?}", summary.forbidden);
+            let found = &summary.forbidden[0];
+            assert_eq!((found.kind, found.line), (ForbiddenKind::DownSection, 4));
+            assert!(found
+                .message
+                .contains("-- +goose Down starts goose's Down section"));
+        }
+        let dbmate = "-- migrate:up\ncreate table t(a int);\n-- migrate:down\ndrop table t;\n";
+        let found = &summary_in_chunks(dbmate, 3).forbidden[0];
+        assert_eq!((found.kind, found.line), (ForbiddenKind::DownSection, 3));
+        let body =
+            "create function f() returns int language sql as $$\n-- +goose Down\nselect 1 $$;\n";
+        assert!(summary_in_chunks(body, 7).forbidden.is_empty());
     }
 
     #[test]

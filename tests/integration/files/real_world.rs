@@ -231,3 +231,98 @@ fn a_pg_dump_header_applies_and_leaks_nothing_into_the_next_migration() {
     assert!(db.table_exists("after_dump"));
     assert_eq!(db.query_i64("SELECT a FROM public.after_dump"), 1);
 }
+
+/// A goose or dbmate file renamed to `V<n>__…` keeps its Down section, a
+/// comment to PostgreSQL: run whole, it would drop what its Up section
+/// made, and record the file as applied. Refused before anything runs, in
+/// `--dry-run` and `--target` runs too; `-- +goose Up` and the statement
+/// annotations alone are harmless and run.
+#[test]
+fn another_tools_down_section_is_refused_before_anything_runs() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::with(&[
+        (
+            "V1__create_t.sql",
+            "-- +goose Up\n-- +goose StatementBegin\nCREATE TABLE t (id int);\n\
+             -- +goose StatementEnd\n\n-- +goose Down\nDROP TABLE t;\n",
+        ),
+        (
+            "V2__add_note.sql",
+            "-- migrate:up\nALTER TABLE t ADD COLUMN note text;\n\n-- migrate:down\n\
+             ALTER TABLE t DROP COLUMN note;\n",
+        ),
+    ]);
+    // With --target 1 only V1 is pending, and only pending files are read
+    // for what they hold.
+    for (extra, files) in [
+        (
+            &[][..],
+            &[("V1__create_t.sql", 6), ("V2__add_note.sql", 4)][..],
+        ),
+        (&["--target", "1"], &[("V1__create_t.sql", 6)]),
+        (
+            &["--dry-run"],
+            &[("V1__create_t.sql", 6), ("V2__add_note.sql", 4)],
+        ),
+    ] {
+        let out = apply(&db, &dir).args(extra).run();
+        out.assert_code(6).assert_stderr_contains(
+            "line 6: -- +goose Down starts goose's Down section, which miglock would run",
+        );
+        let json = out.json();
+        assert_eq!(problems(&json).len(), files.len(), "{json:#}");
+        for (file, line) in files {
+            let problem = problem_for(&json, file);
+            assert_eq!(problem["kind"], "down_section", "{problem}");
+            assert_eq!(problem["line"], *line, "{problem}");
+        }
+        if files.len() == 2 {
+            out.assert_stderr_contains("line 4: -- migrate:down starts dbmate's Down section");
+        }
+        assert_nothing_applied(&db);
+    }
+
+    // Without its Down section the same file runs, its annotations as comments.
+    dir.file(
+        "V1__create_t.sql",
+        "-- +goose Up\n-- +goose StatementBegin\nCREATE TABLE t (id int);\n-- +goose StatementEnd\n",
+    )
+    .remove("V2__add_note.sql");
+    apply(&db, &dir).run().assert_success();
+    assert!(db.table_exists("t"));
+}
+
+/// A folder of goose, dbmate, sqlx or golang-migrate names gets one hint
+/// on what converting it takes, from `apply` and from `status`.
+#[test]
+fn other_tools_names_get_one_hint_on_converting_them() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::with(&[
+        ("00001_create_t.sql", "CREATE TABLE t (id int);"),
+        (
+            "20210425153745_add_note.sql",
+            "ALTER TABLE t ADD COLUMN note text;",
+        ),
+        ("0003_index.up.sql", "CREATE INDEX t_id ON t (id);"),
+        ("0003_index.down.sql", "DROP INDEX t_id;"),
+    ]);
+    let hint = "hint: some names look like goose's, dbmate's or sqlx's (<version>_<name>.sql) or \
+                golang-migrate's (.up.sql and .down.sql pairs)";
+    let out = apply(&db, &dir).run();
+    out.assert_code(6)
+        .assert_stderr_contains(hint)
+        .assert_stderr_contains("Renaming is not enough: take each file's Down section out");
+    assert_eq!(out.stderr.matches(hint).count(), 1, "{}", out.details());
+    let json = out.json();
+    assert_eq!(problems(&json).len(), 4, "{json:#}");
+    assert!(problems(&json).iter().all(|p| p["kind"] == "misnamed"));
+    assert_nothing_applied(&db);
+
+    let mut status = Miglock::for_db(&db);
+    let out = status
+        .arg("status")
+        .arg("--migrations")
+        .arg(dir.path())
+        .run();
+    out.assert_success().assert_stdout_contains(hint);
+}
