@@ -166,6 +166,17 @@ pub struct FleetConfig {
     pub ahead: AheadPolicy,
     pub lock_mode: LockModeFlag,
     pub allow_world_writable: bool,
+    /// `--shard INDEX/COUNT` (or `--shards` with `JOB_COMPLETION_INDEX`):
+    /// run only the targets of this shard.
+    pub shard: Option<Shard>,
+}
+
+/// One worker's slice of the targets: those whose hash, modulo `count`,
+/// is `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
 }
 
 /// The command every target runs, configured as for one target.

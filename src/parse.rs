@@ -102,6 +102,26 @@ pub fn jobs(text: &str) -> Result<u16, String> {
     whole_number(text, 1, 256, "the number of jobs").map(|n| n as u16)
 }
 
+/// The most shards a fleet is split into (`--shard`, `--shards`).
+pub const MAX_SHARDS: i128 = 10_000;
+
+/// `--shard INDEX/COUNT`: this worker's slice of the targets, from 0.
+pub fn shard(text: &str) -> Result<(u32, u32), String> {
+    let form = "give INDEX/COUNT, e.g. 0/3 (INDEX from 0 to COUNT-1)";
+    let (index, count) = text
+        .split_once('/')
+        .ok_or_else(|| format!("no '/' between INDEX and COUNT: {form}"))?;
+    let count = whole_number(count, 1, MAX_SHARDS, "COUNT")? as u32;
+    let index = whole_number(index, 0, i128::from(count) - 1, "INDEX")
+        .map_err(|e| format!("{e} (it counts from 0); {form}"))?;
+    Ok((index as u32, count))
+}
+
+/// `--shards COUNT`.
+pub fn shard_count(text: &str) -> Result<u32, String> {
+    whole_number(text, 1, MAX_SHARDS, "the number of shards").map(|n| n as u32)
+}
+
 /// `--ddl-retries`: a count, or `unlimited` (`None`, the default: the
 /// budget alone bounds the attempts).
 pub fn retries(text: &str) -> Result<Option<u32>, String> {

@@ -269,4 +269,21 @@ pub struct FleetArgs {
     #[arg(long, env = "MIGLOCK_ALLOW_NO_TARGETS", action = ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_no_targets: bool,
+
+    /// With many targets: run only shard INDEX of COUNT (from 0), a stable slice of the list
+    ///
+    /// Each target belongs to one shard, by a hash of its database and schema, so COUNT
+    /// workers given 0 … COUNT-1 (a CI matrix, machines of their own) cover every target
+    /// exactly once, whatever the order of the list. The list is checked whole first (an empty
+    /// one is still exit 2); an empty shard is exit 0, saying so.
+    #[arg(long, env = "MIGLOCK_SHARD", value_name = "INDEX/COUNT", value_parser = parse::shard,
+          conflicts_with = "shards")]
+    pub shard: Option<(u32, u32)>,
+
+    /// With many targets: N shards, this worker's index from JOB_COMPLETION_INDEX
+    ///
+    /// For a Kubernetes Indexed Job (completionMode: Indexed, completions: N), which gives each
+    /// pod its index in JOB_COMPLETION_INDEX: the same as --shard JOB_COMPLETION_INDEX/N.
+    #[arg(long, env = "MIGLOCK_SHARDS", value_name = "N", value_parser = parse::shard_count)]
+    pub shards: Option<u32>,
 }

@@ -13,7 +13,7 @@ use super::args::{
 use super::{Cli, Command};
 use crate::config::{
     ApplyConfig, BaselineConfig, Common, FleetConfig, FleetRequest, Format, Job, NewConfig,
-    RepairConfig, Source, StatusConfig, UnlockConfig, WaitConfig,
+    RepairConfig, Shard, Source, StatusConfig, UnlockConfig, WaitConfig,
 };
 use crate::connect::conninfo;
 use crate::connect::ConnectTarget;
@@ -371,12 +371,14 @@ impl Shared<'_> {
     /// (which would make every tenant of one database wait for the
     /// others) is refused.
     pub fn fleet(&self, args: &FleetArgs, env: Env) -> Result<Option<FleetConfig>, Failure> {
+        let shard = shard(args, env)?;
         let source = match (&args.databases_from, args.all_databases) {
             (Some(path), _) if !path.trim().is_empty() => Source::File(path.clone()),
             (_, true) => Source::AllDatabases {
                 server: Box::new(self.common(env)?.database),
                 pattern: args.pattern.clone(),
             },
+            _ if shard.is_some() => return Err(no_list_to_shard()),
             _ => return Ok(None),
         };
         let db = self.database;
@@ -399,8 +401,39 @@ impl Shared<'_> {
             ahead: self.ahead_policy(),
             lock_mode: self.lock_mode(),
             allow_world_writable: self.allow_world_writable,
+            shard,
         }))
     }
+}
+
+fn no_list_to_shard() -> Failure {
+    Failure::usage(anyhow!(
+        "--shard and --shards split a list of targets: give --databases-from FILE or \
+         --all-databases too"
+    ))
+}
+
+/// `--shard INDEX/COUNT`, or `--shards COUNT` with the index a Kubernetes
+/// Indexed Job gives each pod.
+fn shard(args: &FleetArgs, env: Env) -> Result<Option<Shard>, Failure> {
+    if let Some((index, count)) = args.shard {
+        return Ok(Some(Shard { index, count }));
+    }
+    let Some(count) = args.shards else {
+        return Ok(None);
+    };
+    let Some(given) = env("JOB_COMPLETION_INDEX").filter(|v| !v.trim().is_empty()) else {
+        return Err(Failure::usage(anyhow!(
+            "--shards {count} takes this worker's index from JOB_COMPLETION_INDEX, which is not \
+             set (a Kubernetes Indexed Job sets it); elsewhere give --shard INDEX/{count}"
+        )));
+    };
+    let (index, count) = parse::shard(&format!("{}/{count}", given.trim())).map_err(|e| {
+        Failure::usage(anyhow!(
+            "JOB_COMPLETION_INDEX={given:?} with --shards {count}: {e}"
+        ))
+    })?;
+    Ok(Some(Shard { index, count }))
 }
 
 impl Cli {
@@ -418,6 +451,9 @@ impl Cli {
             _ => return None,
         };
         if fleet.databases_from.as_deref().is_none_or(str::is_empty) && !fleet.all_databases {
+            if fleet.shard.is_some() || fleet.shards.is_some() {
+                return Some((command, Err(no_list_to_shard())));
+            }
             return None;
         }
         let shared = self.command.shared()?;

@@ -134,6 +134,7 @@ mod tests {
             ahead: AheadPolicy::default(),
             lock_mode: LockModeFlag::Auto,
             allow_world_writable: false,
+            shard: None,
         };
         let mut target = Target {
             database: ConnectTarget::resolve(Some("postgres://u@h/d"), &|_| None).unwrap(),

@@ -20,6 +20,7 @@ use crate::targets::{self, Target};
 
 mod job;
 mod pool;
+mod shard;
 mod summary;
 
 use summary::Summary;
@@ -40,6 +41,8 @@ pub fn run_many(
             Prepared::Disabled => Outcome::Disabled,
             Prepared::Run(run) => {
                 let (config, job, targets) = *run;
+                summary.shard = config.shard.map(|shard| (shard, targets.len()));
+                let targets = shard::select(targets, config.shard);
                 if let Some(job) = job {
                     summary.targets = pool::run_all(ctx, &config, &job, &targets);
                 }
@@ -100,11 +103,23 @@ fn prepare(request: FleetRequest, env: Env, interrupt: &Interrupt) -> Result<Pre
         log::warn!("NO_TARGETS {source}; --allow-no-targets: nothing to do");
         return Ok(Prepared::Run(Box::new((config, None, targets))));
     };
+    let mine = config
+        .shard
+        .map_or(targets.len(), |shard| shard::count(&targets, shard));
     log::info!(
-        "TARGETS count={} jobs={}",
-        targets.len(),
-        config.jobs.min(targets.len())
+        "TARGETS count={mine} jobs={}{}",
+        config.jobs.min(mine),
+        config.shard.map_or(String::new(), |shard| format!(
+            " shard={}/{} of={}",
+            shard.index,
+            shard.count,
+            targets.len()
+        ))
     );
+    if mine == 0 {
+        log::info!("SHARD_EMPTY no target of the list falls in this shard: nothing to do");
+        return Ok(Prepared::Run(Box::new((config, None, targets))));
+    }
     // Built once, from the first target, so a bad setting is one usage
     // error rather than one per target.
     let job = (request.job)(job::common(&config, first)?)?;

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::Format;
+use crate::config::{Format, Shard};
 use crate::outcome::Outcome;
 use crate::output::{self, Console};
 use crate::report::Report;
@@ -23,6 +23,9 @@ pub struct Summary {
     pub outcome: Outcome,
     pub exit_code: u8,
     error: Option<String>,
+    /// `--shard`: this worker's slice, and how many targets the whole
+    /// list held.
+    pub shard: Option<(Shard, usize)>,
 }
 
 impl Summary {
@@ -33,6 +36,7 @@ impl Summary {
             outcome: Outcome::Failed,
             exit_code: 1,
             error: None,
+            shard: None,
         }
     }
 
@@ -115,8 +119,12 @@ impl Summary {
             .iter()
             .map(|(word, n)| format!("{n} {word}"))
             .collect();
+        let shard = match self.shard {
+            Some((shard, of)) => format!(" (shard {}/{} of {of})", shard.index, shard.count),
+            None => String::new(),
+        };
         let mut text = format!(
-            "SUMMARY {} targets: {} (outcome {}, exit {})\n",
+            "SUMMARY {} targets{shard}: {} (outcome {}, exit {})\n",
             self.targets.len(),
             if counts.is_empty() {
                 "none".to_string()
@@ -148,7 +156,7 @@ impl Summary {
             .into_iter()
             .map(|(word, n)| (word.to_string(), json!(n)))
             .collect();
-        let value = json!({
+        let mut value = json!({
             "command": self.command,
             "outcome": self.outcome,
             "exit_code": self.exit_code,
@@ -156,6 +164,12 @@ impl Summary {
             "targets": targets,
             "error": self.error.as_ref().map(|message| json!({ "message": message })),
         });
+        if let (Some((shard, of)), Value::Object(object)) = (self.shard, &mut value) {
+            object.insert(
+                "shard".into(),
+                json!({ "index": shard.index, "count": shard.count, "of": of }),
+            );
+        }
         serde_json::to_string_pretty(&value).unwrap_or_else(|e| {
             json!({
                 "command": self.command,

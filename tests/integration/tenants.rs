@@ -568,3 +568,78 @@ fn sigterm_mid_run_interrupts_every_target_in_flight_and_starts_no_other() {
         gate.open();
     }
 }
+
+/// `--shard INDEX/COUNT`: bad values and a shard without a list are usage
+/// errors before anything runs; a shard the hash leaves empty is exit 0,
+/// saying so; the shards of one list together run each target once.
+#[test]
+fn shards_split_the_list_and_refuse_what_makes_no_sense() {
+    let dbs: Vec<TestDb> = (0..2).map(|_| Cluster::shared().create_db()).collect();
+    let lines: Vec<String> = dbs.iter().map(line).collect();
+    let (_guard, file) = targets_file(&lines);
+    let dir = two_migrations();
+
+    for (args, env, needle) in [
+        (
+            &["--shard", "3/3"][..],
+            None,
+            "INDEX is a whole number from 0 to 2",
+        ),
+        (
+            &["--shard", "1"][..],
+            None,
+            "no '/' between INDEX and COUNT",
+        ),
+        (
+            &["--shards", "2"][..],
+            None,
+            "JOB_COMPLETION_INDEX, which is not set",
+        ),
+        (
+            &["--shards", "2"][..],
+            Some("5"),
+            "INDEX is a whole number from 0 to 1",
+        ),
+    ] {
+        let mut m = many("apply", &file, &dir);
+        m.args(args);
+        if let Some(index) = env {
+            m.env("JOB_COMPLETION_INDEX", index);
+        }
+        m.run().assert_code(2).assert_stderr_contains(needle);
+    }
+    // A shard needs a list to split.
+    let out = Miglock::for_db(&dbs[0])
+        .args(["apply", "--shard", "0/2", "--migrations"])
+        .arg(dir.path())
+        .run();
+    out.assert_code(2)
+        .assert_stderr_contains("--shard and --shards split a list of targets");
+    for db in &dbs {
+        assert!(db.history().is_empty(), "nothing ran");
+    }
+
+    // With more shards than targets some are empty: exit 0, said so.
+    let mut ran = 0;
+    let mut empty = 0;
+    for index in 0..4 {
+        let out = many("apply", &file, &dir)
+            .args(["--shard", &format!("{index}/4")])
+            .run();
+        out.assert_success();
+        let targets = out.json()["targets"].as_array().unwrap().len();
+        if targets == 0 {
+            empty += 1;
+            out.assert_stderr_contains("SHARD_EMPTY");
+        }
+        ran += targets;
+    }
+    assert_eq!(ran, 2, "each target in one shard");
+    assert!(
+        empty >= 2,
+        "two targets leave at least two of four shards empty"
+    );
+    for db in &dbs {
+        assert_eq!(db.history(), [1, 2]);
+    }
+}

@@ -27,6 +27,8 @@ fn each_command_shows_only_the_options_it_uses() {
         "jobs",
         "fail_fast",
         "allow_no_targets",
+        "shard",
+        "shards",
         "settings",
         "ahead",
         "allow_world_writable",
@@ -196,6 +198,7 @@ fn value_names_follow_one_convention() {
         "MODE",
         "POLICY",
         "SHELL",
+        "INDEX/COUNT",
     ];
     let mut cli = command();
     cli.build();

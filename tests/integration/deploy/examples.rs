@@ -302,6 +302,82 @@ fn kubernetes_job_applies_once_and_the_deployment_waits_for_it() {
     assert_eq!(db.history(), example_migration_versions());
 }
 
+/// The fleet's Indexed Job: three pods, each with its JOB_COMPLETION_INDEX,
+/// run `--shards 3` over one list of targets; together they apply every
+/// target exactly once, and each says which shard it ran.
+#[test]
+fn kubernetes_indexed_job_shards_the_fleet_so_each_target_runs_once() {
+    let job = load_yaml("examples/kubernetes/fleet-job.yaml");
+    assert_eq!(as_str(&job["kind"], "job"), "Job");
+    let spec = &job["spec"];
+    assert_eq!(as_str(&spec["completionMode"], "job"), "Indexed");
+    let completions = spec["completions"].as_i64().expect("completions");
+    assert_eq!(spec["parallelism"].as_i64(), Some(completions));
+    let pod = &spec["template"]["spec"];
+    assert_eq!(as_str(&pod["restartPolicy"], "job"), "Never");
+    assert_eq!(
+        pod["securityContext"]["runAsUser"].as_i64(),
+        Some(dockerfile_uid())
+    );
+    let migrate = &as_vec(&pod["containers"], "containers")[0];
+    let mut argv = miglock_invocation(migrate, "fleet job");
+    assert_eq!(argv[0], "apply");
+    let at = |flag: &str| argv.iter().position(|a| a == flag).map(|i| i + 1);
+    let shards = at("--shards").expect("--shards");
+    assert_eq!(
+        argv[shards],
+        completions.to_string(),
+        "--shards matches completions"
+    );
+    // The ConfigMap's file, mounted where --databases-from reads it.
+    let from = at("--databases-from").expect("--databases-from");
+    let mount = as_str(&migrate["volumeMounts"][0]["mountPath"], "volumeMounts");
+    assert!(
+        argv[from].starts_with(mount),
+        "{} is not under {mount}",
+        argv[from]
+    );
+    let env = k8s_env(migrate, "fleet job");
+    assert_eq!(env["RUN_MIGRATIONS"].as_deref(), Some("1"));
+
+    // Seven tenants, three pods.
+    let tenants: Vec<TestDb> = (0..7).map(|_| Cluster::shared().create_db()).collect();
+    let list = tempfile::NamedTempFile::new().unwrap();
+    let lines: Vec<String> = tenants.iter().map(|db| db.url()).collect();
+    fs::write(list.path(), lines.join("\n") + "\n").unwrap();
+    argv[from] = list.path().display().to_string();
+    argv.extend(["--format".into(), "json".into()]);
+    let mut ran = 0;
+    for index in 0..completions {
+        let mut m = Miglock::new();
+        m.args(&argv)
+            .env("MIGLOCK_MIGRATIONS", example_migrations())
+            .env("JOB_COMPLETION_INDEX", index.to_string());
+        for (key, value) in &env {
+            if let Some(value) = value {
+                m.env(key, value);
+            }
+        }
+        let out = m.run();
+        out.assert_success().assert_stderr_contains(&format!(
+            "(shard {index}/{completions} of {})",
+            tenants.len()
+        ));
+        let json = out.json();
+        assert_eq!(json["shard"]["index"], index);
+        assert_eq!(json["shard"]["of"], tenants.len());
+        ran += json["targets"].as_array().unwrap().len();
+    }
+    assert_eq!(ran, tenants.len(), "every target in exactly one shard");
+    for db in &tenants {
+        assert_eq!(
+            db.history(),
+            example_migration_versions(),
+            "each target migrated once"
+        );
+    }
+}
+
 /// The `run:` script of the workflow's step that calls miglock.
 fn workflow_apply_step(workflow: &Yaml) -> &Yaml {
     as_vec(&workflow["jobs"]["migrate"]["steps"], "steps")
@@ -555,6 +631,7 @@ fn readme_snippets_match_the_example_files() {
         "examples/docker-compose.yml",
         "examples/kubernetes/migrate-job.yaml",
         "examples/kubernetes/deployment.yaml",
+        "examples/kubernetes/fleet-job.yaml",
         "examples/github-actions/migrate.yml",
     ] {
         assert!(
