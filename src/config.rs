@@ -156,6 +156,11 @@ pub struct FleetConfig {
     pub source: Source,
     pub jobs: usize,
     pub fail_fast: bool,
+    /// `--canary N`: the first N targets run before the rest, which start
+    /// only if none of them failed (0: no canary).
+    pub canary: usize,
+    /// `--max-failures N`: no target starts once N failed.
+    pub max_failures: Option<usize>,
     /// An empty list of targets runs nothing and succeeds, instead of being
     /// refused (`--allow-no-targets`).
     pub allow_no_targets: bool,

@@ -117,6 +117,11 @@ pub fn shard(text: &str) -> Result<(u32, u32), String> {
     Ok((index as u32, count))
 }
 
+/// `--canary N`, `--max-failures N`: a count of targets.
+pub fn targets_count(text: &str) -> Result<usize, String> {
+    whole_number(text, 1, 1_000_000, "a number of targets").map(|n| n as usize)
+}
+
 /// `--shards COUNT`.
 pub fn shard_count(text: &str) -> Result<u32, String> {
     whole_number(text, 1, MAX_SHARDS, "the number of shards").map(|n| n as u32)

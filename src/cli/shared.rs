@@ -257,8 +257,22 @@ pub struct FleetArgs {
     pub jobs: u16,
 
     /// With many targets: start no other target after the first failure (they are not_started)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "max_failures")]
     pub fail_fast: bool,
+
+    /// With many targets: run the first N alone; if any of them fails, start no other
+    ///
+    /// A wave of N targets (in list order, --jobs at once) before the rest, which start only
+    /// once every one of the N succeeded or was current: a bad migration stops on a few
+    /// tenants instead of reaching them all. Any failure counts (1, 2, 5, 6, 8); the rest are
+    /// not_started (CANARY_FAILED). With --shard, each shard runs its own canary.
+    #[arg(long, env = "MIGLOCK_CANARY", value_name = "N", value_parser = parse::targets_count)]
+    pub canary: Option<usize>,
+
+    /// With many targets: start no other target once N have failed (--fail-fast is 1)
+    #[arg(long, env = "MIGLOCK_MAX_FAILURES", value_name = "N",
+          value_parser = parse::targets_count)]
+    pub max_failures: Option<usize>,
 
     /// With many targets: an empty list (no line in FILE, no database matching) is no error
     ///

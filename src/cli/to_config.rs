@@ -393,6 +393,8 @@ impl Shared<'_> {
             source,
             jobs: usize::from(args.jobs),
             fail_fast: args.fail_fast,
+            canary: args.canary.unwrap_or(0),
+            max_failures: args.max_failures,
             allow_no_targets: args.allow_no_targets,
             migrations: self.migrations(),
             table,

@@ -126,6 +126,8 @@ mod tests {
             source: Source::File("f".into()),
             jobs: 1,
             fail_fast: false,
+            canary: 0,
+            max_failures: None,
             allow_no_targets: false,
             migrations: PathBuf::new(),
             table: HistoryTable::parse("app.history").unwrap(),

@@ -44,7 +44,9 @@ pub fn run_many(
                 summary.shard = config.shard.map(|shard| (shard, targets.len()));
                 let targets = shard::select(targets, config.shard);
                 if let Some(job) = job {
-                    summary.targets = pool::run_all(ctx, &config, &job, &targets);
+                    let ran = pool::run_all(ctx, &config, &job, &targets);
+                    summary.targets = ran.finished;
+                    summary.stopped = ran.stopped;
                 }
                 Outcome::Current
             }

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use super::job;
-use super::summary::Finished;
+use super::summary::{Finished, Stopped};
 use crate::config::{FleetConfig, Job};
 use crate::context::Context;
 use crate::outcome::Outcome;
@@ -15,7 +15,7 @@ use crate::report::Report;
 use crate::targets::Target;
 use crate::time::millis;
 
-/// Failures stop `--fail-fast`; a busy lock, a pending schema or a signal
+/// Failures count for `--canary`, `--max-failures` and `--fail-fast`; a busy lock, a pending schema or a signal
 /// do not count as one. A migration blocked by another session's table
 /// lock does: it would block the next tenants' just the same.
 pub fn is_failure(outcome: Outcome) -> bool {
@@ -29,85 +29,60 @@ pub fn is_failure(outcome: Outcome) -> bool {
     )
 }
 
-pub fn run_all(
-    ctx: &Context,
-    config: &FleetConfig,
-    job: &Job,
-    targets: &[Target],
-) -> Vec<Finished> {
+/// Every target's result (in target order), and why some never started.
+pub struct Ran {
+    pub finished: Vec<Finished>,
+    pub stopped: Option<Stopped>,
+}
+
+/// Runs the targets, `--jobs` at once: first the `--canary` wave, whose
+/// any failure leaves the rest unstarted, then the rest, which stop
+/// starting targets once `--max-failures` failed (`--fail-fast`: one).
+pub fn run_all(ctx: &Context, config: &FleetConfig, job: &Job, targets: &[Target]) -> Ran {
     let total = targets.len();
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
     let mut results: Vec<Option<(Report, u64)>> = (0..total).map(|_| None).collect();
     let overall = ctx.progress.bar(total as u64);
     if let Some(bar) = &overall {
         bar.set_message("targets, 0 failed");
     }
-    let mut failures = 0usize;
-    let (sender, receiver) = mpsc::channel::<(usize, Report, u64)>();
-    let (progress, interrupt, format) = (ctx.progress, ctx.interrupt, ctx.format);
-    std::thread::scope(|scope| {
-        for worker in 0..config.jobs.min(total) {
-            let sender = sender.clone();
-            let (next, stop) = (&next, &stop);
-            let spawned = std::thread::Builder::new()
-                .name(format!("target-{worker}"))
-                .spawn_scoped(scope, move || loop {
-                    // Each worker's own context: a target's text goes
-                    // nowhere (the summary speaks for it).
-                    let none = Console::none();
-                    let ctx = Context {
-                        progress,
-                        interrupt,
-                        format,
-                        out: &none,
-                    };
-                    if stop.load(Ordering::SeqCst) || interrupt.is_set() {
-                        break;
-                    }
-                    let index = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(target) = targets.get(index) else {
-                        break;
-                    };
-                    let started = Instant::now();
-                    let report = run_one(&ctx, config, job, target);
-                    if config.fail_fast && is_failure(report.outcome) {
-                        // Before the result is sent, so with --jobs 1 the
-                        // next target is never taken.
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                    if sender
-                        .send((index, report, millis(started.elapsed())))
-                        .is_err()
-                    {
-                        break;
-                    }
-                });
-            if let Err(e) = spawned {
-                log::warn!("cannot start worker thread {worker}: {e}");
-            }
-        }
-        drop(sender);
-        for (index, report, ms) in receiver {
-            let target = &targets[index];
-            if is_failure(report.outcome) {
-                failures += 1;
-            }
-            log::info!(
-                "TARGET_DONE target={} outcome={} exit_code={} applied={} ms={ms}",
-                target.label(),
-                report.outcome,
-                report.exit_code,
-                report.applied.len()
+    let max_failures = config.max_failures.or(config.fail_fast.then_some(1));
+    let canary = config.canary.min(total);
+    let mut waves = Waves {
+        ctx,
+        config,
+        job,
+        targets,
+        results: &mut results,
+        overall: overall.as_ref(),
+        failures: 0,
+    };
+    let mut stopped = None;
+    if canary > 0 {
+        log::info!("CANARY targets={canary} of={total}: the rest start once they all succeed");
+        let failed = waves.run(0..canary, Some(1));
+        if failed > 0 {
+            log::error!(
+                "CANARY_FAILED {failed} of the first {canary} target(s) failed: the other {} \
+                 were not started",
+                total - canary
             );
-            if let Some(bar) = &overall {
-                bar.inc(1);
-                bar.set_message(format!("targets, {failures} failed"));
-            }
-            results[index] = Some((report, ms));
+            stopped = Some(Stopped::Canary);
         }
-    });
-    targets
+    }
+    if stopped.is_none() && !ctx.interrupt.is_set() {
+        let before = waves.failures;
+        waves.run(
+            canary..total,
+            max_failures.map(|max| max.saturating_sub(before)),
+        );
+        if let Some(max) = max_failures.filter(|max| waves.failures >= *max) {
+            if waves.results.iter().any(Option::is_none) {
+                log::error!("MAX_FAILURES {max} target(s) failed: the others were not started");
+                stopped = Some(Stopped::MaxFailures(max));
+            }
+        }
+    }
+    let finished = targets
         .iter()
         .zip(results)
         .map(|(target, result)| {
@@ -121,7 +96,101 @@ pub fn run_all(
                 ms,
             }
         })
-        .collect()
+        .collect();
+    Ran { finished, stopped }
+}
+
+/// What the waves share: where results go, and the failures so far.
+struct Waves<'a, 'r> {
+    ctx: &'a Context<'a>,
+    config: &'a FleetConfig,
+    job: &'a Job,
+    targets: &'a [Target],
+    results: &'r mut Vec<Option<(Report, u64)>>,
+    overall: Option<&'a indicatif::ProgressBar>,
+    failures: usize,
+}
+
+impl Waves<'_, '_> {
+    /// Runs `range` of the targets, `--jobs` at once; a worker starts no
+    /// other target once `stop_after` of this wave's have failed. Returns
+    /// this wave's failures.
+    fn run(&mut self, range: std::ops::Range<usize>, stop_after: Option<usize>) -> usize {
+        let (config, job, targets) = (self.config, self.job, self.targets);
+        let next = AtomicUsize::new(range.start);
+        let failed = AtomicUsize::new(0);
+        let stop = AtomicBool::new(stop_after == Some(0));
+        let (sender, receiver) = mpsc::channel::<(usize, Report, u64)>();
+        let (progress, interrupt, format) =
+            (self.ctx.progress, self.ctx.interrupt, self.ctx.format);
+        let mut this_wave = 0;
+        std::thread::scope(|scope| {
+            for worker in 0..config.jobs.min(range.len()) {
+                let sender = sender.clone();
+                let (next, stop, failed, end) = (&next, &stop, &failed, range.end);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("target-{worker}"))
+                    .spawn_scoped(scope, move || loop {
+                        // Each worker's own context: a target's text goes
+                        // nowhere (the summary speaks for it).
+                        let none = Console::none();
+                        let ctx = Context {
+                            progress,
+                            interrupt,
+                            format,
+                            out: &none,
+                        };
+                        if stop.load(Ordering::SeqCst) || interrupt.is_set() {
+                            break;
+                        }
+                        let index = next.fetch_add(1, Ordering::SeqCst);
+                        if index >= end {
+                            break;
+                        }
+                        let started = Instant::now();
+                        let report = run_one(&ctx, config, job, &targets[index]);
+                        if is_failure(report.outcome) {
+                            let now = failed.fetch_add(1, Ordering::SeqCst) + 1;
+                            // Before the result is sent, so with --jobs 1
+                            // the next target is never taken.
+                            if stop_after.is_some_and(|max| now >= max) {
+                                stop.store(true, Ordering::SeqCst);
+                            }
+                        }
+                        if sender
+                            .send((index, report, millis(started.elapsed())))
+                            .is_err()
+                        {
+                            break;
+                        }
+                    });
+                if let Err(e) = spawned {
+                    log::warn!("cannot start worker thread {worker}: {e}");
+                }
+            }
+            drop(sender);
+            for (index, report, ms) in receiver {
+                let target = &targets[index];
+                if is_failure(report.outcome) {
+                    self.failures += 1;
+                    this_wave += 1;
+                }
+                log::info!(
+                    "TARGET_DONE target={} outcome={} exit_code={} applied={} ms={ms}",
+                    target.label(),
+                    report.outcome,
+                    report.exit_code,
+                    report.applied.len()
+                );
+                if let Some(bar) = self.overall {
+                    bar.inc(1);
+                    bar.set_message(format!("targets, {} failed", self.failures));
+                }
+                self.results[index] = Some((report, ms));
+            }
+        });
+        this_wave
+    }
 }
 
 /// One target, exactly as `miglock <command>` would run it alone; its

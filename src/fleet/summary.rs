@@ -16,6 +16,25 @@ pub struct Finished {
     pub ms: u64,
 }
 
+/// Why targets were left unstarted (`None`: every target ran, or a
+/// signal stopped them, which the summary says by itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// A target of the `--canary` wave failed: the rest never started.
+    Canary,
+    /// `--max-failures` (or `--fail-fast`, which is 1) was reached.
+    MaxFailures(usize),
+}
+
+impl Stopped {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stopped::Canary => "canary",
+            Stopped::MaxFailures(_) => "max_failures",
+        }
+    }
+}
+
 /// The aggregate result: every target's, and the worst of them.
 pub struct Summary {
     command: &'static str,
@@ -26,6 +45,8 @@ pub struct Summary {
     /// `--shard`: this worker's slice, and how many targets the whole
     /// list held.
     pub shard: Option<(Shard, usize)>,
+    /// Why some targets never started (`--canary`, `--max-failures`).
+    pub stopped: Option<Stopped>,
 }
 
 impl Summary {
@@ -37,6 +58,7 @@ impl Summary {
             exit_code: 1,
             error: None,
             shard: None,
+            stopped: None,
         }
     }
 
@@ -123,8 +145,13 @@ impl Summary {
             Some((shard, of)) => format!(" (shard {}/{} of {of})", shard.index, shard.count),
             None => String::new(),
         };
+        let stopped = match self.stopped {
+            Some(Stopped::Canary) => "; stopped: a canary target failed".to_string(),
+            Some(Stopped::MaxFailures(n)) => format!("; stopped: {n} failed (--max-failures)"),
+            None => String::new(),
+        };
         let mut text = format!(
-            "SUMMARY {} targets{shard}: {} (outcome {}, exit {})\n",
+            "SUMMARY {} targets{shard}: {} (outcome {}, exit {}{stopped})\n",
             self.targets.len(),
             if counts.is_empty() {
                 "none".to_string()
@@ -164,6 +191,9 @@ impl Summary {
             "targets": targets,
             "error": self.error.as_ref().map(|message| json!({ "message": message })),
         });
+        if let (Some(stopped), Value::Object(object)) = (self.stopped, &mut value) {
+            object.insert("stopped".into(), json!(stopped.as_str()));
+        }
         if let (Some((shard, of)), Value::Object(object)) = (self.shard, &mut value) {
             object.insert(
                 "shard".into(),

@@ -643,3 +643,111 @@ fn shards_split_the_list_and_refuse_what_makes_no_sense() {
         assert_eq!(db.history(), [1, 2]);
     }
 }
+
+/// `--canary N`: the first N targets run before the rest; one failure
+/// among them and the rest never start. Without a failure, all run.
+#[test]
+fn a_failed_canary_starts_nothing_else_and_a_good_one_lets_the_rest_run() {
+    let cluster = Cluster::shared();
+    let dbs: Vec<TestDb> = (0..5).map(|_| cluster.create_db()).collect();
+    dbs[1]
+        .client()
+        .batch_execute("CREATE TABLE t (other int)")
+        .unwrap();
+    let (_guard, file) = targets_file(&dbs.iter().map(line).collect::<Vec<_>>());
+    let dir = two_migrations();
+    let out = many("apply", &file, &dir)
+        .args(["--canary", "2", "--jobs", "4"])
+        .run();
+    out.assert_code(1)
+        .assert_stderr_contains("CANARY targets=2 of=5")
+        .assert_stderr_contains(
+            "CANARY_FAILED 1 of the first 2 target(s) failed: the other 3 were not started",
+        )
+        .assert_stderr_contains("stopped: a canary target failed");
+    let json = out.json();
+    assert_eq!(
+        outcomes(&json),
+        [
+            "applied",
+            "failed",
+            "not_started",
+            "not_started",
+            "not_started"
+        ]
+    );
+    assert_eq!(json["stopped"], "canary");
+    for db in &dbs[2..] {
+        assert!(db.history().is_empty(), "{} was not touched", db.name());
+    }
+
+    // The failing tenant fixed, the canary passes and the rest run.
+    dbs[1].client().batch_execute("DROP TABLE t").unwrap();
+    let out = many("apply", &file, &dir)
+        .args(["--canary", "2", "--jobs", "4"])
+        .run();
+    out.assert_success();
+    let json = out.json();
+    assert_eq!(json["stopped"], Value::Null);
+    assert_eq!(
+        outcomes(&json),
+        ["current", "applied", "applied", "applied", "applied"]
+    );
+    for db in &dbs {
+        assert_eq!(db.history(), [1, 2]);
+    }
+}
+
+/// `--max-failures N`: no target starts once N have failed; fewer failures
+/// than N let every target run. `--fail-fast` is N = 1 and cannot be given
+/// with it.
+#[test]
+fn max_failures_stops_starting_targets_once_reached() {
+    let cluster = Cluster::shared();
+    let dbs: Vec<TestDb> = (0..6).map(|_| cluster.create_db()).collect();
+    for db in &dbs[..3] {
+        db.client()
+            .batch_execute("CREATE TABLE t (other int)")
+            .unwrap();
+    }
+    let (_guard, file) = targets_file(&dbs.iter().map(line).collect::<Vec<_>>());
+    let dir = two_migrations();
+    let out = many("apply", &file, &dir)
+        .args(["--jobs", "1", "--max-failures", "2"])
+        .run();
+    out.assert_code(1)
+        .assert_stderr_contains("MAX_FAILURES 2 target(s) failed: the others were not started")
+        .assert_stderr_contains("stopped: 2 failed (--max-failures)");
+    let json = out.json();
+    assert_eq!(
+        outcomes(&json),
+        [
+            "failed",
+            "failed",
+            "not_started",
+            "not_started",
+            "not_started",
+            "not_started"
+        ]
+    );
+    assert_eq!(json["stopped"], "max_failures");
+    for db in &dbs[2..] {
+        assert!(db.history().is_empty(), "{} was not touched", db.name());
+    }
+
+    // Three failures allowed: every target runs, three fail, no stop.
+    let out = many("apply", &file, &dir)
+        .args(["--jobs", "2", "--max-failures", "4"])
+        .run();
+    out.assert_code(1);
+    let json = out.json();
+    assert_eq!(json["stopped"], Value::Null);
+    assert_eq!(json["counts"]["failed"], 3);
+    assert_eq!(json["counts"]["applied"], 3);
+
+    many("apply", &file, &dir)
+        .args(["--fail-fast", "--max-failures", "2"])
+        .run()
+        .assert_code(2)
+        .assert_stderr_contains("cannot be used with");
+}

@@ -29,6 +29,8 @@ fn each_command_shows_only_the_options_it_uses() {
         "allow_no_targets",
         "shard",
         "shards",
+        "canary",
+        "max_failures",
         "settings",
         "ahead",
         "allow_world_writable",
