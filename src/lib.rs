@@ -137,6 +137,9 @@ pub fn run() -> ExitCode {
     let Some(output) = cli.command.output() else {
         return ExitCode::SUCCESS;
     };
+    if output.json_logs() {
+        output::enable_json_logs();
+    }
     let progress = Progress::init(output.verbosity(), env("RUST_LOG").as_deref());
     warn_ignored(&cli, Some(&progress));
     let format = output.format();
@@ -258,16 +261,28 @@ fn parse_failure(error: clap::Error, env: Env) -> u8 {
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let flag = args
-        .windows(2)
-        .rev()
-        .find_map(|w| (w[0] == "--format").then(|| w[1].clone()))
-        .or_else(|| {
-            args.iter()
-                .rev()
-                .find_map(|a| a.strip_prefix("--format=").map(str::to_string))
-        });
-    let json = flag.or_else(|| env("MIGLOCK_FORMAT")).as_deref() == Some("json");
+    let flag = |name: &str| {
+        let prefix = format!("{name}=");
+        args.windows(2)
+            .rev()
+            .find_map(|w| (w[0] == name).then(|| w[1].clone()))
+            .or_else(|| {
+                args.iter()
+                    .rev()
+                    .find_map(|a| a.strip_prefix(prefix.as_str()).map(str::to_string))
+            })
+    };
+    let json = flag("--format")
+        .or_else(|| env("MIGLOCK_FORMAT"))
+        .as_deref()
+        == Some("json");
+    if flag("--log-format")
+        .or_else(|| env("MIGLOCK_LOG_FORMAT"))
+        .as_deref()
+        == Some("json")
+    {
+        output::enable_json_logs();
+    }
     let format = if json { Format::Json } else { Format::Text };
     let command: &'static str = match command {
         "apply" => "apply",

@@ -157,6 +157,15 @@ pub struct OutputArgs {
     /// Log more (-v debug, -vv trace); RUST_LOG applies when neither -q nor -v is given
     #[arg(short, long, action = ArgAction::Count, help_heading = OUTPUT, display_order = 62)]
     pub verbose: u8,
+
+    /// Log lines on stderr: text, or one JSON object per line (for a log pipeline)
+    ///
+    /// json: time, level, event (the line's token, LOCK_ACQUIRED…), fields (its key=value
+    /// pairs), message (the text line) and, with many targets, target; the error and summary
+    /// lines too.
+    #[arg(long, env = "MIGLOCK_LOG_FORMAT", value_enum, value_name = "FORMAT",
+          default_value_t = FormatArg::Text, help_heading = OUTPUT, display_order = 63)]
+    pub log_format: FormatArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

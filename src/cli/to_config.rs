@@ -34,6 +34,11 @@ impl OutputArgs {
         }
     }
 
+    /// `--log-format json`.
+    pub fn json_logs(&self) -> bool {
+        self.log_format == FormatArg::Json
+    }
+
     pub fn verbosity(&self) -> Verbosity {
         Verbosity::from_flags(self.quiet, self.verbose)
     }

@@ -11,6 +11,7 @@ mod docs;
 mod entrypoint;
 mod examples;
 mod help;
+mod json_logs;
 mod output;
 mod quick_start;
 

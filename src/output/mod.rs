@@ -1,5 +1,8 @@
-//! What the user sees: log lines on stderr (with greppable event tokens),
-//! progress on a terminal only, and the result on stdout.
+//! What the user sees: log lines on stderr (with greppable event tokens;
+//! one JSON object each with `--log-format json`: [`json`]), progress on a
+//! terminal only, and the result on stdout.
+
+mod json;
 
 use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
@@ -7,6 +10,7 @@ use std::time::Duration;
 
 use crate::outcome::Outcome;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
+pub use json::enable as enable_json_logs;
 use log::LevelFilter;
 
 /// `-q`/`-v`/`-vv` win over `RUST_LOG`; without either, info.
@@ -62,6 +66,15 @@ impl Progress {
             }
         }
         builder.format(|buf, record| {
+            if json::enabled() {
+                let message = record.args().to_string();
+                let target = log_context();
+                return writeln!(
+                    buf,
+                    "{}",
+                    json::line(record.level().as_str(), &message, target.as_deref())
+                );
+            }
             // With many targets, a worker's lines name the target they are about.
             if let Some(target) = log_context() {
                 return writeln!(
@@ -245,7 +258,23 @@ pub fn error_line(text: &str) {
     error_text(&format!("{text}\n"));
 }
 
+/// Text on stderr; with `--log-format json`, a finished text (one ending
+/// in a newline) is one JSON object, its level read from its `error:` or
+/// `warning:` prefix (a prompt stays as it is: a person reads it).
 pub fn error_text(text: &str) {
+    if json::enabled() && text.ends_with('\n') {
+        let text = text.trim_end();
+        let (level, message) = if let Some(rest) = text.strip_prefix("error: ") {
+            ("ERROR", rest)
+        } else if let Some(rest) = text.strip_prefix("warning: ") {
+            ("WARN", rest)
+        } else {
+            ("INFO", text)
+        };
+        let line = json::line(level, message, log_context().as_deref());
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+        return;
+    }
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
