@@ -40,6 +40,7 @@ mod error;
 mod fleet;
 mod interrupt;
 mod lock;
+mod metrics;
 mod migrate;
 mod migrations;
 mod outcome;
@@ -160,9 +161,12 @@ pub fn run() -> ExitCode {
     };
 
     // Many targets (--databases-from, --all-databases): src/fleet/.
+    let metrics_file = cli.command.metrics_file();
     if let Some((command, request)) = cli.fleet_request(&env) {
-        return ExitCode::from(fleet::run_many(&ctx, command, request, &env, &stdout));
+        let code = fleet::run_many(&ctx, command, request, &env, &stdout, metrics_file);
+        return ExitCode::from(code);
     }
+    let started = std::time::Instant::now();
 
     // Present for every command but `new` (which never connects).
     let shared = cli.command.shared();
@@ -213,7 +217,17 @@ pub fn run() -> ExitCode {
         }),
         Command::Completions { .. } | Command::Man => return ExitCode::SUCCESS,
     };
-    ExitCode::from(print_result(&report, format, &stdout))
+    let code = print_result(&report, format, &stdout);
+    if let Some(path) = metrics_file {
+        let sample = metrics::Sample {
+            target: report.database.clone().unwrap_or_default(),
+            schema: None,
+            report: Some(&report),
+            ms: time::millis(started.elapsed()),
+        };
+        metrics::write(path, &metrics::render(report.command, &[sample], code));
+    }
+    ExitCode::from(code)
 }
 
 /// An option the command does not use was given: accepted, as when every

@@ -20,7 +20,7 @@ use crate::parse;
 use super::help;
 pub use super::shared::{
     AheadArg, AheadArgs, DatabaseArgs, FleetArgs, FolderArgs, FormatArg, LockModeArg, LockModeArgs,
-    LockWaitArgs, OutputArgs, SetArgs, WritableArgs,
+    LockWaitArgs, MetricsArgs, OutputArgs, SetArgs, WritableArgs,
 };
 
 // The headings, in the order a command's help shows them (the order in
@@ -224,6 +224,8 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub fleet: FleetArgs,
     #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
 }
 
@@ -245,6 +247,8 @@ pub struct StatusArgs {
     pub set: SetArgs,
     #[command(flatten)]
     pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -270,6 +274,8 @@ pub struct WaitArgs {
     pub lock_mode: LockModeArgs,
     #[command(flatten)]
     pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }

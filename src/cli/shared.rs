@@ -225,6 +225,21 @@ pub struct LockWaitArgs {
     pub wait_given: bool,
 }
 
+/// `--metrics-file`: `apply`, `status` and `wait`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write the run's figures to FILE at its end, in Prometheus's text format
+    ///
+    /// For node_exporter's textfile collector (a FILE ending in .prom in its directory) or a
+    /// push to a Pushgateway: the exit code and end time of the run, and per target its
+    /// outcome, exit code, migrations applied and pending, lock wait and duration. Written
+    /// beside FILE and renamed over it, so a collector never reads half of it; a file that
+    /// cannot be written is a warning (METRICS_NOT_WRITTEN), not an error.
+    #[arg(long, env = "MIGLOCK_METRICS_FILE", value_name = "FILE", value_hint = ValueHint::FilePath,
+          help_heading = OUTPUT, display_order = 64)]
+    pub metrics_file: Option<std::path::PathBuf>,
+}
+
 // Many databases (`apply`, `status`, `wait`): the options, and the seam
 // to `fleet::FleetConfig`. The runner is src/fleet.rs.
 

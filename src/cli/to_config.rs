@@ -108,6 +108,16 @@ impl Command {
         }
     }
 
+    /// `--metrics-file`, for the commands that take it.
+    pub fn metrics_file(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::Apply(a) => a.metrics.metrics_file.as_deref(),
+            Command::Status(a) => a.metrics.metrics_file.as_deref(),
+            Command::Wait(a) => a.metrics.metrics_file.as_deref(),
+            _ => None,
+        }
+    }
+
     /// `--format`, `-q`, `-v`; `None` for `completions` and `man`.
     pub fn output(&self) -> Option<&OutputArgs> {
         match self {

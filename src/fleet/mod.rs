@@ -33,6 +33,7 @@ pub fn run_many(
     request: Result<FleetRequest, Failure>,
     env: Env,
     stdout: &Console,
+    metrics_file: Option<&std::path::Path>,
 ) -> u8 {
     let mut summary = Summary::new(command);
     let result = request
@@ -68,7 +69,21 @@ pub fn run_many(
         }
     }
     summary.print(ctx.format, stdout);
-    stdout.exit_code(summary.outcome, summary.exit_code)
+    let code = stdout.exit_code(summary.outcome, summary.exit_code);
+    if let Some(path) = metrics_file {
+        let samples: Vec<crate::metrics::Sample> = summary
+            .targets
+            .iter()
+            .map(|t| crate::metrics::Sample {
+                target: t.target.database.to_string(),
+                schema: t.target.schema.as_deref(),
+                report: t.report.as_ref(),
+                ms: t.ms,
+            })
+            .collect();
+        crate::metrics::write(path, &crate::metrics::render(command, &samples, code));
+    }
+    code
 }
 
 enum Prepared {

@@ -15,6 +15,7 @@ const FLOORS: &[&[&str]] = &[
     &["cli"],
     &["api"],
     &["fleet"],
+    &["metrics"],
     &["commands"],
     &["context"],
     &["report"],

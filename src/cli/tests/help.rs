@@ -32,6 +32,7 @@ fn each_command_shows_only_the_options_it_uses() {
         "shards",
         "canary",
         "max_failures",
+        "metrics_file",
         "settings",
         "ahead",
         "allow_world_writable",

@@ -12,6 +12,7 @@ mod entrypoint;
 mod examples;
 mod help;
 mod json_logs;
+mod metrics;
 mod output;
 mod quick_start;
 
