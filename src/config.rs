@@ -149,6 +149,11 @@ pub enum Source {
         server: Box<ConnectTarget>,
         pattern: Option<String>,
     },
+    /// `--all-schemas [--schema-match PATTERN]` in the database of `server`.
+    AllSchemas {
+        server: Box<ConnectTarget>,
+        pattern: Option<String>,
+    },
 }
 
 /// What every target of a many-targets run shares.

@@ -237,6 +237,37 @@ pub fn list_databases(
         .collect())
 }
 
+/// The schemas of the connected database, for `--all-schemas`: those
+/// `pattern` matches (SQL `LIKE`), else every one but `public`; PostgreSQL's
+/// own (`pg_*`, `information_schema`) only when `pattern` names them.
+pub fn list_schemas(
+    client: &mut postgres::Client,
+    pattern: Option<&str>,
+) -> Result<Vec<String>, Failure> {
+    let rows = client
+        .query(
+            "SELECT nspname::text FROM pg_namespace \
+             WHERE CASE WHEN $1::text IS NULL \
+                        THEN nspname NOT LIKE 'pg\\_%' AND nspname NOT IN ('information_schema', 'public') \
+                        ELSE nspname LIKE $1::text \
+                          AND (nspname NOT LIKE 'pg\\_%' OR $1::text LIKE 'pg\\_%') \
+                          AND (nspname <> 'information_schema' OR $1::text LIKE 'information%') END \
+             ORDER BY nspname",
+            &[&pattern],
+        )
+        .map_err(|e| pg_error::failed(&e, "cannot list the schemas (pg_namespace)"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| match row.try_get::<_, String>(0) {
+            Ok(name) => Some(name),
+            Err(_) => {
+                log::warn!("a schema whose name is not valid UTF-8 is left out");
+                None
+            }
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -268,6 +268,18 @@ pub struct FleetArgs {
     #[arg(long)]
     pub all_databases: bool,
 
+    /// Run on every schema of the --database-url database (a schema per tenant)
+    ///
+    /// Each schema is a target as a schema=NAME line would make it: first on search_path,
+    /// history table and lock key in it. PostgreSQL's own schemas (pg_*, information_schema)
+    /// and public are left out unless --schema-match matches them.
+    #[arg(long, conflicts_with_all = ["databases_from", "all_databases"])]
+    pub all_schemas: bool,
+
+    /// With --all-schemas: only the schemas whose name is LIKE PATTERN, e.g. 'tenant\_%'
+    #[arg(long, value_name = "PATTERN", requires = "all_schemas")]
+    pub schema_match: Option<String>,
+
     /// With --all-databases: only the databases whose name is LIKE PATTERN, e.g. 'tenant\_%'
     ///
     /// SQL's LIKE: % matches any run of characters and _ any one character, so 'tenant_%' also

@@ -393,6 +393,10 @@ impl Shared<'_> {
                 server: Box::new(self.common(env)?.database),
                 pattern: args.pattern.clone(),
             },
+            _ if args.all_schemas => Source::AllSchemas {
+                server: Box::new(self.common(env)?.database),
+                pattern: args.schema_match.clone(),
+            },
             _ if shard.is_some() => return Err(no_list_to_shard()),
             _ => return Ok(None),
         };
@@ -467,7 +471,10 @@ impl Cli {
             Command::Wait(args) => ("wait", &args.fleet),
             _ => return None,
         };
-        if fleet.databases_from.as_deref().is_none_or(str::is_empty) && !fleet.all_databases {
+        if fleet.databases_from.as_deref().is_none_or(str::is_empty)
+            && !fleet.all_databases
+            && !fleet.all_schemas
+        {
             if fleet.shard.is_some() || fleet.shards.is_some() {
                 return Some((command, Err(no_list_to_shard())));
             }

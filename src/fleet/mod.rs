@@ -105,6 +105,9 @@ fn prepare(request: FleetRequest, env: Env, interrupt: &Interrupt) -> Result<Pre
         Source::AllDatabases { server, pattern } => {
             list_all(server, pattern.as_deref(), &config, interrupt)?
         }
+        Source::AllSchemas { server, pattern } => {
+            list_schemas(server, pattern.as_deref(), &config, interrupt)?
+        }
     };
     // On the whole list: a list that came out empty is a wrong file or
     // pattern far more often than a wish to do nothing, and a run that
@@ -170,7 +173,44 @@ fn describe(source: &Source) -> String {
              (templates and the maintenance database are left out)",
             server.database()
         ),
+        Source::AllSchemas {
+            server,
+            pattern: Some(pattern),
+        } => format!(
+            "--all-schemas --schema-match '{pattern}' matched no schema of {server} (in LIKE, _ \
+             and % are wildcards and \\_ is a literal underscore)"
+        ),
+        Source::AllSchemas {
+            server,
+            pattern: None,
+        } => format!(
+            "--all-schemas found no schema in {server} besides public and PostgreSQL's own"
+        ),
     }
+}
+
+/// `--all-schemas`: one connection to the database, closed before any
+/// target starts; each schema a target of that database.
+fn list_schemas(
+    server: &ConnectTarget,
+    pattern: Option<&str>,
+    config: &FleetConfig,
+    interrupt: &Interrupt,
+) -> Result<Vec<Target>, Failure> {
+    let name =
+        crate::lock::Identity::new("list", config.instance.as_deref()).application_name(None);
+    let mut client = connect::connect(server, config.connect_timeout, &name, interrupt)?.client;
+    let names = targets::list_schemas(&mut client, pattern);
+    interrupt.forget();
+    drop(client);
+    Ok(names?
+        .into_iter()
+        .map(|schema| Target {
+            database: server.clone(),
+            schema: Some(schema),
+            line: None,
+        })
+        .collect())
 }
 
 /// `--all-databases`: one connection to the server, closed before any

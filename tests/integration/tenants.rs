@@ -751,3 +751,83 @@ fn max_failures_stops_starting_targets_once_reached() {
         .assert_code(2)
         .assert_stderr_contains("cannot be used with");
 }
+
+/// `--all-schemas [--schema-match PATTERN]`: every schema of the database
+/// is a target (public and PostgreSQL's own left out unless matched), each
+/// with its history table and lock key in it.
+#[test]
+fn all_schemas_makes_each_schema_a_target() {
+    let db = Cluster::shared().create_db();
+    db.client()
+        .batch_execute("CREATE SCHEMA tenant_a; CREATE SCHEMA tenant_b; CREATE SCHEMA other;")
+        .unwrap();
+    let dir = two_migrations();
+    let out = Miglock::for_db(&db)
+        .args([
+            "apply",
+            "--format",
+            "json",
+            "--all-schemas",
+            "--schema-match",
+            "tenant\\_%",
+        ])
+        .arg("--migrations")
+        .arg(dir.path())
+        .run();
+    out.assert_success();
+    let json = out.json();
+    let schemas: Vec<&str> = by_target(&json)
+        .iter()
+        .map(|t| t["schema"].as_str().unwrap())
+        .collect();
+    assert_eq!(schemas, ["tenant_a", "tenant_b"]);
+    assert_eq!(outcomes(&json), ["applied", "applied"]);
+    for schema in ["tenant_a", "tenant_b"] {
+        assert_eq!(
+            db.history_of(&format!("{schema}.refinery_schema_history")),
+            [1, 2]
+        );
+        assert!(db.table_exists(&format!("{schema}.t")), "{schema}.t");
+    }
+    assert!(!db.table_exists("other.t"));
+    assert!(!db.table_exists("public.refinery_schema_history"));
+
+    // Without a pattern: every schema but public and PostgreSQL's own.
+    let out = Miglock::for_db(&db)
+        .args([
+            "status",
+            "--format",
+            "json",
+            "--all-schemas",
+            "--migrations",
+        ])
+        .arg(dir.path())
+        .run();
+    out.assert_success();
+    let json = out.json();
+    let schemas: Vec<&str> = by_target(&json)
+        .iter()
+        .map(|t| t["schema"].as_str().unwrap())
+        .collect();
+    assert_eq!(schemas, ["other", "tenant_a", "tenant_b"]);
+    assert_eq!(outcomes(&json), ["pending", "current", "current"]);
+
+    // A pattern that matches nothing is a usage error, naming it.
+    Miglock::for_db(&db)
+        .args([
+            "apply",
+            "--all-schemas",
+            "--schema-match",
+            "nomatch%",
+            "--migrations",
+        ])
+        .arg(dir.path())
+        .run()
+        .assert_code(2)
+        .assert_stderr_contains("--all-schemas --schema-match 'nomatch%' matched no schema");
+    Miglock::for_db(&db)
+        .args(["apply", "--schema-match", "tenant%"])
+        .run()
+        .assert_code(2)
+        .assert_stderr_contains("--all-schemas");
+}

@@ -33,6 +33,8 @@ fn each_command_shows_only_the_options_it_uses() {
         "canary",
         "max_failures",
         "metrics_file",
+        "all_schemas",
+        "schema_match",
         "settings",
         "ahead",
         "allow_world_writable",
