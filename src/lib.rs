@@ -113,6 +113,15 @@ pub fn run() -> ExitCode {
         Err(e) => return ExitCode::from(parse_failure(e, &env)),
     };
     let stdout = Console::stdout();
+    // Before anything is said: `completions` and `man` take no
+    // --log-format, but their warnings follow MIGLOCK_LOG_FORMAT.
+    let json_logs = match cli.command.output() {
+        Some(output) => output.json_logs(),
+        None => env("MIGLOCK_LOG_FORMAT").as_deref() == Some("json"),
+    };
+    if json_logs {
+        output::enable_json_logs();
+    }
     match &cli.command {
         Command::Completions { shell } => {
             warn_ignored(&cli, None);
@@ -138,9 +147,6 @@ pub fn run() -> ExitCode {
     let Some(output) = cli.command.output() else {
         return ExitCode::SUCCESS;
     };
-    if output.json_logs() {
-        output::enable_json_logs();
-    }
     let progress = Progress::init(output.verbosity(), env("RUST_LOG").as_deref());
     warn_ignored(&cli, Some(&progress));
     let format = output.format();
@@ -222,6 +228,7 @@ pub fn run() -> ExitCode {
         let sample = metrics::Sample {
             target: report.database.clone().unwrap_or_default(),
             schema: None,
+            line: None,
             report: Some(&report),
             ms: time::millis(started.elapsed()),
         };

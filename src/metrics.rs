@@ -15,6 +15,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::SystemTime;
 
+use crate::outcome::Outcome;
 use crate::report::Report;
 
 /// One target's run: its labels and its result (`None`: never started).
@@ -22,6 +23,8 @@ pub struct Sample<'a> {
     /// As logged: `user@host:port/database`, never a password.
     pub target: String,
     pub schema: Option<&'a str>,
+    /// The line of the targets file: two lines may name one target.
+    pub line: Option<String>,
     pub report: Option<&'a Report>,
     pub ms: u64,
 }
@@ -78,8 +81,18 @@ pub fn render(command: &str, samples: &[Sample], exit_code: u8) -> String {
         ),
         (
             "miglock_target_migrations_pending",
-            "Migrations still pending on the target when the run ended.",
-            |s| s.report.map(|r| r.pending.len() as f64),
+            "Migrations still pending on the target when the run ended (when its history was read).",
+            // Not 0 for a target whose history was never read.
+            |s| {
+                s.report
+                    .filter(|r| {
+                        !matches!(
+                            r.outcome,
+                            Outcome::Unavailable | Outcome::Usage | Outcome::Disabled
+                        )
+                    })
+                    .map(|r| r.pending.len() as f64)
+            },
         ),
         (
             "miglock_target_lock_wait_seconds",
@@ -125,6 +138,9 @@ fn labels<'a>(
     if let Some(schema) = s.schema {
         labels.push(("schema", schema));
     }
+    if let Some(line) = &s.line {
+        labels.push(("line", line.as_str()));
+    }
     if let Some(outcome) = outcome {
         labels.push(("outcome", outcome));
     }
@@ -159,7 +175,12 @@ pub fn write(path: &Path, text: &str) {
         .file_name()
         .map_or_else(|| "metrics".into(), |n| n.to_string_lossy().into_owned());
     let temporary = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
-    let written = std::fs::File::create(&temporary)
+    // A new file only: never through a link someone left under that name.
+    let _ = std::fs::remove_file(&temporary);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temporary)
         .and_then(|mut file| {
             file.write_all(text.as_bytes())?;
             file.sync_all()
@@ -181,7 +202,6 @@ pub fn write(path: &Path, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::Outcome;
 
     #[test]
     fn the_text_is_prometheus_exposition_with_escaped_labels() {
@@ -192,12 +212,14 @@ mod tests {
             Sample {
                 target: "app@db:5432/t\"1".into(),
                 schema: Some("tenant\\a"),
+                line: None,
                 report: Some(&report),
                 ms: 250,
             },
             Sample {
                 target: "app@db:5432/t2".into(),
                 schema: None,
+                line: Some("7".into()),
                 report: None,
                 ms: 0,
             },

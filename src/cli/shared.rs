@@ -293,7 +293,10 @@ pub struct FleetArgs {
     pub jobs: u16,
 
     /// With many targets: start no other target after the first failure (they are not_started)
-    #[arg(long, conflicts_with = "max_failures")]
+    // Not a conflict with --max-failures: a variable counts as given for
+    // clap, and MIGLOCK_MAX_FAILURES must not make the flag an error. The
+    // smaller budget wins.
+    #[arg(long)]
     pub fail_fast: bool,
 
     /// With many targets: run the first N alone; if any of them fails, start no other
@@ -305,7 +308,7 @@ pub struct FleetArgs {
     #[arg(long, env = "MIGLOCK_CANARY", value_name = "N", value_parser = parse::targets_count)]
     pub canary: Option<usize>,
 
-    /// With many targets: start no other target once N have failed (--fail-fast is 1)
+    /// With many targets: start no other target once N have failed (--fail-fast is 1; the smaller wins)
     #[arg(long, env = "MIGLOCK_MAX_FAILURES", value_name = "N",
           value_parser = parse::targets_count)]
     pub max_failures: Option<usize>,
@@ -326,8 +329,9 @@ pub struct FleetArgs {
     /// workers given 0 … COUNT-1 (a CI matrix, machines of their own) cover every target
     /// exactly once, whatever the order of the list. The list is checked whole first (an empty
     /// one is still exit 2); an empty shard is exit 0, saying so.
-    #[arg(long, env = "MIGLOCK_SHARD", value_name = "INDEX/COUNT", value_parser = parse::shard,
-          conflicts_with = "shards")]
+    // --shard wins over --shards (not a conflict: a variable counts as
+    // given for clap, and MIGLOCK_SHARDS must not make the flag an error).
+    #[arg(long, env = "MIGLOCK_SHARD", value_name = "INDEX/COUNT", value_parser = parse::shard)]
     pub shard: Option<(u32, u32)>,
 
     /// With many targets: N shards, this worker's index from JOB_COMPLETION_INDEX

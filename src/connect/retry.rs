@@ -237,9 +237,12 @@ impl Connecting {
                 (client, key)
             })
         };
+        // With many targets, this thread's lines name the target too.
+        let context = crate::output::log_context();
         std::thread::Builder::new()
             .name("connect".into())
             .spawn(move || {
+                crate::output::set_log_context(context);
                 let mut result = connect(&config);
                 if prefer_writes && result.as_ref().err().is_some_and(settle_for_any) {
                     log::debug!("no host takes writes: connecting to any");
@@ -318,8 +321,9 @@ impl Connecting {
             // Nothing said where the database is: the local socket was a
             // guess, so one attempt, and the failure says what to set.
             let guessed = if target.guessed() {
-                ". Nothing said where the database is (no --database-url, DATABASE_URL or \
-                 PGHOST), so only the local socket was tried, once: set \
+                ". Nothing said where the database is (no --database-url, DATABASE_URL, \
+                 PGHOST, PGPORT, PGUSER or PGDATABASE), so only the local socket was tried, \
+                 once: set \
                  DATABASE_URL=postgres://USER@HOST:5432/DATABASE (the password in PGPASSWORD \
                  or ~/.pgpass), or PGHOST and the other libpq variables"
             } else {

@@ -92,8 +92,10 @@ impl ConnectTarget {
                     .and_then(|port| url_with_default_port(url, port))
                     .map_or(std::borrow::Cow::Borrowed(url), std::borrow::Cow::Owned);
                 postgres::Config::from_str(&url).map_err(|e| {
-                    // The parser's messages name the option, never its value,
-                    // so they are safe to show; the URL itself is not.
+                    // The parser's messages name the option, never its value
+                    // (`not_a_postgres_url` refused, unquoted, the strings whose
+                    // text before an `=` it would quote), so they are safe to
+                    // show; the URL itself is not.
                     Failure::usage(anyhow!(
                         "the database URL is malformed: {}",
                         error_chain(&e)
@@ -112,7 +114,12 @@ impl ConnectTarget {
                     }
                 }
                 None => {
-                    guessed = url.is_none();
+                    // A socket chosen on purpose (PGPORT, PGUSER… set, as
+                    // in a CI job that starts its server) is retried.
+                    guessed = url.is_none()
+                        && ["PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE"]
+                            .iter()
+                            .all(|name| var(name).is_none());
                     config.host(default_socket_dir());
                 }
             }

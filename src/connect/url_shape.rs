@@ -10,36 +10,119 @@ use super::conninfo;
 use crate::error::Failure;
 
 /// What a newcomer gives instead of a PostgreSQL URL: another database's
-/// URL (`mysql://…`), or a URL without its scheme (`localhost:5432/db`),
-/// which the key=value parser would otherwise call a missing '='. Only the
-/// scheme is ever quoted: the rest may hold a password.
+/// URL (`mysql://…`), a JDBC or SQLAlchemy one (`jdbc:postgresql://…`,
+/// `postgresql+psycopg2://…`), or a URL without its scheme
+/// (`localhost:5432/db`, `app:pw@db/app?sslmode=require`), which the
+/// key=value parser would otherwise quote back up to its first `=`,
+/// password included. Only a scheme made of plain characters is ever
+/// quoted; everything else may hold a password.
 pub(super) fn not_a_postgres_url(url: &str) -> Result<(), String> {
     const FORMS: &str = "postgres://USER@HOST:PORT/DATABASE, or key=value pairs such as \
         host=HOST port=5432 dbname=DATABASE user=USER";
     let trimmed = url.trim_start();
-    if let Some((scheme, _)) = trimmed.split_once("://") {
+    // A `://` after a space or an `=` is a value's (application_name=a://b).
+    let url = trimmed
+        .split_once("://")
+        .filter(|(scheme, _)| !scheme.contains(|c: char| c == '=' || c.is_whitespace()));
+    if let Some((scheme, _)) = url {
         let plain = !scheme.is_empty()
-            && scheme.len() <= 20
+            && scheme.len() <= 30
             && scheme
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | ':'));
         if !plain {
-            return Ok(());
+            return Err(format!(
+                "it has a '://' but no scheme miglock knows before it; expected {FORMS}"
+            ));
         }
+        let lower = scheme.to_ascii_lowercase();
         if scheme == "postgres" || scheme == "postgresql" {
             return Ok(());
+        }
+        if lower == "postgres" || lower == "postgresql" {
+            // The parser knows the lower-case schemes only.
+            return Err(format!(
+                "write the scheme {scheme}:// in lower case, as {lower}://; expected {FORMS}"
+            ));
+        }
+        if let Some(rest) = lower.strip_prefix("jdbc:") {
+            return Err(format!(
+                "{scheme}:// is a JDBC URL: drop '{}' (and give the user and password in the URL \
+                 or the libpq variables, not as JDBC parameters); expected {FORMS}",
+                &scheme[..scheme.len() - rest.len()]
+            ));
+        }
+        if lower.starts_with("postgres+") || lower.starts_with("postgresql+") {
+            return Err(format!(
+                "{scheme}:// names a driver (SQLAlchemy's form): write postgres:// or \
+                 postgresql://; expected {FORMS}"
+            ));
         }
         return Err(format!(
             "{scheme}:// is not a PostgreSQL URL (miglock connects to PostgreSQL only); \
              expected {FORMS}"
         ));
     }
-    if !trimmed.is_empty() && !trimmed.contains('=') {
+    if !trimmed.is_empty() && !key_value_pairs(trimmed) {
         return Err(format!(
             "neither a URL (no postgres:// in front) nor key=value pairs; expected {FORMS}"
         ));
     }
     Ok(())
+}
+
+/// Whether `text` reads as libpq's `key=value` pairs: each key made of
+/// letters and `_`, then `=`, then a value (in single quotes, `\'` and
+/// `\\` escaped, or up to the next space). What the parser would refuse
+/// by quoting the text before an `=` is refused here without quoting it.
+fn key_value_pairs(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    loop {
+        while at < bytes.len() && bytes[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        if at == bytes.len() {
+            return true;
+        }
+        let key = bytes[at..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphabetic() || **b == b'_')
+            .count();
+        if key == 0 {
+            return false;
+        }
+        at += key;
+        while at < bytes.len() && bytes[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        if bytes.get(at) != Some(&b'=') {
+            return false;
+        }
+        at += 1;
+        while at < bytes.len() && bytes[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        if bytes.get(at) == Some(&b'\'') {
+            at += 1;
+            loop {
+                match bytes.get(at) {
+                    // The parser says "unterminated quoted value", quoting nothing.
+                    None => return true,
+                    Some(b'\\') => at += 2,
+                    Some(b'\'') => {
+                        at += 1;
+                        break;
+                    }
+                    Some(_) => at += 1,
+                }
+            }
+        } else {
+            while at < bytes.len() && !bytes[at].is_ascii_whitespace() {
+                at += 1;
+            }
+        }
+    }
 }
 
 /// A URL whose host part holds an `@`: the user information ends at the
@@ -90,4 +173,44 @@ pub(super) fn url_with_default_port(url: &str, port: u16) -> Option<String> {
         hosts.join(","),
         parts.tail
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_not_a_postgres_url_is_said_without_its_password() {
+        for (url, needle) in [
+            (
+                "mysql://app:S3cret@db/app",
+                "mysql:// is not a PostgreSQL URL",
+            ),
+            (
+                "jdbc:postgresql://app:S3cret@db:5432/app?sslmode=require",
+                "is a JDBC URL: drop 'jdbc:'",
+            ),
+            ("postgresql+psycopg2://app:S3cret@db/app", "names a driver"),
+            ("app:S3cret@db/app?sslmode=require", "neither a URL"),
+            ("localhost:5432/app", "neither a URL"),
+            ("host=db S3cret@x=1", "neither a URL"),
+            ("ht tp://S3cret@db", "neither a URL"),
+            ("h%tp://S3cret@db", "no scheme miglock knows"),
+            ("POSTGRESQL://app:S3cret@db/app?x=1", "in lower case"),
+        ] {
+            let err = not_a_postgres_url(url).unwrap_err();
+            assert!(err.contains(needle), "{url}: {err}");
+            assert!(!err.contains("S3cret"), "{url}: {err}");
+        }
+        for good in [
+            "postgres://app:S3cret@db/app",
+            "host=db dbname=app user=app password='a \\' b'",
+            "host = db  port=5432",
+            "host=h dbname=d application_name=a://b",
+            "host=db password='unterminated S3cret",
+            "",
+        ] {
+            assert!(not_a_postgres_url(good).is_ok(), "{good}");
+        }
+    }
 }

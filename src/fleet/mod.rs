@@ -77,6 +77,7 @@ pub fn run_many(
             .map(|t| crate::metrics::Sample {
                 target: t.target.database.to_string(),
                 schema: t.target.schema.as_deref(),
+                line: t.target.line.map(|line| line.to_string()),
                 report: t.report.as_ref(),
                 ms: t.ms,
             })

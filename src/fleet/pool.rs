@@ -1,8 +1,7 @@
 //! The workers: at most `--jobs` targets at once, each on its own thread
 //! with its own connection, results gathered in target order.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
 use super::job;
@@ -45,7 +44,10 @@ pub fn run_all(ctx: &Context, config: &FleetConfig, job: &Job, targets: &[Target
     if let Some(bar) = &overall {
         bar.set_message("targets, 0 failed");
     }
-    let max_failures = config.max_failures.or(config.fail_fast.then_some(1));
+    let max_failures = match (config.max_failures, config.fail_fast) {
+        (Some(max), true) => Some(max.min(1)),
+        (max, fail_fast) => max.or(fail_fast.then_some(1)),
+    };
     let canary = config.canary.min(total);
     let mut waves = Waves {
         ctx,
@@ -61,10 +63,10 @@ pub fn run_all(ctx: &Context, config: &FleetConfig, job: &Job, targets: &[Target
         log::info!("CANARY targets={canary} of={total}: the rest start once they all succeed");
         let failed = waves.run(0..canary, Some(1));
         if failed > 0 {
+            let unstarted = waves.results.iter().filter(|r| r.is_none()).count();
             log::error!(
-                "CANARY_FAILED {failed} of the first {canary} target(s) failed: the other {} \
-                 were not started",
-                total - canary
+                "CANARY_FAILED {failed} of the first {canary} target(s) failed: the other \
+                 {unstarted} were not started"
             );
             stopped = Some(Stopped::Canary);
         }
@@ -100,6 +102,13 @@ pub fn run_all(ctx: &Context, config: &FleetConfig, job: &Job, targets: &[Target
     Ran { finished, stopped }
 }
 
+/// A wave's shared state, under one lock.
+struct Claim {
+    next: usize,
+    stop: bool,
+    failed: usize,
+}
+
 /// What the waves share: where results go, and the failures so far.
 struct Waves<'a, 'r> {
     ctx: &'a Context<'a>,
@@ -117,9 +126,14 @@ impl Waves<'_, '_> {
     /// this wave's failures.
     fn run(&mut self, range: std::ops::Range<usize>, stop_after: Option<usize>) -> usize {
         let (config, job, targets) = (self.config, self.job, self.targets);
-        let next = AtomicUsize::new(range.start);
-        let failed = AtomicUsize::new(0);
-        let stop = AtomicBool::new(stop_after == Some(0));
+        // The next target to take, whether to take any more, and the
+        // failures so far: one lock, so that no target is taken once the
+        // failure that stops the wave is counted.
+        let claim = Mutex::new(Claim {
+            next: range.start,
+            stop: stop_after == Some(0),
+            failed: 0,
+        });
         let (sender, receiver) = mpsc::channel::<(usize, Report, u64)>();
         let (progress, interrupt, format) =
             (self.ctx.progress, self.ctx.interrupt, self.ctx.format);
@@ -127,7 +141,7 @@ impl Waves<'_, '_> {
         std::thread::scope(|scope| {
             for worker in 0..config.jobs.min(range.len()) {
                 let sender = sender.clone();
-                let (next, stop, failed, end) = (&next, &stop, &failed, range.end);
+                let (claim, end) = (&claim, range.end);
                 let spawned = std::thread::Builder::new()
                     .name(format!("target-{worker}"))
                     .spawn_scoped(scope, move || loop {
@@ -140,21 +154,23 @@ impl Waves<'_, '_> {
                             format,
                             out: &none,
                         };
-                        if stop.load(Ordering::SeqCst) || interrupt.is_set() {
-                            break;
-                        }
-                        let index = next.fetch_add(1, Ordering::SeqCst);
-                        if index >= end {
-                            break;
-                        }
+                        let index = {
+                            let mut claim = claim.lock().unwrap_or_else(|p| p.into_inner());
+                            if claim.stop || interrupt.is_set() || claim.next >= end {
+                                break;
+                            }
+                            claim.next += 1;
+                            claim.next - 1
+                        };
                         let started = Instant::now();
                         let report = run_one(&ctx, config, job, &targets[index]);
                         if is_failure(report.outcome) {
-                            let now = failed.fetch_add(1, Ordering::SeqCst) + 1;
+                            let mut claim = claim.lock().unwrap_or_else(|p| p.into_inner());
+                            claim.failed += 1;
                             // Before the result is sent, so with --jobs 1
                             // the next target is never taken.
-                            if stop_after.is_some_and(|max| now >= max) {
-                                stop.store(true, Ordering::SeqCst);
+                            if stop_after.is_some_and(|max| claim.failed >= max) {
+                                claim.stop = true;
                             }
                         }
                         if sender

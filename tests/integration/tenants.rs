@@ -699,8 +699,8 @@ fn a_failed_canary_starts_nothing_else_and_a_good_one_lets_the_rest_run() {
 }
 
 /// `--max-failures N`: no target starts once N have failed; fewer failures
-/// than N let every target run. `--fail-fast` is N = 1 and cannot be given
-/// with it.
+/// than N let every target run. `--fail-fast` is N = 1; given both, the
+/// smaller wins.
 #[test]
 fn max_failures_stops_starting_targets_once_reached() {
     let cluster = Cluster::shared();
@@ -735,7 +735,7 @@ fn max_failures_stops_starting_targets_once_reached() {
         assert!(db.history().is_empty(), "{} was not touched", db.name());
     }
 
-    // Three failures allowed: every target runs, three fail, no stop.
+    // Up to four failures allowed: every target runs, three fail, no stop.
     let out = many("apply", &file, &dir)
         .args(["--jobs", "2", "--max-failures", "4"])
         .run();
@@ -745,11 +745,24 @@ fn max_failures_stops_starting_targets_once_reached() {
     assert_eq!(json["counts"]["failed"], 3);
     assert_eq!(json["counts"]["applied"], 3);
 
-    many("apply", &file, &dir)
-        .args(["--fail-fast", "--max-failures", "2"])
-        .run()
-        .assert_code(2)
-        .assert_stderr_contains("cannot be used with");
+    // --fail-fast with a budget from the environment: the smaller wins.
+    let out = many("apply", &file, &dir)
+        .env("MIGLOCK_MAX_FAILURES", "4")
+        .args(["--jobs", "1", "--fail-fast"])
+        .run();
+    out.assert_code(1)
+        .assert_stderr_contains("MAX_FAILURES 1 target(s) failed");
+    assert_eq!(
+        outcomes(&out.json()),
+        [
+            "failed",
+            "not_started",
+            "not_started",
+            "not_started",
+            "not_started",
+            "not_started"
+        ]
+    );
 }
 
 /// `--all-schemas [--schema-match PATTERN]`: every schema of the database

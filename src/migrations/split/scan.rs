@@ -68,6 +68,10 @@ pub struct Scanner<'a> {
     keep: usize,
     /// The first line whose comment opens another tool's Down section.
     down: Option<(usize, &'static str)>,
+    /// Whether the text starts a line, and is the whole of the rest of the
+    /// file (a reader in chunks says otherwise: see [`Scanner::resumed`]).
+    starts_line: bool,
+    whole: bool,
 }
 
 /// A place in the text where no statement, string or comment is open: just
@@ -176,6 +180,19 @@ impl<'a> Scanner<'a> {
             },
             keep: WORDS,
             down: None,
+            starts_line: true,
+            whole: true,
+        }
+    }
+
+    /// For a reader in chunks: whether this text starts a line of the file
+    /// (it resumes just past a `;`, often mid-line), and whether it runs to
+    /// the file's end (a comment at its end may be cut off).
+    pub fn resumed(self, starts_line: bool, whole: bool) -> Scanner<'a> {
+        Scanner {
+            starts_line,
+            whole,
+            ..self
         }
     }
 
@@ -189,6 +206,20 @@ impl<'a> Scanner<'a> {
     /// statement an error names is found among more than its first words).
     pub fn keep_words(self, n: usize) -> Scanner<'a> {
         Scanner { keep: n, ..self }
+    }
+
+    /// Records another tool's Down section if the `--` comment at `pos`,
+    /// ending at `end`, opens one and is alone on its line.
+    fn down_marker(&mut self, end: usize) {
+        let before = &self.bytes[..self.pos];
+        let alone = match before.iter().rposition(|b| matches!(b, b'\n' | b'\r')) {
+            Some(at) => before[at + 1..].iter().all(u8::is_ascii_whitespace),
+            None => self.starts_line && before.iter().all(u8::is_ascii_whitespace),
+        };
+        if alone {
+            let comment = &self.sql[self.pos..end];
+            self.down = super::markers::down_marker(comment).map(|t| (self.line, t));
+        }
     }
 
     /// The last clean place scanned so far.
@@ -235,20 +266,13 @@ impl<'a> Scanner<'a> {
                         .iter()
                         .position(|b| *b == b'\n' || *b == b'\r')
                         .map_or(self.bytes.len(), |n| self.pos + n);
-                    let line_start = self.bytes[..self.pos]
-                        .iter()
-                        .rposition(|b| *b == b'\n')
-                        .map_or(0, |n| n + 1);
-                    let alone = self.bytes[line_start..self.pos]
-                        .iter()
-                        .all(u8::is_ascii_whitespace);
-                    if alone && self.down.is_none() {
-                        let comment = &self.sql[self.pos..end];
-                        self.down = super::markers::down_marker(comment).map(|t| (self.line, t));
+                    if self.down.is_none() && (end < self.bytes.len() || self.whole) {
+                        self.down_marker(end);
                     }
                     self.advance_to(end);
                 }
                 b'/' if self.peek(1) == Some(b'*') => self.block_comment(),
+
                 b'\'' => {
                     let escapes = !self.standard_strings;
                     self.quoted(1, b'\'', escapes);

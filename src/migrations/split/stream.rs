@@ -18,6 +18,8 @@ pub fn summarize(reader: impl Read) -> io::Result<Summary> {
     let mut want = CHUNK;
     let mut line = 1;
     let mut standard_strings = true;
+    // Whether `buf` starts a line of the file (a chunk resumes past a `;`).
+    let mut starts_line = true;
     let mut started: Option<Classifier> = None;
     let classifier = loop {
         let eof = text.fill(&mut buf, want)?;
@@ -35,7 +37,8 @@ pub fn summarize(reader: impl Read) -> io::Result<Summary> {
                 started.insert(Classifier::new(has_marker(&buf)))
             }
         };
-        let mut scanner = Scanner::continuing(&buf, line, standard_strings);
+        let mut scanner =
+            Scanner::continuing(&buf, line, standard_strings).resumed(starts_line, eof);
         for statement in scanner.by_ref() {
             // A statement the chunk cut off is scanned again, whole, with
             // the next one.
@@ -57,6 +60,9 @@ pub fn summarize(reader: impl Read) -> io::Result<Summary> {
         } else {
             CHUNK
         };
+        if clean.pos > 0 {
+            starts_line = matches!(buf.as_bytes()[clean.pos - 1], b'\n' | b'\r');
+        }
         buf.drain(..clean.pos);
         line = clean.line;
         standard_strings = clean.standard_strings;
@@ -211,6 +217,30 @@ mod tests {
         let body =
             "create function f() returns int language sql as $$\n-- +goose Down\nselect 1 $$;\n";
         assert!(summary_in_chunks(body, 7).forbidden.is_empty());
+    }
+
+    /// The reader's chunk edge falls at every place around the markers:
+    /// after a `;` mid-line, inside a comment, at a line's start.
+    #[test]
+    fn down_markers_across_chunk_edges_are_read_as_in_the_whole_text() {
+        let filler = "select 1;\n".repeat(CHUNK / 10 - 4);
+        for shift in 0..48 {
+            let text = format!(
+                "select '{}';\n{filler}select 2; -- migrate:down later\nselect 3;\n\
+                 -- migrate:downtime\nselect 4;\n-- +goose Down\ndrop table t;\n",
+                "x".repeat(shift)
+            );
+            let goose_line = 1 + filler.lines().count() + 5;
+            let whole = classify(&text);
+            let summary = summary_in_chunks(&text, 4096);
+            assert_eq!(summary.forbidden, whole.forbidden, "shift {shift}");
+            let found: Vec<_> = summary.forbidden.iter().map(|f| (f.kind, f.line)).collect();
+            assert_eq!(
+                found,
+                [(ForbiddenKind::DownSection, goose_line)],
+                "shift {shift}"
+            );
+        }
     }
 
     #[test]

@@ -100,18 +100,20 @@ fn many_targets_write_one_series_per_target_never_started_included() {
     let found = samples(&std::fs::read_to_string(&file).unwrap());
     assert_eq!(found["miglock_run_exit_code{command=\"apply\"}"], 1.0);
     assert_eq!(found["miglock_run_targets{command=\"apply\"}"], 3.0);
-    let outcome = |db: &TestDb, outcome: &str| {
+    // Each series names the targets file's line too: two lines may name
+    // one database.
+    let outcome = |line: usize, outcome: &str| {
         found.get(&format!(
-            "miglock_target_outcome{{command=\"apply\",target=\"{}\",outcome=\"{outcome}\"}}",
-            target(db)
+            "miglock_target_outcome{{command=\"apply\",target=\"{}\",line=\"{line}\",outcome=\"{outcome}\"}}",
+            target(&dbs[line - 1])
         ))
     };
-    assert_eq!(outcome(&dbs[0], "failed"), Some(&1.0));
-    assert_eq!(outcome(&dbs[1], "not_started"), Some(&1.0));
-    assert_eq!(outcome(&dbs[2], "not_started"), Some(&1.0));
+    assert_eq!(outcome(1, "failed"), Some(&1.0));
+    assert_eq!(outcome(2, "not_started"), Some(&1.0));
+    assert_eq!(outcome(3, "not_started"), Some(&1.0));
     assert_eq!(
         found[&format!(
-            "miglock_target_exit_code{{command=\"apply\",target=\"{}\"}}",
+            "miglock_target_exit_code{{command=\"apply\",target=\"{}\",line=\"1\"}}",
             target(&dbs[0])
         )],
         1.0

@@ -95,6 +95,24 @@ fn another_databases_url_or_one_without_its_scheme_is_a_usage_error() {
             "localhost:5432/app",
             "neither a URL (no postgres:// in front) nor key=value pairs",
         ),
+        // Forms the key=value parser would quote up to their first '=':
+        // the password with it.
+        (
+            "jdbc:postgresql://app:s3cret-pw@db:5432/app?sslmode=require",
+            "is a JDBC URL: drop 'jdbc:'",
+        ),
+        (
+            "app:s3cret-pw@db/app?sslmode=require",
+            "neither a URL (no postgres:// in front) nor key=value pairs",
+        ),
+        (
+            "POSTGRES://app:s3cret-pw@db/app?sslmode=require",
+            "write the scheme POSTGRES:// in lower case",
+        ),
+        (
+            "postgresql+psycopg2://app:s3cret-pw@db/app",
+            "names a driver (SQLAlchemy's form)",
+        ),
     ] {
         let out = Miglock::new()
             .env("DATABASE_URL", url)
