@@ -5,12 +5,16 @@ loop of single-target `miglock apply`, on a throwaway cluster (bench.py's).
   apply   200 fresh databases x 20 migrations: `--jobs 1`, `--jobs 4`,
           `--jobs 8`, and `for url in …; do miglock apply; done`
   noop    the same 200 databases, everything current
+  schemas 5,000 schemas of one database (`--all-schemas`) x 5 migrations,
+          `--jobs 4`, against one psql session running the same statements
+          schema after schema; then the no-op
 
 For each: wall time, and the peak number of client backends the server had
 (pg_stat_activity polled every 10 ms from a session of its own, which is
 left out of the count).
 
-Usage: python3 bench/tenants.py [--databases 200] [--migrations 20]
+Usage: python3 bench/tenants.py [--databases 200] [--migrations 20] [--schemas 5000]
+                                [--only databases,schemas]
 Builds miglock in release mode into $CARGO_TARGET_DIR (default target/).
 """
 
@@ -72,7 +76,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--databases", type=int, default=200)
     parser.add_argument("--migrations", type=int, default=20)
+    parser.add_argument("--schemas", type=int, default=5000)
+    parser.add_argument("--only", default="databases,schemas")
     args = parser.parse_args()
+    only = set(args.only.split(","))
     log("== building miglock (release)")
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     target_dir = os.environ.get("CARGO_TARGET_DIR", f"{ROOT}/target")
@@ -99,6 +106,10 @@ def main():
                 f.write("".join(cluster.url(n) + "\n" for n in names))
             return names, path
 
+        if "schemas" in only:
+            bench_schemas(cluster, miglock, work, args.schemas)
+        if "databases" not in only:
+            return
         base = [miglock, "apply", "-q", "--migrations", folder]
         # Every database first, then a checkpoint before each run: the WAL
         # of 200 CREATE DATABASE must not be flushed during the first run.
@@ -135,6 +146,42 @@ def main():
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_schemas(cluster, miglock, work, count, migrations=5):
+    """`--all-schemas` over `count` schemas of one database, against one psql
+    session running the same statements schema after schema."""
+    folder = f"{work}/schema-migrations"
+    write_migrations(folder, migrations, lambda i: f"CREATE TABLE t_{i} (id bigint PRIMARY KEY, note text);\n")
+    psql = [f"{cluster.bindir}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p",
+            str(cluster.port), "-U", "postgres"]
+    rows = []
+    for db in ("schemas_miglock", "schemas_psql"):
+        cluster.create_db(db)
+        subprocess.run(psql + ["-d", db], input="".join(f"CREATE SCHEMA tenant_{i:05};\n" for i in range(count)),
+                       text=True, check=True, stdout=subprocess.DEVNULL)
+    cluster.psql("postgres", "CHECKPOINT")
+    # psql: each schema's migrations, one transaction each, as miglock runs them.
+    script = f"{work}/schemas.sql"
+    with open(script, "w") as f:
+        for i in range(count):
+            f.write(f"SET search_path = tenant_{i:05};\n")
+            for m in range(1, migrations + 1):
+                f.write(f"BEGIN; CREATE TABLE t_{m} (id bigint PRIMARY KEY, note text); COMMIT;\n")
+    wall, peak = timed(cluster, psql + ["-d", "schemas_psql", "-f", script])
+    rows.append((f"{count} schemas x {migrations} migrations, one psql session", wall, peak))
+    env_url = cluster.url("schemas_miglock")
+    apply = [miglock, "apply", "-q", "--database-url", env_url, "--all-schemas", "--schema-match",
+             "tenant\\_%", "--jobs", "4", "--migrations", folder]
+    cluster.psql("postgres", "CHECKPOINT")
+    wall, peak = timed(cluster, apply)
+    rows.append((f"{count} schemas x {migrations} migrations, miglock --all-schemas --jobs 4", wall, peak))
+    wall, peak = timed(cluster, apply)
+    rows.append((f"{count} schemas, nothing pending, miglock --all-schemas --jobs 4", wall, peak))
+    log("\n| schemas | wall | peak connections |")
+    log("|---|---|---|")
+    for name, wall, peak in rows:
+        log(f"| {name} | {wall:.2f} s | {peak} |")
 
 
 if __name__ == "__main__":
