@@ -10,6 +10,7 @@ pub mod pgpass;
 pub mod redact;
 mod retry;
 mod sniff;
+pub mod spare;
 mod target;
 pub mod tls;
 mod url_shape;

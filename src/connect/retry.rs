@@ -11,6 +11,7 @@ use postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::sniff::{self, CancelKey, SniffingConnect, Wire};
+use super::spare;
 use super::target::ConnectTarget;
 use crate::backoff::Backoff;
 use crate::error::Failure;
@@ -183,6 +184,7 @@ impl Connecting {
                 e.context(format!("cannot set up TLS (sslmode={})", target.tls.mode))
             )
         });
+        let reuse = spare::key(&target, application_name);
         let mut connecting = Connecting {
             target,
             config,
@@ -193,7 +195,19 @@ impl Connecting {
             first: None,
             then,
         };
-        if early {
+        // The worker's kept connection to the same place (many targets).
+        if let Some((mut client, key)) = spare::take(&reuse) {
+            log::debug!("reusing the connection to {}", connecting.target);
+            let then = connecting.then.as_ref().map(|then| then(&mut client, key));
+            let (sender, result) = std::sync::mpsc::channel();
+            let _ = sender.send(Ok(Connected { client, key, then }));
+            let bound = Duration::from_secs(1);
+            connecting.first = Some(ConnectAttempt {
+                result,
+                bound,
+                patience: bound,
+            });
+        } else if early {
             connecting.first = connecting.attempt(timeout);
         }
         connecting

@@ -144,41 +144,47 @@ impl Waves<'_, '_> {
                 let (claim, end) = (&claim, range.end);
                 let spawned = std::thread::Builder::new()
                     .name(format!("target-{worker}"))
-                    .spawn_scoped(scope, move || loop {
-                        // Each worker's own context: a target's text goes
-                        // nowhere (the summary speaks for it).
-                        let none = Console::none();
-                        let ctx = Context {
-                            progress,
-                            interrupt,
-                            format,
-                            out: &none,
-                        };
-                        let index = {
-                            let mut claim = claim.lock().unwrap_or_else(|p| p.into_inner());
-                            if claim.stop || interrupt.is_set() || claim.next >= end {
+                    .spawn_scoped(scope, move || {
+                        // Consecutive targets of one database share a
+                        // connection (see `connect::spare`).
+                        crate::connect::spare::enable();
+                        loop {
+                            // Each worker's own context: a target's text goes
+                            // nowhere (the summary speaks for it).
+                            let none = Console::none();
+                            let ctx = Context {
+                                progress,
+                                interrupt,
+                                format,
+                                out: &none,
+                            };
+                            let index = {
+                                let mut claim = claim.lock().unwrap_or_else(|p| p.into_inner());
+                                if claim.stop || interrupt.is_set() || claim.next >= end {
+                                    break;
+                                }
+                                claim.next += 1;
+                                claim.next - 1
+                            };
+                            let started = Instant::now();
+                            let report = run_one(&ctx, config, job, &targets[index]);
+                            if is_failure(report.outcome) {
+                                let mut claim = claim.lock().unwrap_or_else(|p| p.into_inner());
+                                claim.failed += 1;
+                                // Before the result is sent, so with --jobs 1
+                                // the next target is never taken.
+                                if stop_after.is_some_and(|max| claim.failed >= max) {
+                                    claim.stop = true;
+                                }
+                            }
+                            if sender
+                                .send((index, report, millis(started.elapsed())))
+                                .is_err()
+                            {
                                 break;
                             }
-                            claim.next += 1;
-                            claim.next - 1
-                        };
-                        let started = Instant::now();
-                        let report = run_one(&ctx, config, job, &targets[index]);
-                        if is_failure(report.outcome) {
-                            let mut claim = claim.lock().unwrap_or_else(|p| p.into_inner());
-                            claim.failed += 1;
-                            // Before the result is sent, so with --jobs 1
-                            // the next target is never taken.
-                            if stop_after.is_some_and(|max| claim.failed >= max) {
-                                claim.stop = true;
-                            }
                         }
-                        if sender
-                            .send((index, report, millis(started.elapsed())))
-                            .is_err()
-                        {
-                            break;
-                        }
+                        crate::connect::spare::close();
                     });
                 if let Err(e) = spawned {
                     log::warn!("cannot start worker thread {worker}: {e}");

@@ -8,6 +8,7 @@
 //! error, a signal, a panic), by `Drop`. A session whose connection is gone
 //! holds nothing: PostgreSQL releases a session lock with its session.
 
+use std::mem::ManuallyDrop;
 use std::time::{Duration, Instant};
 
 use fallible_iterator::FallibleIterator;
@@ -18,7 +19,7 @@ use super::backend::{Backend, Identity};
 use super::key::{try_lock_sql, LockKey, LockRole};
 use super::mode::LockModeFlag;
 
-use crate::connect::{self, CancelKey, ConnectTarget, Connecting, Then};
+use crate::connect::{self, spare, CancelKey, ConnectTarget, Connecting, Then};
 use crate::error::{ErrorDetail, Failure};
 use crate::interrupt::Interrupt;
 use crate::migrations::history::{self, HistoryRow, HistoryTable};
@@ -45,7 +46,9 @@ pub struct LockTarget {
 }
 
 pub struct LockSession {
-    pub(super) client: Client,
+    /// Taken out when the session ends, to be kept for the next target
+    /// (see `connect::spare`).
+    pub(super) client: ManuallyDrop<Client>,
     /// The cancel key this connection was given, and `pg_backend_pid()`
     /// once a round trip asked (see `lock::path`).
     pub(super) key: CancelKey,
@@ -148,7 +151,7 @@ pub use pending::PendingSession;
 impl LockSession {
     fn new(client: Client, key: CancelKey, target: LockTarget, identity: Identity) -> LockSession {
         LockSession {
-            client,
+            client: ManuallyDrop::new(client),
             key,
             backend_pid: None,
             target,
@@ -367,7 +370,8 @@ impl LockSession {
             &self.identity.application_name(None),
             interrupt,
         )?;
-        self.client = connected.client;
+        // The old connection is dropped (closed) here.
+        *self.client = connected.client;
         self.key = connected.key;
         self.backend_pid = None;
         Ok(())
@@ -570,5 +574,12 @@ impl LockSession {
 impl Drop for LockSession {
     fn drop(&mut self) {
         self.unlock();
+        // SAFETY: the client is taken once, here, and never used after.
+        let client = unsafe { ManuallyDrop::take(&mut self.client) };
+        // A session that met a pooler leaves its connection to close.
+        if !self.pooler {
+            let key = spare::key(&self.target.database, &self.identity.application_name(None));
+            spare::keep(key, client, self.key);
+        }
     }
 }

@@ -844,3 +844,75 @@ fn all_schemas_makes_each_schema_a_target() {
         .assert_code(2)
         .assert_stderr_contains("--all-schemas");
 }
+
+/// A worker keeps its connection from one schema of a database to the
+/// next (reset with DISCARD ALL in between): 30 schemas with `--jobs 2`
+/// run on at most two backends, and what a migration set on its session
+/// (work_mem, search_path) is gone for the next schema's.
+#[test]
+fn the_schemas_of_one_database_share_a_worker_s_connection_and_nothing_else() {
+    let db = Cluster::shared().create_db();
+    let schemas: Vec<String> = (0..30).map(|i| format!("tenant_{i:02}")).collect();
+    db.client()
+        .batch_execute(
+            &schemas
+                .iter()
+                .map(|s| format!("CREATE SCHEMA {s};"))
+                .collect::<String>(),
+        )
+        .unwrap();
+    let dir = MigrationDir::with(&[(
+        "V1__record.sql",
+        "CREATE TABLE seen AS SELECT pg_backend_pid() AS pid, \
+         current_setting('work_mem') AS work_mem, current_schema() AS schema;\n\
+         SET work_mem = '7MB';\nSET search_path = public;\n",
+    )]);
+    let out = Miglock::for_db(&db)
+        .args([
+            "apply",
+            "--format",
+            "json",
+            "--all-schemas",
+            "--jobs",
+            "2",
+            "--migrations",
+        ])
+        .arg(dir.path())
+        .run();
+    out.assert_success();
+    assert_eq!(outcomes(&out.json()), vec!["applied"; 30]);
+    let mut pids = HashSet::new();
+    for schema in &schemas {
+        let row = db
+            .client()
+            .query_one(
+                &format!("SELECT pid, work_mem, schema FROM {schema}.seen"),
+                &[],
+            )
+            .unwrap();
+        pids.insert(row.get::<_, i32>(0));
+        assert_eq!(
+            row.get::<_, String>(1),
+            "4MB",
+            "{schema}: a work_mem leaked in"
+        );
+        assert_eq!(
+            row.get::<_, String>(2),
+            *schema,
+            "{schema}: another search_path"
+        );
+        assert_eq!(
+            db.history_of(&format!("{schema}.refinery_schema_history")),
+            [1]
+        );
+    }
+    assert!(pids.len() <= 2, "30 schemas on {} backends", pids.len());
+    // Nothing held once the run is over.
+    assert_eq!(
+        db.query_i64(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+             WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+        ),
+        0
+    );
+}
