@@ -5,6 +5,7 @@ loop of single-target `miglock apply`, on a throwaway cluster (bench.py's).
   apply   200 fresh databases x 20 migrations: `--jobs 1`, `--jobs 4`,
           `--jobs 8`, and `for url in …; do miglock apply; done`
   noop    the same 200 databases, everything current
+  many    1,000 databases, nothing pending: the no-op, `--jobs 4`
   schemas 5,000 schemas of one database (`--all-schemas`) x 5 migrations,
           `--jobs 4`, against one psql session running the same statements
           schema after schema; then the no-op
@@ -14,7 +15,7 @@ For each: wall time, and the peak number of client backends the server had
 left out of the count).
 
 Usage: python3 bench/tenants.py [--databases 200] [--migrations 20] [--schemas 5000]
-                                [--only databases,schemas]
+                                [--many 1000] [--only databases,many,schemas]
 Builds miglock in release mode into $CARGO_TARGET_DIR (default target/).
 """
 
@@ -77,7 +78,8 @@ def main():
     parser.add_argument("--databases", type=int, default=200)
     parser.add_argument("--migrations", type=int, default=20)
     parser.add_argument("--schemas", type=int, default=5000)
-    parser.add_argument("--only", default="databases,schemas")
+    parser.add_argument("--many", type=int, default=1000)
+    parser.add_argument("--only", default="databases,many,schemas")
     args = parser.parse_args()
     only = set(args.only.split(","))
     log("== building miglock (release)")
@@ -108,6 +110,8 @@ def main():
 
         if "schemas" in only:
             bench_schemas(cluster, miglock, work, args.schemas)
+        if "many" in only:
+            bench_many(cluster, miglock, work, args.many)
         if "databases" not in only:
             return
         base = [miglock, "apply", "-q", "--migrations", folder]
@@ -146,6 +150,26 @@ def main():
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_many(cluster, miglock, work, count):
+    """`count` databases, one migration applied to each, then the no-op
+    over all of them with `--jobs 4`: a connection per database."""
+    folder = f"{work}/many-migrations"
+    write_migrations(folder, 1, lambda i: f"CREATE TABLE t_{i} (id bigint PRIMARY KEY);\n")
+    names = [f"many_{i:05}" for i in range(count)]
+    psql = [f"{cluster.bindir}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p",
+            str(cluster.port), "-U", "postgres", "-d", "postgres"]
+    subprocess.run(psql, input="".join(f"CREATE DATABASE {n};\n" for n in names), text=True, check=True,
+                   stdout=subprocess.DEVNULL)
+    path = f"{work}/many.txt"
+    with open(path, "w") as f:
+        f.write("".join(cluster.url(n) + "\n" for n in names))
+    cluster.psql("postgres", "CHECKPOINT")
+    base = [miglock, "apply", "-q", "--migrations", folder, "--databases-from", path]
+    timed(cluster, base + ["--jobs", "8"])
+    wall, peak = timed(cluster, base + ["--jobs", "4"])
+    log(f"\n| {count} databases, nothing pending, --jobs 4 | {wall:.2f} s | {peak} peak connections |")
 
 
 def bench_schemas(cluster, miglock, work, count, migrations=5):
