@@ -147,7 +147,7 @@ impl Waves<'_, '_> {
                     .spawn_scoped(scope, move || {
                         // Consecutive targets of one database share a
                         // connection (see `connect::spare`).
-                        crate::connect::spare::enable();
+                        let _kept = crate::connect::spare::enable();
                         loop {
                             // Each worker's own context: a target's text goes
                             // nowhere (the summary speaks for it).
@@ -184,7 +184,6 @@ impl Waves<'_, '_> {
                                 break;
                             }
                         }
-                        crate::connect::spare::close();
                     });
                 if let Err(e) = spawned {
                     log::warn!("cannot start worker thread {worker}: {e}");

@@ -576,10 +576,10 @@ impl Drop for LockSession {
         self.unlock();
         // SAFETY: the client is taken once, here, and never used after.
         let client = unsafe { ManuallyDrop::take(&mut self.client) };
-        // A session that met a pooler leaves its connection to close.
+        // Kept only if it is PostgreSQL's own session (see `connect::spare`).
         if !self.pooler {
             let key = spare::key(&self.target.database, &self.identity.application_name(None));
-            spare::keep(key, client, self.key);
+            spare::keep(key, client, self.key, self.backend_pid);
         }
     }
 }

@@ -907,6 +907,30 @@ fn the_schemas_of_one_database_share_a_worker_s_connection_and_nothing_else() {
         );
     }
     assert!(pids.len() <= 2, "30 schemas on {} backends", pids.len());
+
+    // Two targets that connect differently (another options=) never share:
+    // each runs with its own settings.
+    let other = Cluster::shared().create_db();
+    let lines: Vec<String> = ["5MB", "6MB"]
+        .iter()
+        .enumerate()
+        .map(|(i, mem)| format!("{}?options=-c%20work_mem%3D{mem} schema=s{i}", line(&other)))
+        .collect();
+    let (_guard, file) = targets_file(&lines);
+    let record = MigrationDir::with(&[(
+        "V1__record.sql",
+        "CREATE TABLE seen AS SELECT current_setting('work_mem') AS work_mem;",
+    )]);
+    many("apply", &file, &record)
+        .args(["--jobs", "1"])
+        .run()
+        .assert_success();
+    for (i, mem) in ["5MB", "6MB"].iter().enumerate() {
+        let seen = other.query_i64(&format!(
+            "SELECT count(*) FROM s{i}.seen WHERE work_mem = '{mem}'"
+        ));
+        assert_eq!(seen, 1, "s{i} ran with another target's options");
+    }
     // Nothing held once the run is over.
     assert_eq!(
         db.query_i64(
