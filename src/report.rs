@@ -123,6 +123,17 @@ pub struct PendingEntry {
     /// the text output.
     #[serde(skip)]
     pub no_transaction: Option<String>,
+    /// The tables its statements lock, each at the strongest mode the file
+    /// takes it in, as far as the statements' words tell.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<PlannedLock>,
+}
+
+/// A table a pending file locks, and in what mode (`ACCESS EXCLUSIVE`…).
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedLock {
+    pub table: String,
+    pub mode: &'static str,
 }
 
 impl std::fmt::Display for AppliedEntry {
@@ -153,10 +164,24 @@ impl AppliedEntry {
 impl PendingEntry {
     pub fn of(migration: &LocalMigration) -> PendingEntry {
         let no_transaction = migration.no_transaction();
+        let locks = migration.summary().map_or_else(
+            |_| Vec::new(),
+            |summary| {
+                summary
+                    .locks
+                    .iter()
+                    .map(|lock| PlannedLock {
+                        table: lock.table.clone(),
+                        mode: lock.level.sql_name(),
+                    })
+                    .collect()
+            },
+        );
         PendingEntry {
             id: migration.id.clone(),
             transaction: no_transaction.is_some().then_some(false),
             no_transaction,
+            locks,
         }
     }
 }

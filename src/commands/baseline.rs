@@ -192,6 +192,7 @@ fn entries(record: &[&LocalMigration]) -> Vec<PendingEntry> {
             // Baselined files are recorded, never run.
             transaction: None,
             no_transaction: None,
+            locks: Vec::new(),
         })
         .collect()
 }

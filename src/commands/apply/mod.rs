@@ -306,6 +306,16 @@ fn render_plan(config: &ApplyConfig, plan: &Plan, report: &Report) -> String {
             .no_transaction()
             .map_or(String::new(), |why| format!("  [no transaction: {why}]"));
         text.push_str(&format!("  apply {m}  ({}){how}\n", m.path.display()));
+        // The tables it locks, and how hard: what the application feels
+        // while the migration runs (or waits).
+        let locks = crate::report::PendingEntry::of(m).locks;
+        if !locks.is_empty() {
+            let locks: Vec<String> = locks
+                .iter()
+                .map(|lock| format!("{} {}", lock.table, lock.mode))
+                .collect();
+            text.push_str(&format!("        locks {}\n", locks.join(", ")));
+        }
     }
     if let Some(found) = &report.invalid_indexes {
         text.push_str(&invalid_indexes::plan_lines(

@@ -24,6 +24,20 @@ pub enum LockLevel {
 }
 
 impl LockLevel {
+    /// As PostgreSQL's documentation and `LOCK TABLE … IN … MODE` name it.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            LockLevel::AccessShare => "ACCESS SHARE",
+            LockLevel::RowShare => "ROW SHARE",
+            LockLevel::RowExclusive => "ROW EXCLUSIVE",
+            LockLevel::ShareUpdateExclusive => "SHARE UPDATE EXCLUSIVE",
+            LockLevel::Share => "SHARE",
+            LockLevel::ShareRowExclusive => "SHARE ROW EXCLUSIVE",
+            LockLevel::Exclusive => "EXCLUSIVE",
+            LockLevel::AccessExclusive => "ACCESS EXCLUSIVE",
+        }
+    }
+
     /// As `pg_locks.mode` shows it.
     pub fn pg_locks_name(self) -> &'static str {
         match self {
