@@ -223,18 +223,22 @@ pub fn list_databases(
             &[&pattern, &maintenance],
         )
         .map_err(|e| pg_error::failed(&e, "cannot list the databases (pg_database)"))?;
-    // A SQL_ASCII cluster passes a name's bytes through unconverted: one
-    // that is not UTF-8 cannot be named in a connection string here.
-    Ok(rows
-        .iter()
+    Ok(names(&rows, "database"))
+}
+
+/// The first column of `rows`, names of `what`. A SQL_ASCII cluster passes
+/// a name's bytes through unconverted: one that is not UTF-8 cannot be
+/// named in a connection string here, and is left out with a warning.
+fn names(rows: &[postgres::Row], what: &str) -> Vec<String> {
+    rows.iter()
         .filter_map(|row| match row.try_get::<_, String>(0) {
             Ok(name) => Some(name),
             Err(_) => {
-                log::warn!("a database whose name is not valid UTF-8 is left out");
+                log::warn!("a {what} whose name is not valid UTF-8 is left out");
                 None
             }
         })
-        .collect())
+        .collect()
 }
 
 /// The schemas of the connected database, for `--all-schemas`: those
@@ -256,16 +260,7 @@ pub fn list_schemas(
             &[&pattern],
         )
         .map_err(|e| pg_error::failed(&e, "cannot list the schemas (pg_namespace)"))?;
-    Ok(rows
-        .iter()
-        .filter_map(|row| match row.try_get::<_, String>(0) {
-            Ok(name) => Some(name),
-            Err(_) => {
-                log::warn!("a schema whose name is not valid UTF-8 is left out");
-                None
-            }
-        })
-        .collect())
+    Ok(names(&rows, "schema"))
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub fn take_params(
         return Ok((rest, found));
     }
 
-    let pairs = key_value_pairs(conninfo)?;
+    let pairs = key_value_pairs(conninfo).map_err(|e| e.to_string())?;
     let mut kept = Vec::new();
     let mut found = Vec::new();
     for (key, value) in pairs {
@@ -138,7 +138,7 @@ fn decode(text: &str) -> Result<String, String> {
 /// libpq's `key = value` syntax: whitespace between pairs and around `=`;
 /// a value is either single-quoted (with `\'` and `\\`) or runs to the
 /// next whitespace (with `\` escaping the next character).
-fn key_value_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+fn key_value_pairs(text: &str) -> Result<Vec<(String, String)>, KeyValueError> {
     let mut pairs = Vec::new();
     let mut chars = text.chars().peekable();
     loop {
@@ -152,20 +152,14 @@ fn key_value_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            // The word may be part of a password typed without quotes: it
-            // is not repeated, only counted.
-            return Err(format!(
-                "missing \"=\" after the {} word of the connection string (key=value pairs, values with \
-                 spaces in single quotes)",
-                ordinal(pairs.len() + 1)
-            ));
+            return Err(KeyValueError::MissingEquals(pairs.len() + 1));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
         if chars.next_if_eq(&'\'').is_some() {
             loop {
                 match chars.next() {
-                    None => return Err("unterminated quoted value in the connection string".into()),
+                    None => return Err(KeyValueError::Unterminated),
                     Some('\'') => break,
                     Some('\\') => value.extend(chars.next()),
                     Some(c) => value.push(c),
@@ -181,6 +175,47 @@ fn key_value_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
             }
         }
         pairs.push((key, value));
+    }
+}
+
+/// Why a string is not libpq's `key = value` pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyValueError {
+    /// No `=` after the nth word.
+    MissingEquals(usize),
+    /// A quoted value that never ends.
+    Unterminated,
+}
+
+impl std::fmt::Display for KeyValueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // The word may be part of a password typed without quotes: it
+            // is not repeated, only counted.
+            KeyValueError::MissingEquals(n) => write!(
+                f,
+                "missing \"=\" after the {} word of the connection string (key=value pairs, values \
+                 with spaces in single quotes)",
+                ordinal(*n)
+            ),
+            KeyValueError::Unterminated => {
+                f.write_str("unterminated quoted value in the connection string")
+            }
+        }
+    }
+}
+
+/// Whether `text` reads as `key = value` pairs whose keys are words
+/// (letters and `_`): rust-postgres's parser refuses any other by quoting
+/// the text before its `=`, which may be a password. An unterminated quote
+/// passes: the parser says just that, quoting nothing.
+pub fn reads_as_key_value(text: &str) -> bool {
+    match key_value_pairs(text) {
+        Ok(pairs) => pairs.iter().all(|(key, _)| {
+            !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
+        }),
+        Err(KeyValueError::Unterminated) => true,
+        Err(KeyValueError::MissingEquals(_)) => false,
     }
 }
 

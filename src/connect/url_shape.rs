@@ -63,66 +63,12 @@ pub(super) fn not_a_postgres_url(url: &str) -> Result<(), String> {
              expected {FORMS}"
         ));
     }
-    if !trimmed.is_empty() && !key_value_pairs(trimmed) {
+    if !trimmed.is_empty() && !conninfo::reads_as_key_value(trimmed) {
         return Err(format!(
             "neither a URL (no postgres:// in front) nor key=value pairs; expected {FORMS}"
         ));
     }
     Ok(())
-}
-
-/// Whether `text` reads as libpq's `key=value` pairs: each key made of
-/// letters and `_`, then `=`, then a value (in single quotes, `\'` and
-/// `\\` escaped, or up to the next space). What the parser would refuse
-/// by quoting the text before an `=` is refused here without quoting it.
-fn key_value_pairs(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    let mut at = 0;
-    loop {
-        while at < bytes.len() && bytes[at].is_ascii_whitespace() {
-            at += 1;
-        }
-        if at == bytes.len() {
-            return true;
-        }
-        let key = bytes[at..]
-            .iter()
-            .take_while(|b| b.is_ascii_alphabetic() || **b == b'_')
-            .count();
-        if key == 0 {
-            return false;
-        }
-        at += key;
-        while at < bytes.len() && bytes[at].is_ascii_whitespace() {
-            at += 1;
-        }
-        if bytes.get(at) != Some(&b'=') {
-            return false;
-        }
-        at += 1;
-        while at < bytes.len() && bytes[at].is_ascii_whitespace() {
-            at += 1;
-        }
-        if bytes.get(at) == Some(&b'\'') {
-            at += 1;
-            loop {
-                match bytes.get(at) {
-                    // The parser says "unterminated quoted value", quoting nothing.
-                    None => return true,
-                    Some(b'\\') => at += 2,
-                    Some(b'\'') => {
-                        at += 1;
-                        break;
-                    }
-                    Some(_) => at += 1,
-                }
-            }
-        } else {
-            while at < bytes.len() && !bytes[at].is_ascii_whitespace() {
-                at += 1;
-            }
-        }
-    }
 }
 
 /// A URL whose host part holds an `@`: the user information ends at the

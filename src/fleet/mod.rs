@@ -190,21 +190,37 @@ fn describe(source: &Source) -> String {
     }
 }
 
-/// `--all-schemas`: one connection to the database, closed before any
-/// target starts; each schema a target of that database.
+/// `--all-databases`: each database of the server a target.
+fn list_all(
+    server: &ConnectTarget,
+    pattern: Option<&str>,
+    config: &FleetConfig,
+    interrupt: &Interrupt,
+) -> Result<Vec<Target>, Failure> {
+    let names = listed(server, config, interrupt, |client| {
+        targets::list_databases(client, server.database(), pattern)
+    })?;
+    Ok(names
+        .iter()
+        .map(|name| Target {
+            database: server.with_database(name),
+            schema: None,
+            line: None,
+        })
+        .collect())
+}
+
+/// `--all-schemas`: each schema of the database a target of it.
 fn list_schemas(
     server: &ConnectTarget,
     pattern: Option<&str>,
     config: &FleetConfig,
     interrupt: &Interrupt,
 ) -> Result<Vec<Target>, Failure> {
-    let name =
-        crate::lock::Identity::new("list", config.instance.as_deref()).application_name(None);
-    let mut client = connect::connect(server, config.connect_timeout, &name, interrupt)?.client;
-    let names = targets::list_schemas(&mut client, pattern);
-    interrupt.forget();
-    drop(client);
-    Ok(names?
+    let names = listed(server, config, interrupt, |client| {
+        targets::list_schemas(client, pattern)
+    })?;
+    Ok(names
         .into_iter()
         .map(|schema| Target {
             database: server.clone(),
@@ -214,26 +230,19 @@ fn list_schemas(
         .collect())
 }
 
-/// `--all-databases`: one connection to the server, closed before any
+/// What `list` reads on one connection to `server`, closed before any
 /// target starts.
-fn list_all(
+fn listed(
     server: &ConnectTarget,
-    pattern: Option<&str>,
     config: &FleetConfig,
     interrupt: &Interrupt,
-) -> Result<Vec<Target>, Failure> {
+    list: impl FnOnce(&mut postgres::Client) -> Result<Vec<String>, Failure>,
+) -> Result<Vec<String>, Failure> {
     let name =
         crate::lock::Identity::new("list", config.instance.as_deref()).application_name(None);
     let mut client = connect::connect(server, config.connect_timeout, &name, interrupt)?.client;
-    let names = targets::list_databases(&mut client, server.database(), pattern);
+    let names = list(&mut client);
     interrupt.forget();
     drop(client);
-    Ok(names?
-        .iter()
-        .map(|name| Target {
-            database: server.with_database(name),
-            schema: None,
-            line: None,
-        })
-        .collect())
+    names
 }

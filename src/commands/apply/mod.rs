@@ -301,14 +301,15 @@ fn render_plan(config: &ApplyConfig, plan: &Plan, report: &Report) -> String {
         "Plan for {} (table {}, lock key {}):\n",
         common.database, common.table, common.key
     );
-    for m in &plan.pending {
+    // `report.pending` is the plan's pending files, in order, with their locks.
+    for (m, entry) in plan.pending.iter().zip(&report.pending) {
         let how = m
             .no_transaction()
             .map_or(String::new(), |why| format!("  [no transaction: {why}]"));
         text.push_str(&format!("  apply {m}  ({}){how}\n", m.path.display()));
         // The tables it locks, and how hard: what the application feels
         // while the migration runs (or waits).
-        let locks = crate::report::PendingEntry::of(m).locks;
+        let locks = &entry.locks;
         if !locks.is_empty() {
             let locks: Vec<String> = locks
                 .iter()
