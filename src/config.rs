@@ -124,6 +124,9 @@ pub struct NewConfig {
     pub name: String,
     /// Start the file with the no-transaction marker.
     pub no_transaction: bool,
+    /// Whose layout the folder is in: the file is named and laid out as
+    /// that tool's `new` would.
+    pub layout: crate::migrations::Layout,
 }
 
 #[derive(Clone)]
@@ -171,6 +174,9 @@ pub struct FleetConfig {
     pub allow_no_targets: bool,
     pub migrations: PathBuf,
     pub table: HistoryTable,
+    /// The table each target's lock key is derived from (see `Common`'s
+    /// key).
+    pub key_table: HistoryTable,
     pub connect_timeout: Duration,
     pub instance: Option<String>,
     pub ahead: AheadPolicy,

@@ -215,7 +215,7 @@ pub fn run() -> ExitCode {
             commands::baseline::run(&ctx, &config, report)
         }),
         Command::New(args) => execute("new", &interrupt, exit_code, |report| {
-            commands::new::run(&ctx, &args.config(), report)
+            commands::new::run(&ctx, &args.config()?, report)
         }),
         Command::Repair(args) => execute("repair", &interrupt, exit_code, |report| {
             let config = args.config(common()?, &env)?;

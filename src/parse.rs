@@ -90,10 +90,10 @@ pub fn lock_key(text: &str) -> Result<i64, String> {
     whole_number(text, 0, i64::MAX.into(), "a lock key").map(|n| n as i64)
 }
 
-/// A migration version: refinery's history column is an INT4, and
-/// versions start at 1.
-pub fn version(text: &str) -> Result<i32, String> {
-    whole_number(text, 1, i32::MAX.into(), "a version").map(|n| n as i32)
+/// A migration version, from 1: other tools' versions are timestamps, so
+/// up to PostgreSQL's bigint (refinery's files cannot go past its INT4).
+pub fn version(text: &str) -> Result<i64, String> {
+    whole_number(text, 1, i64::MAX.into(), "a version").map(|n| n as i64)
 }
 
 /// `--jobs`: at least one, and no more connections than a server likes
@@ -314,10 +314,10 @@ mod tests {
             );
             assert!(!err.contains(".."), "{bad}: {err}");
         }
-        assert_eq!(version("2147483647"), Ok(i32::MAX));
+        assert_eq!(version("20240101000000"), Ok(20240101000000));
         assert_eq!(
             version("0").unwrap_err(),
-            "below 1: a version is a whole number from 1 to 2147483647"
+            "below 1: a version is a whole number from 1 to 9223372036854775807"
         );
         assert_eq!(jobs("256"), Ok(256));
         assert!(jobs("257").unwrap_err().contains("from 1 to 256"));

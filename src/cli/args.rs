@@ -113,7 +113,9 @@ pub enum Command {
     /// widest zero-padded version there (V001__a.sql → V002__…). A full file name (V7__add_users,
     /// V7__add_users.sql) is taken as it is, if its version is above every local one. The folder
     /// is created when missing. Never overwrites a file; needs no database. Prints the new file's
-    /// path.
+    /// path. In another tool's folder (--layout), the file is named and laid out as that tool's
+    /// own command writes it: a UTC timestamp version (or the next number in a numbered folder),
+    /// goose's and dbmate's annotations, golang-migrate's .up.sql/.down.sql pair.
     #[command(after_help = help::NEW_EXIT, after_long_help = help::NEW_LONG)]
     New(NewArgs),
 
@@ -144,7 +146,7 @@ pub enum Command {
 pub struct ApplyArgs {
     /// Apply up to and including this version (at most the newest file's)
     #[arg(long, value_name = "VERSION", value_parser = parse::version)]
-    pub target: Option<i32>,
+    pub target: Option<i64>,
 
     /// Print the plan and change nothing (exit 7 when migrations are pending, 0 when current)
     #[arg(long)]
@@ -305,12 +307,12 @@ pub struct BaselineArgs {
     /// Record the local files up to and including this version (it must have a file)
     #[arg(long, value_name = "VERSION", value_parser = parse::version,
           required_unless_present = "old_version_flag", conflicts_with = "old_version_flag")]
-    pub baseline_version: Option<i32>,
+    pub baseline_version: Option<i64>,
 
     /// The old spelling of --baseline-version (until the next release)
     #[arg(long = "version", id = "old_version_flag", value_name = "VERSION",
           value_parser = parse::version, hide = true)]
-    pub old_version: Option<i32>,
+    pub old_version: Option<i64>,
 
     /// Show what would be recorded; take no lock, write nothing
     #[arg(long)]
@@ -340,6 +342,9 @@ pub struct NewArgs {
     pub name: String,
 
     /// Start the file with the -- miglock:no-transaction marker (for CREATE INDEX CONCURRENTLY…)
+    ///
+    /// In another tool's folder, that tool's own: -- +goose NO TRANSACTION, dbmate's
+    /// transaction:false, sqlx's -- no-transaction (golang-migrate has none: refused).
     #[arg(long)]
     pub no_transaction: bool,
 
@@ -353,7 +358,7 @@ pub struct NewArgs {
 pub struct RepairArgs {
     /// Only these applied versions [default: every divergent one]
     #[arg(value_name = "VERSION", value_parser = parse::version)]
-    pub versions: Vec<i32>,
+    pub versions: Vec<i64>,
 
     /// Store the checksums without asking (required when stdin is not a terminal)
     #[arg(long, short = 'y')]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, ValueEnum, ValueHint};
 
 use super::args::{CONNECTION, LOCK, MANY, MIGRATIONS, OUTPUT};
+use crate::migrations::LayoutFlag;
 use crate::parse;
 
 /// `--migrations`: every command that reads (or, for `new`, writes) the
@@ -28,11 +29,29 @@ pub struct FolderArgs {
     )]
     pub migrations: PathBuf,
 
+    /// Whose folder it is: auto, refinery, goose, golang-migrate, dbmate or sqlx
+    ///
+    /// Each layout reads its tool's file names, annotations (goose's -- +goose Up/Down,
+    /// StatementBegin/End and NO TRANSACTION; dbmate's -- migrate:up/down and
+    /// transaction:false; sqlx's -- no-transaction; golang-migrate's .up.sql files) and history
+    /// table, exactly as that tool does, so a database it migrated carries on, and the other way
+    /// round. auto: refinery when any file has a V<version>__<name>.sql name (or no file has
+    /// another tool's), else the tool the names and the first file's annotations show; sqlx's and
+    /// golang-migrate's .up.sql pairs look alike and must be named.
+    #[arg(long, env = "MIGLOCK_LAYOUT", value_name = "LAYOUT", default_value = "auto",
+          value_parser = layout, help_heading = MIGRATIONS, display_order = 10)]
+    pub layout: LayoutFlag,
+
     /// How `migrations` was given (flag, variable or default), for the
     /// message about a folder that is not there. Set by
     /// [`Cli::parse_args`].
     #[arg(skip)]
     pub migrations_from: Option<clap::parser::ValueSource>,
+}
+
+/// `--layout`: a tool's name, or `auto`.
+fn layout(text: &str) -> Result<LayoutFlag, String> {
+    text.parse()
 }
 
 /// `--allow-world-writable`: the commands that run or record migrations
@@ -100,19 +119,21 @@ pub struct DatabaseArgs {
           help_heading = CONNECTION, display_order = 21)]
     pub connect_timeout: Duration,
 
-    /// History table, optionally schema-qualified (schema.table)
+    /// History table, optionally schema-qualified (schema.table) [default: the layout's]
     ///
-    /// refinery's table: a database refinery migrated is recognised. Letters, digits, _ and $;
+    /// By default the layout's tool's own: refinery_schema_history (refinery), goose_db_version,
+    /// schema_migrations (golang-migrate, dbmate), _sqlx_migrations. Letters, digits, _ and $;
     /// folded to lower case and always quoted.
     #[arg(long, env = "MIGLOCK_TABLE", value_name = "TABLE",
-          default_value = crate::migrations::history::DEFAULT_TABLE,
           help_heading = MIGRATIONS, display_order = 11)]
-    pub table: String,
+    pub table: Option<String>,
 
     /// Advisory-lock key, 0 to 9223372036854775807 (derived from the database and table unless given)
     ///
     /// By default derived from the database name and the table:
-    /// ('x0' || left(md5('miglock:' || <database> || ':' || <table>), 15))::bit(64)::bigint.
+    /// ('x0' || left(md5('miglock:' || <database> || ':' || <table>), 15))::bit(64)::bigint,
+    /// where <table> is --table as given, else refinery_schema_history whatever the layout (so
+    /// unlock, which reads no folder, finds the same key).
     /// Set it when replicas reach one database under different names.
     #[arg(long, env = "MIGLOCK_LOCK_KEY", value_name = "KEY",
           value_parser = parse::lock_key, allow_negative_numbers = true,

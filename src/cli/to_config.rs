@@ -22,6 +22,7 @@ use crate::error::Failure;
 use crate::lock::{LockKey, LockModeFlag};
 use crate::migrate;
 use crate::migrations::history::HistoryTable;
+use crate::migrations::layout::{self, Layout, LayoutFlag};
 use crate::migrations::{AheadPolicy, Version};
 use crate::output::Verbosity;
 use crate::parse;
@@ -150,9 +151,41 @@ impl<'a> Shared<'a> {
     }
 
     /// The seam: resolves the connection and validates names and keys.
+    /// The folder's layout: as given, or told from the folder (a folder
+    /// whose layout cannot be told is invalid, exit 6); refinery for a
+    /// command that reads no folder.
+    fn layout(&self) -> Result<Layout, Failure> {
+        match self.folder.map(|f| f.layout) {
+            Some(LayoutFlag::Fixed(layout)) => Ok(layout),
+            Some(LayoutFlag::Auto) => {
+                let layout =
+                    layout::detect(&self.migrations()).map_err(|e| Failure::invalid(anyhow!(e)))?;
+                if layout != Layout::Refinery {
+                    log::debug!("--layout auto: {layout}");
+                }
+                Ok(layout)
+            }
+            None => Ok(Layout::Refinery),
+        }
+    }
+
+    /// The history table in `layout`, and the table the lock key is derived
+    /// from: `--table` as given, else refinery's name whatever the layout,
+    /// so that `unlock` (no folder) and `apply` agree on the key.
+    fn tables(&self, layout: Layout) -> Result<(HistoryTable, HistoryTable), Failure> {
+        let given = self.database.table.as_deref();
+        let usage = |e: String| Failure::usage(anyhow!(e));
+        let table = HistoryTable::for_layout(given, layout).map_err(usage)?;
+        let key_table = match given {
+            Some(_) => HistoryTable::parse(given.unwrap_or_default()).map_err(usage)?,
+            None => HistoryTable::default(),
+        };
+        Ok((table, key_table))
+    }
+
     pub fn common(&self, env: Env) -> Result<Common, Failure> {
         let db = self.database;
-        let table = HistoryTable::parse(&db.table).map_err(|e| Failure::usage(anyhow!(e)))?;
+        let (table, key_table) = self.tables(self.layout()?)?;
         let url = db.database_url.as_deref();
         if url.is_some_and(|u| u.trim().is_empty()) {
             return Err(Failure::usage(anyhow!(db.empty_database_url())));
@@ -164,7 +197,7 @@ impl<'a> Shared<'a> {
             );
         }
         let database = ConnectTarget::resolve(url, env)?;
-        let key = LockKey::for_target(db.lock_key, database.database(), &table);
+        let key = LockKey::for_target(db.lock_key, database.database(), &key_table);
         let instance = env("MIGLOCK_INSTANCE").filter(|v| !v.trim().is_empty());
         Ok(Common {
             database,
@@ -345,12 +378,20 @@ impl BaselineArgs {
 impl NewArgs {
     /// Takes the folder only: `new` must work without a database, so the
     /// connection settings are never resolved.
-    pub fn config(&self) -> NewConfig {
-        NewConfig {
-            migrations: self.folder.migrations.clone(),
+    pub fn config(&self) -> Result<NewConfig, Failure> {
+        let migrations = self.folder.migrations.clone();
+        let layout = match self.folder.layout {
+            LayoutFlag::Fixed(layout) => layout,
+            LayoutFlag::Auto => {
+                layout::detect(&migrations).map_err(|e| Failure::invalid(anyhow!(e)))?
+            }
+        };
+        Ok(NewConfig {
+            migrations,
             name: self.name.clone(),
             no_transaction: self.no_transaction,
-        }
+            layout,
+        })
     }
 }
 
@@ -407,7 +448,7 @@ impl Shared<'_> {
                  derives its own key from its database, schema and table"
             )));
         }
-        let table = HistoryTable::parse(&db.table).map_err(|e| Failure::usage(anyhow!(e)))?;
+        let (table, key_table) = self.tables(self.layout()?)?;
         Ok(Some(FleetConfig {
             source,
             jobs: usize::from(args.jobs),
@@ -417,6 +458,7 @@ impl Shared<'_> {
             allow_no_targets: args.allow_no_targets,
             migrations: self.migrations(),
             table,
+            key_table,
             connect_timeout: db.connect_timeout,
             instance: env("MIGLOCK_INSTANCE").filter(|v| !v.trim().is_empty()),
             ahead: self.ahead_policy(),

@@ -29,7 +29,7 @@ pub fn run(
     let common = &config.common;
     report.set_database(common);
     report.dry_run = config.dry_run;
-    let mut reading = MigrationSet::read(&common.migrations);
+    let mut reading = MigrationSet::read(&common.migrations, common.table.layout());
     reading.judge_writable(common.allow_world_writable, true);
     let set = reading.strict().map_err(|p| report.invalid(p))?;
     check_version(config, &set)?;
@@ -81,7 +81,7 @@ pub fn run(
             .then(|| history::push_create(&mut batch, &common.table))
             .flatten();
         for m in &record {
-            batch.push(&common.table.insert_sql(&m.id, &applied_on, m.checksum));
+            batch.push(&common.table.insert_sql(m, &applied_on));
         }
         batch.push("COMMIT");
         let results = session.query(&batch).map_err(|e| {

@@ -21,7 +21,7 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
 
     // A set that cannot be read is still a state to describe, with the
     // history and the lock beside it.
-    let mut reading = MigrationSet::read(&common.migrations);
+    let mut reading = MigrationSet::read(&common.migrations, common.table.layout());
     reading.judge_writable(common.allow_world_writable, false);
     let set = &reading.set;
     let mut session = LockSession::connect(
@@ -55,20 +55,6 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
         exists: history.is_some(),
     });
     let history = history.unwrap_or_default();
-    report.applied = history
-        .iter()
-        .map(|a| AppliedEntry {
-            id: a.id.clone(),
-            duration_ms: None,
-            applied_on: Some(a.applied_on.clone()),
-            transaction: set
-                .migrations
-                .iter()
-                .find(|m| m.id.version == a.id.version)
-                .and_then(|m| m.no_transaction())
-                .map(|_| false),
-        })
-        .collect();
 
     let sessions = |slot| -> Vec<Backend> {
         results
@@ -96,6 +82,23 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
     if let Some(plan) = &plan {
         report.set_plan(plan);
     }
+    // As the plan reads them: another tool's rows with their files' names
+    // (golang-migrate's one row as every file up to it).
+    let rows = plan.as_ref().map_or(&history[..], |plan| &plan.applied[..]);
+    report.applied = rows
+        .iter()
+        .map(|a| AppliedEntry {
+            id: a.id.clone(),
+            duration_ms: None,
+            applied_on: Some(a.applied_on.clone()),
+            transaction: set
+                .migrations
+                .iter()
+                .find(|m| m.id.version == a.id.version)
+                .and_then(|m| m.no_transaction())
+                .map(|_| false),
+        })
+        .collect();
     report.problems = problems;
     let outcome = if !report.problems.is_empty() {
         Outcome::Invalid

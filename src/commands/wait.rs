@@ -30,7 +30,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 pub fn run(ctx: &Context, config: &WaitConfig, report: &mut Report) -> Result<Outcome, Failure> {
     let common = &config.common;
     report.set_database(common);
-    let mut reading = MigrationSet::read(&common.migrations);
+    let mut reading = MigrationSet::read(&common.migrations, common.table.layout());
     // A warning only: a refusing `wait` would keep applications from
     // starting, and it runs no migration.
     reading.judge_writable(common.allow_world_writable, false);

@@ -19,17 +19,19 @@ use crate::targets::Target;
 /// its own history table, so its key (derived from database and qualified
 /// table) differs from its neighbours'.
 pub fn common(config: &FleetConfig, target: &Target) -> Result<Common, Failure> {
-    let table = match &target.schema {
+    let in_schema = |table: &HistoryTable| match &target.schema {
         Some(schema) => {
-            let name = config.table.to_string();
+            let name = table.to_string();
             let name = name.rsplit('.').next().unwrap_or_default();
-            HistoryTable::parse(&format!("{schema}.{name}"))
-                .map_err(|e| Failure::usage(anyhow!(e)))?
+            HistoryTable::for_layout(Some(&format!("{schema}.{name}")), table.layout())
+                .map_err(|e| Failure::usage(anyhow!(e)))
         }
-        None => config.table.clone(),
+        None => Ok(table.clone()),
     };
+    let table = in_schema(&config.table)?;
+    let key_table = in_schema(&config.key_table)?;
     Ok(Common {
-        key: LockKey::for_target(None, target.database.database(), &table),
+        key: LockKey::for_target(None, target.database.database(), &key_table),
         database: target.database.clone(),
         migrations: config.migrations.clone(),
         table,
@@ -131,6 +133,7 @@ mod tests {
             allow_no_targets: false,
             migrations: PathBuf::new(),
             table: HistoryTable::parse("app.history").unwrap(),
+            key_table: HistoryTable::parse("app.history").unwrap(),
             connect_timeout: Duration::ZERO,
             instance: None,
             ahead: AheadPolicy::default(),

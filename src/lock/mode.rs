@@ -95,10 +95,11 @@ pub fn guard_sql(key: &LockKey, table: &HistoryTable, version: Option<&Version>)
     )];
     if let Some(version) = version {
         statements.push(format!(
-            "SELECT (CASE WHEN EXISTS (SELECT 1 FROM {table} WHERE version = {version}) \
+            "SELECT (CASE WHEN EXISTS (SELECT 1 FROM {table} WHERE {holds}) \
              THEN 'miglock:{ALREADY_APPLIED}: version {version} is already in the history table' \
              END)::int",
             table = table.sql_name(),
+            holds = table.holds_sql(version),
         ));
     }
     if let Some(last) = statements.last_mut() {

@@ -102,11 +102,7 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     let mut batch = Batch::new();
     batch.push("BEGIN");
     baseline.push_restore(&mut batch);
-    batch.push(
-        &baseline
-            .table
-            .insert_sql(&migration.id, applied_on, migration.checksum),
-    );
+    batch.push(&baseline.table.insert_sql(migration, applied_on));
     if release_after {
         session.push_notify(&mut batch);
     }

@@ -213,11 +213,12 @@ fn push_tail(batch: &mut Batch, step: &Step) {
     // SET (not LOCAL) in a migration outlives its COMMIT: undone here,
     // committed with it, before its row (see `baseline`).
     step.baseline.push_restore(batch);
-    batch.push(&step.baseline.table.insert_sql(
-        &step.migration.id,
-        step.applied_on,
-        step.migration.checksum,
-    ));
+    batch.push(
+        &step
+            .baseline
+            .table
+            .insert_sql(step.migration, step.applied_on),
+    );
 }
 
 /// A migration's transaction as it is sent.

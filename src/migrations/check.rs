@@ -106,6 +106,7 @@ mod tests {
             },
             applied_on: "2026-01-01T00:00:00Z".into(),
             checksum: checksum.to_string(),
+            dirty: false,
         }
     }
 
@@ -128,7 +129,7 @@ mod tests {
         write("V6.1__flyway.sql", "ROLLBACK;\n");
         write("V7__twice.sql", "select 7;\n");
         write("V07__twice_again.sql", "SAVEPOINT a;\n");
-        let reading = MigrationSet::read(dir.path());
+        let reading = MigrationSet::read(dir.path(), crate::migrations::Layout::Refinery);
         assert_eq!(reading.problems.len(), 4, "{:#?}", reading.problems);
         let set = &reading.set;
         let sum = |v: i32| {
@@ -180,7 +181,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("V1__late.sql"), "COMMIT;\n").unwrap();
         std::fs::write(dir.path().join("V2__b.sql"), "select 2;\n").unwrap();
-        let reading = MigrationSet::read(dir.path());
+        let reading = MigrationSet::read(dir.path(), crate::migrations::Layout::Refinery);
         let history = [row(2, "b", reading.set.migrations[1].checksum)];
         let (_, problems) = every_problem(&reading, Some(&history), None, AheadPolicy::Allow);
         let kinds: Vec<ProblemKind> = problems.iter().map(|p| p.kind).collect();

@@ -8,17 +8,26 @@ use std::hash::{Hash, Hasher};
 use std::io::{self, Read};
 use std::path::Path;
 
+use sha2::Digest;
 use siphasher::sip::SipHasher13;
+
+use super::layout::annotations::{Scanner, Sections};
+use super::layout::Layout;
 
 const BOM: &str = "\u{feff}";
 
 /// What reading a file once tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
     pub checksum: u64,
     pub size: Size,
     /// Its permission bits (of a link's target: the file opened).
     pub mode: u32,
+    /// What its layout's annotations say (goose, dbmate, sqlx), or what
+    /// is wrong with them.
+    pub sections: Result<Sections, String>,
+    /// sqlx's checksum, the SHA-384 of the file's bytes.
+    pub sha384: Option<[u8; 48]>,
 }
 
 /// A file's size, for the people who read about it (`repair`).
@@ -69,7 +78,7 @@ pub fn checksum(name: &str, version: i32, sql: &str) -> u64 {
 /// byte, empty). Open, stat the open file (who may write to it), read,
 /// close: no lookup by path (`fs::read`'s statx costs as much as reading a
 /// small file), no allocation.
-pub fn facts(path: &Path, name: &str, version: i32) -> Result<Facts, String> {
+pub fn facts(path: &Path, name: &str, version: i32, layout: Layout) -> Result<Facts, String> {
     use std::os::unix::fs::PermissionsExt;
     let mut file = std::fs::File::open(path).map_err(|e| cannot_read(&e))?;
     let metadata = file.metadata().map_err(|e| cannot_read(&e))?;
@@ -79,6 +88,8 @@ pub fn facts(path: &Path, name: &str, version: i32) -> Result<Facts, String> {
     // fails its checksum when it runs, read whole then.
     let size = metadata.len();
     let mut sum = Checksum::new(name, version);
+    let mut sha384 = (layout == Layout::Sqlx).then(sha2::Sha384::new);
+    let mut annotated = (layout != Layout::Refinery).then(|| Lines::new(layout));
     // The bytes of a character the last read cut off go just before the
     // next read's, so every chunk is validated whole.
     const CUT: usize = 3;
@@ -99,6 +110,14 @@ pub fn facts(path: &Path, name: &str, version: i32) -> Result<Facts, String> {
         };
         let read = &buf[CUT..CUT + n];
         sum.update(read);
+        if let Some(sha) = &mut sha384 {
+            sha.update(read);
+        }
+        if bytes == 0 {
+            if let Some(lines) = &mut annotated {
+                lines.scanner.first_bytes(read);
+            }
+        }
         if let Some(at) = read.iter().position(|b| *b == 0) {
             let line = newlines + read[..at].iter().filter(|b| **b == b'\n').count() as u64 + 1;
             let offset = bytes + at as u64;
@@ -123,6 +142,9 @@ pub fn facts(path: &Path, name: &str, version: i32) -> Result<Facts, String> {
             blank = text.trim().is_empty();
         }
         newlines += text.bytes().filter(|b| *b == b'\n').count() as u64;
+        if let Some(lines) = &mut annotated {
+            lines.push(text);
+        }
         if let Some(c) = text.chars().next_back() {
             last = Some(c);
         }
@@ -140,13 +162,64 @@ pub fn facts(path: &Path, name: &str, version: i32) -> Result<Facts, String> {
     if blank {
         return Err("is empty".into());
     }
-    // `str::lines`: a last line without a newline still counts.
-    let lines = newlines + u64::from(last.is_some_and(|c| c != '\n'));
+    let sections = annotated.map_or(Ok(Sections::default()), Lines::finish);
     Ok(Facts {
         checksum: sum.finish(),
-        size: Size { bytes, lines },
+        size: Size {
+            bytes,
+            // `str::lines`: a last line without a newline still counts.
+            lines: newlines + u64::from(last.is_some_and(|c| c != '\n')),
+        },
         mode,
+        sections,
+        sha384: sha384.map(|sha| sha.finalize().into()),
     })
+}
+
+/// A file's text, a chunk at a time, to its layout's [`Scanner`] a line
+/// at a time. A line is held only up to what an annotation could be: a
+/// long line is SQL.
+struct Lines {
+    scanner: Scanner,
+    partial: String,
+}
+
+impl Lines {
+    const HELD: usize = 4096;
+
+    fn new(layout: Layout) -> Lines {
+        Lines {
+            scanner: Scanner::new(layout),
+            partial: String::new(),
+        }
+    }
+
+    fn push(&mut self, text: &str) {
+        let mut rest = text;
+        while let Some(at) = rest.find('\n') {
+            self.hold(&rest[..at]);
+            self.scanner.line(&self.partial);
+            self.partial.clear();
+            rest = &rest[at + 1..];
+        }
+        self.hold(rest);
+    }
+
+    fn hold(&mut self, piece: &str) {
+        let room = Self::HELD.saturating_sub(self.partial.len());
+        let mut cut = piece.len().min(room);
+        while !piece.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.partial.push_str(&piece[..cut]);
+    }
+
+    fn finish(mut self) -> Result<Sections, String> {
+        if !self.partial.is_empty() {
+            self.scanner.line(&self.partial);
+        }
+        self.scanner.finish()
+    }
 }
 
 /// The file's text without its byte-order mark (PostgreSQL would take it
@@ -292,7 +365,7 @@ mod tests {
         // Bigger than a chunk, with characters cut at the chunks' ends.
         let text = format!("\u{feff}-- é\n{}", "select 'éà€𝄞';\n".repeat(20_000));
         let file = write(text.as_bytes());
-        let facts = facts(file.path(), "big", 7).unwrap();
+        let facts = facts(file.path(), "big", 7, Layout::Refinery).unwrap();
         let theirs = refinery::Migration::unapplied("V7__big", &text).unwrap();
         assert_eq!(facts.checksum, theirs.checksum());
         assert_eq!(facts.size.bytes, text.len() as u64);
@@ -336,7 +409,7 @@ mod tests {
         ];
         for (bytes, why) in cases {
             let file = write(bytes);
-            let err = facts(file.path(), "x", 1).unwrap_err();
+            let err = facts(file.path(), "x", 1, Layout::Refinery).unwrap_err();
             assert!(err.contains(why), "{bytes:?}: {err}");
         }
     }
@@ -344,7 +417,7 @@ mod tests {
     #[test]
     fn a_file_changed_since_it_was_read_is_refused() {
         let file = write(b"select 1;");
-        let facts = facts(file.path(), "x", 1).unwrap();
+        let facts = facts(file.path(), "x", 1, Layout::Refinery).unwrap();
         std::fs::write(file.path(), b"select 2;").unwrap();
         let err = text(file.path(), "x", 1, facts.checksum, facts.size.bytes).unwrap_err();
         assert!(err.contains("changed since this run read it"), "{err}");

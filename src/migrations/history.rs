@@ -1,16 +1,19 @@
-//! refinery's history table: its name, its SQL, and the rows read from it.
+//! The history table: its name, its SQL, and the rows read from it.
 //!
-//! The table, its columns and the checksum are refinery's own, so a database
-//! migrated by refinery or refinery_cli is recognised and the other way round:
-//! `version INT4 PRIMARY KEY, name VARCHAR(255), applied_on VARCHAR(255),
-//! checksum VARCHAR(255)`, `applied_on` in RFC 3339, `checksum` a decimal u64.
+//! In refinery's layout the table, its columns and the checksum are
+//! refinery's own, so a database migrated by refinery or refinery_cli is
+//! recognised and the other way round: `version INT4 PRIMARY KEY, name
+//! VARCHAR(255), applied_on VARCHAR(255), checksum VARCHAR(255)`,
+//! `applied_on` in RFC 3339, `checksum` a decimal u64. In another tool's
+//! layout the table is that tool's, read and written as it does
+//! ([`shape`]).
 
 use std::fmt;
 
 use anyhow::bail;
 use postgres::{Client, SimpleQueryRow};
 
-use super::{MigrationId, Version};
+use super::{Layout, LocalMigration, MigrationId, Version};
 use crate::error::Failure;
 use crate::sql::{self, Batch, Results, Slot};
 
@@ -25,9 +28,25 @@ pub const DEFAULT_TABLE: &str = "refinery_schema_history";
 pub struct HistoryTable {
     schema: Option<String>,
     name: String,
+    /// Whose table it is: its columns and how rows are written.
+    layout: Layout,
 }
 
+mod shape;
+
 impl HistoryTable {
+    /// The table named `text` (or, with `None`, the layout's own), in
+    /// `layout`'s shape.
+    pub fn for_layout(text: Option<&str>, layout: Layout) -> Result<HistoryTable, String> {
+        let mut table = HistoryTable::parse(text.unwrap_or(layout.default_table()))?;
+        table.layout = layout;
+        Ok(table)
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
     pub fn parse(text: &str) -> Result<HistoryTable, String> {
         let invalid = |why: &str| {
             format!(
@@ -61,6 +80,7 @@ impl HistoryTable {
         Ok(HistoryTable {
             schema: schema.map(identifier).transpose()?,
             name: identifier(name)?,
+            layout: Layout::Refinery,
         })
     }
 
@@ -117,19 +137,13 @@ impl HistoryTable {
                 sql::ident(schema)
             ));
         }
-        statements.push(format!(
-            "CREATE TABLE IF NOT EXISTS {}(version INT4 PRIMARY KEY, name VARCHAR(255), \
-             applied_on VARCHAR(255), checksum VARCHAR(255))",
-            self.sql_name()
-        ));
+        statements.extend(shape::create(self.layout, &self.sql_name()));
         statements
     }
 
+    /// The rows, as `version, name, applied_on, checksum[, clean]`.
     pub fn select_sql(&self) -> String {
-        format!(
-            "SELECT version, name, applied_on, checksum FROM {} ORDER BY version",
-            self.sql_name()
-        )
+        shape::select(self.layout, &self.sql_name())
     }
 
     /// Points an applied row at the file as it is now, guarded by the row
@@ -147,25 +161,22 @@ impl HistoryTable {
         )
     }
 
-    pub fn insert_sql(&self, id: &MigrationId, applied_on: &str, checksum: u64) -> String {
-        format!(
-            "INSERT INTO {} (version, name, applied_on, checksum) VALUES ({}, {}, {}, '{checksum}')",
-            self.sql_name(),
-            id.version,
-            sql::literal(&id.name),
-            sql::literal(applied_on),
-        )
+    /// The row that records `migration` as applied at `applied_on`, one
+    /// statement.
+    pub fn insert_sql(&self, migration: &LocalMigration, applied_on: &str) -> String {
+        shape::insert(self.layout, &self.sql_name(), migration, applied_on)
     }
 
     /// One statement whose rows say whether the history holds the row this
-    /// run wrote for `id` (its `applied_on` tells it from another replica's).
+    /// run wrote for `id` (where the table keeps a time, its `applied_on`
+    /// tells it from another replica's).
     pub fn committed_sql(&self, id: &MigrationId, applied_on: &str) -> String {
-        format!(
-            "SELECT 1 FROM {} WHERE version = {} AND applied_on = {}",
-            self.sql_name(),
-            id.version,
-            sql::literal(applied_on)
-        )
+        shape::committed(self.layout, &self.sql_name(), id, applied_on)
+    }
+
+    /// The condition on a row of this table that records `version`.
+    pub fn holds_sql(&self, version: &Version) -> String {
+        shape::holds(self.layout, version)
     }
 }
 
@@ -174,6 +185,7 @@ impl Default for HistoryTable {
         HistoryTable {
             schema: None,
             name: DEFAULT_TABLE.into(),
+            layout: Layout::Refinery,
         }
     }
 }
@@ -194,7 +206,11 @@ pub struct HistoryRow {
     pub id: MigrationId,
     pub applied_on: String,
     /// Kept as text: a row written by another tool may not hold a number.
+    /// Empty where the table keeps none.
     pub checksum: String,
+    /// The tool marked it half applied (golang-migrate's `dirty`, sqlx's
+    /// `success = false`).
+    pub dirty: bool,
 }
 
 /// What [`read_with`] gave: the rows (`None` when the table does not
@@ -291,7 +307,7 @@ pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<HistoryRow>
                     .to_string()
             };
             let version_text = text(0);
-            let Ok(version) = version_text.parse::<i64>() else {
+            let Ok(version) = version_text.trim().parse::<i64>() else {
                 bail!("the history table holds a version that is not a number: {version_text:?}");
             };
             Ok(HistoryRow {
@@ -301,6 +317,8 @@ pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<HistoryRow>
                 },
                 applied_on: text(2),
                 checksum: text(3),
+                // Only other tools' tables have the fifth column.
+                dirty: row.try_get(4).ok().flatten() == Some("f"),
             })
         })
         .collect()
@@ -350,15 +368,17 @@ mod tests {
     #[test]
     fn insert_quotes_every_text_value() {
         let t = HistoryTable::default();
+        let m = LocalMigration::new(
+            MigrationId {
+                version: 3.into(),
+                name: "it's".into(),
+            },
+            "V3__it's.sql".into(),
+            42,
+            super::super::Size::default(),
+        );
         assert_eq!(
-            t.insert_sql(
-                &MigrationId {
-                    version: 3.into(),
-                    name: "it's".into()
-                },
-                "2026-01-01T00:00:00Z",
-                42
-            ),
+            t.insert_sql(&m, "2026-01-01T00:00:00Z"),
             "INSERT INTO \"refinery_schema_history\" (version, name, applied_on, checksum) \
              VALUES (3, E'it''s', E'2026-01-01T00:00:00Z', '42')"
         );

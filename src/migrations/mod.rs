@@ -24,6 +24,7 @@ use std::sync::OnceLock;
 mod check;
 mod file;
 pub mod history;
+pub mod layout;
 mod names;
 mod plan;
 mod problems;
@@ -33,6 +34,7 @@ mod version;
 mod walk;
 
 pub use check::{every_problem, WithoutHistory};
+pub use layout::{Layout, LayoutFlag};
 pub use names::parse_file_name;
 pub use plan::{AheadPolicy, Plan};
 pub use problems::{layout_hint, Problem, ProblemKind, Problems};
@@ -40,6 +42,7 @@ pub use set::{MigrationSet, Reading};
 pub use version::Version;
 
 pub use file::Size;
+use layout::annotations::{self, Sections, UpOnly};
 use split::{Execution, Summary};
 
 /// What names a migration: its version and its name, shown as
@@ -64,6 +67,13 @@ pub struct LocalMigration {
     pub path: PathBuf,
     pub checksum: u64,
     pub size: Size,
+    /// Whose layout it is in: what of it runs, how it is recorded.
+    pub layout: Layout,
+    /// Its Up section and whether it asks for no transaction (goose,
+    /// dbmate, sqlx).
+    sections: Sections,
+    /// sqlx's checksum of it.
+    sha384: Option<Box<[u8; 48]>>,
     /// What its statements ask of the runner, worked out the first time it
     /// is asked (only pending files are ever asked), then kept.
     /// Boxed: a set holds one per file, most never asked.
@@ -77,7 +87,33 @@ impl LocalMigration {
             path,
             checksum,
             size,
+            layout: Layout::Refinery,
+            sections: Sections::default(),
+            sha384: None,
             summary: OnceLock::new(),
+        }
+    }
+
+    /// A file as the folder read found it, in `layout`.
+    fn read(id: MigrationId, path: PathBuf, layout: Layout, facts: &file::Facts) -> LocalMigration {
+        LocalMigration {
+            layout,
+            sections: facts.sections.clone().unwrap_or_default(),
+            sha384: facts.sha384.map(Box::new),
+            ..LocalMigration::new(id, path, facts.checksum, facts.size)
+        }
+    }
+
+    /// The checksum its layout's history table keeps: refinery's as a
+    /// decimal, sqlx's SHA-384 as hex; `None` where the tool keeps none.
+    pub fn recorded_checksum(&self) -> Option<String> {
+        match self.layout {
+            Layout::Refinery => Some(self.checksum.to_string()),
+            Layout::Sqlx => self
+                .sha384
+                .as_ref()
+                .map(|sum| sum.iter().map(|b| format!("{b:02x}")).collect()),
+            _ => None,
         }
     }
 
@@ -94,14 +130,19 @@ impl LocalMigration {
     /// PostgreSQL would take for part of the first word, read now and
     /// checked against the checksum it had when the run read the folder.
     pub fn read_script(&self) -> Result<String, Problem> {
-        file::text(
+        let text = file::text(
             &self.path,
             &self.id.name,
             self.refinery_version(),
             self.checksum,
             self.size.bytes,
         )
-        .map_err(|why| self.unreadable(why))
+        .map_err(|why| self.unreadable(why))?;
+        Ok(if self.sections == Sections::default() {
+            text
+        } else {
+            annotations::up_only(&text, self.sections)
+        })
     }
 
     /// What the file's statements ask of the runner, read as a stream.
@@ -112,8 +153,13 @@ impl LocalMigration {
                     file::open(&self.path)
                         .map_err(|why| self.unreadable(why))
                         .and_then(|file| {
-                            split::summarize(file::Sized::new(file, self.size.bytes))
-                                .map_err(|e| self.unreadable(e.to_string()))
+                            let file = file::Sized::new(file, self.size.bytes);
+                            if self.sections == Sections::default() {
+                                split::summarize(file)
+                            } else {
+                                split::summarize(UpOnly::new(file, self.sections))
+                            }
+                            .map_err(|e| self.unreadable(e.to_string()))
                         }),
                 )
             })

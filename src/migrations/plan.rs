@@ -7,7 +7,7 @@ use std::path::Path;
 use super::history::HistoryRow;
 use super::problems::{Problem, ProblemKind, Problems};
 use super::split::{ForbiddenKind, Summary};
-use super::{LocalMigration, MigrationSet, Version};
+use super::{Layout, LocalMigration, MigrationSet, Version};
 
 /// What to make of applied migrations above the newest local file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,7 +71,10 @@ impl<'a> Plan<'a> {
         ahead_policy: AheadPolicy,
     ) -> (Plan<'a>, Vec<Problem>) {
         let mut sorted;
-        let history = if history.is_sorted_by(|a, b| a.id.version <= b.id.version) {
+        let history = if set.layout == Layout::GolangMigrate {
+            sorted = through(set, history);
+            &sorted
+        } else if history.is_sorted_by(|a, b| a.id.version <= b.id.version) {
             history
         } else {
             sorted = history.to_vec();
@@ -80,7 +83,13 @@ impl<'a> Plan<'a> {
         };
         let newest_applied = history.last().map(|a| &a.id.version);
         let newest_local = set.last_version();
-        let mut problems = Vec::new();
+        let mut problems: Vec<Problem> = history
+            .iter()
+            .filter(|a| a.dirty)
+            .map(|a| dirty(a, set.layout))
+            .collect();
+        // Tools that keep no name: each applied row shows its file's.
+        let mut named = Vec::new();
         let mut pending = Vec::new();
         let mut beyond_target = 0;
         let mut ahead = Vec::new();
@@ -95,6 +104,9 @@ impl<'a> Plan<'a> {
                 (Some(a), Some(m)) if a.id.version == m.id.version => {
                     if let Some(problem) = divergence(a, m) {
                         problems.push(problem);
+                    }
+                    if !set.layout.checks_names() {
+                        named.push(m.id.name.clone());
                     }
                     applied.next();
                     files.next();
@@ -140,8 +152,19 @@ impl<'a> Plan<'a> {
                 }
             }
         }
+        let mut applied = history.to_vec();
+        if !set.layout.checks_names() {
+            let mut names = named.into_iter();
+            let files: std::collections::HashSet<&Version> =
+                set.migrations.iter().map(|m| &m.id.version).collect();
+            for row in applied.iter_mut().filter(|a| files.contains(&a.id.version)) {
+                if let Some(name) = names.next() {
+                    row.id.name = name;
+                }
+            }
+        }
         let plan = Plan {
-            applied: history.to_vec(),
+            applied,
             pending,
             beyond_target,
             ahead,
@@ -229,18 +252,72 @@ fn rejected_ahead(applied: &HistoryRow, newest_local: &Version) -> Problem {
     }
 }
 
+/// golang-migrate's one row (the newest applied version) as the rows of
+/// every file up to it; the row itself where no file has its version (a
+/// newer release's, or a file gone).
+fn through(set: &MigrationSet, history: &[HistoryRow]) -> Vec<HistoryRow> {
+    let mut rows = Vec::new();
+    for row in history {
+        rows.extend(
+            set.migrations
+                .iter()
+                .filter(|m| m.id.version < row.id.version)
+                .map(|m| HistoryRow {
+                    id: m.id.clone(),
+                    dirty: false,
+                    ..row.clone()
+                }),
+        );
+        rows.push(row.clone());
+    }
+    rows.sort_by(|a, b| a.id.version.cmp(&b.id.version));
+    rows.dedup_by(|a, b| a.id.version == b.id.version);
+    rows
+}
+
+/// A row another tool marked half applied.
+fn dirty(applied: &HistoryRow, layout: Layout) -> Problem {
+    let fix = match layout {
+        Layout::GolangMigrate => format!(
+            "golang-migrate marked version {} dirty: a run of it failed part way. Check the \
+             schema, finish or undo that migration by hand, then clear the mark \
+             (migrate force {0}, or UPDATE the row's dirty to false)",
+            applied.id.version
+        ),
+        _ => format!(
+            "{layout} recorded version {} as failed (success = false): check the schema, then \
+             delete that row",
+            applied.id.version
+        ),
+    };
+    Problem {
+        kind: ProblemKind::Dirty,
+        message: fix,
+        file: None,
+        version: Some(applied.id.version.clone()),
+        line: None,
+    }
+}
+
 /// An applied migration whose file no longer matches it: renamed, or with
-/// other content (refinery's `abort_divergent`).
+/// other content (refinery's `abort_divergent`; sqlx's checksum check).
 fn divergence(applied: &HistoryRow, file: &LocalMigration) -> Option<Problem> {
-    let what = if file.id.name != applied.id.name {
+    let changed = match file.layout {
+        Layout::Refinery => applied.checksum.parse::<u64>() != Ok(file.checksum),
+        _ => file.recorded_checksum().is_some_and(|sum| {
+            !applied.checksum.is_empty() && !applied.checksum.eq_ignore_ascii_case(&sum)
+        }),
+    };
+    let what = if file.layout.checks_names() && file.id.name != applied.id.name {
         format!(
             "the name changed from {:?} to {:?}",
             applied.id.name, file.id.name
         )
-    } else if applied.checksum.parse::<u64>() != Ok(file.checksum) {
+    } else if changed {
         format!(
             "its content changed (checksum {} applied, {} on disk)",
-            applied.checksum, file.checksum
+            applied.checksum,
+            file.recorded_checksum().unwrap_or_default()
         )
     } else {
         return None;
@@ -270,6 +347,7 @@ mod tests {
 
     fn set(files: &[(i32, &str, &str)]) -> MigrationSet {
         MigrationSet {
+            layout: crate::migrations::Layout::Refinery,
             migrations: files
                 .iter()
                 .map(|(v, name, sql)| {
@@ -292,6 +370,7 @@ mod tests {
             id: m.id.clone(),
             applied_on: "2026-01-01T00:00:00Z".into(),
             checksum: m.checksum.to_string(),
+            dirty: false,
         }
     }
 

@@ -57,6 +57,13 @@ pub enum ProblemKind {
     /// A pending file with goose's or dbmate's Down section, which would
     /// run right after its Up section (the markers are comments).
     DownSection,
+    /// A file whose layout's annotations do not read as that tool reads
+    /// them (goose's `-- +goose Up` missing, dbmate's `-- migrate:down`
+    /// missing, SQL before the Up annotation…).
+    Annotation,
+    /// Another tool's history says a migration is half applied (a
+    /// golang-migrate `dirty` row, a sqlx row with `success = false`).
+    Dirty,
     /// The folder, a subfolder or a file that every user may write to.
     UnsafePermissions,
 }
@@ -89,6 +96,8 @@ impl ProblemKind {
             ProblemKind::Unsupported => "unsupported",
             ProblemKind::PsqlMetaCommand => "psql_meta_command",
             ProblemKind::DownSection => "down_section",
+            ProblemKind::Annotation => "annotation",
+            ProblemKind::Dirty => "dirty",
             ProblemKind::UnsafePermissions => "unsafe_permissions",
         }
     }
@@ -154,11 +163,14 @@ pub fn layout_hint(problems: &[Problem]) -> Option<String> {
         };
         hints.push(format!(
             "hint: some names look like goose's, dbmate's or sqlx's (<version>_<name>.sql){pairs}. \
-             miglock reads refinery's layout only: V<integer>__<name>.sql, versions from 1 to \
-             2147483647 (renumber timestamps 1, 2, 3… in their order). Renaming is not enough: \
-             take each file's Down section out (-- +goose Down, -- migrate:down; leave .down.sql \
-             files out of the folder), and record what that tool applied with miglock baseline \
-             (see Adopting miglock in the docs)."
+             miglock runs such a folder as it is, with that tool's history table: --layout goose, \
+             dbmate, sqlx or golang-migrate (MIGLOCK_LAYOUT; --layout auto, the default, picks it \
+             when no file has a refinery name). To convert it to refinery's layout instead: \
+             V<integer>__<name>.sql, versions from 1 to 2147483647 (renumber timestamps 1, 2, 3… \
+             in their order). Renaming is not enough: take each file's Down section out \
+             (-- +goose Down, -- migrate:down; leave .down.sql files out of the folder), and \
+             record what that tool applied with miglock baseline (see Adopting miglock in the \
+             docs)."
         ));
     }
     (!hints.is_empty()).then(|| hints.join("\n"))
@@ -190,6 +202,8 @@ mod tests {
             Unsupported,
             PsqlMetaCommand,
             DownSection,
+            Annotation,
+            Dirty,
             UnsafePermissions,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::file::{self, io_reason};
-use super::names::{parse_file_name, version_in};
+use super::file::{self, io_reason, Facts};
+use super::layout::{FileName, Layout};
 use super::problems::{Problem, ProblemKind, Problems};
 use super::walk::{folder_problem, missing_folder, walk, writable_problem};
 use super::{LocalMigration, MigrationId, Version};
@@ -14,6 +14,8 @@ use super::{LocalMigration, MigrationId, Version};
 #[derive(Debug, Clone, Default)]
 pub struct MigrationSet {
     pub migrations: Vec<LocalMigration>,
+    /// Whose folder it is: how its names, annotations and history read.
+    pub layout: Layout,
 }
 
 /// A folder read whole, problems and all: its good files as a set, and
@@ -82,9 +84,9 @@ impl Reading {
 
 /// How a file's name reads.
 enum Name {
-    Good(i32, String),
+    Good(Version, String),
     /// Refused; the version its name still gives.
-    Refused(Option<i32>),
+    Refused(Option<Version>),
 }
 
 /// What reading one file came to.
@@ -100,13 +102,15 @@ impl MigrationSet {
     /// hidden files (a name starting with `.`), which are ignored.
     #[cfg(any(test, feature = "testing"))]
     pub fn load(dir: &Path) -> Result<MigrationSet, Problems> {
-        MigrationSet::read(dir).strict()
+        MigrationSet::read(dir, Layout::Refinery).strict()
     }
 
-    /// Reads every file under `dir` as [`MigrationSet::load`] does, and
+    /// Reads every file under `dir` as [`MigrationSet::load`] does (in
+    /// `layout`: its names, its annotations, its subfolders or not), and
     /// keeps what is good beside what is not.
-    pub fn read(dir: &Path) -> Reading {
+    pub fn read(dir: &Path, layout: Layout) -> Reading {
         let mut reading = Reading::default();
+        reading.set.layout = layout;
         let problems = &mut reading.problems;
         match std::fs::metadata(dir) {
             Ok(meta) if meta.is_dir() => {}
@@ -127,7 +131,14 @@ impl MigrationSet {
         let mut files = Vec::new();
         let mut ancestors = Vec::new();
         let writable = &mut reading.writable;
-        walk(dir, &mut ancestors, &mut files, problems, writable);
+        walk(
+            dir,
+            layout.recursive(),
+            &mut ancestors,
+            &mut files,
+            problems,
+            writable,
+        );
         let mut named = Vec::with_capacity(files.len());
         for path in files {
             let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -141,12 +152,12 @@ impl MigrationSet {
                 named.push((path, Name::Refused(None)));
                 continue;
             };
-            match parse_file_name(file_name) {
-                Ok((version, name)) => {
-                    let name = Name::Good(version, name.to_string());
-                    named.push((path, name));
+            match layout.read_name(file_name) {
+                FileName::Up { version, name } => named.push((path, Name::Good(version, name))),
+                FileName::Down | FileName::Ignored => {
+                    log::debug!("{}: not a migration to {layout}, skipped", path.display());
                 }
-                Err(why) => {
+                FileName::Refused { why, version } => {
                     problems.push(Problem {
                         kind: ProblemKind::Misnamed,
                         message: format!("{}: {why}", path.display()),
@@ -154,12 +165,11 @@ impl MigrationSet {
                         version: None,
                         line: None,
                     });
-                    let version = version_in(file_name);
                     named.push((path, Name::Refused(version)));
                 }
             }
         }
-        let read = read_all(named);
+        let read = read_all(named, layout);
         // One vector, sorted, rather than a map of one vector per version
         // (a vector's first allocation holds four migrations).
         let mut found = Vec::with_capacity(read.len());
@@ -224,7 +234,8 @@ impl MigrationSet {
 
 /// Reads and checks the files, on several threads when there are many:
 /// on a no-op run, reading hundreds of small files is most of the work.
-fn read_all(named: Vec<(PathBuf, Name)>) -> Vec<(Read, Option<Problem>)> {
+fn read_all(named: Vec<(PathBuf, Name)>, layout: Layout) -> Vec<(Read, Option<Problem>)> {
+    let read_one = |named| read_one(named, layout);
     const PER_THREAD: usize = 64;
     if named.len() < 2 * PER_THREAD {
         return named.into_iter().map(read_one).collect();
@@ -278,41 +289,60 @@ fn cpus() -> usize {
     }
 }
 
+/// refinery's checksum hashes the version as an `i32`; other layouts'
+/// wider versions hash as 0 (that checksum only checks, then, that what
+/// runs is what was read).
+fn refinery_version(version: &Version) -> i32 {
+    version
+        .as_number()
+        .and_then(|n| i32::try_from(n).ok())
+        .unwrap_or_default()
+}
+
 /// A misnamed file is read too: what is wrong with its content would
 /// otherwise only show once it is renamed. Also whether every user may
 /// write to it, from the file opened (no lookup of its own).
-fn read_one((path, name): (PathBuf, Name)) -> (Read, Option<Problem>) {
+fn read_one((path, name): (PathBuf, Name), layout: Layout) -> (Read, Option<Problem>) {
     let (checked, version) = match &name {
-        Name::Good(version, name) => (file::facts(&path, name, *version), Some(*version)),
-        Name::Refused(version) => (file::facts(&path, "", 0), *version),
+        Name::Good(version, name) => (
+            file::facts(&path, name, refinery_version(version), layout),
+            Some(version.clone()),
+        ),
+        Name::Refused(version) => (file::facts(&path, "", 0, layout), version.clone()),
     };
     let writable = checked
         .as_ref()
         .ok()
         .and_then(|facts| writable_problem(&path, facts.mode, false))
         .map(|problem| Problem {
-            version: version.map(Version::from),
+            version: version.clone(),
             ..problem
         });
     let read = match (checked, name) {
-        (Ok(facts), Name::Good(version, name)) => Read::Migration(LocalMigration::new(
-            MigrationId {
-                version: version.into(),
-                name,
-            },
-            path,
-            facts.checksum,
-            facts.size,
-        )),
-        (Ok(_), Name::Refused(version)) => Read::Stray(Stray {
-            path,
-            version: version.map(Version::from),
+        (
+            Ok(Facts {
+                sections: Err(why), ..
+            }),
+            _,
+        ) => Read::Problem(Problem {
+            kind: ProblemKind::Annotation,
+            message: format!("{}: {why}", path.display()),
+            file: Some(path.clone()),
+            version,
+            line: None,
         }),
+        (Ok(facts), Name::Good(version, name)) => Read::Migration(LocalMigration::read(
+            MigrationId { version, name },
+            path,
+            layout,
+            &facts,
+        )),
+        (Ok(_), Name::Refused(version)) => Read::Stray(Stray { path, version }),
         (Err(why), _) => Read::Problem(Problem {
             kind: ProblemKind::Unreadable,
             message: format!("{}: {why}", path.display()),
             file: Some(path.clone()),
-            version: version.map(Version::from),
+            version,
             line: None,
         }),
     };
@@ -383,7 +413,7 @@ mod tests {
         std::fs::write(dir.path().join("V2__b.sql"), "SELECT 2;").unwrap();
         chmod(&dir.path().join("V2__b.sql"), 0o646);
         chmod(dir.path(), 0o1777);
-        let mut reading = MigrationSet::read(dir.path());
+        let mut reading = MigrationSet::read(dir.path(), Layout::Refinery);
         let modes: Vec<(Option<Version>, bool)> = reading
             .writable
             .iter()
@@ -395,7 +425,7 @@ mod tests {
         reading.judge_writable(false, true);
         assert_eq!(reading.problems.len(), 2);
         assert!(reading.writable.is_empty());
-        let mut warned = MigrationSet::read(dir.path());
+        let mut warned = MigrationSet::read(dir.path(), Layout::Refinery);
         warned.judge_writable(false, false);
         assert!(warned.problems.is_empty() && warned.writable.is_empty());
         chmod(dir.path(), 0o700);

@@ -81,6 +81,7 @@ pub(super) fn folder_problem(dir: &Path, why: &str) -> Problem {
 /// cost more than reading the files.
 pub(super) fn walk(
     dir: &Path,
+    recursive: bool,
     ancestors: &mut Vec<(u64, u64)>,
     files: &mut Vec<PathBuf>,
     problems: &mut Vec<Problem>,
@@ -156,6 +157,10 @@ pub(super) fn walk(
             continue;
         }
         if file_type.is_dir() {
+            // Other tools read the folder's own files only.
+            if !recursive {
+                continue;
+            }
             if is_sql {
                 problems.push(unreadable(
                     &path,
@@ -172,7 +177,7 @@ pub(super) fn walk(
                     continue;
                 }
             }
-            walk(&path, ancestors, files, problems, writable);
+            walk(&path, recursive, ancestors, files, problems, writable);
         } else if is_sql && file_type.is_file() {
             files.push(path);
         } else if file_type.is_file() && named_like_a_migration(&name.to_string_lossy()) {

@@ -15,6 +15,7 @@ mod faults;
 mod files;
 mod inputs;
 mod invalid_indexes;
+mod layouts;
 mod lifecycle;
 mod plan;
 mod poolers;

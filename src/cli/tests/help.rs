@@ -14,6 +14,7 @@ fn each_command_shows_only_the_options_it_uses() {
         "table",
         "lock_key",
         "migrations",
+        "layout",
         "format",
         "log_format",
         "quiet",
@@ -70,7 +71,7 @@ fn each_command_shows_only_the_options_it_uses() {
             [&connect[..], &["yes", "dry_run", "force"]]
                 .concat()
                 .into_iter()
-                .filter(|id| *id != "migrations")
+                .filter(|id| *id != "migrations" && *id != "layout")
                 .collect(),
         ),
         (
@@ -97,6 +98,7 @@ fn each_command_shows_only_the_options_it_uses() {
                 "name",
                 "no_transaction",
                 "migrations",
+                "layout",
                 "format",
                 "log_format",
                 "quiet",
@@ -198,6 +200,7 @@ fn value_names_follow_one_convention() {
         "DIR",
         "FILE",
         "TABLE",
+        "LAYOUT",
         "PATTERN",
         "NAME",
         "NAME=VALUE",

@@ -67,7 +67,7 @@ fn the_options_that_were_global_may_come_before_the_command() {
     assert_eq!(args.output.format(), Format::Json);
     assert_eq!(args.output.verbose, 2);
     assert_eq!(args.folder.migrations, std::path::Path::new("db"));
-    assert_eq!(args.database.table, "app.history");
+    assert_eq!(args.database.table.as_deref(), Some("app.history"));
     assert_eq!(args.database.connect_timeout, Duration::from_secs(3));
     assert!(args.database.database_url_on_command_line);
     assert!(cli.ignored.is_empty(), "{:?}", cli.ignored);

@@ -169,7 +169,8 @@ pub(super) fn apply(
                             rows.push(HistoryRow {
                                 id: migration.id.clone(),
                                 applied_on,
-                                checksum: migration.checksum.to_string(),
+                                checksum: migration.recorded_checksum().unwrap_or_default(),
+                                dirty: false,
                             });
                         }
                         Round::Progress

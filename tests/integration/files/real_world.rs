@@ -292,8 +292,10 @@ fn another_tools_down_section_is_refused_before_anything_runs() {
     assert!(db.table_exists("t"));
 }
 
-/// A folder of goose, dbmate, sqlx or golang-migrate names gets one hint
-/// on what converting it takes, from `apply` and from `status`.
+/// A folder of goose, dbmate, sqlx or golang-migrate names read as
+/// refinery's (`--layout refinery`) gets one hint on the layout that reads
+/// it as it is, and on what converting it takes, from `apply` and from
+/// `status`.
 #[test]
 fn other_tools_names_get_one_hint_on_converting_them() {
     let db = Cluster::shared().create_db();
@@ -308,9 +310,10 @@ fn other_tools_names_get_one_hint_on_converting_them() {
     ]);
     let hint = "hint: some names look like goose's, dbmate's or sqlx's (<version>_<name>.sql) or \
                 golang-migrate's (.up.sql and .down.sql pairs)";
-    let out = apply(&db, &dir).run();
+    let out = apply(&db, &dir).args(["--layout", "refinery"]).run();
     out.assert_code(6)
         .assert_stderr_contains(hint)
+        .assert_stderr_contains("--layout goose, dbmate, sqlx or golang-migrate")
         .assert_stderr_contains("Renaming is not enough: take each file's Down section out");
     assert_eq!(out.stderr.matches(hint).count(), 1, "{}", out.details());
     let json = out.json();
@@ -320,8 +323,7 @@ fn other_tools_names_get_one_hint_on_converting_them() {
 
     let mut status = Miglock::for_db(&db);
     let out = status
-        .arg("status")
-        .arg("--migrations")
+        .args(["status", "--layout", "refinery", "--migrations"])
         .arg(dir.path())
         .run();
     out.assert_success().assert_stdout_contains(hint);

@@ -108,7 +108,7 @@ fn command_line_usage_errors() {
             &[],
             &[
                 "invalid value '0' for '--target <VERSION>'",
-                "below 1: a version is a whole number from 1 to 2147483647",
+                "below 1: a version is a whole number from 1 to 9223372036854775807",
             ],
         ),
         usage(

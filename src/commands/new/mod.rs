@@ -11,14 +11,19 @@ use crate::config::NewConfig;
 use crate::context::Context;
 use crate::error::Failure;
 use crate::migrations::history;
-use crate::migrations::parse_file_name;
+use crate::migrations::{parse_file_name, Layout};
 use crate::outcome::Outcome;
 use crate::report::Report;
 
 /// The first line of a migration that must run outside a transaction.
 pub const NO_TRANSACTION_MARKER: &str = "-- miglock:no-transaction";
 
+mod tool;
+
 pub fn run(ctx: &Context, config: &NewConfig, report: &mut Report) -> Result<Outcome, Failure> {
+    if config.layout != Layout::Refinery {
+        return tool::run(ctx, config, report);
+    }
     let dir = &config.migrations;
     let existing = local_versions(dir)?;
     let highest = existing.iter().map(|(v, _)| *v).max();
@@ -74,6 +79,28 @@ pub fn run(ctx: &Context, config: &NewConfig, report: &mut Report) -> Result<Out
         )));
     }
 
+    let mut text = String::new();
+    if config.no_transaction {
+        // First line: that is where the marker is looked for.
+        text.push_str(NO_TRANSACTION_MARKER);
+        text.push('\n');
+    }
+    text.push_str(&format!("-- {stem}: {}\n", history::applied_on_now()?));
+    text.push('\n');
+    let path = write(dir, &file_name, &text)?;
+    let name = stem
+        .split_once("__")
+        .map_or(stem.as_str(), |(_, name)| name);
+    log::info!("MIGRATION_CREATED version={version} name={name}");
+    report.path = Some(path.display().to_string());
+    ctx.out.line(&path.display().to_string());
+    Ok(Outcome::Created)
+}
+
+/// Writes a new file `file_name` in `dir` (made if missing), never over
+/// another: a file that appeared since the folder was read, or another
+/// `new`'s, is left as it is.
+fn write(dir: &Path, file_name: &str, text: &str) -> Result<PathBuf, Failure> {
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(|e| {
             Failure::failed(anyhow!(
@@ -83,44 +110,23 @@ pub fn run(ctx: &Context, config: &NewConfig, report: &mut Report) -> Result<Out
         })?;
         log::info!("created the migrations folder {}", dir.display());
     }
-    let path = dir.join(&file_name);
-    let mut text = String::new();
-    if config.no_transaction {
-        // First line: that is where the marker is looked for.
-        text.push_str(NO_TRANSACTION_MARKER);
-        text.push('\n');
-    }
-    text.push_str(&format!("-- {stem}: {}\n", history::applied_on_now()?));
-    text.push('\n');
-    // create_new: another `new` (or a file that appeared since the folder
-    // was read) is never overwritten.
+    let path = dir.join(file_name);
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
         .and_then(|mut file| file.write_all(text.as_bytes()));
     match written {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(Failure::usage(anyhow!(
-                "{} already exists: left as it is (run new again for the next version)",
-                path.display()
-            )))
-        }
-        Err(e) => {
-            return Err(Failure::failed(anyhow!(
-                "cannot write {}: {e}",
-                path.display()
-            )))
-        }
+        Ok(()) => Ok(path),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Failure::usage(anyhow!(
+            "{} already exists: left as it is (run new again for the next version)",
+            path.display()
+        ))),
+        Err(e) => Err(Failure::failed(anyhow!(
+            "cannot write {}: {e}",
+            path.display()
+        ))),
     }
-    let name = stem
-        .split_once("__")
-        .map_or(stem.as_str(), |(_, name)| name);
-    log::info!("MIGRATION_CREATED version={version} name={name}");
-    report.path = Some(path.display().to_string());
-    ctx.out.line(&path.display().to_string());
-    Ok(Outcome::Created)
 }
 
 /// The versions of the migration files under `dir` (recursively, hidden
@@ -185,6 +191,7 @@ mod tests {
             migrations: dir.to_path_buf(),
             name: name.into(),
             no_transaction: false,
+            layout: crate::migrations::Layout::Refinery,
         };
         let none = crate::output::Console::none();
         let progress = crate::output::Progress::hidden();

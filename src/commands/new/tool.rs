@@ -1,0 +1,143 @@
+//! `new` in another tool's folder: the next file named and laid out as
+//! that tool's own command writes it (`sqlx migrate add`, `dbmate new`,
+//! `goose create`, `migrate create`), so the folder stays that tool's.
+//!
+//! The version follows the folder: a UTC timestamp (`20240102150405`,
+//! each tool's default) when the folder is empty or its versions are
+//! timestamps, else the next number, as wide as the widest version there.
+
+use anyhow::anyhow;
+
+use super::write;
+use crate::config::NewConfig;
+use crate::context::Context;
+use crate::error::Failure;
+use crate::migrations::layout::{FileName, Layout};
+use crate::migrations::Version;
+use crate::outcome::Outcome;
+use crate::report::Report;
+
+/// A version at or above this is a timestamp (`yyyymmddHHMMSS`).
+const TIMESTAMP: i64 = 10_000_000_000_000;
+
+pub fn run(ctx: &Context, config: &NewConfig, report: &mut Report) -> Result<Outcome, Failure> {
+    let layout = config.layout;
+    let name = &config.name;
+    if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return Err(Failure::usage(anyhow!(
+            "invalid migration name {:?}: a name is letters, digits and _ only, e.g. \
+             add_users_email",
+            crate::parse::shorten(name, 80)
+        )));
+    }
+    if config.no_transaction && layout == Layout::GolangMigrate {
+        return Err(Failure::usage(anyhow!(
+            "golang-migrate files have no annotation for running without a transaction: write \
+             the statements that need it (CREATE INDEX CONCURRENTLY…) alone in their file, \
+             which miglock runs outside a transaction"
+        )));
+    }
+    let (highest, width) = highest(config)?;
+    let version = match highest {
+        Some(h) if h < TIMESTAMP => h + 1,
+        // The same second as the newest file, or a clock behind it.
+        highest => now().max(highest.map_or(0, |h| h + 1)),
+    };
+    let digits = format!("{version:0width$}");
+    let files: Vec<(String, String)> = match layout {
+        Layout::Sqlx => {
+            let marker = if config.no_transaction {
+                "-- no-transaction\n"
+            } else {
+                ""
+            };
+            vec![(
+                format!("{digits}_{name}.sql"),
+                format!("{marker}-- Add migration script here\n"),
+            )]
+        }
+        Layout::Dbmate => {
+            let options = if config.no_transaction {
+                " transaction:false"
+            } else {
+                ""
+            };
+            vec![(
+                format!("{digits}_{name}.sql"),
+                format!("-- migrate:up{options}\n\n\n-- migrate:down\n\n"),
+            )]
+        }
+        Layout::Goose => {
+            let marker = if config.no_transaction {
+                "-- +goose NO TRANSACTION\n"
+            } else {
+                ""
+            };
+            vec![(
+                format!("{digits}_{name}.sql"),
+                format!("{marker}-- +goose Up\n\n\n-- +goose Down\n\n"),
+            )]
+        }
+        Layout::GolangMigrate => vec![
+            (format!("{digits}_{name}.up.sql"), String::new()),
+            (format!("{digits}_{name}.down.sql"), String::new()),
+        ],
+        // Not reached: `new` writes refinery's files itself.
+        Layout::Refinery => vec![(format!("V{digits}__{name}.sql"), String::new())],
+    };
+    let mut paths = Vec::new();
+    for (file_name, text) in &files {
+        paths.push(write(&config.migrations, file_name, text)?);
+    }
+    log::info!("MIGRATION_CREATED version={version} name={name} layout={layout}");
+    report.path = paths.first().map(|p| p.display().to_string());
+    for path in &paths {
+        ctx.out.line(&path.display().to_string());
+    }
+    Ok(Outcome::Created)
+}
+
+/// The folder's highest version, and how many digits to write a next
+/// number with (the widest zero-padded version there).
+fn highest(config: &NewConfig) -> Result<(Option<i64>, usize), Failure> {
+    let mut highest = None;
+    let mut width = 0;
+    let entries = match std::fs::read_dir(&config.migrations) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, 0)),
+        Err(e) => {
+            return Err(Failure::failed(anyhow!(
+                "cannot read the migrations folder {}: {e}",
+                config.migrations.display()
+            )))
+        }
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if let FileName::Up {
+            version: Version::Number(v),
+            ..
+        } = config.layout.read_name(&file_name)
+        {
+            highest = highest.max(Some(v));
+            let digits = file_name.bytes().take_while(u8::is_ascii_digit).count();
+            if file_name.starts_with('0') {
+                width = width.max(digits);
+            }
+        }
+    }
+    if highest.is_some_and(|h| h >= TIMESTAMP) {
+        width = 0;
+    }
+    Ok((highest, width))
+}
+
+/// Now in UTC as `yyyymmddHHMMSS`, the tools' timestamp version.
+fn now() -> i64 {
+    let t = time::OffsetDateTime::now_utc();
+    let date = i64::from(t.year()) * 10_000 + i64::from(u8::from(t.month())) * 100;
+    let time = i64::from(t.hour()) * 10_000 + i64::from(t.minute()) * 100;
+    (date + i64::from(t.day())) * 1_000_000 + time + i64::from(t.second())
+}

@@ -1,0 +1,456 @@
+//! The annotations other tools read in a file, read as those tools read
+//! them, line by line: goose's `-- +goose Up`, `Down`, `StatementBegin`,
+//! `StatementEnd` and `NO TRANSACTION`; dbmate's `-- migrate:up` and
+//! `-- migrate:down` with `transaction:false`; sqlx's `-- no-transaction`
+//! as the file's first bytes.
+//!
+//! What they give ([`Sections`]) is used twice: when the folder is read
+//! (every problem up front) and when the file is summarized or run, where
+//! every line outside the Up section becomes an empty line ([`up_only`],
+//! [`UpOnly`]): PostgreSQL never sees a Down section, and the lines of an
+//! error still are the file's.
+
+use std::io::{self, BufRead, Read};
+
+use super::Layout;
+
+/// The Up section of a file, and whether it runs without a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sections {
+    /// The lines (1-based) the Up section spans: `first..end`. `None` for a
+    /// layout without sections (the whole file).
+    pub up: Option<(u64, u64)>,
+    /// The file asks to run without a transaction (goose's
+    /// `NO TRANSACTION`, dbmate's `transaction:false`, sqlx's
+    /// `-- no-transaction`).
+    pub no_transaction: bool,
+}
+
+/// Which tool's `Up` annotation the head of a file holds, if any.
+pub fn tool_of(head: &str) -> Option<Layout> {
+    for line in head.lines() {
+        if goose_annotation(line).is_some_and(|a| a.eq_ignore_ascii_case("up")) {
+            return Some(Layout::Goose);
+        }
+        if dbmate_directive(line).is_some_and(|(up, _)| up) {
+            return Some(Layout::Dbmate);
+        }
+    }
+    None
+}
+
+/// goose's test for an annotation line (`--` first once trimmed, `+goose`
+/// somewhere), and the annotation: the line without its `--`s and its
+/// first `+goose`, trimmed.
+fn goose_annotation(line: &str) -> Option<String> {
+    if !line.trim().starts_with("--") || !line.contains("+goose") {
+        return None;
+    }
+    let text = line.replace("--", "");
+    Some(text.replacen("+goose", "", 1).trim().to_string())
+}
+
+/// dbmate's directive at the start of a line: `--` (no indent), spaces,
+/// `migrate:up` or `migrate:down`, then the end or spaces and options.
+/// `(is_up, options)`.
+fn dbmate_directive(line: &str) -> Option<(bool, &str)> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let rest = line.strip_prefix("--")?.trim_start();
+    let rest = rest.strip_prefix("migrate:")?;
+    let (up, after) = if let Some(after) = rest.strip_prefix("up") {
+        (true, after)
+    } else {
+        (false, rest.strip_prefix("down")?)
+    };
+    if !after.is_empty() && !after.starts_with(char::is_whitespace) {
+        return None;
+    }
+    Some((up, after.trim()))
+}
+
+/// Reads a file's lines in its layout's way. Fed every line in order
+/// ([`Scanner::line`]), then [`Scanner::finish`].
+pub struct Scanner {
+    layout: Layout,
+    line: u64,
+    up_at: Option<u64>,
+    down_at: Option<u64>,
+    in_statement: Option<u64>,
+    no_transaction: bool,
+    error: Option<String>,
+}
+
+impl Scanner {
+    pub fn new(layout: Layout) -> Scanner {
+        Scanner {
+            layout,
+            line: 0,
+            up_at: None,
+            down_at: None,
+            in_statement: None,
+            no_transaction: false,
+            error: None,
+        }
+    }
+
+    /// sqlx: whether the file's first bytes (BOM and all) ask for no
+    /// transaction.
+    pub fn first_bytes(&mut self, bytes: &[u8]) {
+        if self.layout == Layout::Sqlx && bytes.starts_with(b"-- no-transaction") {
+            self.no_transaction = true;
+        }
+    }
+
+    /// One line of the file, without its line end (a `\r` may be left).
+    pub fn line(&mut self, line: &str) {
+        self.line += 1;
+        if self.error.is_some() {
+            return;
+        }
+        let result = match self.layout {
+            Layout::Goose => self.goose(line),
+            Layout::Dbmate => self.dbmate(line),
+            _ => Ok(()),
+        };
+        if let Err(why) = result {
+            self.error = Some(format!("line {}: {why}", self.line));
+        }
+    }
+
+    fn goose(&mut self, line: &str) -> Result<(), String> {
+        let Some(annotation) = goose_annotation(line) else {
+            let code = !line.trim().is_empty() && !line.trim_start().starts_with("--");
+            if code && self.up_at.is_none() {
+                return Err("SQL before -- +goose Up (goose wants the Up annotation first)".into());
+            }
+            return Ok(());
+        };
+        if line.starts_with([' ', '\t']) {
+            return Err("a goose annotation must start its line (no indent)".into());
+        }
+        let word = annotation.to_ascii_lowercase();
+        match word.as_str() {
+            "up" if self.up_at.is_some() => Err("a second -- +goose Up".into()),
+            "up" => {
+                self.up_at = Some(self.line);
+                Ok(())
+            }
+            "down" if self.up_at.is_none() => Err("-- +goose Down before -- +goose Up".into()),
+            "down" if self.down_at.is_some() => Err("a second -- +goose Down".into()),
+            "down" if self.in_statement.is_some() => {
+                Err("-- +goose Down inside StatementBegin/StatementEnd".into())
+            }
+            "down" => {
+                self.down_at = Some(self.line);
+                Ok(())
+            }
+            "statementbegin" if self.in_statement.is_some() => {
+                Err("StatementBegin inside another StatementBegin".into())
+            }
+            "statementbegin" if self.up_at.is_none() => {
+                Err("StatementBegin before -- +goose Up".into())
+            }
+            "statementbegin" => {
+                self.in_statement = Some(self.line);
+                Ok(())
+            }
+            "statementend" if self.in_statement.is_none() => {
+                Err("StatementEnd without StatementBegin".into())
+            }
+            "statementend" => {
+                self.in_statement = None;
+                Ok(())
+            }
+            "no transaction" => {
+                self.no_transaction = true;
+                Ok(())
+            }
+            "envsub on" | "envsub off" => Err(
+                "-- +goose ENVSUB is not supported: miglock does not substitute environment \
+                 variables (write the values in the file)"
+                    .into(),
+            ),
+            _ => Err(format!("unknown goose annotation {annotation:?}")),
+        }
+    }
+
+    fn dbmate(&mut self, line: &str) -> Result<(), String> {
+        match dbmate_directive(line) {
+            Some((true, _)) if self.up_at.is_some() => Err(
+                "a second -- migrate:up: miglock runs one section per file (dbmate itself cannot \
+                 record a second section's version on PostgreSQL); split it into two files"
+                    .into(),
+            ),
+            Some((true, options)) => {
+                self.up_at = Some(self.line);
+                for option in options.split_whitespace() {
+                    match option.split_once(':') {
+                        Some((key, value)) if !value.contains(':') => {
+                            if key == "transaction" && value == "false" {
+                                self.no_transaction = true;
+                            }
+                        }
+                        _ => return Err(format!("invalid dbmate option {option:?} (key:value)")),
+                    }
+                }
+                Ok(())
+            }
+            Some((false, _)) if self.up_at.is_none() => {
+                Err("-- migrate:down before -- migrate:up".into())
+            }
+            Some((false, _)) if self.down_at.is_some() => Err("a second -- migrate:down".into()),
+            Some((false, _)) => {
+                self.down_at = Some(self.line);
+                Ok(())
+            }
+            None => {
+                let code = !line.trim().is_empty() && !line.trim_start().starts_with("--");
+                if code && self.up_at.is_none() {
+                    return Err(
+                        "SQL before -- migrate:up (dbmate wants the up directive first)".into(),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The sections, or what is wrong with the file as its tool reads it.
+    pub fn finish(self) -> Result<Sections, String> {
+        if let Some(why) = self.error {
+            return Err(why);
+        }
+        let end = self.line + 1;
+        let up = match self.layout {
+            Layout::Goose => {
+                let Some(up) = self.up_at else {
+                    return Err("has no -- +goose Up annotation (goose needs one)".into());
+                };
+                if let Some(begin) = self.in_statement {
+                    return Err(format!("line {begin}: StatementBegin without StatementEnd"));
+                }
+                Some((up + 1, self.down_at.unwrap_or(end)))
+            }
+            Layout::Dbmate => {
+                let Some(up) = self.up_at else {
+                    return Err("has no -- migrate:up directive (dbmate needs one)".into());
+                };
+                let Some(down) = self.down_at else {
+                    return Err("has no -- migrate:down directive (dbmate needs one, even \
+                                empty)"
+                        .into());
+                };
+                Some((up, down))
+            }
+            _ => None,
+        };
+        Ok(Sections {
+            up,
+            no_transaction: self.no_transaction,
+        })
+    }
+}
+
+/// The sections of a whole text (its BOM included, as read from disk).
+#[cfg(test)]
+pub fn scan(layout: Layout, text: &str) -> Result<Sections, String> {
+    let mut scanner = Scanner::new(layout);
+    scanner.first_bytes(text.as_bytes());
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    for line in text.split_inclusive('\n') {
+        scanner.line(line.strip_suffix('\n').unwrap_or(line));
+    }
+    scanner.finish()
+}
+
+/// What `sections` keeps of `text` (without a BOM): each line outside the
+/// Up section is made empty (its line end kept), and, for a file that
+/// runs without a transaction, the first line is miglock's own marker
+/// (a comment in every layout: annotations and directives come first).
+pub fn up_only(text: &str, sections: Sections) -> String {
+    if sections == Sections::default() {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        out.push_str(&kept(line, i as u64 + 1, sections));
+    }
+    out
+}
+
+/// One line of [`up_only`].
+fn kept(line: &str, number: u64, sections: Sections) -> std::borrow::Cow<'_, str> {
+    let end = if line.ends_with("\r\n") {
+        "\r\n"
+    } else if line.ends_with('\n') {
+        "\n"
+    } else {
+        ""
+    };
+    if number == 1 && sections.no_transaction {
+        return format!("-- miglock:no-transaction{end}").into();
+    }
+    match sections.up {
+        Some((first, stop)) if number < first || number >= stop => end.into(),
+        _ => line.into(),
+    }
+}
+
+/// [`up_only`] as a stream: a file is summarized without being held.
+pub struct UpOnly<R> {
+    reader: io::BufReader<R>,
+    sections: Sections,
+    number: u64,
+    line: Vec<u8>,
+    out: Vec<u8>,
+    at: usize,
+}
+
+impl<R: Read> UpOnly<R> {
+    pub fn new(reader: R, sections: Sections) -> UpOnly<R> {
+        UpOnly {
+            reader: io::BufReader::new(reader),
+            sections,
+            number: 0,
+            line: Vec::new(),
+            out: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for UpOnly<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.out.len() {
+            self.line.clear();
+            if self.reader.read_until(b'\n', &mut self.line)? == 0 {
+                return Ok(0);
+            }
+            self.number += 1;
+            if self.number == 1 && self.line.starts_with("\u{feff}".as_bytes()) {
+                self.line.drain(.."\u{feff}".len());
+            }
+            self.out.clear();
+            self.at = 0;
+            // A line cut inside a character is the UTF-8 check's to refuse.
+            match std::str::from_utf8(&self.line) {
+                Ok(text) => {
+                    let kept = kept(text, self.number, self.sections);
+                    self.out.extend_from_slice(kept.as_bytes());
+                }
+                Err(_) => self.out.extend_from_slice(&self.line),
+            }
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goose_sections_and_their_problems() {
+        let text = "-- a note\n-- +goose Up\n-- +goose StatementBegin\nCREATE FUNCTION f() \
+                    RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;\n-- +goose StatementEnd\n\n\
+                    -- +goose Down\nDROP FUNCTION f();\n";
+        let sections = scan(Layout::Goose, text).unwrap();
+        assert_eq!(sections.up, Some((3, 7)));
+        assert!(!sections.no_transaction);
+        let up = up_only(text, sections);
+        assert_eq!(up.lines().count(), text.lines().count());
+        assert!(
+            up.contains("CREATE FUNCTION") && !up.contains("DROP"),
+            "{up}"
+        );
+        let no_tx =
+            "-- +goose NO TRANSACTION\n-- +goose Up\nCREATE INDEX CONCURRENTLY i ON t (a);\n";
+        let sections = scan(Layout::Goose, no_tx).unwrap();
+        assert!(sections.no_transaction);
+        assert!(up_only(no_tx, sections).starts_with("-- miglock:no-transaction\n\n"));
+        for (bad, why) in [
+            ("select 1;\n-- +goose Up\n", "SQL before"),
+            ("-- nothing\n", "no -- +goose Up"),
+            ("-- +goose Up\n-- +goose Up\n", "second"),
+            (
+                "-- +goose Up\n-- +goose StatementBegin\nselect 1;\n",
+                "without StatementEnd",
+            ),
+            ("-- +goose Up\n-- +goose ENVSUB ON\n", "not supported"),
+            (
+                "-- +goose Up\n-- +goose Sideways\n",
+                "unknown goose annotation",
+            ),
+            ("-- +goose Up\n  -- +goose Down\n", "no indent"),
+        ] {
+            let err = scan(Layout::Goose, bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn dbmate_sections_and_their_problems() {
+        let text = "-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY i ON t (a);\n\n\
+                    -- migrate:down\nDROP INDEX i;\n";
+        let sections = scan(Layout::Dbmate, text).unwrap();
+        assert_eq!(sections.up, Some((1, 4)));
+        assert!(sections.no_transaction);
+        let up = up_only(text, sections);
+        assert_eq!(
+            up,
+            "-- miglock:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);\n\n\n\n"
+        );
+        for (bad, why) in [
+            ("select 1;\n-- migrate:up\n-- migrate:down\n", "SQL before"),
+            ("-- migrate:up\nselect 1;\n", "no -- migrate:down"),
+            (
+                "-- migrate:up\n-- migrate:down\n-- migrate:up\n-- migrate:down\n",
+                "second -- migrate:up",
+            ),
+            (
+                "-- migrate:up bad\n-- migrate:down\n",
+                "invalid dbmate option",
+            ),
+        ] {
+            let err = scan(Layout::Dbmate, bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        // Not a directive: indented, or another word.
+        assert_eq!(dbmate_directive("  -- migrate:up"), None);
+        assert_eq!(dbmate_directive("-- migrate:upgrade"), None);
+        assert_eq!(dbmate_directive("--migrate:down\r"), Some((false, "")));
+    }
+
+    #[test]
+    fn sqlx_reads_its_marker_from_the_first_bytes_only() {
+        let marked = scan(
+            Layout::Sqlx,
+            "-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);\n",
+        );
+        assert!(marked.unwrap().no_transaction);
+        for not in [
+            "\u{feff}-- no-transaction\n",
+            " -- no-transaction\n",
+            "\n-- no-transaction\n",
+        ] {
+            assert!(!scan(Layout::Sqlx, not).unwrap().no_transaction, "{not:?}");
+        }
+    }
+
+    #[test]
+    fn the_stream_gives_what_the_whole_text_gives() {
+        let text = "\u{feff}-- +goose NO TRANSACTION\r\n-- +goose Up\r\nselect 1;\r\n\
+                    -- +goose Down\r\nselect 2;";
+        let sections = scan(Layout::Goose, text).unwrap();
+        let whole = up_only(text.trim_start_matches('\u{feff}'), sections);
+        let mut streamed = String::new();
+        UpOnly::new(text.as_bytes(), sections)
+            .read_to_string(&mut streamed)
+            .unwrap();
+        assert_eq!(streamed, whole);
+        assert_eq!(whole, "-- miglock:no-transaction\r\n\r\nselect 1;\r\n\r\n");
+    }
+}

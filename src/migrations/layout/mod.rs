@@ -1,0 +1,436 @@
+//! Other tools' folders, as they are: each layout knows its tool's file
+//! names and version order ([`Layout::read_name`]), its annotations
+//! ([`annotations`]) and its history table (`history`'s `Shape`).
+//!
+//! refinery's layout is miglock's own and stays exactly as it was; `auto`
+//! (the default) picks another only when no file has a refinery name (see
+//! [`detect`]).
+
+use std::fmt;
+use std::path::Path;
+
+use super::names::{parse_file_name, version_in};
+use super::Version;
+
+pub mod annotations;
+
+/// A tool whose folder and history table miglock reads and writes as that
+/// tool does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// `V<n>__<name>.sql`, `refinery_schema_history`.
+    #[default]
+    Refinery,
+    /// `<n>_<name>.sql` with `-- +goose Up` / `-- +goose Down`,
+    /// `goose_db_version`.
+    Goose,
+    /// `<n>_<name>.up.sql` and `.down.sql`, `schema_migrations` (one row,
+    /// with its `dirty` flag).
+    GolangMigrate,
+    /// `<n>_<name>.sql` with `-- migrate:up` / `-- migrate:down`,
+    /// `schema_migrations` (a `version` per applied file).
+    Dbmate,
+    /// `<n>_<name>.sql` (or `.up.sql` / `.down.sql`), `_sqlx_migrations`
+    /// with the SHA-384 of each file.
+    Sqlx,
+}
+
+/// `--layout`: a layout, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayoutFlag {
+    #[default]
+    Auto,
+    Fixed(Layout),
+}
+
+/// What a file's name makes of it, in a layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileName {
+    /// A migration to apply: its version and name.
+    Up { version: Version, name: String },
+    /// A down script (golang-migrate's and sqlx's `.down.sql`): never run
+    /// by `apply`.
+    Down,
+    /// Not a migration to this tool, which skips it without a word.
+    Ignored,
+    /// Refused, with every reason, and the version it still gives.
+    Refused {
+        why: String,
+        version: Option<Version>,
+    },
+}
+
+impl Layout {
+    pub const ALL: [Layout; 5] = [
+        Layout::Refinery,
+        Layout::Goose,
+        Layout::GolangMigrate,
+        Layout::Dbmate,
+        Layout::Sqlx,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Refinery => "refinery",
+            Layout::Goose => "goose",
+            Layout::GolangMigrate => "golang-migrate",
+            Layout::Dbmate => "dbmate",
+            Layout::Sqlx => "sqlx",
+        }
+    }
+
+    /// The history table its tool uses by default.
+    pub fn default_table(self) -> &'static str {
+        match self {
+            Layout::Refinery => super::history::DEFAULT_TABLE,
+            Layout::Goose => "goose_db_version",
+            Layout::GolangMigrate | Layout::Dbmate => "schema_migrations",
+            Layout::Sqlx => "_sqlx_migrations",
+        }
+    }
+
+    /// Whether its tool reads subfolders too (refinery does; the others
+    /// read the folder's own files only).
+    pub fn recursive(self) -> bool {
+        self == Layout::Refinery
+    }
+
+    /// What the file `file_name` is in this layout, as its tool reads it.
+    pub fn read_name(self, file_name: &str) -> FileName {
+        match self {
+            Layout::Refinery => match parse_file_name(file_name) {
+                Ok((version, name)) => FileName::Up {
+                    version: version.into(),
+                    name: name.to_string(),
+                },
+                Err(why) => FileName::Refused {
+                    why,
+                    version: version_in(file_name).map(Version::from),
+                },
+            },
+            Layout::Goose => goose_name(file_name),
+            Layout::GolangMigrate => golang_migrate_name(file_name),
+            Layout::Dbmate => dbmate_name(file_name),
+            Layout::Sqlx => sqlx_name(file_name),
+        }
+    }
+
+    /// The version as its tool writes it in its history table: dbmate
+    /// keeps the file's digits as text (`001` stays `001`).
+    pub fn version_text(self, path: &Path, version: &Version) -> String {
+        if self == Layout::Dbmate {
+            if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                let digits = name.bytes().take_while(u8::is_ascii_digit).count();
+                return name[..digits].to_string();
+            }
+        }
+        version.to_string()
+    }
+
+    /// Whether a renamed file of this layout is a different migration:
+    /// refinery records the name and checks it; the others record no name
+    /// (sqlx records a description it never checks).
+    pub fn checks_names(self) -> bool {
+        self == Layout::Refinery
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for LayoutFlag {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LayoutFlag, String> {
+        if text == "auto" {
+            return Ok(LayoutFlag::Auto);
+        }
+        if let Some(layout) = Layout::ALL.into_iter().find(|l| l.name() == text) {
+            return Ok(LayoutFlag::Fixed(layout));
+        }
+        if text == "flyway" {
+            return Err(
+                "the flyway layout is not supported yet: convert the names to \
+                        V<integer>__<name>.sql (see Adopting miglock in the docs)"
+                    .into(),
+            );
+        }
+        Err(format!(
+            "unknown layout {:?}: expected auto, {}",
+            crate::parse::shorten(text, 40),
+            Layout::ALL.map(Layout::name).join(", ")
+        ))
+    }
+}
+
+/// A whole number of digits only (no sign), as a version.
+fn digits_version(text: &str) -> Option<Version> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<i64>().ok().map(Version::Number)
+}
+
+fn refused(why: String, version: Option<Version>) -> FileName {
+    FileName::Refused { why, version }
+}
+
+/// sqlx: `<version>_<description>.sql`, `.up.sql` or `.down.sql`. A name
+/// without `_` or not ending in `.sql` is skipped; one whose part before
+/// the first `_` is not a number stops sqlx, and is refused here too.
+fn sqlx_name(file_name: &str) -> FileName {
+    let Some((version, rest)) = file_name.split_once('_') else {
+        return FileName::Ignored;
+    };
+    if !rest.ends_with(".sql") {
+        return FileName::Ignored;
+    }
+    let Some(version) = digits_version(version) else {
+        return refused(
+            format!(
+                "expected an integer version before the first _ (sqlx's \
+                 <version>_<description>.sql, e.g. 20240101000000_create_users.sql), found {version:?}"
+            ),
+            None,
+        );
+    };
+    if rest.ends_with(".down.sql") {
+        return FileName::Down;
+    }
+    let name = rest
+        .strip_suffix(".up.sql")
+        .or_else(|| rest.strip_suffix(".sql"))
+        .unwrap_or(rest);
+    FileName::Up {
+        version,
+        name: name.to_string(),
+    }
+}
+
+/// goose: `<version>_<name>.sql`, a version of at least 1; the goose
+/// command stops on any other `.sql` name, and so does miglock.
+fn goose_name(file_name: &str) -> FileName {
+    let Some(stem) = file_name.strip_suffix(".sql") else {
+        return FileName::Ignored;
+    };
+    let (version, name) = stem.split_once('_').unwrap_or((stem, ""));
+    match digits_version(version) {
+        Some(Version::Number(0)) | None => refused(
+            format!(
+                "expected goose's <version>_<name>.sql with a version from 1 (e.g. \
+                 00001_create_users.sql), found {version:?} before the first _"
+            ),
+            None,
+        ),
+        Some(version) => FileName::Up {
+            version,
+            name: name.to_string(),
+        },
+    }
+}
+
+/// golang-migrate: `<version>_<name>.up.<ext>` and `.down.<ext>`; any other
+/// name is skipped.
+fn golang_migrate_name(file_name: &str) -> FileName {
+    let Some((version, rest)) = file_name.split_once('_') else {
+        return FileName::Ignored;
+    };
+    let Some(version) = digits_version(version) else {
+        return FileName::Ignored;
+    };
+    // `(.*)\.(down|up)\.(.*)`: the last `.up.` or `.down.` wins.
+    let up = rest.rfind(".up.");
+    let down = rest.rfind(".down.");
+    match (up, down) {
+        (Some(u), d) if d.is_none_or(|d| u > d) => FileName::Up {
+            version,
+            name: rest[..u].to_string(),
+        },
+        (_, Some(_)) => FileName::Down,
+        _ => FileName::Ignored,
+    }
+}
+
+/// dbmate: a name that starts with digits and ends in `.sql`; the version
+/// is those digits, kept as text in its table.
+fn dbmate_name(file_name: &str) -> FileName {
+    let Some(stem) = file_name.strip_suffix(".sql") else {
+        return FileName::Ignored;
+    };
+    let digits = stem.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return FileName::Ignored;
+    }
+    match digits_version(&stem[..digits]) {
+        Some(version) => FileName::Up {
+            version,
+            name: stem[digits..].trim_start_matches('_').to_string(),
+        },
+        None => refused(
+            format!("the version {} is too large", &stem[..digits]),
+            None,
+        ),
+    }
+}
+
+/// What `auto` makes of a folder, from its files' names and, when they
+/// are another tool's, the annotations at the head of one: refinery when
+/// any file has a refinery name (or none has another tool's: a folder
+/// without files, or with misnamed ones, reads as it always did); goose
+/// or dbmate from their `Up` annotations; golang-migrate for `.up.sql`
+/// pairs; sqlx for plain `<version>_<name>.sql` files. sqlx's reversible
+/// pairs and golang-migrate's look alike: that is asked (`Err`).
+pub fn detect(dir: &Path) -> Result<Layout, String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        // Reading the folder says what is wrong with it.
+        return Ok(Layout::Refinery);
+    };
+    let mut theirs: Vec<String> = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') || !name.ends_with(".sql") {
+            continue;
+        }
+        if name.starts_with('V') && parse_file_name(name).is_ok() {
+            return Ok(Layout::Refinery);
+        }
+        if name.as_bytes().first().is_some_and(u8::is_ascii_digit) && name.contains('_') {
+            theirs.push(name.to_string());
+        }
+    }
+    if theirs.is_empty() {
+        return Ok(Layout::Refinery);
+    }
+    if theirs
+        .iter()
+        .any(|n| n.ends_with(".up.sql") || n.ends_with(".down.sql"))
+    {
+        return Err(format!(
+            "the files in {} are .up.sql/.down.sql pairs, which both golang-migrate and sqlx \
+             write: say which tool made them with --layout golang-migrate or --layout sqlx \
+             (MIGLOCK_LAYOUT)",
+            dir.display()
+        ));
+    }
+    theirs.sort_unstable();
+    let head = read_head(&dir.join(&theirs[0]));
+    Ok(match annotations::tool_of(&head) {
+        Some(layout) => layout,
+        None => Layout::Sqlx,
+    })
+}
+
+/// The first 8 KiB of a file as text (what is valid of it): where goose
+/// and dbmate want their `Up` annotation.
+fn read_head(path: &Path) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; 8192];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut buf))
+        .unwrap_or(0);
+    buf.truncate(n);
+    match String::from_utf8(buf) {
+        Ok(text) => text,
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let mut bytes = e.into_bytes();
+            bytes.truncate(valid);
+            String::from_utf8(bytes).unwrap_or_default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(version: i64, name: &str) -> FileName {
+        FileName::Up {
+            version: Version::Number(version),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn each_tool_reads_its_names() {
+        let s = Layout::Sqlx;
+        assert_eq!(
+            s.read_name("20240101000000_add_users.sql"),
+            up(20240101000000, "add_users")
+        );
+        assert_eq!(s.read_name("1_init.up.sql"), up(1, "init"));
+        assert_eq!(s.read_name("1_init.down.sql"), FileName::Down);
+        assert_eq!(s.read_name("README.md"), FileName::Ignored);
+        assert_eq!(s.read_name("init.sql"), FileName::Ignored);
+        assert!(matches!(
+            s.read_name("schema_dump.sql"),
+            FileName::Refused { .. }
+        ));
+        let g = Layout::Goose;
+        assert_eq!(g.read_name("00001_init.sql"), up(1, "init"));
+        assert_eq!(g.read_name("00002.sql"), up(2, ""));
+        assert!(matches!(g.read_name("init.sql"), FileName::Refused { .. }));
+        assert!(matches!(g.read_name("0_x.sql"), FileName::Refused { .. }));
+        let m = Layout::GolangMigrate;
+        assert_eq!(m.read_name("0001_init.up.sql"), up(1, "init"));
+        assert_eq!(m.read_name("0001_init.down.sql"), FileName::Down);
+        assert_eq!(m.read_name("0001_init.sql"), FileName::Ignored);
+        assert_eq!(m.read_name("x_init.up.sql"), FileName::Ignored);
+        let d = Layout::Dbmate;
+        assert_eq!(
+            d.read_name("20240101000000_add_users.sql"),
+            up(20240101000000, "add_users")
+        );
+        assert_eq!(d.read_name("001-init.sql"), up(1, "-init"));
+        assert_eq!(d.read_name("init.sql"), FileName::Ignored);
+        assert_eq!(
+            d.version_text(Path::new("db/001_init.sql"), &Version::Number(1)),
+            "001"
+        );
+        assert_eq!(Layout::Refinery.read_name("V3__x.sql"), up(3, "x"));
+    }
+
+    #[test]
+    fn auto_keeps_refinery_and_tells_the_others_apart() {
+        let folder = |files: &[(&str, &str)]| {
+            let dir = tempfile::tempdir().unwrap();
+            for (name, text) in files {
+                std::fs::write(dir.path().join(name), text).unwrap();
+            }
+            dir
+        };
+        let refinery = folder(&[("V1__a.sql", "select 1;"), ("1_stray.sql", "select 1;")]);
+        assert_eq!(detect(refinery.path()), Ok(Layout::Refinery));
+        let empty = folder(&[]);
+        assert_eq!(detect(empty.path()), Ok(Layout::Refinery));
+        let goose = folder(&[("00001_a.sql", "-- note\n-- +goose Up\nselect 1;\n")]);
+        assert_eq!(detect(goose.path()), Ok(Layout::Goose));
+        let dbmate = folder(&[("20240101000000_a.sql", "-- migrate:up\nselect 1;\n")]);
+        assert_eq!(detect(dbmate.path()), Ok(Layout::Dbmate));
+        let sqlx = folder(&[("20240101000000_a.sql", "select 1;\n")]);
+        assert_eq!(detect(sqlx.path()), Ok(Layout::Sqlx));
+        let pairs = folder(&[("1_a.up.sql", "select 1;"), ("1_a.down.sql", "select 1;")]);
+        assert!(detect(pairs.path()).unwrap_err().contains("--layout"));
+    }
+
+    #[test]
+    fn the_flag_names_every_layout() {
+        for layout in Layout::ALL {
+            assert_eq!(
+                layout.name().parse::<LayoutFlag>(),
+                Ok(LayoutFlag::Fixed(layout))
+            );
+        }
+        assert_eq!("auto".parse::<LayoutFlag>(), Ok(LayoutFlag::Auto));
+        assert!("flyway"
+            .parse::<LayoutFlag>()
+            .unwrap_err()
+            .contains("not supported yet"));
+        assert!("Goose".parse::<LayoutFlag>().is_err());
+    }
+}

@@ -1,0 +1,305 @@
+//! goose's and golang-migrate's folders and tables (their tools are in no
+//! registry here: the rows are checked as their sources write them), what
+//! `auto` makes of a folder, and the problems of another tool's files.
+
+use super::{corpus, corpus_copy, corpus_files, psql_each, schema};
+use crate::cluster::Cluster;
+use crate::harness::{apply, command, Miglock, MigrationDir};
+
+/// The Up part of a goose file, as goose sends it: the lines between
+/// `-- +goose Up` and `-- +goose Down`, without the annotations.
+fn goose_up(text: &str) -> String {
+    text.split("-- +goose Up\n")
+        .nth(1)
+        .unwrap()
+        .split("-- +goose Down")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("+goose"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn a_goose_folder_runs_its_up_sections_and_keeps_gooses_table() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_db();
+    let out = Miglock::for_db(&db)
+        .args(["apply", "--format", "json", "--migrations"])
+        .arg(corpus("goose"))
+        .run();
+    out.assert_success()
+        .assert_stderr_contains("MIGRATION_NO_TRANSACTION version=3 name=users_email_unique");
+    assert_eq!(out.json()["applied"].as_array().unwrap().len(), 16);
+
+    // goose's table: the version-0 row it makes with the table, then one
+    // applied row per file, in order.
+    let rows = db.query_strings(
+        "SELECT version_id, is_applied, tstamp IS NOT NULL FROM goose_db_version ORDER BY id",
+    );
+    let expected: Vec<Vec<Option<String>>> = (0..=16)
+        .map(|v| vec![Some(v.to_string()), Some("t".into()), Some("t".into())])
+        .collect();
+    assert_eq!(rows, expected);
+
+    // psql running the Up parts in order makes the same schema: no Down
+    // section ran.
+    let by_psql = cluster.create_db();
+    let ups: Vec<String> = corpus_files("goose")
+        .iter()
+        .map(|(_, text)| goose_up(text))
+        .collect();
+    psql_each(&by_psql, &ups);
+    assert_eq!(schema(&db), schema(&by_psql));
+    assert!(db.table_exists("org_counts"));
+
+    // A second run is a no-op; status reads goose's table.
+    let out = command(&db, "status", &corpus_copy("goose", |_| true)).run();
+    out.assert_success();
+    let json = out.json();
+    assert_eq!(json["outcome"], "current");
+    assert_eq!(json["applied"][2]["name"], "users_email_unique");
+}
+
+#[test]
+fn a_golang_migrate_folder_keeps_its_one_row_and_runs_past_it() {
+    let cluster = Cluster::shared();
+    let up_files = |upto: &str| -> Vec<String> {
+        corpus_files("golang-migrate")
+            .into_iter()
+            .filter(|(n, _)| n.ends_with(".up.sql") && n.as_str() < upto)
+            .map(|(_, t)| t)
+            .collect()
+    };
+    // golang-migrate ran the first seven: its table says 7, clean.
+    let db = cluster.create_db();
+    psql_each(&db, &up_files("000008"));
+    db.client()
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL);
+             INSERT INTO schema_migrations VALUES (7, false);",
+        )
+        .unwrap();
+    let out = Miglock::for_db(&db)
+        .args([
+            "apply",
+            "--format",
+            "json",
+            "--layout",
+            "golang-migrate",
+            "--migrations",
+        ])
+        .arg(corpus("golang-migrate"))
+        .run();
+    out.assert_success();
+    let json = out.json();
+    let applied: Vec<i64> = json["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(applied, (8..=16).collect::<Vec<_>>());
+    // One row, the newest version, clean: what `migrate version` reads.
+    assert_eq!(
+        db.query_strings("SELECT version, dirty FROM schema_migrations"),
+        [[Some("16".to_string()), Some("f".to_string())]]
+    );
+    let by_psql = cluster.create_db();
+    psql_each(&by_psql, &up_files("999999"));
+    assert_eq!(schema(&db), schema(&by_psql));
+
+    // A run that fails leaves the row as it was, never dirty.
+    let dir = corpus_copy("golang-migrate", |_| true);
+    dir.file("000017_broken.up.sql", "CREATE TABLE orgs (id int);\n");
+    let out = command(&db, "apply", &dir)
+        .args(["--layout", "golang-migrate"])
+        .run();
+    out.assert_code(1);
+    assert_eq!(
+        db.query_strings("SELECT version, dirty FROM schema_migrations"),
+        [[Some("16".to_string()), Some("f".to_string())]]
+    );
+}
+
+#[test]
+fn a_dirty_golang_migrate_row_stops_the_run_before_anything_runs() {
+    let db = Cluster::shared().create_db();
+    db.client()
+        .batch_execute(
+            "CREATE TABLE orgs (id bigserial PRIMARY KEY, name text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+             CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL);
+             INSERT INTO schema_migrations VALUES (2, true);",
+        )
+        .unwrap();
+    let out = command(&db, "apply", &corpus_copy("golang-migrate", |_| true))
+        .args(["--layout", "golang-migrate"])
+        .run();
+    out.assert_code(6);
+    let problems = &out.json()["problems"];
+    assert_eq!(problems[0]["kind"], "dirty", "{problems}");
+    assert!(
+        problems[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("migrate force 2"),
+        "{problems}"
+    );
+    assert!(!db.table_exists("users"), "nothing ran");
+}
+
+#[test]
+fn auto_asks_which_tool_made_up_and_down_pairs_and_touches_nothing() {
+    let db = Cluster::shared().create_db();
+    let out = apply(&db, &corpus_copy("golang-migrate", |_| true)).run();
+    out.assert_code(6);
+    let error = out.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("--layout golang-migrate or --layout sqlx"),
+        "{error}"
+    );
+    assert!(!db.table_exists("schema_migrations") && !db.table_exists("orgs"));
+    // MIGLOCK_LAYOUT answers it.
+    apply(&db, &corpus_copy("golang-migrate", |_| true))
+        .env("MIGLOCK_LAYOUT", "golang-migrate")
+        .run()
+        .assert_success();
+    assert!(db.table_exists("org_counts"));
+}
+
+#[test]
+fn a_refinery_folder_stays_refinery_whatever_else_is_in_it() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::with(&[
+        ("V1__create_t.sql", "CREATE TABLE t (id int);\n"),
+        ("20240101000000_stray.sql", "CREATE TABLE stray (id int);\n"),
+    ]);
+    let out = apply(&db, &dir).run();
+    out.assert_code(6);
+    let json = out.json();
+    assert_eq!(json["problems"][0]["kind"], "misnamed", "{json}");
+    assert!(!db.table_exists("t"));
+    dir.remove("20240101000000_stray.sql");
+    apply(&db, &dir).run().assert_success();
+    assert_eq!(db.history(), [1]);
+    assert!(!db.table_exists("_sqlx_migrations"));
+}
+
+#[test]
+fn another_tools_annotations_read_as_that_tool_reads_them() {
+    let db = Cluster::shared().create_db();
+    for (layout, name, text, why) in [
+        (
+            "goose",
+            "00001_x.sql",
+            "CREATE TABLE x (id int);\n-- +goose Up\n",
+            "line 1: SQL before -- +goose Up",
+        ),
+        ("goose", "00001_x.sql", "CREATE TABLE x (id int);\n", "line 1: SQL before"),
+        (
+            "goose",
+            "00001_x.sql",
+            "-- +goose Up\n-- +goose StatementBegin\nCREATE TABLE x (id int);\n",
+            "line 2: StatementBegin without StatementEnd",
+        ),
+        (
+            "dbmate",
+            "1_x.sql",
+            "-- migrate:up\nCREATE TABLE x (id int);\n",
+            "no -- migrate:down",
+        ),
+        (
+            "dbmate",
+            "1_x.sql",
+            "-- migrate:up\nCREATE TABLE x (id int);\n-- migrate:down\n-- migrate:up\nSELECT 1;\n-- migrate:down\n",
+            "line 4: a second -- migrate:up",
+        ),
+    ] {
+        let dir = MigrationDir::with(&[(name, text)]);
+        let out = apply(&db, &dir).args(["--layout", layout]).run();
+        out.assert_code(6);
+        let problem = &out.json()["problems"][0];
+        assert_eq!(problem["kind"], "annotation", "{problem}");
+        let message = problem["message"].as_str().unwrap();
+        assert!(message.contains(why), "{layout} {text:?}: {message}");
+        assert!(!db.table_exists("x"), "nothing ran");
+    }
+}
+
+#[test]
+fn a_goose_down_section_never_runs_even_in_one_file_without_a_transaction() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::with(&[
+        (
+            "00001_t.sql",
+            "-- +goose Up\nCREATE TABLE t (id int);\n\n-- +goose Down\nDROP TABLE t;\n",
+        ),
+        (
+            "00002_i.sql",
+            "-- +goose Up\n-- +goose NO TRANSACTION\nCREATE INDEX CONCURRENTLY t_id ON t (id);\n\
+             -- +goose Down\nDROP INDEX CONCURRENTLY t_id;\nDROP TABLE t;\n",
+        ),
+    ]);
+    let out = apply(&db, &dir).run();
+    out.assert_success()
+        .assert_stderr_contains("MIGRATION_NO_TRANSACTION version=2");
+    assert!(db.table_exists("t") && db.table_exists("t_id"));
+    assert_eq!(
+        db.query_i64("SELECT count(*) FROM goose_db_version WHERE version_id > 0"),
+        2
+    );
+}
+
+#[test]
+fn new_writes_the_next_file_as_the_folders_tool_would() {
+    let db = Cluster::shared().create_db();
+    let new = |dir: &MigrationDir, args: &[&str]| {
+        let out = Miglock::new()
+            .args(["new", "add_x", "--format", "json", "--migrations"])
+            .arg(dir.path())
+            .args(args)
+            .run();
+        out.assert_success();
+        let path = out.json()["path"].as_str().unwrap().to_string();
+        let name = std::path::Path::new(&path)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        (name, std::fs::read_to_string(&path).unwrap())
+    };
+
+    // goose, sequential: the next number, as wide as the others, its
+    // annotations in place; apply then runs it as goose's.
+    let goose = corpus_copy("goose", |_| true);
+    let (name, text) = new(&goose, &["--no-transaction"]);
+    assert_eq!(name, "00017_add_x.sql");
+    assert_eq!(
+        text,
+        "-- +goose NO TRANSACTION\n-- +goose Up\n\n\n-- +goose Down\n\n"
+    );
+    apply(&db, &goose).run().assert_success();
+    assert_eq!(
+        db.query_i64("SELECT max(version_id) FROM goose_db_version"),
+        17
+    );
+
+    // golang-migrate: the pair.
+    let pairs = corpus_copy("golang-migrate", |_| true);
+    let (name, _) = new(&pairs, &["--layout", "golang-migrate"]);
+    assert_eq!(name, "000017_add_x.up.sql");
+    assert!(pairs.path().join("000017_add_x.down.sql").is_file());
+
+    // dbmate and sqlx: a UTC timestamp after the newest file.
+    for (tool, first_line) in [("dbmate", "-- migrate:up\n"), ("sqlx", "-- Add migration")] {
+        let dir = corpus_copy(tool, |_| true);
+        let (name, text) = new(&dir, &[]);
+        let (version, rest) = name.split_once('_').unwrap();
+        assert_eq!(rest, "add_x.sql", "{tool}");
+        assert_eq!(version.len(), 14, "{tool}: {name}");
+        assert!(version > "20240217091600", "{tool}: {name}");
+        assert!(text.starts_with(first_line), "{tool}: {text:?}");
+    }
+}

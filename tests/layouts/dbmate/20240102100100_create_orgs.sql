@@ -1,0 +1,9 @@
+-- migrate:up
+CREATE TABLE orgs (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- migrate:down
+DROP TABLE orgs;

@@ -1,0 +1,7 @@
+-- migrate:up
+CREATE TYPE user_role AS ENUM ('member', 'admin');
+ALTER TABLE users ADD COLUMN role user_role NOT NULL DEFAULT 'member';
+
+-- migrate:down
+ALTER TABLE users DROP COLUMN role;
+DROP TYPE user_role;

@@ -1,0 +1,9 @@
+-- migrate:up
+CREATE TABLE audit_log (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    payload jsonb NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
+
+-- migrate:down
+DROP TABLE audit_log;

@@ -1,0 +1,1 @@
+INSERT INTO orgs (name) VALUES ('Acme; Inc.'), ('O''Brien & Sons'), ($q$Dollar $$ quoted$q$);

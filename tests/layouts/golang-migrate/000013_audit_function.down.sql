@@ -1,0 +1,2 @@
+DROP TRIGGER projects_audit ON projects;
+DROP FUNCTION audit();

@@ -1,0 +1,9 @@
+-- +goose Up
+CREATE TABLE orgs (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- +goose Down
+DROP TABLE orgs;

@@ -1,0 +1,7 @@
+-- +goose Up
+CREATE TYPE user_role AS ENUM ('member', 'admin');
+ALTER TABLE users ADD COLUMN role user_role NOT NULL DEFAULT 'member';
+
+-- +goose Down
+ALTER TABLE users DROP COLUMN role;
+DROP TYPE user_role;

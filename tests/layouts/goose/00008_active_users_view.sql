@@ -1,0 +1,7 @@
+-- +goose Up
+CREATE VIEW active_users AS
+    SELECT u.id, u.email, o.name AS org
+    FROM users u JOIN orgs o ON o.id = u.org_id;
+
+-- +goose Down
+DROP VIEW active_users;

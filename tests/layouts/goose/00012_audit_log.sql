@@ -1,0 +1,9 @@
+-- +goose Up
+CREATE TABLE audit_log (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    payload jsonb NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
+
+-- +goose Down
+DROP TABLE audit_log;

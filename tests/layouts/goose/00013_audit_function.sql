@@ -1,0 +1,16 @@
+-- +goose Up
+-- +goose StatementBegin
+CREATE FUNCTION audit() RETURNS trigger
+LANGUAGE plpgsql AS $func$
+BEGIN
+    INSERT INTO audit_log (payload) VALUES (to_jsonb(NEW));
+    RETURN NEW;
+END;
+$func$;
+-- +goose StatementEnd
+CREATE TRIGGER projects_audit AFTER INSERT ON projects
+    FOR EACH ROW EXECUTE FUNCTION audit();
+
+-- +goose Down
+DROP TRIGGER projects_audit ON projects;
+DROP FUNCTION audit();

@@ -1,0 +1,2 @@
+-- no-transaction
+CREATE INDEX CONCURRENTLY projects_org_id ON projects (org_id);
