@@ -367,6 +367,7 @@ impl Migrator {
                 database,
                 migrations: self.migrations.clone(),
                 table,
+                placeholders: Default::default(),
                 key,
                 connect_timeout: self.connect_timeout,
                 instance: self.instance.clone(),

@@ -3,6 +3,7 @@
 //! a process (the library API and the tests do).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::connect::ConnectTarget;
@@ -10,7 +11,8 @@ use crate::error::Failure;
 use crate::lock::{Identity, LockKey, LockModeFlag, LockTarget};
 use crate::migrate;
 use crate::migrations::history::HistoryTable;
-use crate::migrations::{AheadPolicy, Version};
+use crate::migrations::layout::placeholders::Placeholders;
+use crate::migrations::{AheadPolicy, MigrationSet, Reading, Version};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -24,6 +26,8 @@ pub struct Common {
     pub database: ConnectTarget,
     pub migrations: PathBuf,
     pub table: HistoryTable,
+    /// The values of Flyway's `${placeholders}` (`--placeholder`).
+    pub placeholders: Arc<Placeholders>,
     pub key: LockKey,
     pub connect_timeout: Duration,
     /// A name for this replica (`MIGLOCK_INSTANCE`, e.g. a CI job id),
@@ -40,6 +44,11 @@ pub struct Common {
 }
 
 impl Common {
+    /// The migrations folder, read in the table's layout.
+    pub fn read_migrations(&self) -> Reading {
+        MigrationSet::read_with(&self.migrations, self.table.layout(), &self.placeholders)
+    }
+
     /// Where the lock lives, for a session of this command.
     pub fn lock_target(&self) -> LockTarget {
         LockTarget {
@@ -177,6 +186,7 @@ pub struct FleetConfig {
     /// The table each target's lock key is derived from (see `Common`'s
     /// key).
     pub key_table: HistoryTable,
+    pub placeholders: Arc<Placeholders>,
     pub connect_timeout: Duration,
     pub instance: Option<String>,
     pub ahead: AheadPolicy,

@@ -20,7 +20,7 @@ use crate::parse;
 use super::help;
 pub use super::shared::{
     AheadArg, AheadArgs, DatabaseArgs, FleetArgs, FolderArgs, FormatArg, LockModeArg, LockModeArgs,
-    LockWaitArgs, MetricsArgs, OutputArgs, SetArgs, WritableArgs,
+    LockWaitArgs, MetricsArgs, OutputArgs, PlaceholderArgs, SetArgs, WritableArgs,
 };
 
 // The headings, in the order a command's help shows them (the order in
@@ -160,6 +160,8 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub folder: FolderArgs,
     #[command(flatten)]
+    pub placeholders: PlaceholderArgs,
+    #[command(flatten)]
     pub ahead: AheadArgs,
     #[command(flatten)]
     pub writable: WritableArgs,
@@ -240,6 +242,8 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub folder: FolderArgs,
     #[command(flatten)]
+    pub placeholders: PlaceholderArgs,
+    #[command(flatten)]
     pub ahead: AheadArgs,
     #[command(flatten)]
     pub writable: WritableArgs,
@@ -264,6 +268,8 @@ pub struct WaitArgs {
 
     #[command(flatten)]
     pub folder: FolderArgs,
+    #[command(flatten)]
+    pub placeholders: PlaceholderArgs,
     #[command(flatten)]
     pub ahead: AheadArgs,
     #[command(flatten)]
@@ -321,6 +327,8 @@ pub struct BaselineArgs {
     #[command(flatten)]
     pub folder: FolderArgs,
     #[command(flatten)]
+    pub placeholders: PlaceholderArgs,
+    #[command(flatten)]
     pub writable: WritableArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -375,6 +383,8 @@ pub struct RepairArgs {
 
     #[command(flatten)]
     pub folder: FolderArgs,
+    #[command(flatten)]
+    pub placeholders: PlaceholderArgs,
     #[command(flatten)]
     pub writable: WritableArgs,
     #[command(flatten)]

@@ -7,6 +7,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 mod args;
+mod folder;
 mod help;
 mod hints;
 mod shared;

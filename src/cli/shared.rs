@@ -54,6 +54,42 @@ fn layout(text: &str) -> Result<LayoutFlag, String> {
     text.parse()
 }
 
+/// `--placeholder NAME=VALUE`: a name (letters, digits, `_`, `.`, `-`,
+/// `:`), the value as it is.
+pub fn placeholder(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{:?} is not NAME=VALUE", parse::shorten(text, 40)))?;
+    let name = name.trim();
+    let good = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':');
+    if name.is_empty() || name.len() > 100 || !name.chars().all(good) {
+        return Err(format!(
+            "{:?} is not a placeholder name (letters, digits, _, ., - and :)",
+            parse::shorten(name, 40)
+        ));
+    }
+    if value.contains('\0') {
+        return Err(format!("the value of {name} holds a NUL character"));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// `--placeholder`: the commands that read the files' text (all that read
+/// the folder but `new`).
+#[derive(Debug, Args)]
+pub struct PlaceholderArgs {
+    /// A value for Flyway's ${NAME} in the files (repeatable; MIGLOCK_PLACEHOLDERS: ';'-separated) [env: MIGLOCK_PLACEHOLDERS]
+    ///
+    /// --layout flyway: replaced as Flyway replaces it, anywhere in a file, the name in any case.
+    /// Flyway's own flyway:table, flyway:database, flyway:user, flyway:filename,
+    /// flyway:timestamp (UTC), flyway:workingDirectory and flyway:environment are known, and
+    /// flyway:defaultSchema when --table names a schema. A pending file with a placeholder that
+    /// has no value is a problem before anything runs (exit 6).
+    #[arg(long = "placeholder", value_name = "NAME=VALUE", value_parser = placeholder,
+          help_heading = MIGRATIONS, display_order = 12)]
+    pub placeholders: Vec<(String, String)>,
+}
+
 /// `--allow-world-writable`: the commands that run or record migrations
 /// (refused without it) and those that read them (warned about).
 #[derive(Debug, Args)]

@@ -21,8 +21,6 @@ use crate::env::Env;
 use crate::error::Failure;
 use crate::lock::{LockKey, LockModeFlag};
 use crate::migrate;
-use crate::migrations::history::HistoryTable;
-use crate::migrations::layout::{self, Layout, LayoutFlag};
 use crate::migrations::{AheadPolicy, Version};
 use crate::output::Verbosity;
 use crate::parse;
@@ -49,8 +47,10 @@ impl OutputArgs {
 /// from the groups it has; what it has not (`unlock` reads no folder) is
 /// the default, which it never uses.
 pub struct Shared<'a> {
-    database: &'a DatabaseArgs,
-    folder: Option<&'a FolderArgs>,
+    pub(super) database: &'a DatabaseArgs,
+    pub(super) folder: Option<&'a FolderArgs>,
+    /// `--placeholder` (none for a command without it).
+    pub(super) placeholders: &'a [(String, String)],
     allow_world_writable: bool,
     lock_mode: LockModeArg,
     ahead: AheadArg,
@@ -63,17 +63,20 @@ impl Command {
         let shared = Shared::defaults;
         Some(match self {
             Command::Apply(a) => Shared {
+                placeholders: &a.placeholders.placeholders,
                 allow_world_writable: a.writable.allow_world_writable,
                 lock_mode: a.lock_mode.lock_mode,
                 ahead: a.ahead.ahead,
                 ..shared(&a.database, Some(&a.folder))
             },
             Command::Status(a) => Shared {
+                placeholders: &a.placeholders.placeholders,
                 allow_world_writable: a.writable.allow_world_writable,
                 ahead: a.ahead.ahead,
                 ..shared(&a.database, Some(&a.folder))
             },
             Command::Wait(a) => Shared {
+                placeholders: &a.placeholders.placeholders,
                 allow_world_writable: a.writable.allow_world_writable,
                 lock_mode: a.lock_mode.lock_mode,
                 ahead: a.ahead.ahead,
@@ -81,11 +84,13 @@ impl Command {
             },
             Command::Unlock(a) => shared(&a.database, None),
             Command::Baseline(a) => Shared {
+                placeholders: &a.placeholders.placeholders,
                 allow_world_writable: a.writable.allow_world_writable,
                 lock_mode: a.lock_mode.lock_mode,
                 ..shared(&a.database, Some(&a.folder))
             },
             Command::Repair(a) => Shared {
+                placeholders: &a.placeholders.placeholders,
                 allow_world_writable: a.writable.allow_world_writable,
                 lock_mode: a.lock_mode.lock_mode,
                 ..shared(&a.database, Some(&a.folder))
@@ -139,50 +144,19 @@ impl<'a> Shared<'a> {
         Shared {
             database,
             folder,
+            placeholders: &[],
             allow_world_writable: false,
             lock_mode: LockModeArg::Session,
             ahead: AheadArg::Allow,
         }
     }
 
-    fn migrations(&self) -> std::path::PathBuf {
+    pub(super) fn migrations(&self) -> std::path::PathBuf {
         self.folder
             .map_or_else(|| "migrations".into(), |f| f.migrations.clone())
     }
 
     /// The seam: resolves the connection and validates names and keys.
-    /// The folder's layout: as given, or told from the folder (a folder
-    /// whose layout cannot be told is invalid, exit 6); refinery for a
-    /// command that reads no folder.
-    fn layout(&self) -> Result<Layout, Failure> {
-        match self.folder.map(|f| f.layout) {
-            Some(LayoutFlag::Fixed(layout)) => Ok(layout),
-            Some(LayoutFlag::Auto) => {
-                let layout =
-                    layout::detect(&self.migrations()).map_err(|e| Failure::invalid(anyhow!(e)))?;
-                if layout != Layout::Refinery {
-                    log::debug!("--layout auto: {layout}");
-                }
-                Ok(layout)
-            }
-            None => Ok(Layout::Refinery),
-        }
-    }
-
-    /// The history table in `layout`, and the table the lock key is derived
-    /// from: `--table` as given, else refinery's name whatever the layout,
-    /// so that `unlock` (no folder) and `apply` agree on the key.
-    fn tables(&self, layout: Layout) -> Result<(HistoryTable, HistoryTable), Failure> {
-        let given = self.database.table.as_deref();
-        let usage = |e: String| Failure::usage(anyhow!(e));
-        let table = HistoryTable::for_layout(given, layout).map_err(usage)?;
-        let key_table = match given {
-            Some(_) => HistoryTable::parse(given.unwrap_or_default()).map_err(usage)?,
-            None => HistoryTable::default(),
-        };
-        Ok((table, key_table))
-    }
-
     pub fn common(&self, env: Env) -> Result<Common, Failure> {
         let db = self.database;
         let (table, key_table) = self.tables(self.layout()?)?;
@@ -199,9 +173,11 @@ impl<'a> Shared<'a> {
         let database = ConnectTarget::resolve(url, env)?;
         let key = LockKey::for_target(db.lock_key, database.database(), &key_table);
         let instance = env("MIGLOCK_INSTANCE").filter(|v| !v.trim().is_empty());
+        let placeholders = self.placeholders(env, &table, Some(&database))?;
         Ok(Common {
             database,
             migrations: self.migrations(),
+            placeholders,
             table,
             key,
             connect_timeout: db.connect_timeout,
@@ -380,12 +356,11 @@ impl NewArgs {
     /// connection settings are never resolved.
     pub fn config(&self) -> Result<NewConfig, Failure> {
         let migrations = self.folder.migrations.clone();
-        let layout = match self.folder.layout {
-            LayoutFlag::Fixed(layout) => layout,
-            LayoutFlag::Auto => {
-                layout::detect(&migrations).map_err(|e| Failure::invalid(anyhow!(e)))?
-            }
-        };
+        let layout = self
+            .folder
+            .layout
+            .resolve(&migrations)
+            .map_err(|e| Failure::invalid(anyhow!(e)))?;
         Ok(NewConfig {
             migrations,
             name: self.name.clone(),
@@ -449,6 +424,9 @@ impl Shared<'_> {
             )));
         }
         let (table, key_table) = self.tables(self.layout()?)?;
+        // Each target's database and user differ: no flyway:database or
+        // flyway:user for many targets.
+        let placeholders = self.placeholders(env, &table, None)?;
         Ok(Some(FleetConfig {
             source,
             jobs: usize::from(args.jobs),
@@ -459,6 +437,7 @@ impl Shared<'_> {
             migrations: self.migrations(),
             table,
             key_table,
+            placeholders,
             connect_timeout: db.connect_timeout,
             instance: env("MIGLOCK_INSTANCE").filter(|v| !v.trim().is_empty()),
             ahead: self.ahead_policy(),

@@ -29,7 +29,7 @@ pub fn run(
     let common = &config.common;
     report.set_database(common);
     report.dry_run = config.dry_run;
-    let mut reading = MigrationSet::read(&common.migrations, common.table.layout());
+    let mut reading = common.read_migrations();
     reading.judge_writable(common.allow_world_writable, true);
     let set = reading.strict().map_err(|p| report.invalid(p))?;
     check_version(config, &set)?;

@@ -63,7 +63,7 @@ pub fn run(ctx: &Context, config: &RepairConfig, report: &mut Report) -> Result<
              --dry-run to see what it would do); nothing was touched"
         )));
     }
-    let mut reading = MigrationSet::read(&common.migrations, common.table.layout());
+    let mut reading = common.read_migrations();
     reading.judge_writable(common.allow_world_writable, true);
     let set = reading.strict().map_err(|p| report.invalid(p))?;
     let mut session = LockSession::connect(

@@ -9,7 +9,7 @@ use crate::context::Context;
 use crate::error::Failure;
 use crate::lock::{Backend, LockMode, LockRole, LockSession};
 use crate::migrate::{invalid_indexes, settings};
-use crate::migrations::{every_problem, MigrationSet};
+use crate::migrations::every_problem;
 use crate::outcome::Outcome;
 use crate::pg_error;
 use crate::report::{AppliedEntry, Report, TableReport};
@@ -21,7 +21,7 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
 
     // A set that cannot be read is still a state to describe, with the
     // history and the lock beside it.
-    let mut reading = MigrationSet::read(&common.migrations, common.table.layout());
+    let mut reading = common.read_migrations();
     reading.judge_writable(common.allow_world_writable, false);
     let set = &reading.set;
     let mut session = LockSession::connect(

@@ -17,7 +17,7 @@ use crate::error::Failure;
 use crate::lock::wait::{self, Look, Woken};
 use crate::lock::{LockMode, LockModeFlag, LockSession};
 use crate::migrate::settings;
-use crate::migrations::{MigrationSet, Plan};
+use crate::migrations::Plan;
 use crate::outcome::Outcome;
 use crate::report::{self, Report};
 use crate::time::{human, millis};
@@ -30,7 +30,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 pub fn run(ctx: &Context, config: &WaitConfig, report: &mut Report) -> Result<Outcome, Failure> {
     let common = &config.common;
     report.set_database(common);
-    let mut reading = MigrationSet::read(&common.migrations, common.table.layout());
+    let mut reading = common.read_migrations();
     // A warning only: a refusing `wait` would keep applications from
     // starting, and it runs no migration.
     reading.judge_writable(common.allow_world_writable, false);

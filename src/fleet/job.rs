@@ -2,6 +2,8 @@
 //! its run — exactly the single-target command, with its own connection,
 //! lock, wait, report and outcome.
 
+use std::sync::Arc;
+
 use anyhow::anyhow;
 
 use crate::commands;
@@ -34,6 +36,7 @@ pub fn common(config: &FleetConfig, target: &Target) -> Result<Common, Failure> 
         key: LockKey::for_target(None, target.database.database(), &key_table),
         database: target.database.clone(),
         migrations: config.migrations.clone(),
+        placeholders: Arc::clone(&config.placeholders),
         table,
         connect_timeout: config.connect_timeout,
         instance: config.instance.clone(),
@@ -134,6 +137,7 @@ mod tests {
             migrations: PathBuf::new(),
             table: HistoryTable::parse("app.history").unwrap(),
             key_table: HistoryTable::parse("app.history").unwrap(),
+            placeholders: Default::default(),
             connect_timeout: Duration::ZERO,
             instance: None,
             ahead: AheadPolicy::default(),

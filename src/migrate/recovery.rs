@@ -19,7 +19,7 @@ pub fn committed(
     applied_on: &str,
 ) -> bool {
     let mut batch = Batch::new();
-    let row = batch.push(&table.committed_sql(&migration.id, applied_on));
+    let row = batch.push(&table.committed_sql(migration, applied_on));
     session
         .query(&batch)
         .is_ok_and(|results| !results.rows(row).is_empty())

@@ -107,6 +107,7 @@ mod tests {
             applied_on: "2026-01-01T00:00:00Z".into(),
             checksum: checksum.to_string(),
             dirty: false,
+            through: false,
         }
     }
 

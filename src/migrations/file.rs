@@ -12,7 +12,7 @@ use sha2::Digest;
 use siphasher::sip::SipHasher13;
 
 use super::layout::annotations::{Scanner, Sections};
-use super::layout::Layout;
+use super::layout::{flyway, placeholders, Layout};
 
 const BOM: &str = "\u{feff}";
 
@@ -28,6 +28,10 @@ pub struct Facts {
     pub sections: Result<Sections, String>,
     /// sqlx's checksum, the SHA-384 of the file's bytes.
     pub sha384: Option<[u8; 48]>,
+    /// Flyway's checksum, the CRC-32 of its lines.
+    pub crc: Option<i32>,
+    /// Flyway's placeholders in it, each with the first line it is on.
+    pub placeholders: Vec<(String, u64)>,
 }
 
 /// A file's size, for the people who read about it (`repair`).
@@ -89,6 +93,7 @@ pub fn facts(path: &Path, name: &str, version: i32, layout: Layout) -> Result<Fa
     let size = metadata.len();
     let mut sum = Checksum::new(name, version);
     let mut sha384 = (layout == Layout::Sqlx).then(sha2::Sha384::new);
+    let mut crc = (layout == Layout::Flyway).then(flyway::Checksum::new);
     let mut annotated = (layout != Layout::Refinery).then(|| Lines::new(layout));
     // The bytes of a character the last read cut off go just before the
     // next read's, so every chunk is validated whole.
@@ -112,6 +117,9 @@ pub fn facts(path: &Path, name: &str, version: i32, layout: Layout) -> Result<Fa
         sum.update(read);
         if let Some(sha) = &mut sha384 {
             sha.update(read);
+        }
+        if let Some(crc) = &mut crc {
+            crc.update(read);
         }
         if bytes == 0 {
             if let Some(lines) = &mut annotated {
@@ -162,7 +170,10 @@ pub fn facts(path: &Path, name: &str, version: i32, layout: Layout) -> Result<Fa
     if blank {
         return Err("is empty".into());
     }
-    let sections = annotated.map_or(Ok(Sections::default()), Lines::finish);
+    let (sections, placeholders) = match annotated {
+        Some(lines) => lines.finish(),
+        None => (Ok(Sections::default()), Vec::new()),
+    };
     Ok(Facts {
         checksum: sum.finish(),
         size: Size {
@@ -173,6 +184,8 @@ pub fn facts(path: &Path, name: &str, version: i32, layout: Layout) -> Result<Fa
         mode,
         sections,
         sha384: sha384.map(|sha| sha.finalize().into()),
+        crc: crc.map(flyway::Checksum::finish),
+        placeholders,
     })
 }
 
@@ -182,6 +195,9 @@ pub fn facts(path: &Path, name: &str, version: i32, layout: Layout) -> Result<Fa
 struct Lines {
     scanner: Scanner,
     partial: String,
+    line: u64,
+    /// Flyway's placeholders, each once, with its first line.
+    placeholders: Option<Vec<(String, u64)>>,
 }
 
 impl Lines {
@@ -191,6 +207,8 @@ impl Lines {
         Lines {
             scanner: Scanner::new(layout),
             partial: String::new(),
+            line: 0,
+            placeholders: (layout == Layout::Flyway).then(Vec::new),
         }
     }
 
@@ -198,8 +216,7 @@ impl Lines {
         let mut rest = text;
         while let Some(at) = rest.find('\n') {
             self.hold(&rest[..at]);
-            self.scanner.line(&self.partial);
-            self.partial.clear();
+            self.end_line();
             rest = &rest[at + 1..];
         }
         self.hold(rest);
@@ -214,11 +231,24 @@ impl Lines {
         self.partial.push_str(&piece[..cut]);
     }
 
-    fn finish(mut self) -> Result<Sections, String> {
-        if !self.partial.is_empty() {
-            self.scanner.line(&self.partial);
+    fn end_line(&mut self) {
+        self.line += 1;
+        self.scanner.line(&self.partial);
+        if let Some(found) = &mut self.placeholders {
+            for name in placeholders::names_in(&self.partial) {
+                if !found.iter().any(|(n, _)| n == name) {
+                    found.push((name.to_string(), self.line));
+                }
+            }
         }
-        self.scanner.finish()
+        self.partial.clear();
+    }
+
+    fn finish(mut self) -> (Result<Sections, String>, Vec<(String, u64)>) {
+        if !self.partial.is_empty() {
+            self.end_line();
+        }
+        (self.scanner.finish(), self.placeholders.unwrap_or_default())
     }
 }
 

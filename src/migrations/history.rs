@@ -137,13 +137,13 @@ impl HistoryTable {
                 sql::ident(schema)
             ));
         }
-        statements.extend(shape::create(self.layout, &self.sql_name()));
+        statements.extend(shape::create(self));
         statements
     }
 
     /// The rows, as `version, name, applied_on, checksum[, clean]`.
     pub fn select_sql(&self) -> String {
-        shape::select(self.layout, &self.sql_name())
+        shape::select(self)
     }
 
     /// Points an applied row at the file as it is now, guarded by the row
@@ -164,14 +164,14 @@ impl HistoryTable {
     /// The row that records `migration` as applied at `applied_on`, one
     /// statement.
     pub fn insert_sql(&self, migration: &LocalMigration, applied_on: &str) -> String {
-        shape::insert(self.layout, &self.sql_name(), migration, applied_on)
+        shape::insert(self, migration, applied_on)
     }
 
     /// One statement whose rows say whether the history holds the row this
     /// run wrote for `id` (where the table keeps a time, its `applied_on`
     /// tells it from another replica's).
-    pub fn committed_sql(&self, id: &MigrationId, applied_on: &str) -> String {
-        shape::committed(self.layout, &self.sql_name(), id, applied_on)
+    pub fn committed_sql(&self, migration: &LocalMigration, applied_on: &str) -> String {
+        shape::committed(self, migration, applied_on)
     }
 
     /// The condition on a row of this table that records `version`.
@@ -209,8 +209,11 @@ pub struct HistoryRow {
     /// Empty where the table keeps none.
     pub checksum: String,
     /// The tool marked it half applied (golang-migrate's `dirty`, sqlx's
-    /// `success = false`).
+    /// and Flyway's `success = false`).
     pub dirty: bool,
+    /// It stands for every version up to its own (golang-migrate's one
+    /// row, Flyway's baseline row).
+    pub through: bool,
 }
 
 /// What [`read_with`] gave: the rows (`None` when the table does not
@@ -307,18 +310,19 @@ pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<HistoryRow>
                     .to_string()
             };
             let version_text = text(0);
-            let Ok(version) = version_text.trim().parse::<i64>() else {
+            let Ok(version) = version_text.trim().parse::<Version>() else {
                 bail!("the history table holds a version that is not a number: {version_text:?}");
             };
             Ok(HistoryRow {
                 id: MigrationId {
-                    version: Version::Number(version),
+                    version,
                     name: text(1),
                 },
                 applied_on: text(2),
                 checksum: text(3),
-                // Only other tools' tables have the fifth column.
+                // Only other tools' tables have the fifth and sixth columns.
                 dirty: row.try_get(4).ok().flatten() == Some("f"),
+                through: row.try_get(5).ok().flatten() == Some("t"),
             })
         })
         .collect()

@@ -19,7 +19,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 mod check;
 mod file;
@@ -43,6 +43,7 @@ pub use version::Version;
 
 pub use file::Size;
 use layout::annotations::{self, Sections, UpOnly};
+use layout::placeholders::Placeholders;
 use split::{Execution, Summary};
 
 /// What names a migration: its version and its name, shown as
@@ -72,8 +73,14 @@ pub struct LocalMigration {
     /// Its Up section and whether it asks for no transaction (goose,
     /// dbmate, sqlx).
     sections: Sections,
-    /// sqlx's checksum of it.
-    sha384: Option<Box<[u8; 48]>>,
+    /// Its tool's checksum of it, as that tool's table keeps it (sqlx's
+    /// SHA-384 in hex, Flyway's CRC-32 in decimal).
+    tool_checksum: Option<Box<str>>,
+    /// Its path from the migrations folder, `/`-separated (Flyway's
+    /// `script`).
+    script: Option<Box<str>>,
+    /// Flyway's placeholders in it, and the values they take.
+    placeholders: Option<Box<Substitution>>,
     /// What its statements ask of the runner, worked out the first time it
     /// is asked (only pending files are ever asked), then kept.
     /// Boxed: a set holds one per file, most never asked.
@@ -89,17 +96,36 @@ impl LocalMigration {
             size,
             layout: Layout::Refinery,
             sections: Sections::default(),
-            sha384: None,
+            tool_checksum: None,
+            script: None,
+            placeholders: None,
             summary: OnceLock::new(),
         }
     }
 
-    /// A file as the folder read found it, in `layout`.
-    fn read(id: MigrationId, path: PathBuf, layout: Layout, facts: &file::Facts) -> LocalMigration {
+    /// A file as the folder read found it, in `layout`, its placeholders
+    /// to be replaced with `values`.
+    fn read(
+        id: MigrationId,
+        path: PathBuf,
+        layout: Layout,
+        facts: &file::Facts,
+        values: &Arc<Placeholders>,
+    ) -> LocalMigration {
         LocalMigration {
             layout,
+            placeholders: (!facts.placeholders.is_empty()).then(|| {
+                Box::new(Substitution {
+                    names: facts.placeholders.clone(),
+                    values: Arc::clone(values),
+                })
+            }),
             sections: facts.sections.clone().unwrap_or_default(),
-            sha384: facts.sha384.map(Box::new),
+            tool_checksum: match (facts.sha384, facts.crc) {
+                (Some(sum), _) => Some(sum.iter().map(|b| format!("{b:02x}")).collect()),
+                (_, Some(crc)) => Some(crc.to_string().into()),
+                _ => None,
+            },
             ..LocalMigration::new(id, path, facts.checksum, facts.size)
         }
     }
@@ -109,11 +135,26 @@ impl LocalMigration {
     pub fn recorded_checksum(&self) -> Option<String> {
         match self.layout {
             Layout::Refinery => Some(self.checksum.to_string()),
-            Layout::Sqlx => self
-                .sha384
-                .as_ref()
-                .map(|sum| sum.iter().map(|b| format!("{b:02x}")).collect()),
-            _ => None,
+            _ => self.tool_checksum.as_deref().map(str::to_string),
+        }
+    }
+
+    /// Its path from the migrations folder (its name, when not known).
+    pub fn script(&self) -> &str {
+        self.script
+            .as_deref()
+            .or_else(|| self.path.file_name().and_then(|n| n.to_str()))
+            .unwrap_or_default()
+    }
+
+    /// Records its path from the migrations folder `dir`.
+    fn set_script(&mut self, dir: &std::path::Path) {
+        if let Ok(relative) = self.path.strip_prefix(dir) {
+            let parts: Vec<String> = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            self.script = Some(parts.join("/").into());
         }
     }
 
@@ -138,10 +179,35 @@ impl LocalMigration {
             self.size.bytes,
         )
         .map_err(|why| self.unreadable(why))?;
-        Ok(if self.sections == Sections::default() {
+        let text = if self.sections == Sections::default() {
             text
         } else {
             annotations::up_only(&text, self.sections)
+        };
+        match &self.placeholders {
+            Some(p) => p
+                .values
+                .replace(&text, self.file_name())
+                .map_err(|why| self.unreadable(why)),
+            None => Ok(text),
+        }
+    }
+
+    fn file_name(&self) -> &str {
+        self.path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+    }
+
+    /// Its placeholders without a value, each with its first line.
+    pub fn unset_placeholders(&self) -> Vec<(&str, u64)> {
+        self.placeholders.as_ref().map_or_else(Vec::new, |p| {
+            p.names
+                .iter()
+                .filter(|(name, _)| !p.values.knows(name))
+                .map(|(name, line)| (name.as_str(), *line))
+                .collect()
         })
     }
 
@@ -154,10 +220,14 @@ impl LocalMigration {
                         .map_err(|why| self.unreadable(why))
                         .and_then(|file| {
                             let file = file::Sized::new(file, self.size.bytes);
-                            if self.sections == Sections::default() {
+                            let values = self
+                                .placeholders
+                                .as_ref()
+                                .map(|p| (Arc::clone(&p.values), self.file_name().to_string()));
+                            if self.sections == Sections::default() && values.is_none() {
                                 split::summarize(file)
                             } else {
-                                split::summarize(UpOnly::new(file, self.sections))
+                                split::summarize(UpOnly::new(file, self.sections).replacing(values))
                             }
                             .map_err(|e| self.unreadable(e.to_string()))
                         }),
@@ -189,6 +259,13 @@ impl LocalMigration {
             line: None,
         }
     }
+}
+
+/// A file's placeholders and the values they take.
+#[derive(Debug, Clone)]
+struct Substitution {
+    names: Vec<(String, u64)>,
+    values: Arc<Placeholders>,
 }
 
 impl fmt::Display for LocalMigration {

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::history::HistoryRow;
 use super::problems::{Problem, ProblemKind, Problems};
 use super::split::{ForbiddenKind, Summary};
-use super::{Layout, LocalMigration, MigrationSet, Version};
+use super::{Layout, LocalMigration, MigrationId, MigrationSet, Version};
 
 /// What to make of applied migrations above the newest local file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,7 +71,7 @@ impl<'a> Plan<'a> {
         ahead_policy: AheadPolicy,
     ) -> (Plan<'a>, Vec<Problem>) {
         let mut sorted;
-        let history = if set.layout == Layout::GolangMigrate {
+        let history = if history.iter().any(|row| row.through) {
             sorted = through(set, history);
             &sorted
         } else if history.is_sorted_by(|a, b| a.id.version <= b.id.version) {
@@ -88,7 +88,8 @@ impl<'a> Plan<'a> {
             .filter(|a| a.dirty)
             .map(|a| dirty(a, set.layout))
             .collect();
-        // Tools that keep no name: each applied row shows its file's.
+        // Other tools' rows show their files' names (the recorded ones are
+        // descriptions, or nothing).
         let mut named = Vec::new();
         let mut pending = Vec::new();
         let mut beyond_target = 0;
@@ -105,7 +106,7 @@ impl<'a> Plan<'a> {
                     if let Some(problem) = divergence(a, m) {
                         problems.push(problem);
                     }
-                    if !set.layout.checks_names() {
+                    if set.layout != Layout::Refinery {
                         named.push(m.id.name.clone());
                     }
                     applied.next();
@@ -153,7 +154,7 @@ impl<'a> Plan<'a> {
             }
         }
         let mut applied = history.to_vec();
-        if !set.layout.checks_names() {
+        if set.layout != Layout::Refinery {
             let mut names = named.into_iter();
             let files: std::collections::HashSet<&Version> =
                 set.migrations.iter().map(|m| &m.id.version).collect();
@@ -183,6 +184,23 @@ impl<'a> Plan<'a> {
     pub fn forbidden(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         for migration in self.pending.iter().chain(&self.out_of_order) {
+            // Checked before the statements: without its values, a file's
+            // text is not what would run.
+            let unset = migration.unset_placeholders();
+            if !unset.is_empty() {
+                problems.extend(unset.into_iter().map(|(name, line)| Problem {
+                    kind: ProblemKind::Placeholder,
+                    message: format!(
+                        "{}: line {line}: {}",
+                        migration.path.display(),
+                        super::layout::placeholders::unset(name)
+                    ),
+                    file: Some(migration.path.clone()),
+                    version: Some(migration.id.version.clone()),
+                    line: Some(line as usize),
+                }));
+                continue;
+            }
             match migration.summary() {
                 Ok(summary) => problems.extend(forbidden_in(
                     &migration.path,
@@ -252,26 +270,36 @@ fn rejected_ahead(applied: &HistoryRow, newest_local: &Version) -> Problem {
     }
 }
 
-/// golang-migrate's one row (the newest applied version) as the rows of
-/// every file up to it; the row itself where no file has its version (a
-/// newer release's, or a file gone).
+/// A row that stands for every version up to its own (golang-migrate's
+/// one row, Flyway's baseline) as the rows of the files below it, beside
+/// the rows the history has.
 fn through(set: &MigrationSet, history: &[HistoryRow]) -> Vec<HistoryRow> {
-    let mut rows = Vec::new();
-    for row in history {
+    let mut rows = history.to_vec();
+    if let Some(upto) = history
+        .iter()
+        .filter(|r| r.through)
+        .map(|r| &r.id.version)
+        .max()
+    {
+        let recorded: std::collections::HashSet<&Version> =
+            history.iter().map(|r| &r.id.version).collect();
         rows.extend(
             set.migrations
                 .iter()
-                .filter(|m| m.id.version < row.id.version)
+                .filter(|m| m.id.version < *upto && !recorded.contains(&m.id.version))
                 .map(|m| HistoryRow {
-                    id: m.id.clone(),
+                    id: MigrationId {
+                        version: m.id.version.clone(),
+                        name: set.layout.recorded_name(&m.id.name).into_owned(),
+                    },
+                    applied_on: String::new(),
+                    checksum: String::new(),
                     dirty: false,
-                    ..row.clone()
+                    through: true,
                 }),
         );
-        rows.push(row.clone());
     }
     rows.sort_by(|a, b| a.id.version.cmp(&b.id.version));
-    rows.dedup_by(|a, b| a.id.version == b.id.version);
     rows
 }
 
@@ -308,7 +336,9 @@ fn divergence(applied: &HistoryRow, file: &LocalMigration) -> Option<Problem> {
             !applied.checksum.is_empty() && !applied.checksum.eq_ignore_ascii_case(&sum)
         }),
     };
-    let what = if file.layout.checks_names() && file.id.name != applied.id.name {
+    let recorded = file.layout.recorded_name(&file.id.name);
+    // A row that stands for the files below it names none of them.
+    let what = if file.layout.checks_names() && !applied.through && recorded != applied.id.name {
         format!(
             "the name changed from {:?} to {:?}",
             applied.id.name, file.id.name
@@ -371,6 +401,7 @@ mod tests {
             applied_on: "2026-01-01T00:00:00Z".into(),
             checksum: m.checksum.to_string(),
             dirty: false,
+            through: false,
         }
     }
 

@@ -64,6 +64,8 @@ pub enum ProblemKind {
     /// Another tool's history says a migration is half applied (a
     /// golang-migrate `dirty` row, a sqlx row with `success = false`).
     Dirty,
+    /// A pending Flyway file with a `${placeholder}` that has no value.
+    Placeholder,
     /// The folder, a subfolder or a file that every user may write to.
     UnsafePermissions,
 }
@@ -98,6 +100,7 @@ impl ProblemKind {
             ProblemKind::DownSection => "down_section",
             ProblemKind::Annotation => "annotation",
             ProblemKind::Dirty => "dirty",
+            ProblemKind::Placeholder => "placeholder",
             ProblemKind::UnsafePermissions => "unsafe_permissions",
         }
     }
@@ -144,10 +147,12 @@ pub fn layout_hint(problems: &[Problem]) -> Option<String> {
     let mut hints = Vec::new();
     if names.iter().any(|n| is_flyway_style(n)) {
         hints.push(
-            "hint: some names look like Flyway's. miglock expects V<integer>__<name>.sql, the name \
-             made of letters, digits and _. Give each file an integer version that keeps the order, \
-             e.g. V1.0.10 → V10010 (every part padded to the same width) or renumber them 1, 2, 3…; \
-             repeatable (R__) and undo (U) migrations are not supported."
+            "hint: some names look like Flyway's. --layout flyway (MIGLOCK_LAYOUT=flyway) runs the \
+             folder as it is, with Flyway's history table (repeatable R__ migrations are not \
+             supported yet). To convert it to refinery's layout instead: V<integer>__<name>.sql, \
+             the name made of letters, digits and _; give each file an integer version that keeps \
+             the order, e.g. V1.0.10 → V10010 (every part padded to the same width) or renumber \
+             them 1, 2, 3…; repeatable (R__) and undo (U) migrations are not supported."
                 .to_string(),
         );
     }
@@ -204,6 +209,7 @@ mod tests {
             DownSection,
             Annotation,
             Dirty,
+            Placeholder,
             UnsafePermissions,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());

@@ -5,6 +5,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::file::{self, io_reason, Facts};
+use std::sync::Arc;
+
+use super::layout::placeholders::Placeholders;
 use super::layout::{FileName, Layout};
 use super::problems::{Problem, ProblemKind, Problems};
 use super::walk::{folder_problem, missing_folder, walk, writable_problem};
@@ -108,7 +111,14 @@ impl MigrationSet {
     /// Reads every file under `dir` as [`MigrationSet::load`] does (in
     /// `layout`: its names, its annotations, its subfolders or not), and
     /// keeps what is good beside what is not.
+    #[cfg(any(test, feature = "testing"))]
     pub fn read(dir: &Path, layout: Layout) -> Reading {
+        MigrationSet::read_with(dir, layout, &Arc::default())
+    }
+
+    /// [`MigrationSet::read`], Flyway's placeholders to be replaced with
+    /// `values`.
+    pub fn read_with(dir: &Path, layout: Layout, values: &Arc<Placeholders>) -> Reading {
         let mut reading = Reading::default();
         reading.set.layout = layout;
         let problems = &mut reading.problems;
@@ -169,7 +179,7 @@ impl MigrationSet {
                 }
             }
         }
-        let read = read_all(named, layout);
+        let read = read_all(named, layout, values);
         // One vector, sorted, rather than a map of one vector per version
         // (a vector's first allocation holds four migrations).
         let mut found = Vec::with_capacity(read.len());
@@ -188,6 +198,11 @@ impl MigrationSet {
             }
         }
 
+        if layout == Layout::Flyway {
+            for migration in &mut found {
+                migration.set_script(dir);
+            }
+        }
         // Stable: files of one version keep the order they were found in.
         found.sort_by(|a, b| a.id.version.cmp(&b.id.version));
         let migrations = &mut reading.set.migrations;
@@ -234,8 +249,12 @@ impl MigrationSet {
 
 /// Reads and checks the files, on several threads when there are many:
 /// on a no-op run, reading hundreds of small files is most of the work.
-fn read_all(named: Vec<(PathBuf, Name)>, layout: Layout) -> Vec<(Read, Option<Problem>)> {
-    let read_one = |named| read_one(named, layout);
+fn read_all(
+    named: Vec<(PathBuf, Name)>,
+    layout: Layout,
+    values: &Arc<Placeholders>,
+) -> Vec<(Read, Option<Problem>)> {
+    let read_one = |named| read_one(named, layout, values);
     const PER_THREAD: usize = 64;
     if named.len() < 2 * PER_THREAD {
         return named.into_iter().map(read_one).collect();
@@ -302,7 +321,11 @@ fn refinery_version(version: &Version) -> i32 {
 /// A misnamed file is read too: what is wrong with its content would
 /// otherwise only show once it is renamed. Also whether every user may
 /// write to it, from the file opened (no lookup of its own).
-fn read_one((path, name): (PathBuf, Name), layout: Layout) -> (Read, Option<Problem>) {
+fn read_one(
+    (path, name): (PathBuf, Name),
+    layout: Layout,
+    values: &Arc<Placeholders>,
+) -> (Read, Option<Problem>) {
     let (checked, version) = match &name {
         Name::Good(version, name) => (
             file::facts(&path, name, refinery_version(version), layout),
@@ -336,6 +359,7 @@ fn read_one((path, name): (PathBuf, Name), layout: Layout) -> (Read, Option<Prob
             path,
             layout,
             &facts,
+            values,
         )),
         (Ok(_), Name::Refused(version)) => Read::Stray(Stray { path, version }),
         (Err(why), _) => Read::Problem(Problem {

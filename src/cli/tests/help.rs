@@ -15,6 +15,7 @@ fn each_command_shows_only_the_options_it_uses() {
         "lock_key",
         "migrations",
         "layout",
+        "placeholders",
         "format",
         "log_format",
         "quiet",
@@ -71,7 +72,7 @@ fn each_command_shows_only_the_options_it_uses() {
             [&connect[..], &["yes", "dry_run", "force"]]
                 .concat()
                 .into_iter()
-                .filter(|id| *id != "migrations" && *id != "layout")
+                .filter(|id| !["migrations", "layout", "placeholders"].contains(id))
                 .collect(),
         ),
         (

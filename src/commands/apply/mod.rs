@@ -52,7 +52,7 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
     } else {
         LockSession::start(target, common.identity("apply"), true)
     };
-    let mut reading = MigrationSet::read(&common.migrations, common.table.layout());
+    let mut reading = common.read_migrations();
     reading.judge_writable(common.allow_world_writable, true);
     if !reading.problems.is_empty() {
         return Err(invalid_set(ctx, config, connecting, &reading, report));

@@ -171,6 +171,7 @@ pub(super) fn apply(
                                 applied_on,
                                 checksum: migration.recorded_checksum().unwrap_or_default(),
                                 dirty: false,
+                                through: false,
                             });
                         }
                         Round::Progress

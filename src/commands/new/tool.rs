@@ -30,9 +30,9 @@ pub fn run(ctx: &Context, config: &NewConfig, report: &mut Report) -> Result<Out
             crate::parse::shorten(name, 80)
         )));
     }
-    if config.no_transaction && layout == Layout::GolangMigrate {
+    if config.no_transaction && matches!(layout, Layout::GolangMigrate | Layout::Flyway) {
         return Err(Failure::usage(anyhow!(
-            "golang-migrate files have no annotation for running without a transaction: write \
+            "{layout} files have no annotation for running without a transaction: write \
              the statements that need it (CREATE INDEX CONCURRENTLY…) alone in their file, \
              which miglock runs outside a transaction"
         )));
@@ -82,6 +82,13 @@ pub fn run(ctx: &Context, config: &NewConfig, report: &mut Report) -> Result<Out
             (format!("{digits}_{name}.up.sql"), String::new()),
             (format!("{digits}_{name}.down.sql"), String::new()),
         ],
+        Layout::Flyway => {
+            let version = match dotted(config)? {
+                Some(parts) => parts,
+                None => digits.clone(),
+            };
+            vec![(format!("V{version}__{name}.sql"), String::new())]
+        }
         // Not reached: `new` writes refinery's files itself.
         Layout::Refinery => vec![(format!("V{digits}__{name}.sql"), String::new())],
     };
@@ -132,6 +139,41 @@ fn highest(config: &NewConfig) -> Result<(Option<i64>, usize), Failure> {
         width = 0;
     }
     Ok((highest, width))
+}
+
+/// A Flyway folder's next dotted version (its highest, the last part one
+/// more: `1.0.25` → `1.0.26`), when its highest version is dotted.
+fn dotted(config: &NewConfig) -> Result<Option<String>, Failure> {
+    let mut highest: Option<(Version, String)> = None;
+    let mut folders = vec![config.migrations.clone()];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                folders.push(entry.path());
+                continue;
+            }
+            let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if let FileName::Up { version, .. } = config.layout.read_name(&file_name) {
+                if highest.as_ref().is_none_or(|(h, _)| version > *h) {
+                    let text = config.layout.version_text(&entry.path(), &version);
+                    highest = Some((version, text));
+                }
+            }
+        }
+    }
+    Ok(highest.and_then(|(version, text)| {
+        let Version::Dotted(_) = version else {
+            return None;
+        };
+        let (head, last) = text.rsplit_once('.')?;
+        let next = last.parse::<u64>().ok()? + 1;
+        Some(format!("{head}.{next:0width$}", width = last.len()))
+    }))
 }
 
 /// Now in UTC as `yyyymmddHHMMSS`, the tools' timestamp version.

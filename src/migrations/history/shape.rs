@@ -16,14 +16,23 @@
 //!   miglock writes the clean row in the migration's transaction instead,
 //!   so a failure leaves the row as it was, never dirty.
 //!
+//! - Flyway: `flyway_schema_history`, a row per run with an
+//!   `installed_rank`, the version as the file writes it, the
+//!   description, the CRC-32 checksum, `success`; a `BASELINE` row stands
+//!   for every version up to its own.
+//!
 //! Every select gives `version, name, applied_on, checksum`, and for the
-//! other tools a fifth column, `clean`.
+//! other tools `clean` and `through` (the row stands for every version up
+//! to its own).
 
-use crate::migrations::{Layout, LocalMigration, MigrationId, Version};
+use super::HistoryTable;
+use crate::migrations::layout::flyway;
+use crate::migrations::{Layout, LocalMigration, Version};
 use crate::sql;
 
-pub fn create(layout: Layout, table: &str) -> Vec<String> {
-    match layout {
+pub fn create(history: &HistoryTable) -> Vec<String> {
+    let table = &history.sql_name();
+    match history.layout() {
         Layout::Refinery => vec![format!(
             "CREATE TABLE IF NOT EXISTS {table}(version INT4 PRIMARY KEY, name VARCHAR(255), \
              applied_on VARCHAR(255), checksum VARCHAR(255))"
@@ -51,11 +60,31 @@ pub fn create(layout: Layout, table: &str) -> Vec<String> {
             "CREATE TABLE IF NOT EXISTS {table} (version bigint NOT NULL PRIMARY KEY, dirty \
              boolean NOT NULL)"
         )],
+        // Flyway's own DDL, its constraint and index named after the table.
+        Layout::Flyway => {
+            let name = history.name();
+            vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {table} (\"installed_rank\" INT NOT NULL, \
+                     \"version\" VARCHAR(50), \"description\" VARCHAR(200) NOT NULL, \"type\" \
+                     VARCHAR(20) NOT NULL, \"script\" VARCHAR(1000) NOT NULL, \"checksum\" \
+                     INTEGER, \"installed_by\" VARCHAR(100) NOT NULL, \"installed_on\" TIMESTAMP \
+                     NOT NULL DEFAULT now(), \"execution_time\" INTEGER NOT NULL, \"success\" \
+                     BOOLEAN NOT NULL, CONSTRAINT {} PRIMARY KEY (\"installed_rank\"))",
+                    sql::ident(&format!("{name}_pk"))
+                ),
+                format!(
+                    "CREATE INDEX IF NOT EXISTS {} ON {table} (\"success\")",
+                    sql::ident(&format!("{name}_s_idx"))
+                ),
+            ]
+        }
     }
 }
 
-pub fn select(layout: Layout, table: &str) -> String {
-    match layout {
+pub fn select(history: &HistoryTable) -> String {
+    let table = &history.sql_name();
+    match history.layout() {
         Layout::Refinery => {
             format!("SELECT version, name, applied_on, checksum FROM {table} ORDER BY version")
         }
@@ -75,12 +104,23 @@ pub fn select(layout: Layout, table: &str) -> String {
              ORDER BY version_id, id DESC) newest WHERE is_applied ORDER BY version_id"
         ),
         Layout::GolangMigrate => {
-            format!("SELECT version, '', '', '', NOT dirty FROM {table} WHERE version >= 0")
+            format!("SELECT version, '', '', '', NOT dirty, true FROM {table} WHERE version >= 0")
         }
+        // The newest row of each version (a failed run's row, then a
+        // repaired one's); repeatables (no version) and deletion marks are
+        // not versions.
+        Layout::Flyway => format!(
+            "SELECT version, description, installed_on::text, coalesce(checksum::text, ''), \
+             success, type = 'BASELINE' FROM (SELECT DISTINCT ON (version) * FROM {table} \
+             WHERE version IS NOT NULL AND type NOT IN ('DELETE', 'UNDO_SQL', 'UNDO_SCRIPT') \
+             ORDER BY version, installed_rank DESC) newest ORDER BY installed_rank"
+        ),
     }
 }
 
-pub fn insert(layout: Layout, table: &str, migration: &LocalMigration, applied_on: &str) -> String {
+pub fn insert(history: &HistoryTable, migration: &LocalMigration, applied_on: &str) -> String {
+    let table = &history.sql_name();
+    let layout = history.layout();
     let version = &migration.id.version;
     match layout {
         Layout::Refinery => format!(
@@ -111,6 +151,18 @@ pub fn insert(layout: Layout, table: &str, migration: &LocalMigration, applied_o
             "WITH gone AS (DELETE FROM {table}) INSERT INTO {table} (version, dirty) \
              VALUES ({version}, false)"
         ),
+        // installed_on is the column's default (the transaction's start),
+        // installed_by the session's user (its role reset before the row).
+        Layout::Flyway => format!(
+            "INSERT INTO {table} (\"installed_rank\", \"version\", \"description\", \"type\", \
+             \"script\", \"checksum\", \"installed_by\", \"execution_time\", \"success\") \
+             SELECT coalesce(max(\"installed_rank\"), 0) + 1, {}, {}, 'SQL', {}, {}, current_user, \
+             (extract(epoch FROM clock_timestamp() - now()) * 1000)::int, true FROM {table}",
+            sql::literal(&layout.version_text(&migration.path, version)),
+            sql::literal(&flyway::description(&migration.id.name)),
+            sql::literal(migration.script()),
+            migration.recorded_checksum().unwrap_or_else(|| "NULL".into()),
+        ),
     }
 }
 
@@ -121,11 +173,19 @@ pub fn holds(layout: Layout, version: &Version) -> String {
         Layout::Dbmate => format!("version ~ '^[0-9]+$' AND version::numeric = {version}"),
         Layout::Goose => format!("version_id = {version} AND is_applied"),
         Layout::GolangMigrate => format!("version >= {version} AND NOT dirty"),
+        // Compared part by part, as Flyway compares (`001` is `1`).
+        Layout::Flyway => format!(
+            "success AND CASE WHEN version ~ '^[0-9]+(\\.[0-9]+)*$' THEN \
+             string_to_array(version, '.')::numeric[] = '{{{}}}'::numeric[] END",
+            version.to_string().replace('.', ",")
+        ),
     }
 }
 
-pub fn committed(layout: Layout, table: &str, id: &MigrationId, applied_on: &str) -> String {
-    let holds = holds(layout, &id.version);
+pub fn committed(history: &HistoryTable, migration: &LocalMigration, applied_on: &str) -> String {
+    let table = &history.sql_name();
+    let layout = history.layout();
+    let holds = holds(layout, &migration.id.version);
     match layout {
         Layout::Refinery => format!(
             "SELECT 1 FROM {table} WHERE {holds} AND applied_on = {}",

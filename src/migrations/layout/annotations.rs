@@ -12,6 +12,9 @@
 
 use std::io::{self, BufRead, Read};
 
+use std::sync::Arc;
+
+use super::placeholders::Placeholders;
 use super::Layout;
 
 /// The Up section of a file, and whether it runs without a transaction.
@@ -300,6 +303,8 @@ fn kept(line: &str, number: u64, sections: Sections) -> std::borrow::Cow<'_, str
 pub struct UpOnly<R> {
     reader: io::BufReader<R>,
     sections: Sections,
+    /// Flyway's placeholders' values, and the file's name.
+    values: Option<(Arc<Placeholders>, String)>,
     number: u64,
     line: Vec<u8>,
     out: Vec<u8>,
@@ -311,11 +316,20 @@ impl<R: Read> UpOnly<R> {
         UpOnly {
             reader: io::BufReader::new(reader),
             sections,
+            values: None,
             number: 0,
             line: Vec::new(),
             out: Vec::new(),
             at: 0,
         }
+    }
+}
+
+impl<R> UpOnly<R> {
+    /// Each line kept with its placeholders replaced too.
+    pub fn replacing(mut self, values: Option<(Arc<Placeholders>, String)>) -> UpOnly<R> {
+        self.values = values;
+        self
     }
 }
 
@@ -336,7 +350,15 @@ impl<R: Read> Read for UpOnly<R> {
             match std::str::from_utf8(&self.line) {
                 Ok(text) => {
                     let kept = kept(text, self.number, self.sections);
-                    self.out.extend_from_slice(kept.as_bytes());
+                    match &self.values {
+                        Some((values, file_name)) => {
+                            let replaced = values
+                                .replace(&kept, file_name)
+                                .map_err(|why| io::Error::new(io::ErrorKind::InvalidData, why))?;
+                            self.out.extend_from_slice(replaced.as_bytes());
+                        }
+                        None => self.out.extend_from_slice(kept.as_bytes()),
+                    }
                 }
                 Err(_) => self.out.extend_from_slice(&self.line),
             }

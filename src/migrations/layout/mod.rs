@@ -13,6 +13,8 @@ use super::names::{parse_file_name, version_in};
 use super::Version;
 
 pub mod annotations;
+pub mod flyway;
+pub mod placeholders;
 
 /// A tool whose folder and history table miglock reads and writes as that
 /// tool does.
@@ -34,6 +36,9 @@ pub enum Layout {
     /// `<n>_<name>.sql` (or `.up.sql` / `.down.sql`), `_sqlx_migrations`
     /// with the SHA-384 of each file.
     Sqlx,
+    /// `V<1.0.25>__<description>.sql` with `${placeholders}`,
+    /// `flyway_schema_history` with its CRC-32 checksums.
+    Flyway,
 }
 
 /// `--layout`: a layout, or `auto`.
@@ -62,8 +67,9 @@ pub enum FileName {
 }
 
 impl Layout {
-    pub const ALL: [Layout; 5] = [
+    pub const ALL: [Layout; 6] = [
         Layout::Refinery,
+        Layout::Flyway,
         Layout::Goose,
         Layout::GolangMigrate,
         Layout::Dbmate,
@@ -77,6 +83,7 @@ impl Layout {
             Layout::GolangMigrate => "golang-migrate",
             Layout::Dbmate => "dbmate",
             Layout::Sqlx => "sqlx",
+            Layout::Flyway => "flyway",
         }
     }
 
@@ -87,13 +94,14 @@ impl Layout {
             Layout::Goose => "goose_db_version",
             Layout::GolangMigrate | Layout::Dbmate => "schema_migrations",
             Layout::Sqlx => "_sqlx_migrations",
+            Layout::Flyway => "flyway_schema_history",
         }
     }
 
-    /// Whether its tool reads subfolders too (refinery does; the others
-    /// read the folder's own files only).
+    /// Whether its tool reads subfolders too (refinery and Flyway do; the
+    /// others read the folder's own files only).
     pub fn recursive(self) -> bool {
-        self == Layout::Refinery
+        matches!(self, Layout::Refinery | Layout::Flyway)
     }
 
     /// What the file `file_name` is in this layout, as its tool reads it.
@@ -113,26 +121,41 @@ impl Layout {
             Layout::GolangMigrate => golang_migrate_name(file_name),
             Layout::Dbmate => dbmate_name(file_name),
             Layout::Sqlx => sqlx_name(file_name),
+            Layout::Flyway => flyway::name(file_name),
         }
     }
 
     /// The version as its tool writes it in its history table: dbmate
     /// keeps the file's digits as text (`001` stays `001`).
     pub fn version_text(self, path: &Path, version: &Version) -> String {
-        if self == Layout::Dbmate {
-            if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        match self {
+            Layout::Dbmate => {
                 let digits = name.bytes().take_while(u8::is_ascii_digit).count();
-                return name[..digits].to_string();
+                name[..digits].to_string()
             }
+            Layout::Flyway => flyway::version_text(name).unwrap_or_else(|| version.to_string()),
+            _ => version.to_string(),
         }
-        version.to_string()
     }
 
     /// Whether a renamed file of this layout is a different migration:
-    /// refinery records the name and checks it; the others record no name
-    /// (sqlx records a description it never checks).
+    /// refinery records the name and Flyway the description, and both
+    /// check it; the others record no name (sqlx records a description it
+    /// never checks).
     pub fn checks_names(self) -> bool {
-        self == Layout::Refinery
+        matches!(self, Layout::Refinery | Layout::Flyway)
+    }
+
+    /// The name as its history table keeps it: Flyway's description.
+    pub fn recorded_name(self, name: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            Layout::Flyway => flyway::description(name).into(),
+            _ => name.into(),
+        }
     }
 }
 
@@ -152,18 +175,28 @@ impl std::str::FromStr for LayoutFlag {
         if let Some(layout) = Layout::ALL.into_iter().find(|l| l.name() == text) {
             return Ok(LayoutFlag::Fixed(layout));
         }
-        if text == "flyway" {
-            return Err(
-                "the flyway layout is not supported yet: convert the names to \
-                        V<integer>__<name>.sql (see Adopting miglock in the docs)"
-                    .into(),
-            );
-        }
         Err(format!(
             "unknown layout {:?}: expected auto, {}",
             crate::parse::shorten(text, 40),
             Layout::ALL.map(Layout::name).join(", ")
         ))
+    }
+}
+
+impl LayoutFlag {
+    /// The layout of the folder `dir`: as given, or told from the folder
+    /// (`Err` when it cannot be told).
+    pub fn resolve(self, dir: &Path) -> Result<Layout, String> {
+        match self {
+            LayoutFlag::Fixed(layout) => Ok(layout),
+            LayoutFlag::Auto => {
+                let layout = detect(dir)?;
+                if layout != Layout::Refinery {
+                    log::debug!("--layout auto: {layout}");
+                }
+                Ok(layout)
+            }
+        }
     }
 }
 
@@ -280,7 +313,9 @@ fn dbmate_name(file_name: &str) -> FileName {
 /// What `auto` makes of a folder, from its files' names and, when they
 /// are another tool's, the annotations at the head of one: refinery when
 /// any file has a refinery name (or none has another tool's: a folder
-/// without files, or with misnamed ones, reads as it always did); goose
+/// without files, or with misnamed ones, reads as it always did); Flyway
+/// for `V1.0.25__` and `R__` names (a Flyway folder of whole-number
+/// versions only is refinery's to `auto`: its names are); goose
 /// or dbmate from their `Up` annotations; golang-migrate for `.up.sql`
 /// pairs; sqlx for plain `<version>_<name>.sql` files. sqlx's reversible
 /// pairs and golang-migrate's look alike: that is asked (`Err`).
@@ -290,6 +325,7 @@ pub fn detect(dir: &Path) -> Result<Layout, String> {
         return Ok(Layout::Refinery);
     };
     let mut theirs: Vec<String> = Vec::new();
+    let mut flyway = false;
     for entry in entries.filter_map(Result::ok) {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -299,9 +335,14 @@ pub fn detect(dir: &Path) -> Result<Layout, String> {
         if name.starts_with('V') && parse_file_name(name).is_ok() {
             return Ok(Layout::Refinery);
         }
-        if name.as_bytes().first().is_some_and(u8::is_ascii_digit) && name.contains('_') {
+        if matches!(flyway::name(name), FileName::Up { .. }) || name.starts_with("R__") {
+            flyway = true;
+        } else if name.as_bytes().first().is_some_and(u8::is_ascii_digit) && name.contains('_') {
             theirs.push(name.to_string());
         }
+    }
+    if flyway {
+        return Ok(Layout::Flyway);
     }
     if theirs.is_empty() {
         return Ok(Layout::Refinery);
@@ -427,10 +468,6 @@ mod tests {
             );
         }
         assert_eq!("auto".parse::<LayoutFlag>(), Ok(LayoutFlag::Auto));
-        assert!("flyway"
-            .parse::<LayoutFlag>()
-            .unwrap_err()
-            .contains("not supported yet"));
         assert!("Goose".parse::<LayoutFlag>().is_err());
     }
 }

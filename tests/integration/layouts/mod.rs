@@ -13,6 +13,7 @@ use std::process::Command;
 use crate::cluster::TestDb;
 use crate::harness::MigrationDir;
 
+mod flyway;
 mod formats;
 mod round_trips;
 
@@ -133,6 +134,7 @@ fn schema(db: &TestDb) -> String {
             "--exclude-table=schema_migrations",
             "--exclude-table=goose_db_version",
             "--exclude-table=refinery_schema_history",
+            "--exclude-table=flyway_schema_history",
         ])
         .arg(format!("--dbname={}", db.url()))
         .output()

@@ -1,0 +1,212 @@
+//! Flyway's `${placeholders}`, replaced as Flyway replaces them: anywhere
+//! in the text (comments and strings too), names in any case, and an
+//! unknown name an error, never left as it is. A `$` not followed by `{`
+//! takes the next character with it unread, so `$${x}` stays as it is, as
+//! in Flyway.
+//!
+//! Values come from `--placeholder NAME=VALUE` (`MIGLOCK_PLACEHOLDERS`),
+//! and Flyway's built-in `flyway:` ones that miglock can know without a
+//! round trip: `flyway:table`, `flyway:database`, `flyway:user`,
+//! `flyway:defaultSchema` (the `--table` schema, when it names one),
+//! `flyway:timestamp` (in UTC), `flyway:filename`,
+//! `flyway:workingDirectory` and `flyway:environment`.
+
+use std::collections::BTreeMap;
+
+/// The values a run replaces placeholders with, names lower-cased.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placeholders {
+    values: BTreeMap<String, String>,
+}
+
+/// The built-in placeholder named after each file.
+pub const FILENAME: &str = "flyway:filename";
+
+impl Placeholders {
+    /// The values given, and the built-ins.
+    pub fn new(
+        given: &[(String, String)],
+        table: &str,
+        schema: Option<&str>,
+        database: Option<&str>,
+        user: Option<&str>,
+    ) -> Placeholders {
+        let mut values = BTreeMap::new();
+        // Flyway's is the JVM's local time; a container's is usually UTC.
+        let now = time::OffsetDateTime::now_utc();
+        let timestamp = format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second()
+        );
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        for (name, value) in [
+            ("flyway:table", Some(table)),
+            ("flyway:database", database),
+            ("flyway:user", user),
+            ("flyway:timestamp", Some(&timestamp)),
+            ("flyway:workingdirectory", Some(&cwd)),
+            ("flyway:environment", Some("default")),
+            ("flyway:defaultschema", schema),
+        ] {
+            if let Some(value) = value {
+                values.insert(name.to_string(), value.to_string());
+            }
+        }
+        for (name, value) in given {
+            values.insert(name.to_lowercase(), value.clone());
+        }
+        Placeholders { values }
+    }
+
+    /// The value of `name` (any case) for the file `file_name`.
+    fn get<'a>(&'a self, name: &str, file_name: &'a str) -> Option<&'a str> {
+        let name = name.to_lowercase();
+        if name == FILENAME {
+            return Some(file_name);
+        }
+        self.values.get(&name).map(String::as_str)
+    }
+
+    /// Whether `name` has a value.
+    pub fn knows(&self, name: &str) -> bool {
+        self.get(name, "").is_some()
+    }
+
+    /// `text` with every placeholder replaced, or the first without a value.
+    pub fn replace(&self, text: &str, file_name: &str) -> Result<String, String> {
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.char_indices().peekable();
+        while let Some((at, c)) = chars.next() {
+            if c != '$' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some((_, '{')) => {
+                    let start = at + 2;
+                    let Some(len) = text[start..].find('}') else {
+                        return Err(format!(
+                            "an unterminated placeholder ${{{}",
+                            crate::parse::shorten(&text[start..], 40)
+                        ));
+                    };
+                    let name = &text[start..start + len];
+                    let value = self.get(name, file_name).ok_or_else(|| unset(name))?;
+                    out.push_str(value);
+                    while chars.next_if(|(i, _)| *i <= start + len).is_some() {}
+                }
+                // Flyway's reader emits the character after a lone `$`
+                // without looking at it again.
+                Some((_, next)) => {
+                    out.push('$');
+                    out.push(next);
+                }
+                None => out.push('$'),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The message for a placeholder without a value.
+pub fn unset(name: &str) -> String {
+    format!(
+        "the placeholder ${{{name}}} has no value: give it with --placeholder {name}=VALUE (or \
+         MIGLOCK_PLACEHOLDERS=\"{name}=VALUE\")"
+    )
+}
+
+/// The names of the placeholders in one line, in order (an unterminated
+/// one as its rest of the line).
+pub fn names_in(line: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        if bytes.get(i + 1) == Some(&b'{') {
+            let start = i + 2;
+            match line[start..].find('}') {
+                Some(len) => {
+                    names.push(&line[start..start + len]);
+                    i = start + len + 1;
+                }
+                None => {
+                    names.push(&line[start..]);
+                    break;
+                }
+            }
+        } else {
+            // The character after a lone `$` is taken unread.
+            i += 2;
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values() -> Placeholders {
+        Placeholders::new(
+            &[
+                ("Schema".into(), "app".into()),
+                ("empty".into(), String::new()),
+            ],
+            "flyway_schema_history",
+            None,
+            Some("shop"),
+            Some("deploy"),
+        )
+    }
+
+    #[test]
+    fn placeholders_are_replaced_as_flyway_replaces_them() {
+        let v = values();
+        assert_eq!(
+            v.replace("CREATE TABLE ${schema}.t (); -- in ${SCHEMA}", "V1__x.sql")
+                .unwrap(),
+            "CREATE TABLE app.t (); -- in app"
+        );
+        assert_eq!(
+            v.replace(
+                "select '${flyway:database}', '${flyway:filename}'",
+                "V2__y.sql"
+            )
+            .unwrap(),
+            "select 'shop', 'V2__y.sql'"
+        );
+        assert_eq!(v.replace("a${empty}b", "f").unwrap(), "ab");
+        // A lone `$` takes the next character unread: `$${x}` stays.
+        assert_eq!(v.replace("$${schema}", "f").unwrap(), "$${schema}");
+        assert_eq!(v.replace("$$${schema}$$", "f").unwrap(), "$$app$$");
+        assert_eq!(v.replace("$1 $a ${schema}", "f").unwrap(), "$1 $a app");
+        assert!(v
+            .replace("${nope}", "f")
+            .unwrap_err()
+            .contains("${nope} has no value"));
+        assert!(v
+            .replace("${schema", "f")
+            .unwrap_err()
+            .contains("unterminated"));
+        assert!(!v.knows("flyway:defaultSchema"));
+        assert!(v.knows("flyway:filename"));
+    }
+
+    #[test]
+    fn the_names_a_line_holds() {
+        assert_eq!(names_in("${a} $${b} ${c} ${d"), ["a", "c", "d"]);
+        assert!(names_in("$$ body $$").is_empty());
+    }
+}

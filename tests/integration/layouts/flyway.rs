@@ -1,0 +1,258 @@
+//! A Flyway folder as it is (`--layout flyway`): dotted and `_`-parted
+//! versions in Flyway's order, a subfolder, `${placeholders}`, and
+//! `flyway_schema_history` as Flyway writes it, checksums included. Flyway
+//! is in no registry here: its rows are checked as its source writes
+//! them, the schema against psql running the files in Flyway's order.
+
+use super::{corpus, psql_each, schema};
+use crate::cluster::Cluster;
+use crate::harness::{apply, Miglock, MigrationDir};
+
+/// The corpus files in Flyway's order: (path from the folder, version as
+/// Flyway writes it, description).
+const ORDER: [(&str, &str, &str); 16] = [
+    ("V1__create_orgs.sql", "1", "create orgs"),
+    ("V1.1__create_users.sql", "1.1", "create users"),
+    ("V1.2__users_email_unique.sql", "1.2", "users email unique"),
+    ("V1.10__user_roles.sql", "1.10", "user roles"),
+    ("V2__touch_updated_at.sql", "2", "touch updated at"),
+    ("V2_1__create_projects.sql", "2.1", "create projects"),
+    ("V2.1.1__seed_orgs.sql", "2.1.1", "seed orgs"),
+    (
+        "release3/V3__active_users_view.sql",
+        "3",
+        "active users view",
+    ),
+    ("release3/V3.0.1__role_owner.sql", "3.0.1", "role owner"),
+    (
+        "release3/V3.1__projects_org_index.sql",
+        "3.1",
+        "projects org index",
+    ),
+    ("V004__comments.sql", "004", "comments"),
+    ("V5__audit_log.sql", "5", "audit log"),
+    ("V5.1__audit_function.sql", "5.1", "audit function"),
+    ("V6__projects_name_check.sql", "6", "projects name check"),
+    (
+        "V6.1__validate_projects_name.sql",
+        "6.1",
+        "validate projects name",
+    ),
+    (
+        "V20210608_1249__org_counts.sql",
+        "20210608.1249",
+        "org counts",
+    ),
+];
+
+const PLACEHOLDERS: [&str; 4] = [
+    "--placeholder",
+    "schema=public",
+    "--placeholder",
+    "ORG_PREFIX=ACME-",
+];
+
+/// Flyway's checksum, written here apart from miglock's: the CRC-32 of
+/// the file's lines (their ends and a leading BOM left out), signed.
+fn flyway_checksum(bytes: &[u8]) -> i32 {
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
+    let lines: Vec<u8> = bytes
+        .iter()
+        .copied()
+        .filter(|b| *b != b'\n' && *b != b'\r')
+        .collect();
+    crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&lines) as i32
+}
+
+fn flyway(db: &crate::cluster::TestDb, dir: &std::path::Path) -> Miglock {
+    let mut m = Miglock::for_db(db);
+    m.args([
+        "apply",
+        "--format",
+        "json",
+        "--layout",
+        "flyway",
+        "--migrations",
+    ])
+    .arg(dir)
+    .args(PLACEHOLDERS);
+    m
+}
+
+#[test]
+fn a_flyway_folder_runs_in_flyways_order_and_keeps_flyways_table() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_db();
+    let out = flyway(&db, &corpus("flyway")).run();
+    out.assert_success()
+        .assert_stderr_contains("MIGRATION_NO_TRANSACTION version=1.2 name=users_email_unique");
+    let applied: Vec<String> = out.json()["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["version"].to_string().trim_matches('"').to_string())
+        .collect();
+    let expected: Vec<String> = ORDER
+        .iter()
+        .map(|(_, v, _)| {
+            // JSON keeps whole numbers as numbers, dotted ones as text.
+            v.trim_start_matches('0').to_string()
+        })
+        .collect();
+    assert_eq!(applied, expected);
+
+    // Each row as Flyway writes it.
+    let rows = db.query_strings(
+        "SELECT installed_rank, version, description, type, script, checksum, \
+         installed_by, success FROM flyway_schema_history ORDER BY installed_rank",
+    );
+    assert_eq!(rows.len(), 16);
+    for (i, ((path, version, description), row)) in ORDER.iter().zip(&rows).enumerate() {
+        let bytes = std::fs::read(corpus("flyway").join(path)).unwrap();
+        let rank = (i + 1).to_string();
+        let checksum = flyway_checksum(&bytes).to_string();
+        let got: Vec<&str> = row.iter().map(|v| v.as_deref().unwrap()).collect();
+        assert_eq!(
+            got,
+            [
+                rank.as_str(),
+                version,
+                description,
+                "SQL",
+                path,
+                checksum.as_str(),
+                "postgres",
+                "t"
+            ]
+        );
+    }
+    // Flyway's own constraint and index.
+    assert!(db.table_exists("flyway_schema_history_pk"));
+    assert!(db.table_exists("flyway_schema_history_s_idx"));
+
+    // psql running the files in Flyway's order, placeholders replaced,
+    // makes the same schema.
+    let by_psql = cluster.create_db();
+    let texts: Vec<String> = ORDER
+        .iter()
+        .map(|(path, _, _)| {
+            std::fs::read_to_string(corpus("flyway").join(path))
+                .unwrap()
+                .replace("${schema}", "public")
+                .replace("${org_prefix}", "ACME-")
+                .replace("${flyway:table}", "flyway_schema_history")
+        })
+        .collect();
+    psql_each(&by_psql, &texts);
+    assert_eq!(schema(&db), schema(&by_psql));
+    assert_eq!(
+        db.query_strings("SELECT name FROM orgs ORDER BY id")[0][0].as_deref(),
+        Some("ACME-Acme; Inc.")
+    );
+
+    // Run again: current.
+    let out = flyway(&db, &corpus("flyway")).run();
+    out.assert_success();
+    assert_eq!(out.json()["outcome"], "current");
+}
+
+#[test]
+fn auto_reads_a_flyway_folder_with_a_refinery_name_as_refinerys_and_says_what_to_do() {
+    let db = Cluster::shared().create_db();
+    let out = Miglock::for_db(&db)
+        .args(["apply", "--format", "json", "--migrations"])
+        .arg(corpus("flyway"))
+        .run();
+    out.assert_code(6)
+        .assert_stderr_contains("--layout flyway (MIGLOCK_LAYOUT=flyway) runs the folder as it is");
+    assert!(!db.table_exists("orgs") && !db.table_exists("flyway_schema_history"));
+    // Dotted versions only: auto knows it is Flyway's.
+    let dir = MigrationDir::with(&[
+        ("V1.0__a.sql", "CREATE TABLE a (id int);\n"),
+        ("V1.1__b.sql", "CREATE TABLE b (id int);\n"),
+    ]);
+    apply(&db, &dir).run().assert_success();
+    assert_eq!(
+        db.query_i64("SELECT count(*) FROM flyway_schema_history WHERE success"),
+        2
+    );
+}
+
+#[test]
+fn flyways_problems_stop_the_run_before_anything_runs() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::with(&[
+        ("V1__create_t.sql", "CREATE TABLE t (id int);\n"),
+        (
+            "V1.1__note.sql",
+            "ALTER TABLE t ADD COLUMN note text; -- ${why}\n",
+        ),
+    ]);
+    // A placeholder without a value: a problem, with its line.
+    let out = apply(&db, &dir).args(["--layout", "flyway"]).run();
+    out.assert_code(6);
+    let problem = &out.json()["problems"][0];
+    assert_eq!(problem["kind"], "placeholder", "{problem}");
+    assert_eq!(problem["line"], 1);
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("--placeholder why=VALUE"),
+        "{problem}"
+    );
+    assert!(!db.table_exists("t"));
+    // Given in MIGLOCK_PLACEHOLDERS, the run goes on.
+    apply(&db, &dir)
+        .args(["--layout", "flyway"])
+        .env("MIGLOCK_PLACEHOLDERS", "why=because")
+        .run()
+        .assert_success();
+
+    // An applied file changed: divergent, as Flyway's validate says.
+    dir.file("V1__create_t.sql", "CREATE TABLE t (id bigint);\n");
+    dir.file("V2__more.sql", "CREATE TABLE more (id int);\n");
+    let out = apply(&db, &dir)
+        .args(["--layout", "flyway"])
+        .env("MIGLOCK_PLACEHOLDERS", "why=because")
+        .run();
+    out.assert_code(6);
+    assert_eq!(out.json()["problems"][0]["kind"], "divergent");
+    assert!(!db.table_exists("more"));
+
+    // Repeatables and callbacks would run under Flyway: refused, not skipped.
+    for name in ["R__views.sql", "afterMigrate.sql"] {
+        let dir = MigrationDir::with(&[("V1.5__x.sql", "SELECT 1;\n"), (name, "SELECT 1;\n")]);
+        let out = apply(&db, &dir).args(["--layout", "flyway"]).run();
+        out.assert_code(6);
+        let problem = &out.json()["problems"][0];
+        assert_eq!(problem["kind"], "misnamed", "{name}: {problem}");
+    }
+}
+
+#[test]
+fn a_flyway_baseline_row_stands_for_every_version_up_to_it() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_db();
+    // Flyway baselined the database at 2.1 (its schema made by hand).
+    let texts: Vec<String> = ORDER[..6]
+        .iter()
+        .map(|(path, _, _)| std::fs::read_to_string(corpus("flyway").join(path)).unwrap())
+        .collect();
+    psql_each(&db, &texts);
+    db.client()
+        .batch_execute(
+            r#"CREATE TABLE "public"."flyway_schema_history" ("installed_rank" INT NOT NULL, "version" VARCHAR(50), "description" VARCHAR(200) NOT NULL, "type" VARCHAR(20) NOT NULL, "script" VARCHAR(1000) NOT NULL, "checksum" INTEGER, "installed_by" VARCHAR(100) NOT NULL, "installed_on" TIMESTAMP NOT NULL DEFAULT now(), "execution_time" INTEGER NOT NULL, "success" BOOLEAN NOT NULL);
+               INSERT INTO "public"."flyway_schema_history" ("installed_rank", "version", "description", "type", "script", "checksum", "installed_by", "execution_time", "success") VALUES (1, '2.1', '<< Flyway Baseline >>', 'BASELINE', '<< Flyway Baseline >>', NULL, 'postgres', 0, TRUE);"#,
+        )
+        .unwrap();
+    let out = flyway(&db, &corpus("flyway")).run();
+    out.assert_success();
+    let json = out.json();
+    assert_eq!(json["applied"].as_array().unwrap().len(), 10);
+    assert_eq!(json["applied"][0]["version"], "2.1.1");
+    assert_eq!(
+        db.query_i64("SELECT max(installed_rank) FROM flyway_schema_history"),
+        11
+    );
+}

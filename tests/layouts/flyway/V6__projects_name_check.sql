@@ -1,0 +1,2 @@
+ALTER TABLE projects ADD CONSTRAINT projects_name_len
+    CHECK (char_length(name) < 200) NOT VALID;
