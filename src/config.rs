@@ -138,6 +138,17 @@ pub struct NewConfig {
     pub layout: crate::migrations::Layout,
 }
 
+/// `down --to`: what to revert, and how.
+#[derive(Clone)]
+pub struct DownConfig {
+    pub common: Common,
+    /// Every applied migration above it is reverted.
+    pub to: Version,
+    pub yes: bool,
+    pub dry_run: bool,
+    pub wait: Duration,
+}
+
 #[derive(Clone)]
 pub struct RepairConfig {
     pub common: Common,

@@ -217,6 +217,10 @@ pub fn run() -> ExitCode {
         Command::New(args) => execute("new", &interrupt, exit_code, |report| {
             commands::new::run(&ctx, &args.config()?, report)
         }),
+        Command::Down(args) => execute("down", &interrupt, exit_code, |report| {
+            let config = args.config(common()?, &env)?;
+            commands::down::run(&ctx, &config, report)
+        }),
         Command::Repair(args) => execute("repair", &interrupt, exit_code, |report| {
             let config = args.config(common()?, &env)?;
             commands::repair::run(&ctx, &config, report)

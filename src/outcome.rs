@@ -45,8 +45,12 @@ pub enum Outcome {
     Baselined,
     /// `repair`: the divergent checksums were stored (or none needed it).
     Repaired,
-    /// `repair`: the confirmation was answered no; nothing was changed.
+    /// `repair`, `down`: the confirmation was answered no; nothing was
+    /// changed.
     Declined,
+    /// `down`: the migrations above `--to` were reverted (or none was
+    /// applied).
+    Reverted,
 }
 
 impl Outcome {
@@ -58,7 +62,8 @@ impl Outcome {
             | Outcome::Free
             | Outcome::Created
             | Outcome::Baselined
-            | Outcome::Repaired => 0,
+            | Outcome::Repaired
+            | Outcome::Reverted => 0,
             Outcome::Failed | Outcome::Refused | Outcome::Declined => 1,
             Outcome::Usage => 2,
             Outcome::Skipped => 3,
@@ -105,7 +110,8 @@ impl Outcome {
             Outcome::Created => "new: the migration file was created",
             Outcome::Baselined => "baseline: the versions up to N are recorded as applied",
             Outcome::Repaired => "repair: the checksums were stored, or nothing needed it",
-            Outcome::Declined => "repair declined: not confirmed, nothing was changed",
+            Outcome::Declined => "repair or down declined: not confirmed, nothing was changed",
+            Outcome::Reverted => "down: the migrations above --to were reverted, or none was applied",
             Outcome::Usage => "usage: bad flags, arguments, environment values or URL",
             Outcome::Skipped => "skipped: the lock stayed busy for the whole --wait; nothing changed",
             Outcome::Disabled => "disabled: RUN_MIGRATIONS is off; nothing was touched",
@@ -137,6 +143,7 @@ impl Outcome {
             Outcome::Baselined => "baselined",
             Outcome::Repaired => "repaired",
             Outcome::Declined => "declined",
+            Outcome::Reverted => "reverted",
         }
     }
 }
@@ -164,7 +171,7 @@ impl fmt::Display for Outcome {
 mod tests {
     use super::Outcome::{self, *};
 
-    const ALL: [Outcome; 18] = [
+    const ALL: [Outcome; 19] = [
         Applied,
         Current,
         Failed,
@@ -183,6 +190,7 @@ mod tests {
         Baselined,
         Repaired,
         Declined,
+        Reverted,
     ];
 
     #[test]
@@ -209,6 +217,7 @@ mod tests {
                 ("baselined", 0),
                 ("repaired", 0),
                 ("declined", 1),
+                ("reverted", 0),
             ]
         );
     }

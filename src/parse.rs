@@ -85,6 +85,11 @@ fn whole_number(text: &str, min: i128, max: i128, what: &str) -> Result<i128, St
     }
 }
 
+/// `down --to`: a version, or 0 for all of them.
+pub fn down_to(text: &str) -> Result<i64, String> {
+    whole_number(text, 0, i64::MAX.into(), "a version to go down to").map(|n| n as i64)
+}
+
 /// `--lock-key`: PostgreSQL's bigint, never negative (derived keys are not).
 pub fn lock_key(text: &str) -> Result<i64, String> {
     whole_number(text, 0, i64::MAX.into(), "a lock key").map(|n| n as i64)

@@ -69,6 +69,10 @@ pub struct Report {
     /// those it would change).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repaired: Option<Vec<RepairedEntry>>,
+    /// `down`: the migrations reverted, newest first (with `--dry-run`,
+    /// those it would revert).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverted: Option<Vec<AppliedEntry>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -240,6 +244,7 @@ impl Report {
             path: None,
             baselined: None,
             repaired: None,
+            reverted: None,
         }
     }
 

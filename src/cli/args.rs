@@ -129,6 +129,17 @@ pub enum Command {
     #[command(after_help = help::REPAIR_EXIT, after_long_help = help::REPAIR_LONG)]
     Repair(RepairArgs),
 
+    /// Revert applied migrations down to a version, with their tool's down scripts
+    ///
+    /// For the layouts that have down scripts (goose's and dbmate's Down sections,
+    /// golang-migrate's and sqlx's .down.sql files): every applied migration above --to, newest
+    /// first, each in one transaction with its history change (its row taken away), under the
+    /// lock. Every migration to revert must have its file and a down script: otherwise nothing
+    /// runs (exit 6). Shows what it will revert and asks; without a terminal, --yes is required.
+    /// refinery and Flyway folders have no down scripts (exit 2).
+    #[command(after_help = help::DOWN_EXIT, after_long_help = help::DOWN_LONG)]
+    Down(DownArgs),
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
     #[command(after_help = help::OTHER_EXIT, after_long_help = help::COMPLETIONS_LONG)]
     Completions {
@@ -358,6 +369,36 @@ pub struct NewArgs {
 
     #[command(flatten)]
     pub folder: FolderArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Revert every applied migration above this version (0: all of them)
+    #[arg(long, value_name = "VERSION", value_parser = parse::down_to)]
+    pub to: i64,
+
+    /// Revert without asking (required when stdin is not a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Show what would be reverted; take no lock, change nothing
+    #[arg(long, conflicts_with = "yes")]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub folder: FolderArgs,
+    #[command(flatten)]
+    pub placeholders: PlaceholderArgs,
+    #[command(flatten)]
+    pub writable: WritableArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub lock_mode: LockModeArgs,
+    #[command(flatten)]
+    pub lock_wait: LockWaitArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }

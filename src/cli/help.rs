@@ -176,6 +176,25 @@ Exit codes: 0 repaired (or nothing to repair), 1 declined or failed, 2 usage, 3 
 lock stayed busy), 5 unavailable, 6 invalid, 130 interrupted."
 );
 
+pub const DOWN_EXIT: &str = "\
+Exit codes: 0 reverted (or nothing to revert), 1 declined or failed, 2 usage (a layout without \
+down scripts), 3 skipped (the lock stayed busy), 5 unavailable, 6 invalid (a migration without \
+its file or down script), 8 blocked, 130 interrupted.";
+
+pub const DOWN_LONG: &str = concat!(
+    environment!(),
+    "
+Examples:
+  # What going down to version 20240101000000 would revert
+  miglock down --to 20240101000000 --dry-run
+  # Revert the migrations above 3 without a prompt
+  miglock down --to 3 --yes
+
+Exit codes: 0 reverted (or nothing to revert), 1 declined or failed, 2 usage (a layout without \
+down scripts), 3 skipped (the lock stayed busy), 5 unavailable, 6 invalid (a migration without \
+its file or down script), 8 blocked, 130 interrupted."
+);
+
 pub const OTHER_EXIT: &str = "Exit codes: 0 printed, 1 stdout cannot be written, 2 usage.";
 
 pub const COMPLETIONS_LONG: &str = "\

@@ -63,19 +63,15 @@ const VERBS: &[Verb] = &[
               'miglock --version' prints miglock's own",
     },
     Verb {
-        word: "down",
-        tip: "miglock has no down migrations: to undo a change, write a migration that reverses \
-              it ('miglock new NAME') and apply it",
-    },
-    Verb {
         word: "rollback",
-        tip: "miglock has no down migrations: to undo a change, write a migration that reverses \
-              it ('miglock new NAME') and apply it",
+        tip: "did you mean 'miglock down --to VERSION'? It runs the down scripts of goose, \
+              dbmate, golang-migrate and sqlx folders (a refinery or Flyway folder has none: \
+              write a migration that reverses the change, 'miglock new NAME')",
     },
     Verb {
         word: "redo",
-        tip: "miglock has no down migrations: to undo a change, write a migration that reverses \
-              it ('miglock new NAME') and apply it",
+        tip: "did you mean 'miglock down --to VERSION' then 'miglock apply'? (a refinery or \
+              Flyway folder has no down scripts: write a migration that reverses the change)",
     },
 ];
 
@@ -125,8 +121,8 @@ mod tests {
             ("add", "did you mean 'miglock new NAME'?"),
             ("init", "there is no set-up step: 'miglock new NAME'"),
             ("validate", "did you mean 'miglock status --check'?"),
-            ("down", "miglock has no down migrations"),
-            ("Rollback", "miglock has no down migrations"),
+            ("rollback", "did you mean 'miglock down --to VERSION'?"),
+            ("Redo", "did you mean 'miglock down --to VERSION' then"),
         ] {
             let (kind, text) = rendered(&["miglock", word]);
             assert_eq!(kind, ErrorKind::InvalidSubcommand, "{word}");

@@ -72,6 +72,11 @@ impl Cli {
                 Some(&mut a.folder),
                 Some(&mut a.lock_wait),
             ),
+            Command::Down(a) => (
+                Some(&mut a.database),
+                Some(&mut a.folder),
+                Some(&mut a.lock_wait),
+            ),
             Command::New(a) => (None, Some(&mut a.folder), None),
             Command::Completions { .. } | Command::Man => (None, None, None),
         };

@@ -7,13 +7,14 @@ use std::time::Duration;
 use anyhow::anyhow;
 
 use super::args::{
-    AheadArg, ApplyArgs, BaselineArgs, DatabaseArgs, FleetArgs, FolderArgs, FormatArg, LockModeArg,
-    LockWaitArgs, NewArgs, OutputArgs, RepairArgs, SetArgs, StatusArgs, UnlockArgs, WaitArgs,
+    AheadArg, ApplyArgs, BaselineArgs, DatabaseArgs, DownArgs, FleetArgs, FolderArgs, FormatArg,
+    LockModeArg, LockWaitArgs, NewArgs, OutputArgs, RepairArgs, SetArgs, StatusArgs, UnlockArgs,
+    WaitArgs,
 };
 use super::{Cli, Command};
 use crate::config::{
-    ApplyConfig, BaselineConfig, Common, FleetConfig, FleetRequest, Format, Job, NewConfig,
-    RepairConfig, Shard, Source, StatusConfig, UnlockConfig, WaitConfig,
+    ApplyConfig, BaselineConfig, Common, DownConfig, FleetConfig, FleetRequest, Format, Job,
+    NewConfig, RepairConfig, Shard, Source, StatusConfig, UnlockConfig, WaitConfig,
 };
 use crate::connect::conninfo;
 use crate::connect::ConnectTarget;
@@ -89,6 +90,12 @@ impl Command {
                 lock_mode: a.lock_mode.lock_mode,
                 ..shared(&a.database, Some(&a.folder))
             },
+            Command::Down(a) => Shared {
+                placeholders: &a.placeholders.placeholders,
+                allow_world_writable: a.writable.allow_world_writable,
+                lock_mode: a.lock_mode.lock_mode,
+                ..shared(&a.database, Some(&a.folder))
+            },
             Command::Repair(a) => Shared {
                 placeholders: &a.placeholders.placeholders,
                 allow_world_writable: a.writable.allow_world_writable,
@@ -109,6 +116,7 @@ impl Command {
             Command::Baseline(_) => "baseline",
             Command::New(_) => "new",
             Command::Repair(_) => "repair",
+            Command::Down(_) => "down",
             Command::Completions { .. } => "completions",
             Command::Man => "man",
         }
@@ -134,6 +142,7 @@ impl Command {
             Command::Baseline(a) => Some(&a.output),
             Command::New(a) => Some(&a.output),
             Command::Repair(a) => Some(&a.output),
+            Command::Down(a) => Some(&a.output),
             Command::Completions { .. } | Command::Man => None,
         }
     }
@@ -366,6 +375,18 @@ impl NewArgs {
             name: self.name.clone(),
             no_transaction: self.no_transaction,
             layout,
+        })
+    }
+}
+
+impl DownArgs {
+    pub fn config(&self, common: Common, env: Env) -> Result<DownConfig, Failure> {
+        Ok(DownConfig {
+            common,
+            to: Version::from(self.to),
+            yes: self.yes,
+            dry_run: self.dry_run,
+            wait: self.lock_wait.wait(env)?,
         })
     }
 }

@@ -51,8 +51,12 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     // guard; a lone round trip at least tells whether this connection still
     // reaches the session that holds the key.
     if session.is_held() {
-        let guard = mode::guard_sql(session.key(), &baseline.table, Some(&migration.id.version))
-            .join(";\n");
+        // A down migration's version is in the history: nothing to check.
+        let unapplied = migration
+            .reverts()
+            .is_none()
+            .then_some(&migration.id.version);
+        let guard = mode::guard_sql(session.key(), &baseline.table, unapplied).join(";\n");
         // Any other error is met, and reported, by the first statement.
         if let Err(error) = session.client().batch_execute(&guard) {
             if let Some(code) = mode::guard_refusal(&error) {
@@ -102,7 +106,7 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     let mut batch = Batch::new();
     batch.push("BEGIN");
     baseline.push_restore(&mut batch);
-    batch.push(&baseline.table.insert_sql(migration, applied_on));
+    batch.push(&baseline.table.record_sql(migration, applied_on));
     if release_after {
         session.push_notify(&mut batch);
     }

@@ -198,7 +198,11 @@ fn push_head(
     for statement in mode::guard_sql(
         session.key(),
         &step.baseline.table,
-        Some(&step.migration.id.version),
+        // A down migration's version is in the history: nothing to check.
+        step.migration
+            .reverts()
+            .is_none()
+            .then_some(&step.migration.id.version),
     ) {
         batch.push(&statement);
     }
@@ -217,7 +221,7 @@ fn push_tail(batch: &mut Batch, step: &Step) {
         &step
             .baseline
             .table
-            .insert_sql(step.migration, step.applied_on),
+            .record_sql(step.migration, step.applied_on),
     );
 }
 

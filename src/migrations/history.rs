@@ -167,6 +167,16 @@ impl HistoryTable {
         shape::insert(self, migration, applied_on)
     }
 
+    /// What running `migration` changes in the history, one statement: its
+    /// row written, or, for a down migration, the row it reverts taken
+    /// away.
+    pub fn record_sql(&self, migration: &LocalMigration, applied_on: &str) -> String {
+        match migration.reverts() {
+            Some(previous) => shape::remove(self, migration, previous),
+            None => shape::insert(self, migration, applied_on),
+        }
+    }
+
     /// One statement whose rows say whether the history holds the row this
     /// run wrote for `id` (where the table keeps a time, its `applied_on`
     /// tells it from another replica's).

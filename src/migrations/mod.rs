@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 mod check;
+mod down;
 mod file;
 pub mod history;
 pub mod layout;
@@ -36,7 +37,7 @@ mod walk;
 pub use check::{every_problem, WithoutHistory};
 pub use layout::{Layout, LayoutFlag};
 pub use names::parse_file_name;
-pub use plan::{AheadPolicy, Plan};
+pub use plan::{forbidden_in, AheadPolicy, Plan};
 pub use problems::{layout_hint, Problem, ProblemKind, Problems};
 pub use set::{MigrationSet, Reading};
 pub use version::Version;
@@ -81,6 +82,9 @@ pub struct LocalMigration {
     script: Option<Box<str>>,
     /// Flyway's placeholders in it, and the values they take.
     placeholders: Option<Box<Substitution>>,
+    /// It reverts an applied migration (`down`): its history change takes
+    /// the row away.
+    reverts: Option<Box<down::Reverts>>,
     /// What its statements ask of the runner, worked out the first time it
     /// is asked (only pending files are ever asked), then kept.
     /// Boxed: a set holds one per file, most never asked.
@@ -99,6 +103,7 @@ impl LocalMigration {
             tool_checksum: None,
             script: None,
             placeholders: None,
+            reverts: None,
             summary: OnceLock::new(),
         }
     }
@@ -137,6 +142,12 @@ impl LocalMigration {
             Layout::Refinery => Some(self.checksum.to_string()),
             _ => self.tool_checksum.as_deref().map(str::to_string),
         }
+    }
+
+    /// What it reverts, when it is a down migration: the version left
+    /// newest once it has run (`None`: none is).
+    pub fn reverts(&self) -> Option<Option<&Version>> {
+        self.reverts.as_ref().map(|r| r.previous.as_ref())
     }
 
     /// Its path from the migrations folder (its name, when not known).

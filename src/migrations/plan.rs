@@ -220,11 +220,7 @@ impl<'a> Plan<'a> {
 }
 
 /// The statements of the file at `path` that must not run, as problems.
-pub(super) fn forbidden_in(
-    path: &Path,
-    version: Option<&Version>,
-    summary: &Summary,
-) -> Vec<Problem> {
+pub fn forbidden_in(path: &Path, version: Option<&Version>, summary: &Summary) -> Vec<Problem> {
     summary
         .forbidden
         .iter()
@@ -378,6 +374,8 @@ mod tests {
     fn set(files: &[(i32, &str, &str)]) -> MigrationSet {
         MigrationSet {
             layout: crate::migrations::Layout::Refinery,
+            downs: Vec::new(),
+            placeholders: Default::default(),
             migrations: files
                 .iter()
                 .map(|(v, name, sql)| {

@@ -66,6 +66,8 @@ pub enum ProblemKind {
     Dirty,
     /// A pending Flyway file with a `${placeholder}` that has no value.
     Placeholder,
+    /// `down`: an applied migration with no down script to revert it.
+    NoDown,
     /// The folder, a subfolder or a file that every user may write to.
     UnsafePermissions,
 }
@@ -101,6 +103,7 @@ impl ProblemKind {
             ProblemKind::Annotation => "annotation",
             ProblemKind::Dirty => "dirty",
             ProblemKind::Placeholder => "placeholder",
+            ProblemKind::NoDown => "no_down",
             ProblemKind::UnsafePermissions => "unsafe_permissions",
         }
     }
@@ -210,6 +213,7 @@ mod tests {
             Annotation,
             Dirty,
             Placeholder,
+            NoDown,
             UnsafePermissions,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());

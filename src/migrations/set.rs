@@ -19,6 +19,11 @@ pub struct MigrationSet {
     pub migrations: Vec<LocalMigration>,
     /// Whose folder it is: how its names, annotations and history read.
     pub layout: Layout,
+    /// The down files (golang-migrate's, sqlx's `.down.sql`), never run by
+    /// `apply`: `down` runs them.
+    pub downs: Vec<(Version, PathBuf)>,
+    /// The values of Flyway's placeholders, for files read later.
+    pub placeholders: Arc<Placeholders>,
 }
 
 /// A folder read whole, problems and all: its good files as a set, and
@@ -121,6 +126,7 @@ impl MigrationSet {
     pub fn read_with(dir: &Path, layout: Layout, values: &Arc<Placeholders>) -> Reading {
         let mut reading = Reading::default();
         reading.set.layout = layout;
+        reading.set.placeholders = Arc::clone(values);
         let problems = &mut reading.problems;
         match std::fs::metadata(dir) {
             Ok(meta) if meta.is_dir() => {}
@@ -164,7 +170,8 @@ impl MigrationSet {
             };
             match layout.read_name(file_name) {
                 FileName::Up { version, name } => named.push((path, Name::Good(version, name))),
-                FileName::Down | FileName::Ignored => {
+                FileName::Down { version } => reading.set.downs.push((version, path)),
+                FileName::Ignored => {
                     log::debug!("{}: not a migration to {layout}, skipped", path.display());
                 }
                 FileName::Refused { why, version } => {

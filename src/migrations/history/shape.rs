@@ -166,6 +166,33 @@ pub fn insert(history: &HistoryTable, migration: &LocalMigration, applied_on: &s
     }
 }
 
+/// Takes away the row of the migration a down migration reverts:
+/// golang-migrate's one row goes back to `previous` (none left without
+/// one), as `migrate down` leaves it.
+pub fn remove(
+    history: &HistoryTable,
+    migration: &LocalMigration,
+    previous: Option<&Version>,
+) -> String {
+    let table = &history.sql_name();
+    let layout = history.layout();
+    let version = &migration.id.version;
+    match (layout, previous) {
+        (Layout::GolangMigrate, Some(previous)) => format!(
+            "WITH gone AS (DELETE FROM {table}) INSERT INTO {table} (version, dirty) \
+             VALUES ({previous}, false)"
+        ),
+        (Layout::GolangMigrate, None) => format!("DELETE FROM {table}"),
+        (Layout::Dbmate, _) => format!(
+            "DELETE FROM {table} WHERE version = {}",
+            sql::literal(&layout.version_text(&migration.path, version))
+        ),
+        // goose deletes every row of the version.
+        (Layout::Goose, _) => format!("DELETE FROM {table} WHERE version_id = {version}"),
+        _ => format!("DELETE FROM {table} WHERE version = {version}"),
+    }
+}
+
 /// The condition on a row that records `version` as applied.
 pub fn holds(layout: Layout, version: &Version) -> String {
     match layout {
@@ -186,6 +213,10 @@ pub fn committed(history: &HistoryTable, migration: &LocalMigration, applied_on:
     let table = &history.sql_name();
     let layout = history.layout();
     let holds = holds(layout, &migration.id.version);
+    // A down migration committed when the row it reverts is gone.
+    if migration.reverts().is_some() {
+        return format!("SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE {holds})");
+    }
     match layout {
         Layout::Refinery => format!(
             "SELECT 1 FROM {table} WHERE {holds} AND applied_on = {}",

@@ -27,6 +27,22 @@ pub struct Sections {
     /// `NO TRANSACTION`, dbmate's `transaction:false`, sqlx's
     /// `-- no-transaction`).
     pub no_transaction: bool,
+    /// The lines of its Down section, when it has one (goose, dbmate), and
+    /// whether that runs without a transaction.
+    pub down: Option<(u64, u64)>,
+    pub down_no_transaction: bool,
+}
+
+impl Sections {
+    /// The file's Down section, as the part of it to run; `None` without one.
+    pub fn down_part(self) -> Option<Sections> {
+        self.down.map(|down| Sections {
+            up: Some(down),
+            no_transaction: self.down_no_transaction,
+            down: None,
+            down_no_transaction: false,
+        })
+    }
 }
 
 /// Which tool's `Up` annotation the head of a file holds, if any.
@@ -71,6 +87,21 @@ fn dbmate_directive(line: &str) -> Option<(bool, &str)> {
     Some((up, after.trim()))
 }
 
+/// Whether a dbmate directive's options (`key:value` words) say
+/// `transaction:false`.
+fn dbmate_no_transaction(options: &str) -> Result<bool, String> {
+    let mut off = false;
+    for option in options.split_whitespace() {
+        match option.split_once(':') {
+            Some((key, value)) if !value.contains(':') => {
+                off |= key == "transaction" && value == "false";
+            }
+            _ => return Err(format!("invalid dbmate option {option:?} (key:value)")),
+        }
+    }
+    Ok(off)
+}
+
 /// Reads a file's lines in its layout's way. Fed every line in order
 /// ([`Scanner::line`]), then [`Scanner::finish`].
 pub struct Scanner {
@@ -80,6 +111,7 @@ pub struct Scanner {
     down_at: Option<u64>,
     in_statement: Option<u64>,
     no_transaction: bool,
+    down_no_transaction: bool,
     error: Option<String>,
 }
 
@@ -92,6 +124,7 @@ impl Scanner {
             down_at: None,
             in_statement: None,
             no_transaction: false,
+            down_no_transaction: false,
             error: None,
         }
     }
@@ -186,24 +219,16 @@ impl Scanner {
             ),
             Some((true, options)) => {
                 self.up_at = Some(self.line);
-                for option in options.split_whitespace() {
-                    match option.split_once(':') {
-                        Some((key, value)) if !value.contains(':') => {
-                            if key == "transaction" && value == "false" {
-                                self.no_transaction = true;
-                            }
-                        }
-                        _ => return Err(format!("invalid dbmate option {option:?} (key:value)")),
-                    }
-                }
+                self.no_transaction = dbmate_no_transaction(options)?;
                 Ok(())
             }
             Some((false, _)) if self.up_at.is_none() => {
                 Err("-- migrate:down before -- migrate:up".into())
             }
             Some((false, _)) if self.down_at.is_some() => Err("a second -- migrate:down".into()),
-            Some((false, _)) => {
+            Some((false, options)) => {
                 self.down_at = Some(self.line);
+                self.down_no_transaction = dbmate_no_transaction(options)?;
                 Ok(())
             }
             None => {
@@ -224,6 +249,7 @@ impl Scanner {
             return Err(why);
         }
         let end = self.line + 1;
+        let mut down = None;
         let up = match self.layout {
             Layout::Goose => {
                 let Some(up) = self.up_at else {
@@ -232,24 +258,32 @@ impl Scanner {
                 if let Some(begin) = self.in_statement {
                     return Err(format!("line {begin}: StatementBegin without StatementEnd"));
                 }
+                down = self.down_at.map(|at| (at + 1, end));
                 Some((up + 1, self.down_at.unwrap_or(end)))
             }
             Layout::Dbmate => {
                 let Some(up) = self.up_at else {
                     return Err("has no -- migrate:up directive (dbmate needs one)".into());
                 };
-                let Some(down) = self.down_at else {
+                let Some(down_at) = self.down_at else {
                     return Err("has no -- migrate:down directive (dbmate needs one, even \
                                 empty)"
                         .into());
                 };
-                Some((up, down))
+                // Its directive is a comment: left out, as the splitter
+                // would take it for a Down section miglock must not run.
+                down = Some((down_at + 1, end));
+                Some((up, down_at))
             }
             _ => None,
         };
         Ok(Sections {
             up,
             no_transaction: self.no_transaction,
+            down,
+            // goose's NO TRANSACTION is the whole file's.
+            down_no_transaction: self.down_no_transaction
+                || (self.layout == Layout::Goose && self.no_transaction),
         })
     }
 }

@@ -54,9 +54,9 @@ pub enum LayoutFlag {
 pub enum FileName {
     /// A migration to apply: its version and name.
     Up { version: Version, name: String },
-    /// A down script (golang-migrate's and sqlx's `.down.sql`): never run
-    /// by `apply`.
-    Down,
+    /// A down script (golang-migrate's and sqlx's `.down.sql`) of a
+    /// version: never run by `apply`, run by `down`.
+    Down { version: Version },
     /// Not a migration to this tool, which skips it without a word.
     Ignored,
     /// Refused, with every reason, and the version it still gives.
@@ -232,7 +232,7 @@ fn sqlx_name(file_name: &str) -> FileName {
         );
     };
     if rest.ends_with(".down.sql") {
-        return FileName::Down;
+        return FileName::Down { version };
     }
     let name = rest
         .strip_suffix(".up.sql")
@@ -283,7 +283,7 @@ fn golang_migrate_name(file_name: &str) -> FileName {
             version,
             name: rest[..u].to_string(),
         },
-        (_, Some(_)) => FileName::Down,
+        (_, Some(_)) => FileName::Down { version },
         _ => FileName::Ignored,
     }
 }
@@ -405,7 +405,10 @@ mod tests {
             up(20240101000000, "add_users")
         );
         assert_eq!(s.read_name("1_init.up.sql"), up(1, "init"));
-        assert_eq!(s.read_name("1_init.down.sql"), FileName::Down);
+        assert_eq!(
+            s.read_name("1_init.down.sql"),
+            FileName::Down { version: 1.into() }
+        );
         assert_eq!(s.read_name("README.md"), FileName::Ignored);
         assert_eq!(s.read_name("init.sql"), FileName::Ignored);
         assert!(matches!(
@@ -419,7 +422,10 @@ mod tests {
         assert!(matches!(g.read_name("0_x.sql"), FileName::Refused { .. }));
         let m = Layout::GolangMigrate;
         assert_eq!(m.read_name("0001_init.up.sql"), up(1, "init"));
-        assert_eq!(m.read_name("0001_init.down.sql"), FileName::Down);
+        assert_eq!(
+            m.read_name("0001_init.down.sql"),
+            FileName::Down { version: 1.into() }
+        );
         assert_eq!(m.read_name("0001_init.sql"), FileName::Ignored);
         assert_eq!(m.read_name("x_init.up.sql"), FileName::Ignored);
         let d = Layout::Dbmate;

@@ -43,7 +43,8 @@ pub fn refusal(tool: &str, line: usize) -> String {
     format!(
         "line {line}: {marker} starts {tool}'s Down section, which miglock would run right after \
          the Up section (to PostgreSQL the marker is a comment): remove the Down section from the \
-         file (miglock has no down migrations; put a reversal in a new migration)"
+         file (refinery's layout has no down migrations: put a reversal in a new migration), or \
+         run the folder as {tool}'s (--layout {tool}), whose Down sections miglock down runs"
     )
 }
 

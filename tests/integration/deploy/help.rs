@@ -121,7 +121,7 @@ fn other_tools_verbs_get_a_hint_and_exit_2() {
         ("migrate", "tip: did you mean 'miglock apply'?"),
         ("up", "tip: did you mean 'miglock apply'?"),
         ("create", "tip: did you mean 'miglock new NAME'?"),
-        ("down", "tip: miglock has no down migrations"),
+        ("rollback", "tip: did you mean 'miglock down --to VERSION'?"),
     ] {
         let out = Miglock::new().arg(verb).run();
         out.assert_code(2)

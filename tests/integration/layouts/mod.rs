@@ -13,6 +13,7 @@ use std::process::Command;
 use crate::cluster::TestDb;
 use crate::harness::MigrationDir;
 
+mod down;
 mod flyway;
 mod formats;
 mod round_trips;
