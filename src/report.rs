@@ -1,6 +1,8 @@
 //! The result of a run: the JSON object `--format json` prints, filled in
 //! as the command goes, so even a failed run reports what it did.
 
+use std::collections::VecDeque;
+
 use serde::Serialize;
 
 use crate::config::Common;
@@ -27,7 +29,8 @@ pub struct Report {
     pub exit_code: u8,
     /// `apply`: what this run applied. `status`: what the history holds.
     pub applied: Vec<AppliedEntry>,
-    pub pending: Vec<PendingEntry>,
+    /// In order; `apply` takes each from the front as it is applied.
+    pub pending: VecDeque<PendingEntry>,
     /// Applied by a newer release: above the newest local file.
     pub ahead: Vec<AheadEntry>,
     pub lock: LockReport,
@@ -229,7 +232,7 @@ impl Report {
             outcome: Outcome::Failed,
             exit_code: Outcome::Failed.exit_code(),
             applied: Vec::new(),
-            pending: Vec::new(),
+            pending: VecDeque::new(),
             ahead: Vec::new(),
             lock: LockReport::default(),
             error: None,

@@ -43,7 +43,12 @@ impl<'a> Run<'a> {
             migration.id.version,
             migration.id.name
         );
-        report.pending.retain(|pending| pending.id != migration.id);
+        // Applied in order: the first pending entry, found at once and
+        // taken off the front (a `retain` compared every entry and moved
+        // the rest, for every migration of the run).
+        if let Some(at) = report.pending.iter().position(|p| p.id == migration.id) {
+            report.pending.remove(at);
+        }
         report
             .applied
             .push(AppliedEntry::by_this_run(migration, Some(duration_ms)));
