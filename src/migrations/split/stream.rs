@@ -94,12 +94,18 @@ impl<R: Read> Utf8Chunks<R> {
     /// Appends at least `want` more bytes of text to `buf` (fewer at the
     /// end); `true` at the end of the text.
     fn fill(&mut self, buf: &mut String, want: usize) -> io::Result<bool> {
-        let mut chunk = vec![0u8; CHUNK.min(want).max(4)];
         let mut added = 0;
         while added < want {
-            let n = match self.reader.read(&mut chunk) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // Read straight into `carry`, no zeroed chunk: a small file
+            // costs what it holds, not a 64 KiB buffer.
+            let before = self.carry.len();
+            let step = CHUNK.min(want - added).max(4) as u64;
+            let n = match self.reader.by_ref().take(step).read_to_end(&mut self.carry) {
+                Ok(_) => self.carry.len() - before,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    self.carry.truncate(before);
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             if n == 0 {
@@ -108,7 +114,6 @@ impl<R: Read> Utf8Chunks<R> {
                 }
                 return Ok(true);
             }
-            self.carry.extend_from_slice(&chunk[..n]);
             let valid = match std::str::from_utf8(&self.carry) {
                 Ok(text) => text.len(),
                 // A character cut at the end: keep its bytes for the next read.
