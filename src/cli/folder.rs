@@ -13,7 +13,7 @@ use crate::env::Env;
 use crate::error::Failure;
 use crate::migrations::history::HistoryTable;
 use crate::migrations::layout::placeholders::Placeholders;
-use crate::migrations::layout::Layout;
+use crate::migrations::layout::{Layout, LayoutFlag};
 
 impl Shared<'_> {
     /// The folder's layout: as given, or told from the folder (a folder
@@ -35,7 +35,12 @@ impl Shared<'_> {
     pub(super) fn tables(&self, layout: Layout) -> Result<(HistoryTable, HistoryTable), Failure> {
         let given = self.database.table.as_deref();
         let usage = |e: String| Failure::usage(anyhow!(e));
-        let table = HistoryTable::for_layout(given, layout).map_err(usage)?;
+        let mut table = HistoryTable::for_layout(given, layout).map_err(usage)?;
+        // Told from the folder, and not named: the table where another
+        // tool's is, is looked for before anything runs.
+        if given.is_none() && self.folder.is_some_and(|f| f.layout == LayoutFlag::Auto) {
+            table = table.told();
+        }
         let key_table = match given {
             Some(_) => HistoryTable::parse(given.unwrap_or_default()).map_err(usage)?,
             None => HistoryTable::default(),
@@ -66,12 +71,16 @@ impl Shared<'_> {
             },
             None => Vec::new(),
         };
-        if !given.is_empty() && table.layout() != Layout::Flyway {
+        if table.layout() != Layout::Flyway {
+            if given.is_empty() {
+                return Ok(Arc::default());
+            }
             log::warn!(
                 "--placeholder is for Flyway's ${{…}} placeholders, and this folder's layout is \
                  {}: ignored",
                 table.layout()
             );
+            return Ok(Arc::default());
         }
         Ok(Arc::new(Placeholders::new(
             &given,

@@ -29,15 +29,17 @@ pub struct FolderArgs {
     )]
     pub migrations: PathBuf,
 
-    /// Whose folder it is: auto, refinery, goose, golang-migrate, dbmate or sqlx
+    /// Whose folder it is: auto, refinery, flyway, goose, golang-migrate, dbmate or sqlx
     ///
     /// Each layout reads its tool's file names, annotations (goose's -- +goose Up/Down,
     /// StatementBegin/End and NO TRANSACTION; dbmate's -- migrate:up/down and
-    /// transaction:false; sqlx's -- no-transaction; golang-migrate's .up.sql files) and history
-    /// table, exactly as that tool does, so a database it migrated carries on, and the other way
-    /// round. auto: refinery when any file has a V<version>__<name>.sql name (or no file has
-    /// another tool's), else the tool the names and the first file's annotations show; sqlx's and
-    /// golang-migrate's .up.sql pairs look alike and must be named.
+    /// transaction:false; sqlx's -- no-transaction; golang-migrate's .up.sql files; Flyway's
+    /// ${placeholders}) and history table, exactly as that tool does, so a database it migrated
+    /// carries on, and the other way round. auto: refinery when any file is named V<digit>… or
+    /// R__… (Flyway folders too: name them), or no file has another tool's name; else goose,
+    /// dbmate or sqlx from the names and the first file's annotations; .up.sql pairs and other
+    /// tools' annotations must be named. A layout told so, on a database with another tool's
+    /// history table and none of its own, stops before anything runs (exit 6).
     #[arg(long, env = "MIGLOCK_LAYOUT", value_name = "LAYOUT", default_value = "auto",
           value_parser = layout, help_heading = MIGRATIONS, display_order = 10)]
     pub layout: LayoutFlag,
@@ -157,8 +159,9 @@ pub struct DatabaseArgs {
 
     /// History table, optionally schema-qualified (schema.table) [default: the layout's]
     ///
-    /// By default the layout's tool's own: refinery_schema_history (refinery), goose_db_version,
-    /// schema_migrations (golang-migrate, dbmate), _sqlx_migrations. Letters, digits, _ and $;
+    /// By default the layout's tool's own: refinery_schema_history (refinery),
+    /// flyway_schema_history, goose_db_version, schema_migrations (golang-migrate, dbmate),
+    /// _sqlx_migrations. Letters, digits, _ and $;
     /// folded to lower case and always quoted.
     #[arg(long, env = "MIGLOCK_TABLE", value_name = "TABLE",
           help_heading = MIGRATIONS, display_order = 11)]

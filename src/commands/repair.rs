@@ -63,6 +63,13 @@ pub fn run(ctx: &Context, config: &RepairConfig, report: &mut Report) -> Result<
              --dry-run to see what it would do); nothing was touched"
         )));
     }
+    if common.table.layout() != crate::migrations::Layout::Refinery {
+        return Err(Failure::usage(anyhow!(
+            "repair stores refinery's checksums, and this folder is in the {} layout: for a \
+             changed file there, use that tool's own repair, or revert the edit",
+            common.table.layout()
+        )));
+    }
     let mut reading = common.read_migrations();
     reading.judge_writable(common.allow_world_writable, true);
     let set = reading.strict().map_err(|p| report.invalid(p))?;

@@ -22,12 +22,9 @@ use crate::targets::Target;
 /// table) differs from its neighbours'.
 pub fn common(config: &FleetConfig, target: &Target) -> Result<Common, Failure> {
     let in_schema = |table: &HistoryTable| match &target.schema {
-        Some(schema) => {
-            let name = table.to_string();
-            let name = name.rsplit('.').next().unwrap_or_default();
-            HistoryTable::for_layout(Some(&format!("{schema}.{name}")), table.layout())
-                .map_err(|e| Failure::usage(anyhow!(e)))
-        }
+        Some(schema) => table
+            .in_schema(schema)
+            .map_err(|e| Failure::usage(anyhow!(e))),
         None => Ok(table.clone()),
     };
     let table = in_schema(&config.table)?;

@@ -292,10 +292,13 @@ impl LockSession {
     pub fn read_history(&mut self) -> Result<Option<Vec<HistoryRow>>, Failure> {
         // A failed early read is read again, for the error of this moment.
         if let Some(Ok(history)) = self.history_read.take() {
+            // That first read looked for other tools' tables.
+            self.target.table.looked_for_others();
             return Ok(history);
         }
         let with_pid = self.wants_backend_pid();
         let read = read_history(&mut self.client, &self.target.table, None, with_pid)?;
+        self.target.table.looked_for_others();
         self.backend_pid = self.backend_pid.or(read.backend_pid);
         Ok(read.rows)
     }
@@ -310,6 +313,7 @@ impl LockSession {
         self.history_read = None;
         let with_pid = self.wants_backend_pid();
         let read = read_history(&mut self.client, &self.target.table, Some(extra), with_pid)?;
+        self.target.table.looked_for_others();
         self.backend_pid = self.backend_pid.or(read.backend_pid);
         Ok((read.rows, read.extra))
     }

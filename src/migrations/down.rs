@@ -27,7 +27,7 @@ impl MigrationSet {
             .filter(|m| m.id.version < migration.id.version)
             .map(|m| m.id.version.clone())
             .next_back();
-        let reverts = Some(Box::new(Reverts { previous }));
+        let reverts = Some(Reverts { previous });
         match self.layout {
             Layout::Goose | Layout::Dbmate => {
                 let marker = if self.layout == Layout::Goose {
@@ -35,15 +35,17 @@ impl MigrationSet {
                 } else {
                     "-- migrate:down"
                 };
-                let part = migration.sections.down_part().ok_or_else(|| {
+                let part = migration.sections().down_part().ok_or_else(|| {
                     format!(
                         "{}: has no {marker} section, so nothing can revert it",
                         migration.path.display()
                     )
                 })?;
+                let mut tool = migration.tool().cloned().unwrap_or_default();
+                tool.sections = part;
+                tool.reverts = reverts;
                 Ok(LocalMigration {
-                    sections: part,
-                    reverts,
+                    tool: Some(Box::new(tool)),
                     summary: OnceLock::new(),
                     ..migration.clone()
                 })
@@ -92,11 +94,14 @@ impl MigrationSet {
                     },
                 );
                 down.layout = self.layout;
-                down.sections = Sections {
-                    no_transaction,
-                    ..Sections::default()
-                };
-                down.reverts = reverts;
+                down.tool = Some(Box::new(super::ToolFile {
+                    sections: Sections {
+                        no_transaction,
+                        ..Sections::default()
+                    },
+                    reverts,
+                    ..Default::default()
+                }));
                 Ok(down)
             }
             Layout::Refinery | Layout::Flyway => Err(format!(

@@ -83,6 +83,26 @@ pub fn checksum(name: &str, version: i32, sql: &str) -> u64 {
 /// close: no lookup by path (`fs::read`'s statx costs as much as reading a
 /// small file), no allocation.
 pub fn facts(path: &Path, name: &str, version: i32, layout: Layout) -> Result<Facts, String> {
+    // One buffer per reading thread, zeroed once: zeroing 8 KiB on the
+    // stack for each file was a third of a no-op run's instructions.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; CUT + CHUNK]);
+    }
+    BUF.with_borrow_mut(|buf| facts_in(buf, path, name, version, layout))
+}
+
+/// The bytes of a character the last read cut off go just before the next
+/// read's, so every chunk is validated whole.
+const CUT: usize = 3;
+const CHUNK: usize = 8192;
+
+fn facts_in(
+    buf: &mut [u8],
+    path: &Path,
+    name: &str,
+    version: i32,
+    layout: Layout,
+) -> Result<Facts, String> {
     use std::os::unix::fs::PermissionsExt;
     let mut file = std::fs::File::open(path).map_err(|e| cannot_read(&e))?;
     let metadata = file.metadata().map_err(|e| cannot_read(&e))?;
@@ -95,10 +115,6 @@ pub fn facts(path: &Path, name: &str, version: i32, layout: Layout) -> Result<Fa
     let mut sha384 = (layout == Layout::Sqlx).then(sha2::Sha384::new);
     let mut crc = (layout == Layout::Flyway).then(flyway::Checksum::new);
     let mut annotated = (layout != Layout::Refinery).then(|| Lines::new(layout));
-    // The bytes of a character the last read cut off go just before the
-    // next read's, so every chunk is validated whole.
-    const CUT: usize = 3;
-    let mut buf = [0u8; CUT + 8192];
     let mut cut = 0;
     let mut bytes = 0u64;
     let mut newlines = 0u64;
@@ -167,7 +183,9 @@ pub fn facts(path: &Path, name: &str, version: i32, layout: Layout) -> Result<Fa
     if cut > 0 {
         return Err(not_utf8(bytes - cut as u64));
     }
-    if blank {
+    // golang-migrate, sqlx and Flyway run an empty file (their `create`
+    // commands write them): it records its row. refinery's are refused.
+    if blank && matches!(layout, Layout::Refinery) {
         return Err("is empty".into());
     }
     let (sections, placeholders) = match annotated {

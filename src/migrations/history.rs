@@ -30,6 +30,9 @@ pub struct HistoryTable {
     name: String,
     /// Whose table it is: its columns and how rows are written.
     layout: Layout,
+    /// The layout was told from the folder (`--layout auto`), not given:
+    /// another tool's table where this one is missing stops the run.
+    auto: bool,
 }
 
 mod shape;
@@ -41,6 +44,26 @@ impl HistoryTable {
         let mut table = HistoryTable::parse(text.unwrap_or(layout.default_table()))?;
         table.layout = layout;
         Ok(table)
+    }
+
+    /// The same table in `schema` (a tenant's), its layout kept.
+    pub fn in_schema(&self, schema: &str) -> Result<HistoryTable, String> {
+        let mut table = HistoryTable::parse(&format!("{schema}.{}", self.name))?;
+        table.layout = self.layout;
+        table.auto = self.auto;
+        Ok(table)
+    }
+
+    /// Other tools' tables were looked for once: a session's later reads
+    /// (`wait`'s polls) need not look again.
+    pub fn looked_for_others(&mut self) {
+        self.auto = false;
+    }
+
+    /// The same table, its layout told from the folder.
+    pub fn told(mut self) -> HistoryTable {
+        self.auto = true;
+        self
     }
 
     pub fn layout(&self) -> Layout {
@@ -81,6 +104,7 @@ impl HistoryTable {
             schema: schema.map(identifier).transpose()?,
             name: identifier(name)?,
             layout: Layout::Refinery,
+            auto: false,
         })
     }
 
@@ -196,6 +220,7 @@ impl Default for HistoryTable {
             schema: None,
             name: DEFAULT_TABLE.into(),
             layout: Layout::Refinery,
+            auto: false,
         }
     }
 }
@@ -252,15 +277,67 @@ pub fn read_with(
                 .map(|slot| results.value(slot).map(str::to_string))
                 .collect(),
         }),
-        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(Read {
-            rows: None,
-            extras: vec![None; extras.len()],
-        }),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => {
+            if table.auto {
+                refuse_other_tools(client, table)?;
+            }
+            Ok(Read {
+                rows: None,
+                extras: vec![None; extras.len()],
+            })
+        }
         Err(e) => Err(crate::pg_error::failed(
             &e,
             format!("cannot read the history table {table}"),
         )),
     }
+}
+
+/// The folder's layout was told from its files, the table not named, and
+/// the table is missing:
+/// when another tool's history table is there, that tool migrated this
+/// database, and reading the folder as the wrong tool's would run every
+/// migration again. One query, on a first run only.
+fn refuse_other_tools(client: &mut Client, table: &HistoryTable) -> Result<(), Failure> {
+    // A refinery folder's names are refinery's: only Flyway's folders look
+    // like it (and Rails' or another app's `schema_migrations` beside it is
+    // no question).
+    let others: Vec<String> = Layout::ALL
+        .iter()
+        .filter(|l| table.layout != Layout::Refinery || **l == Layout::Flyway)
+        .map(|l| l.default_table())
+        .filter(|name| *name != table.name())
+        .map(sql::literal)
+        .collect();
+    let sql = format!(
+        "SELECT string_agg(relname, ', ' ORDER BY relname) FROM pg_class WHERE relkind IN \
+         ('r', 'p') AND pg_table_is_visible(oid) AND relname IN ({})",
+        others.join(", ")
+    );
+    let found = client
+        .simple_query(&sql)
+        .map_err(|e| crate::pg_error::failed(&e, "cannot look for other tools' history tables"))?
+        .into_iter()
+        .find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        });
+    let Some(found) = found else {
+        return Ok(());
+    };
+    let layout = table.layout;
+    let tools: Vec<&str> = Layout::ALL
+        .iter()
+        .filter(|l| found.split(", ").any(|t| t == l.default_table()))
+        .map(|l| l.name())
+        .collect();
+    Err(Failure::invalid(anyhow::anyhow!(
+        "the migrations folder reads as {layout}'s (--layout auto), but this database has no \
+         {table} and has {found}, the history table of {}: name the layout that migrated it \
+         (--layout {}), or give --layout {layout} to start {layout}'s history here",
+        tools.join(" or "),
+        tools.first().copied().unwrap_or("…")
+    )))
 }
 
 /// `applied_on` for a row written now: RFC 3339 in UTC, as refinery
@@ -330,9 +407,11 @@ pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<HistoryRow>
                 },
                 applied_on: text(2),
                 checksum: text(3),
-                // Only other tools' tables have the fifth and sixth columns.
-                dirty: row.try_get(4).ok().flatten() == Some("f"),
-                through: row.try_get(5).ok().flatten() == Some("t"),
+                // Only other tools' tables have the fifth and sixth columns
+                // (asked for only when there: a missing one is an error
+                // built, a String and a Box, per row).
+                dirty: row.len() > 4 && row.try_get(4).ok().flatten() == Some("f"),
+                through: row.len() > 5 && row.try_get(5).ok().flatten() == Some("t"),
             })
         })
         .collect()

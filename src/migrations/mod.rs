@@ -71,20 +71,9 @@ pub struct LocalMigration {
     pub size: Size,
     /// Whose layout it is in: what of it runs, how it is recorded.
     pub layout: Layout,
-    /// Its Up section and whether it asks for no transaction (goose,
-    /// dbmate, sqlx).
-    sections: Sections,
-    /// Its tool's checksum of it, as that tool's table keeps it (sqlx's
-    /// SHA-384 in hex, Flyway's CRC-32 in decimal).
-    tool_checksum: Option<Box<str>>,
-    /// Its path from the migrations folder, `/`-separated (Flyway's
-    /// `script`).
-    script: Option<Box<str>>,
-    /// Flyway's placeholders in it, and the values they take.
-    placeholders: Option<Box<Substitution>>,
-    /// It reverts an applied migration (`down`): its history change takes
-    /// the row away.
-    reverts: Option<Box<down::Reverts>>,
+    /// What another tool's layout adds to the file; `None` for refinery's
+    /// (boxed: a no-op run holds hundreds of files and reads none of it).
+    tool: Option<Box<ToolFile>>,
     /// What its statements ask of the runner, worked out the first time it
     /// is asked (only pending files are ever asked), then kept.
     /// Boxed: a set holds one per file, most never asked.
@@ -99,11 +88,7 @@ impl LocalMigration {
             checksum,
             size,
             layout: Layout::Refinery,
-            sections: Sections::default(),
-            tool_checksum: None,
-            script: None,
-            placeholders: None,
-            reverts: None,
+            tool: None,
             summary: OnceLock::new(),
         }
     }
@@ -117,20 +102,23 @@ impl LocalMigration {
         facts: &file::Facts,
         values: &Arc<Placeholders>,
     ) -> LocalMigration {
-        LocalMigration {
-            layout,
-            placeholders: (!facts.placeholders.is_empty()).then(|| {
-                Box::new(Substitution {
-                    names: facts.placeholders.clone(),
-                    values: Arc::clone(values),
-                })
-            }),
+        let tool = ToolFile {
             sections: facts.sections.clone().unwrap_or_default(),
             tool_checksum: match (facts.sha384, facts.crc) {
                 (Some(sum), _) => Some(sum.iter().map(|b| format!("{b:02x}")).collect()),
                 (_, Some(crc)) => Some(crc.to_string().into()),
                 _ => None,
             },
+            script: None,
+            placeholders: (!facts.placeholders.is_empty()).then(|| Substitution {
+                names: facts.placeholders.clone(),
+                values: Arc::clone(values),
+            }),
+            reverts: None,
+        };
+        LocalMigration {
+            layout,
+            tool: (layout != Layout::Refinery).then(|| Box::new(tool)),
             ..LocalMigration::new(id, path, facts.checksum, facts.size)
         }
     }
@@ -140,20 +128,21 @@ impl LocalMigration {
     pub fn recorded_checksum(&self) -> Option<String> {
         match self.layout {
             Layout::Refinery => Some(self.checksum.to_string()),
-            _ => self.tool_checksum.as_deref().map(str::to_string),
+            _ => self.tool()?.tool_checksum.as_deref().map(str::to_string),
         }
     }
 
     /// What it reverts, when it is a down migration: the version left
     /// newest once it has run (`None`: none is).
     pub fn reverts(&self) -> Option<Option<&Version>> {
-        self.reverts.as_ref().map(|r| r.previous.as_ref())
+        let reverts = self.tool.as_ref()?.reverts.as_ref()?;
+        Some(reverts.previous.as_ref())
     }
 
     /// Its path from the migrations folder (its name, when not known).
     pub fn script(&self) -> &str {
-        self.script
-            .as_deref()
+        self.tool()
+            .and_then(|t| t.script.as_deref())
             .or_else(|| self.path.file_name().and_then(|n| n.to_str()))
             .unwrap_or_default()
     }
@@ -165,7 +154,9 @@ impl LocalMigration {
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .collect();
-            self.script = Some(parts.join("/").into());
+            if let Some(tool) = &mut self.tool {
+                tool.script = Some(parts.join("/").into());
+            }
         }
     }
 
@@ -190,12 +181,13 @@ impl LocalMigration {
             self.size.bytes,
         )
         .map_err(|why| self.unreadable(why))?;
-        let text = if self.sections == Sections::default() {
+        let sections = self.sections();
+        let text = if sections == Sections::default() {
             text
         } else {
-            annotations::up_only(&text, self.sections)
+            annotations::up_only(&text, sections)
         };
-        match &self.placeholders {
+        match self.tool().and_then(|t| t.placeholders.as_ref()) {
             Some(p) => p
                 .values
                 .replace(&text, self.file_name())
@@ -213,7 +205,8 @@ impl LocalMigration {
 
     /// Its placeholders without a value, each with its first line.
     pub fn unset_placeholders(&self) -> Vec<(&str, u64)> {
-        self.placeholders.as_ref().map_or_else(Vec::new, |p| {
+        let placeholders = self.tool().and_then(|t| t.placeholders.as_ref());
+        placeholders.map_or_else(Vec::new, |p| {
             p.names
                 .iter()
                 .filter(|(name, _)| !p.values.knows(name))
@@ -231,14 +224,15 @@ impl LocalMigration {
                         .map_err(|why| self.unreadable(why))
                         .and_then(|file| {
                             let file = file::Sized::new(file, self.size.bytes);
+                            let sections = self.sections();
                             let values = self
-                                .placeholders
-                                .as_ref()
+                                .tool()
+                                .and_then(|t| t.placeholders.as_ref())
                                 .map(|p| (Arc::clone(&p.values), self.file_name().to_string()));
-                            if self.sections == Sections::default() && values.is_none() {
+                            if sections == Sections::default() && values.is_none() {
                                 split::summarize(file)
                             } else {
-                                split::summarize(UpOnly::new(file, self.sections).replacing(values))
+                                split::summarize(UpOnly::new(file, sections).replacing(values))
                             }
                             .map_err(|e| self.unreadable(e.to_string()))
                         }),
@@ -269,6 +263,36 @@ impl LocalMigration {
             version: Some(self.id.version.clone()),
             line: None,
         }
+    }
+}
+
+/// What another tool's layout adds to a file.
+#[derive(Debug, Clone, Default)]
+struct ToolFile {
+    /// Its Up section and whether it asks for no transaction (goose,
+    /// dbmate, sqlx).
+    sections: Sections,
+    /// Its tool's checksum of it, as that tool's table keeps it (sqlx's
+    /// SHA-384 in hex, Flyway's CRC-32 in decimal).
+    tool_checksum: Option<Box<str>>,
+    /// Its path from the migrations folder, `/`-separated (Flyway's
+    /// `script`).
+    script: Option<Box<str>>,
+    /// Flyway's placeholders in it, and the values they take.
+    placeholders: Option<Substitution>,
+    /// It reverts an applied migration (`down`): its history change takes
+    /// the row away.
+    reverts: Option<down::Reverts>,
+}
+
+impl LocalMigration {
+    fn tool(&self) -> Option<&ToolFile> {
+        self.tool.as_deref()
+    }
+
+    /// Its sections (none for refinery's files).
+    fn sections(&self) -> Sections {
+        self.tool().map(|t| t.sections).unwrap_or_default()
     }
 }
 

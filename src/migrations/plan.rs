@@ -70,6 +70,12 @@ impl<'a> Plan<'a> {
         target: Option<&Version>,
         ahead_policy: AheadPolicy,
     ) -> (Plan<'a>, Vec<Problem>) {
+        // Marks read off the rows as they are, before any stands for others.
+        let mut problems: Vec<Problem> = history
+            .iter()
+            .filter(|a| a.dirty)
+            .map(|a| dirty(a, set.layout))
+            .collect();
         let mut sorted;
         let history = if history.iter().any(|row| row.through) {
             sorted = through(set, history);
@@ -83,11 +89,6 @@ impl<'a> Plan<'a> {
         };
         let newest_applied = history.last().map(|a| &a.id.version);
         let newest_local = set.last_version();
-        let mut problems: Vec<Problem> = history
-            .iter()
-            .filter(|a| a.dirty)
-            .map(|a| dirty(a, set.layout))
-            .collect();
         // Other tools' rows show their files' names (the recorded ones are
         // descriptions, or nothing).
         let mut named = Vec::new();
@@ -295,6 +296,9 @@ fn through(set: &MigrationSet, history: &[HistoryRow]) -> Vec<HistoryRow> {
                 }),
         );
     }
+    // Version 0 stands for none (golang-migrate's -1): its dirty mark was
+    // read before this.
+    rows.retain(|r| !(r.through && r.id.version == Version::Number(0)));
     rows.sort_by(|a, b| a.id.version.cmp(&b.id.version));
     rows
 }
@@ -302,12 +306,18 @@ fn through(set: &MigrationSet, history: &[HistoryRow]) -> Vec<HistoryRow> {
 /// A row another tool marked half applied.
 fn dirty(applied: &HistoryRow, layout: Layout) -> Problem {
     let fix = match layout {
-        Layout::GolangMigrate => format!(
-            "golang-migrate marked version {} dirty: a run of it failed part way. Check the \
-             schema, finish or undo that migration by hand, then clear the mark \
-             (migrate force {0}, or UPDATE the row's dirty to false)",
-            applied.id.version
-        ),
+        Layout::GolangMigrate => {
+            // Version 0 is golang-migrate's -1: the first migration's down.
+            let version = match &applied.id.version {
+                Version::Number(0) => "-1".to_string(),
+                v => v.to_string(),
+            };
+            format!(
+                "golang-migrate marked version {version} dirty: a run of it failed part way. \
+                 Check the schema, finish or undo that migration by hand, then clear the mark \
+                 (migrate force {version}, or UPDATE the row's dirty to false)"
+            )
+        }
         _ => format!(
             "{layout} recorded version {} as failed (success = false): check the schema, then \
              delete that row",

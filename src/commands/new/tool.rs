@@ -38,10 +38,19 @@ pub fn run(ctx: &Context, config: &NewConfig, report: &mut Report) -> Result<Out
         )));
     }
     let (highest, width) = highest(config)?;
-    let version = match highest {
-        Some(h) if h < TIMESTAMP => h + 1,
+    let next = highest.map(|h| h.checked_add(1));
+    if next == Some(None) {
+        return Err(Failure::invalid(anyhow!(
+            "the highest version in {} is already {}: there is no next one",
+            config.migrations.display(),
+            i64::MAX
+        )));
+    }
+    let next = next.flatten();
+    let version = match (highest, next) {
+        (Some(h), Some(n)) if h < TIMESTAMP => n,
         // The same second as the newest file, or a clock behind it.
-        highest => now().max(highest.map_or(0, |h| h + 1)),
+        _ => now().max(next.unwrap_or(0)),
     };
     let digits = format!("{version:0width$}");
     let files: Vec<(String, String)> = match layout {

@@ -103,8 +103,10 @@ pub fn select(history: &HistoryTable) -> String {
              version_id, tstamp, is_applied FROM {table} WHERE version_id > 0 \
              ORDER BY version_id, id DESC) newest WHERE is_applied ORDER BY version_id"
         ),
+        // golang-migrate's (-1, dirty) row, left by a first migration's
+        // failed down, reads as version 0: dirty, standing for nothing.
         Layout::GolangMigrate => {
-            format!("SELECT version, '', '', '', NOT dirty, true FROM {table} WHERE version >= 0")
+            format!("SELECT greatest(version, 0), '', '', '', NOT dirty, true FROM {table}")
         }
         // The newest row of each version (a failed run's row, then a
         // repaired one's); repeatables (no version) and deletion marks are

@@ -45,14 +45,22 @@ impl Sections {
     }
 }
 
-/// Which tool's `Up` annotation the head of a file holds, if any.
-pub fn tool_of(head: &str) -> Option<Layout> {
+/// Which tool's `Up` annotation the head of a file holds, if any: a
+/// layout miglock reads, or the name of a tool it does not.
+pub fn tool_of(head: &str) -> Option<Result<Layout, &'static str>> {
     for line in head.lines() {
         if goose_annotation(line).is_some_and(|a| a.eq_ignore_ascii_case("up")) {
-            return Some(Layout::Goose);
+            return Some(Ok(Layout::Goose));
         }
         if dbmate_directive(line).is_some_and(|(up, _)| up) {
-            return Some(Layout::Dbmate);
+            return Some(Ok(Layout::Dbmate));
+        }
+        let comment = line.trim().strip_prefix("--").map(str::trim);
+        if comment.is_some_and(|c| c.starts_with("+migrate ")) {
+            return Some(Err("sql-migrate"));
+        }
+        if comment.is_some_and(|c| c.eq_ignore_ascii_case("up migration")) {
+            return Some(Err("node-pg-migrate"));
         }
     }
     None

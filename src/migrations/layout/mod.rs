@@ -9,7 +9,7 @@
 use std::fmt;
 use std::path::Path;
 
-use super::names::{parse_file_name, version_in};
+use super::names::{has_sql_extension, parse_file_name, version_in};
 use super::Version;
 
 pub mod annotations;
@@ -312,37 +312,50 @@ fn dbmate_name(file_name: &str) -> FileName {
 
 /// What `auto` makes of a folder, from its files' names and, when they
 /// are another tool's, the annotations at the head of one: refinery when
-/// any file has a refinery name (or none has another tool's: a folder
-/// without files, or with misnamed ones, reads as it always did); Flyway
-/// for `V1.0.25__` and `R__` names (a Flyway folder of whole-number
-/// versions only is refinery's to `auto`: its names are); goose
-/// or dbmate from their `Up` annotations; golang-migrate for `.up.sql`
-/// pairs; sqlx for plain `<version>_<name>.sql` files. sqlx's reversible
-/// pairs and golang-migrate's look alike: that is asked (`Err`).
+/// any file, in the folder or a subfolder (refinery reads them all), is
+/// named `V<digit>…` or `R__…`, good refinery name or not (a folder that
+/// read as refinery's before still does: a Flyway folder too, which
+/// `--layout flyway` names), or when no file has another tool's name;
+/// goose or dbmate from their `Up` annotations; sqlx for plain
+/// `<version>_<name>.sql` files. sqlx's reversible pairs and
+/// golang-migrate's look alike, and other tools' annotations are not
+/// guessed at: those are asked (`Err`). The database has its say too
+/// (see `history`'s check of the tables already there).
 pub fn detect(dir: &Path) -> Result<Layout, String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        // Reading the folder says what is wrong with it.
-        return Ok(Layout::Refinery);
-    };
     let mut theirs: Vec<String> = Vec::new();
-    let mut flyway = false;
-    for entry in entries.filter_map(Result::ok) {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') || !name.ends_with(".sql") {
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let top = folders.is_empty() && folder == dir;
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            // Reading the folder says what is wrong with it.
             continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') {
+                continue;
+            }
+            // Real folders only: a link loop would never end.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                folders.push(entry.path());
+                continue;
+            }
+            if !has_sql_extension(name) {
+                continue;
+            }
+            let refinery_like = name.starts_with("R__")
+                || name
+                    .strip_prefix('V')
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+            if refinery_like {
+                return Ok(Layout::Refinery);
+            }
+            if top && name.as_bytes().first().is_some_and(u8::is_ascii_digit) && name.contains('_')
+            {
+                theirs.push(name.to_string());
+            }
         }
-        if name.starts_with('V') && parse_file_name(name).is_ok() {
-            return Ok(Layout::Refinery);
-        }
-        if matches!(flyway::name(name), FileName::Up { .. }) || name.starts_with("R__") {
-            flyway = true;
-        } else if name.as_bytes().first().is_some_and(u8::is_ascii_digit) && name.contains('_') {
-            theirs.push(name.to_string());
-        }
-    }
-    if flyway {
-        return Ok(Layout::Flyway);
     }
     if theirs.is_empty() {
         return Ok(Layout::Refinery);
@@ -360,10 +373,15 @@ pub fn detect(dir: &Path) -> Result<Layout, String> {
     }
     theirs.sort_unstable();
     let head = read_head(&dir.join(&theirs[0]));
-    Ok(match annotations::tool_of(&head) {
-        Some(layout) => layout,
-        None => Layout::Sqlx,
-    })
+    match annotations::tool_of(&head) {
+        Some(Ok(layout)) => Ok(layout),
+        Some(Err(tool)) => Err(format!(
+            "{} holds {tool}'s annotations, and miglock does not read {tool}'s folders: name \
+             the layout to run them as (--layout), or convert them",
+            dir.join(&theirs[0]).display()
+        )),
+        None => Ok(Layout::Sqlx),
+    }
 }
 
 /// The first 8 KiB of a file as text (what is valid of it): where goose

@@ -17,6 +17,15 @@ pub fn down_marker(comment: &str) -> Option<&'static str> {
             return Some("goose");
         }
     }
+    if let Some(annotation) = strip_prefix_ignore_case(rest, "+migrate") {
+        let word = annotation.trim_start();
+        if annotation.len() > word.len() && first_word(word).eq_ignore_ascii_case("down") {
+            return Some("sql-migrate");
+        }
+    }
+    if rest.trim_end().eq_ignore_ascii_case("down migration") {
+        return Some("node-pg-migrate");
+    }
     let word = first_word(strip_prefix_ignore_case(rest, "migrate:")?);
     word.eq_ignore_ascii_case("down").then_some("dbmate")
 }
@@ -35,16 +44,21 @@ fn first_word(text: &str) -> &str {
 
 /// The refusal of a Down section that starts on `line`.
 pub fn refusal(tool: &str, line: usize) -> String {
-    let marker = if tool == "goose" {
-        "-- +goose Down"
+    let marker = match tool {
+        "goose" => "-- +goose Down",
+        "sql-migrate" => "-- +migrate Down",
+        "node-pg-migrate" => "-- Down Migration",
+        _ => "-- migrate:down",
+    };
+    let layout = if matches!(tool, "goose" | "dbmate") {
+        format!(", or run the folder as {tool}'s (--layout {tool}), whose Down sections miglock down runs")
     } else {
-        "-- migrate:down"
+        String::new()
     };
     format!(
         "line {line}: {marker} starts {tool}'s Down section, which miglock would run right after \
          the Up section (to PostgreSQL the marker is a comment): remove the Down section from the \
-         file (refinery's layout has no down migrations: put a reversal in a new migration), or \
-         run the folder as {tool}'s (--layout {tool}), whose Down sections miglock down runs"
+         file (put a reversal in a new migration){layout}"
     )
 }
 
@@ -68,6 +82,10 @@ mod tests {
             ("-- migrate:up", None),
             ("-- migrate:downtime", None),
             ("-- roll it down later", None),
+            ("-- +migrate Down", Some("sql-migrate")),
+            ("-- +migrate Up", None),
+            ("-- Down Migration", Some("node-pg-migrate")),
+            ("-- Down migrations are elsewhere", None),
         ] {
             assert_eq!(down_marker(comment), tool, "{comment:?}");
         }

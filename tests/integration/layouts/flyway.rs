@@ -157,7 +157,7 @@ fn a_flyway_folder_runs_in_flyways_order_and_keeps_flyways_table() {
 }
 
 #[test]
-fn auto_reads_a_flyway_folder_with_a_refinery_name_as_refinerys_and_says_what_to_do() {
+fn auto_reads_a_flyway_folder_as_refinerys_and_says_what_to_do() {
     let db = Cluster::shared().create_db();
     let out = Miglock::for_db(&db)
         .args(["apply", "--format", "json", "--migrations"])
@@ -166,16 +166,34 @@ fn auto_reads_a_flyway_folder_with_a_refinery_name_as_refinerys_and_says_what_to
     out.assert_code(6)
         .assert_stderr_contains("--layout flyway (MIGLOCK_LAYOUT=flyway) runs the folder as it is");
     assert!(!db.table_exists("orgs") && !db.table_exists("flyway_schema_history"));
-    // Dotted versions only: auto knows it is Flyway's.
+
+    // Flyway migrated the database; the folder, whole-number versions
+    // only, reads as refinery's: the missing refinery table beside
+    // Flyway's stops the run before anything runs again.
     let dir = MigrationDir::with(&[
-        ("V1.0__a.sql", "CREATE TABLE a (id int);\n"),
-        ("V1.1__b.sql", "CREATE TABLE b (id int);\n"),
+        ("V1__a.sql", "CREATE TABLE a (id int);\n"),
+        ("V2__b.sql", "CREATE TABLE b (id int);\n"),
     ]);
-    apply(&db, &dir).run().assert_success();
-    assert_eq!(
-        db.query_i64("SELECT count(*) FROM flyway_schema_history WHERE success"),
-        2
+    apply(&db, &dir)
+        .args(["--layout", "flyway"])
+        .run()
+        .assert_success();
+    dir.file("V3__c.sql", "CREATE TABLE c (id int);\n");
+    let out = apply(&db, &dir).run();
+    out.assert_code(6);
+    let error = out.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("has flyway_schema_history, the history table of flyway")
+            && error.contains("--layout flyway"),
+        "{error}"
     );
+    assert!(!db.table_exists("c") && !db.table_exists("refinery_schema_history"));
+    // Told, it carries on.
+    apply(&db, &dir)
+        .args(["--layout", "flyway"])
+        .run()
+        .assert_success();
+    assert!(db.table_exists("c"));
 }
 
 #[test]

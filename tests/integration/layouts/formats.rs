@@ -303,3 +303,82 @@ fn new_writes_the_next_file_as_the_folders_tool_would() {
         assert!(text.starts_with(first_line), "{tool}: {text:?}");
     }
 }
+
+/// A refinery folder keeps reading as refinery's whatever strays beside
+/// it: its files may all sit in subfolders, a misnamed one may sit on top.
+#[test]
+fn auto_never_moves_a_refinery_folder_to_another_layout() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::with(&[
+        ("2024/V1__init.sql", "CREATE TABLE t (id int);\n"),
+        ("2024/V2__seed.sql", "INSERT INTO t VALUES (1);\n"),
+    ]);
+    apply(&db, &dir).run().assert_success();
+    for stray in ["V3__add-note.sql", "1_dev_seed.sql", "V0__x.sql", "V2.sql"] {
+        dir.file(stray, "INSERT INTO t VALUES (2);\n");
+        let out = apply(&db, &dir).run();
+        out.assert_code(6);
+        let json = out.json();
+        assert_eq!(json["problems"][0]["kind"], "misnamed", "{stray}: {json}");
+        assert_eq!(
+            db.query_i64("SELECT count(*) FROM t"),
+            1,
+            "{stray}: nothing ran"
+        );
+        dir.remove(stray);
+    }
+    for other in [
+        "_sqlx_migrations",
+        "flyway_schema_history",
+        "goose_db_version",
+    ] {
+        assert!(!db.table_exists(other), "{other}");
+    }
+}
+
+/// A folder read as a tool's by `auto` on a database another tool
+/// migrated: nothing runs, and the error names the layout to give.
+#[test]
+fn auto_stops_where_another_tools_table_is_and_its_own_is_not() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::with(&[("V1__t.sql", "CREATE TABLE t (id int);\n")]);
+    apply(&db, &dir).run().assert_success();
+    let sqlx = MigrationDir::with(&[("20240101000000_u.sql", "CREATE TABLE u (id int);\n")]);
+    let out = apply(&db, &sqlx).run();
+    out.assert_code(6);
+    let error = out.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("reads as sqlx's (--layout auto)")
+            && error.contains("has refinery_schema_history"),
+        "{error}"
+    );
+    assert!(!db.table_exists("u") && !db.table_exists("_sqlx_migrations"));
+    // Given, the layout is the user's choice.
+    apply(&db, &sqlx)
+        .args(["--layout", "sqlx"])
+        .run()
+        .assert_success();
+    assert!(db.table_exists("u"));
+}
+
+/// Tools miglock does not read are not guessed at, and their Down
+/// sections are refused wherever they are.
+#[test]
+fn other_tools_down_sections_never_run() {
+    let db = Cluster::shared().create_db();
+    let sql_migrate = MigrationDir::with(&[(
+        "1_init.sql",
+        "-- +migrate Up\nCREATE TABLE people (id int);\n-- +migrate Down\nDROP TABLE people;\n",
+    )]);
+    let out = apply(&db, &sql_migrate).run();
+    out.assert_code(6);
+    let error = out.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(error.contains("holds sql-migrate's annotations"), "{error}");
+    // Run as sqlx's anyway: the Down section is refused before anything runs.
+    let out = apply(&db, &sql_migrate).args(["--layout", "sqlx"]).run();
+    out.assert_code(6);
+    let problem = &out.json()["problems"][0];
+    assert_eq!(problem["kind"], "down_section", "{problem}");
+    assert_eq!(problem["line"], 3);
+    assert!(!db.table_exists("people") && !db.table_exists("_sqlx_migrations"));
+}
