@@ -59,6 +59,8 @@ pub enum ProblemKind {
     DownSection,
     /// The folder, a subfolder or a file that every user may write to.
     UnsafePermissions,
+    /// A lint finding at `deny` level (`miglock lint`, `apply --lint deny`).
+    Lint,
 }
 
 /// A path in JSON even when it is not UTF-8 (bad bytes shown as U+FFFD):
@@ -90,6 +92,7 @@ impl ProblemKind {
             ProblemKind::PsqlMetaCommand => "psql_meta_command",
             ProblemKind::DownSection => "down_section",
             ProblemKind::UnsafePermissions => "unsafe_permissions",
+            ProblemKind::Lint => "lint",
         }
     }
 }
