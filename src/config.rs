@@ -10,6 +10,7 @@ use crate::error::Failure;
 use crate::lock::{Identity, LockKey, LockModeFlag, LockTarget};
 use crate::migrate;
 use crate::migrations::history::HistoryTable;
+use crate::migrations::lint::Rules;
 use crate::migrations::{AheadPolicy, Version};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,34 @@ pub struct ApplyConfig {
     pub rebuild_invalid_indexes: bool,
     /// How each migration runs.
     pub migrate: migrate::Options,
+    /// The lint of the pending files, before the lock is taken.
+    pub lint: LintGate,
+}
+
+/// `apply --lint`: what a finding in a pending file does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LintMode {
+    /// Nothing is linted.
+    Off,
+    /// Each finding is logged (`LINT_WARNING`); the run goes on.
+    Warn,
+    /// A finding at `deny` level refuses the run (exit 6).
+    Deny,
+}
+
+#[derive(Debug, Clone)]
+pub struct LintGate {
+    pub mode: LintMode,
+    pub rules: Rules,
+}
+
+/// `miglock lint`.
+#[derive(Debug, Clone)]
+pub struct LintConfig {
+    pub migrations: PathBuf,
+    /// The files named; none: every file of `migrations`.
+    pub files: Vec<PathBuf>,
+    pub rules: Rules,
 }
 
 #[derive(Clone)]

@@ -217,6 +217,9 @@ pub fn run() -> ExitCode {
         Command::New(args) => execute("new", &interrupt, exit_code, |report| {
             commands::new::run(&ctx, &args.config(), report)
         }),
+        Command::Lint(args) => execute("lint", &interrupt, exit_code, |report| {
+            commands::lint::run(&ctx, &args.config()?, report)
+        }),
         Command::Repair(args) => execute("repair", &interrupt, exit_code, |report| {
             let config = args.config(common()?, &env)?;
             commands::repair::run(&ctx, &config, report)

@@ -47,6 +47,8 @@ pub enum Outcome {
     Repaired,
     /// `repair`: the confirmation was answered no; nothing was changed.
     Declined,
+    /// `lint`: no finding at `deny` level.
+    Linted,
 }
 
 impl Outcome {
@@ -58,7 +60,8 @@ impl Outcome {
             | Outcome::Free
             | Outcome::Created
             | Outcome::Baselined
-            | Outcome::Repaired => 0,
+            | Outcome::Repaired
+            | Outcome::Linted => 0,
             Outcome::Failed | Outcome::Refused | Outcome::Declined => 1,
             Outcome::Usage => 2,
             Outcome::Skipped => 3,
@@ -106,6 +109,7 @@ impl Outcome {
             Outcome::Baselined => "baseline: the versions up to N are recorded as applied",
             Outcome::Repaired => "repair: the checksums were stored, or nothing needed it",
             Outcome::Declined => "repair declined: not confirmed, nothing was changed",
+            Outcome::Linted => "lint: no finding at deny level",
             Outcome::Usage => "usage: bad flags, arguments, environment values or URL",
             Outcome::Skipped => "skipped: the lock stayed busy for the whole --wait; nothing changed",
             Outcome::Disabled => "disabled: RUN_MIGRATIONS is off; nothing was touched",
@@ -137,6 +141,7 @@ impl Outcome {
             Outcome::Baselined => "baselined",
             Outcome::Repaired => "repaired",
             Outcome::Declined => "declined",
+            Outcome::Linted => "linted",
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::error::{ErrorDetail, Failure};
 use crate::lock::{Backend, LockKey, LockMode};
 use crate::migrate::invalid_indexes::InvalidIndex;
 use crate::migrate::Blocked;
+use crate::migrations::lint::LintReport;
 use crate::migrations::{LocalMigration, MigrationId, Plan, Problem, Problems, Version};
 use crate::outcome::Outcome;
 
@@ -69,6 +70,9 @@ pub struct Report {
     /// those it would change).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repaired: Option<Vec<RepairedEntry>>,
+    /// `lint`, and `apply` that linted its pending files: the findings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lint: Option<LintReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -240,6 +244,7 @@ impl Report {
             path: None,
             baselined: None,
             repaired: None,
+            lint: None,
         }
     }
 

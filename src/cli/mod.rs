@@ -9,6 +9,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches};
 mod args;
 mod help;
 mod hints;
+mod lint_args;
 mod shared;
 mod to_config;
 
@@ -72,6 +73,7 @@ impl Cli {
                 Some(&mut a.lock_wait),
             ),
             Command::New(a) => (None, Some(&mut a.folder), None),
+            Command::Lint(a) => (None, Some(&mut a.folder), None),
             Command::Completions { .. } | Command::Man => (None, None, None),
         };
         if let Some(database) = database {

@@ -89,7 +89,9 @@ impl Command {
                 lock_mode: a.lock_mode.lock_mode,
                 ..shared(&a.database, Some(&a.folder))
             },
-            Command::New(_) | Command::Completions { .. } | Command::Man => return None,
+            Command::New(_) | Command::Lint(_) | Command::Completions { .. } | Command::Man => {
+                return None
+            }
         })
     }
 
@@ -102,6 +104,7 @@ impl Command {
             Command::Unlock(_) => "unlock",
             Command::Baseline(_) => "baseline",
             Command::New(_) => "new",
+            Command::Lint(_) => "lint",
             Command::Repair(_) => "repair",
             Command::Completions { .. } => "completions",
             Command::Man => "man",
@@ -127,6 +130,7 @@ impl Command {
             Command::Unlock(a) => Some(&a.output),
             Command::Baseline(a) => Some(&a.output),
             Command::New(a) => Some(&a.output),
+            Command::Lint(a) => Some(&a.output),
             Command::Repair(a) => Some(&a.output),
             Command::Completions { .. } | Command::Man => None,
         }
@@ -275,6 +279,9 @@ impl ApplyArgs {
                     cancel_blockers_after: self.cancel_blockers_after,
                 },
             },
+            lint: self
+                .lint
+                .config(self.ddl_lock_timeout != migrate::DdlTimeout::Off)?,
         })
     }
 }

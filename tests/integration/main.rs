@@ -16,6 +16,7 @@ mod files;
 mod inputs;
 mod invalid_indexes;
 mod lifecycle;
+mod lint;
 mod plan;
 mod poolers;
 mod safe_ddl;

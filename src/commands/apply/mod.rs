@@ -29,6 +29,7 @@ use crate::migrations::{every_problem, MigrationSet, Plan, Problems, Reading, Wi
 use crate::outcome::Outcome;
 use crate::report::Report;
 
+mod lint;
 mod run;
 mod session_mode;
 mod transaction_mode;
@@ -119,6 +120,7 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
     if !problems.is_empty() {
         return Err(report.invalid(Problems(problems)));
     }
+    lint::check(config, &plan, report)?;
     report.set_plan(&plan);
     let some_invalid = any_invalid.as_deref() == Some("t");
     if some_invalid || !plan.pending.is_empty() {

@@ -126,14 +126,14 @@ pub struct Finding {
 
 impl Finding {
     /// The problem a `deny` finding is for `apply --lint deny` and `lint`.
-    pub fn problem(&self, path: &Path) -> Problem {
+    pub fn problem(&self) -> Problem {
         Problem {
             kind: ProblemKind::Lint,
             message: format!(
                 "{}, line {}: {} ({}): {} Fix: {}",
                 self.file, self.line, self.rule, self.level, self.message, self.fix
             ),
-            file: Some(path.to_path_buf()),
+            file: Some(self.file.clone().into()),
             version: self.version.clone(),
             line: Some(self.line),
         }
@@ -153,13 +153,60 @@ impl Finding {
     }
 }
 
+/// What a lint found, for the JSON result.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LintReport {
+    /// The files linted.
+    pub files: Vec<LintedFile>,
+    pub findings: Vec<Finding>,
+    /// Files above [`MAX_BYTES`], not linted.
+    pub skipped: Vec<String>,
+}
+
+impl LintReport {
+    /// Adds what linting `path` gave.
+    pub fn add(&mut self, path: &Path, linted: Linted) {
+        match linted {
+            Linted::Findings {
+                transaction,
+                findings,
+            } => {
+                self.files.push(LintedFile {
+                    file: path.display().to_string(),
+                    transaction,
+                });
+                self.findings.extend(findings);
+            }
+            Linted::TooBig => self.skipped.push(path.display().to_string()),
+        }
+    }
+
+    /// The findings at `deny` level, as problems.
+    pub fn denied(&self) -> Vec<Problem> {
+        self.findings
+            .iter()
+            .filter(|f| f.level == Level::Deny)
+            .map(Finding::problem)
+            .collect()
+    }
+}
+
+/// A file linted, and whether it was linted as in a transaction (miglock
+/// runs it in one).
+#[derive(Debug, Clone, Serialize)]
+pub struct LintedFile {
+    pub file: String,
+    pub transaction: bool,
+}
+
 /// What linting one file gave.
 pub enum Linted {
-    Findings(Vec<Finding>),
-    /// Above [`MAX_BYTES`]: not linted (logged as `LINT_SKIPPED`).
-    TooBig {
-        bytes: u64,
+    Findings {
+        transaction: bool,
+        findings: Vec<Finding>,
     },
+    /// Above [`MAX_BYTES`]: not linted (logged as `LINT_SKIPPED`).
+    TooBig,
 }
 
 /// Lints the file at `path`. `transactional`: whether miglock runs it in a
@@ -178,10 +225,7 @@ pub fn file(
             "LINT_SKIPPED file={} bytes={bytes} limit={MAX_BYTES} (a file this big is not linted)",
             path.display()
         );
-        return Ok(Linted::TooBig { bytes });
-    }
-    if !rules.any_on() {
-        return Ok(Linted::Findings(Vec::new()));
+        return Ok(Linted::TooBig);
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
@@ -193,8 +237,15 @@ pub fn file(
             .transactional(),
     };
     let name = path.display().to_string();
-    Ok(Linted::Findings(
-        engine::lint(text, transactional, rules)
+    if !rules.any_on() {
+        return Ok(Linted::Findings {
+            transaction: transactional,
+            findings: Vec::new(),
+        });
+    }
+    Ok(Linted::Findings {
+        transaction: transactional,
+        findings: engine::lint(text, transactional, rules)
             .into_iter()
             .map(|raw| Finding {
                 file: name.clone(),
@@ -207,7 +258,7 @@ pub fn file(
                 fix: raw.fix.unwrap_or_else(|| raw.rule.fix.to_string()),
             })
             .collect(),
-    ))
+    })
 }
 
 #[cfg(test)]

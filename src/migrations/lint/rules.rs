@@ -116,7 +116,7 @@ pub const RULES: &[RuleInfo] = &[
     rule!(DisallowedUniqueConstraint, "disallowed-unique-constraint", Deny, Off::No,
         "build a unique index CONCURRENTLY, then ADD CONSTRAINT … UNIQUE USING INDEX"),
     rule!(PreferRepack, "prefer-repack", Deny, Off::No,
-        "use pg_repack (or pg_squeeze) instead of VACUUM FULL or CLUSTER"),
+        "REPACK (CONCURRENTLY), PostgreSQL 19 and later (squawk checks it for those only)"),
     rule!(RequireConcurrentPartitionDetach, "require-concurrent-partition-detach", Deny, Off::No,
         "DETACH PARTITION … CONCURRENTLY"),
     rule!(RequireConcurrentReindex, "require-concurrent-reindex", Deny, Off::No,
