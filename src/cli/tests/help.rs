@@ -39,7 +39,7 @@ fn each_command_shows_only_the_options_it_uses() {
         "ahead",
         "allow_world_writable",
     ];
-    let expected: [(&str, Vec<&str>); 9] = [
+    let expected: [(&str, Vec<&str>); 10] = [
         (
             "apply",
             [
@@ -56,6 +56,9 @@ fn each_command_shows_only_the_options_it_uses() {
                     "ddl_retries",
                     "cancel_blockers_after",
                     "rebuild_invalid_indexes",
+                    "lint",
+                    "lint_rules",
+                    "lint_exclude",
                 ],
             ]
             .concat(),
@@ -119,6 +122,21 @@ fn each_command_shows_only_the_options_it_uses() {
                 ],
             ]
             .concat(),
+        ),
+        (
+            "lint",
+            vec![
+                "files",
+                "migrations",
+                "lint_rules",
+                "lint_exclude",
+                "format",
+                "log_format",
+                "quiet",
+                "verbose",
+                "help",
+                "version",
+            ],
         ),
         ("completions", vec!["shell", "help", "version"]),
         ("man", vec!["help", "version"]),
@@ -206,6 +224,7 @@ fn value_names_follow_one_convention() {
         "POLICY",
         "SHELL",
         "INDEX/COUNT",
+        "RULES",
     ];
     let mut cli = command();
     cli.build();
@@ -242,6 +261,7 @@ fn every_command_has_two_examples_and_its_exit_codes() {
         "baseline",
         "new",
         "repair",
+        "lint",
         "completions",
         "man",
     ] {
