@@ -18,7 +18,7 @@ use crate::migrate::DdlTimeout;
 use crate::parse;
 
 use super::help;
-pub use super::lint_args::{ApplyLintArgs, LintArgs};
+pub use super::lint_args::{ApplyLintArgs, LintArgs, LINT_EXIT, LINT_LONG};
 pub use super::shared::{
     AheadArg, AheadArgs, DatabaseArgs, FleetArgs, FolderArgs, FormatArg, LockModeArg, LockModeArgs,
     LockWaitArgs, MetricsArgs, OutputArgs, SetArgs, WritableArgs,
@@ -135,8 +135,7 @@ pub enum Command {
     /// is deny (exit 6), the others warn; the rules miglock makes moot are off. squawk's own
     /// comments (-- squawk-ignore RULE) silence a statement. A file miglock runs in a
     /// transaction is linted as one. Needs no database.
-    #[command(after_help = super::lint_args::LINT_EXIT,
-              after_long_help = super::lint_args::LINT_LONG)]
+    #[command(after_help = LINT_EXIT, after_long_help = LINT_LONG)]
     Lint(LintArgs),
 
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
