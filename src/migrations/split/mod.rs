@@ -14,6 +14,7 @@ mod psql;
 mod scan;
 mod stream;
 mod words;
+mod work;
 
 pub use classify::{classify, Execution, ForbiddenKind, IndexBuild, Planned, Summary};
 pub use locks::{LockLevel, TableLock};
@@ -22,3 +23,4 @@ pub use scan::statements;
 #[cfg(any(test, feature = "testing"))]
 pub use scan::{split, Statement};
 pub use stream::summarize;
+pub use work::Work;
