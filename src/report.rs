@@ -138,6 +138,19 @@ pub struct PendingEntry {
 pub struct PlannedLock {
     pub table: String,
     pub mode: &'static str,
+    /// What the file does to the table's rows besides locking it:
+    /// `rewrite`, `may_rewrite` or `scan` (see `split::Work`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work: Option<&'static str>,
+    /// The same, as the plan says it (`rewrites`).
+    #[serde(skip)]
+    pub work_verb: Option<&'static str>,
+    /// `apply --dry-run`, for a table rewritten or scanned: its size
+    /// (`pg_total_relation_size`) and estimated rows (`reltuples`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
 }
 
 impl std::fmt::Display for AppliedEntry {
@@ -174,9 +187,20 @@ impl PendingEntry {
                 summary
                     .locks
                     .iter()
-                    .map(|lock| PlannedLock {
-                        table: lock.table.clone(),
-                        mode: lock.level.sql_name(),
+                    .map(|lock| {
+                        let work = summary
+                            .work
+                            .iter()
+                            .find(|(table, _)| *table == lock.table)
+                            .map(|(_, work)| *work);
+                        PlannedLock {
+                            table: lock.table.clone(),
+                            mode: lock.level.sql_name(),
+                            work: work.map(|w| w.as_str()),
+                            work_verb: work.map(|w| w.verb()),
+                            bytes: None,
+                            rows: None,
+                        }
                     })
                     .collect()
             },

@@ -18,6 +18,7 @@ mod invalid_indexes;
 mod lifecycle;
 mod lint;
 mod plan;
+mod plan_rewrites;
 mod poolers;
 mod safe_ddl;
 mod server_log;

@@ -32,6 +32,7 @@ use crate::report::Report;
 mod lint;
 mod run;
 mod session_mode;
+mod sizes;
 mod transaction_mode;
 
 use run::Run;
@@ -142,6 +143,7 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
         log::Level::Info
     });
     if config.dry_run && (rebuild || !plan.pending.is_empty()) {
+        sizes::add(&mut session, report);
         ctx.out.print(&render_plan(config, &plan, report));
         if plan.pending.is_empty() {
             return Ok(report.current(&plan, "nothing pending"));
@@ -318,6 +320,12 @@ fn render_plan(config: &ApplyConfig, plan: &Plan, report: &Report) -> String {
                 .map(|lock| format!("{} {}", lock.table, lock.mode))
                 .collect();
             text.push_str(&format!("        locks {}\n", locks.join(", ")));
+        }
+        // What it does to their rows: a rewrite or a scan takes as long
+        // as the table is big, under that lock.
+        let work = sizes::line(&entry.locks);
+        if !work.is_empty() {
+            text.push_str(&format!("        {work}\n"));
         }
     }
     if let Some(found) = &report.invalid_indexes {

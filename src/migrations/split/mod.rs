@@ -23,4 +23,3 @@ pub use scan::statements;
 #[cfg(any(test, feature = "testing"))]
 pub use scan::{split, Statement};
 pub use stream::summarize;
-pub use work::Work;
