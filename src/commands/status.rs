@@ -95,6 +95,7 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
     let (plan, problems) = every_problem(&reading, Some(&history), None, common.ahead);
     if let Some(plan) = &plan {
         report.set_plan(plan);
+        report.add_table_sizes(&mut session);
     }
     report.problems = problems;
     let outcome = if !report.problems.is_empty() {
@@ -214,6 +215,11 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
                 None => {
                     let _ = writeln!(out, "  {pending}");
                 }
+            }
+            // What it will do to the tables it rewrites or scans.
+            let work = crate::report::PlannedLock::work_line(&pending.locks);
+            if !work.is_empty() {
+                let _ = writeln!(out, "      {work}");
             }
         }
     }

@@ -27,12 +27,11 @@ use crate::migrate::settings;
 use crate::migrations::history::HistoryRow;
 use crate::migrations::{every_problem, MigrationSet, Plan, Problems, Reading, WithoutHistory};
 use crate::outcome::Outcome;
-use crate::report::Report;
+use crate::report::{PlannedLock, Report};
 
 mod lint;
 mod run;
 mod session_mode;
-mod sizes;
 mod transaction_mode;
 
 use run::Run;
@@ -143,7 +142,7 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
         log::Level::Info
     });
     if config.dry_run && (rebuild || !plan.pending.is_empty()) {
-        sizes::add(&mut session, report);
+        report.add_table_sizes(&mut session);
         ctx.out.print(&render_plan(config, &plan, report));
         if plan.pending.is_empty() {
             return Ok(report.current(&plan, "nothing pending"));
@@ -323,7 +322,7 @@ fn render_plan(config: &ApplyConfig, plan: &Plan, report: &Report) -> String {
         }
         // What it does to their rows: a rewrite or a scan takes as long
         // as the table is big, under that lock.
-        let work = sizes::line(&entry.locks);
+        let work = PlannedLock::work_line(&entry.locks);
         if !work.is_empty() {
             text.push_str(&format!("        {work}\n"));
         }
