@@ -324,4 +324,84 @@ mod tests {
                    CREATE INDEX i ON t (a);\n";
         assert_eq!(lint(sql, &rules), []);
     }
+
+    /// The linter reads untrusted text in `apply` (a release build aborts
+    /// on a panic): statements cut anywhere, and any text at all, lint
+    /// without one.
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const TOKENS: &[&str] = &[
+            "ALTER",
+            "TABLE",
+            "t",
+            "ADD",
+            "COLUMN",
+            "CONSTRAINT",
+            "CHECK",
+            "(",
+            ")",
+            ",",
+            ";",
+            "CREATE",
+            "INDEX",
+            "CONCURRENTLY",
+            "ON",
+            "DROP",
+            "DEFAULT",
+            "random()",
+            "NOT",
+            "NULL",
+            "VALID",
+            "BEGIN",
+            "COMMIT",
+            "TYPE",
+            "bigint",
+            "'x''y'",
+            "$$",
+            "$f$",
+            "--",
+            "/*",
+            "*/",
+            "-- squawk-ignore",
+            "-- squawk-ignore-file",
+            "\n",
+            "E'\\'",
+            "\"q\"",
+            "USING",
+            "REFERENCES",
+            "VACUUM",
+            "FULL",
+            "SET",
+            "lock_timeout",
+            "=",
+            "'1s'",
+            "UPDATE",
+            "WHERE",
+            "DO",
+            "LANGUAGE",
+            "plpgsql",
+            "\\i",
+            "::",
+            "[",
+        ];
+
+        proptest! {
+            #[test]
+            fn token_soup_never_panics(words in proptest::collection::vec(
+                proptest::sample::select(TOKENS), 0..80)
+            ) {
+                let sql = words.join(" ");
+                for transactional in [true, false] {
+                    let _ = engine::lint(&sql, transactional, &Rules::defaults(false));
+                }
+            }
+
+            #[test]
+            fn any_text_never_panics(sql in "\\PC{0,200}") {
+                let _ = engine::lint(&sql, true, &Rules::defaults(true));
+            }
+        }
+    }
 }
