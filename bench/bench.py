@@ -152,12 +152,17 @@ def peak_rss_mb(cmd, env=None):
 
 def run(cmd, env=None):
     """Wall ms and client CPU ms of one process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = (time.perf_counter() - start) * 1000
+    # stderr to a file, not a pipe: a run that logs more than a pipe holds
+    # (apply's LINT_WARNING lines over 400 pending files) would block on it
+    # while this waits for it to end.
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = (time.perf_counter() - start) * 1000
+        stderr.seek(0)
+        err = stderr.read().decode(errors="replace")
     proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err}")
     return wall, (usage.ru_utime + usage.ru_stime) * 1000
