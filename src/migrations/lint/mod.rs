@@ -105,7 +105,10 @@ fn index(id: RuleId) -> usize {
 }
 
 fn unknown(name: &str) -> String {
-    format!("unknown lint rule '{name}' (`miglock lint --help` and docs/guide/before-you-deploy.md list them)")
+    format!(
+        "unknown lint rule '{name}' (the rules are squawk's; docs/guide/before-you-deploy.md \
+         lists them)"
+    )
 }
 
 /// One finding: a rule a statement breaks.
