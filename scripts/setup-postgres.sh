@@ -163,7 +163,9 @@ if $need_squawk; then
 then run $0 again"
     fi
     say "missing: squawk-cli $squawk_version at $squawk (the lint tests' reference); installing with npm"
-    install=(npm install --global --prefix "$squawk_prefix" --no-audit --no-fund "squawk-cli@$squawk_version")
+    # The binary is an optional dependency of squawk-cli (one package per
+    # platform, from the same registry): asked for, whatever npm's config.
+    install=(npm install --global --prefix "$squawk_prefix" --include=optional --no-audit --no-fund "squawk-cli@$squawk_version")
     say "running: ${as_root[*]+${as_root[*]} }${install[*]}"
     "${as_root[@]}" "${install[@]}" >/dev/null
     [ "$("$squawk" --version 2>/dev/null || true)" = "squawk $squawk_version" ] ||

@@ -403,7 +403,7 @@ fn a_missing_squawk_cli_is_installed_from_npm_at_the_pinned_version() {
     assert_eq!(
         machine.take_calls(),
         [format!(
-            "npm install --global --prefix {} --no-audit --no-fund squawk-cli@2.66.0",
+            "npm install --global --prefix {} --include=optional --no-audit --no-fund squawk-cli@2.66.0",
             prefix.display()
         )]
     );
