@@ -22,6 +22,9 @@ medians and ratios:
            on it: psql vs miglock's defaults, worst and p99 application latency
            while the migration is pending, and how long after the blocker ends
            the migration commits
+  lint     `miglock lint` over 400 migration files of a few statements each
+           (tables, indexes, foreign keys, column changes), no database:
+           wall time and peak RSS
   memory   one 50 MB migration file (541,649 INSERTs): peak RSS of `apply`
            applying it, of `status` while it is pending and once applied, and
            of a no-op `apply`
@@ -30,8 +33,8 @@ Peers (sqlx-cli, refinery_cli, dbmate, node-pg-migrate) are measured on the
 no-op when found on PATH, and skipped with a message otherwise; see
 BENCHMARKS.md for how to install them.
 
-Usage: python3 bench/bench.py [--runs N] [--only noop,bulk,handoff,storm,memory,ddl]
-       python3 bench/bench.py --check      # noop, bulk, handoff, memory against
+Usage: python3 bench/bench.py [--runs N] [--only noop,bulk,handoff,storm,memory,ddl,lint]
+       python3 bench/bench.py --check      # noop, bulk, handoff, memory, lint against
                                            # TARGETS; exit 1 when one misses
 """
 
@@ -63,6 +66,7 @@ TARGETS = {
     "memory no-op apply peak RSS MB": (32, "value"),
     "ddl worst latency ms (defaults)": (100, "value"),
     "ddl commit after blocker ends ms": (1000, "value"),
+    "lint 400 files ms": (200, "value"),
 }
 FIGURES = {}
 
@@ -148,12 +152,17 @@ def peak_rss_mb(cmd, env=None):
 
 def run(cmd, env=None):
     """Wall ms and client CPU ms of one process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = (time.perf_counter() - start) * 1000
+    # stderr to a file, not a pipe: a run that logs more than a pipe holds
+    # (apply's LINT_WARNING lines over 400 pending files) would block on it
+    # while this waits for it to end.
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = (time.perf_counter() - start) * 1000
+        stderr.seek(0)
+        err = stderr.read().decode(errors="replace")
     proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err}")
     return wall, (usage.ru_utime + usage.ru_stime) * 1000
@@ -256,6 +265,37 @@ def peers_noop(cluster, folder):
     else:
         log("  (node-pg-migrate not found: npm install -g node-pg-migrate pg)")
     return found
+
+
+def lint_file(i):
+    """A migration of a few statements, some of them findings."""
+    return (
+        f"-- Orders, part {i}.\n"
+        f"CREATE TABLE IF NOT EXISTS t_{i} (\n"
+        f"    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+        f"    name text NOT NULL,\n"
+        f"    amount numeric(12, 2) NOT NULL DEFAULT 0,\n"
+        f"    created_at timestamptz NOT NULL DEFAULT now()\n"
+        f");\n"
+        f"CREATE INDEX t_{i}_name ON t_{i} (name);\n"
+        f"ALTER TABLE t_{i} ADD COLUMN note varchar(200);\n"
+        f"ALTER TABLE t_{i} ADD CONSTRAINT t_{i}_amount CHECK (amount >= 0);\n"
+        f"COMMENT ON TABLE t_{i} IS 'orders, part {i}';\n"
+    )
+
+
+def bench_lint(miglock, runs, work):
+    log(f"\n== lint: miglock lint over {MIGRATIONS} files, no database")
+    folder = f"{work}/lint"
+    write_migrations(folder, MIGRATIONS, lint_file)
+    # Every finding a warning: exit 0, as the benchmark's runner wants.
+    cmd = [miglock, "lint", "-q", "--lint-rules", "all=warn", "--migrations", folder]
+    run(cmd)
+    values = [run(cmd) for _ in range(runs)]
+    rss = statistics.median(peak_rss_mb(cmd) for _ in range(5))
+    log(f"  {'miglock lint (400 files)':28} {med(values):7.2f} ms   cpu {med(values, 1):6.2f} ms   "
+        f"peak RSS {rss:5.1f} MB")
+    figure("lint 400 files ms", med(values))
 
 
 def bench_bulk(cluster, miglock, runs, work):
@@ -525,7 +565,7 @@ def main():
     args = parser.parse_args()
     only = set(args.only.split(","))
     if args.check:
-        only = {"noop", "bulk", "handoff", "memory", "ddl"}
+        only = {"noop", "bulk", "handoff", "memory", "ddl", "lint"}
     log("== building miglock (release)")
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     miglock = f"{ROOT}/target/release/miglock"
@@ -546,6 +586,8 @@ def main():
             bench_memory(cluster, miglock, work)
         if "ddl" in only:
             bench_ddl(cluster, miglock, work)
+        if "lint" in only:
+            bench_lint(miglock, args.runs, work)
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)

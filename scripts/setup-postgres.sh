@@ -5,9 +5,11 @@
 # (initdb refuses to run as root). The test suite also runs `ip` (iproute2:
 # the network-fault test), `kill` (procps: the signal tests), `jq` (the
 # GitHub Actions example's step summary), groff (groff-base: the man page
-# is rendered as man(1) would) and pgbouncer (the connection-pooler
+# is rendered as man(1) would), pgbouncer (the connection-pooler
 # tests start their own, in front of a throwaway cluster; the package's
-# service is not used).
+# service is not used) and squawk-cli at the version of the squawk crates
+# miglock lints with (the lint's differential test runs both on one
+# corpus), from npm into /usr/local (npm itself with apt-get when missing).
 #
 # Installs only what is missing, with apt-get (Debian, Ubuntu): as root
 # directly, otherwise through sudo. Without root, sudo or apt-get it stops
@@ -23,10 +25,18 @@
 #                      /usr/lib/postgresql (Debian's layout); for testing
 #   MIGLOCK_PGBOUNCER  the pgbouncer binary, default /usr/sbin/pgbouncer
 #                      (not on a non-root PATH); the tests honour it too
+#   MIGLOCK_SQUAWK     the squawk binary to use instead (the tests honour
+#                      it too); nothing is installed for it
+#   MIGLOCK_SQUAWK_PREFIX  where npm installs squawk-cli, default /usr/local
+#                      (the binary: $MIGLOCK_SQUAWK_PREFIX/bin/squawk); for testing
 set -euo pipefail
 
 lib=${MIGLOCK_PG_LIB:-/usr/lib/postgresql}
 pgbouncer=${MIGLOCK_PGBOUNCER:-/usr/sbin/pgbouncer}
+squawk_prefix=${MIGLOCK_SQUAWK_PREFIX:-/usr/local}
+squawk=${MIGLOCK_SQUAWK:-$squawk_prefix/bin/squawk}
+# Equal to the squawk crates' version in Cargo.toml.
+squawk_version=2.66.0
 export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "setup-postgres: $*"; }
@@ -99,6 +109,16 @@ if [ ! -x "$pgbouncer" ]; then
     why+=" $pgbouncer (the connection-pooler tests)"
 fi
 
+need_squawk=false
+if [ "$("$squawk" --version 2>/dev/null || true)" != "squawk $squawk_version" ]; then
+    need_squawk=true
+    [ -z "${MIGLOCK_SQUAWK:-}" ] || die "MIGLOCK_SQUAWK=$MIGLOCK_SQUAWK is not squawk $squawk_version"
+    if ! type -P npm >/dev/null; then
+        packages+=(npm)
+        why+=" npm (to install squawk-cli, the lint tests' reference)"
+    fi
+fi
+
 if [ ${#packages[@]} -gt 0 ]; then
     install=(apt-get install -y --no-install-recommends)
     if ! command -v apt-get >/dev/null 2>&1; then
@@ -132,6 +152,27 @@ if [ ${#packages[@]} -gt 0 ]; then
     [ -n "$bindir" ] || die "installed ${packages[*]}, but still no initdb under $lib/*/bin"
 fi
 
+if $need_squawk; then
+    if $root; then
+        as_root=()
+    elif command -v sudo >/dev/null 2>&1; then
+        as_root=(sudo)
+    else
+        die "missing: squawk-cli $squawk_version (the lint tests' reference). Not root and no sudo: as root, run
+    npm install --global --prefix $squawk_prefix squawk-cli@$squawk_version
+then run $0 again"
+    fi
+    say "missing: squawk-cli $squawk_version at $squawk (the lint tests' reference); installing with npm"
+    # The binary is an optional dependency of squawk-cli (one package per
+    # platform, from the same registry): asked for, whatever npm's config.
+    install=(npm install --global --prefix "$squawk_prefix" --include=optional --no-audit --no-fund "squawk-cli@$squawk_version")
+    say "running: ${as_root[*]+${as_root[*]} }${install[*]}"
+    "${as_root[@]}" "${install[@]}" >/dev/null
+    [ "$("$squawk" --version 2>/dev/null || true)" = "squawk $squawk_version" ] ||
+        die "installed squawk-cli@$squawk_version, but $squawk --version does not say squawk $squawk_version"
+    changed=true
+fi
+
 # initdb refuses to run as root: the demo and the tests run it as postgres.
 if $root && ! id postgres >/dev/null 2>&1; then
     say "no postgres user: creating it (as root, the throwaway clusters run as postgres; initdb refuses root)"
@@ -143,7 +184,7 @@ fi
 if $changed; then
     say "done: PostgreSQL server binaries in $bindir"
 else
-    what="all present: PostgreSQL server binaries in $bindir, ip, kill, jq, groff, pgbouncer"
+    what="all present: PostgreSQL server binaries in $bindir, ip, kill, jq, groff, pgbouncer, squawk $squawk_version"
     ! $root || what+=", the postgres user"
     say "$what"
 fi

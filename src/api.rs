@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ApplyConfig, Common, Format};
+use crate::config::{ApplyConfig, Common, Format, LintGate, LintMode};
 use crate::connect::ConnectTarget;
 use crate::context::Context;
 use crate::error::Failure;
@@ -14,6 +14,7 @@ use crate::interrupt::Interrupt;
 use crate::lock::{LockKey, LockModeFlag};
 use crate::migrate;
 use crate::migrations::history::HistoryTable;
+use crate::migrations::lint::Rules;
 use crate::migrations::{AheadPolicy, Version};
 use crate::outcome::Outcome;
 use crate::output::{Console, Progress};
@@ -388,6 +389,12 @@ impl Migrator {
             migrate: migrate::Options {
                 statement_timeout: self.statement_timeout,
                 ..migrate::Options::default()
+            },
+            // An application's start-up pays no lint: `miglock lint` in CI
+            // is where files are linted.
+            lint: LintGate {
+                mode: LintMode::Off,
+                rules: Rules::defaults(true),
             },
         })
     }

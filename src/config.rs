@@ -12,6 +12,7 @@ use crate::lock::{Identity, LockKey, LockModeFlag, LockTarget};
 use crate::migrate;
 use crate::migrations::history::HistoryTable;
 use crate::migrations::layout::placeholders::Placeholders;
+use crate::migrations::lint::Rules;
 use crate::migrations::{AheadPolicy, MigrationSet, Reading, Version};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +86,38 @@ pub struct ApplyConfig {
     pub rebuild_invalid_indexes: bool,
     /// How each migration runs.
     pub migrate: migrate::Options,
+    /// The lint of the pending files, before the lock is taken.
+    pub lint: LintGate,
+}
+
+/// `apply --lint`: what a finding in a pending file does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LintMode {
+    /// Nothing is linted.
+    Off,
+    /// Each finding is logged (`LINT_WARNING`); the run goes on.
+    Warn,
+    /// A finding at `deny` level refuses the run (exit 6).
+    Deny,
+}
+
+#[derive(Debug, Clone)]
+pub struct LintGate {
+    pub mode: LintMode,
+    pub rules: Rules,
+}
+
+/// `miglock lint`.
+#[derive(Debug, Clone)]
+pub struct LintConfig {
+    pub migrations: PathBuf,
+    /// The files named; none: every file of `migrations`.
+    pub files: Vec<PathBuf>,
+    pub rules: Rules,
+    /// The folder's layout: what of each file runs.
+    pub layout: crate::migrations::Layout,
+    /// Flyway's placeholders' values (`--placeholder`).
+    pub placeholders: Arc<Placeholders>,
 }
 
 #[derive(Clone)]

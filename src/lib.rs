@@ -221,6 +221,9 @@ pub fn run() -> ExitCode {
             let config = args.config(common()?, &env)?;
             commands::down::run(&ctx, &config, report)
         }),
+        Command::Lint(args) => execute("lint", &interrupt, exit_code, |report| {
+            commands::lint::run(&ctx, &args.config()?, report)
+        }),
         Command::Repair(args) => execute("repair", &interrupt, exit_code, |report| {
             let config = args.config(common()?, &env)?;
             commands::repair::run(&ctx, &config, report)

@@ -51,6 +51,8 @@ pub enum Outcome {
     /// `down`: the migrations above `--to` were reverted (or none was
     /// applied).
     Reverted,
+    /// `lint`: no finding at `deny` level.
+    Linted,
 }
 
 impl Outcome {
@@ -63,7 +65,8 @@ impl Outcome {
             | Outcome::Created
             | Outcome::Baselined
             | Outcome::Repaired
-            | Outcome::Reverted => 0,
+            | Outcome::Reverted
+            | Outcome::Linted => 0,
             Outcome::Failed | Outcome::Refused | Outcome::Declined => 1,
             Outcome::Usage => 2,
             Outcome::Skipped => 3,
@@ -112,6 +115,7 @@ impl Outcome {
             Outcome::Repaired => "repair: the checksums were stored, or nothing needed it",
             Outcome::Declined => "repair or down declined: not confirmed, nothing was changed",
             Outcome::Reverted => "down: the migrations above --to were reverted, or none was applied",
+            Outcome::Linted => "lint: no finding at deny level",
             Outcome::Usage => "usage: bad flags, arguments, environment values or URL",
             Outcome::Skipped => "skipped: the lock stayed busy for the whole --wait; nothing changed",
             Outcome::Disabled => "disabled: RUN_MIGRATIONS is off; nothing was touched",
@@ -144,6 +148,7 @@ impl Outcome {
             Outcome::Repaired => "repaired",
             Outcome::Declined => "declined",
             Outcome::Reverted => "reverted",
+            Outcome::Linted => "linted",
         }
     }
 }

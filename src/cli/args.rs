@@ -18,6 +18,7 @@ use crate::migrate::DdlTimeout;
 use crate::parse;
 
 use super::help;
+pub use super::lint_args::{ApplyLintArgs, LintArgs, LINT_EXIT, LINT_LONG};
 pub use super::shared::{
     AheadArg, AheadArgs, DatabaseArgs, FleetArgs, FolderArgs, FormatArg, LockModeArg, LockModeArgs,
     LockWaitArgs, MetricsArgs, OutputArgs, PlaceholderArgs, SetArgs, WritableArgs,
@@ -139,6 +140,15 @@ pub enum Command {
     /// refinery and Flyway folders have no down scripts (exit 2).
     #[command(after_help = help::DOWN_EXIT, after_long_help = help::DOWN_LONG)]
     Down(DownArgs),
+    /// Lint migration files with squawk's rules: table locks, rewrites, and more, before you deploy
+    ///
+    /// Every file of the migrations folder, or the FILEs named. Each finding names the file, line,
+    /// rule, level and the fix. A rule about a table lock or a rewrite that stalls the application
+    /// is deny (exit 6), the others warn; the rules miglock makes moot are off. squawk's own
+    /// comments (-- squawk-ignore RULE) silence a statement. A file miglock runs in a
+    /// transaction is linted as one. Needs no database.
+    #[command(after_help = LINT_EXIT, after_long_help = LINT_LONG)]
+    Lint(LintArgs),
 
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout
     #[command(after_help = help::OTHER_EXIT, after_long_help = help::COMPLETIONS_LONG)]
@@ -236,6 +246,8 @@ pub struct ApplyArgs {
           value_parser = clap::builder::BoolishValueParser::new(), help_heading = TABLE_LOCKS)]
     pub rebuild_invalid_indexes: bool,
 
+    #[command(flatten)]
+    pub lint: ApplyLintArgs,
     #[command(flatten)]
     pub fleet: FleetArgs,
     #[command(flatten)]

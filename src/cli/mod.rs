@@ -10,6 +10,7 @@ mod args;
 mod folder;
 mod help;
 mod hints;
+mod lint_args;
 mod shared;
 mod to_config;
 
@@ -81,6 +82,7 @@ impl Cli {
                 Some(&mut a.lock_wait),
             ),
             Command::New(a) => (None, Some(&mut a.folder), None),
+            Command::Lint(a) => (None, Some(&mut a.folder), None),
             Command::Completions { .. } | Command::Man => (None, None, None),
         };
         if let Some(database) = database {

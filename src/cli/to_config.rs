@@ -102,7 +102,9 @@ impl Command {
                 lock_mode: a.lock_mode.lock_mode,
                 ..shared(&a.database, Some(&a.folder))
             },
-            Command::New(_) | Command::Completions { .. } | Command::Man => return None,
+            Command::New(_) | Command::Lint(_) | Command::Completions { .. } | Command::Man => {
+                return None
+            }
         })
     }
 
@@ -115,6 +117,7 @@ impl Command {
             Command::Unlock(_) => "unlock",
             Command::Baseline(_) => "baseline",
             Command::New(_) => "new",
+            Command::Lint(_) => "lint",
             Command::Repair(_) => "repair",
             Command::Down(_) => "down",
             Command::Completions { .. } => "completions",
@@ -141,6 +144,7 @@ impl Command {
             Command::Unlock(a) => Some(&a.output),
             Command::Baseline(a) => Some(&a.output),
             Command::New(a) => Some(&a.output),
+            Command::Lint(a) => Some(&a.output),
             Command::Repair(a) => Some(&a.output),
             Command::Down(a) => Some(&a.output),
             Command::Completions { .. } | Command::Man => None,
@@ -293,6 +297,9 @@ impl ApplyArgs {
                     cancel_blockers_after: self.cancel_blockers_after,
                 },
             },
+            lint: self
+                .lint
+                .config(self.ddl_lock_timeout != migrate::DdlTimeout::Off)?,
         })
     }
 }

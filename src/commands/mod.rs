@@ -7,6 +7,7 @@ pub mod apply;
 pub mod baseline;
 pub mod completions;
 pub mod down;
+pub mod lint;
 pub mod man;
 pub mod new;
 pub mod repair;

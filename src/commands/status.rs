@@ -81,6 +81,7 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
     let (plan, problems) = every_problem(&reading, Some(&history), None, common.ahead);
     if let Some(plan) = &plan {
         report.set_plan(plan);
+        report.add_table_sizes(&mut session);
     }
     // As the plan reads them: another tool's rows with their files' names
     // (golang-migrate's one row as every file up to it).
@@ -217,6 +218,11 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
                 None => {
                     let _ = writeln!(out, "  {pending}");
                 }
+            }
+            // What it will do to the tables it rewrites or scans.
+            let work = crate::report::PlannedLock::work_line(&pending.locks);
+            if !work.is_empty() {
+                let _ = writeln!(out, "      {work}");
             }
         }
     }

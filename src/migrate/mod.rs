@@ -24,6 +24,7 @@ mod retry;
 pub mod settings;
 mod statements;
 mod step;
+pub mod table_sizes;
 mod transactional;
 
 pub use baseline::SessionBaseline;

@@ -15,7 +15,8 @@
 //! - [`check`]: every problem of a set in one list, the folder's, the
 //!   history's and the pending files' statements;
 //! - [`history`]: the history table itself;
-//! - [`split`]: a file's statements, and what they ask of the runner.
+//! - [`split`]: a file's statements, and what they ask of the runner;
+//! - [`lint`]: squawk's rules over a file, at miglock's levels.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ mod down;
 mod file;
 pub mod history;
 pub mod layout;
+pub mod lint;
 mod names;
 mod plan;
 mod problems;

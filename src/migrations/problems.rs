@@ -70,6 +70,8 @@ pub enum ProblemKind {
     NoDown,
     /// The folder, a subfolder or a file that every user may write to.
     UnsafePermissions,
+    /// A lint finding at `deny` level (`miglock lint`, `apply --lint deny`).
+    Lint,
 }
 
 /// A path in JSON even when it is not UTF-8 (bad bytes shown as U+FFFD):
@@ -105,6 +107,7 @@ impl ProblemKind {
             ProblemKind::Placeholder => "placeholder",
             ProblemKind::NoDown => "no_down",
             ProblemKind::UnsafePermissions => "unsafe_permissions",
+            ProblemKind::Lint => "lint",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `scripts/setup-postgres.sh`, the set-up `examples/demo.sh` and `.ci/run`
 //! start with. Its decisions are checked on a stub machine: a PATH holding
 //! only stubs of `apt-get`, `sudo`, `useradd`, `id`, `ip`, `kill`, `jq`, `groff` and
-//! `pgbouncer` (`MIGLOCK_PGBOUNCER`, outside PATH as in /usr/sbin) (each
+//! `pgbouncer` (`MIGLOCK_PGBOUNCER`, outside PATH as in /usr/sbin), `npm` and
+//! the `squawk` it installs (under `MIGLOCK_SQUAWK_PREFIX`) (each
 //! records how it was called; `apt-get install` "installs" into the fake
 //! tree), and a fake `/usr/lib/postgresql` (`MIGLOCK_PG_LIB`). Nothing on the
 //! real machine is looked at or changed.
@@ -63,6 +64,21 @@ esac
 
 const TOOL: &str = "#!/bin/sh\nexit 0\n";
 
+const SQUAWK: &str = "#!/bin/sh\n[ \"$1\" = --version ] && echo 'squawk 2.66.0'\n";
+
+/// `npm install --global --prefix P squawk-cli@V` "installs" P/bin/squawk.
+const NPM: &str = r#"#!/bin/sh
+echo "npm $*" >>"$STUB_ROOT/calls"
+[ "$("$STUB_ROOT/bin/id" -u)" = 0 ] || { echo "npm stub: not root" >&2; exit 1; }
+PATH=/usr/bin:/bin
+mkdir -p "$MIGLOCK_SQUAWK_PREFIX/bin"
+cat >"$MIGLOCK_SQUAWK_PREFIX/bin/squawk" <<'STUB'
+#!/bin/sh
+[ "$1" = --version ] && echo "squawk 2.66.0"
+STUB
+chmod +x "$MIGLOCK_SQUAWK_PREFIX/bin/squawk"
+"#;
+
 struct Machine {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -81,7 +97,7 @@ impl Machine {
     fn new() -> Machine {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        for sub in ["bin", "lib", "state", "sbin"] {
+        for sub in ["bin", "lib", "state", "sbin", "local", "local/bin"] {
             fs::create_dir(root.join(sub)).unwrap();
         }
         let machine = Machine {
@@ -98,9 +114,11 @@ impl Machine {
             ("kill", TOOL),
             ("jq", TOOL),
             ("groff", TOOL),
+            ("npm", NPM),
         ] {
             machine.write_executable(&machine.root.join("bin").join(name), text);
         }
+        machine.write_executable(&machine.root.join("local/bin/squawk"), SQUAWK);
         machine.write_executable(&machine.pgbouncer(), TOOL);
         // The stub sudo runs `env DEBIAN_FRONTEND=… apt-get …`.
         symlink(real_tool("env"), machine.root.join("bin/env")).unwrap();
@@ -118,6 +136,11 @@ impl Machine {
 
     fn without_pgbouncer(self) -> Machine {
         fs::remove_file(self.pgbouncer()).unwrap();
+        self
+    }
+
+    fn without_squawk(self) -> Machine {
+        fs::remove_file(self.root.join("local/bin/squawk")).unwrap();
         self
     }
 
@@ -155,6 +178,7 @@ impl Machine {
             .env("PATH", self.root.join("bin"))
             .env("MIGLOCK_PG_LIB", self.lib())
             .env("MIGLOCK_PGBOUNCER", self.pgbouncer())
+            .env("MIGLOCK_SQUAWK_PREFIX", self.root.join("local"))
             .env("STUB_ROOT", &self.root)
             .env("STUB_UID", self.uid.to_string())
             .output()
@@ -187,7 +211,7 @@ impl Machine {
         assert_eq!(
             again.stdout,
             format!(
-                "setup-postgres: all present: PostgreSQL server binaries in {}, ip, kill, jq, groff, pgbouncer{user}\n",
+                "setup-postgres: all present: PostgreSQL server binaries in {}, ip, kill, jq, groff, pgbouncer, squawk 2.66.0{user}\n",
                 self.lib().join(bindir).display()
             ),
             "one line; stderr: {}",
@@ -368,6 +392,30 @@ fn missing_test_tools_are_installed_without_touching_postgresql() {
         run.stdout
     );
     machine.assert_all_present("15/bin", true);
+}
+
+#[test]
+fn a_missing_squawk_cli_is_installed_from_npm_at_the_pinned_version() {
+    let machine = Machine::new().with_server("15").without_squawk();
+    let run = machine.run();
+    run.assert_code(0);
+    let prefix = machine.root.join("local");
+    assert_eq!(
+        machine.take_calls(),
+        [format!(
+            "npm install --global --prefix {} --include=optional --no-audit --no-fund squawk-cli@2.66.0",
+            prefix.display()
+        )]
+    );
+    assert!(
+        run.stdout.contains("missing: squawk-cli 2.66.0"),
+        "{}",
+        run.stdout
+    );
+    machine.assert_all_present("15/bin", true);
+    // The pin is the crates': one version for both.
+    let manifest = fs::read_to_string(Path::new(REPO).join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("squawk-linter = \"=2.66.0\""));
 }
 
 /// The demo and CI share the set-up, so they cannot drift apart.

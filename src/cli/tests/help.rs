@@ -41,7 +41,7 @@ fn each_command_shows_only_the_options_it_uses() {
         "ahead",
         "allow_world_writable",
     ];
-    let expected: [(&str, Vec<&str>); 9] = [
+    let expected: [(&str, Vec<&str>); 11] = [
         (
             "apply",
             [
@@ -58,6 +58,9 @@ fn each_command_shows_only_the_options_it_uses() {
                     "ddl_retries",
                     "cancel_blockers_after",
                     "rebuild_invalid_indexes",
+                    "lint",
+                    "lint_rules",
+                    "lint_exclude",
                 ],
             ]
             .concat(),
@@ -120,6 +123,31 @@ fn each_command_shows_only_the_options_it_uses() {
                     "lock_mode",
                     "wait",
                 ],
+            ]
+            .concat(),
+        ),
+        (
+            "lint",
+            vec![
+                "files",
+                "migrations",
+                "layout",
+                "placeholders",
+                "lint_rules",
+                "lint_exclude",
+                "format",
+                "log_format",
+                "quiet",
+                "verbose",
+                "help",
+                "version",
+            ],
+        ),
+        (
+            "down",
+            [
+                &connect[..],
+                &["to", "yes", "dry_run", "allow_world_writable", "lock_mode", "wait"],
             ]
             .concat(),
         ),
@@ -210,6 +238,7 @@ fn value_names_follow_one_convention() {
         "POLICY",
         "SHELL",
         "INDEX/COUNT",
+        "RULES",
     ];
     let mut cli = command();
     cli.build();
@@ -246,6 +275,7 @@ fn every_command_has_two_examples_and_its_exit_codes() {
         "baseline",
         "new",
         "repair",
+        "lint",
         "completions",
         "man",
     ] {

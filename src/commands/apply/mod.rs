@@ -27,8 +27,9 @@ use crate::migrate::settings;
 use crate::migrations::history::HistoryRow;
 use crate::migrations::{every_problem, MigrationSet, Plan, Problems, Reading, WithoutHistory};
 use crate::outcome::Outcome;
-use crate::report::Report;
+use crate::report::{PlannedLock, Report};
 
+mod lint;
 mod run;
 mod session_mode;
 mod transaction_mode;
@@ -119,6 +120,7 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
     if !problems.is_empty() {
         return Err(report.invalid(Problems(problems)));
     }
+    lint::check(config, &plan, report)?;
     report.set_plan(&plan);
     let some_invalid = any_invalid.as_deref() == Some("t");
     if some_invalid || !plan.pending.is_empty() {
@@ -140,6 +142,7 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
         log::Level::Info
     });
     if config.dry_run && (rebuild || !plan.pending.is_empty()) {
+        report.add_table_sizes(&mut session);
         ctx.out.print(&render_plan(config, &plan, report));
         if plan.pending.is_empty() {
             return Ok(report.current(&plan, "nothing pending"));
@@ -316,6 +319,12 @@ fn render_plan(config: &ApplyConfig, plan: &Plan, report: &Report) -> String {
                 .map(|lock| format!("{} {}", lock.table, lock.mode))
                 .collect();
             text.push_str(&format!("        locks {}\n", locks.join(", ")));
+        }
+        // What it does to their rows: a rewrite or a scan takes as long
+        // as the table is big, under that lock.
+        let work = PlannedLock::work_line(&entry.locks);
+        if !work.is_empty() {
+            text.push_str(&format!("        {work}\n"));
         }
     }
     if let Some(found) = &report.invalid_indexes {

@@ -133,6 +133,9 @@ pub struct Summary {
     /// catalog stores them: an INVALID one of these names, once the file is
     /// applied, is this file's to rebuild (`apply --rebuild-invalid-indexes`).
     pub index_names: Vec<String>,
+    /// The tables its statements rewrite or scan, each once at the most
+    /// the file does to it; at most [`MAX_LOCKS`].
+    pub work: Vec<(String, super::work::Work)>,
 }
 
 /// How many locked tables a summary keeps: the lookup they feed names
@@ -179,6 +182,7 @@ pub struct Classifier {
     /// Each table, at the strongest mode seen.
     locks: std::collections::BTreeMap<String, super::locks::LockLevel>,
     index_names: std::collections::BTreeSet<String>,
+    work: std::collections::BTreeMap<String, super::work::Work>,
 }
 
 impl Classifier {
@@ -192,6 +196,7 @@ impl Classifier {
             open: None,
             locks: std::collections::BTreeMap::new(),
             index_names: std::collections::BTreeSet::new(),
+            work: std::collections::BTreeMap::new(),
         }
     }
 
@@ -275,6 +280,12 @@ impl Classifier {
                 *level = (*level).max(lock.level);
             }
         }
+        if let Some((table, work)) = s.table_work() {
+            if self.work.len() < MAX_LOCKS || self.work.contains_key(&table) {
+                let most = self.work.entry(table).or_insert(work);
+                *most = (*most).max(work);
+            }
+        }
         let index_build = s.index_build();
         if let Some(IndexBuild::Create {
             name: Some(name), ..
@@ -342,6 +353,7 @@ impl Classifier {
                 .map(|(table, level)| TableLock { table, level })
                 .collect(),
             index_names: self.index_names.into_iter().collect(),
+            work: self.work.into_iter().collect(),
         }
     }
 }

@@ -291,7 +291,7 @@ impl Statement<'_> {
     }
 
     /// Past any of `optional` word sequences found in turn at `at`.
-    fn skip(&self, mut at: usize, optional: &[&[&str]]) -> usize {
+    pub(super) fn skip(&self, mut at: usize, optional: &[&[&str]]) -> usize {
         for words in optional {
             if words
                 .iter()
@@ -304,7 +304,7 @@ impl Statement<'_> {
         at
     }
 
-    fn has_seq(&self, seq: &[&str]) -> bool {
+    pub(super) fn has_seq(&self, seq: &[&str]) -> bool {
         self.words
             .windows(seq.len())
             .any(|w| w.iter().zip(seq).all(|(a, b)| a == b))
@@ -364,7 +364,7 @@ impl Statement<'_> {
         })
     }
 
-    fn name_at(&self, at: usize) -> Option<String> {
+    pub(super) fn name_at(&self, at: usize) -> Option<String> {
         self.name_and_next(at).map(|(name, _)| name)
     }
 

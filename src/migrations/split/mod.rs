@@ -14,6 +14,7 @@ mod psql;
 mod scan;
 mod stream;
 mod words;
+mod work;
 
 pub use classify::{classify, Execution, ForbiddenKind, IndexBuild, Planned, Summary};
 pub use locks::{LockLevel, TableLock};

@@ -1,0 +1,1 @@
+ALTER TABLE orders ADD COLUMN region text NOT NULL;

@@ -1,0 +1,1 @@
+CREATE TABLE codes (code char(3));

@@ -1,0 +1,3 @@
+BEGIN;
+CREATE INDEX CONCURRENTLY orders_total ON orders (total);
+COMMIT;

@@ -1,0 +1,1 @@
+CREATE TABLE a_table_name_that_goes_on_and_on_far_past_what_postgresql_keeps_whole (id bigint PRIMARY KEY);

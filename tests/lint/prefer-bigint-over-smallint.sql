@@ -1,0 +1,1 @@
+CREATE TABLE flags (id bigint PRIMARY KEY, f smallint);

@@ -1,0 +1,1 @@
+CREATE TABLE names (id bigint PRIMARY KEY, name varchar(100));

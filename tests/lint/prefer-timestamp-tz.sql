@@ -1,0 +1,1 @@
+CREATE TABLE happenings (id bigint PRIMARY KEY, at timestamp);

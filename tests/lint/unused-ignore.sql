@@ -1,0 +1,2 @@
+-- squawk-ignore no-such-rule
+SELECT 1;
