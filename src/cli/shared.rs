@@ -35,10 +35,10 @@ pub struct FolderArgs {
     /// StatementBegin/End and NO TRANSACTION; dbmate's -- migrate:up/down and
     /// transaction:false; sqlx's -- no-transaction; golang-migrate's .up.sql files; Flyway's
     /// ${placeholders}) and history table, exactly as that tool does, so a database it migrated
-    /// carries on, and the other way round. auto: refinery when any file is named V<digit>… or
-    /// R__… (Flyway folders too: name them), or no file has another tool's name; else goose,
-    /// dbmate or sqlx from the names and the first file's annotations; .up.sql pairs and other
-    /// tools' annotations must be named. A layout told so, on a database with another tool's
+    /// carries on, and the other way round. auto: refinery when any file has a refinery name
+    /// (or no file has another tool's); flyway for dotted versions (V1.0.25__) without one; else
+    /// goose, dbmate or sqlx from the names and the first file's annotations; .up.sql pairs and
+    /// other tools' annotations must be named. A layout told so, on a database with another tool's
     /// history table and none of its own, stops before anything runs (exit 6).
     #[arg(long, env = "MIGLOCK_LAYOUT", value_name = "LAYOUT", default_value = "auto",
           value_parser = layout, help_heading = MIGRATIONS, display_order = 10)]

@@ -147,7 +147,14 @@ fn each_command_shows_only_the_options_it_uses() {
             "down",
             [
                 &connect[..],
-                &["to", "yes", "dry_run", "allow_world_writable", "lock_mode", "wait"],
+                &[
+                    "to",
+                    "yes",
+                    "dry_run",
+                    "allow_world_writable",
+                    "lock_mode",
+                    "wait",
+                ],
             ]
             .concat(),
         ),

@@ -312,17 +312,23 @@ fn dbmate_name(file_name: &str) -> FileName {
 
 /// What `auto` makes of a folder, from its files' names and, when they
 /// are another tool's, the annotations at the head of one: refinery when
-/// any file, in the folder or a subfolder (refinery reads them all), is
-/// named `V<digit>…` or `R__…`, good refinery name or not (a folder that
-/// read as refinery's before still does: a Flyway folder too, which
-/// `--layout flyway` names), or when no file has another tool's name;
-/// goose or dbmate from their `Up` annotations; sqlx for plain
+/// any file, in the folder or a subfolder (refinery reads them all), has
+/// a refinery name; Flyway when none has, every `V<digit>…` and `R__…`
+/// file has a Flyway name, and one has a dotted version (`V1.0.25__`),
+/// refinery otherwise (a folder that
+/// read as refinery's before still does: its misnamed files say so); also
+/// refinery when no file has another tool's name; goose or dbmate from
+/// their `Up` annotations; sqlx for plain
 /// `<version>_<name>.sql` files. sqlx's reversible pairs and
 /// golang-migrate's look alike, and other tools' annotations are not
 /// guessed at: those are asked (`Err`). The database has its say too
 /// (see `history`'s check of the tables already there).
 pub fn detect(dir: &Path) -> Result<Layout, String> {
     let mut theirs: Vec<String> = Vec::new();
+    // Named V<digit>… or R__…: how many, how many of them Flyway's, and
+    // whether one has what only Flyway's have, a dotted or `_`-parted
+    // version.
+    let (mut v_named, mut flyways, mut dotted) = (0usize, 0usize, false);
     let mut folders = vec![dir.to_path_buf()];
     while let Some(folder) = folders.pop() {
         let top = folders.is_empty() && folder == dir;
@@ -349,13 +355,28 @@ pub fn detect(dir: &Path) -> Result<Layout, String> {
                     .strip_prefix('V')
                     .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
             if refinery_like {
-                return Ok(Layout::Refinery);
+                if parse_file_name(name).is_ok() {
+                    return Ok(Layout::Refinery);
+                }
+                v_named += 1;
+                if let FileName::Up { version, .. } = flyway::name(name) {
+                    flyways += 1;
+                    dotted |= matches!(version, Version::Dotted(_));
+                }
+                continue;
             }
             if top && name.as_bytes().first().is_some_and(u8::is_ascii_digit) && name.contains('_')
             {
                 theirs.push(name.to_string());
             }
         }
+    }
+    if v_named > 0 {
+        return Ok(if flyways == v_named && dotted {
+            Layout::Flyway
+        } else {
+            Layout::Refinery
+        });
     }
     if theirs.is_empty() {
         return Ok(Layout::Refinery);
@@ -465,12 +486,24 @@ mod tests {
         let folder = |files: &[(&str, &str)]| {
             let dir = tempfile::tempdir().unwrap();
             for (name, text) in files {
-                std::fs::write(dir.path().join(name), text).unwrap();
+                let path = dir.path().join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, text).unwrap();
             }
             dir
         };
         let refinery = folder(&[("V1__a.sql", "select 1;"), ("1_stray.sql", "select 1;")]);
         assert_eq!(detect(refinery.path()), Ok(Layout::Refinery));
+        let flyway = folder(&[("V1.0__a.sql", "select 1;"), ("V1_1__b.sql", "select 1;")]);
+        assert_eq!(detect(flyway.path()), Ok(Layout::Flyway));
+        // A refinery name anywhere, or a misnamed file with no dotted
+        // version: refinery's, as before.
+        let mixed = folder(&[("V1__a.sql", "select 1;"), ("V1.1__b.sql", "select 1;")]);
+        assert_eq!(detect(mixed.path()), Ok(Layout::Refinery));
+        let misnamed = folder(&[("V1__add-users.sql", "select 1;")]);
+        assert_eq!(detect(misnamed.path()), Ok(Layout::Refinery));
+        let nested = folder(&[("V2.1__x.sql", "select 1;"), ("sub/V1__a.sql", "select 1;")]);
+        assert_eq!(detect(nested.path()), Ok(Layout::Refinery));
         let empty = folder(&[]);
         assert_eq!(detect(empty.path()), Ok(Layout::Refinery));
         let goose = folder(&[("00001_a.sql", "-- note\n-- +goose Up\nselect 1;\n")]);

@@ -194,6 +194,18 @@ fn auto_reads_a_flyway_folder_as_refinerys_and_says_what_to_do() {
         .run()
         .assert_success();
     assert!(db.table_exists("c"));
+
+    // Dotted versions only, and no refinery name: auto knows Flyway's.
+    let db = Cluster::shared().create_db();
+    let dotted = MigrationDir::with(&[
+        ("V1.0__a.sql", "CREATE TABLE a (id int);\n"),
+        ("V1_1__b.sql", "CREATE TABLE b (id int);\n"),
+    ]);
+    apply(&db, &dotted).run().assert_success();
+    assert_eq!(
+        db.query_strings("SELECT version FROM flyway_schema_history ORDER BY installed_rank"),
+        [[Some("1.0".to_string())], [Some("1.1".to_string())]]
+    );
 }
 
 #[test]
