@@ -214,8 +214,8 @@ struct Lines {
     scanner: Scanner,
     partial: String,
     line: u64,
-    /// Flyway's placeholders, each once, with its first line.
-    placeholders: Option<Vec<(String, u64)>>,
+    /// Flyway's placeholders, fed the whole text (not the lines held).
+    placeholders: Option<placeholders::Scan>,
 }
 
 impl Lines {
@@ -226,11 +226,14 @@ impl Lines {
             scanner: Scanner::new(layout),
             partial: String::new(),
             line: 0,
-            placeholders: (layout == Layout::Flyway).then(Vec::new),
+            placeholders: (layout == Layout::Flyway).then(placeholders::Scan::new),
         }
     }
 
     fn push(&mut self, text: &str) {
+        if let Some(scan) = &mut self.placeholders {
+            scan.feed(text);
+        }
         let mut rest = text;
         while let Some(at) = rest.find('\n') {
             self.hold(&rest[..at]);
@@ -252,13 +255,6 @@ impl Lines {
     fn end_line(&mut self) {
         self.line += 1;
         self.scanner.line(&self.partial);
-        if let Some(found) = &mut self.placeholders {
-            for name in placeholders::names_in(&self.partial) {
-                if !found.iter().any(|(n, _)| n == name) {
-                    found.push((name.to_string(), self.line));
-                }
-            }
-        }
         self.partial.clear();
     }
 
@@ -266,7 +262,8 @@ impl Lines {
         if !self.partial.is_empty() {
             self.end_line();
         }
-        (self.scanner.finish(), self.placeholders.unwrap_or_default())
+        let found = self.placeholders.map(placeholders::Scan::finish);
+        (self.scanner.finish(), found.unwrap_or_default())
     }
 }
 

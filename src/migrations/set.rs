@@ -155,6 +155,9 @@ impl MigrationSet {
             problems,
             writable,
         );
+        if layout == Layout::Goose {
+            problems.extend(go_migrations(dir));
+        }
         let mut named = Vec::with_capacity(files.len());
         for path in files {
             let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -313,6 +316,44 @@ fn cpus() -> usize {
             1
         }
     }
+}
+
+/// goose's Go migrations (`00002_backfill.go`): goose runs them from a
+/// binary built with them, miglock cannot, and skipping one would leave a
+/// gap goose then refuses.
+fn go_migrations(dir: &Path) -> Vec<Problem> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|path| {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            name.ends_with(".go")
+                && !name.ends_with("_test.go")
+                && name.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        })
+        .collect();
+    found.sort();
+    found
+        .into_iter()
+        .map(|path| Problem {
+            kind: ProblemKind::Misnamed,
+            message: format!(
+                "{}: a goose Go migration, which only a binary built with goose can run; \
+                 miglock runs SQL files only (write it as SQL, or keep running this folder \
+                 with goose)",
+                path.display()
+            ),
+            file: Some(path),
+            version: None,
+            line: None,
+        })
+        .collect()
 }
 
 /// refinery's checksum hashes the version as an `i32`; other layouts'

@@ -118,6 +118,8 @@ pub struct Scanner {
     up_at: Option<u64>,
     down_at: Option<u64>,
     in_statement: Option<u64>,
+    /// goose: the line of a statement not ended with `;` yet.
+    unended: Option<u64>,
     no_transaction: bool,
     down_no_transaction: bool,
     error: Option<String>,
@@ -131,6 +133,7 @@ impl Scanner {
             up_at: None,
             down_at: None,
             in_statement: None,
+            unended: None,
             no_transaction: false,
             down_no_transaction: false,
             error: None,
@@ -142,6 +145,15 @@ impl Scanner {
     pub fn first_bytes(&mut self, bytes: &[u8]) {
         if self.layout == Layout::Sqlx && bytes.starts_with(b"-- no-transaction") {
             self.no_transaction = true;
+        }
+        // goose reads a byte-order mark as the first line's start: SQL
+        // before its Up annotation, which it refuses.
+        if self.layout == Layout::Goose && bytes.starts_with("\u{feff}".as_bytes()) {
+            self.error = Some(
+                "line 1: starts with a byte-order mark, which goose reads as SQL before \
+                 -- +goose Up: save the file without it"
+                    .into(),
+            );
         }
     }
 
@@ -167,6 +179,16 @@ impl Scanner {
             if code && self.up_at.is_none() {
                 return Err("SQL before -- +goose Up (goose wants the Up annotation first)".into());
             }
+            // goose ends a statement on a line whose last word before a
+            // `--` comment ends with `;` (StatementBegin/End aside).
+            if code && self.in_statement.is_none() {
+                let last = line
+                    .split_whitespace()
+                    .take_while(|word| !word.starts_with("--"))
+                    .last();
+                let started = self.unended.unwrap_or(self.line);
+                self.unended = (!last.is_some_and(|w| w.ends_with(';'))).then_some(started);
+            }
             return Ok(());
         };
         if line.starts_with([' ', '\t']) {
@@ -184,6 +206,11 @@ impl Scanner {
             "down" if self.in_statement.is_some() => {
                 Err("-- +goose Down inside StatementBegin/StatementEnd".into())
             }
+            "down" if self.unended.is_some() => Err(format!(
+                "the statement of line {} does not end with ; before -- +goose Down (goose: \
+                 missing semicolon?)",
+                self.unended.unwrap_or_default()
+            )),
             "down" => {
                 self.down_at = Some(self.line);
                 Ok(())
@@ -203,6 +230,7 @@ impl Scanner {
             }
             "statementend" => {
                 self.in_statement = None;
+                self.unended = None;
                 Ok(())
             }
             "no transaction" => {
@@ -265,6 +293,12 @@ impl Scanner {
                 };
                 if let Some(begin) = self.in_statement {
                     return Err(format!("line {begin}: StatementBegin without StatementEnd"));
+                }
+                if let Some(line) = self.unended {
+                    return Err(format!(
+                        "line {line}: the statement does not end with ; (goose: missing \
+                         semicolon?)"
+                    ));
                 }
                 down = self.down_at.map(|at| (at + 1, end));
                 Some((up + 1, self.down_at.unwrap_or(end)))
@@ -449,6 +483,15 @@ mod tests {
                 "unknown goose annotation",
             ),
             ("-- +goose Up\n  -- +goose Down\n", "no indent"),
+            (
+                "-- +goose Up\nselect 1\n-- +goose Down\n",
+                "missing semicolon",
+            ),
+            (
+                "-- +goose Up\nselect 1; -- fine\nselect\n  2\n",
+                "line 3: the statement",
+            ),
+            ("\u{feff}-- +goose Up\nselect 1;\n", "byte-order mark"),
         ] {
             let err = scan(Layout::Goose, bad).unwrap_err();
             assert!(err.contains(why), "{bad:?}: {err}");
@@ -508,7 +551,8 @@ mod tests {
     fn the_stream_gives_what_the_whole_text_gives() {
         let text = "\u{feff}-- +goose NO TRANSACTION\r\n-- +goose Up\r\nselect 1;\r\n\
                     -- +goose Down\r\nselect 2;";
-        let sections = scan(Layout::Goose, text).unwrap();
+        // (goose refuses the BOM; the stream strips it as any reader does.)
+        let sections = scan(Layout::Goose, text.trim_start_matches('\u{feff}')).unwrap();
         let whole = up_only(text.trim_start_matches('\u{feff}'), sections);
         let mut streamed = String::new();
         UpOnly::new(text.as_bytes(), sections)

@@ -250,7 +250,15 @@ fn goose_name(file_name: &str) -> FileName {
     let Some(stem) = file_name.strip_suffix(".sql") else {
         return FileName::Ignored;
     };
-    let (version, name) = stem.split_once('_').unwrap_or((stem, ""));
+    let Some((version, name)) = stem.split_once('_') else {
+        return refused(
+            format!(
+                "goose wants a _ after the version (<version>_<name>.sql, e.g. \
+                 00001_create_users.sql): it stops on {stem}.sql"
+            ),
+            digits_version(stem),
+        );
+    };
     match digits_version(version) {
         Some(Version::Number(0)) | None => refused(
             format!(
@@ -456,7 +464,7 @@ mod tests {
         ));
         let g = Layout::Goose;
         assert_eq!(g.read_name("00001_init.sql"), up(1, "init"));
-        assert_eq!(g.read_name("00002.sql"), up(2, ""));
+        assert!(matches!(g.read_name("00002.sql"), FileName::Refused { .. }));
         assert!(matches!(g.read_name("init.sql"), FileName::Refused { .. }));
         assert!(matches!(g.read_name("0_x.sql"), FileName::Refused { .. }));
         let m = Layout::GolangMigrate;

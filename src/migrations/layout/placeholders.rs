@@ -123,8 +123,78 @@ pub fn unset(name: &str) -> String {
     )
 }
 
+/// The placeholders of a text fed a chunk at a time, each once with the
+/// line it starts on, found as [`Placeholders::replace`] finds them:
+/// however long the line, wherever a chunk ends.
+#[derive(Debug, Default)]
+pub struct Scan {
+    line: u64,
+    state: State,
+    found: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Default)]
+enum State {
+    #[default]
+    Text,
+    /// Just past a `$`.
+    Dollar,
+    /// Inside `${…`: the name so far and its line.
+    Name(String, u64),
+}
+
+impl Scan {
+    pub fn new() -> Scan {
+        Scan {
+            line: 1,
+            ..Scan::default()
+        }
+    }
+
+    pub fn feed(&mut self, text: &str) {
+        for c in text.chars() {
+            self.state = match std::mem::take(&mut self.state) {
+                State::Text if c == '$' => State::Dollar,
+                State::Dollar if c == '{' => State::Name(String::new(), self.line),
+                // A lone `$` takes the next character unread.
+                State::Text | State::Dollar => State::Text,
+                State::Name(name, line) if c == '}' => {
+                    self.add(name, line);
+                    State::Text
+                }
+                State::Name(mut name, line) => {
+                    // A name is short; what runs on is an unterminated one.
+                    if name.len() < 200 {
+                        name.push(c);
+                    }
+                    State::Name(name, line)
+                }
+            };
+            if c == '\n' {
+                self.line += 1;
+            }
+        }
+    }
+
+    fn add(&mut self, name: String, line: u64) {
+        if !self.found.iter().any(|(n, _)| *n == name) {
+            self.found.push((name, line));
+        }
+    }
+
+    /// Each name once, with its first line (an unterminated one too: it
+    /// has no value).
+    pub fn finish(mut self) -> Vec<(String, u64)> {
+        if let State::Name(name, line) = std::mem::take(&mut self.state) {
+            self.add(name, line);
+        }
+        self.found
+    }
+}
+
 /// The names of the placeholders in one line, in order (an unterminated
 /// one as its rest of the line).
+#[cfg(test)]
 pub fn names_in(line: &str) -> Vec<&str> {
     let mut names = Vec::new();
     let bytes = line.as_bytes();
@@ -202,6 +272,30 @@ mod tests {
             .contains("unterminated"));
         assert!(!v.knows("flyway:defaultSchema"));
         assert!(v.knows("flyway:filename"));
+    }
+
+    #[test]
+    fn the_stream_finds_what_replace_finds_wherever_chunks_end() {
+        let text = format!(
+            "{}${{env}} $${{not}}\nx ${{a}} ${{env}}\n${{cut",
+            "y".repeat(5000)
+        );
+        for step in [1, 2, 7, 4096, 10_000] {
+            let mut scan = Scan::new();
+            let chars: Vec<char> = text.chars().collect();
+            for chunk in chars.chunks(step) {
+                scan.feed(&chunk.iter().collect::<String>());
+            }
+            assert_eq!(
+                scan.finish(),
+                [
+                    ("env".to_string(), 1),
+                    ("a".to_string(), 2),
+                    ("cut".to_string(), 3)
+                ],
+                "step {step}"
+            );
+        }
     }
 
     #[test]

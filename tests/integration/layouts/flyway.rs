@@ -239,6 +239,40 @@ fn flyways_problems_stop_the_run_before_anything_runs() {
         .run()
         .assert_success();
 
+    // However long the line, a placeholder is found, replaced, or refused.
+    let long = "y".repeat(5000);
+    dir.file(
+        "V1.2__long.sql",
+        &format!("CREATE TABLE long AS SELECT '{long}' AS pad, '${{env}}' AS env;\n"),
+    );
+    let out = apply(&db, &dir)
+        .args(["--layout", "flyway"])
+        .env("MIGLOCK_PLACEHOLDERS", "why=because")
+        .run();
+    out.assert_code(6);
+    assert!(
+        out.json()["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("${env} has no value"),
+        "{}",
+        out.details()
+    );
+    apply(&db, &dir)
+        .args(["--layout", "flyway"])
+        .env("MIGLOCK_PLACEHOLDERS", "why=because;env=prod")
+        .run()
+        .assert_success();
+    assert_eq!(
+        db.query_strings("SELECT env FROM long")[0][0].as_deref(),
+        Some("prod")
+    );
+    dir.remove("V1.2__long.sql");
+    dir.file(
+        "V1.2__long.sql",
+        &format!("CREATE TABLE long AS SELECT '{long}' AS pad, '${{env}}' AS env;\n"),
+    );
+
     // An applied file changed: divergent, as Flyway's validate says.
     dir.file("V1__create_t.sql", "CREATE TABLE t (id bigint);\n");
     dir.file("V2__more.sql", "CREATE TABLE more (id int);\n");

@@ -382,3 +382,57 @@ fn other_tools_down_sections_never_run() {
     assert_eq!(problem["line"], 3);
     assert!(!db.table_exists("people") && !db.table_exists("_sqlx_migrations"));
 }
+
+/// What goose refuses, miglock refuses, before anything runs: a Go
+/// migration, a name without `_`, a statement never ended, a BOM.
+#[test]
+fn goose_folders_goose_would_refuse_are_refused() {
+    let db = Cluster::shared().create_db();
+    for (name, text, kind, says) in [
+        (
+            "00002_backfill.go",
+            "package migrations\n",
+            "misnamed",
+            "a goose Go migration",
+        ),
+        (
+            "00002.sql",
+            "-- +goose Up\nSELECT 1;\n",
+            "misnamed",
+            "goose wants a _",
+        ),
+        (
+            "00002_x.sql",
+            "-- +goose Up\nCREATE TABLE x (id int)\n-- +goose Down\nDROP TABLE x;\n",
+            "annotation",
+            "missing semicolon",
+        ),
+        (
+            "00002_x.sql",
+            "\u{feff}-- +goose Up\nCREATE TABLE x (id int);\n",
+            "annotation",
+            "byte-order mark",
+        ),
+    ] {
+        let dir =
+            MigrationDir::with(&[("00001_t.sql", "-- +goose Up\nCREATE TABLE t (id int);\n")]);
+        dir.file(name, text);
+        let out = apply(&db, &dir).args(["--layout", "goose"]).run();
+        out.assert_code(6);
+        let problems = &out.json()["problems"];
+        let problem = problems
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["kind"] == kind)
+            .unwrap_or_else(|| panic!("{name}: {problems}"));
+        assert!(
+            problem["message"].as_str().unwrap().contains(says),
+            "{name}: {problem}"
+        );
+        assert!(
+            !db.table_exists("t") && !db.table_exists("x"),
+            "{name}: nothing ran"
+        );
+    }
+}
