@@ -4,8 +4,8 @@
 
 use crate::config::{ApplyConfig, LintMode};
 use crate::error::Failure;
-use crate::migrations::lint::{self, Level, LintReport};
-use crate::migrations::{Plan, Problems};
+use crate::migrations::lint::{self, Level, LintReport, Linted};
+use crate::migrations::{LocalMigration, Plan, Problems};
 use crate::report::Report;
 
 /// `warn`: each finding is a `LINT_WARNING` line. `deny`: a finding at
@@ -17,8 +17,32 @@ pub fn check(config: &ApplyConfig, plan: &Plan, report: &mut Report) -> Result<(
         return Ok(());
     }
     let mut found = LintReport::default();
-    for m in &plan.pending {
-        match lint::migration(m, &gate.rules) {
+    // Parsing is CPU work, and it is on the way to the lock: the second
+    // half of many files is linted on a second thread, in order all the
+    // same.
+    let lint = |files: &[&LocalMigration]| -> Vec<Result<Linted, String>> {
+        files
+            .iter()
+            .map(|m| lint::migration(m, &gate.rules))
+            .collect()
+    };
+    let pending = &plan.pending[..];
+    let results = if pending.len() >= 32 {
+        let (first, second) = pending.split_at(pending.len() / 2);
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| lint(second));
+            let mut results = lint(first);
+            match other.join() {
+                Ok(rest) => results.extend(rest),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+            results
+        })
+    } else {
+        lint(pending)
+    };
+    for (m, result) in pending.iter().zip(results) {
+        match result {
             Ok(linted) => found.add(&m.path, linted),
             // The run reads the file again to run it, and says then what
             // is wrong with it.
