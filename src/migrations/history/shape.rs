@@ -199,7 +199,10 @@ pub fn remove(
 pub fn holds(layout: Layout, version: &Version) -> String {
     match layout {
         Layout::Refinery | Layout::Sqlx => format!("version = {version}"),
-        Layout::Dbmate => format!("version ~ '^[0-9]+$' AND version::numeric = {version}"),
+        // In a CASE: PostgreSQL may evaluate an AND's sides in any order.
+        Layout::Dbmate => {
+            format!("CASE WHEN version ~ '^[0-9]+$' THEN version::numeric = {version} END")
+        }
         Layout::Goose => format!("version_id = {version} AND is_applied"),
         Layout::GolangMigrate => format!("version >= {version} AND NOT dirty"),
         // Compared part by part, as Flyway compares (`001` is `1`).

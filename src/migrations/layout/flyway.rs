@@ -41,6 +41,13 @@ pub fn name(file_name: &str) -> FileName {
         return FileName::Ignored;
     };
     let (version, description) = rest.split_once("__").unwrap_or((rest, ""));
+    // Flyway's version column is VARCHAR(50): a longer one could not be
+    // recorded once the migration ran.
+    if version.len() > 50 {
+        return refused(format!(
+            "the version {version:?} is longer than the 50 characters Flyway's history keeps"
+        ));
+    }
     match version_of(version) {
         Some(version) => FileName::Up {
             version,
@@ -202,6 +209,8 @@ mod tests {
                 "{refused}"
             );
         }
+        let long = format!("V{}__x.sql", "1.".repeat(25) + "1");
+        assert!(matches!(name(&long), FileName::Refused { .. }), "{long}");
         assert_eq!(version_text("V001__x.sql").as_deref(), Some("001"));
         assert_eq!(version_text("V1_1__x.sql").as_deref(), Some("1.1"));
         assert_eq!(version_text("V2.sql").as_deref(), Some("2"));

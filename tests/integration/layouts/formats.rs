@@ -436,3 +436,96 @@ fn goose_folders_goose_would_refuse_are_refused() {
         );
     }
 }
+
+/// Transaction lock mode (what `auto` picks behind a pooler) runs each
+/// layout's guard: the key, and the tool's own row for the version.
+#[test]
+fn every_layout_runs_in_transaction_lock_mode() {
+    for (layout, files) in [
+        (
+            "goose",
+            [
+                (
+                    "00001_a.sql",
+                    "-- +goose Up\nCREATE TABLE a (id int);\n-- +goose Down\nDROP TABLE a;\n",
+                ),
+                ("00002_b.sql", "-- +goose Up\nCREATE TABLE b (id int);\n"),
+            ],
+        ),
+        (
+            "dbmate",
+            [
+                (
+                    "20240101000000_a.sql",
+                    "-- migrate:up\nCREATE TABLE a (id int);\n-- migrate:down\n",
+                ),
+                (
+                    "20240102000000_b.sql",
+                    "-- migrate:up\nCREATE TABLE b (id int);\n-- migrate:down\n",
+                ),
+            ],
+        ),
+        (
+            "sqlx",
+            [
+                ("20240101000000_a.sql", "CREATE TABLE a (id int);\n"),
+                ("20240102000000_b.sql", "CREATE TABLE b (id int);\n"),
+            ],
+        ),
+        (
+            "golang-migrate",
+            [
+                ("000001_a.up.sql", "CREATE TABLE a (id int);\n"),
+                ("000002_b.up.sql", "CREATE TABLE b (id int);\n"),
+            ],
+        ),
+        (
+            "flyway",
+            [
+                ("V1.0__a.sql", "CREATE TABLE a (id int);\n"),
+                ("V1.01.1__b.sql", "CREATE TABLE b (id int);\n"),
+            ],
+        ),
+    ] {
+        let db = Cluster::shared().create_db();
+        let dir = MigrationDir::with(&files);
+        let out = apply(&db, &dir)
+            .args(["--layout", layout, "--lock-mode", "transaction"])
+            .run();
+        out.assert_success();
+        assert_eq!(
+            out.json()["applied"].as_array().unwrap().len(),
+            2,
+            "{layout}"
+        );
+        assert!(db.table_exists("a") && db.table_exists("b"), "{layout}");
+        let out = apply(&db, &dir)
+            .args(["--layout", layout, "--lock-mode", "transaction"])
+            .run();
+        out.assert_success();
+        assert_eq!(out.json()["outcome"], "current", "{layout}");
+        dir.file(
+            match layout {
+                "goose" => "00003_c.sql",
+                "golang-migrate" => "000003_c.up.sql",
+                "flyway" => "V2__c.sql",
+                _ => "20240103000000_c.sql",
+            },
+            match layout {
+                "goose" => "-- +goose Up\nCREATE TABLE c (id int);\n",
+                "dbmate" => "-- migrate:up\nCREATE TABLE c (id int);\n-- migrate:down\n",
+                _ => "CREATE TABLE c (id int);\n",
+            },
+        );
+        let out = apply(&db, &dir)
+            .args(["--layout", layout, "--lock-mode", "transaction"])
+            .run();
+        out.assert_success();
+        assert_eq!(
+            out.json()["applied"].as_array().unwrap().len(),
+            1,
+            "{layout}"
+        );
+        assert!(db.table_exists("c"), "{layout}");
+    }
+}
