@@ -75,6 +75,10 @@ pub fn run(ctx: &Context, config: &WaitConfig, report: &mut Report) -> Result<Ou
             );
             return Ok(Look::Done(()));
         }
+        // Before the first look's early return below: a deadline that
+        // passes right after it (a slow connection, a short --timeout)
+        // still names what is pending.
+        pending = plan.pending.iter().map(ToString::to_string).collect();
         if listens.is_none() {
             let decision = session.decide_lock_mode(LockModeFlag::Auto, false)?;
             decision.log(log::Level::Debug);
@@ -85,7 +89,6 @@ pub fn run(ctx: &Context, config: &WaitConfig, report: &mut Report) -> Result<Ou
                 return Ok(Look::Again(Duration::ZERO));
             }
         }
-        pending = plan.pending.iter().map(ToString::to_string).collect();
         if announced != Some(pending.len()) {
             announced = Some(pending.len());
             log::info!(

@@ -87,6 +87,13 @@ fn a_timeout_exits_7_naming_what_is_still_pending_and_changes_nothing() {
         .assert_stderr_contains("(--timeout): still pending: V2__add_note");
     assert_eq!(versions(&out.json()["pending"]), [2]);
     assert_eq!(db.history(), [1]);
+
+    // A deadline already past after the first look (a slow connection, a
+    // zero timeout) still names what is pending: the first look ends early
+    // under --lock-mode auto, to listen.
+    let out = wait(&db, &dir).args(["--timeout", "0"]).run();
+    out.assert_code(7)
+        .assert_stderr_contains("(--timeout): still pending: V2__add_note");
 }
 
 #[test]
