@@ -44,6 +44,10 @@ pub struct Report {
     /// The database, as `user@host:port/database` (never the password).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// Whose folder and history table the run read (`--layout`, or what
+    /// `auto` told from the folder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<crate::migrations::Layout>,
     /// `status`: the history table, and whether it exists yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table: Option<TableReport>,
@@ -299,6 +303,7 @@ impl Report {
             baselined: None,
             repaired: None,
             reverted: None,
+            layout: None,
             lint: None,
         }
     }
@@ -308,6 +313,7 @@ impl Report {
         self.lock.key = Some(common.key.key);
         self.lock.key_source = Some(common.key.source.clone());
         self.database = Some(common.database.to_string());
+        self.layout = Some(common.table.layout());
     }
 
     /// The set is unsafe to run: every problem goes in the result, and the

@@ -121,6 +121,9 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
     };
     let _ = writeln!(out, "Database    {}", common.database);
     let _ = writeln!(out, "Migrations  {}", common.migrations.display());
+    if common.table.layout() != crate::migrations::Layout::Refinery {
+        let _ = writeln!(out, "Layout      {}", common.table.layout());
+    }
     let table = match report
         .table
         .as_ref()

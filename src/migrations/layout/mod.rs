@@ -191,8 +191,13 @@ impl LayoutFlag {
             LayoutFlag::Fixed(layout) => Ok(layout),
             LayoutFlag::Auto => {
                 let layout = detect(dir)?;
+                // Said once per run: which tool's table a run writes is no
+                // detail.
                 if layout != Layout::Refinery {
-                    log::debug!("--layout auto: {layout}");
+                    log::info!(
+                        "LAYOUT layout={layout} (told from the files of {}; --layout names it)",
+                        dir.display()
+                    );
                 }
                 Ok(layout)
             }

@@ -30,8 +30,10 @@ fn a_goose_folder_runs_its_up_sections_and_keeps_gooses_table() {
         .arg(corpus("goose"))
         .run();
     out.assert_success()
+        .assert_stderr_contains("LAYOUT layout=goose (told from the files of")
         .assert_stderr_contains("MIGRATION_NO_TRANSACTION version=3 name=users_email_unique");
     assert_eq!(out.json()["applied"].as_array().unwrap().len(), 16);
+    assert_eq!(out.json()["layout"], "goose");
 
     // goose's table: the version-0 row it makes with the table, then one
     // applied row per file, in order.
@@ -181,7 +183,10 @@ fn a_refinery_folder_stays_refinery_whatever_else_is_in_it() {
     assert_eq!(json["problems"][0]["kind"], "misnamed", "{json}");
     assert!(!db.table_exists("t"));
     dir.remove("20240101000000_stray.sql");
-    apply(&db, &dir).run().assert_success();
+    let out = apply(&db, &dir).run();
+    out.assert_success();
+    assert_eq!(out.json()["layout"], "refinery");
+    assert!(!out.stderr.contains("LAYOUT"), "{}", out.details());
     assert_eq!(db.history(), [1]);
     assert!(!db.table_exists("_sqlx_migrations"));
 }
