@@ -151,25 +151,23 @@ fn to_record<'a>(
                 version: Some(row.id.version.clone()),
                 line: None,
             }),
-            Some(m)
-                if m.id.name != row.id.name || row.checksum.parse::<u64>() != Ok(m.checksum) =>
-            {
-                problems.push(Problem {
-                    kind: ProblemKind::Divergent,
-                    message: format!(
-                        "{}: version {} is already recorded as {} with checksum {}, the file is \
+            // As the layout's tool compares them (refinery: name and
+            // checksum; goose, dbmate, golang-migrate keep neither).
+            Some(m) if !crate::migrations::matches(row, m) => problems.push(Problem {
+                kind: ProblemKind::Divergent,
+                message: format!(
+                    "{}: version {} is already recorded as {} with checksum {}, the file is \
                          {m} with checksum {} (see `miglock repair`)",
-                        m.path.display(),
-                        row.id.version,
-                        row.id,
-                        row.checksum,
-                        m.checksum
-                    ),
-                    file: Some(m.path.clone()),
-                    version: Some(row.id.version.clone()),
-                    line: None,
-                })
-            }
+                    m.path.display(),
+                    row.id.version,
+                    row.id,
+                    row.checksum,
+                    m.checksum
+                ),
+                file: Some(m.path.clone()),
+                version: Some(row.id.version.clone()),
+                line: None,
+            }),
             Some(_) => {}
         }
     }

@@ -39,7 +39,7 @@ mod walk;
 pub use check::{every_problem, WithoutHistory};
 pub use layout::{Layout, LayoutFlag};
 pub use names::parse_file_name;
-pub use plan::{forbidden_in, AheadPolicy, Plan};
+pub use plan::{forbidden_in, matches, AheadPolicy, Plan};
 pub use problems::{layout_hint, Problem, ProblemKind, Problems};
 pub use set::{MigrationSet, Reading};
 pub use version::Version;

@@ -333,6 +333,13 @@ fn dirty(applied: &HistoryRow, layout: Layout) -> Problem {
     }
 }
 
+/// Whether `file` is what the history row `applied` records, as its
+/// layout's tool compares them (name and checksum where the tool keeps
+/// them).
+pub fn matches(applied: &HistoryRow, file: &LocalMigration) -> bool {
+    divergence(applied, file).is_none()
+}
+
 /// An applied migration whose file no longer matches it: renamed, or with
 /// other content (refinery's `abort_divergent`; sqlx's checksum check).
 fn divergence(applied: &HistoryRow, file: &LocalMigration) -> Option<Problem> {

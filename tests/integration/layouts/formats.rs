@@ -534,3 +534,65 @@ fn every_layout_runs_in_transaction_lock_mode() {
         assert!(db.table_exists("c"), "{layout}");
     }
 }
+
+/// `baseline` writes each tool's rows, again without a word, and `apply`
+/// carries on from them.
+#[test]
+fn baseline_records_another_tools_rows_and_apply_carries_on() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_db();
+    // The schema of the first two goose files, made by hand.
+    db.client()
+        .batch_execute(
+            "CREATE TABLE orgs (id bigserial PRIMARY KEY, name text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+             CREATE TABLE users (id bigserial PRIMARY KEY, org_id bigint NOT NULL REFERENCES orgs (id), email text NOT NULL);
+             CREATE INDEX users_org_id ON users (org_id);",
+        )
+        .unwrap();
+    let dir = corpus_copy("goose", |_| true);
+    for _ in 0..2 {
+        let out = command(&db, "baseline", &dir)
+            .args(["--baseline-version", "2"])
+            .run();
+        out.assert_success();
+    }
+    assert_eq!(
+        db.query_strings("SELECT version_id FROM goose_db_version ORDER BY id")
+            .into_iter()
+            .map(|r| r[0].clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["0", "1", "2"]
+    );
+    let out = apply(&db, &dir).run();
+    out.assert_success();
+    assert_eq!(out.json()["applied"][0]["version"], 3);
+    assert!(db.table_exists("org_counts"));
+}
+
+/// Many schemas of one database, each with its own sqlx history.
+#[test]
+fn all_schemas_keeps_the_layout_in_every_schema() {
+    let db = Cluster::shared().create_db();
+    db.client()
+        .batch_execute("CREATE SCHEMA tenant_a; CREATE SCHEMA tenant_b;")
+        .unwrap();
+    let dir = MigrationDir::with(&[
+        ("20240101000000_t.sql", "CREATE TABLE t (id int);\n"),
+        ("20240102000000_u.sql", "CREATE TABLE u (id int);\n"),
+    ]);
+    let out = apply(&db, &dir)
+        .args(["--all-schemas", "--schema-match", "tenant%"])
+        .run();
+    out.assert_success();
+    for schema in ["tenant_a", "tenant_b"] {
+        assert_eq!(
+            db.query_i64(&format!(
+                "SELECT count(*) FROM {schema}._sqlx_migrations WHERE success"
+            )),
+            2,
+            "{schema}"
+        );
+        assert!(db.table_exists(&format!("{schema}.u")), "{schema}");
+    }
+    assert!(!db.table_exists("public._sqlx_migrations"));
+}
