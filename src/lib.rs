@@ -222,7 +222,7 @@ pub fn run() -> ExitCode {
             commands::down::run(&ctx, &config, report)
         }),
         Command::Lint(args) => execute("lint", &interrupt, exit_code, |report| {
-            commands::lint::run(&ctx, &args.config()?, report)
+            commands::lint::run(&ctx, &args.config(&env)?, report)
         }),
         Command::Repair(args) => execute("repair", &interrupt, exit_code, |report| {
             let config = args.config(common()?, &env)?;

@@ -316,6 +316,14 @@ impl Report {
         self.layout = Some(common.table.layout());
     }
 
+    /// What a wait for the key came to, in the result; whether the key is
+    /// held (`baseline`, `repair`, `down`: skipped otherwise).
+    pub fn acquired(&mut self, acquired: crate::lock::wait::Acquired) -> bool {
+        self.lock.waited_ms = acquired.waited_ms;
+        self.lock.holder = acquired.holder;
+        acquired.held
+    }
+
     /// The set is unsafe to run: every problem goes in the result, and the
     /// run ends `invalid` with them.
     pub fn invalid(&mut self, problems: Problems) -> Failure {

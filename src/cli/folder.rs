@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 
-use super::shared::placeholder;
 use super::to_config::Shared;
 use crate::connect::ConnectTarget;
 use crate::env::Env;
@@ -56,19 +55,8 @@ impl Shared<'_> {
         table: &HistoryTable,
         database: Option<&ConnectTarget>,
     ) -> Result<Arc<Placeholders>, Failure> {
-        let given = match self.folder {
-            Some(_) if !self.placeholders.is_empty() => self.placeholders.to_vec(),
-            Some(_) => match env("MIGLOCK_PLACEHOLDERS") {
-                Some(list) => list
-                    .split(';')
-                    .filter(|s| !s.trim().is_empty())
-                    .map(|s| {
-                        placeholder(s)
-                            .map_err(|e| Failure::usage(anyhow!("MIGLOCK_PLACEHOLDERS: {e}")))
-                    })
-                    .collect::<Result<_, _>>()?,
-                None => Vec::new(),
-            },
+        let given = match self.placeholders {
+            Some(args) => args.given(env)?,
             None => Vec::new(),
         };
         if table.layout() != Layout::Flyway {

@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum, ValueHint};
 
 use super::shared::{FolderArgs, OutputArgs};
 use crate::config::{LintConfig, LintGate, LintMode};
+use crate::env::Env;
 use crate::error::Failure;
 use crate::migrations::lint::Rules;
 
@@ -118,7 +119,7 @@ impl ApplyLintArgs {
 }
 
 impl LintArgs {
-    pub fn config(&self) -> Result<LintConfig, Failure> {
+    pub fn config(&self, env: Env) -> Result<LintConfig, Failure> {
         let migrations = self.folder.migrations.clone();
         let layout = self
             .folder
@@ -129,7 +130,7 @@ impl LintArgs {
         // replaced (the database's built-ins are not known here).
         let placeholders =
             std::sync::Arc::new(crate::migrations::layout::placeholders::Placeholders::new(
-                &self.placeholders.placeholders,
+                &self.placeholders.given(env)?,
                 layout.default_table(),
                 None,
                 None,

@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{ArgAction, Args, ValueEnum, ValueHint};
 
 use super::args::{CONNECTION, LOCK, MANY, MIGRATIONS, OUTPUT};
+use crate::env::Env;
+use crate::error::Failure;
 use crate::migrations::LayoutFlag;
 use crate::parse;
 
@@ -90,6 +92,25 @@ pub struct PlaceholderArgs {
     #[arg(long = "placeholder", value_name = "NAME=VALUE", value_parser = placeholder,
           help_heading = MIGRATIONS, display_order = 12)]
     pub placeholders: Vec<(String, String)>,
+}
+
+impl PlaceholderArgs {
+    /// `--placeholder`, else `MIGLOCK_PLACEHOLDERS` (`;`-separated).
+    pub fn given(&self, env: Env) -> Result<Vec<(String, String)>, Failure> {
+        if !self.placeholders.is_empty() {
+            return Ok(self.placeholders.clone());
+        }
+        let Some(list) = env("MIGLOCK_PLACEHOLDERS") else {
+            return Ok(Vec::new());
+        };
+        list.split(';')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                placeholder(s)
+                    .map_err(|e| Failure::usage(anyhow::anyhow!("MIGLOCK_PLACEHOLDERS: {e}")))
+            })
+            .collect()
+    }
 }
 
 /// `--allow-world-writable`: the commands that run or record migrations

@@ -8,8 +8,8 @@ use anyhow::anyhow;
 
 use super::args::{
     AheadArg, ApplyArgs, BaselineArgs, DatabaseArgs, DownArgs, FleetArgs, FolderArgs, FormatArg,
-    LockModeArg, LockWaitArgs, NewArgs, OutputArgs, RepairArgs, SetArgs, StatusArgs, UnlockArgs,
-    WaitArgs,
+    LockModeArg, LockWaitArgs, NewArgs, OutputArgs, PlaceholderArgs, RepairArgs, SetArgs,
+    StatusArgs, UnlockArgs, WaitArgs,
 };
 use super::{Cli, Command};
 use crate::config::{
@@ -51,7 +51,7 @@ pub struct Shared<'a> {
     pub(super) database: &'a DatabaseArgs,
     pub(super) folder: Option<&'a FolderArgs>,
     /// `--placeholder` (none for a command without it).
-    pub(super) placeholders: &'a [(String, String)],
+    pub(super) placeholders: Option<&'a PlaceholderArgs>,
     allow_world_writable: bool,
     lock_mode: LockModeArg,
     ahead: AheadArg,
@@ -64,20 +64,20 @@ impl Command {
         let shared = Shared::defaults;
         Some(match self {
             Command::Apply(a) => Shared {
-                placeholders: &a.placeholders.placeholders,
+                placeholders: Some(&a.placeholders),
                 allow_world_writable: a.writable.allow_world_writable,
                 lock_mode: a.lock_mode.lock_mode,
                 ahead: a.ahead.ahead,
                 ..shared(&a.database, Some(&a.folder))
             },
             Command::Status(a) => Shared {
-                placeholders: &a.placeholders.placeholders,
+                placeholders: Some(&a.placeholders),
                 allow_world_writable: a.writable.allow_world_writable,
                 ahead: a.ahead.ahead,
                 ..shared(&a.database, Some(&a.folder))
             },
             Command::Wait(a) => Shared {
-                placeholders: &a.placeholders.placeholders,
+                placeholders: Some(&a.placeholders),
                 allow_world_writable: a.writable.allow_world_writable,
                 lock_mode: a.lock_mode.lock_mode,
                 ahead: a.ahead.ahead,
@@ -85,19 +85,19 @@ impl Command {
             },
             Command::Unlock(a) => shared(&a.database, None),
             Command::Baseline(a) => Shared {
-                placeholders: &a.placeholders.placeholders,
+                placeholders: Some(&a.placeholders),
                 allow_world_writable: a.writable.allow_world_writable,
                 lock_mode: a.lock_mode.lock_mode,
                 ..shared(&a.database, Some(&a.folder))
             },
             Command::Down(a) => Shared {
-                placeholders: &a.placeholders.placeholders,
+                placeholders: Some(&a.placeholders),
                 allow_world_writable: a.writable.allow_world_writable,
                 lock_mode: a.lock_mode.lock_mode,
                 ..shared(&a.database, Some(&a.folder))
             },
             Command::Repair(a) => Shared {
-                placeholders: &a.placeholders.placeholders,
+                placeholders: Some(&a.placeholders),
                 allow_world_writable: a.writable.allow_world_writable,
                 lock_mode: a.lock_mode.lock_mode,
                 ..shared(&a.database, Some(&a.folder))
@@ -157,7 +157,7 @@ impl<'a> Shared<'a> {
         Shared {
             database,
             folder,
-            placeholders: &[],
+            placeholders: None,
             allow_world_writable: false,
             lock_mode: LockModeArg::Session,
             ahead: AheadArg::Allow,

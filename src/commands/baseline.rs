@@ -58,9 +58,7 @@ pub fn run(
         ctx.interrupt,
         "nothing was recorded",
     )?;
-    report.lock.waited_ms = acquired.waited_ms;
-    report.lock.holder = acquired.holder;
-    if !acquired.held {
+    if !report.acquired(acquired) {
         return Ok(Outcome::Skipped);
     }
 

@@ -79,9 +79,7 @@ pub fn run(ctx: &Context, config: &DownConfig, report: &mut Report) -> Result<Ou
         ctx.interrupt,
         "nothing was reverted",
     )?;
-    report.lock.waited_ms = acquired.waited_ms;
-    report.lock.holder = acquired.holder;
-    if !acquired.held {
+    if !report.acquired(acquired) {
         return Ok(Outcome::Skipped);
     }
     // Read again under the lock: what was confirmed must still be so.

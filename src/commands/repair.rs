@@ -137,9 +137,7 @@ pub fn run(ctx: &Context, config: &RepairConfig, report: &mut Report) -> Result<
         ctx.interrupt,
         "nothing was repaired",
     )?;
-    report.lock.waited_ms = acquired.waited_ms;
-    report.lock.holder = acquired.holder;
-    if !acquired.held {
+    if !report.acquired(acquired) {
         return Ok(Outcome::Skipped);
     }
     store(&mut session, config, &chosen)?;

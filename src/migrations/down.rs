@@ -7,9 +7,8 @@
 
 use std::sync::OnceLock;
 
-use super::file::{self, Checksum};
-use super::layout::annotations::Sections;
-use super::{Layout, LocalMigration, MigrationSet, Size, Version};
+use super::file;
+use super::{refinery_version, Layout, LocalMigration, MigrationSet, Version};
 
 /// What a reverting migration undoes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,46 +61,22 @@ impl MigrationSet {
                             migration.path.display()
                         )
                     })?;
-                // An empty down file is allowed: golang-migrate and sqlx
-                // run nothing and change the history.
-                let bytes = std::fs::read(path).map_err(|e| {
-                    format!(
-                        "{}: cannot be read ({})",
-                        path.display(),
-                        file::io_reason(&e)
-                    )
-                })?;
-                if std::str::from_utf8(&bytes).is_err() || bytes.contains(&0) {
-                    return Err(format!("{}: is not UTF-8 text", path.display()));
-                }
-                let version = migration
-                    .id
-                    .version
-                    .as_number()
-                    .and_then(|n| i32::try_from(n).ok())
-                    .unwrap_or_default();
-                let mut sum = Checksum::new(&migration.id.name, version);
-                sum.update(&bytes);
-                let no_transaction =
-                    self.layout == Layout::Sqlx && bytes.starts_with(b"-- no-transaction");
-                let mut down = LocalMigration::new(
+                // Read as the folder's files are (an empty one is allowed:
+                // golang-migrate and sqlx run nothing and change the
+                // history; sqlx's `-- no-transaction` is read off it).
+                let version = refinery_version(&migration.id.version);
+                let facts = file::facts(path, &migration.id.name, version, self.layout)
+                    .map_err(|why| format!("{}: {why}", path.display()))?;
+                let mut down = LocalMigration::read(
                     migration.id.clone(),
                     path.clone(),
-                    sum.finish(),
-                    Size {
-                        bytes: bytes.len() as u64,
-                        lines: bytes.split(|b| *b == b'\n').count() as u64,
-                    },
+                    self.layout,
+                    &facts,
+                    &self.placeholders,
                 );
-                down.layout = self.layout;
-                down.tool = Some(Box::new(super::ToolFile {
-                    sections: Sections {
-                        no_transaction,
-                        ..Sections::default()
-                    },
-                    reverts,
-                    ..Default::default()
-                }));
+                if let Some(tool) = &mut down.tool {
+                    tool.reverts = reverts;
+                }
                 Ok(down)
             }
             Layout::Refinery | Layout::Flyway => Err(format!(

@@ -213,7 +213,6 @@ fn facts_in(
 struct Lines {
     scanner: Scanner,
     partial: String,
-    line: u64,
     /// Flyway's placeholders, fed the whole text (not the lines held).
     placeholders: Option<placeholders::Scan>,
 }
@@ -225,7 +224,6 @@ impl Lines {
         Lines {
             scanner: Scanner::new(layout),
             partial: String::new(),
-            line: 0,
             placeholders: (layout == Layout::Flyway).then(placeholders::Scan::new),
         }
     }
@@ -253,7 +251,6 @@ impl Lines {
     }
 
     fn end_line(&mut self) {
-        self.line += 1;
         self.scanner.line(&self.partial);
         self.partial.clear();
     }

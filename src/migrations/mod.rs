@@ -104,23 +104,26 @@ impl LocalMigration {
         facts: &file::Facts,
         values: &Arc<Placeholders>,
     ) -> LocalMigration {
-        let tool = ToolFile {
-            sections: facts.sections.clone().unwrap_or_default(),
-            tool_checksum: match (facts.sha384, facts.crc) {
-                (Some(sum), _) => Some(sum.iter().map(|b| format!("{b:02x}")).collect()),
-                (_, Some(crc)) => Some(crc.to_string().into()),
-                _ => None,
-            },
-            script: None,
-            placeholders: (!facts.placeholders.is_empty()).then(|| Substitution {
-                names: facts.placeholders.clone(),
-                values: Arc::clone(values),
-            }),
-            reverts: None,
-        };
+        // refinery's files carry nothing more (a no-op run reads hundreds).
+        let tool = (layout != Layout::Refinery).then(|| {
+            Box::new(ToolFile {
+                sections: facts.sections.clone().unwrap_or_default(),
+                tool_checksum: match (facts.sha384, facts.crc) {
+                    (Some(sum), _) => Some(sum.iter().map(|b| format!("{b:02x}")).collect()),
+                    (_, Some(crc)) => Some(crc.to_string().into()),
+                    _ => None,
+                },
+                script: None,
+                placeholders: (!facts.placeholders.is_empty()).then(|| Substitution {
+                    names: facts.placeholders.clone(),
+                    values: Arc::clone(values),
+                }),
+                reverts: None,
+            })
+        });
         LocalMigration {
             layout,
-            tool: (layout != Layout::Refinery).then(|| Box::new(tool)),
+            tool,
             ..LocalMigration::new(id, path, facts.checksum, facts.size)
         }
     }
@@ -162,15 +165,6 @@ impl LocalMigration {
         }
     }
 
-    /// refinery's names hold an `i32` version, which its checksum hashes.
-    fn refinery_version(&self) -> i32 {
-        self.id
-            .version
-            .as_number()
-            .and_then(|n| i32::try_from(n).ok())
-            .unwrap_or_default()
-    }
-
     /// The text to send: the file without its UTF-8 byte-order mark, which
     /// PostgreSQL would take for part of the first word, read now and
     /// checked against the checksum it had when the run read the folder.
@@ -178,7 +172,7 @@ impl LocalMigration {
         let text = file::text(
             &self.path,
             &self.id.name,
-            self.refinery_version(),
+            refinery_version(&self.id.version),
             self.checksum,
             self.size.bytes,
         )
@@ -266,6 +260,16 @@ impl LocalMigration {
             line: None,
         }
     }
+}
+
+/// refinery's names hold an `i32` version, which its checksum hashes;
+/// other layouts' wider versions hash as 0 (that checksum only checks,
+/// then, that what runs is what was read).
+fn refinery_version(version: &Version) -> i32 {
+    version
+        .as_number()
+        .and_then(|n| i32::try_from(n).ok())
+        .unwrap_or_default()
 }
 
 /// What another tool's layout adds to a file.

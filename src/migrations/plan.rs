@@ -89,9 +89,6 @@ impl<'a> Plan<'a> {
         };
         let newest_applied = history.last().map(|a| &a.id.version);
         let newest_local = set.last_version();
-        // Other tools' rows show their files' names (the recorded ones are
-        // descriptions, or nothing).
-        let mut named = Vec::new();
         let mut pending = Vec::new();
         let mut beyond_target = 0;
         let mut ahead = Vec::new();
@@ -106,9 +103,6 @@ impl<'a> Plan<'a> {
                 (Some(a), Some(m)) if a.id.version == m.id.version => {
                     if let Some(problem) = divergence(a, m) {
                         problems.push(problem);
-                    }
-                    if set.layout != Layout::Refinery {
-                        named.push(m.id.name.clone());
                     }
                     applied.next();
                     files.next();
@@ -155,13 +149,15 @@ impl<'a> Plan<'a> {
             }
         }
         let mut applied = history.to_vec();
+        // Other tools' rows show their files' names (the recorded ones are
+        // descriptions, or nothing); the set is sorted by version.
         if set.layout != Layout::Refinery {
-            let mut names = named.into_iter();
-            let files: std::collections::HashSet<&Version> =
-                set.migrations.iter().map(|m| &m.id.version).collect();
-            for row in applied.iter_mut().filter(|a| files.contains(&a.id.version)) {
-                if let Some(name) = names.next() {
-                    row.id.name = name;
+            for row in &mut applied {
+                let found = set
+                    .migrations
+                    .binary_search_by(|m| m.id.version.cmp(&row.id.version));
+                if let Ok(i) = found {
+                    row.id.name.clone_from(&set.migrations[i].id.name);
                 }
             }
         }

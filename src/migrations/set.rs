@@ -11,7 +11,7 @@ use super::layout::placeholders::Placeholders;
 use super::layout::{FileName, Layout};
 use super::problems::{Problem, ProblemKind, Problems};
 use super::walk::{folder_problem, missing_folder, walk, writable_problem};
-use super::{LocalMigration, MigrationId, Version};
+use super::{refinery_version, LocalMigration, MigrationId, Version};
 
 /// The files of a migrations folder, sorted by version.
 #[derive(Debug, Clone, Default)]
@@ -354,16 +354,6 @@ fn go_migrations(dir: &Path) -> Vec<Problem> {
             line: None,
         })
         .collect()
-}
-
-/// refinery's checksum hashes the version as an `i32`; other layouts'
-/// wider versions hash as 0 (that checksum only checks, then, that what
-/// runs is what was read).
-fn refinery_version(version: &Version) -> i32 {
-    version
-        .as_number()
-        .and_then(|n| i32::try_from(n).ok())
-        .unwrap_or_default()
 }
 
 /// A misnamed file is read too: what is wrong with its content would

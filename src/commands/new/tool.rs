@@ -54,38 +54,28 @@ pub fn run(ctx: &Context, config: &NewConfig, report: &mut Report) -> Result<Out
     };
     let digits = format!("{version:0width$}");
     let files: Vec<(String, String)> = match layout {
-        Layout::Sqlx => {
-            let marker = if config.no_transaction {
-                "-- no-transaction\n"
-            } else {
-                ""
+        Layout::Sqlx | Layout::Dbmate | Layout::Goose => {
+            // The tool's own template, and with its no-transaction annotation.
+            let (plain, no_transaction) = match layout {
+                Layout::Sqlx => (
+                    "-- Add migration script here\n",
+                    "-- no-transaction\n-- Add migration script here\n",
+                ),
+                Layout::Dbmate => (
+                    "-- migrate:up\n\n\n-- migrate:down\n\n",
+                    "-- migrate:up transaction:false\n\n\n-- migrate:down\n\n",
+                ),
+                _ => (
+                    "-- +goose Up\n\n\n-- +goose Down\n\n",
+                    "-- +goose NO TRANSACTION\n-- +goose Up\n\n\n-- +goose Down\n\n",
+                ),
             };
-            vec![(
-                format!("{digits}_{name}.sql"),
-                format!("{marker}-- Add migration script here\n"),
-            )]
-        }
-        Layout::Dbmate => {
-            let options = if config.no_transaction {
-                " transaction:false"
+            let text = if config.no_transaction {
+                no_transaction
             } else {
-                ""
+                plain
             };
-            vec![(
-                format!("{digits}_{name}.sql"),
-                format!("-- migrate:up{options}\n\n\n-- migrate:down\n\n"),
-            )]
-        }
-        Layout::Goose => {
-            let marker = if config.no_transaction {
-                "-- +goose NO TRANSACTION\n"
-            } else {
-                ""
-            };
-            vec![(
-                format!("{digits}_{name}.sql"),
-                format!("{marker}-- +goose Up\n\n\n-- +goose Down\n\n"),
-            )]
+            vec![(format!("{digits}_{name}.sql"), text.to_string())]
         }
         Layout::GolangMigrate => vec![
             (format!("{digits}_{name}.up.sql"), String::new()),

@@ -344,7 +344,7 @@ pub fn detect(dir: &Path) -> Result<Layout, String> {
     let (mut v_named, mut flyways, mut dotted) = (0usize, 0usize, false);
     let mut folders = vec![dir.to_path_buf()];
     while let Some(folder) = folders.pop() {
-        let top = folders.is_empty() && folder == dir;
+        let top = folder == dir;
         let Ok(entries) = std::fs::read_dir(&folder) else {
             // Reading the folder says what is wrong with it.
             continue;

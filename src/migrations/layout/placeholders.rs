@@ -192,38 +192,6 @@ impl Scan {
     }
 }
 
-/// The names of the placeholders in one line, in order (an unterminated
-/// one as its rest of the line).
-#[cfg(test)]
-pub fn names_in(line: &str) -> Vec<&str> {
-    let mut names = Vec::new();
-    let bytes = line.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'$' {
-            i += 1;
-            continue;
-        }
-        if bytes.get(i + 1) == Some(&b'{') {
-            let start = i + 2;
-            match line[start..].find('}') {
-                Some(len) => {
-                    names.push(&line[start..start + len]);
-                    i = start + len + 1;
-                }
-                None => {
-                    names.push(&line[start..]);
-                    break;
-                }
-            }
-        } else {
-            // The character after a lone `$` is taken unread.
-            i += 2;
-        }
-    }
-    names
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,7 +268,12 @@ mod tests {
 
     #[test]
     fn the_names_a_line_holds() {
-        assert_eq!(names_in("${a} $${b} ${c} ${d"), ["a", "c", "d"]);
-        assert!(names_in("$$ body $$").is_empty());
+        let names = |text: &str| -> Vec<String> {
+            let mut scan = Scan::new();
+            scan.feed(text);
+            scan.finish().into_iter().map(|(name, _)| name).collect()
+        };
+        assert_eq!(names("${a} $${b} ${c} ${d"), ["a", "c", "d"]);
+        assert!(names("$$ body $$").is_empty());
     }
 }

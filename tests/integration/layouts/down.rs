@@ -2,7 +2,7 @@
 //! each with its history change, under the lock; nothing runs when one is
 //! missing; confirmed as `unlock` and `repair` are.
 
-use super::{corpus, corpus_copy, corpus_files, peer, psql_each, run_peer, schema};
+use super::{corpus, corpus_copy, corpus_files, goose_up, peer, psql_each, run_peer, schema};
 use crate::cluster::{Cluster, TestDb};
 use crate::harness::{apply, command, two_migrations, MigrationDir};
 
@@ -20,18 +20,7 @@ fn goose_schema_up_to(cluster: &Cluster, n: usize) -> String {
     let ups: Vec<String> = corpus_files("goose")
         .iter()
         .take(n)
-        .map(|(_, text)| {
-            text.split("-- +goose Up\n")
-                .nth(1)
-                .unwrap()
-                .split("-- +goose Down")
-                .next()
-                .unwrap()
-                .lines()
-                .filter(|l| !l.contains("+goose"))
-                .map(|l| format!("{l}\n"))
-                .collect()
-        })
+        .map(|(_, text)| goose_up(text))
         .collect();
     if !ups.is_empty() {
         psql_each(&db, &ups);

@@ -2,24 +2,9 @@
 //! registry here: the rows are checked as their sources write them), what
 //! `auto` makes of a folder, and the problems of another tool's files.
 
-use super::{corpus, corpus_copy, corpus_files, psql_each, schema};
+use super::{corpus, corpus_copy, corpus_files, goose_up, psql_each, schema};
 use crate::cluster::Cluster;
 use crate::harness::{apply, command, Miglock, MigrationDir};
-
-/// The Up part of a goose file, as goose sends it: the lines between
-/// `-- +goose Up` and `-- +goose Down`, without the annotations.
-fn goose_up(text: &str) -> String {
-    text.split("-- +goose Up\n")
-        .nth(1)
-        .unwrap()
-        .split("-- +goose Down")
-        .next()
-        .unwrap()
-        .lines()
-        .filter(|l| !l.contains("+goose"))
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
 
 #[test]
 fn a_goose_folder_runs_its_up_sections_and_keeps_gooses_table() {

@@ -170,3 +170,18 @@ fn psql_each(db: &TestDb, texts: &[String]) {
         );
     }
 }
+
+/// The Up part of a goose file, as goose sends it: the lines between
+/// `-- +goose Up` and `-- +goose Down`, without the annotations.
+fn goose_up(text: &str) -> String {
+    text.split("-- +goose Up\n")
+        .nth(1)
+        .unwrap()
+        .split("-- +goose Down")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("+goose"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
