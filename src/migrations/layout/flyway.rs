@@ -12,6 +12,18 @@ use super::FileName;
 use crate::migrations::Version;
 
 /// What Flyway makes of `file_name`.
+/// Whether `file_name` is a repeatable migration's (`R__<description>.sql`).
+pub fn is_repeatable(file_name: &str) -> bool {
+    let len = file_name.len();
+    match file_name.get(len.saturating_sub(4)..) {
+        Some(suffix) if suffix.eq_ignore_ascii_case(".sql") => {
+            let stem = &file_name[..len - 4];
+            stem == "R" || stem.starts_with("R__")
+        }
+        _ => false,
+    }
+}
+
 pub fn name(file_name: &str) -> FileName {
     let len = file_name.len();
     let stem = match file_name.get(len.saturating_sub(4)..) {

@@ -324,24 +324,24 @@ fn dbmate_name(file_name: &str) -> FileName {
 }
 
 /// What `auto` makes of a folder, from its files' names and, when they
-/// are another tool's, the annotations at the head of one: refinery when
-/// any file, in the folder or a subfolder (refinery reads them all), has
-/// a refinery name; Flyway when none has, every `V<digit>…` and `R__…`
-/// file has a Flyway name, and one has a dotted version (`V1.0.25__`),
-/// refinery otherwise (a folder that
-/// read as refinery's before still does: its misnamed files say so); also
-/// refinery when no file has another tool's name; goose or dbmate from
-/// their `Up` annotations; sqlx for plain
-/// `<version>_<name>.sql` files. sqlx's reversible pairs and
-/// golang-migrate's look alike, and other tools' annotations are not
-/// guessed at: those are asked (`Err`). The database has its say too
-/// (see `history`'s check of the tables already there).
+/// are another tool's, the annotations at the head of one: Flyway when
+/// every `V<digit>…` and `R__…` file, in the folder or a subfolder, has a
+/// Flyway name and one has what only Flyway reads (a dotted or `_`-parted
+/// version, `V1.0.25__`, or a repeatable `R__`); refinery when another
+/// such file is there (a folder that read as refinery's before still
+/// does: its misnamed files say so), or when no file has another tool's
+/// name; golang-migrate for `.up.sql`/`.down.sql` pairs (sqlx's reversible
+/// pairs look alike: a database sqlx migrated says so by its table);
+/// goose or dbmate from their `Up` annotations; sqlx for plain
+/// `<version>_<name>.sql` files. Other tools' annotations are not guessed
+/// at: those are asked (`Err`). The database has its say too (see
+/// `history`'s check of the tables already there).
 pub fn detect(dir: &Path) -> Result<Layout, String> {
     let mut theirs: Vec<String> = Vec::new();
     // Named V<digit>… or R__…: how many, how many of them Flyway's, and
-    // whether one has what only Flyway's have, a dotted or `_`-parted
-    // version.
-    let (mut v_named, mut flyways, mut dotted) = (0usize, 0usize, false);
+    // whether one has what only Flyway reads, a dotted or `_`-parted
+    // version or a repeatable's `R__`.
+    let (mut v_named, mut flyways, mut flyway_only) = (0usize, 0usize, false);
     let mut folders = vec![dir.to_path_buf()];
     while let Some(folder) = folders.pop() {
         let top = folder == dir;
@@ -368,13 +368,13 @@ pub fn detect(dir: &Path) -> Result<Layout, String> {
                     .strip_prefix('V')
                     .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
             if refinery_like {
-                if parse_file_name(name).is_ok() {
-                    return Ok(Layout::Refinery);
-                }
                 v_named += 1;
                 if let FileName::Up { version, .. } = flyway::name(name) {
                     flyways += 1;
-                    dotted |= matches!(version, Version::Dotted(_));
+                    flyway_only |= matches!(version, Version::Dotted(_));
+                } else if flyway::is_repeatable(name) {
+                    flyways += 1;
+                    flyway_only = true;
                 }
                 continue;
             }
@@ -385,7 +385,11 @@ pub fn detect(dir: &Path) -> Result<Layout, String> {
         }
     }
     if v_named > 0 {
-        return Ok(if flyways == v_named && dotted {
+        // Every name Flyway's and one with a version or prefix only Flyway
+        // reads: Flyway's folder (refinery stopped at that name before, so
+        // no folder that ran as refinery's reads otherwise now); anything
+        // else stays refinery's, its misnamed files saying so.
+        return Ok(if flyways == v_named && flyway_only {
             Layout::Flyway
         } else {
             Layout::Refinery
@@ -394,18 +398,14 @@ pub fn detect(dir: &Path) -> Result<Layout, String> {
     if theirs.is_empty() {
         return Ok(Layout::Refinery);
     }
-    if theirs
-        .iter()
-        .any(|n| n.ends_with(".up.sql") || n.ends_with(".down.sql"))
-    {
-        return Err(format!(
-            "the files in {} are .up.sql/.down.sql pairs, which both golang-migrate and sqlx \
-             write: say which tool made them with --layout golang-migrate or --layout sqlx \
-             (MIGLOCK_LAYOUT)",
-            dir.display()
-        ));
-    }
     theirs.sort_unstable();
+    if theirs.iter().any(|n| n.ends_with(".up.sql")) {
+        // golang-migrate's only shape, and sqlx's reversible one (`add
+        // -r`): golang-migrate's. A database sqlx migrated says otherwise
+        // by its table: `_sqlx_migrations` where golang-migrate's is
+        // missing stops the run and names --layout sqlx.
+        return Ok(Layout::GolangMigrate);
+    }
     let head = read_head(&dir.join(&theirs[0]));
     match annotations::tool_of(&head) {
         Some(Ok(layout)) => Ok(layout),
@@ -509,14 +509,18 @@ mod tests {
         assert_eq!(detect(refinery.path()), Ok(Layout::Refinery));
         let flyway = folder(&[("V1.0__a.sql", "select 1;"), ("V1_1__b.sql", "select 1;")]);
         assert_eq!(detect(flyway.path()), Ok(Layout::Flyway));
-        // A refinery name anywhere, or a misnamed file with no dotted
-        // version: refinery's, as before.
+        // Flyway's when one name only Flyway reads, refinery's names
+        // beside it; refinery's when a name is neither's.
         let mixed = folder(&[("V1__a.sql", "select 1;"), ("V1.1__b.sql", "select 1;")]);
-        assert_eq!(detect(mixed.path()), Ok(Layout::Refinery));
+        assert_eq!(detect(mixed.path()), Ok(Layout::Flyway));
+        let repeatable = folder(&[("V1__a.sql", "select 1;"), ("R__view.sql", "select 1;")]);
+        assert_eq!(detect(repeatable.path()), Ok(Layout::Flyway));
+        let neither = folder(&[("V1.1__b.sql", "select 1;"), ("V2x__a.sql", "select 1;")]);
+        assert_eq!(detect(neither.path()), Ok(Layout::Refinery));
         let misnamed = folder(&[("V1__add-users.sql", "select 1;")]);
         assert_eq!(detect(misnamed.path()), Ok(Layout::Refinery));
         let nested = folder(&[("V2.1__x.sql", "select 1;"), ("sub/V1__a.sql", "select 1;")]);
-        assert_eq!(detect(nested.path()), Ok(Layout::Refinery));
+        assert_eq!(detect(nested.path()), Ok(Layout::Flyway));
         let empty = folder(&[]);
         assert_eq!(detect(empty.path()), Ok(Layout::Refinery));
         let goose = folder(&[("00001_a.sql", "-- note\n-- +goose Up\nselect 1;\n")]);
@@ -526,7 +530,7 @@ mod tests {
         let sqlx = folder(&[("20240101000000_a.sql", "select 1;\n")]);
         assert_eq!(detect(sqlx.path()), Ok(Layout::Sqlx));
         let pairs = folder(&[("1_a.up.sql", "select 1;"), ("1_a.down.sql", "select 1;")]);
-        assert!(detect(pairs.path()).unwrap_err().contains("--layout"));
+        assert_eq!(detect(pairs.path()), Ok(Layout::GolangMigrate));
     }
 
     #[test]

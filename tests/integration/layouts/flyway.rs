@@ -157,15 +157,33 @@ fn a_flyway_folder_runs_in_flyways_order_and_keeps_flyways_table() {
 }
 
 #[test]
-fn auto_reads_a_flyway_folder_as_refinerys_and_says_what_to_do() {
+fn auto_tells_flyways_folder_by_its_versions_and_says_what_to_do_otherwise() {
+    // The corpus, refinery's names beside dotted ones: Flyway's, as it is.
     let db = Cluster::shared().create_db();
     let out = Miglock::for_db(&db)
         .args(["apply", "--format", "json", "--migrations"])
         .arg(corpus("flyway"))
+        .args(PLACEHOLDERS)
+        .run();
+    out.assert_success()
+        .assert_stderr_contains("LAYOUT layout=flyway");
+    assert_eq!(out.json()["layout"], "flyway");
+    assert_eq!(out.json()["applied"].as_array().unwrap().len(), 16);
+    assert_eq!(
+        db.query_strings("SELECT count(*) FROM flyway_schema_history WHERE success"),
+        [[Some("16".to_string())]]
+    );
+    assert!(!db.table_exists("refinery_schema_history"));
+
+    // Told refinery's, the corpus is refused with the hint.
+    let db = Cluster::shared().create_db();
+    let out = Miglock::for_db(&db)
+        .args(["apply", "--layout", "refinery", "--migrations"])
+        .arg(corpus("flyway"))
         .run();
     out.assert_code(6)
         .assert_stderr_contains("--layout flyway (MIGLOCK_LAYOUT=flyway) runs the folder as it is");
-    assert!(!db.table_exists("orgs") && !db.table_exists("flyway_schema_history"));
+    assert!(!db.table_exists("orgs") && !db.table_exists("refinery_schema_history"));
 
     // Flyway migrated the database; the folder, whole-number versions
     // only, reads as refinery's: the missing refinery table beside

@@ -68,19 +68,14 @@ fn a_golang_migrate_folder_keeps_its_one_row_and_runs_past_it() {
              INSERT INTO schema_migrations VALUES (7, false);",
         )
         .unwrap();
+    // `auto` reads the pairs as golang-migrate's.
     let out = Miglock::for_db(&db)
-        .args([
-            "apply",
-            "--format",
-            "json",
-            "--layout",
-            "golang-migrate",
-            "--migrations",
-        ])
+        .args(["apply", "--format", "json", "--migrations"])
         .arg(corpus("golang-migrate"))
         .run();
     out.assert_success();
     let json = out.json();
+    assert_eq!(json["layout"], "golang-migrate");
     let applied: Vec<i64> = json["applied"]
         .as_array()
         .unwrap()
@@ -137,22 +132,33 @@ fn a_dirty_golang_migrate_row_stops_the_run_before_anything_runs() {
 }
 
 #[test]
-fn auto_asks_which_tool_made_up_and_down_pairs_and_touches_nothing() {
+fn auto_reads_pairs_as_golang_migrate_and_asks_for_sqlx_where_sqlx_migrated() {
+    // sqlx's reversible pairs look like golang-migrate's: a database sqlx
+    // migrated has `_sqlx_migrations`, and `auto` asks rather than start
+    // golang-migrate's history beside it.
     let db = Cluster::shared().create_db();
+    command(&db, "apply", &corpus_copy("golang-migrate", |_| true))
+        .args(["--layout", "sqlx", "--target", "3"])
+        .run()
+        .assert_success();
     let out = apply(&db, &corpus_copy("golang-migrate", |_| true)).run();
     out.assert_code(6);
     let error = out.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(
-        error.contains("--layout golang-migrate or --layout sqlx"),
+        error.contains("reads as golang-migrate's") && error.contains("--layout sqlx"),
         "{error}"
     );
-    assert!(!db.table_exists("schema_migrations") && !db.table_exists("orgs"));
+    assert!(!db.table_exists("schema_migrations") && !db.table_exists("projects"));
     // MIGLOCK_LAYOUT answers it.
     apply(&db, &corpus_copy("golang-migrate", |_| true))
-        .env("MIGLOCK_LAYOUT", "golang-migrate")
+        .env("MIGLOCK_LAYOUT", "sqlx")
         .run()
         .assert_success();
     assert!(db.table_exists("org_counts"));
+    assert_eq!(
+        db.query_strings("SELECT count(*) FROM _sqlx_migrations WHERE success"),
+        [[Some("16".to_string())]]
+    );
 }
 
 #[test]
