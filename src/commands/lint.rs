@@ -18,7 +18,8 @@ pub fn run(ctx: &Context, config: &LintConfig, report: &mut Report) -> Result<Ou
         let reading =
             MigrationSet::read_with(&config.migrations, config.layout, &config.placeholders);
         problems.extend(reading.problems.iter().cloned());
-        for m in &reading.set.migrations {
+        let set = &reading.set;
+        for m in set.migrations.iter().chain(&set.repeatables) {
             if ctx.interrupt.is_set() {
                 return Err(Failure::interrupted());
             }

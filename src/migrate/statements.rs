@@ -51,11 +51,9 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     // guard; a lone round trip at least tells whether this connection still
     // reaches the session that holds the key.
     if session.is_held() {
-        // A down migration's version is in the history: nothing to check.
-        let unapplied = migration
-            .reverts()
-            .is_none()
-            .then_some(&migration.id.version);
+        // A down migration's version is in the history, and a repeatable
+        // has none: nothing to check (see `LocalMigration::unapplied`).
+        let unapplied = migration.unapplied();
         let guard = mode::guard_sql(session.key(), &baseline.table, unapplied).join(";\n");
         // Any other error is met, and reported, by the first statement.
         if let Err(error) = session.client().batch_execute(&guard) {

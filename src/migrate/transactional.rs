@@ -198,11 +198,7 @@ fn push_head(
     for statement in mode::guard_sql(
         session.key(),
         &step.baseline.table,
-        // A down migration's version is in the history: nothing to check.
-        step.migration
-            .reverts()
-            .is_none()
-            .then_some(&step.migration.id.version),
+        step.migration.unapplied(),
     ) {
         batch.push(&statement);
     }

@@ -397,7 +397,13 @@ pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<HistoryRow>
                     .to_string()
             };
             let version_text = text(0);
-            let Ok(version) = version_text.trim().parse::<Version>() else {
+            // Only Flyway's repeatables have none (every other table's
+            // version is NOT NULL).
+            let version = if row.try_get(0).ok().flatten().is_none() {
+                Version::Repeatable
+            } else if let Ok(version) = version_text.trim().parse::<Version>() {
+                version
+            } else {
                 bail!("the history table holds a version that is not a number: {version_text:?}");
             };
             Ok(HistoryRow {

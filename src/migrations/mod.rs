@@ -59,6 +59,9 @@ pub struct MigrationId {
 
 impl fmt::Display for MigrationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.version.is_repeatable() {
+            return write!(f, "R__{}", self.name);
+        }
         write!(f, "V{}__{}", self.version, self.name)
     }
 }
@@ -133,8 +136,19 @@ impl LocalMigration {
     pub fn recorded_checksum(&self) -> Option<String> {
         match self.layout {
             Layout::Refinery => Some(self.checksum.to_string()),
-            _ => self.tool()?.tool_checksum.as_deref().map(str::to_string),
+            // Flyway sums a repeatable with its placeholders replaced, so
+            // that a new value runs it again.
+            _ if self.id.version.is_repeatable() => self
+                .replaced_checksum()
+                .map(|sum| sum.to_string())
+                .or_else(|| self.file_checksum()),
+            _ => self.file_checksum(),
         }
+    }
+
+    /// Its tool's checksum of the file as it is.
+    pub fn file_checksum(&self) -> Option<String> {
+        self.tool()?.tool_checksum.as_deref().map(str::to_string)
     }
 
     /// What it reverts, when it is a down migration: the version left
@@ -142,6 +156,15 @@ impl LocalMigration {
     pub fn reverts(&self) -> Option<Option<&Version>> {
         let reverts = self.tool.as_ref()?.reverts.as_ref()?;
         Some(reverts.previous.as_ref())
+    }
+
+    /// The version the guard checks is not in the history yet, in the
+    /// migration's transaction: none for a down migration (its version is
+    /// there) or a repeatable (it has none; one that two replicas both
+    /// found changed may run twice, each run recorded, as a repeatable's
+    /// statements are written to be run again).
+    pub fn unapplied(&self) -> Option<&Version> {
+        (self.reverts().is_none() && !self.id.version.is_repeatable()).then_some(&self.id.version)
     }
 
     /// Its path from the migrations folder (its name, when not known).
@@ -190,6 +213,17 @@ impl LocalMigration {
                 .map_err(|why| self.unreadable(why)),
             None => Ok(text),
         }
+    }
+
+    /// Flyway's checksum of the file with its placeholders replaced, what
+    /// Flyway records for a repeatable one (`None` without placeholders,
+    /// or when it cannot be read again).
+    pub fn replaced_checksum(&self) -> Option<i32> {
+        self.tool()?.placeholders.as_ref()?;
+        let text = self.read_script().ok()?;
+        let mut sum = layout::flyway::Checksum::new();
+        sum.update(text.as_bytes());
+        Some(sum.finish())
     }
 
     fn file_name(&self) -> &str {

@@ -76,6 +76,18 @@ impl<'a> Plan<'a> {
             .filter(|a| a.dirty)
             .map(|a| dirty(a, set.layout))
             .collect();
+        // Repeatables' rows are matched by description, apart from the
+        // versions.
+        let (repeated, versioned): (Vec<&HistoryRow>, Vec<&HistoryRow>) = history
+            .iter()
+            .partition(|row| row.id.version.is_repeatable());
+        let kept;
+        let history = if repeated.is_empty() {
+            history
+        } else {
+            kept = versioned.into_iter().cloned().collect::<Vec<_>>();
+            &kept[..]
+        };
         let mut sorted;
         let history = if history.iter().any(|row| row.through) {
             sorted = through(set, history);
@@ -148,7 +160,20 @@ impl<'a> Plan<'a> {
                 }
             }
         }
+        // Once every versioned file is applied or is to be (none left past
+        // a target), a repeatable runs when new or changed, as Flyway runs
+        // it: after them, in its order.
+        if beyond_target == 0 {
+            for file in &set.repeatables {
+                let description = set.layout.recorded_name(&file.id.name);
+                let row = repeated.iter().find(|row| row.id.name == description);
+                if row.is_none_or(|row| !same_repeatable(row, file)) {
+                    pending.push(file);
+                }
+            }
+        }
         let mut applied = history.to_vec();
+        applied.extend(repeated.into_iter().cloned());
         // Other tools' rows show their files' names (the recorded ones are
         // descriptions, or nothing); the set is sorted by version.
         if set.layout != Layout::Refinery {
@@ -158,6 +183,13 @@ impl<'a> Plan<'a> {
                     .binary_search_by(|m| m.id.version.cmp(&row.id.version));
                 if let Ok(i) = found {
                     row.id.name.clone_from(&set.migrations[i].id.name);
+                } else if row.id.version.is_repeatable() {
+                    let file = set.repeatables.iter().find(|file| {
+                        set.layout.recorded_name(&file.id.name) == row.id.name.as_str()
+                    });
+                    if let Some(file) = file {
+                        row.id.name.clone_from(&file.id.name);
+                    }
                 }
             }
         }
@@ -314,6 +346,11 @@ fn dirty(applied: &HistoryRow, layout: Layout) -> Problem {
                  (migrate force {version}, or UPDATE the row's dirty to false)"
             )
         }
+        _ if applied.id.version.is_repeatable() => format!(
+            "{layout} recorded the repeatable migration {:?} as failed (success = false): check \
+             the schema, then delete that row",
+            applied.id.name
+        ),
         _ => format!(
             "{layout} recorded version {} as failed (success = false): check the schema, then \
              delete that row",
@@ -327,6 +364,17 @@ fn dirty(applied: &HistoryRow, layout: Layout) -> Problem {
         version: Some(applied.id.version.clone()),
         line: None,
     }
+}
+
+/// Whether a repeatable's newest row is of the file as it is: its checksum
+/// as Flyway sums a repeatable (placeholders replaced), or over the file
+/// as it is, which Flyway also takes for the same. A file that cannot be
+/// read again is not the same: the run's read of it says why.
+fn same_repeatable(row: &HistoryRow, file: &LocalMigration) -> bool {
+    [file.file_checksum(), file.recorded_checksum()]
+        .iter()
+        .flatten()
+        .any(|sum| *sum == row.checksum)
 }
 
 /// Whether `file` is what the history row `applied` records, as its
@@ -389,6 +437,7 @@ mod tests {
             layout: crate::migrations::Layout::Refinery,
             downs: Vec::new(),
             placeholders: Default::default(),
+            repeatables: Vec::new(),
             migrations: files
                 .iter()
                 .map(|(v, name, sql)| {

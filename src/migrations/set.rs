@@ -24,6 +24,9 @@ pub struct MigrationSet {
     pub downs: Vec<(Version, PathBuf)>,
     /// The values of Flyway's placeholders, for files read later.
     pub placeholders: Arc<Placeholders>,
+    /// Flyway's repeatable migrations (`R__…`), in Flyway's order (by
+    /// description): run after the versioned ones when changed.
+    pub repeatables: Vec<LocalMigration>,
 }
 
 /// A folder read whole, problems and all: its good files as a set, and
@@ -215,6 +218,26 @@ impl MigrationSet {
         }
         // Stable: files of one version keep the order they were found in.
         found.sort_by(|a, b| a.id.version.cmp(&b.id.version));
+        // Repeatables sort last; each is known by its description.
+        let first_repeatable = found.partition_point(|m| !m.id.version.is_repeatable());
+        let repeatables = found.split_off(first_repeatable);
+        let (repeatables, duplicates) = by_description(repeatables);
+        reading.set.repeatables = repeatables;
+        for files in duplicates {
+            let list: Vec<String> = files.iter().map(|m| m.path.display().to_string()).collect();
+            problems.push(Problem {
+                kind: ProblemKind::Duplicate,
+                message: format!(
+                    "the repeatable migration {:?} is in {} files: {}",
+                    files[0].id.name,
+                    files.len(),
+                    list.join(", ")
+                ),
+                file: Some(files[0].path.clone()),
+                version: None,
+                line: None,
+            });
+        }
         let migrations = &mut reading.set.migrations;
         migrations.reserve(found.len());
         let mut found = found.into_iter().peekable();
@@ -255,6 +278,31 @@ impl MigrationSet {
     pub fn last_version(&self) -> Option<&Version> {
         self.migrations.last().map(|m| &m.id.version)
     }
+}
+
+/// Repeatable migrations in Flyway's order, its description's (`_` read as
+/// a space, compared as text), and the descriptions more than one file
+/// has, which Flyway refuses.
+fn by_description(
+    mut repeatables: Vec<LocalMigration>,
+) -> (Vec<LocalMigration>, Vec<Vec<LocalMigration>>) {
+    let key = |m: &LocalMigration| super::layout::flyway::description(&m.id.name);
+    repeatables.sort_by_cached_key(key);
+    let (mut kept, mut duplicates) = (Vec::with_capacity(repeatables.len()), Vec::new());
+    let mut rest = repeatables.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let description = key(&first);
+        let mut group = vec![first];
+        while let Some(next) = rest.next_if(|m| key(m) == description) {
+            group.push(next);
+        }
+        if group.len() == 1 {
+            kept.append(&mut group);
+        } else {
+            duplicates.push(group);
+        }
+    }
+    (kept, duplicates)
 }
 
 /// Reads and checks the files, on several threads when there are many:

@@ -16,6 +16,10 @@ use std::str::FromStr;
 pub enum Version {
     Number(i64),
     Dotted(Box<[i64]>),
+    /// No version: Flyway's repeatable migrations (`R__view.sql`), which
+    /// run after every versioned one, each time their checksum changes.
+    /// Shown as `R`, null in JSON.
+    Repeatable,
 }
 
 impl Version {
@@ -24,6 +28,7 @@ impl Version {
         let parts = match self {
             Version::Number(n) => std::slice::from_ref(n),
             Version::Dotted(parts) => parts,
+            Version::Repeatable => return &[],
         };
         let end = parts.iter().rposition(|p| *p != 0).map_or(1, |i| i + 1);
         &parts[..end.min(parts.len())]
@@ -33,14 +38,18 @@ impl Version {
     pub fn as_number(&self) -> Option<i64> {
         match self {
             Version::Number(n) => Some(*n),
-            Version::Dotted(_) => None,
+            Version::Dotted(_) | Version::Repeatable => None,
         }
+    }
+
+    pub fn is_repeatable(&self) -> bool {
+        matches!(self, Version::Repeatable)
     }
 }
 
 impl PartialEq for Version {
     fn eq(&self, other: &Version) -> bool {
-        self.parts() == other.parts()
+        self.cmp(other) == Ordering::Equal
     }
 }
 
@@ -48,13 +57,18 @@ impl Eq for Version {}
 
 impl Hash for Version {
     fn hash<H: Hasher>(&self, state: &mut H) {
+        self.is_repeatable().hash(state);
         self.parts().hash(state);
     }
 }
 
 impl Ord for Version {
+    /// Repeatables after every versioned migration, as Flyway runs them.
     fn cmp(&self, other: &Version) -> Ordering {
-        self.parts().cmp(other.parts())
+        match (self.is_repeatable(), other.is_repeatable()) {
+            (false, false) => self.parts().cmp(other.parts()),
+            (a, b) => a.cmp(&b),
+        }
     }
 }
 
@@ -77,6 +91,7 @@ impl fmt::Display for Version {
                 }
                 Ok(())
             }
+            Version::Repeatable => f.write_str("R"),
         }
     }
 }
@@ -126,6 +141,7 @@ impl serde::Serialize for Version {
         match self {
             Version::Number(n) => serializer.serialize_i64(*n),
             Version::Dotted(_) => serializer.collect_str(self),
+            Version::Repeatable => serializer.serialize_none(),
         }
     }
 }
@@ -145,6 +161,10 @@ mod tests {
         assert!(v("20210425153745") > v("2021"));
         assert_eq!(Version::from(7), v("7"));
         assert_eq!(v("0"), Version::Number(0));
+        assert!(Version::Repeatable > v("99999999999999"));
+        assert_eq!(Version::Repeatable, Version::Repeatable);
+        assert_eq!(Version::Repeatable.to_string(), "R");
+        assert_eq!(serde_json::to_string(&Version::Repeatable).unwrap(), "null");
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
         return Err(invalid_set(ctx, config, connecting, &reading, report));
     }
     let set = reading.set;
-    if set.migrations.is_empty() {
+    if set.migrations.is_empty() && set.repeatables.is_empty() {
         log::warn!("no migration files in {}", common.migrations.display());
     }
     log::debug!(

@@ -109,13 +109,19 @@ pub fn select(history: &HistoryTable) -> String {
             format!("SELECT greatest(version, 0), '', '', '', NOT dirty, true FROM {table}")
         }
         // The newest row of each version (a failed run's row, then a
-        // repaired one's); repeatables (no version) and deletion marks are
-        // not versions.
+        // repaired one's), deletion marks not versions; then the newest
+        // row of each repeatable (no version, known by its description),
+        // unless it is a deletion mark (`repair` of a missing one).
         Layout::Flyway => format!(
-            "SELECT version, description, installed_on::text, coalesce(checksum::text, ''), \
-             success, type = 'BASELINE' FROM (SELECT DISTINCT ON (version) * FROM {table} \
-             WHERE version IS NOT NULL AND type NOT IN ('DELETE', 'UNDO_SQL', 'UNDO_SCRIPT') \
-             ORDER BY version, installed_rank DESC) newest ORDER BY installed_rank"
+            "SELECT v, d, o, c, s, b FROM (SELECT version AS v, description AS d, \
+             installed_on::text AS o, coalesce(checksum::text, '') AS c, success AS s, \
+             type = 'BASELINE' AS b, installed_rank AS r FROM (SELECT DISTINCT ON (version) * \
+             FROM {table} WHERE version IS NOT NULL AND type NOT IN ('DELETE', 'UNDO_SQL', \
+             'UNDO_SCRIPT') ORDER BY version, installed_rank DESC) newest UNION ALL SELECT NULL, \
+             description, installed_on::text, coalesce(checksum::text, ''), success, false, \
+             installed_rank FROM (SELECT DISTINCT ON (description) * FROM {table} WHERE version \
+             IS NULL AND type <> 'SCHEMA' ORDER BY description, installed_rank DESC) repeatable \
+             WHERE type <> 'DELETE') rows ORDER BY v IS NULL, r"
         ),
     }
 }
@@ -160,7 +166,11 @@ pub fn insert(history: &HistoryTable, migration: &LocalMigration, applied_on: &s
              \"script\", \"checksum\", \"installed_by\", \"execution_time\", \"success\") \
              SELECT coalesce(max(\"installed_rank\"), 0) + 1, {}, {}, 'SQL', {}, {}, current_user, \
              (extract(epoch FROM clock_timestamp() - now()) * 1000)::int, true FROM {table}",
-            sql::literal(&layout.version_text(&migration.path, version)),
+            if version.is_repeatable() {
+                "NULL".to_string()
+            } else {
+                sql::literal(&layout.version_text(&migration.path, version))
+            },
             sql::literal(&flyway::description(&migration.id.name)),
             sql::literal(migration.script()),
             migration.recorded_checksum().unwrap_or_else(|| "NULL".into()),
@@ -217,6 +227,15 @@ pub fn holds(layout: Layout, version: &Version) -> String {
 pub fn committed(history: &HistoryTable, migration: &LocalMigration, applied_on: &str) -> String {
     let table = &history.sql_name();
     let layout = history.layout();
+    // A repeatable committed when its newest row is of this file.
+    if migration.id.version.is_repeatable() {
+        return format!(
+            "SELECT 1 FROM (SELECT checksum FROM {table} WHERE version IS NULL AND description = \
+             {} ORDER BY installed_rank DESC LIMIT 1) newest WHERE checksum::text = {}",
+            sql::literal(&flyway::description(&migration.id.name)),
+            sql::literal(&migration.recorded_checksum().unwrap_or_default()),
+        );
+    }
     let holds = holds(layout, &migration.id.version);
     // A down migration committed when the row it reverts is gone.
     if migration.reverts().is_some() {

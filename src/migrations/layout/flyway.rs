@@ -2,28 +2,17 @@
 //! files `V<version>__<description>.sql` (the suffix in any case), the
 //! version digits parted by `.` or `_` (`V1.0.25__`, `V20210608_1249__`),
 //! its `${placeholders}`, and its checksum, a CRC-32 of the file's lines.
+//! Repeatable migrations (`R__<description>.sql`) have no version: they
+//! run after the versioned ones, each time their checksum changes.
 //!
-//! Repeatable (`R__`) migrations, callbacks (`afterMigrate.sql`…) and
-//! baseline migrations (`B…`) are refused, not skipped: Flyway would run
-//! them, and miglock does not yet. Undo files (`U…`) are Flyway Teams'
+//! Callbacks (`afterMigrate.sql`…) and baseline migrations (`B…`) are
+//! refused, not skipped: Flyway would run them, and miglock does not. Undo files (`U…`) are Flyway Teams'
 //! and skipped, as Flyway's free edition skips them.
 
 use super::FileName;
 use crate::migrations::Version;
 
 /// What Flyway makes of `file_name`.
-/// Whether `file_name` is a repeatable migration's (`R__<description>.sql`).
-pub fn is_repeatable(file_name: &str) -> bool {
-    let len = file_name.len();
-    match file_name.get(len.saturating_sub(4)..) {
-        Some(suffix) if suffix.eq_ignore_ascii_case(".sql") => {
-            let stem = &file_name[..len - 4];
-            stem == "R" || stem.starts_with("R__")
-        }
-        _ => false,
-    }
-}
-
 pub fn name(file_name: &str) -> FileName {
     let len = file_name.len();
     let stem = match file_name.get(len.saturating_sub(4)..) {
@@ -36,11 +25,10 @@ pub fn name(file_name: &str) -> FileName {
         ));
     }
     if stem == "R" || stem.starts_with("R__") {
-        return refused(
-            "repeatable (R__) migrations are not supported yet in the flyway layout: move the \
-             file out of the folder, or make it a versioned V<version>__ file"
-                .into(),
-        );
+        return FileName::Up {
+            version: Version::Repeatable,
+            name: stem.get(3..).unwrap_or_default().to_string(),
+        };
     }
     if stem.starts_with('B') && stem[1..].starts_with(|c: char| c.is_ascii_digit()) {
         return refused("baseline migrations (B<version>__) are not supported".into());
@@ -209,8 +197,9 @@ mod tests {
         assert_eq!(name("U3__undo.sql"), FileName::Ignored);
         assert_eq!(name("notes.sql"), FileName::Ignored);
         assert_eq!(name("V1__x.txt"), FileName::Ignored);
+        assert_eq!(name("R__views.sql"), up(Version::Repeatable, "views"));
+        assert_eq!(name("R.sql"), up(Version::Repeatable, ""));
         for refused in [
-            "R__views.sql",
             "afterMigrate.sql",
             "beforeEachMigrate__x.sql",
             "B5__b.sql",

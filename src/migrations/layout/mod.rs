@@ -371,10 +371,7 @@ pub fn detect(dir: &Path) -> Result<Layout, String> {
                 v_named += 1;
                 if let FileName::Up { version, .. } = flyway::name(name) {
                     flyways += 1;
-                    flyway_only |= matches!(version, Version::Dotted(_));
-                } else if flyway::is_repeatable(name) {
-                    flyways += 1;
-                    flyway_only = true;
+                    flyway_only |= !matches!(version, Version::Number(_));
                 }
                 continue;
             }

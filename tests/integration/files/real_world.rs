@@ -43,8 +43,9 @@ fn every_reason_a_name_fails_is_given_in_one_run_with_one_flyway_hint() {
         ("V99999999999__big-one.sql", "SELECT 1;"),
     ]);
 
+    // Read as refinery's: `auto` reads a dotted version as Flyway's.
     let text = Miglock::for_db(&db)
-        .args(["apply", "--migrations"])
+        .args(["apply", "--layout", "refinery", "--migrations"])
         .arg(dir.path())
         .run();
     text.assert_code(6)
@@ -53,7 +54,7 @@ fn every_reason_a_name_fails_is_given_in_one_run_with_one_flyway_hint() {
     assert_eq!(text.stderr.matches(hint).count(), 1, "{}", text.stderr);
     assert!(text.stderr.contains("V1.0.10 → V10010"), "{}", text.stderr);
 
-    let out = apply(&db, &dir).run();
+    let out = apply(&db, &dir).args(["--layout", "refinery"]).run();
     out.assert_code(6);
     let json = out.json();
     assert_eq!(json["outcome"], "invalid");

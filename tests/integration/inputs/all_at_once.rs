@@ -43,6 +43,10 @@ fn expect(rows: &[(&str, &str, i64)]) -> Vec<(String, String, i64)> {
 /// V1 and V2 recorded by a baseline (V1 holds its own BEGIN/COMMIT, which
 /// no applied file is checked for), V2 edited since; two misnamed files
 /// and a pending one, each holding something miglock refuses to run.
+/// Read as refinery's (`auto` would read its dotted name as Flyway's):
+/// what refinery refuses in it is the point.
+const REFINERY: (&str, &str) = ("MIGLOCK_LAYOUT", "refinery");
+
 fn troubled_set() -> MigrationDir {
     MigrationDir::with(&[
         (
@@ -89,7 +93,7 @@ fn one_run_lists_every_problem_of_names_contents_and_history() {
         ("transaction_control", "V5__pending.sql", 2),
     ]);
 
-    let out = apply(&db, &dir).run();
+    let out = apply(&db, &dir).env(REFINERY.0, REFINERY.1).run();
     out.assert_code(6);
     let json = out.json();
     assert_eq!(json["outcome"], "invalid", "{json:#}");
@@ -97,6 +101,7 @@ fn one_run_lists_every_problem_of_names_contents_and_history() {
     let text = Miglock::for_db(&db)
         .args(["apply", "--migrations"])
         .arg(dir.path())
+        .env(REFINERY.0, REFINERY.1)
         .run();
     text.assert_code(6)
         .assert_stderr_contains("the migration set is unsafe to run (6 problems)")
@@ -104,12 +109,18 @@ fn one_run_lists_every_problem_of_names_contents_and_history() {
         .assert_stderr_contains("V2__edited.sql: applied on");
 
     // status lists the same, and says what is pending beside them.
-    let status = command(&db, "status", &dir).arg("--check").run();
+    let status = command(&db, "status", &dir)
+        .arg("--check")
+        .env(REFINERY.0, REFINERY.1)
+        .run();
     status.assert_code(6);
     let json = status.json();
     assert_eq!(listed(&json), expected, "{json:#}");
     assert_eq!(crate::harness::versions(&json["pending"]), [5]);
-    command(&db, "status", &dir).run().assert_success();
+    command(&db, "status", &dir)
+        .env(REFINERY.0, REFINERY.1)
+        .run()
+        .assert_success();
 
     // Nothing ran, and the history is as the baseline wrote it.
     for table in ["users", "p"] {
@@ -136,6 +147,7 @@ fn an_unreachable_database_does_not_hold_back_the_files_problems() {
         .arg("--migrations")
         .arg(dir.path())
         .env("DATABASE_URL", &url)
+        .env(REFINERY.0, REFINERY.1)
         .run();
     let took = started.elapsed();
     out.assert_code(6);

@@ -45,6 +45,22 @@ const ORDER: [(&str, &str, &str); 16] = [
     ),
 ];
 
+/// The corpus's repeatable files, in Flyway's order (by description),
+/// after the versioned ones.
+const REPEATABLES: [(&str, &str); 2] = [
+    ("R__org_overview.sql", "org overview"),
+    ("release3/R__project_names_fn.sql", "project names fn"),
+];
+
+/// A corpus file's text as it runs: its placeholders replaced.
+fn replaced(path: &str) -> String {
+    std::fs::read_to_string(corpus("flyway").join(path))
+        .unwrap()
+        .replace("${schema}", "public")
+        .replace("${org_prefix}", "ACME-")
+        .replace("${flyway:table}", "flyway_schema_history")
+}
+
 const PLACEHOLDERS: [&str; 4] = [
     "--placeholder",
     "schema=public",
@@ -92,13 +108,15 @@ fn a_flyway_folder_runs_in_flyways_order_and_keeps_flyways_table() {
         .iter()
         .map(|a| a["version"].to_string().trim_matches('"').to_string())
         .collect();
-    let expected: Vec<String> = ORDER
+    let mut expected: Vec<String> = ORDER
         .iter()
         .map(|(_, v, _)| {
             // JSON keeps whole numbers as numbers, dotted ones as text.
             v.trim_start_matches('0').to_string()
         })
         .collect();
+    // The repeatables last, with no version.
+    expected.extend(["null".to_string(), "null".to_string()]);
     assert_eq!(applied, expected);
 
     // Each row as Flyway writes it.
@@ -106,7 +124,7 @@ fn a_flyway_folder_runs_in_flyways_order_and_keeps_flyways_table() {
         "SELECT installed_rank, version, description, type, script, checksum, \
          installed_by, success FROM flyway_schema_history ORDER BY installed_rank",
     );
-    assert_eq!(rows.len(), 16);
+    assert_eq!(rows.len(), 18);
     for (i, ((path, version, description), row)) in ORDER.iter().zip(&rows).enumerate() {
         let bytes = std::fs::read(corpus("flyway").join(path)).unwrap();
         let rank = (i + 1).to_string();
@@ -126,6 +144,26 @@ fn a_flyway_folder_runs_in_flyways_order_and_keeps_flyways_table() {
             ]
         );
     }
+    // A repeatable's row has no version, and its checksum is of the file
+    // with its placeholders replaced, as Flyway sums a repeatable.
+    for (i, ((path, description), row)) in REPEATABLES.iter().zip(&rows[16..]).enumerate() {
+        let rank = (i + 17).to_string();
+        let checksum = flyway_checksum(replaced(path).as_bytes()).to_string();
+        let got: Vec<Option<&str>> = row.iter().map(|v| v.as_deref()).collect();
+        assert_eq!(
+            got,
+            [
+                Some(rank.as_str()),
+                None,
+                Some(*description),
+                Some("SQL"),
+                Some(*path),
+                Some(checksum.as_str()),
+                Some("postgres"),
+                Some("t")
+            ]
+        );
+    }
     // Flyway's own constraint and index.
     assert!(db.table_exists("flyway_schema_history_pk"));
     assert!(db.table_exists("flyway_schema_history_s_idx"));
@@ -135,13 +173,8 @@ fn a_flyway_folder_runs_in_flyways_order_and_keeps_flyways_table() {
     let by_psql = cluster.create_db();
     let texts: Vec<String> = ORDER
         .iter()
-        .map(|(path, _, _)| {
-            std::fs::read_to_string(corpus("flyway").join(path))
-                .unwrap()
-                .replace("${schema}", "public")
-                .replace("${org_prefix}", "ACME-")
-                .replace("${flyway:table}", "flyway_schema_history")
-        })
+        .map(|(path, _, _)| replaced(path))
+        .chain(REPEATABLES.iter().map(|(path, _)| replaced(path)))
         .collect();
     psql_each(&by_psql, &texts);
     assert_eq!(schema(&db), schema(&by_psql));
@@ -168,10 +201,10 @@ fn auto_tells_flyways_folder_by_its_versions_and_says_what_to_do_otherwise() {
     out.assert_success()
         .assert_stderr_contains("LAYOUT layout=flyway");
     assert_eq!(out.json()["layout"], "flyway");
-    assert_eq!(out.json()["applied"].as_array().unwrap().len(), 16);
+    assert_eq!(out.json()["applied"].as_array().unwrap().len(), 18);
     assert_eq!(
         db.query_strings("SELECT count(*) FROM flyway_schema_history WHERE success"),
-        [[Some("16".to_string())]]
+        [[Some("18".to_string())]]
     );
     assert!(!db.table_exists("refinery_schema_history"));
 
@@ -302,8 +335,8 @@ fn flyways_problems_stop_the_run_before_anything_runs() {
     assert_eq!(out.json()["problems"][0]["kind"], "divergent");
     assert!(!db.table_exists("more"));
 
-    // Repeatables and callbacks would run under Flyway: refused, not skipped.
-    for name in ["R__views.sql", "afterMigrate.sql"] {
+    // Callbacks would run under Flyway: refused, not skipped.
+    for name in ["afterMigrate.sql", "beforeMigrate.sql"] {
         let dir = MigrationDir::with(&[("V1.5__x.sql", "SELECT 1;\n"), (name, "SELECT 1;\n")]);
         let out = apply(&db, &dir).args(["--layout", "flyway"]).run();
         out.assert_code(6);
@@ -331,10 +364,108 @@ fn a_flyway_baseline_row_stands_for_every_version_up_to_it() {
     let out = flyway(&db, &corpus("flyway")).run();
     out.assert_success();
     let json = out.json();
-    assert_eq!(json["applied"].as_array().unwrap().len(), 10);
+    // Ten versions past the baseline, then the two repeatables.
+    assert_eq!(json["applied"].as_array().unwrap().len(), 12);
     assert_eq!(json["applied"][0]["version"], "2.1.1");
     assert_eq!(
         db.query_i64("SELECT max(installed_rank) FROM flyway_schema_history"),
-        11
+        13
     );
+}
+
+#[test]
+fn a_repeatable_runs_after_the_versions_and_again_only_when_it_changes() {
+    let db = Cluster::shared().create_db();
+    // Up to a target below the newest version: no repeatable yet (a view
+    // may read what a later version makes).
+    let out = flyway(&db, &corpus("flyway")).args(["--target", "2"]).run();
+    out.assert_success();
+    assert_eq!(out.json()["applied"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        db.query_i64("SELECT count(*) FROM flyway_schema_history WHERE version IS NULL"),
+        0
+    );
+    // status lists them pending once nothing is past a target.
+    let out = Miglock::for_db(&db)
+        .args(["status", "--layout", "flyway", "--migrations"])
+        .arg(corpus("flyway"))
+        .args(PLACEHOLDERS)
+        .run();
+    out.assert_success()
+        .assert_stdout_contains("R__org_overview")
+        .assert_stdout_contains("R__project_names_fn");
+    flyway(&db, &corpus("flyway")).run().assert_success();
+    let out = flyway(&db, &corpus("flyway")).run();
+    out.assert_success();
+    assert_eq!(out.json()["outcome"], "current");
+    assert_eq!(
+        db.query_i64("SELECT count(*) FROM flyway_schema_history"),
+        18
+    );
+
+    // Changed: it runs again, alone, recorded in a row of its own.
+    let dir = super::corpus_copy("flyway", |_| true);
+    dir.file(
+        "R__org_overview.sql",
+        "CREATE OR REPLACE VIEW ${schema}.org_overview AS\n    SELECT o.id, o.name, count(p.id) AS projects, \
+         count(p.id) FILTER (WHERE p.archived) AS archived\n    FROM orgs o LEFT JOIN projects p ON \
+         p.org_id = o.id\n    GROUP BY o.id, o.name;\n",
+    );
+    let out = flyway(&db, dir.path()).run();
+    out.assert_success()
+        .assert_stderr_contains("MIGRATION_APPLIED version=R name=org_overview");
+    let applied = &out.json()["applied"];
+    assert_eq!(applied.as_array().unwrap().len(), 1, "{applied}");
+    assert_eq!(applied[0]["version"], serde_json::Value::Null);
+    assert_eq!(applied[0]["name"], "org_overview");
+    assert_eq!(
+        db.query_strings(
+            "SELECT installed_rank, version IS NULL, description FROM flyway_schema_history \
+             ORDER BY installed_rank DESC LIMIT 1"
+        ),
+        [[
+            Some("19".to_string()),
+            Some("t".to_string()),
+            Some("org overview".to_string())
+        ]]
+    );
+    assert!(db.column_exists("org_overview", "archived"));
+    flyway(&db, dir.path()).run().assert_success();
+    assert_eq!(
+        db.query_i64("SELECT count(*) FROM flyway_schema_history"),
+        19
+    );
+
+    // Flyway also takes the checksum of the file as it is (placeholders
+    // left) for the same repeatable: not run again.
+    let raw = flyway_checksum(&std::fs::read(dir.path().join("R__org_overview.sql")).unwrap());
+    db.client()
+        .batch_execute(&format!(
+            "UPDATE flyway_schema_history SET checksum = {raw} WHERE installed_rank = 19"
+        ))
+        .unwrap();
+    let out = flyway(&db, dir.path()).run();
+    out.assert_success();
+    assert_eq!(out.json()["outcome"], "current");
+    assert_eq!(
+        db.query_i64("SELECT count(*) FROM flyway_schema_history"),
+        19
+    );
+
+    // Two repeatables of one description: Flyway refuses them, and so
+    // does miglock, before anything runs.
+    dir.file("release3/R__org_overview.sql", "SELECT 1;\n");
+    dir.file("V7__more.sql", "CREATE TABLE more (id int);\n");
+    let out = flyway(&db, dir.path()).run();
+    out.assert_code(6);
+    let problem = &out.json()["problems"][0];
+    assert_eq!(problem["kind"], "duplicate", "{problem}");
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("the repeatable migration \"org_overview\" is in 2 files"),
+        "{problem}"
+    );
+    assert!(!db.table_exists("more"));
 }

@@ -323,6 +323,18 @@ fn auto_never_moves_a_refinery_folder_to_another_layout() {
         );
         dir.remove(stray);
     }
+    // A dotted version reads as Flyway's, but this database is refinery's:
+    // nothing runs, and the error names refinery's layout.
+    dir.file("V2.1__dotted.sql", "INSERT INTO t VALUES (2);\n");
+    let out = apply(&db, &dir).run();
+    out.assert_code(6);
+    let error = out.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("has refinery_schema_history") && error.contains("--layout refinery"),
+        "{error}"
+    );
+    assert_eq!(db.query_i64("SELECT count(*) FROM t"), 1, "nothing ran");
+    dir.remove("V2.1__dotted.sql");
     for other in [
         "_sqlx_migrations",
         "flyway_schema_history",

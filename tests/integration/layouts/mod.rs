@@ -25,18 +25,22 @@ fn corpus(tool: &str) -> PathBuf {
         .join(tool)
 }
 
-/// The corpus files of `tool` (sorted by name), `(name, text)`.
+/// The corpus files of `tool` (sorted by name), `(name, text)`; a file in
+/// a subfolder (Flyway's) named by its path from the corpus, `/`-parted.
 fn corpus_files(tool: &str) -> Vec<(String, String)> {
-    let mut files: Vec<(String, String)> = std::fs::read_dir(corpus(tool))
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().into_string().unwrap(),
-                std::fs::read_to_string(e.path()).unwrap(),
-            )
-        })
-        .collect();
+    let mut files = Vec::new();
+    let mut folders = vec![(corpus(tool), String::new())];
+    while let Some((folder, prefix)) = folders.pop() {
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let entry = entry.unwrap();
+            let name = format!("{prefix}{}", entry.file_name().into_string().unwrap());
+            if entry.file_type().unwrap().is_dir() {
+                folders.push((entry.path(), format!("{name}/")));
+            } else {
+                files.push((name, std::fs::read_to_string(entry.path()).unwrap()));
+            }
+        }
+    }
     files.sort();
     files
 }
