@@ -112,7 +112,7 @@ impl LocalMigration {
             Box::new(ToolFile {
                 sections: facts.sections.clone().unwrap_or_default(),
                 tool_checksum: match (facts.sha384, facts.crc) {
-                    (Some(sum), _) => Some(sum.iter().map(|b| format!("{b:02x}")).collect()),
+                    (Some(sum), _) => Some(hex(&sum)),
                     (_, Some(crc)) => Some(crc.to_string().into()),
                     _ => None,
                 },
@@ -296,6 +296,18 @@ impl LocalMigration {
     }
 }
 
+/// Lower-case hex, as sqlx's table shows its checksum: a table lookup per
+/// byte (a `format!` per byte was most of a no-op run in sqlx's layout).
+fn hex(bytes: &[u8]) -> Box<str> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    text.into_boxed_str()
+}
+
 /// refinery's names hold an `i32` version, which its checksum hashes;
 /// other layouts' wider versions hash as 0 (that checksum only checks,
 /// then, that what runs is what was read).
@@ -352,6 +364,11 @@ impl fmt::Display for LocalMigration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lower_case_two_digits_a_byte() {
+        assert_eq!(&*hex(&[0, 9, 10, 255]), "00090aff");
+    }
 
     #[test]
     fn a_migration_shows_as_v_version_name() {
