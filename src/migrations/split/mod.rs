@@ -19,6 +19,7 @@ mod words;
 mod work;
 
 pub use classify::{classify, Execution, ForbiddenKind, IndexBuild, Planned, Summary};
+pub use cost::{CostlyStatements, MAX_STATEMENTS};
 pub use locks::{LockLevel, TableLock};
 pub use mentions::{mentions, Mention};
 pub use scan::statements;
