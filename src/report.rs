@@ -9,11 +9,14 @@ use crate::config::Common;
 use crate::error::{ErrorDetail, Failure};
 use crate::lock::{Backend, LockKey, LockMode, LockSession};
 use crate::migrate::invalid_indexes::InvalidIndex;
-use crate::migrate::table_sizes::{self, TableSize};
+use crate::migrate::table_sizes;
 use crate::migrate::Blocked;
 use crate::migrations::lint::LintReport;
 use crate::migrations::{LocalMigration, MigrationId, Plan, Problem, Problems, Version};
 use crate::outcome::Outcome;
+
+mod statements;
+pub use statements::{plan_lines, PlannedStatement};
 
 /// The one `SCHEMA_CURRENT` line: the newest applied migration, how many
 /// are applied, and why the schema is current now.
@@ -143,6 +146,18 @@ pub struct PendingEntry {
     /// takes it in, as far as the statements' words tell.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub locks: Vec<PlannedLock>,
+    /// Each statement that locks a table harder than `ROW EXCLUSIVE`,
+    /// rewrites or scans it: one entry per table it locks, the file's
+    /// first [`crate::migrations::split::MAX_STATEMENTS`] such statements.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub statements: Vec<PlannedStatement>,
+    /// How many more such statements the file holds.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub statements_omitted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A table a pending file locks, and in what mode (`ACCESS EXCLUSIVE`…).
@@ -154,37 +169,12 @@ pub struct PlannedLock {
     /// `rewrite`, `may_rewrite` or `scan` (see `split::Work`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub work: Option<&'static str>,
-    /// The same, as the plan says it (`rewrites`).
-    #[serde(skip)]
-    pub work_verb: Option<&'static str>,
     /// `apply --dry-run`, for a table rewritten or scanned: its size
     /// (`pg_total_relation_size`) and estimated rows (`reltuples`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows: Option<i64>,
-}
-
-impl PlannedLock {
-    /// `rewrites calls (1.2 GB, ~9.1 M rows)`, for each of `locks`
-    /// rewritten or scanned, one line; empty when none is.
-    pub fn work_line(locks: &[PlannedLock]) -> String {
-        let parts: Vec<String> = locks
-            .iter()
-            .filter_map(|lock| {
-                let verb = lock.work_verb?;
-                let size = lock.bytes.map_or(String::new(), |bytes| {
-                    let size = TableSize {
-                        bytes,
-                        rows: lock.rows.map(|r| r as f64),
-                    };
-                    format!(" ({})", table_sizes::describe(&size))
-                });
-                Some(format!("{verb} {}{size}", lock.table))
-            })
-            .collect();
-        parts.join(", ")
-    }
 }
 
 impl std::fmt::Display for AppliedEntry {
@@ -231,7 +221,6 @@ impl PendingEntry {
                             table: lock.table.clone(),
                             mode: lock.level.sql_name(),
                             work: work.map(|w| w.as_str()),
-                            work_verb: work.map(|w| w.verb()),
                             bytes: None,
                             rows: None,
                         }
@@ -239,11 +228,17 @@ impl PendingEntry {
                     .collect()
             },
         );
+        let (statements, statements_omitted) =
+            migration.summary().map_or((Vec::new(), 0), |summary| {
+                (PlannedStatement::of(&summary.costly), summary.costly.more)
+            });
         PendingEntry {
             id: migration.id.clone(),
             transaction: no_transaction.is_some().then_some(false),
             no_transaction,
             locks,
+            statements,
+            statements_omitted,
         }
     }
 }
@@ -363,17 +358,18 @@ impl Report {
         Outcome::Current
     }
 
-    /// Adds to `pending[].locks` the size of each table rewritten or
-    /// scanned, from the catalog in one query (`apply --dry-run`,
-    /// `status`; never on the way to applying). Not finding them is said,
-    /// and no reason to stop.
+    /// Adds to `pending[].locks` and `pending[].statements` the size of
+    /// each table rewritten or scanned, from the catalog in one query
+    /// (`apply --dry-run`, `status`; never on the way to applying). Not
+    /// finding them is said, and no reason to stop.
     pub fn add_table_sizes(&mut self, session: &mut LockSession) {
-        let mut tables: Vec<&str> = self
-            .pending
-            .iter()
-            .flat_map(|entry| &entry.locks)
-            .filter(|lock| lock.work.is_some())
-            .map(|lock| lock.table.as_str())
+        let locks = self.pending.iter().flat_map(|entry| {
+            let locks = entry.locks.iter().map(|l| (l.work, &l.table));
+            locks.chain(entry.statements.iter().map(|s| (s.work, &s.table)))
+        });
+        let mut tables: Vec<&str> = locks
+            .filter(|(work, _)| work.is_some())
+            .map(|(_, table)| table.as_str())
             .collect();
         tables.sort_unstable();
         tables.dedup();
@@ -390,10 +386,18 @@ impl Report {
                 return;
             }
         };
-        for lock in self.pending.iter_mut().flat_map(|entry| &mut entry.locks) {
-            if let (Some(_), Some(size)) = (lock.work, sizes.get(&lock.table)) {
-                lock.bytes = Some(size.bytes);
-                lock.rows = size.rows.map(|r| r.round() as i64);
+        for entry in &mut self.pending {
+            for lock in &mut entry.locks {
+                if let (Some(_), Some(size)) = (lock.work, sizes.get(&lock.table)) {
+                    lock.bytes = Some(size.bytes);
+                    lock.rows = size.rows.map(|r| r.round() as i64);
+                }
+            }
+            for statement in &mut entry.statements {
+                if let (Some(_), Some(size)) = (statement.work, sizes.get(&statement.table)) {
+                    statement.bytes = Some(size.bytes);
+                    statement.rows = size.rows.map(|r| r.round() as i64);
+                }
             }
         }
     }

@@ -189,6 +189,8 @@ fn entries(record: &[&LocalMigration]) -> Vec<PendingEntry> {
             transaction: None,
             no_transaction: None,
             locks: Vec::new(),
+            statements: Vec::new(),
+            statements_omitted: 0,
         })
         .collect()
 }

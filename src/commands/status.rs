@@ -222,11 +222,10 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
                     let _ = writeln!(out, "  {pending}");
                 }
             }
-            // What it will do to the tables it rewrites or scans.
-            let work = crate::report::PlannedLock::work_line(&pending.locks);
-            if !work.is_empty() {
-                let _ = writeln!(out, "      {work}");
-            }
+            // Each statement that will lock a table hard, rewrite or scan it.
+            let statements = &pending.statements;
+            let omitted = pending.statements_omitted;
+            out.push_str(&crate::report::plan_lines(statements, omitted, "      "));
         }
     }
     if !report.problems.is_empty() {

@@ -1,6 +1,6 @@
 //! `apply --dry-run` says which tables a pending file rewrites or scans,
-//! with their size from the catalog; each claim held against what
-//! PostgreSQL does: a rewrite gives the table a new file
+//! statement by statement, with their size from the catalog; each claim
+//! held against what PostgreSQL does: a rewrite gives the table a new file
 //! (`pg_relation_filenode` changes), anything else keeps it.
 
 use crate::cluster::Cluster;
@@ -85,6 +85,19 @@ fn the_plan_says_which_tables_are_rewritten_or_scanned_as_postgresql_does_it() {
         } else {
             assert!(lock.get("bytes").is_none(), "{name}: {entry}");
         }
+        // The statement says the same, with its line and text.
+        let statements = entry["statements"].as_array().unwrap();
+        assert_eq!(statements.len(), 1, "{name}: {entry}");
+        let statement = &statements[0];
+        assert_eq!(statement["line"], 1, "{name}");
+        let text = statement["sql"].as_str().unwrap();
+        assert!(
+            sql.starts_with(text.trim_end_matches('…')),
+            "{name}: {text}"
+        );
+        for field in ["table", "mode", "work", "bytes", "rows"] {
+            assert_eq!(statement.get(field), lock.get(field), "{name}: {field}");
+        }
         // What PostgreSQL does, in a transaction rolled back.
         let mut client = db.client();
         let mut tx = client.transaction().unwrap();
@@ -99,21 +112,40 @@ fn the_plan_says_which_tables_are_rewritten_or_scanned_as_postgresql_does_it() {
         tx.rollback().unwrap();
         assert_eq!(rewritten, *claim == Some("rewrite"), "{name}: {sql}");
     }
-    // The text plan says it under the locks, with the size.
+    // The text plan says it on the statement's line, with the size.
     let text = Miglock::for_db(&db)
         .args(["apply", "--dry-run", "--migrations"])
         .arg(dir.path())
         .run();
     text.assert_code(7);
-    assert!(
-        text.stdout.contains("        rewrites t (") && text.stdout.contains(", ~1.0 k rows)"),
-        "{}",
-        text.stdout
-    );
-    assert!(text.stdout.contains("        scans t ("), "{}", text.stdout);
-    assert!(
-        text.stdout.contains("        may rewrite t ("),
-        "{}",
-        text.stdout
-    );
+    for (entry, (name, _, claim)) in pending.iter().zip(KINDS) {
+        let statement = &entry["statements"][0];
+        let start = format!(
+            "        line 1  {}  {}",
+            statement["sql"].as_str().unwrap(),
+            statement["mode"].as_str().unwrap()
+        );
+        let line = text
+            .stdout
+            .lines()
+            .find(|line| line.starts_with(&start))
+            .unwrap_or_else(|| panic!("{name}: {start}\n{}", text.stdout));
+        let cost = &line[start.len()..];
+        match claim {
+            Some(work) => {
+                let verb = match *work {
+                    "rewrite" => "rewrites",
+                    "may_rewrite" => "may rewrite",
+                    _ => "scans",
+                };
+                assert!(
+                    cost.starts_with(&format!(", {verb} t (")) && cost.ends_with(", ~1.0 k rows)"),
+                    "{name}: {line}"
+                );
+            }
+            None => assert_eq!(cost, " on t", "{name}: {line}"),
+        }
+    }
+    assert!(db.column_exists("t", "v") && !db.column_exists("t", "c"));
+    assert!(db.history().is_empty(), "--dry-run changed nothing");
 }

@@ -27,7 +27,7 @@ use crate::migrate::settings;
 use crate::migrations::history::HistoryRow;
 use crate::migrations::{every_problem, MigrationSet, Plan, Problems, Reading, WithoutHistory};
 use crate::outcome::Outcome;
-use crate::report::{PlannedLock, Report};
+use crate::report::{plan_lines, Report};
 
 mod lint;
 mod run;
@@ -320,12 +320,14 @@ fn render_plan(config: &ApplyConfig, plan: &Plan, report: &Report) -> String {
                 .collect();
             text.push_str(&format!("        locks {}\n", locks.join(", ")));
         }
-        // What it does to their rows: a rewrite or a scan takes as long
-        // as the table is big, under that lock.
-        let work = PlannedLock::work_line(&entry.locks);
-        if !work.is_empty() {
-            text.push_str(&format!("        {work}\n"));
-        }
+        // Which statement takes which lock, and what it does to the rows:
+        // a rewrite or a scan takes as long as the table is big, under
+        // that lock.
+        text.push_str(&plan_lines(
+            &entry.statements,
+            entry.statements_omitted,
+            "        ",
+        ));
     }
     if let Some(found) = &report.invalid_indexes {
         text.push_str(&invalid_indexes::plan_lines(

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::ops::Range;
 
+use super::cost::CostlyStatements;
 use super::locks::TableLock;
 use super::scan::{self, Statement};
 
@@ -136,6 +137,9 @@ pub struct Summary {
     /// The tables its statements rewrite or scan, each once at the most
     /// the file does to it; at most [`MAX_LOCKS`].
     pub work: Vec<(String, super::work::Work)>,
+    /// Its statements that lock a table harder than its writers do, or
+    /// rewrite or scan one, in order (the plan's lines).
+    pub costly: CostlyStatements,
 }
 
 /// How many locked tables a summary keeps: the lookup they feed names
@@ -183,6 +187,7 @@ pub struct Classifier {
     locks: std::collections::BTreeMap<String, super::locks::LockLevel>,
     index_names: std::collections::BTreeSet<String>,
     work: std::collections::BTreeMap<String, super::work::Work>,
+    costly: CostlyStatements,
 }
 
 impl Classifier {
@@ -197,6 +202,7 @@ impl Classifier {
             locks: std::collections::BTreeMap::new(),
             index_names: std::collections::BTreeSet::new(),
             work: std::collections::BTreeMap::new(),
+            costly: CostlyStatements::default(),
         }
     }
 
@@ -280,12 +286,14 @@ impl Classifier {
                 *level = (*level).max(lock.level);
             }
         }
-        if let Some((table, work)) = s.table_work() {
-            if self.work.len() < MAX_LOCKS || self.work.contains_key(&table) {
-                let most = self.work.entry(table).or_insert(work);
-                *most = (*most).max(work);
+        let work = s.table_work();
+        if let Some((table, work)) = &work {
+            if self.work.len() < MAX_LOCKS || self.work.contains_key(table) {
+                let most = self.work.entry(table.clone()).or_insert(*work);
+                *most = (*most).max(*work);
             }
         }
+        self.costly.note(s, &locks, work.as_ref());
         let index_build = s.index_build();
         if let Some(IndexBuild::Create {
             name: Some(name), ..
@@ -354,6 +362,7 @@ impl Classifier {
                 .collect(),
             index_names: self.index_names.into_iter().collect(),
             work: self.work.into_iter().collect(),
+            costly: self.costly,
         }
     }
 }

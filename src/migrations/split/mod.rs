@@ -4,9 +4,11 @@
 //! each, [`words`]), whether the file is held whole or read as a stream
 //! ([`stream`]); and which of them name an object ([`mentions`]), for an
 //! error PostgreSQL gives no position. Other tools' Down sections, which
-//! would run too: [`markers`].
+//! would run too: [`markers`]. The statements that lock a table hard,
+//! rewrite or scan it, for the plan: [`cost`].
 
 mod classify;
+mod cost;
 mod locks;
 mod markers;
 mod mentions;
@@ -17,6 +19,7 @@ mod words;
 mod work;
 
 pub use classify::{classify, Execution, ForbiddenKind, IndexBuild, Planned, Summary};
+pub use cost::{CostlyStatements, MAX_STATEMENTS};
 pub use locks::{LockLevel, TableLock};
 pub use mentions::{mentions, Mention};
 pub use scan::statements;

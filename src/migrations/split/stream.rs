@@ -190,8 +190,10 @@ mod tests {
         ];
         for text in &texts {
             let whole = classify(text.trim_start_matches('\u{feff}'));
+            let at_once = summary_in_chunks(text, usize::MAX);
             for step in [1, 3, 7, 4096, CHUNK + 1, 10 * CHUNK] {
                 let summary = summary_in_chunks(text, step);
+                assert_eq!(summary.costly, at_once.costly, "step {step}: {text:.60}");
                 assert_eq!(
                     summary.execution, whole.execution,
                     "step {step}: {text:.60}"
