@@ -119,7 +119,19 @@ pub fn excerpt(sql: &str, max: usize) -> String {
         } else {
             c.len_utf8()
         };
-        out.push_str(&rest[..len]);
+        // A literal's or a body's text is left out: a value substituted
+        // for a placeholder (a password, a key) never reaches the plan.
+        let shown = &rest[..len];
+        if c == '\'' && len > 2 {
+            out.push_str("'…'");
+        } else if c == '$' && len > 2 {
+            let tag = dollar_tag(rest, before.chars().next_back()).unwrap_or("$$");
+            out.push_str(tag);
+            out.push_str("…");
+            out.push_str(tag);
+        } else {
+            out.push_str(shown);
+        }
         at += len;
     }
     out.finish()
@@ -278,16 +290,21 @@ mod tests {
                 .count(),
             40
         );
-        // Quoted text keeps what looks like a comment.
+        // A literal's text is left out (a placeholder's value may be a
+        // secret), what looks like a comment in it with it.
         assert_eq!(
             e("COMMENT ON TABLE t IS '-- not /* one'"),
-            "COMMENT ON TABLE t IS '-- not /* one'"
+            "COMMENT ON TABLE t IS '…'"
         );
         assert_eq!(
             e("COMMENT ON TABLE t IS E'it\\'s -- x'"),
-            "COMMENT ON TABLE t IS E'it\\'s -- x'"
+            "COMMENT ON TABLE t IS E'…'"
         );
-        assert_eq!(e("SELECT $f$ -- in $f$ -- out"), "SELECT $f$ -- in $f$");
+        assert_eq!(
+            e("ALTER TABLE t ADD c text DEFAULT ''"),
+            "ALTER TABLE t ADD c text DEFAULT ''"
+        );
+        assert_eq!(e("SELECT $f$ -- in $f$ -- out"), "SELECT $f$…$f$");
         assert_eq!(e("SELECT a$b -- out"), "SELECT a$b");
         assert_eq!(
             e("ALTER TABLE \"a  -- b\" ADD c int"),
@@ -299,10 +316,10 @@ mod tests {
             "ALTER TABLE été…"
         );
         // Unclosed quotes and comments end the text, nothing worse.
-        assert_eq!(e("SELECT 'open"), "SELECT 'open");
+        assert_eq!(e("SELECT 'open"), "SELECT '…'");
         assert_eq!(e("SELECT /* open"), "SELECT");
         assert_eq!(e("SELECT \"open"), "SELECT \"open");
-        assert_eq!(e("SELECT $$open"), "SELECT $$open");
+        assert_eq!(e("SELECT $$open"), "SELECT $$…$$");
         assert_eq!(excerpt("SELECT 1", 0), "…");
     }
 
