@@ -15,6 +15,7 @@ pub mod mode;
 mod path;
 mod release;
 mod session;
+pub mod tool_keys;
 pub mod wait;
 
 pub use backend::{Backend, Identity};
