@@ -335,6 +335,11 @@ mod tests {
             flyway("public", "flyway_schema_history").key,
             77_433_833_903_597
         );
+        // Over UTF-16 code units: a JDK gives this for "\"Ünï\".\"flyway_schema_history\"".
+        assert_eq!(
+            flyway("Ünï", "flyway_schema_history").key,
+            77_432_185_434_173
+        );
         let mut locks = ToolLocks::new(&table(Layout::Flyway, None), "app", true);
         assert!(locks.wants_names());
         locks.learn_names(Some("app"), Some("public"));

@@ -231,27 +231,31 @@ pub(super) fn apply(
         }
         let (mut holder, mut tool) = holder(session);
         loop {
+            // Said before the deadline is looked at: a run out of --wait
+            // still names who kept it out.
+            if let Some(current) = &holder {
+                if busy_logged != Some(current.pid) {
+                    busy_logged = Some(current.pid);
+                    lock::log_busy(
+                        &key,
+                        LockMode::Transaction,
+                        Some(current),
+                        tool.as_ref(),
+                        millis(started.elapsed()),
+                        millis(config.wait),
+                    );
+                }
+                report.lock.holder = Some(current.clone());
+                report.lock.holder_tool_key = tool.clone();
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return timed_out(report, run, &key, started, applied);
             }
-            let Some(current) = &holder else {
+            if holder.is_none() {
                 // The key looks free: try again.
                 break;
-            };
-            if busy_logged != Some(current.pid) {
-                busy_logged = Some(current.pid);
-                lock::log_busy(
-                    &key,
-                    LockMode::Transaction,
-                    Some(current),
-                    tool.as_ref(),
-                    millis(started.elapsed()),
-                    millis(config.wait),
-                );
             }
-            report.lock.holder = Some(current.clone());
-            report.lock.holder_tool_key = tool.clone();
             let pause = backoff.next_pause().min(remaining);
             if !ctx.interrupt.sleep(pause) {
                 return Err(Failure::interrupted());
