@@ -381,6 +381,8 @@ impl Migrator {
                     LockMode::Transaction => LockModeFlag::Transaction,
                 },
                 allow_world_writable: self.allow_world_writable,
+                // The table is refinery's: no other tool's key to take.
+                tool_lock: true,
             },
             wait: self.wait,
             target_version: self.target.clone(),

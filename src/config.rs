@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::connect::ConnectTarget;
 use crate::error::Failure;
-use crate::lock::{Identity, LockKey, LockModeFlag, LockTarget};
+use crate::lock::{Identity, LockKey, LockModeFlag, LockTarget, ToolLocks};
 use crate::migrate;
 use crate::migrations::history::HistoryTable;
 use crate::migrations::layout::placeholders::Placeholders;
@@ -42,6 +42,9 @@ pub struct Common {
     /// Migrations that every user may write to are run all the same
     /// (`--allow-world-writable`).
     pub allow_world_writable: bool,
+    /// The other tool's advisory key is taken with miglock's own, where
+    /// the layout's tool takes one (`--tool-lock`, see `lock::tool_keys`).
+    pub tool_lock: bool,
 }
 
 impl Common {
@@ -58,6 +61,7 @@ impl Common {
             key: self.key.clone(),
             connect_timeout: self.connect_timeout,
             lock_mode: self.lock_mode,
+            tools: ToolLocks::new(&self.table, self.database.database(), self.tool_lock),
         }
     }
 
@@ -236,6 +240,7 @@ pub struct FleetConfig {
     pub ahead: AheadPolicy,
     pub lock_mode: LockModeFlag,
     pub allow_world_writable: bool,
+    pub tool_lock: bool,
     /// `--shard INDEX/COUNT` (or `--shards` with `JOB_COMPLETION_INDEX`):
     /// run only the targets of this shard.
     pub shard: Option<Shard>,

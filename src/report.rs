@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::config::Common;
 use crate::error::{ErrorDetail, Failure};
-use crate::lock::{Backend, LockKey, LockMode, LockSession};
+use crate::lock::{Backend, LockKey, LockMode, LockSession, ToolKey};
 use crate::migrate::invalid_indexes::InvalidIndex;
 use crate::migrate::table_sizes;
 use crate::migrate::Blocked;
@@ -257,6 +257,10 @@ pub struct LockReport {
     pub mode_reason: Option<&'static str>,
     pub waited_ms: u64,
     pub holder: Option<Backend>,
+    /// The other tool's key (see `--tool-lock`) the holder held, when it
+    /// was that key, not miglock's own, that kept this run waiting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder_tool_key: Option<ToolKey>,
     /// `session` or `transaction`: the holder's `--lock-mode`, from its
     /// application_name (`status`, `unlock`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -265,6 +269,18 @@ pub struct LockReport {
     /// `status`: sessions blocked behind the holder (`pg_blocking_pids`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub blocked: Vec<Backend>,
+    /// `status`: the other tool's keys miglock takes with its own (see
+    /// `--tool-lock`), and who holds each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_keys: Vec<ToolKeyState>,
+}
+
+/// Another tool's key, and who holds it.
+#[derive(Debug, Serialize)]
+pub struct ToolKeyState {
+    #[serde(flatten)]
+    pub key: ToolKey,
+    pub holder: Option<Backend>,
 }
 
 #[derive(Debug, Serialize)]
@@ -316,6 +332,7 @@ impl Report {
     pub fn acquired(&mut self, acquired: crate::lock::wait::Acquired) -> bool {
         self.lock.waited_ms = acquired.waited_ms;
         self.lock.holder = acquired.holder;
+        self.lock.holder_tool_key = acquired.holder_tool;
         acquired.held
     }
 
@@ -335,6 +352,7 @@ impl Report {
             mode,
             self.lock.waited_ms,
             self.lock.holder.as_ref(),
+            self.lock.holder_tool_key.as_ref(),
             left,
         );
         Outcome::Skipped

@@ -21,7 +21,7 @@ use super::help;
 pub use super::lint_args::{ApplyLintArgs, LintArgs, LINT_EXIT, LINT_LONG};
 pub use super::shared::{
     AheadArg, AheadArgs, DatabaseArgs, FleetArgs, FolderArgs, FormatArg, LockModeArg, LockModeArgs,
-    LockWaitArgs, MetricsArgs, OutputArgs, PlaceholderArgs, SetArgs, WritableArgs,
+    LockWaitArgs, MetricsArgs, OutputArgs, PlaceholderArgs, SetArgs, ToolLockArg, WritableArgs,
 };
 
 // The headings, in the order a command's help shows them (the order in

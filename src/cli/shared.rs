@@ -199,6 +199,27 @@ pub struct DatabaseArgs {
           value_parser = parse::lock_key, allow_negative_numbers = true,
           help_heading = LOCK, display_order = 32)]
     pub lock_key: Option<i64>,
+
+    /// Also take the layout's tool's own advisory lock (flyway, golang-migrate, goose, sqlx): on or off
+    ///
+    /// on: in the flyway, golang-migrate, goose and sqlx layouts, the lock attempt also takes the
+    /// key that tool takes (computed as it does: Flyway's from "schema"."table", golang-migrate's
+    /// CLI and library keys, goose's 4097083626, sqlx's from current_database()), both or
+    /// neither, and holds it for the run: a replica still running the old tool and one running
+    /// miglock never migrate at once. While the old tool holds it, miglock waits as for its own
+    /// key (LOCK_BUSY names the tool, its key and the holder). off: only miglock's own key, for
+    /// a database where the old tool runs for something else. refinery and dbmate take no lock:
+    /// nothing changes there. See docs/guide/other-tools.md.
+    #[arg(long, env = "MIGLOCK_TOOL_LOCK", value_enum, value_name = "MODE",
+          default_value_t = ToolLockArg::On, help_heading = LOCK, display_order = 33)]
+    pub tool_lock: ToolLockArg,
+}
+
+/// `--tool-lock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ToolLockArg {
+    On,
+    Off,
 }
 
 /// `--lock-mode`: the commands that take the lock or wait on it.

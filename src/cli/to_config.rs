@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use super::args::{
     AheadArg, ApplyArgs, BaselineArgs, DatabaseArgs, DownArgs, FleetArgs, FolderArgs, FormatArg,
     LockModeArg, LockWaitArgs, NewArgs, OutputArgs, PlaceholderArgs, RepairArgs, SetArgs,
-    StatusArgs, UnlockArgs, WaitArgs,
+    StatusArgs, ToolLockArg, UnlockArgs, WaitArgs,
 };
 use super::{Cli, Command};
 use crate::config::{
@@ -198,6 +198,7 @@ impl<'a> Shared<'a> {
             ahead: self.ahead_policy(),
             lock_mode: self.lock_mode(),
             allow_world_writable: self.allow_world_writable,
+            tool_lock: db.tool_lock == ToolLockArg::On,
         })
     }
 
@@ -471,6 +472,7 @@ impl Shared<'_> {
             ahead: self.ahead_policy(),
             lock_mode: self.lock_mode(),
             allow_world_writable: self.allow_world_writable,
+            tool_lock: db.tool_lock == ToolLockArg::On,
             shard,
         }))
     }

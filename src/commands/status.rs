@@ -12,7 +12,7 @@ use crate::migrate::{invalid_indexes, settings};
 use crate::migrations::every_problem;
 use crate::outcome::Outcome;
 use crate::pg_error;
-use crate::report::{AppliedEntry, Report, TableReport};
+use crate::report::{AppliedEntry, Report, TableReport, ToolKeyState};
 use crate::sql::Batch;
 
 pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<Outcome, Failure> {
@@ -37,6 +37,9 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
     }
 
     let history = session.read_history()?;
+    // A round trip only where the history read could not carry the names.
+    session.resolve_tool_keys()?;
+    let tools = session.tool_keys();
     let key = &common.key;
     let mut batch = Batch::new();
     let schema = batch.push(&common.table.schema_sql());
@@ -44,6 +47,10 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
     let waiting = batch.push(&key.sessions_sql(LockRole::Waiter));
     let blocked = batch.push(&key.blocked_sql());
     let invalid = batch.push(invalid_indexes::LIST_SQL);
+    let tool_holders: Vec<_> = tools
+        .iter()
+        .map(|tool| batch.push(&tool.as_lock_key().sessions_sql(LockRole::Holder)))
+        .collect();
     let results = session
         .query(&batch)
         .map_err(|e| pg_error::failed(&e, "cannot read the lock's sessions"))?;
@@ -72,6 +79,14 @@ pub fn run(ctx: &Context, config: &StatusConfig, report: &mut Report) -> Result<
         .map(LockMode::as_str);
     report.lock.waiting = sessions(waiting);
     report.lock.blocked = sessions(blocked);
+    report.lock.tool_keys = tools
+        .into_iter()
+        .zip(tool_holders)
+        .map(|(key, slot)| ToolKeyState {
+            key,
+            holder: sessions(slot).into_iter().next(),
+        })
+        .collect();
     let mut found = invalid_indexes::from_rows(results.rows(invalid));
     invalid_indexes::attribute(&mut found, set, &history);
     invalid_indexes::log_found(&found, false);
@@ -168,6 +183,21 @@ fn render(config: &StatusConfig, report: &Report, outcome: Outcome) -> String {
                 );
             }
         }
+    }
+    for tool in &report.lock.tool_keys {
+        let state = match (&tool.holder, &report.lock.holder) {
+            (None, _) => "free".to_string(),
+            (Some(by), Some(holder)) if by.pid == holder.pid => {
+                format!("held with the lock, by pid {}", by.pid)
+            }
+            (Some(by), _) => format!("held by {}", by.summary()),
+        };
+        let key = &tool.key;
+        let _ = writeln!(
+            out,
+            "Tool lock   {} {} ({}): {state}",
+            key.tool, key.key, key.source
+        );
     }
     if !report.lock.waiting.is_empty() {
         let _ = writeln!(

@@ -40,6 +40,7 @@ pub fn common(config: &FleetConfig, target: &Target) -> Result<Common, Failure> 
         ahead: config.ahead,
         lock_mode: config.lock_mode,
         allow_world_writable: config.allow_world_writable,
+        tool_lock: config.tool_lock,
     })
 }
 
@@ -140,6 +141,7 @@ mod tests {
             ahead: AheadPolicy::default(),
             lock_mode: LockModeFlag::Auto,
             allow_world_writable: false,
+            tool_lock: true,
             shard: None,
         };
         let mut target = Target {

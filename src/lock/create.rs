@@ -31,13 +31,13 @@ impl LockSession {
     /// takes the key at transaction level: concurrent `CREATE TABLE IF NOT
     /// EXISTS` can still fail on the catalog's unique indexes, and behind a
     /// transaction pooler the session lock does not cover this transaction.
-    /// `None` when the key is held by another server session (see
-    /// `lock::mode`): nothing was created.
+    /// `None` when the key (or the other tool's) is held by another server
+    /// session (see `lock::mode`): nothing was created.
     pub fn create_history_under_key(&mut self) -> Result<Option<Vec<HistoryRow>>, Failure> {
         let table = self.table().clone();
         let mut batch = Batch::new();
         batch.push("BEGIN");
-        for statement in mode::guard_sql(self.key(), &table, None) {
+        for statement in mode::guard_sql(self.key(), &self.guard_tool_keys(), &table, None) {
             batch.push(&statement);
         }
         let schema_missing = history::push_create(&mut batch, &table);
@@ -47,7 +47,9 @@ impl LockSession {
             Ok(results) => results,
             Err(e) => {
                 self.rollback();
-                if mode::guard_refusal(&e) == Some(mode::KEY_ELSEWHERE) {
+                // The own key elsewhere, or (transaction mode) the other
+                // tool's key held: busy either way.
+                if let Some(mode::KEY_ELSEWHERE | mode::TOOL_KEY_HELD) = mode::guard_refusal(&e) {
                     return Ok(None);
                 }
                 if e.code() == Some(&SqlState::INVALID_SCHEMA_NAME) && table.schema().is_none() {

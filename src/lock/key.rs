@@ -101,7 +101,7 @@ pub enum LockRole {
 
 impl LockKey {
     /// The two int4 halves of the key, as `pg_locks` shows them.
-    fn halves(&self) -> (i32, i32) {
+    pub(super) fn halves(&self) -> (i32, i32) {
         ((self.key >> 32) as i32, self.key as u32 as i32)
     }
 

@@ -11,6 +11,7 @@
 //! never splits.
 
 use super::key::LockKey;
+use super::tool_keys::ToolKey;
 use crate::migrations::history::HistoryTable;
 use crate::migrations::Version;
 
@@ -61,6 +62,9 @@ pub const KEY_ELSEWHERE: &str = "MLK01";
 /// The guard refused: this version's history row is already there, read
 /// under the key.
 pub const ALREADY_APPLIED: &str = "MLK02";
+/// The guard refused: the other tool's key (see `lock::tool_keys`) is
+/// held, by that tool (an old replica) or by a miglock session.
+pub const TOOL_KEY_HELD: &str = "MLK03";
 
 /// The application_name a transaction-mode holder shows (set with
 /// `is_local`, so it ends with the transaction): `status` tells the modes
@@ -87,11 +91,31 @@ pub const GUARD_END: &str = "/*miglock:guard*/";
 /// folding the cast. Two statements: under READ COMMITTED each takes its
 /// own snapshot, so the check sees every commit made before the key was
 /// granted, which one statement's snapshot, taken before its lock, would not.
-pub fn guard_sql(key: &LockKey, table: &HistoryTable, version: Option<&Version>) -> Vec<String> {
+///
+/// `tools`: the other tool's keys, taken in the same statement after the
+/// own one (in transaction mode; a session that holds them all for its run
+/// passes none). Whichever is refused, the error rolls back every key.
+pub fn guard_sql(
+    key: &LockKey,
+    tools: &[ToolKey],
+    table: &HistoryTable,
+    version: Option<&Version>,
+) -> Vec<String> {
     let key = key.key;
+    let tools: String = tools
+        .iter()
+        .map(|tool| {
+            format!(
+                " WHEN NOT pg_try_advisory_xact_lock({k}) \
+                 THEN 'miglock:{TOOL_KEY_HELD}: {name}''s lock {k} is held by another session'",
+                k = tool.key,
+                name = tool.tool,
+            )
+        })
+        .collect();
     let mut statements = vec![format!(
         "SELECT (CASE WHEN NOT pg_try_advisory_xact_lock({key}) \
-         THEN 'miglock:{KEY_ELSEWHERE}: the lock {key} is held by another server session' END)::int"
+         THEN 'miglock:{KEY_ELSEWHERE}: the lock {key} is held by another server session'{tools} END)::int"
     )];
     if let Some(version) = version {
         statements.push(format!(
@@ -115,7 +139,7 @@ pub fn guard_refusal(error: &postgres::Error) -> Option<&'static str> {
     if db.code() != &postgres::error::SqlState::INVALID_TEXT_REPRESENTATION {
         return None;
     }
-    [KEY_ELSEWHERE, ALREADY_APPLIED]
+    [KEY_ELSEWHERE, ALREADY_APPLIED, TOOL_KEY_HELD]
         .into_iter()
         .find(|code| db.message().contains(&format!("\"miglock:{code}:")))
 }
@@ -141,6 +165,7 @@ mod tests {
     fn the_guard_is_two_statements_each_naming_its_code() {
         let sql = guard_sql(
             &LockKey::explicit(42),
+            &[],
             &HistoryTable::default(),
             Some(&3.into()),
         );
@@ -149,8 +174,26 @@ mod tests {
         assert!(sql[0].contains("'miglock:MLK01:"), "{sql:?}");
         assert!(sql[1].contains("WHERE version = 3") && sql[1].contains("'miglock:MLK02:"));
         assert!(sql[1].ends_with(GUARD_END), "{sql:?}");
-        let lock_only = guard_sql(&LockKey::explicit(42), &HistoryTable::default(), None);
+        let lock_only = guard_sql(&LockKey::explicit(42), &[], &HistoryTable::default(), None);
         assert_eq!(lock_only.len(), 1);
         assert!(lock_only[0].ends_with(GUARD_END), "{lock_only:?}");
+        let goose = ToolKey {
+            key: 4_097_083_626,
+            tool: "goose",
+            source: String::new(),
+        };
+        let with_tool = guard_sql(
+            &LockKey::explicit(42),
+            &[goose],
+            &HistoryTable::default(),
+            None,
+        );
+        assert!(
+            with_tool[0].contains(
+                "THEN 'miglock:MLK01: the lock 42 is held by another server session' \
+                 WHEN NOT pg_try_advisory_xact_lock(4097083626) THEN 'miglock:MLK03: goose''s lock"
+            ),
+            "{with_tool:?}"
+        );
     }
 }

@@ -7,6 +7,7 @@ use postgres::error::SqlState;
 
 use super::mode;
 use super::session::LockSession;
+use super::tool_keys;
 use crate::pg_error;
 use crate::sql::{Batch, Results, Slot};
 use crate::time::millis;
@@ -20,11 +21,12 @@ impl LockSession {
         batch.push(&self.target.key.notify_sql());
     }
 
-    /// Adds the key's release to `batch`, after its COMMIT (a session lock
-    /// let go before the commit would let a waiter read a history without
-    /// this migration); see [`LockSession::execute_releasing`].
+    /// Adds the key's release, and the other tool's keys', to `batch`
+    /// after its COMMIT (a session lock let go before the commit would let
+    /// a waiter read a history without this migration); see
+    /// [`LockSession::execute_releasing`].
     pub fn push_unlock(&self, batch: &mut Batch) -> Slot {
-        batch.push(&self.target.key.unlock_sql())
+        batch.push(&tool_keys::unlock_sql(&self.target.key, &self.tool_keys()))
     }
 
     /// Runs `batch`, which ends with the key's release (`unlocked`, from
@@ -90,7 +92,7 @@ impl LockSession {
         // The notification needs a transaction ID, and its commit would
         // wait for a WAL flush that nothing here needs.
         batch.push("SELECT set_config('synchronous_commit', 'off', true)");
-        let unlocked = batch.push(&key.unlock_sql());
+        let unlocked = batch.push(&tool_keys::unlock_sql(key, &self.tool_keys()));
         batch.push(&key.notify_sql());
         let mut results = batch.query(&mut self.client);
         // A signal's cancel request, sent from its own thread, may land on

@@ -16,8 +16,9 @@ use postgres::error::SqlState;
 use postgres::Client;
 
 use super::backend::{Backend, Identity};
-use super::key::{try_lock_sql, LockKey, LockRole};
+use super::key::LockKey;
 use super::mode::LockModeFlag;
+use super::tool_keys::{try_lock_sql, ToolKey, ToolLocks};
 
 use crate::connect::{self, spare, CancelKey, ConnectTarget, Connecting, Then};
 use crate::error::{ErrorDetail, Failure};
@@ -43,6 +44,8 @@ pub struct LockTarget {
     /// `--lock-mode`: under `auto`, the first round trip also asks for
     /// `pg_backend_pid()` (see `lock::path`).
     pub lock_mode: LockModeFlag,
+    /// Another tool's keys, taken with `key` (see `lock::tool_keys`).
+    pub tools: ToolLocks,
 }
 
 pub struct LockSession {
@@ -60,7 +63,7 @@ pub struct LockSession {
     /// Whether `settings` went to this connection.
     pub(super) settings_sent: bool,
     /// Whether this connection listens for the release and carries the
-    /// waiting mark (see [`LockRole`]); redone after a reconnect.
+    /// waiting mark (see [`super::LockRole`]); redone after a reconnect.
     pub(super) listening: bool,
     /// Since when the key is held; `None` while it is not.
     pub(super) held_since: Option<Instant>,
@@ -79,45 +82,6 @@ pub struct LockSession {
     /// [`LockSession::start_reading_history`]), for the first
     /// [`LockSession::read_history`].
     pub(super) history_read: Option<HistoryRead>,
-}
-
-/// What reading the history gave.
-pub(super) type HistoryRead = Result<Option<Vec<HistoryRow>>, Failure>;
-
-/// What the connecting thread read: the history, and `pg_backend_pid()`
-/// when it was asked for.
-pub(super) type EarlyRead = (HistoryRead, Option<i32>);
-
-/// What the run's first round trip read (see [`read_history`]).
-struct FirstRead {
-    rows: Option<Vec<HistoryRow>>,
-    extra: Option<String>,
-    backend_pid: Option<i32>,
-}
-
-/// The history, `extra`'s first value, and with `with_pid`,
-/// `pg_backend_pid()` (see `lock::path`): one round trip.
-fn read_history(
-    client: &mut Client,
-    table: &HistoryTable,
-    extra: Option<&str>,
-    with_pid: bool,
-) -> Result<FirstRead, Failure> {
-    let mut extras = Vec::with_capacity(2);
-    extras.extend(extra);
-    if with_pid {
-        extras.push("SELECT pg_backend_pid()");
-    }
-    let mut read = history::read_with(client, table, &extras)?;
-    let backend_pid = with_pid
-        .then(|| read.extras.pop().flatten())
-        .flatten()
-        .and_then(|pid| pid.parse().ok());
-    Ok(FirstRead {
-        rows: read.rows,
-        extra: extra.and_then(|_| read.extras.pop().flatten()),
-        backend_pid,
-    })
 }
 
 /// One try for the key.
@@ -142,11 +106,17 @@ pub enum Attempt {
 pub struct Holders {
     /// `None`: released since the attempt that found it busy.
     pub holder: Option<Backend>,
+    /// The other tool's key the holder holds, when it holds that one
+    /// rather than miglock's own (an old replica running that tool).
+    pub tool: Option<ToolKey>,
     pub waiters: u32,
 }
 
 mod pending;
+mod read;
+mod tools;
 pub use pending::PendingSession;
+use read::{read_history, EarlyRead, HistoryRead};
 
 impl LockSession {
     fn new(client: Client, key: CancelKey, target: LockTarget, identity: Identity) -> LockSession {
@@ -191,11 +161,20 @@ impl LockSession {
     pub fn start_reading_history(target: LockTarget, identity: Identity) -> PendingSession {
         let table = target.table.clone();
         let auto = target.lock_mode == LockModeFlag::Auto;
+        let with_names = target.tools.wants_names();
         let then: Then = std::sync::Arc::new(move |client: &mut Client, key: CancelKey| {
             let with_pid = auto && !matches!(key, CancelKey::NotRead(_));
-            let read: EarlyRead = match read_history(client, &table, None, with_pid) {
-                Ok(read) => (Ok(read.rows), read.backend_pid),
-                Err(failure) => (Err(failure), None),
+            let read = match read_history(client, &table, None, with_pid, with_names) {
+                Ok(read) => EarlyRead {
+                    history: Ok(read.rows),
+                    backend_pid: read.backend_pid,
+                    names: read.names,
+                },
+                Err(failure) => EarlyRead {
+                    history: Err(failure),
+                    backend_pid: None,
+                    names: None,
+                },
             };
             Box::new(read) as Box<dyn std::any::Any + Send>
         });
@@ -297,9 +276,17 @@ impl LockSession {
             return Ok(history);
         }
         let with_pid = self.wants_backend_pid();
-        let read = read_history(&mut self.client, &self.target.table, None, with_pid)?;
+        let with_names = self.target.tools.wants_names();
+        let read = read_history(
+            &mut self.client,
+            &self.target.table,
+            None,
+            with_pid,
+            with_names,
+        )?;
         self.target.table.looked_for_others();
         self.backend_pid = self.backend_pid.or(read.backend_pid);
+        read.teach(&mut self.target.tools);
         Ok(read.rows)
     }
 
@@ -312,9 +299,17 @@ impl LockSession {
         // An early read is of no use here, and must not serve a later one.
         self.history_read = None;
         let with_pid = self.wants_backend_pid();
-        let read = read_history(&mut self.client, &self.target.table, Some(extra), with_pid)?;
+        let with_names = self.target.tools.wants_names();
+        let read = read_history(
+            &mut self.client,
+            &self.target.table,
+            Some(extra),
+            with_pid,
+            with_names,
+        )?;
         self.target.table.looked_for_others();
         self.backend_pid = self.backend_pid.or(read.backend_pid);
+        read.teach(&mut self.target.tools);
         Ok((read.rows, read.extra))
     }
 
@@ -436,6 +431,9 @@ impl LockSession {
     /// is the truth to apply against; while it is busy it tells when the
     /// holder has already done this replica's work.
     pub fn try_acquire(&mut self, history: bool) -> Result<Attempt, Failure> {
+        // Known by now on most runs: the history read carried the names.
+        self.resolve_tool_keys()?;
+        let tools = self.tool_keys();
         let mut batch = Batch::new();
         // The history must be read with a snapshot taken after the lock,
         // but the whole batch is one implicit transaction, whose snapshot
@@ -465,6 +463,7 @@ impl LockSession {
         let key = &self.target.key;
         let attempt = batch.push(&try_lock_sql(
             key,
+            &tools,
             &self.identity.application_name(Some("holding")),
             &self.identity.application_name(Some("waiting")),
         ));
@@ -512,28 +511,6 @@ impl LockSession {
         } else {
             Ok(Attempt::Busy { history })
         }
-    }
-
-    /// Who holds the key now, and how many miglock sessions wait for it.
-    /// Off the handover's path: asked only after a failed attempt.
-    pub fn holders(&mut self) -> Result<Holders, Failure> {
-        let key = &self.target.key;
-        let mut batch = Batch::new();
-        let holder = batch.push(&key.sessions_sql(LockRole::Holder));
-        let waiters = batch.push(&key.waiter_count_sql());
-        let results = batch
-            .query(&mut self.client)
-            .map_err(|e| pg_error::failed(&e, format!("cannot read who holds the lock {key}")))?;
-        Ok(Holders {
-            holder: results
-                .rows(holder)
-                .first()
-                .and_then(|row| Backend::from_row(row, 0)),
-            waiters: results
-                .value(waiters)
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(1),
-        })
     }
 
     /// Waits idle (no statement, no snapshot) for a notification on a

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use super::session::{Attempt, LockSession};
-use super::{log_acquired, log_busy, log_wait_timeout, Backend, LockMode};
+use super::{log_acquired, log_busy, log_wait_timeout, Backend, LockMode, ToolKey};
 use crate::backoff::Backoff;
 use crate::error::Failure;
 use crate::interrupt::Interrupt;
@@ -82,6 +82,8 @@ pub struct Acquired {
     pub waited_ms: u64,
     /// Who held the key while this run waited.
     pub holder: Option<Backend>,
+    /// The other tool's key the holder held, when that kept this run waiting.
+    pub holder_tool: Option<ToolKey>,
 }
 
 /// Takes the key for a command that writes history rows without running
@@ -96,6 +98,7 @@ pub fn acquire(
     left: &str,
 ) -> Result<Acquired, Failure> {
     let mut holder = None;
+    let mut holder_tool = None;
     let key = session.key().clone();
     let started = Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(8));
@@ -104,22 +107,25 @@ pub fn acquire(
         if matches!(session.try_acquire(false)?, Attempt::Acquired { .. }) {
             return Ok(Look::Done(()));
         }
-        let now = session.holders()?.holder;
+        let now = session.holders()?;
         if !logged {
             logged = true;
             log_busy(
                 &key,
                 LockMode::Session,
-                now.as_ref(),
+                now.holder.as_ref(),
+                now.tool.as_ref(),
                 millis(started.elapsed()),
                 millis(wait),
             );
         }
-        if now.is_some() {
-            holder = now;
+        if now.holder.is_some() {
+            holder = now.holder;
+            holder_tool = now.tool;
         }
         // The holder's release notification ends the pause early; the
-        // backoff only covers a holder that died without one.
+        // backoff only covers a holder that died without one (or another
+        // tool holding its key, which sends none).
         Ok(Look::Again(backoff.next_pause()))
     });
     let waited_ms = millis(started.elapsed());
@@ -127,11 +133,19 @@ pub fn acquire(
     if held {
         log_acquired(&key, LockMode::Session, waited_ms);
     } else {
-        log_wait_timeout(&key, LockMode::Session, waited_ms, holder.as_ref(), left);
+        log_wait_timeout(
+            &key,
+            LockMode::Session,
+            waited_ms,
+            holder.as_ref(),
+            holder_tool.as_ref(),
+            left,
+        );
     }
     Ok(Acquired {
         held,
         waited_ms,
         holder,
+        holder_tool,
     })
 }

@@ -54,7 +54,8 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
         // A down migration's version is in the history, and a repeatable
         // has none: nothing to check (see `LocalMigration::unapplied`).
         let unapplied = migration.unapplied();
-        let guard = mode::guard_sql(session.key(), &baseline.table, unapplied).join(";\n");
+        let tools = session.guard_tool_keys();
+        let guard = mode::guard_sql(session.key(), &tools, &baseline.table, unapplied).join(";\n");
         // Any other error is met, and reported, by the first statement.
         if let Err(error) = session.client().batch_execute(&guard) {
             if let Some(code) = mode::guard_refusal(&error) {

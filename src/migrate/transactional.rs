@@ -197,6 +197,7 @@ fn push_head(
     let lock_timeout = attempts.local_sql().map(|sql| batch.push_patchable(&sql));
     for statement in mode::guard_sql(
         session.key(),
+        &session.guard_tool_keys(),
         &step.baseline.table,
         step.migration.unapplied(),
     ) {

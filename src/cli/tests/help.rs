@@ -13,6 +13,7 @@ fn each_command_shows_only_the_options_it_uses() {
         "connect_timeout",
         "table",
         "lock_key",
+        "tool_lock",
         "migrations",
         "layout",
         "placeholders",

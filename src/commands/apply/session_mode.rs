@@ -257,6 +257,7 @@ fn wait_for_lock<'a>(
                 &key,
                 LockMode::Session,
                 holders.holder.as_ref(),
+                holders.tool.as_ref(),
                 millis(started.elapsed()),
                 millis(config.wait),
             );
@@ -264,7 +265,10 @@ fn wait_for_lock<'a>(
                 "holder_pid=<gone>".to_string(),
                 crate::lock::Backend::holder_log_fields,
             );
-            let message = format!("waiting for lock {key} ({who})");
+            let tool = holders.tool.as_ref().map_or(String::new(), |t| {
+                format!("{}'s lock {} held: ", t.tool, t.key)
+            });
+            let message = format!("waiting for lock {key} ({tool}{who})");
             match &spinner {
                 Some(bar) => bar.set_message(message),
                 None => spinner = ctx.progress.spinner(message),
@@ -273,6 +277,7 @@ fn wait_for_lock<'a>(
         let gone = holders.holder.is_none();
         if !gone {
             report.lock.holder = holders.holder;
+            report.lock.holder_tool_key = holders.tool;
         }
         // A release is under way: the holder's notification comes with its
         // last COMMIT and its unlock microseconds after, so an attempt woken

@@ -19,7 +19,7 @@ use super::run::Run;
 use crate::backoff::Backoff;
 use crate::error::Failure;
 use crate::lock::mode::{self, LockMode};
-use crate::lock::{self, Backend, LockRole, LockSession};
+use crate::lock::{self, Backend, LockSession, ToolKey};
 use crate::migrate::{self, Lost, SessionBaseline, Step};
 use crate::migrations::history::{self, HistoryRow};
 use crate::migrations::{Plan, Problem, ProblemKind};
@@ -94,6 +94,8 @@ pub(super) fn apply(
     let mut applied = 0usize;
     let mut history = history;
     let mut baseline: Option<SessionBaseline> = None;
+    // Each guard takes the other tool's keys too: known before the first.
+    session.resolve_tool_keys()?;
     let bar = ctx.progress.bar(report.pending.len() as u64);
     // To tell a restart or failover (carried through) from a session ended
     // while the server stayed up (not).
@@ -181,7 +183,12 @@ pub(super) fn apply(
                         history = session.read_history()?;
                         Round::Progress
                     }
-                    Err(f) if f.detail.sqlstate.as_deref() == Some(mode::KEY_ELSEWHERE) => {
+                    Err(f)
+                        if matches!(
+                            f.detail.sqlstate.as_deref(),
+                            Some(mode::KEY_ELSEWHERE | mode::TOOL_KEY_HELD)
+                        ) =>
+                    {
                         Round::Busy
                     }
                     // The migration committed with its row or not at all,
@@ -222,27 +229,33 @@ pub(super) fn apply(
             backoff.reset();
             continue;
         }
-        let mut holder = holder(session);
+        let (mut holder, mut tool) = holder(session);
         loop {
+            // Said before the deadline is looked at: a run out of --wait
+            // still names who kept it out.
+            if let Some(current) = &holder {
+                if busy_logged != Some(current.pid) {
+                    busy_logged = Some(current.pid);
+                    lock::log_busy(
+                        &key,
+                        LockMode::Transaction,
+                        Some(current),
+                        tool.as_ref(),
+                        millis(started.elapsed()),
+                        millis(config.wait),
+                    );
+                }
+                report.lock.holder = Some(current.clone());
+                report.lock.holder_tool_key = tool.clone();
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return timed_out(report, run, &key, started, applied);
             }
-            let Some(current) = &holder else {
+            if holder.is_none() {
                 // The key looks free: try again.
                 break;
-            };
-            if busy_logged != Some(current.pid) {
-                busy_logged = Some(current.pid);
-                lock::log_busy(
-                    &key,
-                    LockMode::Transaction,
-                    Some(current),
-                    millis(started.elapsed()),
-                    millis(config.wait),
-                );
             }
-            report.lock.holder = Some(current.clone());
             let pause = backoff.next_pause().min(remaining);
             if !ctx.interrupt.sleep(pause) {
                 return Err(Failure::interrupted());
@@ -251,7 +264,7 @@ pub(super) fn apply(
             // server log, with the whole migration as its STATEMENT, so
             // waiters only try once the key looks free (a race between two
             // of them still ends in one refusal, rolled back).
-            let (now, rows) = look(session, history.is_some())?;
+            let (now, now_tool, rows) = look(session, history.is_some())?;
             if rows.is_some() {
                 history = rows;
             }
@@ -267,6 +280,7 @@ pub(super) fn apply(
                 break;
             }
             holder = now;
+            tool = now_tool;
         }
     }
 }
@@ -296,31 +310,28 @@ fn timed_out(
     )))
 }
 
-/// Who holds the key now and, with `history`, the history: one round
-/// trip, nothing taken.
-fn look(
-    session: &mut LockSession,
-    history: bool,
-) -> Result<(Option<Backend>, Option<Vec<HistoryRow>>), Failure> {
+/// Who holds the key now (or the other tool's, and which), and with
+/// `history`, the history: one round trip, nothing taken.
+fn look(session: &mut LockSession, history: bool) -> Result<Looked, Failure> {
     let key = session.key().clone();
     let mut batch = Batch::new();
-    let holder = batch.push(&key.sessions_sql(LockRole::Holder));
+    let holder = batch.push(&session.holder_sql());
     let rows = history.then(|| batch.push(&session.table().select_sql()));
     let results = session
         .query(&batch)
         .map_err(|e| pg_error::failed(&e, format!("cannot read who holds the lock {key}")))?;
-    let holder = results
-        .rows(holder)
-        .first()
-        .and_then(|row| Backend::from_row(row, 0));
+    let (holder, tool) = session.holder_from_rows(results.rows(holder));
     let rows = match rows {
         Some(slot) => Some(history::rows_from_rows(results.rows(slot))?),
         None => None,
     };
-    Ok((holder, rows))
+    Ok((holder, tool, rows))
 }
 
+/// What [`look`] found.
+type Looked = (Option<Backend>, Option<ToolKey>, Option<Vec<HistoryRow>>);
+
 /// Who holds the key now, for the log (best effort).
-fn holder(session: &mut LockSession) -> Option<Backend> {
-    look(session, false).ok()?.0
+fn holder(session: &mut LockSession) -> (Option<Backend>, Option<ToolKey>) {
+    look(session, false).map_or((None, None), |(holder, tool, _)| (holder, tool))
 }

@@ -40,13 +40,16 @@ impl PendingSession {
 impl LockSession {
     fn connected(connected: Connected, target: LockTarget, identity: Identity) -> LockSession {
         let mut session = LockSession::new(connected.client, connected.key, target, identity);
-        if let Some((history, pid)) = connected
+        if let Some(read) = connected
             .then
             .and_then(|then| then.downcast::<EarlyRead>().ok())
-            .map(|read| *read)
         {
-            session.history_read = Some(history);
-            session.backend_pid = pid;
+            session.history_read = Some(read.history);
+            session.backend_pid = read.backend_pid;
+            if let Some((database, schema)) = &read.names {
+                let tools = &mut session.target.tools;
+                tools.learn_names(database.as_deref(), schema.as_deref());
+            }
         }
         session
     }

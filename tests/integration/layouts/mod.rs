@@ -17,6 +17,7 @@ mod down;
 mod flyway;
 mod formats;
 mod round_trips;
+mod tool_locks;
 
 /// A tool's folder in the corpus.
 fn corpus(tool: &str) -> PathBuf {
