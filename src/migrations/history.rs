@@ -387,7 +387,8 @@ pub fn no_schema(table: &HistoryTable) -> Failure {
 /// The history rows of one statement (version, name, applied_on,
 /// checksum, in that order).
 pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<HistoryRow>> {
-    rows.iter()
+    let read = rows
+        .iter()
         .map(|row| {
             let text = |i: usize| {
                 row.try_get(i)
@@ -420,12 +421,94 @@ pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<HistoryRow>
                 through: row.len() > 5 && row.try_get(5).ok().flatten() == Some("t"),
             })
         })
-        .collect()
+        .collect::<anyhow::Result<Vec<HistoryRow>>>()?;
+    // A seventh column (Flyway's) says the row is a deletion mark: the rows
+    // are then the table's, in installed order.
+    if !rows.first().is_some_and(|row| row.len() > 6) {
+        return Ok(read);
+    }
+    let deleted: Vec<bool> = rows
+        .iter()
+        .map(|row| row.try_get(6).ok().flatten() == Some("t"))
+        .collect();
+    Ok(newest_of_each(read, &deleted))
+}
+
+/// Flyway's rows as it reads them: the newest row of each version (a
+/// failed run's, then a repaired one's; deletion marks are no version's),
+/// in installed order, then the newest of each repeatable, unless it is a
+/// deletion mark. `rows` are in installed order.
+fn newest_of_each(rows: Vec<HistoryRow>, deleted: &[bool]) -> Vec<HistoryRow> {
+    use std::collections::HashMap;
+    let mut newest: HashMap<&Version, usize> = HashMap::with_capacity(rows.len());
+    let mut repeatable: HashMap<&str, usize> = HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        if row.id.version.is_repeatable() {
+            repeatable.insert(&row.id.name, i);
+        } else if !deleted[i] {
+            newest.insert(&row.id.version, i);
+        }
+    }
+    let keep: Vec<bool> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            if row.id.version.is_repeatable() {
+                repeatable.get(row.id.name.as_str()) == Some(&i) && !deleted[i]
+            } else {
+                newest.get(&row.id.version) == Some(&i)
+            }
+        })
+        .collect();
+    let (repeatables, versions): (Vec<HistoryRow>, Vec<HistoryRow>) = rows
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(row, keep)| keep.then_some(row))
+        .partition(|row| row.id.version.is_repeatable());
+    versions.into_iter().chain(repeatables).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flyways_rows_keep_the_newest_of_each_version_and_repeatable() {
+        let row = |version: Version, name: &str, checksum: &str| HistoryRow {
+            id: MigrationId {
+                version,
+                name: name.into(),
+            },
+            applied_on: String::new(),
+            checksum: checksum.into(),
+            dirty: false,
+            through: false,
+        };
+        let v = |n: i64| Version::Number(n);
+        let r = Version::Repeatable;
+        // In installed order: 1, a view, 2 failed then repaired, the view
+        // changed, 1's deletion mark, a function then its deletion mark.
+        let rows = vec![
+            row(v(1), "one", "1"),
+            row(r.clone(), "view", "10"),
+            row(v(2), "two", "2"),
+            row(v(2), "two", "22"),
+            row(r.clone(), "view", "11"),
+            row(v(1), "one", ""),
+            row(r.clone(), "fn", "30"),
+            row(r.clone(), "fn", ""),
+        ];
+        let deleted = [false, false, false, false, false, true, false, true];
+        let kept: Vec<(String, String)> = newest_of_each(rows, &deleted)
+            .into_iter()
+            .map(|row| (row.id.to_string(), row.checksum))
+            .collect();
+        let expect = [("V1__one", "1"), ("V2__two", "22"), ("R__view", "11")];
+        assert_eq!(
+            kept,
+            expect.map(|(id, sum)| (id.to_string(), sum.to_string()))
+        );
+    }
 
     #[test]
     fn plain_and_qualified_names_are_folded_and_quoted() {

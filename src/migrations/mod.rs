@@ -177,14 +177,9 @@ impl LocalMigration {
 
     /// Records its path from the migrations folder `dir`.
     fn set_script(&mut self, dir: &std::path::Path) {
-        if let Ok(relative) = self.path.strip_prefix(dir) {
-            let parts: Vec<String> = relative
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            if let Some(tool) = &mut self.tool {
-                tool.script = Some(parts.join("/").into());
-            }
+        if let (Ok(relative), Some(tool)) = (self.path.strip_prefix(dir), &mut self.tool) {
+            // Paths part with `/` here already: its text as it is.
+            tool.script = Some(relative.to_string_lossy().into());
         }
     }
 

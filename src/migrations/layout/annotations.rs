@@ -69,12 +69,23 @@ pub fn tool_of(head: &str) -> Option<Result<Layout, &'static str>> {
 /// goose's test for an annotation line (`--` first once trimmed, `+goose`
 /// somewhere), and the annotation: the line without its `--`s and its
 /// first `+goose`, trimmed.
-fn goose_annotation(line: &str) -> Option<String> {
-    if !line.trim().starts_with("--") || !line.contains("+goose") {
+fn goose_annotation(line: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let trimmed = line.trim();
+    if !trimmed.starts_with("--") || !line.contains("+goose") {
         return None;
     }
+    // The line of nearly every file, `-- +goose Up`: one `--`, then
+    // `+goose`, read without a copy (a no-op run reads every file's).
+    let rest = &trimmed[2..];
+    if !rest.contains("--") {
+        if let Some(at) = rest.find("+goose") {
+            if rest[..at].trim().is_empty() {
+                return Some(rest[at + "+goose".len()..].trim().into());
+            }
+        }
+    }
     let text = line.replace("--", "");
-    Some(text.replacen("+goose", "", 1).trim().to_string())
+    Some(text.replacen("+goose", "", 1).trim().to_string().into())
 }
 
 /// dbmate's directive at the start of a line: `--` (no indent), spaces,
@@ -449,6 +460,36 @@ impl<R: Read> Read for UpOnly<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn goose_annotations_read_as_goose_reads_them_with_or_without_a_copy() {
+        // goose's own reading: every `--` dropped, then the first `+goose`.
+        let goose = |line: &str| {
+            (line.trim().starts_with("--") && line.contains("+goose")).then(|| {
+                line.replace("--", "")
+                    .replacen("+goose", "", 1)
+                    .trim()
+                    .to_string()
+            })
+        };
+        for line in [
+            "-- +goose Up",
+            "  --   +goose   StatementBegin  ",
+            "--+goose Down",
+            "-- note +goose Up",
+            "-- +goose Up -- again",
+            "---+goose NO TRANSACTION",
+            "-- +goose",
+            "-- plain comment",
+            "SELECT '+goose'; -- x",
+        ] {
+            assert_eq!(
+                goose_annotation(line).map(|a| a.into_owned()),
+                goose(line),
+                "{line:?}"
+            );
+        }
+    }
 
     #[test]
     fn goose_sections_and_their_problems() {

@@ -74,23 +74,24 @@ fn is_callback(stem: &str) -> bool {
 
 /// A Flyway version: parts of digits, parted by `.` or `_`.
 pub fn version_of(text: &str) -> Option<Version> {
-    let text = text.replace('_', ".");
     if text.is_empty() {
         return None;
     }
+    let part = |part: &str| {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        part.parse::<i64>().ok()
+    };
+    // Most versions are one number: no list to build.
+    if !text.contains(['.', '_']) {
+        return part(text).map(Version::Number);
+    }
     let parts = text
-        .split('.')
-        .map(|part| {
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            part.parse::<i64>().ok()
-        })
+        .split(['.', '_'])
+        .map(part)
         .collect::<Option<Vec<i64>>>()?;
-    Some(match parts.as_slice() {
-        [one] => Version::Number(*one),
-        _ => Version::Dotted(parts.into_boxed_slice()),
-    })
+    Some(Version::Dotted(parts.into_boxed_slice()))
 }
 
 /// The version as Flyway writes it in its table: the file's, `_` made

@@ -205,6 +205,20 @@ impl LayoutFlag {
     }
 }
 
+/// Whether `name` is `V<digits>__….sql` or `V<digits>.sql` (the suffix in
+/// any case), digits that fit a version: a Flyway name whose version is a
+/// whole number, as [`flyway::name`] would read it.
+fn whole_number_flyway_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('V') else {
+        return false;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let after = &rest[digits..];
+    (1..=18).contains(&digits)
+        && (after.starts_with("__") || after.eq_ignore_ascii_case(".sql"))
+        && has_sql_extension(after)
+}
+
 /// A whole number of digits only (no sign), as a version.
 fn digits_version(text: &str) -> Option<Version> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -369,7 +383,11 @@ pub fn detect(dir: &Path) -> Result<Layout, String> {
                     .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
             if refinery_like {
                 v_named += 1;
-                if let FileName::Up { version, .. } = flyway::name(name) {
+                if whole_number_flyway_name(name) {
+                    // Nearly every file of both tools' folders: told
+                    // without parsing (a no-op run looks at every name).
+                    flyways += 1;
+                } else if let FileName::Up { version, .. } = flyway::name(name) {
                     flyways += 1;
                     flyway_only |= !matches!(version, Version::Number(_));
                 }
@@ -489,6 +507,37 @@ mod tests {
             "001"
         );
         assert_eq!(Layout::Refinery.read_name("V3__x.sql"), up(3, "x"));
+    }
+
+    #[test]
+    fn whole_number_names_are_told_as_flyway_reads_them() {
+        for (name, whole) in [
+            ("V1__a.sql", true),
+            ("V1.sql", true),
+            ("V001__x.SQL", true),
+            ("V12__a-b.sql", true),
+            ("V1.1__a.sql", false),
+            ("V1_1__a.sql", false),
+            ("V1x__a.sql", false),
+            ("V99999999999999999999__a.sql", false),
+            ("V1__a.txt", false),
+            ("V1_a.sql", false),
+        ] {
+            assert_eq!(whole_number_flyway_name(name), whole, "{name}");
+            // What it tells, flyway::name reads the same way.
+            if whole {
+                assert!(
+                    matches!(
+                        flyway::name(name),
+                        FileName::Up {
+                            version: Version::Number(_),
+                            ..
+                        }
+                    ),
+                    "{name}"
+                );
+            }
+        }
     }
 
     #[test]
