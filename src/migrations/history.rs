@@ -424,7 +424,7 @@ pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<HistoryRow>
         .collect::<anyhow::Result<Vec<HistoryRow>>>()?;
     // A seventh column (Flyway's) says the row is a deletion mark: the rows
     // are then the table's, in installed order.
-    if !rows.first().is_some_and(|row| row.len() > 6) {
+    if rows.first().is_none_or(|row| row.len() <= 6) {
         return Ok(read);
     }
     let deleted: Vec<bool> = rows
