@@ -31,6 +31,7 @@ pub mod lint;
 mod names;
 mod plan;
 mod problems;
+mod script_config;
 mod set;
 pub mod split;
 mod version;
@@ -165,6 +166,19 @@ impl LocalMigration {
     /// statements are written to be run again).
     pub fn unapplied(&self) -> Option<&Version> {
         (self.reverts().is_none() && !self.id.version.is_repeatable()).then_some(&self.id.version)
+    }
+
+    /// Flyway's script configuration for it: `executeInTransaction=false`
+    /// runs it statement by statement, `placeholderReplacement=false`
+    /// leaves its `${…}` as they are.
+    fn configure(&mut self, in_transaction: Option<bool>, placeholders: Option<bool>) {
+        let Some(tool) = &mut self.tool else { return };
+        if in_transaction == Some(false) {
+            tool.sections.no_transaction = true;
+        }
+        if placeholders == Some(false) {
+            tool.placeholders = None;
+        }
     }
 
     /// Its path from the migrations folder (its name, when not known).

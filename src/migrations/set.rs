@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::layout::placeholders::Placeholders;
 use super::layout::{FileName, Layout};
 use super::problems::{Problem, ProblemKind, Problems};
+use super::script_config;
 use super::walk::{folder_problem, missing_folder, walk, writable_problem};
 use super::{refinery_version, LocalMigration, MigrationId, Version};
 
@@ -149,6 +150,7 @@ impl MigrationSet {
 
         let mut files = Vec::new();
         let mut ancestors = Vec::new();
+        let mut configs = Vec::new();
         let writable = &mut reading.writable;
         walk(
             dir,
@@ -157,6 +159,7 @@ impl MigrationSet {
             &mut files,
             problems,
             writable,
+            (layout == Layout::Flyway).then_some(&mut configs),
         );
         if layout == Layout::Goose {
             problems.extend(go_migrations(dir));
@@ -215,6 +218,7 @@ impl MigrationSet {
             for migration in &mut found {
                 migration.set_script(dir);
             }
+            problems.extend(script_config::apply(&configs, &mut found));
         }
         // Stable: files of one version keep the order they were found in.
         found.sort_by(|a, b| a.id.version.cmp(&b.id.version));

@@ -86,6 +86,7 @@ pub(super) fn walk(
     files: &mut Vec<PathBuf>,
     problems: &mut Vec<Problem>,
     writable: &mut Vec<Problem>,
+    mut configs: Option<&mut Vec<PathBuf>>,
 ) {
     use std::os::unix::fs::MetadataExt;
     let unreadable = |path: &Path, why: String| Problem {
@@ -177,9 +178,23 @@ pub(super) fn walk(
                     continue;
                 }
             }
-            walk(&path, recursive, ancestors, files, problems, writable);
+            walk(
+                &path,
+                recursive,
+                ancestors,
+                files,
+                problems,
+                writable,
+                configs.as_deref_mut(),
+            );
         } else if is_sql && file_type.is_file() {
             files.push(path);
+        } else if let Some(configs) = configs
+            .as_deref_mut()
+            .filter(|_| file_type.is_file() && name.as_encoded_bytes().ends_with(b".sql.conf"))
+        {
+            // Flyway's script configuration (`V3__idx.sql.conf`).
+            configs.push(path);
         } else if file_type.is_file() && named_like_a_migration(&name.to_string_lossy()) {
             // Another extension (V1__init.txt, V3__x.sql.bak) or none: a
             // file its author meant to run, which would silently never run.

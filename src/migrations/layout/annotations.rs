@@ -377,14 +377,22 @@ fn kept(line: &str, number: u64, sections: Sections) -> std::borrow::Cow<'_, str
     } else {
         ""
     };
-    if number == 1 && sections.no_transaction {
-        return format!("-- miglock:no-transaction{end}").into();
-    }
-    match sections.up {
+    let kept: std::borrow::Cow<'_, str> = match sections.up {
         Some((first, stop)) if number < first || number >= stop => end.into(),
         _ => line.into(),
+    };
+    // miglock's marker ahead of the first line, which stays: a comment in
+    // the tools that annotate (their annotations come first), SQL in a
+    // Flyway script its configuration runs without a transaction.
+    if number == 1 && sections.no_transaction {
+        return format!("{NO_TRANSACTION_MARK} {kept}").into();
     }
+    kept
 }
+
+/// The marker [`kept`] puts ahead of a file's first line (see
+/// `split::has_marker`).
+pub const NO_TRANSACTION_MARK: &str = "/* miglock:no-transaction */";
 
 /// [`up_only`] as a stream: a file is summarized without being held.
 pub struct UpOnly<R> {

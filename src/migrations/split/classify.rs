@@ -156,13 +156,21 @@ pub struct Classified {
     pub statements: Vec<Planned>,
 }
 
-/// Whether the file's first line asks for no transaction.
+/// Whether the file's first line asks for no transaction: a `--` comment
+/// of its own, or the block comment miglock puts ahead of another tool's
+/// file that asks for none in its own way.
 pub fn has_marker(sql: &str) -> bool {
     let first = sql
         .trim_start_matches('\u{feff}')
         .lines()
         .next()
         .unwrap_or("");
+    if first
+        .trim_start()
+        .starts_with("/* miglock:no-transaction */")
+    {
+        return true;
+    }
     let Some(comment) = first.trim().strip_prefix("--") else {
         return false;
     };
@@ -522,6 +530,13 @@ mod tests {
             (ForbiddenKind::TransactionControl, 2)
         );
         assert!(r("-- miglock:no-transaction\nBEGIN; select 1; COMMIT;").is_empty());
+        // The mark miglock puts ahead of another tool's first line.
+        assert!(has_marker(
+            "/* miglock:no-transaction */ INSERT INTO t VALUES (1);\n"
+        ));
+        assert!(!has_marker(
+            "INSERT INTO t VALUES (1); /* miglock:no-transaction */\n"
+        ));
         let open = r("-- miglock:no-transaction\nselect 1;\nBEGIN;\nselect 2;");
         assert_eq!(
             (open[0].kind, open[0].line),

@@ -469,3 +469,70 @@ fn a_repeatable_runs_after_the_versions_and_again_only_when_it_changes() {
     );
     assert!(!db.table_exists("more"));
 }
+
+#[test]
+fn a_flyway_script_configuration_is_read_as_flyway_reads_it() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::with(&[
+        ("V1__t.sql", "CREATE TABLE t (id int PRIMARY KEY, note text);\n"),
+        (
+            "V2__backfill.sql",
+            "INSERT INTO t VALUES (1, '${kept}');\nINSERT INTO t VALUES (2, 'two');\n",
+        ),
+        (
+            "V2__backfill.sql.conf",
+            "# Flyway's script configuration\nexecuteInTransaction=false\nplaceholderReplacement : false\nencoding=UTF-8\n",
+        ),
+    ]);
+    // Statement by statement, its `${…}` left as it is (no value given).
+    let out = apply(&db, &dir).args(["--layout", "flyway"]).run();
+    out.assert_success()
+        .assert_stderr_contains("MIGRATION_NO_TRANSACTION version=2 name=backfill reason=marker");
+    let json = out.json();
+    assert_eq!(json["applied"][1]["transaction"], false, "{json}");
+    assert_eq!(
+        db.query_strings("SELECT note FROM t ORDER BY id"),
+        [[Some("${kept}".to_string())], [Some("two".to_string())]]
+    );
+    // Its checksum is the script's alone, as Flyway's.
+    let bytes = std::fs::read(dir.path().join("V2__backfill.sql")).unwrap();
+    assert_eq!(
+        db.query_i64("SELECT checksum FROM flyway_schema_history WHERE version = '2'"),
+        i64::from(flyway_checksum(&bytes))
+    );
+
+    // A key miglock cannot honour stops the run before anything runs.
+    dir.file("V3__more.sql", "CREATE TABLE more (id int);\n");
+    dir.file("V3__more.sql.conf", "shouldExecute=${enabled}\n");
+    let out = apply(&db, &dir).args(["--layout", "flyway"]).run();
+    out.assert_code(6);
+    let problem = &out.json()["problems"][0];
+    assert_eq!(problem["kind"], "annotation", "{problem}");
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("V3__more.sql.conf: line 1: \"shouldExecute\" is not a script configuration"),
+        "{problem}"
+    );
+    assert!(!db.table_exists("more"));
+
+    // Read as refinery's, a `.conf` named like a migration is still a
+    // file that would never run.
+    let refinery = Cluster::shared().create_db();
+    let out = apply(&refinery, &dir).args(["--layout", "refinery"]).run();
+    out.assert_code(6);
+    assert!(
+        out.json()["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("V2__backfill.sql.conf")
+                && p["kind"] == "misnamed"),
+        "{}",
+        out.stdout
+    );
+}

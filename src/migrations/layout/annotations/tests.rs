@@ -49,7 +49,8 @@ fn goose_sections_and_their_problems() {
     let no_tx = "-- +goose NO TRANSACTION\n-- +goose Up\nCREATE INDEX CONCURRENTLY i ON t (a);\n";
     let sections = scan(Layout::Goose, no_tx).unwrap();
     assert!(sections.no_transaction);
-    assert!(up_only(no_tx, sections).starts_with("-- miglock:no-transaction\n\n"));
+    // miglock's marker ahead of the (blanked) annotation line.
+    assert!(up_only(no_tx, sections).starts_with("/* miglock:no-transaction */ \n\n"));
     for (bad, why) in [
         ("select 1;\n-- +goose Up\n", "SQL before"),
         ("-- nothing\n", "no -- +goose Up"),
@@ -89,7 +90,8 @@ fn dbmate_sections_and_their_problems() {
     let up = up_only(text, sections);
     assert_eq!(
         up,
-        "-- miglock:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);\n\n\n\n"
+        "/* miglock:no-transaction */ -- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY i ON t \
+         (a);\n\n\n\n"
     );
     for (bad, why) in [
         ("select 1;\n-- migrate:up\n-- migrate:down\n", "SQL before"),
@@ -140,5 +142,8 @@ fn the_stream_gives_what_the_whole_text_gives() {
         .read_to_string(&mut streamed)
         .unwrap();
     assert_eq!(streamed, whole);
-    assert_eq!(whole, "-- miglock:no-transaction\r\n\r\nselect 1;\r\n\r\n");
+    assert_eq!(
+        whole,
+        "/* miglock:no-transaction */ \r\n\r\nselect 1;\r\n\r\n"
+    );
 }
