@@ -440,6 +440,12 @@ pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<HistoryRow>
 /// deletion mark. `rows` are in installed order.
 fn newest_of_each(rows: Vec<HistoryRow>, deleted: &[bool]) -> Vec<HistoryRow> {
     use std::collections::HashMap;
+    // Nearly every table: one row per version, installed in version order.
+    if !deleted.contains(&true)
+        && rows.is_sorted_by(|a, b| a.id.version < b.id.version && !b.id.version.is_repeatable())
+    {
+        return rows;
+    }
     let mut newest: HashMap<&Version, usize> = HashMap::with_capacity(rows.len());
     let mut repeatable: HashMap<&str, usize> = HashMap::new();
     for (i, row) in rows.iter().enumerate() {

@@ -351,7 +351,10 @@ fn dbmate_name(file_name: &str) -> FileName {
 /// at: those are asked (`Err`). The database has its say too (see
 /// `history`'s check of the tables already there).
 pub fn detect(dir: &Path) -> Result<Layout, String> {
-    let mut theirs: Vec<String> = Vec::new();
+    // Of the folder's own files with another tool's name: the first by
+    // name (its head tells goose's and dbmate's), and whether one is an
+    // `.up.sql` (no list: a no-op run looks at every name).
+    let (mut first, mut pairs): (Option<String>, bool) = (None, false);
     // Named V<digit>… or R__…: how many, how many of them Flyway's, and
     // whether one has what only Flyway reads, a dotted or `_`-parted
     // version or a repeatable's `R__`.
@@ -395,7 +398,10 @@ pub fn detect(dir: &Path) -> Result<Layout, String> {
             }
             if top && name.as_bytes().first().is_some_and(u8::is_ascii_digit) && name.contains('_')
             {
-                theirs.push(name.to_string());
+                pairs |= name.ends_with(".up.sql");
+                if first.as_deref().is_none_or(|f| name < f) {
+                    first = Some(name.to_string());
+                }
             }
         }
     }
@@ -410,24 +416,23 @@ pub fn detect(dir: &Path) -> Result<Layout, String> {
             Layout::Refinery
         });
     }
-    if theirs.is_empty() {
+    let Some(first) = first else {
         return Ok(Layout::Refinery);
-    }
-    theirs.sort_unstable();
-    if theirs.iter().any(|n| n.ends_with(".up.sql")) {
+    };
+    if pairs {
         // golang-migrate's only shape, and sqlx's reversible one (`add
         // -r`): golang-migrate's. A database sqlx migrated says otherwise
         // by its table: `_sqlx_migrations` where golang-migrate's is
         // missing stops the run and names --layout sqlx.
         return Ok(Layout::GolangMigrate);
     }
-    let head = read_head(&dir.join(&theirs[0]));
+    let head = read_head(&dir.join(&first));
     match annotations::tool_of(&head) {
         Some(Ok(layout)) => Ok(layout),
         Some(Err(tool)) => Err(format!(
             "{} holds {tool}'s annotations, and miglock does not read {tool}'s folders: name \
              the layout to run them as (--layout), or convert them",
-            dir.join(&theirs[0]).display()
+            dir.join(&first).display()
         )),
         None => Ok(Layout::Sqlx),
     }
