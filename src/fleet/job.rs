@@ -12,6 +12,7 @@ use crate::context::Context;
 use crate::error::Failure;
 use crate::lock::LockKey;
 use crate::migrations::history::HistoryTable;
+use crate::migrations::Layout;
 use crate::outcome::Outcome;
 use crate::output::Console;
 use crate::report::Report;
@@ -40,7 +41,13 @@ pub fn common(config: &FleetConfig, target: &Target) -> Result<Common, Failure> 
         ahead: config.ahead,
         lock_mode: config.lock_mode,
         allow_world_writable: config.allow_world_writable,
-        tool_lock: config.tool_lock,
+        // goose's key is one constant and sqlx's the database's: the same
+        // for every schema, so taking it would make the tenants of one
+        // database wait for each other (Flyway's and golang-migrate's keys
+        // name the schema, and are taken).
+        tool_lock: config.tool_lock
+            && !(target.schema.is_some()
+                && matches!(config.table.layout(), Layout::Goose | Layout::Sqlx)),
     })
 }
 

@@ -37,7 +37,7 @@ impl LockSession {
         let table = self.table().clone();
         let mut batch = Batch::new();
         batch.push("BEGIN");
-        for statement in mode::guard_sql(self.key(), &self.guard_tool_keys(), &table, None) {
+        for statement in mode::guard_sql(self.key(), &self.guard_tool_keys(), None) {
             batch.push(&statement);
         }
         let schema_missing = history::push_create(&mut batch, &table);

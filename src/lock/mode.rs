@@ -12,8 +12,8 @@
 
 use super::key::LockKey;
 use super::tool_keys::ToolKey;
-use crate::migrations::history::HistoryTable;
-use crate::migrations::Version;
+use crate::migrations::history::{AlreadyApplied, HistoryTable};
+use crate::sql;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LockMode {
@@ -98,8 +98,7 @@ pub const GUARD_END: &str = "/*miglock:guard*/";
 pub fn guard_sql(
     key: &LockKey,
     tools: &[ToolKey],
-    table: &HistoryTable,
-    version: Option<&Version>,
+    already: Option<&AlreadyApplied>,
 ) -> Vec<String> {
     let key = key.key;
     let tools: String = tools
@@ -117,13 +116,15 @@ pub fn guard_sql(
         "SELECT (CASE WHEN NOT pg_try_advisory_xact_lock({key}) \
          THEN 'miglock:{KEY_ELSEWHERE}: the lock {key} is held by another server session'{tools} END)::int"
     )];
-    if let Some(version) = version {
+    if let Some(already) = already {
+        // The name comes from a file's: quoted as any other text.
+        let refusal = sql::literal(&format!(
+            "miglock:{ALREADY_APPLIED}: {} is already in the history table",
+            already.what
+        ));
         statements.push(format!(
-            "SELECT (CASE WHEN EXISTS (SELECT 1 FROM {table} WHERE {holds}) \
-             THEN 'miglock:{ALREADY_APPLIED}: version {version} is already in the history table' \
-             END)::int",
-            table = table.sql_name(),
-            holds = table.holds_sql(version),
+            "SELECT (CASE WHEN EXISTS ({}) THEN {refusal} END)::int",
+            already.query
         ));
     }
     if let Some(last) = statements.last_mut() {
@@ -163,18 +164,21 @@ mod tests {
 
     #[test]
     fn the_guard_is_two_statements_each_naming_its_code() {
-        let sql = guard_sql(
-            &LockKey::explicit(42),
-            &[],
-            &HistoryTable::default(),
-            Some(&3.into()),
-        );
+        let already = AlreadyApplied {
+            what: "version 3".into(),
+            query: "SELECT 1 FROM t WHERE version = 3".into(),
+        };
+        let sql = guard_sql(&LockKey::explicit(42), &[], Some(&already));
         assert_eq!(sql.len(), 2);
         assert!(sql[0].contains("pg_try_advisory_xact_lock(42)"), "{sql:?}");
         assert!(sql[0].contains("'miglock:MLK01:"), "{sql:?}");
-        assert!(sql[1].contains("WHERE version = 3") && sql[1].contains("'miglock:MLK02:"));
+        assert!(
+            sql[1].contains("EXISTS (SELECT 1 FROM t WHERE version = 3)")
+                && sql[1].contains("E'miglock:MLK02: version 3 is already"),
+            "{sql:?}"
+        );
         assert!(sql[1].ends_with(GUARD_END), "{sql:?}");
-        let lock_only = guard_sql(&LockKey::explicit(42), &[], &HistoryTable::default(), None);
+        let lock_only = guard_sql(&LockKey::explicit(42), &[], None);
         assert_eq!(lock_only.len(), 1);
         assert!(lock_only[0].ends_with(GUARD_END), "{lock_only:?}");
         let goose = ToolKey {
@@ -182,12 +186,7 @@ mod tests {
             tool: "goose",
             source: String::new(),
         };
-        let with_tool = guard_sql(
-            &LockKey::explicit(42),
-            &[goose],
-            &HistoryTable::default(),
-            None,
-        );
+        let with_tool = guard_sql(&LockKey::explicit(42), &[goose], None);
         assert!(
             with_tool[0].contains(
                 "THEN 'miglock:MLK01: the lock 42 is held by another server session' \

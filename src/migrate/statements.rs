@@ -51,11 +51,9 @@ pub fn apply(session: &mut LockSession, step: &Step) -> Result<(), Failure> {
     // guard; a lone round trip at least tells whether this connection still
     // reaches the session that holds the key.
     if session.is_held() {
-        // A down migration's version is in the history, and a repeatable
-        // has none: nothing to check (see `LocalMigration::unapplied`).
-        let unapplied = migration.unapplied();
+        let already = baseline.table.already_applied(migration);
         let tools = session.guard_tool_keys();
-        let guard = mode::guard_sql(session.key(), &tools, &baseline.table, unapplied).join(";\n");
+        let guard = mode::guard_sql(session.key(), &tools, already.as_ref()).join(";\n");
         // Any other error is met, and reported, by the first statement.
         if let Err(error) = session.client().batch_execute(&guard) {
             if let Some(code) = mode::guard_refusal(&error) {

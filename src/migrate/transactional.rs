@@ -195,12 +195,8 @@ fn push_head(
     // Before the guard, so that `status` (which shows a holder's query
     // from just past the guard) shows the migration itself.
     let lock_timeout = attempts.local_sql().map(|sql| batch.push_patchable(&sql));
-    for statement in mode::guard_sql(
-        session.key(),
-        &session.guard_tool_keys(),
-        &step.baseline.table,
-        step.migration.unapplied(),
-    ) {
+    let already = step.baseline.table.already_applied(step.migration);
+    for statement in mode::guard_sql(session.key(), &session.guard_tool_keys(), already.as_ref()) {
         batch.push(&statement);
     }
     lock_timeout

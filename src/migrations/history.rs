@@ -10,8 +10,7 @@
 
 use std::fmt;
 
-use anyhow::bail;
-use postgres::{Client, SimpleQueryRow};
+use postgres::Client;
 
 use super::{Layout, LocalMigration, MigrationId, Version};
 use crate::error::Failure;
@@ -35,7 +34,10 @@ pub struct HistoryTable {
     auto: bool,
 }
 
+mod rows;
 mod shape;
+
+pub use rows::rows_from_rows;
 
 impl HistoryTable {
     /// The table named `text` (or, with `None`, the layout's own), in
@@ -212,6 +214,31 @@ impl HistoryTable {
     pub fn holds_sql(&self, version: &Version) -> String {
         shape::holds(self.layout, version)
     }
+
+    /// What the guard in `migration`'s transaction checks the history does
+    /// not hold yet: a query whose row says it does, and what to call it.
+    /// `None` for a down migration (its version is there, and must be).
+    pub fn already_applied(&self, migration: &LocalMigration) -> Option<AlreadyApplied> {
+        if migration.reverts().is_some() {
+            return None;
+        }
+        let version = &migration.id.version;
+        Some(if version.is_repeatable() {
+            AlreadyApplied {
+                what: format!("{} as it is now", migration.id),
+                query: shape::repeatable_current(self, migration),
+            }
+        } else {
+            AlreadyApplied {
+                what: format!("version {version}"),
+                query: format!(
+                    "SELECT 1 FROM {} WHERE {}",
+                    self.sql_name(),
+                    self.holds_sql(version)
+                ),
+            }
+        })
+    }
 }
 
 impl Default for HistoryTable {
@@ -235,6 +262,15 @@ impl fmt::Display for HistoryTable {
     }
 }
 
+/// A migration the history holds already, as the guard asks it: another
+/// replica applied it since this one read the history.
+pub struct AlreadyApplied {
+    /// `version 3`, `R__views as it is now`.
+    pub what: String,
+    /// Its row, if there is one.
+    pub query: String,
+}
+
 /// One row of the history table: an applied migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRow {
@@ -249,6 +285,27 @@ pub struct HistoryRow {
     /// It stands for every version up to its own (golang-migrate's one
     /// row, Flyway's baseline row).
     pub through: bool,
+}
+
+impl HistoryRow {
+    /// The row running `migration` wrote, as its table keeps it (Flyway's
+    /// description for its name): what a run that does not read the
+    /// history again plans the next round with.
+    pub fn written_for(migration: &LocalMigration, applied_on: String) -> HistoryRow {
+        HistoryRow {
+            id: MigrationId {
+                version: migration.id.version.clone(),
+                name: migration
+                    .layout
+                    .recorded_name(&migration.id.name)
+                    .into_owned(),
+            },
+            applied_on,
+            checksum: migration.recorded_checksum().unwrap_or_default(),
+            dirty: false,
+            through: false,
+        }
+    }
 }
 
 /// What [`read_with`] gave: the rows (`None` when the table does not
@@ -384,137 +441,9 @@ pub fn no_schema(table: &HistoryTable) -> Failure {
     ))
 }
 
-/// The history rows of one statement (version, name, applied_on,
-/// checksum, in that order).
-pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<HistoryRow>> {
-    let read = rows
-        .iter()
-        .map(|row| {
-            let text = |i: usize| {
-                row.try_get(i)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            let version_text = text(0);
-            // Only Flyway's repeatables have none (every other table's
-            // version is NOT NULL).
-            let version = if row.try_get(0).ok().flatten().is_none() {
-                Version::Repeatable
-            } else if let Ok(version) = version_text.trim().parse::<Version>() {
-                version
-            } else {
-                bail!("the history table holds a version that is not a number: {version_text:?}");
-            };
-            Ok(HistoryRow {
-                id: MigrationId {
-                    version,
-                    name: text(1),
-                },
-                applied_on: text(2),
-                checksum: text(3),
-                // Only other tools' tables have the fifth and sixth columns
-                // (asked for only when there: a missing one is an error
-                // built, a String and a Box, per row).
-                dirty: row.len() > 4 && row.try_get(4).ok().flatten() == Some("f"),
-                through: row.len() > 5 && row.try_get(5).ok().flatten() == Some("t"),
-            })
-        })
-        .collect::<anyhow::Result<Vec<HistoryRow>>>()?;
-    // A seventh column (Flyway's) says the row is a deletion mark: the rows
-    // are then the table's, in installed order.
-    if rows.first().is_none_or(|row| row.len() <= 6) {
-        return Ok(read);
-    }
-    let deleted: Vec<bool> = rows
-        .iter()
-        .map(|row| row.try_get(6).ok().flatten() == Some("t"))
-        .collect();
-    Ok(newest_of_each(read, &deleted))
-}
-
-/// Flyway's rows as it reads them: the newest row of each version (a
-/// failed run's, then a repaired one's; deletion marks are no version's),
-/// in installed order, then the newest of each repeatable, unless it is a
-/// deletion mark. `rows` are in installed order.
-fn newest_of_each(rows: Vec<HistoryRow>, deleted: &[bool]) -> Vec<HistoryRow> {
-    use std::collections::HashMap;
-    // Nearly every table: one row per version, installed in version order.
-    if !deleted.contains(&true)
-        && rows.is_sorted_by(|a, b| a.id.version < b.id.version && !b.id.version.is_repeatable())
-    {
-        return rows;
-    }
-    let mut newest: HashMap<&Version, usize> = HashMap::with_capacity(rows.len());
-    let mut repeatable: HashMap<&str, usize> = HashMap::new();
-    for (i, row) in rows.iter().enumerate() {
-        if row.id.version.is_repeatable() {
-            repeatable.insert(&row.id.name, i);
-        } else if !deleted[i] {
-            newest.insert(&row.id.version, i);
-        }
-    }
-    let keep: Vec<bool> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            if row.id.version.is_repeatable() {
-                repeatable.get(row.id.name.as_str()) == Some(&i) && !deleted[i]
-            } else {
-                newest.get(&row.id.version) == Some(&i)
-            }
-        })
-        .collect();
-    let (repeatables, versions): (Vec<HistoryRow>, Vec<HistoryRow>) = rows
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(row, keep)| keep.then_some(row))
-        .partition(|row| row.id.version.is_repeatable());
-    versions.into_iter().chain(repeatables).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn flyways_rows_keep_the_newest_of_each_version_and_repeatable() {
-        let row = |version: Version, name: &str, checksum: &str| HistoryRow {
-            id: MigrationId {
-                version,
-                name: name.into(),
-            },
-            applied_on: String::new(),
-            checksum: checksum.into(),
-            dirty: false,
-            through: false,
-        };
-        let v = |n: i64| Version::Number(n);
-        let r = Version::Repeatable;
-        // In installed order: 1, a view, 2 failed then repaired, the view
-        // changed, 1's deletion mark, a function then its deletion mark.
-        let rows = vec![
-            row(v(1), "one", "1"),
-            row(r.clone(), "view", "10"),
-            row(v(2), "two", "2"),
-            row(v(2), "two", "22"),
-            row(r.clone(), "view", "11"),
-            row(v(1), "one", ""),
-            row(r.clone(), "fn", "30"),
-            row(r.clone(), "fn", ""),
-        ];
-        let deleted = [false, false, false, false, false, true, false, true];
-        let kept: Vec<(String, String)> = newest_of_each(rows, &deleted)
-            .into_iter()
-            .map(|row| (row.id.to_string(), row.checksum))
-            .collect();
-        let expect = [("V1__one", "1"), ("V2__two", "22"), ("R__view", "11")];
-        assert_eq!(
-            kept,
-            expect.map(|(id, sum)| (id.to_string(), sum.to_string()))
-        );
-    }
 
     #[test]
     fn plain_and_qualified_names_are_folded_and_quoted() {

@@ -159,15 +159,6 @@ impl LocalMigration {
         Some(reverts.previous.as_ref())
     }
 
-    /// The version the guard checks is not in the history yet, in the
-    /// migration's transaction: none for a down migration (its version is
-    /// there) or a repeatable (it has none; one that two replicas both
-    /// found changed may run twice, each run recorded, as a repeatable's
-    /// statements are written to be run again).
-    pub fn unapplied(&self) -> Option<&Version> {
-        (self.reverts().is_none() && !self.id.version.is_repeatable()).then_some(&self.id.version)
-    }
-
     /// Flyway's script configuration for it: `executeInTransaction=false`
     /// runs it statement by statement, `placeholderReplacement=false`
     /// leaves its `${…}` as they are.

@@ -364,8 +364,8 @@ fn migrate_pending<'a>(
     // What this run applied, a lost connection's carried-through ones
     // included (the JSON lists the same).
     report::schema_current(
-        plan.pending.last().map(ToString::to_string),
-        plan.applied.len() + plan.pending.len(),
+        plan.newest_after(),
+        plan.recorded_after(),
         &format!("this run applied {}", report.applied.len()),
     );
     Ok(Outcome::Applied)

@@ -168,13 +168,7 @@ pub(super) fn apply(
                         }
                         applied += 1;
                         if let Some(rows) = &mut history {
-                            rows.push(HistoryRow {
-                                id: migration.id.clone(),
-                                applied_on,
-                                checksum: migration.recorded_checksum().unwrap_or_default(),
-                                dirty: false,
-                                through: false,
-                            });
+                            rows.push(HistoryRow::written_for(migration, applied_on));
                         }
                         Round::Progress
                     }

@@ -223,12 +223,7 @@ pub fn committed(history: &HistoryTable, migration: &LocalMigration, applied_on:
     let layout = history.layout();
     // A repeatable committed when its newest row is of this file.
     if migration.id.version.is_repeatable() {
-        return format!(
-            "SELECT 1 FROM (SELECT checksum FROM {table} WHERE version IS NULL AND description = \
-             {} ORDER BY installed_rank DESC LIMIT 1) newest WHERE checksum::text = {}",
-            sql::literal(&flyway::description(&migration.id.name)),
-            sql::literal(&migration.recorded_checksum().unwrap_or_default()),
-        );
+        return repeatable_current(history, migration);
     }
     let holds = holds(layout, &migration.id.version);
     // A down migration committed when the row it reverts is gone.
@@ -247,4 +242,25 @@ pub fn committed(history: &HistoryTable, migration: &LocalMigration, applied_on:
         // No time of the run's own: the row is this run's or a replica's.
         _ => format!("SELECT 1 FROM {table} WHERE {holds}"),
     }
+}
+
+/// A row when the newest row of the repeatable `migration` is of the file
+/// as it is now: its checksum as Flyway sums it, or of the file as it is.
+pub fn repeatable_current(history: &HistoryTable, migration: &LocalMigration) -> String {
+    let sums: Vec<String> = [migration.recorded_checksum(), migration.file_checksum()]
+        .iter()
+        .flatten()
+        .map(|sum| sql::literal(sum))
+        .collect();
+    format!(
+        "SELECT 1 FROM (SELECT checksum FROM {} WHERE version IS NULL AND description = {} \
+         ORDER BY installed_rank DESC LIMIT 1) newest WHERE checksum::text IN ({})",
+        history.sql_name(),
+        sql::literal(&flyway::description(&migration.id.name)),
+        if sums.is_empty() {
+            "NULL".to_string()
+        } else {
+            sums.join(", ")
+        },
+    )
 }

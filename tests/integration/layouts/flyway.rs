@@ -6,7 +6,7 @@
 
 use super::{corpus, psql_each, schema};
 use crate::cluster::Cluster;
-use crate::harness::{apply, Miglock, MigrationDir};
+use crate::harness::{apply, wait_for, Miglock, MigrationDir, RunOutput, SETTLE};
 
 /// The corpus files in Flyway's order: (path from the folder, version as
 /// Flyway writes it, description).
@@ -534,5 +534,80 @@ fn a_flyway_script_configuration_is_read_as_flyway_reads_it() {
                 && p["kind"] == "misnamed"),
         "{}",
         out.stdout
+    );
+}
+
+#[test]
+fn behind_a_pooler_a_repeatable_runs_once_and_a_replica_that_finds_it_run_leaves_it() {
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::with(&[
+        ("V1__t.sql", "CREATE TABLE t (id int);\n"),
+        (
+            "R__my_view.sql",
+            "CREATE OR REPLACE VIEW my_view AS SELECT id FROM t;\n",
+        ),
+    ]);
+    let run = |dir: &MigrationDir| {
+        let mut m = apply(&db, dir);
+        m.args(["--layout", "flyway", "--lock-mode", "transaction"]);
+        m
+    };
+    let repeated =
+        || db.query_i64("SELECT count(*) FROM flyway_schema_history WHERE version IS NULL");
+    // New, an `_` in its name (its row holds the description): once.
+    let out = run(&dir).run();
+    out.assert_success();
+    assert_eq!(out.json()["applied"].as_array().unwrap().len(), 2);
+    assert_eq!(repeated(), 1);
+    // Changed: once more; then current.
+    dir.file(
+        "R__my_view.sql",
+        "CREATE OR REPLACE VIEW my_view AS SELECT id, id + 1 AS next FROM t;\n",
+    );
+    let out = run(&dir).run();
+    out.assert_success()
+        .assert_stderr_contains("SCHEMA_CURRENT version=V1__t applied=2");
+    assert_eq!(out.json()["applied"].as_array().unwrap().len(), 1);
+    assert_eq!(repeated(), 2);
+    let out = run(&dir).run();
+    out.assert_success();
+    assert_eq!(out.json()["outcome"], "current");
+    assert_eq!(repeated(), 2);
+
+    // Changed again; this replica waits for its table while another runs
+    // it (its row written here): the guard of its next try finds the
+    // newest row of the file as it is, and it runs nothing.
+    let text = "CREATE OR REPLACE VIEW my_view AS SELECT id, id + 2 AS later FROM t;\n";
+    dir.file("R__my_view.sql", text);
+    let mut blocker = db.client();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let child = run(&dir).args(["--ddl-lock-timeout", "100ms"]).spawn();
+    wait_for("the view to wait for its table", SETTLE, || {
+        db.query_i64(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE '%CREATE OR REPLACE VIEW my_view%'",
+        ) == 1
+    });
+    let checksum = flyway_checksum(text.as_bytes());
+    db.client()
+        .batch_execute(&format!(
+            "INSERT INTO flyway_schema_history (installed_rank, version, description, type, \
+             script, checksum, installed_by, execution_time, success) SELECT max(installed_rank) + 1, \
+             NULL, 'my view', 'SQL', 'R__my_view.sql', {checksum}, 'other', 1, true \
+             FROM flyway_schema_history"
+        ))
+        .unwrap();
+    // It ends while the table is still locked: its try after the row
+    // never reached the view.
+    let out = RunOutput::from_child(child);
+    blocker.batch_execute("ROLLBACK").unwrap();
+    out.assert_success();
+    assert_eq!(out.json()["outcome"], "current", "{}", out.stdout);
+    assert_eq!(repeated(), 3);
+    assert!(
+        !db.column_exists("my_view", "later"),
+        "the view never ran here"
     );
 }

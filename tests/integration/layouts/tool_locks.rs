@@ -503,3 +503,48 @@ fn refinery_and_dbmate_send_what_they_sent_and_flyway_no_extra_round_trip_after_
     );
     assert!(!off.concat().join("\n").contains("current_database()"));
 }
+
+/// A run over a database's schemas: goose's and sqlx's keys, one for the
+/// whole database, are not taken (each tenant would wait for the others);
+/// Flyway's names the schema and still is.
+#[test]
+fn a_run_over_schemas_takes_only_the_keys_that_name_the_schema() {
+    for tool in [&GOOSE, &SQLX, &FLYWAY] {
+        let db = Cluster::shared().create_db();
+        db.client()
+            .batch_execute("CREATE SCHEMA tenant_a; CREATE SCHEMA tenant_b;")
+            .unwrap();
+        let dir = tool.dir(false);
+        let key = tool.keys(&db)[0];
+        let mut old = OldReplica::connect(&db);
+        old.client
+            .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
+            .unwrap();
+        let out = tool
+            .apply(&db, &dir)
+            .args(["--all-schemas", "--wait", "0"])
+            .run();
+        out.assert_success();
+        let json = out.json();
+        let outcomes: Vec<&str> = json["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["outcome"].as_str().unwrap())
+            .collect();
+        // Flyway's key for public."flyway_schema_history" is not a
+        // tenant's: each tenant's names its own schema.
+        assert_eq!(outcomes, ["applied", "applied"], "{}", tool.layout);
+        for schema in ["tenant_a", "tenant_b"] {
+            assert!(db.table_exists(&format!("{schema}.t1")), "{}", tool.layout);
+        }
+        assert!(
+            !out.stderr.contains(&format!("tool_key={key}")),
+            "{}",
+            out.stderr
+        );
+        old.client
+            .batch_execute(&format!("SELECT pg_advisory_unlock({key})"))
+            .unwrap();
+    }
+}
