@@ -142,14 +142,14 @@ impl LocalMigration {
             _ if self.id.version.is_repeatable() => self
                 .replaced_checksum()
                 .map(|sum| sum.to_string())
-                .or_else(|| self.file_checksum()),
-            _ => self.file_checksum(),
+                .or_else(|| self.file_checksum().map(str::to_string)),
+            _ => self.file_checksum().map(str::to_string),
         }
     }
 
     /// Its tool's checksum of the file as it is.
-    pub fn file_checksum(&self) -> Option<String> {
-        self.tool()?.tool_checksum.as_deref().map(str::to_string)
+    pub fn file_checksum(&self) -> Option<&str> {
+        self.tool()?.tool_checksum.as_deref()
     }
 
     /// What it reverts, when it is a down migration: the version left

@@ -407,10 +407,8 @@ fn dirty(applied: &HistoryRow, layout: Layout) -> Problem {
 /// as it is, which Flyway also takes for the same. A file that cannot be
 /// read again is not the same: the run's read of it says why.
 fn same_repeatable(row: &HistoryRow, file: &LocalMigration) -> bool {
-    [file.file_checksum(), file.recorded_checksum()]
-        .iter()
-        .flatten()
-        .any(|sum| *sum == row.checksum)
+    file.file_checksum() == Some(row.checksum.as_str())
+        || file.recorded_checksum().as_deref() == Some(row.checksum.as_str())
 }
 
 /// Whether `file` is what the history row `applied` records, as its
@@ -423,15 +421,18 @@ pub fn matches(applied: &HistoryRow, file: &LocalMigration) -> bool {
 /// An applied migration whose file no longer matches it: renamed, or with
 /// other content (refinery's `abort_divergent`; sqlx's checksum check).
 fn divergence(applied: &HistoryRow, file: &LocalMigration) -> Option<Problem> {
+    // Compared without a copy of either: every applied file is, each run.
     let changed = match file.layout {
         Layout::Refinery => applied.checksum.parse::<u64>() != Ok(file.checksum),
-        _ => file.recorded_checksum().is_some_and(|sum| {
-            !applied.checksum.is_empty() && !applied.checksum.eq_ignore_ascii_case(&sum)
+        _ => file.file_checksum().is_some_and(|sum| {
+            !applied.checksum.is_empty() && !applied.checksum.eq_ignore_ascii_case(sum)
         }),
     };
-    let recorded = file.layout.recorded_name(&file.id.name);
     // A row that stands for the files below it names none of them.
-    let what = if file.layout.checks_names() && !applied.through && recorded != applied.id.name {
+    let what = if file.layout.checks_names()
+        && !applied.through
+        && !file.layout.records_name_as(&file.id.name, &applied.id.name)
+    {
         format!(
             "the name changed from {:?} to {:?}",
             applied.id.name, file.id.name

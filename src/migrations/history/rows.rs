@@ -20,15 +20,16 @@ pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<HistoryRow>
                     .unwrap_or_default()
                     .to_string()
             };
-            let version_text = text(0);
             // Only Flyway's repeatables have none (every other table's
             // version is NOT NULL).
-            let version = if row.try_get(0).ok().flatten().is_none() {
-                Version::Repeatable
-            } else if let Ok(version) = version_text.trim().parse::<Version>() {
-                version
-            } else {
-                bail!("the history table holds a version that is not a number: {version_text:?}");
+            let version = match row.try_get(0).ok().flatten() {
+                None => Version::Repeatable,
+                Some(text) => match text.trim().parse::<Version>() {
+                    Ok(version) => version,
+                    Err(_) => {
+                        bail!("the history table holds a version that is not a number: {text:?}")
+                    }
+                },
             };
             Ok(HistoryRow {
                 id: MigrationId {

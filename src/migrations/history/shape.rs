@@ -247,11 +247,14 @@ pub fn committed(history: &HistoryTable, migration: &LocalMigration, applied_on:
 /// A row when the newest row of the repeatable `migration` is of the file
 /// as it is now: its checksum as Flyway sums it, or of the file as it is.
 pub fn repeatable_current(history: &HistoryTable, migration: &LocalMigration) -> String {
-    let sums: Vec<String> = [migration.recorded_checksum(), migration.file_checksum()]
-        .iter()
-        .flatten()
-        .map(|sum| sql::literal(sum))
-        .collect();
+    let sums: Vec<String> = [
+        migration.recorded_checksum(),
+        migration.file_checksum().map(str::to_string),
+    ]
+    .iter()
+    .flatten()
+    .map(|sum| sql::literal(sum))
+    .collect();
     format!(
         "SELECT 1 FROM (SELECT checksum FROM {} WHERE version IS NULL AND description = {} \
          ORDER BY installed_rank DESC LIMIT 1) newest WHERE checksum::text IN ({})",

@@ -150,6 +150,22 @@ impl Layout {
         matches!(self, Layout::Refinery | Layout::Flyway)
     }
 
+    /// Whether the history's `recorded` name is the file name `name`'s
+    /// ([`Layout::recorded_name`]), without making it (a no-op run asks it
+    /// of every applied file).
+    pub fn records_name_as(self, name: &str, recorded: &str) -> bool {
+        match self {
+            // Flyway's description is the name with each `_` a space, up
+            // to its length limit.
+            Layout::Flyway if name.len() == recorded.len() && name.len() <= 200 => name
+                .bytes()
+                .zip(recorded.bytes())
+                .all(|(n, r)| if n == b'_' { r == b' ' } else { n == r }),
+            Layout::Flyway => flyway::description(name) == recorded,
+            _ => name == recorded,
+        }
+    }
+
     /// The name as its history table keeps it: Flyway's description.
     pub fn recorded_name(self, name: &str) -> std::borrow::Cow<'_, str> {
         match self {
@@ -459,140 +475,4 @@ fn read_head(path: &Path) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn up(version: i64, name: &str) -> FileName {
-        FileName::Up {
-            version: Version::Number(version),
-            name: name.into(),
-        }
-    }
-
-    #[test]
-    fn each_tool_reads_its_names() {
-        let s = Layout::Sqlx;
-        assert_eq!(
-            s.read_name("20240101000000_add_users.sql"),
-            up(20240101000000, "add_users")
-        );
-        assert_eq!(s.read_name("1_init.up.sql"), up(1, "init"));
-        assert_eq!(
-            s.read_name("1_init.down.sql"),
-            FileName::Down { version: 1.into() }
-        );
-        assert_eq!(s.read_name("README.md"), FileName::Ignored);
-        assert_eq!(s.read_name("init.sql"), FileName::Ignored);
-        assert!(matches!(
-            s.read_name("schema_dump.sql"),
-            FileName::Refused { .. }
-        ));
-        let g = Layout::Goose;
-        assert_eq!(g.read_name("00001_init.sql"), up(1, "init"));
-        assert!(matches!(g.read_name("00002.sql"), FileName::Refused { .. }));
-        assert!(matches!(g.read_name("init.sql"), FileName::Refused { .. }));
-        assert!(matches!(g.read_name("0_x.sql"), FileName::Refused { .. }));
-        let m = Layout::GolangMigrate;
-        assert_eq!(m.read_name("0001_init.up.sql"), up(1, "init"));
-        assert_eq!(
-            m.read_name("0001_init.down.sql"),
-            FileName::Down { version: 1.into() }
-        );
-        assert_eq!(m.read_name("0001_init.sql"), FileName::Ignored);
-        assert_eq!(m.read_name("x_init.up.sql"), FileName::Ignored);
-        let d = Layout::Dbmate;
-        assert_eq!(
-            d.read_name("20240101000000_add_users.sql"),
-            up(20240101000000, "add_users")
-        );
-        assert_eq!(d.read_name("001-init.sql"), up(1, "-init"));
-        assert_eq!(d.read_name("init.sql"), FileName::Ignored);
-        assert_eq!(
-            d.version_text(Path::new("db/001_init.sql"), &Version::Number(1)),
-            "001"
-        );
-        assert_eq!(Layout::Refinery.read_name("V3__x.sql"), up(3, "x"));
-    }
-
-    #[test]
-    fn whole_number_names_are_told_as_flyway_reads_them() {
-        for (name, whole) in [
-            ("V1__a.sql", true),
-            ("V1.sql", true),
-            ("V001__x.SQL", true),
-            ("V12__a-b.sql", true),
-            ("V1.1__a.sql", false),
-            ("V1_1__a.sql", false),
-            ("V1x__a.sql", false),
-            ("V99999999999999999999__a.sql", false),
-            ("V1__a.txt", false),
-            ("V1_a.sql", false),
-        ] {
-            assert_eq!(whole_number_flyway_name(name), whole, "{name}");
-            // What it tells, flyway::name reads the same way.
-            if whole {
-                assert!(
-                    matches!(
-                        flyway::name(name),
-                        FileName::Up {
-                            version: Version::Number(_),
-                            ..
-                        }
-                    ),
-                    "{name}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn auto_keeps_refinery_and_tells_the_others_apart() {
-        let folder = |files: &[(&str, &str)]| {
-            let dir = tempfile::tempdir().unwrap();
-            for (name, text) in files {
-                let path = dir.path().join(name);
-                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-                std::fs::write(path, text).unwrap();
-            }
-            dir
-        };
-        let refinery = folder(&[("V1__a.sql", "select 1;"), ("1_stray.sql", "select 1;")]);
-        assert_eq!(detect(refinery.path()), Ok(Layout::Refinery));
-        let flyway = folder(&[("V1.0__a.sql", "select 1;"), ("V1_1__b.sql", "select 1;")]);
-        assert_eq!(detect(flyway.path()), Ok(Layout::Flyway));
-        // Flyway's when one name only Flyway reads, refinery's names
-        // beside it; refinery's when a name is neither's.
-        let mixed = folder(&[("V1__a.sql", "select 1;"), ("V1.1__b.sql", "select 1;")]);
-        assert_eq!(detect(mixed.path()), Ok(Layout::Flyway));
-        let repeatable = folder(&[("V1__a.sql", "select 1;"), ("R__view.sql", "select 1;")]);
-        assert_eq!(detect(repeatable.path()), Ok(Layout::Flyway));
-        let neither = folder(&[("V1.1__b.sql", "select 1;"), ("V2x__a.sql", "select 1;")]);
-        assert_eq!(detect(neither.path()), Ok(Layout::Refinery));
-        let misnamed = folder(&[("V1__add-users.sql", "select 1;")]);
-        assert_eq!(detect(misnamed.path()), Ok(Layout::Refinery));
-        let nested = folder(&[("V2.1__x.sql", "select 1;"), ("sub/V1__a.sql", "select 1;")]);
-        assert_eq!(detect(nested.path()), Ok(Layout::Flyway));
-        let empty = folder(&[]);
-        assert_eq!(detect(empty.path()), Ok(Layout::Refinery));
-        let goose = folder(&[("00001_a.sql", "-- note\n-- +goose Up\nselect 1;\n")]);
-        assert_eq!(detect(goose.path()), Ok(Layout::Goose));
-        let dbmate = folder(&[("20240101000000_a.sql", "-- migrate:up\nselect 1;\n")]);
-        assert_eq!(detect(dbmate.path()), Ok(Layout::Dbmate));
-        let sqlx = folder(&[("20240101000000_a.sql", "select 1;\n")]);
-        assert_eq!(detect(sqlx.path()), Ok(Layout::Sqlx));
-        let pairs = folder(&[("1_a.up.sql", "select 1;"), ("1_a.down.sql", "select 1;")]);
-        assert_eq!(detect(pairs.path()), Ok(Layout::GolangMigrate));
-    }
-
-    #[test]
-    fn the_flag_names_every_layout() {
-        for layout in Layout::ALL {
-            assert_eq!(
-                layout.name().parse::<LayoutFlag>(),
-                Ok(LayoutFlag::Fixed(layout))
-            );
-        }
-        assert_eq!("auto".parse::<LayoutFlag>(), Ok(LayoutFlag::Auto));
-        assert!("Goose".parse::<LayoutFlag>().is_err());
-    }
-}
+mod tests;
