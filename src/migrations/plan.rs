@@ -106,18 +106,27 @@ impl<'a> Plan<'a> {
         let mut ahead = Vec::new();
         let mut out_of_order = Vec::new();
         // Both lists are in version order: one merge pass, no lookups.
-        let mut applied = history.iter().peekable();
-        let mut files = set.migrations.iter().peekable();
+        let mut applied = history.iter().enumerate().peekable();
+        let mut files = set.migrations.iter().enumerate().peekable();
+        // Which row is which file's: other tools' rows show their files'
+        // names (the recorded ones are descriptions, or nothing).
+        let mut matched: Vec<(usize, usize)> = Vec::new();
         loop {
-            let (a, m) = (applied.peek().copied(), files.peek().copied());
+            let (a, m) = (
+                applied.peek().map(|(_, a)| *a),
+                files.peek().map(|(_, m)| *m),
+            );
             match (a, m) {
                 (None, None) => break,
                 (Some(a), Some(m)) if a.id.version == m.id.version => {
                     if let Some(problem) = divergence(a, m) {
                         problems.push(problem);
                     }
-                    applied.next();
-                    files.next();
+                    if let (Some((ai, _)), Some((fi, _))) = (applied.next(), files.next()) {
+                        if set.layout != Layout::Refinery {
+                            matched.push((ai, fi));
+                        }
+                    }
                 }
                 // Past the last file: every file is older than `a`. With no
                 // file at all, the folder is far more likely the wrong one
@@ -180,23 +189,22 @@ impl<'a> Plan<'a> {
             let newer = repeated[i + 1..].iter().any(|r| r.id.name == row.id.name);
             (!newer).then(|| (*row).clone())
         }));
-        // Other tools' rows show their files' names (the recorded ones are
-        // descriptions, or nothing); the set is sorted by version.
-        if set.layout != Layout::Refinery {
-            for row in &mut applied {
-                let found = set
-                    .migrations
-                    .binary_search_by(|m| m.id.version.cmp(&row.id.version));
-                if let Ok(i) = found {
-                    row.id.name.clone_from(&set.migrations[i].id.name);
-                } else if row.id.version.is_repeatable() {
-                    let file = set.repeatables.iter().find(|file| {
-                        set.layout.recorded_name(&file.id.name) == row.id.name.as_str()
-                    });
-                    if let Some(file) = file {
-                        row.id.name.clone_from(&file.id.name);
-                    }
-                }
+        for (row, file) in matched {
+            applied[row]
+                .id
+                .name
+                .clone_from(&set.migrations[file].id.name);
+        }
+        for row in applied
+            .iter_mut()
+            .filter(|row| row.id.version.is_repeatable())
+        {
+            let file = set
+                .repeatables
+                .iter()
+                .find(|file| set.layout.records_name_as(&file.id.name, &row.id.name));
+            if let Some(file) = file {
+                row.id.name.clone_from(&file.id.name);
             }
         }
         let plan = Plan {
