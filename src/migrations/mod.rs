@@ -182,9 +182,17 @@ impl LocalMigration {
 
     /// Records its path from the migrations folder `dir`.
     fn set_script(&mut self, dir: &std::path::Path) {
-        if let (Ok(relative), Some(tool)) = (self.path.strip_prefix(dir), &mut self.tool) {
-            // Paths part with `/` here already: its text as it is.
-            tool.script = Some(relative.to_string_lossy().into());
+        // The path is the folder's joined with the rest: cut as bytes (a
+        // path's own prefix test compares it component by component).
+        use std::os::unix::ffi::OsStrExt;
+        let relative = self
+            .path
+            .as_os_str()
+            .as_bytes()
+            .strip_prefix(dir.as_os_str().as_bytes())
+            .map(|rest| rest.strip_prefix(b"/").unwrap_or(rest));
+        if let (Some(relative), Some(tool)) = (relative, &mut self.tool) {
+            tool.script = Some(String::from_utf8_lossy(relative).into());
         }
     }
 

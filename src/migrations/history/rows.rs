@@ -10,52 +10,62 @@ use crate::migrations::{MigrationId, Version};
 /// The history rows of one statement (version, name, applied_on,
 /// checksum, in that order).
 pub fn rows_from_rows(rows: &[SimpleQueryRow]) -> anyhow::Result<Vec<HistoryRow>> {
-    let read = rows
-        .iter()
-        .map(|row| {
-            let text = |i: usize| {
-                row.try_get(i)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            // Only Flyway's repeatables have none (every other table's
-            // version is NOT NULL).
-            let version = match row.try_get(0).ok().flatten() {
-                None => Version::Repeatable,
-                Some(text) => match text.trim().parse::<Version>() {
-                    Ok(version) => version,
-                    Err(_) => {
-                        bail!("the history table holds a version that is not a number: {text:?}")
-                    }
-                },
-            };
-            Ok(HistoryRow {
-                id: MigrationId {
-                    version,
-                    name: text(1),
-                },
-                applied_on: text(2),
-                checksum: text(3),
-                // Only other tools' tables have the fifth and sixth columns
-                // (asked for only when there: a missing one is an error
-                // built, a String and a Box, per row).
-                dirty: row.len() > 4 && row.try_get(4).ok().flatten() == Some("f"),
-                through: row.len() > 5 && row.try_get(5).ok().flatten() == Some("t"),
-            })
-        })
-        .collect::<anyhow::Result<Vec<HistoryRow>>>()?;
-    // A seventh column (Flyway's) says the row is a deletion mark: the rows
-    // are then the table's, in installed order.
-    if rows.first().is_none_or(|row| row.len() <= 6) {
-        return Ok(read);
+    // A seventh column (Flyway's) is the row's type: the rows are then the
+    // table's, in installed order.
+    let typed = rows.first().is_some_and(|row| row.len() > 6);
+    let mut deleted = Vec::new();
+    let mut read = Vec::with_capacity(rows.len());
+    for row in rows {
+        let kind = if typed {
+            row.try_get(6).ok().flatten().unwrap_or_default()
+        } else {
+            ""
+        };
+        // Flyway's own marks: the schema it made, Teams' undo runs.
+        if matches!(kind, "SCHEMA" | "UNDO_SQL" | "UNDO_SCRIPT") {
+            continue;
+        }
+        let text = |i: usize| {
+            row.try_get(i)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .to_string()
+        };
+        // Only Flyway's repeatables have none (every other table's
+        // version is NOT NULL).
+        let version = match row.try_get(0).ok().flatten() {
+            None => Version::Repeatable,
+            Some(text) => match text.trim().parse::<Version>() {
+                Ok(version) => version,
+                Err(_) => {
+                    bail!("the history table holds a version that is not a number: {text:?}")
+                }
+            },
+        };
+        read.push(HistoryRow {
+            id: MigrationId {
+                version,
+                name: text(1),
+            },
+            applied_on: text(2),
+            checksum: text(3),
+            // Only other tools' tables have the fifth and sixth columns
+            // (asked for only when there: a missing one is an error
+            // built, a String and a Box, per row).
+            dirty: row.len() > 4 && row.try_get(4).ok().flatten() == Some("f"),
+            through: kind == "BASELINE"
+                || (row.len() > 5 && row.try_get(5).ok().flatten() == Some("t")),
+        });
+        if typed {
+            deleted.push(kind == "DELETE");
+        }
     }
-    let deleted: Vec<bool> = rows
-        .iter()
-        .map(|row| row.try_get(6).ok().flatten() == Some("t"))
-        .collect();
-    Ok(newest_of_each(read, &deleted))
+    Ok(if typed {
+        newest_of_each(read, &deleted)
+    } else {
+        read
+    })
 }
 
 /// Flyway's rows as it reads them: the newest row of each version (a

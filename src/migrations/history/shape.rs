@@ -108,14 +108,15 @@ pub fn select(history: &HistoryTable) -> String {
         Layout::GolangMigrate => {
             format!("SELECT greatest(version, 0), '', '', '', NOT dirty, true FROM {table}")
         }
-        // Every row in installed order, and whether it is a deletion mark
-        // (`repair` of a missing one): the newest of each version and of
-        // each repeatable is kept as it is read (`history::rows_from_rows`),
-        // which costs the server no sort.
+        // Every row in installed order with its type, read as Flyway reads
+        // them (`history::rows_from_rows`): schema and undo rows are none,
+        // a baseline stands for the versions below it, and the newest of
+        // each version and each repeatable counts, unless it is a deletion
+        // mark (`repair` of a missing one). The server only sends rows: a
+        // new backend's filters, sorts and casts cost more than the rows.
         Layout::Flyway => format!(
-            "SELECT version, description, installed_on::text, coalesce(checksum::text, ''), \
-             success, type = 'BASELINE', type = 'DELETE' FROM {table} WHERE type NOT IN \
-             ('SCHEMA', 'UNDO_SQL', 'UNDO_SCRIPT') ORDER BY installed_rank"
+            "SELECT version, description, installed_on::text, checksum, success, NULL, type \
+             FROM {table} ORDER BY installed_rank"
         ),
     }
 }

@@ -12,6 +12,31 @@
 use super::FileName;
 use crate::migrations::Version;
 
+/// Whether `file_name` is a versioned Flyway name, `V<version>__….sql` or
+/// `V<version>.sql` (the suffix in any case), its version parts of digits
+/// that fit a version: `Some(dotted)`, told without making anything.
+/// `None` says only that this quick look cannot tell ([`name`] can).
+pub fn version_shape(file_name: &str) -> Option<bool> {
+    let rest = file_name.strip_prefix('V')?;
+    let end = rest.find("__").unwrap_or(rest.len().checked_sub(4)?);
+    let (version, after) = rest.split_at(end);
+    if !(after.starts_with("__") || after.eq_ignore_ascii_case(".sql"))
+        || !super::has_sql_extension(after)
+        || version.is_empty()
+        || version.len() > 50
+    {
+        return None;
+    }
+    let mut parts = 0;
+    for part in version.split(['.', '_']) {
+        if part.is_empty() || part.len() > 18 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        parts += 1;
+    }
+    Some(parts > 1)
+}
+
 /// What Flyway makes of `file_name`.
 pub fn name(file_name: &str) -> FileName {
     let len = file_name.len();

@@ -221,20 +221,6 @@ impl LayoutFlag {
     }
 }
 
-/// Whether `name` is `V<digits>__….sql` or `V<digits>.sql` (the suffix in
-/// any case), digits that fit a version: a Flyway name whose version is a
-/// whole number, as [`flyway::name`] would read it.
-fn whole_number_flyway_name(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix('V') else {
-        return false;
-    };
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    let after = &rest[digits..];
-    (1..=18).contains(&digits)
-        && (after.starts_with("__") || after.eq_ignore_ascii_case(".sql"))
-        && has_sql_extension(after)
-}
-
 /// A whole number of digits only (no sign), as a version.
 fn digits_version(text: &str) -> Option<Version> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -402,13 +388,19 @@ pub fn detect(dir: &Path) -> Result<Layout, String> {
                     .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
             if refinery_like {
                 v_named += 1;
-                if whole_number_flyway_name(name) {
-                    // Nearly every file of both tools' folders: told
-                    // without parsing (a no-op run looks at every name).
-                    flyways += 1;
-                } else if let FileName::Up { version, .. } = flyway::name(name) {
-                    flyways += 1;
-                    flyway_only |= !matches!(version, Version::Number(_));
+                // Told without parsing the name (a no-op run looks at
+                // every one).
+                match flyway::version_shape(name) {
+                    Some(dotted) => {
+                        flyways += 1;
+                        flyway_only |= dotted;
+                    }
+                    None => {
+                        if let FileName::Up { version, .. } = flyway::name(name) {
+                            flyways += 1;
+                            flyway_only |= !matches!(version, Version::Number(_));
+                        }
+                    }
                 }
                 continue;
             }

@@ -67,32 +67,32 @@ fn a_recorded_name_is_told_without_making_it() {
 }
 
 #[test]
-fn whole_number_names_are_told_as_flyway_reads_them() {
-    for (name, whole) in [
-        ("V1__a.sql", true),
-        ("V1.sql", true),
-        ("V001__x.SQL", true),
-        ("V12__a-b.sql", true),
-        ("V1.1__a.sql", false),
-        ("V1_1__a.sql", false),
-        ("V1x__a.sql", false),
-        ("V99999999999999999999__a.sql", false),
-        ("V1__a.txt", false),
-        ("V1_a.sql", false),
+fn flyway_versions_are_told_as_flyway_reads_them() {
+    for (name, shape) in [
+        ("V1__a.sql", Some(false)),
+        ("V1.sql", Some(false)),
+        ("V001__x.SQL", Some(false)),
+        ("V12__a-b.sql", Some(false)),
+        ("V1.1__a.sql", Some(true)),
+        ("V1_1__a.sql", Some(true)),
+        ("V20210608_1249__x.sql", Some(true)),
+        ("V1.1.sql", Some(true)),
+        ("V1x__a.sql", None),
+        ("V1..1__a.sql", None),
+        ("V99999999999999999999__a.sql", None),
+        ("V1__a.txt", None),
+        ("V1_a.sql", None),
+        ("R__a.sql", None),
     ] {
-        assert_eq!(whole_number_flyway_name(name), whole, "{name}");
+        assert_eq!(flyway::version_shape(name), shape, "{name}");
         // What it tells, flyway::name reads the same way.
-        if whole {
-            assert!(
-                matches!(
-                    flyway::name(name),
-                    FileName::Up {
-                        version: Version::Number(_),
-                        ..
-                    }
-                ),
-                "{name}"
-            );
+        if let Some(dotted) = shape {
+            match flyway::name(name) {
+                FileName::Up { version, .. } => {
+                    assert_eq!(matches!(version, Version::Dotted(_)), dotted, "{name}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
         }
     }
 }
