@@ -28,13 +28,17 @@ medians and ratios:
   memory   one 50 MB migration file (541,649 INSERTs): peak RSS of `apply`
            applying it, of `status` while it is pending and once applied, and
            of a no-op `apply`
+  layouts  the no-op `apply` of 400 applied migrations in each tool's
+           layout (Flyway, goose, dbmate, sqlx, golang-migrate: their names,
+           annotations and history tables, told by --layout auto) against
+           refinery's layout, 5x the runs of the others
 
 Peers (sqlx-cli, refinery_cli, dbmate, node-pg-migrate) are measured on the
 no-op when found on PATH, and skipped with a message otherwise; see
 BENCHMARKS.md for how to install them.
 
-Usage: python3 bench/bench.py [--runs N] [--only noop,bulk,handoff,storm,memory,ddl,lint]
-       python3 bench/bench.py --check      # noop, bulk, handoff, memory, lint against
+Usage: python3 bench/bench.py [--runs N] [--only noop,bulk,handoff,storm,memory,ddl,lint,layouts]
+       python3 bench/bench.py --check      # all but storm, against
                                            # TARGETS; exit 1 when one misses
 """
 
@@ -67,6 +71,7 @@ TARGETS = {
     "ddl worst latency ms (defaults)": (100, "value"),
     "ddl commit after blocker ends ms": (1000, "value"),
     "lint 400 files ms": (200, "value"),
+    "layouts no-op, worst vs refinery": (1.1, "ratio"),
 }
 FIGURES = {}
 
@@ -210,6 +215,51 @@ def bench_noop(cluster, miglock, runs, work):
         if name == "miglock apply (no-op)":
             figure("noop wall vs psql select 1", med(values) / base)
             figure("noop peak RSS MB", rss)
+
+
+# Each layout's folder of 400 create-table migrations, as its tool names
+# and annotates them: (name, body).
+LAYOUT_FILES = {
+    "flyway": lambda i, t: (f"V1.{i}__create_t_{i}.sql", t),
+    "goose": lambda i, t: (f"{i:05d}_create_t_{i}.sql",
+                           f"-- +goose Up\n{t}-- +goose Down\nDROP TABLE t_{i};\n"),
+    "dbmate": lambda i, t: (f"2024{i:010d}_create_t_{i}.sql",
+                            f"-- migrate:up\n{t}\n-- migrate:down\nDROP TABLE t_{i};\n"),
+    "sqlx": lambda i, t: (f"{i:05d}_create_t_{i}.sql", t),
+    "golang-migrate": lambda i, t: (f"{i:06d}_create_t_{i}.up.sql", t),
+}
+
+
+def bench_layouts(cluster, miglock, runs, work):
+    """The no-op in every layout, against refinery's (--layout auto)."""
+    log(f"\n== layouts: apply with {MIGRATIONS} migrations applied, each tool's folder and table, vs refinery's")
+    cases = {}
+    for layout in ["refinery"] + list(LAYOUT_FILES):
+        db = f"layout_{layout.replace('-', '_')}"
+        cluster.create_db(db)
+        folder = f"{work}/layout-{layout}"
+        body = lambda i: f"CREATE TABLE t_{i} (id int PRIMARY KEY, name text);\n"
+        if layout == "refinery":
+            write_migrations(folder, MIGRATIONS, body)
+        else:
+            os.makedirs(folder, exist_ok=True)
+            for i in range(1, MIGRATIONS + 1):
+                name, text = LAYOUT_FILES[layout](i, body(i))
+                with open(f"{folder}/{name}", "w") as f:
+                    f.write(text)
+        env = dict(os.environ, DATABASE_URL=cluster.url(db))
+        cmd = [miglock, "apply", "-q", "--lint", "off", "--migrations", folder]
+        run(cmd, env)
+        cases[layout] = (cmd, env)
+    # Differences of a few percent: many more runs than the other scenarios.
+    results = alternate(cases, runs * 5)
+    base = med(results["refinery"])
+    worst = 0
+    for name, values in results.items():
+        ratio = med(values) / base
+        worst = max(worst, ratio)
+        log(f"  {name:28} {med(values):7.2f} ms  ratio {ratio:4.2f}   cpu {med(values, 1):6.2f} ms")
+    figure("layouts no-op, worst vs refinery", worst)
 
 
 def peers_noop(cluster, folder):
@@ -565,7 +615,7 @@ def main():
     args = parser.parse_args()
     only = set(args.only.split(","))
     if args.check:
-        only = {"noop", "bulk", "handoff", "memory", "ddl", "lint"}
+        only = {"noop", "bulk", "handoff", "memory", "ddl", "lint", "layouts"}
     log("== building miglock (release)")
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     miglock = f"{ROOT}/target/release/miglock"
@@ -588,6 +638,8 @@ def main():
             bench_ddl(cluster, miglock, work)
         if "lint" in only:
             bench_lint(miglock, args.runs, work)
+        if "layouts" in only:
+            bench_layouts(cluster, miglock, args.runs, work)
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
