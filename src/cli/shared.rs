@@ -36,12 +36,14 @@ pub struct FolderArgs {
     /// Each layout reads its tool's file names, annotations (goose's -- +goose Up/Down,
     /// StatementBegin/End and NO TRANSACTION; dbmate's -- migrate:up/down and
     /// transaction:false; sqlx's -- no-transaction; golang-migrate's .up.sql files; Flyway's
-    /// ${placeholders}) and history table, exactly as that tool does, so a database it migrated
-    /// carries on, and the other way round. auto: refinery when any file has a refinery name
-    /// (or no file has another tool's); flyway for dotted versions (V1.0.25__) without one; else
-    /// goose, dbmate or sqlx from the names and the first file's annotations; .up.sql pairs and
-    /// other tools' annotations must be named. A layout told so, on a database with another tool's
-    /// history table and none of its own, stops before anything runs (exit 6).
+    /// ${placeholders}, R__ repeatables and .sql.conf files) and history table, exactly as that
+    /// tool does, so a database it migrated carries on, and the other way round. auto: flyway
+    /// when every V…/R__ file is Flyway's and one has a dotted or _-parted version (V1.0.25__)
+    /// or is an R__; refinery for any other folder with a V… file, or none of another tool's;
+    /// golang-migrate for .up.sql pairs (give sqlx for sqlx's reversible ones); else goose,
+    /// dbmate or sqlx from the names and the first file's annotations; other tools' annotations
+    /// must be named. A layout told so, on a database with another tool's history table and none
+    /// of its own, stops before anything runs (exit 6).
     #[arg(long, env = "MIGLOCK_LAYOUT", value_name = "LAYOUT", default_value = "auto",
           value_parser = layout, help_heading = MIGRATIONS, display_order = 10)]
     pub layout: LayoutFlag,
