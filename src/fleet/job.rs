@@ -10,9 +10,8 @@ use crate::commands;
 use crate::config::{Common, FleetConfig, Job};
 use crate::context::Context;
 use crate::error::Failure;
-use crate::lock::LockKey;
+use crate::lock::{tool_keys, LockKey};
 use crate::migrations::history::HistoryTable;
-use crate::migrations::Layout;
 use crate::outcome::Outcome;
 use crate::output::Console;
 use crate::report::Report;
@@ -41,13 +40,10 @@ pub fn common(config: &FleetConfig, target: &Target) -> Result<Common, Failure> 
         ahead: config.ahead,
         lock_mode: config.lock_mode,
         allow_world_writable: config.allow_world_writable,
-        // goose's key is one constant and sqlx's the database's: the same
-        // for every schema, so taking it would make the tenants of one
-        // database wait for each other (Flyway's and golang-migrate's keys
-        // name the schema, and are taken).
+        // A key the same for every schema would make the tenants of one
+        // database wait for each other.
         tool_lock: config.tool_lock
-            && !(target.schema.is_some()
-                && matches!(config.table.layout(), Layout::Goose | Layout::Sqlx)),
+            && !(target.schema.is_some() && tool_keys::one_per_database(config.table.layout())),
     })
 }
 

@@ -156,6 +156,13 @@ impl ToolLocks {
     }
 }
 
+/// Whether `layout`'s tool takes one key for the whole database, the same
+/// for every schema: goose's constant, sqlx's from the database's name
+/// (Flyway's and golang-migrate's name the schema).
+pub fn one_per_database(layout: Layout) -> bool {
+    matches!(layout, Layout::Goose | Layout::Sqlx)
+}
+
 /// goose's `lock.DefaultLockID`.
 const GOOSE_KEY: i64 = 4_097_083_626;
 

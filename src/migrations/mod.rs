@@ -123,6 +123,7 @@ impl LocalMigration {
                     values: Arc::clone(values),
                 }),
                 reverts: None,
+                replaced_checksum: OnceLock::new(),
             })
         });
         LocalMigration {
@@ -226,12 +227,16 @@ impl LocalMigration {
     /// Flyway's checksum of the file with its placeholders replaced, what
     /// Flyway records for a repeatable one (`None` without placeholders,
     /// or when it cannot be read again).
+    /// Read once: the plan, the guard and the row all ask it.
     pub fn replaced_checksum(&self) -> Option<i32> {
-        self.tool()?.placeholders.as_ref()?;
-        let text = self.read_script().ok()?;
-        let mut sum = layout::flyway::Checksum::new();
-        sum.update(text.as_bytes());
-        Some(sum.finish())
+        let tool = self.tool()?;
+        tool.placeholders.as_ref()?;
+        *tool.replaced_checksum.get_or_init(|| {
+            let text = self.read_script().ok()?;
+            let mut sum = layout::flyway::Checksum::new();
+            sum.update(text.as_bytes());
+            Some(sum.finish())
+        })
     }
 
     fn file_name(&self) -> &str {
@@ -343,6 +348,8 @@ struct ToolFile {
     /// It reverts an applied migration (`down`): its history change takes
     /// the row away.
     reverts: Option<down::Reverts>,
+    /// [`LocalMigration::replaced_checksum`], once asked.
+    replaced_checksum: OnceLock<Option<i32>>,
 }
 
 impl LocalMigration {

@@ -174,9 +174,10 @@ impl<'a> Plan<'a> {
         // it: after them, in its order.
         if beyond_target == 0 {
             for file in &set.repeatables {
-                let description = set.layout.recorded_name(&file.id.name);
                 // The newest: rows are in installed order.
-                let row = repeated.iter().rfind(|row| row.id.name == description);
+                let row = repeated
+                    .iter()
+                    .rfind(|row| set.layout.records_name_as(&file.id.name, &row.id.name));
                 if row.is_none_or(|row| !same_repeatable(row, file)) {
                     pending.push(file);
                 }

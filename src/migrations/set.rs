@@ -228,48 +228,22 @@ impl MigrationSet {
         let (repeatables, duplicates) = by_description(repeatables);
         reading.set.repeatables = repeatables;
         for files in duplicates {
-            let list: Vec<String> = files.iter().map(|m| m.path.display().to_string()).collect();
-            problems.push(Problem {
-                kind: ProblemKind::Duplicate,
-                message: format!(
-                    "the repeatable migration {:?} is in {} files: {}",
-                    files[0].id.name,
-                    files.len(),
-                    list.join(", ")
-                ),
-                file: Some(files[0].path.clone()),
-                version: None,
-                line: None,
-            });
+            problems.push(duplicate(
+                format!("the repeatable migration {:?} is in", files[0].id.name),
+                &files,
+                None,
+            ));
         }
-        let migrations = &mut reading.set.migrations;
-        migrations.reserve(found.len());
-        let mut found = found.into_iter().peekable();
-        while let Some(first) = found.next() {
-            if found
-                .peek()
-                .is_none_or(|next| next.id.version != first.id.version)
-            {
-                migrations.push(first);
-                continue;
-            }
-            let version = first.id.version.clone();
-            let mut files = vec![first];
-            while let Some(next) = found.next_if(|m| m.id.version == version) {
-                files.push(next);
-            }
-            let list: Vec<String> = files.iter().map(|m| m.path.display().to_string()).collect();
-            problems.push(Problem {
-                kind: ProblemKind::Duplicate,
-                message: format!(
-                    "version {version} is used by {} files: {}",
-                    files.len(),
-                    list.join(", ")
-                ),
-                file: Some(files[0].path.clone()),
-                version: Some(version.clone()),
-                line: None,
-            });
+        let (migrations, duplicates) =
+            without_duplicates(found, |a, b| a.id.version == b.id.version);
+        reading.set.migrations = migrations;
+        for files in duplicates {
+            let version = files[0].id.version.clone();
+            problems.push(duplicate(
+                format!("version {version} is used by"),
+                &files,
+                Some(&version),
+            ));
             reading.unusable.insert(version.clone());
             reading.strays.extend(files.into_iter().map(|m| Stray {
                 path: m.path,
@@ -292,21 +266,42 @@ fn by_description(
 ) -> (Vec<LocalMigration>, Vec<Vec<LocalMigration>>) {
     let key = |m: &LocalMigration| super::layout::flyway::description(&m.id.name);
     repeatables.sort_by_cached_key(key);
-    let (mut kept, mut duplicates) = (Vec::with_capacity(repeatables.len()), Vec::new());
-    let mut rest = repeatables.into_iter().peekable();
+    without_duplicates(repeatables, |a, b| key(a) == key(b))
+}
+
+/// The files of a sorted list that no neighbour is `same` as, and each
+/// group of those that are.
+fn without_duplicates(
+    files: Vec<LocalMigration>,
+    same: impl Fn(&LocalMigration, &LocalMigration) -> bool,
+) -> (Vec<LocalMigration>, Vec<Vec<LocalMigration>>) {
+    let (mut kept, mut duplicates) = (Vec::with_capacity(files.len()), Vec::new());
+    let mut rest = files.into_iter().peekable();
     while let Some(first) = rest.next() {
-        let description = key(&first);
+        if rest.peek().is_none_or(|next| !same(&first, next)) {
+            kept.push(first);
+            continue;
+        }
         let mut group = vec![first];
-        while let Some(next) = rest.next_if(|m| key(m) == description) {
+        while let Some(next) = rest.next_if(|m| same(&group[0], m)) {
             group.push(next);
         }
-        if group.len() == 1 {
-            kept.append(&mut group);
-        } else {
-            duplicates.push(group);
-        }
+        duplicates.push(group);
     }
     (kept, duplicates)
+}
+
+/// Several files where one is allowed: `what` names it ("version 3 is
+/// used by"), the files follow.
+fn duplicate(what: String, files: &[LocalMigration], version: Option<&Version>) -> Problem {
+    let list: Vec<String> = files.iter().map(|m| m.path.display().to_string()).collect();
+    Problem {
+        kind: ProblemKind::Duplicate,
+        message: format!("{what} {} files: {}", files.len(), list.join(", ")),
+        file: Some(files[0].path.clone()),
+        version: version.cloned(),
+        line: None,
+    }
 }
 
 /// Reads and checks the files, on several threads when there are many:

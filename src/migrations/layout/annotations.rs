@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use super::placeholders::Placeholders;
 use super::Layout;
+use crate::migrations::split::NO_TRANSACTION_MARK;
 
 /// The Up section of a file, and whether it runs without a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -389,10 +390,6 @@ fn kept(line: &str, number: u64, sections: Sections) -> std::borrow::Cow<'_, str
     }
     kept
 }
-
-/// The marker [`kept`] puts ahead of a file's first line (see
-/// `split::has_marker`).
-pub const NO_TRANSACTION_MARK: &str = "/* miglock:no-transaction */";
 
 /// [`up_only`] as a stream: a file is summarized without being held.
 pub struct UpOnly<R> {

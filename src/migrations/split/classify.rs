@@ -156,19 +156,19 @@ pub struct Classified {
     pub statements: Vec<Planned>,
 }
 
+/// The mark miglock puts ahead of the first line of another tool's file
+/// that asks for no transaction in its own way (`layout::annotations`).
+pub const NO_TRANSACTION_MARK: &str = "/* miglock:no-transaction */";
+
 /// Whether the file's first line asks for no transaction: a `--` comment
-/// of its own, or the block comment miglock puts ahead of another tool's
-/// file that asks for none in its own way.
+/// of its own, or [`NO_TRANSACTION_MARK`].
 pub fn has_marker(sql: &str) -> bool {
     let first = sql
         .trim_start_matches('\u{feff}')
         .lines()
         .next()
         .unwrap_or("");
-    if first
-        .trim_start()
-        .starts_with("/* miglock:no-transaction */")
-    {
+    if first.trim_start().starts_with(NO_TRANSACTION_MARK) {
         return true;
     }
     let Some(comment) = first.trim().strip_prefix("--") else {

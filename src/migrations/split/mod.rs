@@ -18,7 +18,9 @@ mod stream;
 mod words;
 mod work;
 
-pub use classify::{classify, Execution, ForbiddenKind, IndexBuild, Planned, Summary};
+pub use classify::{
+    classify, Execution, ForbiddenKind, IndexBuild, Planned, Summary, NO_TRANSACTION_MARK,
+};
 pub use cost::{CostlyStatements, MAX_STATEMENTS};
 pub use locks::{LockLevel, TableLock};
 pub use mentions::{mentions, Mention};
