@@ -74,6 +74,8 @@ TARGETS = {
     "layouts no-op, worst vs refinery": (1.1, "ratio"),
 }
 FIGURES = {}
+STATIC_TARGET = "x86_64-unknown-linux-gnu"
+STATIC_BINARY = None
 
 
 def figure(name, value):
@@ -203,6 +205,8 @@ def bench_noop(cluster, miglock, runs, work):
     psql = [f"{cluster.bindir}/psql", "-X", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", "-d",
             "noop", "-c", "select 1"]
     cases = {"psql select 1": psql, "miglock apply (no-op)": ([miglock, "apply", "-q", "--migrations", folder], env)}
+    if STATIC_BINARY:
+        cases["miglock, static build"] = ([STATIC_BINARY, "apply", "-q", "--migrations", folder], env)
     for name, cmd in peers_noop(cluster, folder).items():
         cases[name] = cmd
     results = alternate(cases, runs)
@@ -230,6 +234,20 @@ LAYOUT_FILES = {
 }
 
 
+def write_layout(folder, layout):
+    """400 create-table migrations as `layout`'s tool names and annotates them."""
+    body = lambda i: f"CREATE TABLE t_{i} (id int PRIMARY KEY, name text);\n"
+    if layout == "refinery":
+        write_migrations(folder, MIGRATIONS, body)
+        return folder
+    os.makedirs(folder, exist_ok=True)
+    for i in range(1, MIGRATIONS + 1):
+        name, text = LAYOUT_FILES[layout](i, body(i))
+        with open(f"{folder}/{name}", "w") as f:
+            f.write(text)
+    return folder
+
+
 def bench_layouts(cluster, miglock, runs, work):
     """The no-op in every layout, against refinery's (--layout auto)."""
     log(f"\n== layouts: apply with {MIGRATIONS} migrations applied, each tool's folder and table, vs refinery's")
@@ -237,16 +255,7 @@ def bench_layouts(cluster, miglock, runs, work):
     for layout in ["refinery"] + list(LAYOUT_FILES):
         db = f"layout_{layout.replace('-', '_')}"
         cluster.create_db(db)
-        folder = f"{work}/layout-{layout}"
-        body = lambda i: f"CREATE TABLE t_{i} (id int PRIMARY KEY, name text);\n"
-        if layout == "refinery":
-            write_migrations(folder, MIGRATIONS, body)
-        else:
-            os.makedirs(folder, exist_ok=True)
-            for i in range(1, MIGRATIONS + 1):
-                name, text = LAYOUT_FILES[layout](i, body(i))
-                with open(f"{folder}/{name}", "w") as f:
-                    f.write(text)
+        folder = write_layout(f"{work}/layout-{layout}", layout)
         env = dict(os.environ, DATABASE_URL=cluster.url(db))
         cmd = [miglock, "apply", "-q", "--lint", "off", "--migrations", folder]
         run(cmd, env)
@@ -359,15 +368,20 @@ def bench_bulk(cluster, miglock, runs, work):
         for i in range(1, MIGRATIONS + 1):
             f.write(f"BEGIN;\nCREATE TABLE t_{i} (id int PRIMARY KEY, name text);\n"
                     f"INSERT INTO refinery_schema_history VALUES ({i}, 'create_t_{i}', now()::text, '0');\nCOMMIT;\n")
-    walls = {"psql -f (same statements)": [], "miglock apply": []}
+    # `apply` lints the pending files by default (`--lint warn`): 400 here,
+    # so the run with the lint off says what the lint costs.
+    walls = {"psql -f (same statements)": [], "miglock apply": [], "miglock apply --lint off": []}
     for r in range(runs):
         cluster.create_db("bulk_psql")
         cluster.create_db("bulk_miglock")
+        cluster.create_db("bulk_nolint")
         walls["psql -f (same statements)"].append(run(
             [f"{cluster.bindir}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(cluster.port),
              "-U", "postgres", "-d", "bulk_psql", "-f", script]))
         walls["miglock apply"].append(run([miglock, "apply", "-q", "--migrations", folder],
                                           dict(os.environ, DATABASE_URL=cluster.url("bulk_miglock"))))
+        walls["miglock apply --lint off"].append(run([miglock, "apply", "-q", "--lint", "off", "--migrations", folder],
+                                                     dict(os.environ, DATABASE_URL=cluster.url("bulk_nolint"))))
     base = med(walls["psql -f (same statements)"])
     base_cpu = med(walls["psql -f (same statements)"], 1)
     for name, values in walls.items():
@@ -392,37 +406,49 @@ def bench_handoff(cluster, miglock, runs, work):
     with open(f"{waiter_dir}/V2__first.sql", "w") as f:
         f.write("INSERT INTO handoff VALUES ('waiter', clock_timestamp());\n")
     gaps, psql_gaps = [], []
-    for r in range(runs):
-        db = "handoff"
-        cluster.create_db(db)
-        cluster.psql(db, "CREATE TABLE handoff (who text, at timestamptz)")
-        env = dict(os.environ, DATABASE_URL=cluster.url(db))
-        run([miglock, "apply", "-q", "--lock-key", "77", "--table", "waiter_history", "--target", "1",
-             "--migrations", waiter_dir], env)
+    psql = [f"{cluster.bindir}/psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres",
+            "-d", "handoff"]
+
+    def miglock_handover(env):
         holder = subprocess.Popen([miglock, "apply", "-q", "--lock-key", "77", "--table", "holder_history",
                                    "--migrations", holder_dir], env=env)
-        wait_for(lambda: cluster.psql(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 77 "
-                                          "AND objsubid = 1", capture=True) == "1")
+        wait_for(lambda: cluster.psql("handoff", "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                                 "AND objid = 77 AND objsubid = 1", capture=True) == "1")
         waiter = subprocess.Popen([miglock, "apply", "-q", "--lock-key", "77", "--table", "waiter_history",
                                    "--migrations", waiter_dir], env=env)
         if holder.wait() != 0 or waiter.wait() != 0:
             raise RuntimeError("handoff run failed")
-        gaps.append(gap(cluster, db))
+        gaps.append(gap(cluster, "handoff"))
+
+    def psql_handover():
         # The same handover between two psql sessions on a blocking lock.
-        cluster.psql(db, "TRUNCATE handoff")
-        psql = [f"{cluster.bindir}/psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres",
-                "-d", db]
         a = subprocess.Popen(psql + ["-c", "SELECT pg_advisory_lock(78)", "-c", "SELECT pg_sleep(0.5)",
                                      "-c", "BEGIN; INSERT INTO handoff VALUES ('holder', clock_timestamp()); COMMIT;",
                                      "-c", "SELECT pg_advisory_unlock(78)"], stdout=subprocess.DEVNULL)
-        wait_for(lambda: cluster.psql(db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 78",
-                                      capture=True) == "1")
+        wait_for(lambda: cluster.psql("handoff", "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                                 "AND objid = 78", capture=True) == "1")
         b = subprocess.Popen(psql + ["-c", "SELECT pg_advisory_lock(78)",
                                      "-c", "INSERT INTO handoff VALUES ('waiter', clock_timestamp())"],
                              stdout=subprocess.DEVNULL)
         a.wait()
         b.wait()
-        psql_gaps.append(gap(cluster, db))
+        psql_gaps.append(gap(cluster, "handoff"))
+
+    for r in range(runs):
+        cluster.create_db("handoff")
+        cluster.psql("handoff", "CREATE TABLE handoff (who text, at timestamptz)")
+        env = dict(os.environ, DATABASE_URL=cluster.url("handoff"))
+        run([miglock, "apply", "-q", "--lock-key", "77", "--table", "waiter_history", "--target", "1",
+             "--migrations", waiter_dir], env)
+        # Each side goes first in every other run: the first handover of a
+        # run follows the new database's writes, and so its commit may wait
+        # longer for the WAL flush.
+        for side in (("miglock", "psql") if r % 2 == 0 else ("psql", "miglock")):
+            if side == "miglock":
+                miglock_handover(env)
+            else:
+                psql_handover()
+            cluster.psql("handoff", "TRUNCATE handoff")
     log(f"  miglock replicas (NOTIFY)      median {statistics.median(gaps):6.2f} ms   "
         f"p90 {p90(gaps):6.2f} ms   ({runs} runs)")
     log(f"  psql, blocking pg_advisory_lock median {statistics.median(psql_gaps):6.2f} ms   "
@@ -607,6 +633,7 @@ def wait_for(condition, timeout=30):
 
 
 def main():
+    global STATIC_BINARY
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--only", default="noop,bulk,handoff,storm,memory")
@@ -619,6 +646,14 @@ def main():
     log("== building miglock (release)")
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     miglock = f"{ROOT}/target/release/miglock"
+    if "noop" in only and os.uname().machine == "x86_64":
+        # The binary the releases and examples/Dockerfile ship: static-pie,
+        # no shared libraries to map. Shown beside the figures, which are
+        # those of `cargo build --release` (what `cargo install` gives).
+        log("== building the static release binary (RUSTFLAGS=-C target-feature=+crt-static)")
+        subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "--target", STATIC_TARGET], cwd=ROOT,
+                       env=dict(os.environ, RUSTFLAGS="-C target-feature=+crt-static"), check=True)
+        STATIC_BINARY = f"{ROOT}/target/{STATIC_TARGET}/release/miglock"
     bindir = pg_bindir()
     log(f"== machine: {os.cpu_count()} cores, {os.uname().release}; PostgreSQL from {bindir}")
     cluster = Cluster(bindir)
