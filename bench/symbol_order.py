@@ -7,7 +7,7 @@ Builds the two x86_64 release binaries exactly as they are shipped (the
 `cargo build --release` one and the static one of the release workflow:
 their symbol names differ), with the linker's map of where each function
 went, runs each command under callgrind against a throwaway cluster, and
-keeps each function the first time a run executes it. The binaries have no
+keeps each function once, in the group of the first run that executes it. The binaries have no
 symbols (the profile strips them, and keeping them would change every
 symbol's name), so the map names what callgrind only knows by address.
 
@@ -76,24 +76,31 @@ def executed(binary, args, env, work):
     out = f"{work}/callgrind.out"
     subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes", f"--callgrind-out-file={out}", binary] + args,
                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    objects, ob, addresses, last = {}, None, [], 0
+    objects, ob, addresses, last, call = {}, None, [], 0, False
     with open(out) as f:
         for line in f:
             first = line[:1]
             if first in "0123456789+-*":
                 # A cost line: `position cost…`, where the position (the
                 # instruction's address in its file) is absolute, relative
-                # to the last one (+n, -n) or the same (*).
+                # to the last one (+n, -n) or the same (*). The line after
+                # `calls=` is the call's: callgrind writes it without
+                # making it the last position.
                 pos = line.split(None, 1)[0]
+                at = last
                 if pos.startswith("0x"):
-                    last = int(pos, 16)
+                    at = int(pos, 16)
                 elif first in "+-":
-                    last += int(pos)
+                    at = last + int(pos)
                 elif first != "*":
-                    last = int(pos)
+                    at = int(pos)
+                if not call:
+                    last = at
+                call = False
                 if ob == binary:
-                    addresses.append(last)
+                    addresses.append(at)
                 continue
+            call = line.startswith("calls=")
             m = re.match(r"^(c?)ob=\((\d+)\)(?: (.+))?$", line.rstrip("\n"))
             if m:
                 call, ident, name = m.groups()
@@ -165,7 +172,9 @@ def main():
     with open(OUT, "w") as f:
         f.write("# Written by bench/symbol_order.py; read by build.rs. The functions each run\n"
                 "# below executes, those of the `cargo build --release` binary and of the static\n"
-                f"# one, for {TARGET} built by {rustc}.\n")
+                f"# one, for {TARGET}, built by the rustc of the next line (build.rs uses the\n"
+                "# list only with that one: another's symbol names differ).\n"
+                f"# rustc: {rustc}\n")
         for run in runs:
             f.write(f"# {run}\n")
             f.write("".join(f"{symbol}\n" for symbol in groups[run]))

@@ -544,9 +544,21 @@ fn dockerfile_builds_a_small_non_root_image_with_the_entrypoint() {
         .map(|(_, rest)| rest.as_str())
         .collect();
     assert_eq!(stages.len(), 3, "{stages:?}");
+    // The Rust version build/symbol-order.txt names (build.rs).
+    let list = read_repo_file("build/symbol-order.txt");
+    let version = list
+        .lines()
+        .find_map(|line| line.strip_prefix("# rustc: rustc "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the list names its rustc");
     assert!(
-        stages[0].starts_with("rust:1-bookworm AS builder"),
+        stages[0].starts_with(&format!("rust:{version}-bookworm AS builder")),
         "{stages:?}"
+    );
+    assert!(
+        read_repo_file(".github/workflows/release.yml")
+            .contains(&format!("uses: dtolnay/rust-toolchain@{version}\n")),
+        "the release workflow builds with Rust {version}"
     );
     // miglock alone, for `COPY --from=miglock /miglock …` into other images.
     assert_eq!(stages[1], "scratch AS miglock", "{stages:?}");
