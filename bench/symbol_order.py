@@ -16,6 +16,9 @@ Run it again after a Rust upgrade, or when the no-op's peak RSS in
 the code, not with the start-up's.
 
 Usage: python3 bench/symbol_order.py
+       python3 bench/symbol_order.py --check dynamic=<map> static=<map>
+           exit 1 unless nine in ten of the functions listed for each build
+           are in its link map (a build with MIGLOCK_LINK_MAP=<map>)
 """
 
 import bisect
@@ -103,15 +106,43 @@ def executed(binary, args, env, work):
             call = line.startswith("calls=")
             m = re.match(r"^(c?)ob=\((\d+)\)(?: (.+))?$", line.rstrip("\n"))
             if m:
-                call, ident, name = m.groups()
+                callee, ident, name = m.groups()
                 if name is not None:
                     objects[ident] = name
-                if not call:
+                if not callee:
                     ob = objects.get(ident)
     return addresses
 
 
+def check(maps):
+    """Exit 1 unless most of the list's functions of each build are in its
+    link map: a new Rust or package version renames them all, and lld
+    skips a name it does not find without a word."""
+    listed, kind = {}, None
+    with open(OUT) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith("# ") and line.endswith((": dynamic", ": static")):
+                kind = line.rsplit(": ", 1)[1]
+            elif line and not line.startswith("#") and kind:
+                listed.setdefault(kind, set()).add(line)
+    failed = False
+    for arg in maps:
+        kind, _, link_map = arg.partition("=")
+        names = {name for _, _, name in functions(link_map)}
+        wanted = listed.get(kind, set())
+        found = len(wanted & names)
+        share = found / len(wanted) if wanted else 0
+        log(f"{kind}: {found} of the {len(wanted)} functions listed for it are in {link_map} ({share:.0%})")
+        failed |= share < 0.9
+    if failed:
+        sys.exit("symbol_order: the list no longer names this build's functions: "
+                 "run python3 bench/symbol_order.py and commit build/symbol-order.txt")
+
+
 def main():
+    if sys.argv[1:2] == ["--check"]:
+        return check(sys.argv[2:])
     if not shutil.which("valgrind"):
         sys.exit("symbol_order: valgrind not found")
     builds = {
@@ -126,7 +157,7 @@ def main():
     # run every container start makes.
     layouts = ["refinery"] + list(LAYOUT_FILES)
     runs = [f"apply, no-op, {layout} layout" for layout in layouts] + ["status", "apply, 3 pending"]
-    groups = {run: [] for run in runs}
+    groups = {(run, name): [] for run in runs for name in builds}
     seen = set()
     try:
         folders = {layout: write_layout(f"{work}/{layout}", layout) for layout in layouts}
@@ -161,7 +192,7 @@ def main():
                     symbol = table[i][2]
                     if symbol not in seen:
                         seen.add(symbol)
-                        groups[run].append(symbol)
+                        groups[(run, name)].append(symbol)
             log(f"  {name}: {found} addresses in {len(table)} functions, {missed} outside them")
             if found == 0 or missed > found // 10:
                 sys.exit(f"symbol_order: the {name} run's addresses do not match its map")
@@ -176,10 +207,11 @@ def main():
                 "# list only with that one: another's symbol names differ).\n"
                 f"# rustc: {rustc}\n")
         for run in runs:
-            f.write(f"# {run}\n")
-            f.write("".join(f"{symbol}\n" for symbol in groups[run]))
+            for name in builds:
+                f.write(f"# {run}: {name}\n")
+                f.write("".join(f"{symbol}\n" for symbol in groups[(run, name)]))
     log(f"== wrote {os.path.relpath(OUT, ROOT)} ({len(seen)} functions: "
-        + ", ".join(f"{len(groups[run])} for {run}" for run in runs) + ")")
+        + ", ".join(f"{sum(len(groups[(run, name)]) for name in builds)} for {run}" for run in runs) + ")")
 
 
 if __name__ == "__main__":
