@@ -35,11 +35,8 @@ fn main() {
     // would change the profile, and with it every symbol's name.
     println!("cargo::rerun-if-env-changed=MIGLOCK_LINK_MAP");
     if let Some(map) = env::var_os("MIGLOCK_LINK_MAP") {
-        println!(
-            "cargo::rustc-link-arg-bins=-Wl,-Map={}",
-            Path::new(&map).display()
-        );
-        println!("cargo::rustc-link-arg-bins=-Wl,--no-demangle");
+        linker_arg(&format!("-Map={}", Path::new(&map).display()));
+        linker_arg("--no-demangle");
     }
     println!("cargo::rerun-if-changed={LIST}");
     println!("cargo::rerun-if-env-changed=MIGLOCK_NO_SYMBOL_ORDER");
@@ -57,13 +54,17 @@ fn main() {
     }
     let dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let list = Path::new(&dir).join(LIST);
-    println!(
-        "cargo::rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
-        list.display()
-    );
+    linker_arg(&format!("--symbol-ordering-file={}", list.display()));
     // A function the list names may be gone since it was written (or
     // inlined): it is not an error, only a line the linker skips.
-    println!("cargo::rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    linker_arg("--no-warn-symbol-ordering");
+}
+
+/// One argument for the linker itself, whole: `-Wl,` would split a path
+/// at its commas.
+fn linker_arg(arg: &str) {
+    println!("cargo::rustc-link-arg-bins=-Xlinker");
+    println!("cargo::rustc-link-arg-bins={arg}");
 }
 
 /// Whether this build links with rustc's own lld (the only linker here
