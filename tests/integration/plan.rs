@@ -143,6 +143,25 @@ fn weak(mode: &str) -> bool {
     ["ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE"].contains(&mode)
 }
 
+/// One file per `(name, sql)`, `V1__<name>.sql` on, and `apply --dry-run`
+/// over them (exit 7): the folder, and the JSON plan's pending entries,
+/// one a file, in order.
+pub(crate) fn dry_run_each<'a>(
+    db: &TestDb,
+    files: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) -> (MigrationDir, Vec<serde_json::Value>) {
+    let dir = MigrationDir::new();
+    let count = files.len();
+    for (i, (name, sql)) in files.enumerate() {
+        dir.file(&format!("V{}__{name}.sql", i + 1), &format!("{sql};\n"));
+    }
+    let out = apply(db, &dir).arg("--dry-run").run();
+    out.assert_code(7);
+    let pending = out.json()["pending"].as_array().unwrap().clone();
+    assert_eq!(pending.len(), count);
+    (dir, pending)
+}
+
 fn database_untouched(db: &TestDb) {
     assert!(db.table_exists("t"), "--dry-run changed nothing");
     assert!(!db.column_exists("t", "c"), "--dry-run changed nothing");
@@ -157,15 +176,7 @@ fn database_untouched(db: &TestDb) {
 fn the_plan_names_each_tables_lock_as_postgresql_takes_it() {
     let db = Cluster::shared().create_db();
     db.client().batch_execute(SETUP).unwrap();
-    let dir = MigrationDir::new();
-    for (i, (name, sql)) in KINDS.iter().enumerate() {
-        dir.file(&format!("V{}__{name}.sql", i + 1), &format!("{sql};\n"));
-    }
-    let out = apply(&db, &dir).arg("--dry-run").run();
-    out.assert_code(7);
-    let json = out.json();
-    let pending = json["pending"].as_array().unwrap();
-    assert_eq!(pending.len(), KINDS.len());
+    let (dir, pending) = dry_run_each(&db, KINDS.iter().copied());
     for (entry, (name, sql)) in pending.iter().zip(KINDS) {
         let planned: BTreeMap<String, String> = entry["locks"]
             .as_array()

@@ -4,7 +4,8 @@
 //! (`pg_relation_filenode` changes), anything else keeps it.
 
 use crate::cluster::Cluster;
-use crate::harness::{apply, Miglock, MigrationDir};
+use crate::harness::Miglock;
+use crate::plan::dry_run_each;
 
 /// A statement on `t`, and what the plan says it does to t's rows.
 const KINDS: &[(&str, &str, Option<&str>)] = &[
@@ -65,15 +66,7 @@ fn the_plan_says_which_tables_are_rewritten_or_scanned_as_postgresql_does_it() {
              INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, 1000) i; ANALYZE t;",
         )
         .unwrap();
-    let dir = MigrationDir::new();
-    for (i, (name, sql, _)) in KINDS.iter().enumerate() {
-        dir.file(&format!("V{}__{name}.sql", i + 1), &format!("{sql};\n"));
-    }
-    let out = apply(&db, &dir).arg("--dry-run").run();
-    out.assert_code(7);
-    let json = out.json();
-    let pending = json["pending"].as_array().unwrap();
-    assert_eq!(pending.len(), KINDS.len());
+    let (dir, pending) = dry_run_each(&db, KINDS.iter().map(|(name, sql, _)| (*name, *sql)));
     for (entry, (name, sql, claim)) in pending.iter().zip(KINDS) {
         let lock = &entry["locks"][0];
         assert_eq!(lock["table"], "t", "{name}: {entry}");
