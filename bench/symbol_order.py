@@ -127,8 +127,12 @@ def check(maps):
             elif line and not line.startswith("#") and kind:
                 listed.setdefault(kind, set()).add(line)
     failed = False
+    if not maps:
+        sys.exit("symbol_order: --check wants dynamic=<map> and/or static=<map>")
     for arg in maps:
         kind, _, link_map = arg.partition("=")
+        if kind not in ("dynamic", "static") or not os.path.isfile(link_map):
+            sys.exit(f"symbol_order: {arg!r}: give dynamic=<map> or static=<map>, a linker map that exists")
         names = {name for _, _, name in functions(link_map)}
         wanted = listed.get(kind, set())
         found = len(wanted & names)
