@@ -58,7 +58,7 @@ fn check_file_name(file_name: &str) -> (Option<(i32, &str)>, Vec<String>) {
             _ => stem,
         }
     };
-    let Some((version, name)) = rest.split_once("__") else {
+    let Some((version, name)) = split_dunder(rest) else {
         reasons.push("no \"__\" between version and name".into());
         return (None, reasons);
     };
@@ -129,7 +129,7 @@ pub(super) fn is_flyway_style(file_name: &str) -> bool {
     let Some(rest) = stem.strip_prefix('V').or_else(|| stem.strip_prefix('U')) else {
         return false;
     };
-    let Some((version, _)) = rest.split_once("__") else {
+    let Some((version, _)) = split_dunder(rest) else {
         return false;
     };
     let undo = stem.starts_with('U');
@@ -173,9 +173,41 @@ pub fn has_sql_extension(file_name: &str) -> bool {
     let bytes = file_name.as_bytes();
     bytes.len() >= 4 && bytes[bytes.len() - 4..].eq_ignore_ascii_case(b".sql")
 }
+
+/// Where `text` has its first `__` (refinery's and Flyway's separator of
+/// version and name). By bytes: `str::find("__")` and `split_once("__")`
+/// set up a two-way searcher on each call, which cost a no-op run 0.27 M
+/// instructions for the 400 names it reads (3% of the run).
+pub fn dunder(text: &str) -> Option<usize> {
+    text.as_bytes().windows(2).position(|pair| pair == b"__")
+}
+
+/// `text` split at its first `__` (see [`dunder`]), without it.
+pub fn split_dunder(text: &str) -> Option<(&str, &str)> {
+    // `_` is ASCII: both sides end on a character boundary.
+    dunder(text).map(|at| (&text[..at], &text[at + 2..]))
+}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dunder_splits_at_the_first_double_underscore_as_split_once_does() {
+        for text in [
+            "1__a",
+            "__",
+            "1___a",
+            "a_b__c__d",
+            "1_a",
+            "",
+            "_",
+            "é__ü",
+            "x__",
+        ] {
+            assert_eq!(split_dunder(text), text.split_once("__"), "{text:?}");
+            assert_eq!(dunder(text), text.find("__"), "{text:?}");
+        }
+    }
 
     #[test]
     fn file_names_accepted_as_refinery_reads_them() {

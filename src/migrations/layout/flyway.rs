@@ -10,6 +10,7 @@
 //! and skipped, as Flyway's free edition skips them.
 
 use super::FileName;
+use crate::migrations::names::{dunder, split_dunder};
 use crate::migrations::Version;
 
 /// Whether `file_name` is a versioned Flyway name, `V<version>__….sql` or
@@ -18,7 +19,7 @@ use crate::migrations::Version;
 /// `None` says only that this quick look cannot tell ([`name`] can).
 pub fn version_shape(file_name: &str) -> Option<bool> {
     let rest = file_name.strip_prefix('V')?;
-    let end = rest.find("__").unwrap_or(rest.len().checked_sub(4)?);
+    let end = dunder(rest).unwrap_or(rest.len().checked_sub(4)?);
     let (version, after) = rest.split_at(end);
     if !(after.starts_with("__") || after.eq_ignore_ascii_case(".sql"))
         || !super::has_sql_extension(after)
@@ -65,7 +66,7 @@ pub fn name(file_name: &str) -> FileName {
     let Some(rest) = stem.strip_prefix('V') else {
         return FileName::Ignored;
     };
-    let (version, description) = rest.split_once("__").unwrap_or((rest, ""));
+    let (version, description) = split_dunder(rest).unwrap_or((rest, ""));
     // Flyway's version column is VARCHAR(50): a longer one could not be
     // recorded once the migration ran.
     if version.len() > 50 {
@@ -123,11 +124,11 @@ pub fn version_of(text: &str) -> Option<Version> {
 /// `.`, leading zeros kept (`V001__` is `001`).
 pub fn version_text(file_name: &str) -> Option<String> {
     let rest = file_name.strip_prefix('V')?;
-    let version = rest.split("__").next()?;
-    let version = version
-        .get(..version.len().saturating_sub(4))
-        .filter(|_| !rest.contains("__"))
-        .unwrap_or(version);
+    // Without `__`, the whole name but its extension.
+    let version = match split_dunder(rest) {
+        Some((version, _)) => version,
+        None => rest.get(..rest.len().saturating_sub(4)).unwrap_or(rest),
+    };
     Some(version.replace('_', "."))
 }
 
