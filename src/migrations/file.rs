@@ -232,6 +232,12 @@ impl Lines {
         if let Some(scan) = &mut self.placeholders {
             scan.feed(text);
         }
+        // Only goose's and dbmate's annotations are lines: the others'
+        // files are not cut into them (a copy of every line of every file
+        // on a no-op run).
+        if !self.scanner.reads_lines() {
+            return;
+        }
         let mut rest = text;
         while let Some(at) = rest.find('\n') {
             self.hold(&rest[..at]);

@@ -174,12 +174,23 @@ pub fn has_sql_extension(file_name: &str) -> bool {
     bytes.len() >= 4 && bytes[bytes.len() - 4..].eq_ignore_ascii_case(b".sql")
 }
 
-/// Where `text` has its first `__` (refinery's and Flyway's separator of
-/// version and name). By bytes: `str::find("__")` and `split_once("__")`
-/// set up a two-way searcher on each call, which cost a no-op run 0.27 M
-/// instructions for the 400 names it reads (3% of the run).
+/// Where `pattern` first occurs in `text`, by bytes. For the short texts
+/// read a name or a line at a time, cheaper than `str::find` with a string
+/// pattern, which sets up a two-way searcher on each call: for the `__` of
+/// 400 names, 0.25 M of a no-op run's 7.8 M instructions.
+pub fn find_short(text: &str, pattern: &str) -> Option<usize> {
+    if pattern.is_empty() {
+        return Some(0);
+    }
+    text.as_bytes()
+        .windows(pattern.len())
+        .position(|window| window == pattern.as_bytes())
+}
+
+/// Where `text` has its first `__`, refinery's and Flyway's separator of
+/// version and name (see [`find_short`]).
 pub fn dunder(text: &str) -> Option<usize> {
-    text.as_bytes().windows(2).position(|pair| pair == b"__")
+    find_short(text, "__")
 }
 
 /// `text` split at its first `__` (see [`dunder`]), without it.
@@ -206,6 +217,13 @@ mod tests {
         ] {
             assert_eq!(split_dunder(text), text.split_once("__"), "{text:?}");
             assert_eq!(dunder(text), text.find("__"), "{text:?}");
+            for pattern in ["", "-", "--", "+goose", "é", "x__y"] {
+                assert_eq!(
+                    find_short(text, pattern),
+                    text.find(pattern),
+                    "{text:?} {pattern:?}"
+                );
+            }
         }
     }
 

@@ -33,6 +33,47 @@ fn goose_annotations_read_as_goose_reads_them_with_or_without_a_copy() {
 }
 
 #[test]
+fn goose_statement_ends_read_as_goose_splits_its_words() {
+    // goose's own reading: the last word before one that starts with `--`.
+    let goose = |line: &str| {
+        line.split_whitespace()
+            .take_while(|word| !word.starts_with("--"))
+            .last()
+            .is_some_and(|word| word.ends_with(';'))
+    };
+    for line in [
+        "CREATE TABLE t (id int);",
+        "SELECT 1; -- note",
+        "SELECT 1 -- note;",
+        "SELECT 1;-- glued",
+        "SELECT 1;\r",
+        "a---b;",
+        "x; ---a",
+        "--",
+        "",
+        "   ",
+        "SELECT ';'",
+        "SELECT 1;\u{a0}-- after a no-break space",
+        "é; -- é",
+        "SELECT 2 --; 3;",
+    ] {
+        assert_eq!(ends_statement(line), goose(line), "{line:?}");
+    }
+}
+
+#[test]
+fn annotation_words_lowered_on_the_stack() {
+    let mut buffer = [0u8; 16];
+    assert_eq!(lower_short("StatementBegin", &mut buffer), "statementbegin");
+    assert_eq!(lower_short("NO TRANSACTION", &mut buffer), "no transaction");
+    assert_eq!(
+        lower_short("Ünicode", &mut buffer),
+        "Ünicode".to_ascii_lowercase()
+    );
+    assert_eq!(lower_short("a word longer than sixteen", &mut buffer), "");
+}
+
+#[test]
 fn goose_sections_and_their_problems() {
     let text = "-- a note\n-- +goose Up\n-- +goose StatementBegin\nCREATE FUNCTION f() \
                 RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;\n-- +goose StatementEnd\n\n\
