@@ -93,7 +93,7 @@ fn refused(why: String) -> FileName {
 /// Flyway's callback names: an event (`beforeMigrate`, `afterEachMigrate`,
 /// `createSchema`…), alone or before `__`.
 fn is_callback(stem: &str) -> bool {
-    let event = stem.split("__").next().unwrap_or(stem);
+    let event = split_dunder(stem).map_or(stem, |(event, _)| event);
     (event.starts_with("before") || event.starts_with("after") || event == "createSchema")
         && event.bytes().all(|b| b.is_ascii_alphabetic())
 }
