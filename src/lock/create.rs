@@ -62,6 +62,9 @@ impl LockSession {
             }
         };
         history::log_schema_created(&results, schema_missing, &table);
-        Ok(Some(history::rows_from_rows(results.rows(rows))?))
+        Ok(Some(history::rows_from_rows(
+            results.rows(rows),
+            table.layout(),
+        )?))
     }
 }

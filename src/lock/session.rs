@@ -504,7 +504,8 @@ impl LockSession {
                 )))
             }
         };
-        let history = rows.map(|slot| history::rows_from_rows(results.rows(slot)));
+        let history = rows
+            .map(|slot| history::rows_from_rows(results.rows(slot), self.target.table.layout()));
         if acquired {
             self.held_since = Some(Instant::now());
             Ok(Attempt::Acquired { history })

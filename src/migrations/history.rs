@@ -212,7 +212,7 @@ impl HistoryTable {
 
     /// The condition on a row of this table that records `version`.
     pub fn holds_sql(&self, version: &Version) -> String {
-        shape::holds(self.layout, version)
+        shape::holds(self, version)
     }
 
     /// What the guard in `migration`'s transaction checks the history does
@@ -328,7 +328,7 @@ pub fn read_with(
     let slots: Vec<_> = extras.iter().map(|sql| batch.push(sql)).collect();
     match batch.query(client) {
         Ok(results) => Ok(Read {
-            rows: Some(rows_from_rows(results.rows(rows))?),
+            rows: Some(rows_from_rows(results.rows(rows), table.layout())?),
             extras: slots
                 .into_iter()
                 .map(|slot| results.value(slot).map(str::to_string))

@@ -316,7 +316,10 @@ fn look(session: &mut LockSession, history: bool) -> Result<Looked, Failure> {
         .map_err(|e| pg_error::failed(&e, format!("cannot read who holds the lock {key}")))?;
     let (holder, tool) = session.holder_from_rows(results.rows(holder));
     let rows = match rows {
-        Some(slot) => Some(history::rows_from_rows(results.rows(slot))?),
+        Some(slot) => Some(history::rows_from_rows(
+            results.rows(slot),
+            session.table().layout(),
+        )?),
         None => None,
     };
     Ok((holder, tool, rows))

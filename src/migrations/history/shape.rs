@@ -97,11 +97,12 @@ pub fn select(history: &HistoryTable) -> String {
             "SELECT version, '', '', '', true FROM {table} ORDER BY length(version), version"
         ),
         // goose counts a version applied when its newest row says so (old
-        // goose wrote is_applied = false rows on the way down).
+        // goose wrote is_applied = false rows on the way down): every row
+        // in id order, read as goose reads them (`history::rows_from_rows`;
+        // a new backend's DISTINCT ON sort cost more than the rows).
         Layout::Goose => format!(
-            "SELECT version_id, '', tstamp::text, '', true FROM (SELECT DISTINCT ON (version_id) \
-             version_id, tstamp, is_applied FROM {table} WHERE version_id > 0 \
-             ORDER BY version_id, id DESC) newest WHERE is_applied ORDER BY version_id"
+            "SELECT version_id, '', tstamp::text, '', is_applied FROM {table} \
+             WHERE version_id > 0 ORDER BY id"
         ),
         // golang-migrate's (-1, dirty) row, left by a first migration's
         // failed down, reads as version 0: dirty, standing for nothing.
@@ -200,15 +201,21 @@ pub fn remove(
     }
 }
 
-/// The condition on a row that records `version` as applied.
-pub fn holds(layout: Layout, version: &Version) -> String {
-    match layout {
+/// The condition on a row of `history` that records `version` as applied.
+pub fn holds(history: &HistoryTable, version: &Version) -> String {
+    match history.layout() {
         Layout::Refinery | Layout::Sqlx => format!("version = {version}"),
         // In a CASE: PostgreSQL may evaluate an AND's sides in any order.
         Layout::Dbmate => {
             format!("CASE WHEN version ~ '^[0-9]+$' THEN version::numeric = {version} END")
         }
-        Layout::Goose => format!("version_id = {version} AND is_applied"),
+        // The newest row of the version, as goose reads it (old goose
+        // wrote `is_applied = false` rows on the way down).
+        Layout::Goose => format!(
+            "version_id = {version} AND is_applied AND id = (SELECT max(id) FROM {} \
+             WHERE version_id = {version})",
+            history.sql_name()
+        ),
         Layout::GolangMigrate => format!("version >= {version} AND NOT dirty"),
         // Compared part by part, as Flyway compares (`001` is `1`).
         Layout::Flyway => format!(
@@ -226,7 +233,7 @@ pub fn committed(history: &HistoryTable, migration: &LocalMigration, applied_on:
     if migration.id.version.is_repeatable() {
         return repeatable_current(history, migration);
     }
-    let holds = holds(layout, &migration.id.version);
+    let holds = holds(history, &migration.id.version);
     // A down migration committed when the row it reverts is gone.
     if migration.reverts().is_some() {
         return format!("SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE {holds})");
