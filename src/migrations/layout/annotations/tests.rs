@@ -23,6 +23,9 @@ fn goose_annotations_read_as_goose_reads_them_with_or_without_a_copy() {
         "-- +goose",
         "-- plain comment",
         "SELECT '+goose'; -- x",
+        "--\u{a0}+goose Up",
+        "-- +goose-- Up",
+        "-- +goose Up--",
     ] {
         assert_eq!(
             goose_annotation(line).map(|a| a.into_owned()),
@@ -56,6 +59,8 @@ fn goose_statement_ends_read_as_goose_splits_its_words() {
         "SELECT 1;\u{a0}-- after a no-break space",
         "é; -- é",
         "SELECT 2 --; 3;",
+        "a--b; -- c",
+        "a--b -- c;",
     ] {
         assert_eq!(ends_statement(line), goose(line), "{line:?}");
     }
@@ -71,6 +76,11 @@ fn annotation_words_lowered_on_the_stack() {
         "Ünicode".to_ascii_lowercase()
     );
     assert_eq!(lower_short("a word longer than sixteen", &mut buffer), "");
+    assert_eq!(
+        lower_short("SIXTEEN BYTES...", &mut buffer),
+        "sixteen bytes..."
+    );
+    assert_eq!(lower_short("SEVENTEEN BYTES..", &mut buffer), "");
 }
 
 #[test]
