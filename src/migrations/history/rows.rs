@@ -11,9 +11,9 @@ use crate::migrations::{Layout, MigrationId, Version};
 /// for a table in `layout` (version, name, applied_on, checksum, in that
 /// order, then what the layout adds).
 pub fn rows_from_rows(rows: &[SimpleQueryRow], layout: Layout) -> anyhow::Result<Vec<HistoryRow>> {
-    // A seventh column (Flyway's) is the row's type: the rows are then the
-    // table's, in installed order.
-    let typed = rows.first().is_some_and(|row| row.len() > 6);
+    // Flyway's rows are the table's, in installed order, a seventh column
+    // their type.
+    let typed = layout == Layout::Flyway;
     // goose's rows are the table's, in `id` order, the fifth column
     // `is_applied`.
     let goose = layout == Layout::Goose;
