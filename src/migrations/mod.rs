@@ -285,6 +285,16 @@ impl LocalMigration {
             .as_ref()
     }
 
+    /// Gives it its summary from `text`, what [`LocalMigration::read_script`]
+    /// returned, when nothing has read one yet: the summary of the text
+    /// that runs, as the stream would give it, without opening the file a
+    /// second time (the lint reads each pending file whole anyway).
+    pub fn summarize_text(&self, text: &str) {
+        self.summary.get_or_init(|| {
+            Box::new(split::summarize(text.as_bytes()).map_err(|e| self.unreadable(e.to_string())))
+        });
+    }
+
     /// How the file runs: in one transaction, or statement by statement
     /// (in one, when the file could not be read again: that read's problem
     /// stops the run before anything runs, see [`Plan::forbidden`]).

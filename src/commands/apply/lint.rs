@@ -4,30 +4,34 @@
 
 use crate::config::{ApplyConfig, LintMode};
 use crate::error::Failure;
-use crate::migrations::lint::{self, Level, LintReport, Linted};
+use crate::migrations::lint::{self, Level, LintReport};
 use crate::migrations::{LocalMigration, Plan, Problems};
 use crate::report::Report;
 
-/// `warn`: each finding is a `LINT_WARNING` line. `deny`: a finding at
-/// deny level refuses the run (exit 6, the findings as problems); the
-/// others are logged.
-pub fn check(config: &ApplyConfig, plan: &Plan, report: &mut Report) -> Result<(), Failure> {
+/// What linting the pending files gave, each file's in order; `None`
+/// when the lint is off or nothing is pending.
+pub struct Linted(Option<Vec<Result<lint::Linted, String>>>);
+
+/// Lints the pending files, before the plan's refusals are read: each is
+/// read once for both, as the lint's text gives it its summary
+/// ([`lint::migration`]). Nothing is said yet: [`check`] says it, once
+/// the run is not refused.
+pub fn pending(config: &ApplyConfig, plan: &Plan) -> Linted {
     let gate = &config.lint;
     if gate.mode == LintMode::Off || plan.pending.is_empty() {
-        return Ok(());
+        return Linted(None);
     }
-    let mut found = LintReport::default();
     // Parsing is CPU work, and it is on the way to the lock: the second
     // half of many files is linted on a second thread, in order all the
     // same.
-    let lint = |files: &[&LocalMigration]| -> Vec<Result<Linted, String>> {
+    let lint = |files: &[&LocalMigration]| -> Vec<Result<lint::Linted, String>> {
         files
             .iter()
             .map(|m| lint::migration(m, &gate.rules))
             .collect()
     };
     let pending = &plan.pending[..];
-    let results = if pending.len() >= 32 {
+    Linted(Some(if pending.len() >= 32 {
         let (first, second) = pending.split_at(pending.len() / 2);
         std::thread::scope(|scope| {
             let other = scope.spawn(|| lint(second));
@@ -40,7 +44,24 @@ pub fn check(config: &ApplyConfig, plan: &Plan, report: &mut Report) -> Result<(
         })
     } else {
         lint(pending)
+    }))
+}
+
+/// `warn`: each finding is a `LINT_WARNING` line. `deny`: a finding at
+/// deny level refuses the run (exit 6, the findings as problems); the
+/// others are logged.
+pub fn check(
+    config: &ApplyConfig,
+    plan: &Plan,
+    linted: Linted,
+    report: &mut Report,
+) -> Result<(), Failure> {
+    let gate = &config.lint;
+    let Linted(Some(results)) = linted else {
+        return Ok(());
     };
+    let pending = &plan.pending[..];
+    let mut found = LintReport::default();
     for (m, result) in pending.iter().zip(results) {
         match result {
             Ok(linted) => found.add(&m.path, linted),

@@ -110,6 +110,9 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
         config.target_version.as_ref(),
         common.ahead,
     );
+    // First, as it reads each pending file whole and gives it its summary:
+    // the refusals below then read none again.
+    let linted = lint::pending(config, &plan);
     problems.extend(plan.forbidden());
     if decision.mode == LockMode::Transaction {
         problems.extend(transaction_mode::refuse_non_transactional(
@@ -120,7 +123,7 @@ pub fn run(ctx: &Context, config: &ApplyConfig, report: &mut Report) -> Result<O
     if !problems.is_empty() {
         return Err(report.invalid(Problems(problems)));
     }
-    lint::check(config, &plan, report)?;
+    lint::check(config, &plan, linted, report)?;
     report.set_plan(&plan);
     let some_invalid = any_invalid.as_deref() == Some("t");
     if some_invalid || !plan.pending.is_empty() {

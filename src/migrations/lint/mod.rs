@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::split;
-use super::{Layout, LocalMigration, Problem, ProblemKind, Version};
+use super::{LocalMigration, Problem, ProblemKind, Version};
 
 mod engine;
 mod rules;
@@ -237,12 +237,11 @@ pub fn file(
 
 /// Lints a migration of the set: what runs of it, its Up part only in
 /// another tool's layout (a Down section is never run, so never linted),
-/// Flyway's placeholders replaced.
+/// Flyway's placeholders replaced. The text is read as a run reads it (its
+/// checksum checked against the folder's read), and gives the migration
+/// its summary too when nothing has read that yet: one read of each
+/// pending file before the lock, not two.
 pub fn migration(m: &LocalMigration, rules: &Rules) -> Result<Linted, String> {
-    if m.layout == Layout::Refinery {
-        let transactional = m.execution().transactional();
-        return file(&m.path, Some(&m.id.version), Some(transactional), rules);
-    }
     if m.size.bytes > MAX_BYTES {
         log::info!(
             "LINT_SKIPPED file={} bytes={} limit={MAX_BYTES} (a file this big is not linted)",
@@ -252,6 +251,7 @@ pub fn migration(m: &LocalMigration, rules: &Rules) -> Result<Linted, String> {
         return Ok(Linted::TooBig);
     }
     let text = m.read_script().map_err(|p| p.message)?;
+    m.summarize_text(&text);
     let transactional = m.execution().transactional();
     lint_text(
         &m.path,
@@ -304,12 +304,91 @@ fn lint_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::migrations::Layout;
 
     fn lint(sql: &str, rules: &Rules) -> Vec<(usize, &'static str, Level)> {
         engine::lint(sql, true, rules)
             .into_iter()
             .map(|f| (f.line, f.rule.name, f.level))
             .collect()
+    }
+
+    /// The summary the lint's text gives a migration is the one the file's
+    /// stream gives (Up sections, markers, placeholders and byte-order
+    /// marks alike): the refusals before a run read it, not the file.
+    #[test]
+    fn the_lints_text_gives_the_summary_the_stream_gives() {
+        use crate::migrations::layout::placeholders::Placeholders;
+        use crate::migrations::MigrationSet;
+        use std::sync::Arc;
+        let cic = "CREATE INDEX CONCURRENTLY i ON t (a);\n";
+        let cases = [
+            (
+                Layout::Refinery,
+                "V1__a.sql",
+                format!("\u{feff}-- miglock:no-transaction\n{cic}"),
+            ),
+            (
+                Layout::Refinery,
+                "V1__a.sql",
+                "\u{feff}ALTER TABLE t ADD COLUMN b int;\nCOMMIT;\n".into(),
+            ),
+            (
+                Layout::Goose,
+                "00001_a.sql",
+                format!(
+                    "-- +goose NO TRANSACTION\r\n-- +goose Up\r\n{cic}-- +goose Down\r\nBEGIN;\n"
+                ),
+            ),
+            (
+                Layout::Dbmate,
+                "20240101000000_a.sql",
+                format!("-- migrate:up transaction:false\n{cic}\n-- migrate:down\nDROP INDEX i;\n"),
+            ),
+            (
+                Layout::Sqlx,
+                "00001_a.sql",
+                format!("-- no-transaction\n{cic}"),
+            ),
+            (
+                Layout::Flyway,
+                "V1.1__a.sql",
+                "ALTER TABLE ${schema}.t ADD COLUMN b int;\nLOCK TABLE ${schema}.u;\n".into(),
+            ),
+        ];
+        let values = Arc::new(Placeholders::new(
+            &[("schema".into(), "app".into())],
+            "flyway_schema_history",
+            None,
+            None,
+            None,
+        ));
+        for (layout, name, text) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(name), &text).unwrap();
+            let read = || {
+                let reading = MigrationSet::read_with(dir.path(), layout, &values);
+                assert!(
+                    reading.problems.is_empty(),
+                    "{layout:?}: {:?}",
+                    reading.problems
+                );
+                reading.set
+            };
+            let (streamed, linted) = (read(), read());
+            let streamed = streamed.migrations[0].summary().unwrap().clone();
+            let m = &linted.migrations[0];
+            assert!(matches!(
+                migration(m, &Rules::defaults(true)),
+                Ok(Linted::Findings { .. })
+            ));
+            assert_eq!(m.summary().unwrap(), &streamed, "{layout:?}: {text:?}");
+            // Not two defaults alike: each case is read for what it holds.
+            assert!(
+                !streamed.execution.transactional() || !streamed.locks.is_empty(),
+                "{layout:?}: {streamed:?}"
+            );
+        }
     }
 
     #[test]
