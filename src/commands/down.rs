@@ -112,6 +112,7 @@ fn revert(
         LockMode::Session,
         &options,
         session.identity(),
+        session.server_version(),
     );
     let mut took = Vec::new();
     for (i, migration) in downs.iter().enumerate() {

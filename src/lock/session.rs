@@ -72,6 +72,9 @@ pub struct LockSession {
     /// restarted (or another took over), the same one that only this
     /// session ended.
     pub(super) server_started: Option<String>,
+    /// `server_version_num`, read with `server_started`: which settings the
+    /// server has (see `migrate::SessionBaseline`).
+    pub(super) server_version: Option<u32>,
     /// A migration's guard found this run's transactions on another server
     /// session than the lock (see `lock::mode`).
     pub(super) pooler: bool,
@@ -131,6 +134,7 @@ impl LockSession {
             listening: false,
             held_since: None,
             server_started: None,
+            server_version: None,
             pooler: false,
             released_line: None,
             history_read: None,
@@ -329,6 +333,12 @@ impl LockSession {
         self.server_started.as_deref()
     }
 
+    /// The server's `server_version_num` (150018 for 15.18), read with the
+    /// first lock attempt on this connection.
+    pub fn server_version(&self) -> Option<u32> {
+        self.server_version
+    }
+
     /// When the server this session is connected to started (`None` if it
     /// cannot be asked): after a lost connection, a new value means the
     /// server restarted or another took over.
@@ -451,7 +461,7 @@ impl LockSession {
         let read_only = (!self.listening).then(|| {
             batch.push(
                 "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on', \
-                 pg_postmaster_start_time()::text",
+                 pg_postmaster_start_time()::text, current_setting('server_version_num')",
             )
         });
         if !self.settings_sent {
@@ -484,8 +494,10 @@ impl LockSession {
             }
         };
         self.settings_sent = true;
-        if let Some(started) = read_only.and_then(|slot| results.rows(slot).first()?.get(1)) {
-            self.server_started = Some(started.to_string());
+        if let Some(row) = read_only.and_then(|slot| results.rows(slot).first()) {
+            let column = |i: usize| row.try_get(i).ok().flatten();
+            self.server_started = column(1).map(str::to_string);
+            self.server_version = column(2).and_then(|v| v.parse().ok());
         }
         if read_only.is_some_and(|slot| results.value(slot) == Some("t")) {
             // Taken on a primary that refuses writes: of no use.

@@ -37,11 +37,14 @@ pub struct SessionBaseline {
 }
 
 impl SessionBaseline {
+    /// `server_version`: the server's `server_version_num`, when known
+    /// (see [`settings::session_sets`]).
     pub fn new(
         table: &HistoryTable,
         lock_mode: LockMode,
         options: &Options,
         identity: &Identity,
+        server_version: Option<u32>,
     ) -> SessionBaseline {
         let mut restore = vec![
             "RESET SESSION AUTHORIZATION".to_string(),
@@ -50,12 +53,19 @@ impl SessionBaseline {
         ];
         match lock_mode {
             LockMode::Session => {
-                restore.push(settings::session_sql(
+                match settings::session_sets(
                     options.statement_timeout,
                     &options.settings,
-                ));
+                    server_version,
+                ) {
+                    Some(sets) => restore.extend(sets),
+                    None => restore.push(settings::session_sql(
+                        options.statement_timeout,
+                        &options.settings,
+                    )),
+                }
                 restore.push(format!(
-                    "SELECT set_config('application_name', {}, false)",
+                    "SET application_name = {}",
                     sql::literal(&identity.application_name(Some("holding")))
                 ));
             }

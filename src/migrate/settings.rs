@@ -37,23 +37,7 @@ use crate::sql::literal;
 ///   holder whose network vanishes loses the lock in about 21 s instead of
 ///   the kernel's default of over two hours.
 pub fn session_sql(statement_timeout: Option<Duration>, settings: &[(String, String)]) -> String {
-    let statement_timeout = statement_timeout
-        .map_or(0, |t| t.as_millis().max(1))
-        .to_string();
-    let defaults = [
-        ("statement_timeout", statement_timeout.as_str()),
-        ("lock_timeout", "0"),
-        ("idle_session_timeout", "0"),
-        ("idle_in_transaction_session_timeout", "0"),
-        ("tcp_keepalives_idle", "5"),
-        ("tcp_keepalives_interval", "5"),
-        ("tcp_keepalives_count", "3"),
-        ("client_connection_check_interval", "1000"),
-    ];
-    let given = |name: &str| settings.iter().any(|(n, _)| n == name);
-    let values: Vec<String> = defaults
-        .iter()
-        .filter(|(name, _)| !given(name))
+    let values: Vec<String> = session_defaults(statement_timeout, settings)
         .map(|(name, value)| format!("('{name}', '{value}')"))
         .collect();
     let mut columns = Vec::new();
@@ -75,6 +59,55 @@ pub fn session_sql(statement_timeout: Option<Duration>, settings: &[(String, Str
         ));
     }
     format!("SELECT {}", columns.join(", "))
+}
+
+/// The first server version with every one of miglock's session settings
+/// (`idle_session_timeout`, `client_connection_check_interval`: 14).
+const ALL_SETTINGS_SINCE: u32 = 140_000;
+
+/// miglock's own session settings, those `--set` gives left out.
+fn session_defaults<'a>(
+    statement_timeout: Option<Duration>,
+    settings: &'a [(String, String)],
+) -> impl Iterator<Item = (&'static str, String)> + 'a {
+    let statement_timeout = statement_timeout
+        .map_or(0, |t| t.as_millis().max(1))
+        .to_string();
+    [
+        ("statement_timeout", statement_timeout),
+        ("lock_timeout", "0".into()),
+        ("idle_session_timeout", "0".into()),
+        ("idle_in_transaction_session_timeout", "0".into()),
+        ("tcp_keepalives_idle", "5".into()),
+        ("tcp_keepalives_interval", "5".into()),
+        ("tcp_keepalives_count", "3".into()),
+        ("client_connection_check_interval", "1000".into()),
+    ]
+    .into_iter()
+    .filter(|(name, _)| !settings.iter().any(|(n, _)| n == name))
+}
+
+/// [`session_sql`] as plain `SET`s, for a server known to have every
+/// setting (`server_version_num` 140000 and later; `None` below, or not
+/// known): after each migration the session is put back with them, and a
+/// `SET` costs the server a few microseconds where the query over a
+/// `VALUES` list that skips the names it lacks cost about 50 (measured on
+/// PostgreSQL 15: 8 `SET`s 20 µs, that query 70 µs, in every migration's
+/// round trip). `--set`'s values follow in one `set_config` query, as
+/// their names are the user's.
+pub fn session_sets(
+    statement_timeout: Option<Duration>,
+    settings: &[(String, String)],
+    server_version: Option<u32>,
+) -> Option<Vec<String>> {
+    if server_version? < ALL_SETTINGS_SINCE {
+        return None;
+    }
+    let mut sets: Vec<String> = session_defaults(statement_timeout, settings)
+        .map(|(name, value)| format!("SET {name} = '{value}'"))
+        .collect();
+    sets.extend(given_sql(settings));
+    Some(sets)
 }
 
 /// Transaction-mode settings, local to the migration's transaction (a
@@ -239,6 +272,34 @@ mod tests {
             sql.contains("set_config('statement_timeout', '0', true)"),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn the_restore_sets_each_setting_where_the_server_has_them_all() {
+        let given = [("lock_timeout".to_string(), "5s".to_string())];
+        let two_seconds = Some(Duration::from_secs(2));
+        // 12 and 13 lack two of them; an unknown version may too.
+        assert_eq!(session_sets(two_seconds, &given, Some(130_015)), None);
+        assert_eq!(session_sets(two_seconds, &given, None), None);
+        let sets = session_sets(two_seconds, &given, Some(140_000)).unwrap();
+        assert_eq!(sets.len(), 8, "{sets:?}");
+        assert_eq!(sets[0], "SET statement_timeout = '2000'");
+        assert!(sets.contains(&"SET client_connection_check_interval = '1000'".to_string()));
+        // The given value, not miglock's, and last, as session_sql sets it.
+        assert!(
+            !sets.iter().any(|s| s.starts_with("SET lock_timeout")),
+            "{sets:?}"
+        );
+        assert_eq!(sets[7], "SELECT set_config(E'lock_timeout', E'5s', false)");
+        // The same settings as the one-query form, value for value.
+        let sql = session_sql(two_seconds, &given);
+        for set in &sets[..7] {
+            let (name, value) = set["SET ".len()..].split_once(" = ").unwrap();
+            assert!(
+                sql.contains(&format!("('{name}', {value})")),
+                "{name}: {sql}"
+            );
+        }
     }
 
     #[test]

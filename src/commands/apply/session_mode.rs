@@ -321,6 +321,7 @@ fn migrate_pending<'a>(
         LockMode::Session,
         &config.migrate,
         session.identity(),
+        session.server_version(),
     );
     let bar = ctx.progress.bar(plan.pending.len() as u64);
     for (i, migration) in plan.pending.iter().enumerate() {

@@ -134,6 +134,7 @@ pub(super) fn apply(
                         LockMode::Transaction,
                         &config.migrate,
                         session.identity(),
+                        session.server_version(),
                     )
                 });
                 if let Some(bar) = &bar {

@@ -125,18 +125,33 @@ fn the_session_keeps_miglocks_own_settings_and_name_between_migrations() {
     dir.file(
         "V1__changes.sql",
         "SET application_name = 'someone else';\nSET lock_timeout = '1ms';\n\
-         SET work_mem = '1MB';\nCREATE TABLE seen (name text, lock_timeout text, work_mem text);\n",
+         SET work_mem = '1MB';\nSET statement_timeout = '1min';\n\
+         SET idle_session_timeout = '1min';\n\
+         CREATE TABLE seen (name text, lock_timeout text, work_mem text, statement_timeout text, \
+         idle_session_timeout text);\n",
     )
     .file(
         "V2__looks.sql",
         "INSERT INTO seen SELECT current_setting('application_name'), \
-         current_setting('lock_timeout'), current_setting('work_mem');\n",
+         current_setting('lock_timeout'), current_setting('work_mem'), \
+         current_setting('statement_timeout'), current_setting('idle_session_timeout');\n",
     );
+    // Defaults a RESET ALL goes back to: only miglock's own settings,
+    // set again after it, make them 0.
+    db.client()
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} SET statement_timeout = '5min'; \
+             ALTER DATABASE {0} SET idle_session_timeout = '5min'",
+            db.name()
+        ))
+        .unwrap();
     apply(&db, &dir)
         .args(["--set", "work_mem=8MB"])
         .run()
         .assert_success();
-    let row = &db.query_strings("SELECT name, lock_timeout, work_mem FROM seen")[0];
+    let row = &db.query_strings(
+        "SELECT name, lock_timeout, work_mem, statement_timeout, idle_session_timeout FROM seen",
+    )[0];
     assert!(
         row[0]
             .as_deref()
@@ -151,6 +166,9 @@ fn the_session_keeps_miglocks_own_settings_and_name_between_migrations() {
         "miglock's own lock_timeout"
     );
     assert_eq!(row[2].as_deref(), Some("8MB"), "--set's work_mem");
+    // miglock's own, set again after V1 changed them.
+    assert_eq!(row[3].as_deref(), Some("0"), "miglock's statement_timeout");
+    assert_eq!(row[4].as_deref(), Some("0"), "miglock's idle_session_timeout");
 }
 
 #[test]
