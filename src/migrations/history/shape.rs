@@ -85,39 +85,40 @@ pub fn create(history: &HistoryTable) -> Vec<String> {
 pub fn select(history: &HistoryTable) -> String {
     let table = &history.sql_name();
     match history.layout() {
-        Layout::Refinery => {
-            format!("SELECT version, name, applied_on, checksum FROM {table} ORDER BY version")
-        }
+        // Each layout's rows in the table's order, put in the order they
+        // are read in by `history::rows_from_rows`: a new backend's
+        // planning of an ORDER BY (the primary key's index, its
+        // statistics) cost more than checking that 400 rows are in order.
+        Layout::Refinery => format!("SELECT version, name, applied_on, checksum FROM {table}"),
         Layout::Sqlx => format!(
             "SELECT version, description, installed_on::text, encode(checksum, 'hex'), success \
-             FROM {table} ORDER BY version"
+             FROM {table}"
         ),
         // A version that is not a number is refused when read.
-        Layout::Dbmate => format!(
-            "SELECT version, '', '', '', true FROM {table} ORDER BY length(version), version"
-        ),
+        Layout::Dbmate => format!("SELECT version, '', '', '', true FROM {table}"),
         // goose counts a version applied when its newest row says so (old
         // goose wrote is_applied = false rows on the way down): every row
-        // in id order, read as goose reads them (`history::rows_from_rows`;
-        // a new backend's DISTINCT ON sort cost more than the rows).
+        // with its id, read in id order as goose reads them
+        // (`history::rows_from_rows`; a new backend's DISTINCT ON sort cost
+        // more than the rows).
         Layout::Goose => format!(
-            "SELECT version_id, '', tstamp::text, '', is_applied FROM {table} \
-             WHERE version_id > 0 ORDER BY id"
+            "SELECT version_id, '', tstamp::text, '', is_applied, id FROM {table} \
+             WHERE version_id > 0"
         ),
         // golang-migrate's (-1, dirty) row, left by a first migration's
         // failed down, reads as version 0: dirty, standing for nothing.
         Layout::GolangMigrate => {
             format!("SELECT greatest(version, 0), '', '', '', NOT dirty, true FROM {table}")
         }
-        // Every row in installed order with its type, read as Flyway reads
-        // them (`history::rows_from_rows`): schema and undo rows are none,
+        // Every row with its type and rank, read in installed order as
+        // Flyway reads them (`history::rows_from_rows`): schema and undo rows are none,
         // a baseline stands for the versions below it, and the newest of
         // each version and each repeatable counts, unless it is a deletion
         // mark (`repair` of a missing one). The server only sends rows: a
         // new backend's filters, sorts and casts cost more than the rows.
         Layout::Flyway => format!(
-            "SELECT version, description, installed_on::text, checksum, success, NULL, type \
-             FROM {table} ORDER BY installed_rank"
+            "SELECT version, description, installed_on::text, checksum, success, NULL, type, \
+             installed_rank FROM {table}"
         ),
     }
 }

@@ -168,7 +168,11 @@ fn the_session_keeps_miglocks_own_settings_and_name_between_migrations() {
     assert_eq!(row[2].as_deref(), Some("8MB"), "--set's work_mem");
     // miglock's own, set again after V1 changed them.
     assert_eq!(row[3].as_deref(), Some("0"), "miglock's statement_timeout");
-    assert_eq!(row[4].as_deref(), Some("0"), "miglock's idle_session_timeout");
+    assert_eq!(
+        row[4].as_deref(),
+        Some("0"),
+        "miglock's idle_session_timeout"
+    );
 }
 
 #[test]

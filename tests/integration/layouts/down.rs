@@ -174,6 +174,73 @@ fn what_old_gooses_down_left_is_pending_again_and_runs() {
 }
 
 #[test]
+fn history_rows_are_read_in_their_tools_order_whatever_the_tables_order() {
+    // The history is read without an ORDER BY and put in order by miglock:
+    // rows an UPDATE moved to the end of the table (a DBA's fix, a vacuum
+    // full's rewrite) count as where their id or version puts them.
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::new();
+    for (file, table) in [
+        ("00001_a.sql", "a"),
+        ("00002_b.sql", "b"),
+        ("00003_c.sql", "c"),
+    ] {
+        dir.file(file, &goose_table_file(table));
+    }
+    old_goose_history(&db, "goose_db_version");
+    // Version 2's older row (applied) now comes after its newer one (down).
+    db.client()
+        .batch_execute("UPDATE goose_db_version SET tstamp = tstamp WHERE id <= 3")
+        .unwrap();
+    assert_eq!(
+        db.query_strings("SELECT id FROM goose_db_version")
+            .into_iter()
+            .map(|r| r[0].clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["4", "1", "2", "3"],
+        "the table's own order"
+    );
+    let status = command(&db, "status", &dir).run();
+    status.assert_success();
+    assert_eq!(versions(&status.json()["pending"]), [2, 3]);
+
+    // Flyway's: a failed run of 1.1 ranked before the run that applied it
+    // (installed_rank 0, written last): the applied one is the newest.
+    let db = Cluster::shared().create_db();
+    let dir = MigrationDir::new();
+    dir.file("V1.1__a.sql", "CREATE TABLE a (id int);\n");
+    let flyway = || apply(&db, &dir).args(["--layout", "flyway"]).run();
+    flyway().assert_success();
+    db.client()
+        .batch_execute(
+            "INSERT INTO flyway_schema_history (installed_rank, version, description, type, \
+             script, installed_by, execution_time, success) \
+             VALUES (0, '1.1', 'a', 'SQL', 'V1.1__a.sql', 'postgres', 0, false)",
+        )
+        .unwrap();
+    let again = flyway();
+    again.assert_success();
+    assert_eq!(again.json()["outcome"], "current");
+
+    // refinery's rows, version 1's moved to the end: all applied (the plan
+    // matches them by version).
+    let db = Cluster::shared().create_db();
+    let dir = two_migrations();
+    apply(&db, &dir).run().assert_success();
+    db.client()
+        .batch_execute("UPDATE refinery_schema_history SET name = name WHERE version = 1")
+        .unwrap();
+    assert_eq!(
+        db.query_i64("SELECT version FROM refinery_schema_history LIMIT 1"),
+        2
+    );
+    let again = apply(&db, &dir).run();
+    again.assert_success();
+    assert_eq!(again.json()["outcome"], "current");
+    assert_eq!(versions(&again.json()["pending"]), Vec::<i64>::new());
+}
+
+#[test]
 fn old_gooses_rows_in_a_schema_run_statement_by_statement_and_go_down() {
     // The same history in a schema of its own, the version taken down a
     // NO TRANSACTION file (its guard runs on its own before it), then
