@@ -50,7 +50,7 @@ pub struct Cli {
 
     /// The options given on the command line that the command does not
     /// use (accepted, as they always were, and warned about). Set by
-    /// [`Cli::parse_command_line`].
+    /// [`Cli::parse_args`].
     #[arg(skip)]
     pub ignored: Vec<String>,
 }

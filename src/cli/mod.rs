@@ -19,32 +19,16 @@ pub use help::command;
 pub use to_config::migrations_enabled;
 
 impl Cli {
-    /// Parses the process's command line (see [`Cli::parse`]). The
-    /// parser and its matches, built once for the process and of no use
-    /// after, are left to the process's exit rather than freed: their
-    /// thousand allocations were 3% of a no-op run's instructions.
+    /// Parses the process's command line (see [`Cli::parse_args`]).
     pub fn parse_command_line() -> Result<Cli, clap::Error> {
-        let (cli, parser) = Cli::parse(std::env::args_os())?;
-        std::mem::forget(parser);
-        Ok(cli)
-    }
-
-    /// [`Cli::parse`] of `args`, for the tests.
-    #[cfg(test)]
-    pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        Cli::parse(args).map(|(cli, _)| cli)
+        Cli::parse_args(std::env::args_os())
     }
 
     /// As `Cli::try_parse_from` on [`command`], also noting what only the
     /// matches know: where the connection string, the folder and the lock
     /// wait came from (clap merges a flag and its variable into one value),
-    /// and the options given that the command does not use. The parser and
-    /// its matches come with it.
-    fn parse<I, T>(args: I) -> Result<(Cli, (clap::Command, ArgMatches)), clap::Error>
+    /// and the options given that the command does not use.
+    pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
@@ -60,7 +44,7 @@ impl Cli {
             cli.note_sources(sub);
             cli.ignored = ignored(&own, name, sub);
         }
-        Ok((cli, (command, matches)))
+        Ok(cli)
     }
 
     fn note_sources(&mut self, matches: &ArgMatches) {

@@ -398,6 +398,16 @@ fn apply_lint_off_or_a_file_above_the_limit_lints_nothing() {
     let out = apply(&db, &dir).args(["--lint", "off", "--dry-run"]).run();
     out.assert_code(7);
     assert!(!out.stderr.contains("LINT"), "{}", out.stderr);
+    // A run refused before anything runs says nothing of the lint, though
+    // it lints first (to read each pending file once).
+    let refused = MigrationDir::with(&[
+        ("V1__big.sql", &big),
+        ("V2__copy.sql", "COPY big FROM stdin;\n"),
+    ]);
+    let out = apply(&db, &refused).args(["--lint", "deny", "-v"]).run();
+    out.assert_code(6);
+    assert!(!out.stderr.contains("LINT"), "{}", out.stderr);
+    assert!(!db.table_exists("big"));
     // Deny, but the file is above 1 MiB: skipped with a line, applied.
     let out = apply(&db, &dir).args(["--lint", "deny", "-v"]).run();
     out.assert_code(0);

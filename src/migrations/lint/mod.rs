@@ -180,7 +180,16 @@ impl LintReport {
                 });
                 self.findings.extend(findings);
             }
-            Linted::TooBig => self.skipped.push(path.display().to_string()),
+            // Said here, as the report takes it, not when the file was
+            // looked at: `apply` lints before its refusals, and a refused
+            // run says nothing of the lint.
+            Linted::TooBig { bytes } => {
+                log::info!(
+                    "LINT_SKIPPED file={} bytes={bytes} limit={MAX_BYTES} (a file this big is not linted)",
+                    path.display()
+                );
+                self.skipped.push(path.display().to_string());
+            }
         }
     }
 
@@ -208,8 +217,9 @@ pub enum Linted {
         transaction: bool,
         findings: Vec<Finding>,
     },
-    /// Above [`MAX_BYTES`]: not linted (logged as `LINT_SKIPPED`).
-    TooBig,
+    /// Above [`MAX_BYTES`] (its size): not linted (logged as
+    /// `LINT_SKIPPED` when added to a [`LintReport`]).
+    TooBig { bytes: u64 },
 }
 
 /// Lints the file at `path`. `transactional`: whether miglock runs it in a
@@ -224,11 +234,7 @@ pub fn file(
         .map_err(|e| format!("{}: {e}", path.display()))?
         .len();
     if bytes > MAX_BYTES {
-        log::info!(
-            "LINT_SKIPPED file={} bytes={bytes} limit={MAX_BYTES} (a file this big is not linted)",
-            path.display()
-        );
-        return Ok(Linted::TooBig);
+        return Ok(Linted::TooBig { bytes });
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
@@ -243,12 +249,9 @@ pub fn file(
 /// pending file before the lock, not two.
 pub fn migration(m: &LocalMigration, rules: &Rules) -> Result<Linted, String> {
     if m.size.bytes > MAX_BYTES {
-        log::info!(
-            "LINT_SKIPPED file={} bytes={} limit={MAX_BYTES} (a file this big is not linted)",
-            m.path.display(),
-            m.size.bytes
-        );
-        return Ok(Linted::TooBig);
+        return Ok(Linted::TooBig {
+            bytes: m.size.bytes,
+        });
     }
     let text = m.read_script().map_err(|p| p.message)?;
     m.summarize_text(&text);
@@ -382,6 +385,14 @@ mod tests {
                 migration(m, &Rules::defaults(true)),
                 Ok(Linted::Findings { .. })
             ));
+            assert_eq!(m.summary().unwrap(), &streamed, "{layout:?}: {text:?}");
+            // From the text alone: with the file gone, a summary can only
+            // be the text's.
+            let from_text = read();
+            let m = &from_text.migrations[0];
+            let script = m.read_script().unwrap();
+            std::fs::remove_file(dir.path().join(name)).unwrap();
+            m.summarize_text(&script);
             assert_eq!(m.summary().unwrap(), &streamed, "{layout:?}: {text:?}");
             // Not two defaults alike: each case is read for what it holds.
             assert!(

@@ -141,7 +141,8 @@ fn the_session_keeps_miglocks_own_settings_and_name_between_migrations() {
     db.client()
         .batch_execute(&format!(
             "ALTER DATABASE {0} SET statement_timeout = '5min'; \
-             ALTER DATABASE {0} SET idle_session_timeout = '5min'",
+             ALTER DATABASE {0} SET idle_session_timeout = '5min'; \
+             ALTER DATABASE {0} SET log_statement = 'all'",
             db.name()
         ))
         .unwrap();
@@ -172,6 +173,13 @@ fn the_session_keeps_miglocks_own_settings_and_name_between_migrations() {
         row[4].as_deref(),
         Some("0"),
         "miglock's idle_session_timeout"
+    );
+    // Put back with plain SETs: the server (15) has every setting.
+    assert!(
+        db.cluster()
+            .server_log()
+            .contains("SET client_connection_check_interval = '1000'"),
+        "no SET in the server log"
     );
 }
 
