@@ -111,6 +111,21 @@ fn old_goose_history(db: &TestDb, table: &str) {
         .unwrap();
 }
 
+/// goose's three files (tables a, b and c) over `db`'s `goose_db_version`
+/// as old goose left it ([`old_goose_history`]).
+fn old_goose_folder(db: &TestDb) -> MigrationDir {
+    let dir = MigrationDir::new();
+    for (file, table) in [
+        ("00001_a.sql", "a"),
+        ("00002_b.sql", "b"),
+        ("00003_c.sql", "c"),
+    ] {
+        dir.file(file, &goose_table_file(table));
+    }
+    old_goose_history(db, "goose_db_version");
+    dir
+}
+
 /// The `(version_id, is_applied)` rows of goose's `table`, in `id` order.
 fn goose_rows(db: &TestDb, table: &str) -> Vec<(String, String)> {
     db.query_strings(&format!(
@@ -135,15 +150,7 @@ fn what_old_gooses_down_left_is_pending_again_and_runs() {
     // was. goose runs it again, and so does miglock (its guard reads the
     // newest row too).
     let db = Cluster::shared().create_db();
-    let dir = MigrationDir::new();
-    for (file, table) in [
-        ("00001_a.sql", "a"),
-        ("00002_b.sql", "b"),
-        ("00003_c.sql", "c"),
-    ] {
-        dir.file(file, &goose_table_file(table));
-    }
-    old_goose_history(&db, "goose_db_version");
+    let dir = old_goose_folder(&db);
 
     let status = command(&db, "status", &dir).run();
     status.assert_success();
@@ -179,15 +186,7 @@ fn history_rows_are_read_in_their_tools_order_whatever_the_tables_order() {
     // rows an UPDATE moved to the end of the table (a DBA's fix, a vacuum
     // full's rewrite) count as where their id or version puts them.
     let db = Cluster::shared().create_db();
-    let dir = MigrationDir::new();
-    for (file, table) in [
-        ("00001_a.sql", "a"),
-        ("00002_b.sql", "b"),
-        ("00003_c.sql", "c"),
-    ] {
-        dir.file(file, &goose_table_file(table));
-    }
-    old_goose_history(&db, "goose_db_version");
+    let dir = old_goose_folder(&db);
     // Version 2's older row (applied) now comes after its newer one (down).
     db.client()
         .batch_execute("UPDATE goose_db_version SET tstamp = tstamp WHERE id <= 3")
