@@ -451,10 +451,10 @@ def bench_handoff(cluster, miglock, runs, work):
         # Each side goes first in every other run: the first handover of a
         # run follows the new database's writes, and so its commit may wait
         # longer for the WAL flush.
+        # The first holder's commit waits for its WAL flush: not for the
+        # new database's too.
+        cluster.psql("postgres", "CHECKPOINT")
         for side in (("miglock", "psql") if r % 2 == 0 else ("psql", "miglock")):
-            # The holder's commit waits for its WAL flush: not for the new
-            # database's too.
-            cluster.psql("postgres", "CHECKPOINT")
             if side == "miglock":
                 miglock_handover(env)
             else:
