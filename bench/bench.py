@@ -448,11 +448,10 @@ def bench_handoff(cluster, miglock, runs, work):
         env = dict(os.environ, DATABASE_URL=cluster.url("handoff"))
         run([miglock, "apply", "-q", "--lock-key", "77", "--table", "waiter_history", "--target", "1",
              "--migrations", waiter_dir], env)
-        # Each side goes first in every other run: the first handover of a
-        # run follows the new database's writes, and so its commit may wait
-        # longer for the WAL flush.
-        # The first holder's commit waits for its WAL flush: not for the
-        # new database's too.
+        # The new database's WAL is flushed first, so that the first
+        # holder's commit waits for its own only; and each side goes first
+        # in every other run all the same (the first handover of a run
+        # follows the new database's writes).
         cluster.psql("postgres", "CHECKPOINT")
         for side in (("miglock", "psql") if r % 2 == 0 else ("psql", "miglock")):
             if side == "miglock":
