@@ -76,6 +76,35 @@ pub fn has_password(conninfo: &str) -> bool {
     }
 }
 
+/// The URL with each `@` of its query percent-encoded when its first `@`
+/// is there, after its path (`postgres://host/db?user=admin@server&…`, the
+/// form Azure's documentation gives): libpq reads that `@` as the query's;
+/// rust-postgres ends the user information at it, and so would take the
+/// host, the path and the query up to it (password and all) for a user
+/// name, and connect to whatever follows. Encoded, rust-postgres reads it
+/// as libpq does (it decodes the query's values). A password's raw `/`
+/// (`u:ab/cd@host/db`) is left as it is: no `?` comes between it and the
+/// `@`.
+pub fn with_query_at_signs_encoded(conninfo: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    let Some(parts) = split_url(conninfo) else {
+        return Cow::Borrowed(conninfo);
+    };
+    let rest = &conninfo[parts.scheme.len() + 3..];
+    let (Some(slash), Some(at)) = (rest.find('/'), rest.find('@')) else {
+        return Cow::Borrowed(conninfo);
+    };
+    let Some(question) = rest[slash..at.max(slash)].find('?') else {
+        return Cow::Borrowed(conninfo);
+    };
+    let (head, query) = rest.split_at(slash + question);
+    Cow::Owned(format!(
+        "{}://{head}{}",
+        parts.scheme,
+        query.replace('@', "%40")
+    ))
+}
+
 /// A `postgres://` or `postgresql://` URL cut into its parts; `None` for a
 /// `key=value` string. The only URL splitter: everything that reads a URL's
 /// parts goes through it, so all agree with rust-postgres, which ends the

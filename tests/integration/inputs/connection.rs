@@ -12,7 +12,7 @@ use crate::harness::{apply, Miglock, MigrationDir, RunOutput};
 use super::{
     apply_without_db, assert_json, assert_run, assert_untouched, assert_usage,
     assert_usage_untouched, bad, bad_input_db, create_t, good_dir, run_text_and_json, usage_setup,
-    with_port, HISTORY,
+    with_port, GOOD_TABLE, HISTORY,
 };
 
 #[test]
@@ -146,6 +146,43 @@ fn unresolvable_host_is_unavailable() {
     assert_json("unresolvable", &json, 5, "unavailable", &needles);
     eprintln!("unresolvable host, --connect-timeout 1s: gave up after {took:?}");
     assert_untouched("unresolvable", &db);
+}
+
+/// The user and password in the URL's query, and an `@` in a value after
+/// them (as in Azure's `user=admin@server`): read as libpq reads it, so
+/// the run connects where the URL says, and the password is shown
+/// nowhere (rust-postgres alone took everything up to that `@` for a
+/// user name, and the name is in every log line).
+#[test]
+fn an_at_sign_in_the_query_connects_as_libpq_reads_it() {
+    let db = Cluster::shared().create_db();
+    let dir = good_dir();
+    let cluster = db.cluster();
+    let url = format!(
+        "postgres://127.0.0.1:{}/{}?user=postgres&password={}&application_name=deploy@ci",
+        cluster.port(),
+        db.name(),
+        cluster.password()
+    );
+    let out = Miglock::new()
+        .env("DATABASE_URL", &url)
+        .args(["apply", "--format", "json", "--migrations"])
+        .arg(dir.path())
+        .run();
+    out.assert_success();
+    let json = out.json();
+    assert_eq!(
+        json["database"],
+        format!("postgres@127.0.0.1:{}/{}", cluster.port(), db.name())
+    );
+    assert_eq!(json["outcome"], "applied", "{}", out.details());
+    assert!(
+        !out.stdout.contains(cluster.password()) && !out.stderr.contains(cluster.password()),
+        "the password appears in the output\n{}",
+        out.details()
+    );
+    assert_eq!(db.history(), [100]);
+    assert!(db.table_exists(GOOD_TABLE));
 }
 
 #[test]
