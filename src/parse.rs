@@ -23,6 +23,14 @@ pub fn duration(text: &str) -> Result<Duration, String> {
             .filter(|s| s.is_finite())
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
             .ok_or_else(|| format!("invalid duration {text:?}: not a number of seconds"))?
+    } else if seconds_bound(text) > u128::from(u64::MAX >> 1) {
+        // Far past a year: said so before humantime sees it (2.4 panics
+        // on a sum that reaches u64::MAX seconds with a second of
+        // nanoseconds left, where it errs on other overflows).
+        return Err(format!(
+            "duration {:?} is too long (at most 366 days)",
+            shorten(text, 40)
+        ));
     } else {
         humantime::parse_duration(text).map_err(|e| duration_refused(text, &e))?
     };
@@ -30,6 +38,31 @@ pub fn duration(text: &str) -> Result<Duration, String> {
         return Err(format!("duration {text:?} is too long (at most 366 days)"));
     }
     Ok(parsed)
+}
+
+/// More than the seconds `text` can name: each number taken in a year's
+/// seconds (humantime's longest unit), or in one second when a unit below
+/// one follows it. A duration of at most 366 days stays below 2^55 (in
+/// nanoseconds, 3.2e16 of them).
+fn seconds_bound(text: &str) -> u128 {
+    const YEAR: u128 = 31_557_600;
+    let mut total: u128 = 0;
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+        let number = &rest[start..];
+        let digits = number
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(number.len());
+        let n = number[..digits].parse::<u128>().unwrap_or(u128::MAX);
+        let unit = number[digits..].trim_start();
+        let below_a_second = unit.starts_with(['n', 'u', 'µ'])
+            || unit.starts_with("ms")
+            || unit.starts_with("milli");
+        let each = if below_a_second { 1 } else { YEAR };
+        total = total.saturating_add(n.saturating_mul(each));
+        rest = &number[digits..];
+    }
+    total
 }
 
 /// humantime's refusal in words of the units miglock documents (its own
@@ -263,6 +296,30 @@ mod tests {
             assert!(err.contains("duration"), "{bad:?}: {err}");
         }
         assert!(duration("400d").unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn a_duration_summing_past_u64_seconds_is_too_long_not_a_crash() {
+        // humantime 2.4 panics on these (`Duration::new` overflows with
+        // u64::MAX seconds and a whole second of nanoseconds).
+        for huge in [
+            "18446744073709551615s 1000ms",
+            "18446744073709551615s1000ms",
+            "18446744073709551615s 999999999ns 1ns",
+            "584542046090y 1000ms",
+        ] {
+            let err = duration(huge).unwrap_err();
+            assert!(err.contains("too long"), "{huge:?}: {err}");
+        }
+        // The longest durations there are, in their smallest units, and
+        // fractions, stay what they are.
+        let year = Duration::from_secs(366 * 24 * 3600);
+        assert_eq!(duration("366d"), Ok(year));
+        assert_eq!(duration("31622400000000000ns"), Ok(year));
+        assert_eq!(duration("31622400000000us"), Ok(year));
+        assert_eq!(duration("31622400000msec"), Ok(year));
+        assert_eq!(duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(duration("1y"), Ok(Duration::from_secs(31_557_600)));
     }
 
     #[test]
