@@ -423,3 +423,53 @@ fn apply_lint_off_or_a_file_above_the_limit_lints_nothing() {
         out.json()
     );
 }
+
+/// squawk's parser recurses once a nesting level, with nothing to stop
+/// it: a file nested deeper than the thread's stack took was an abort
+/// (exit 134, no result). It is linted on a thread with the stack it
+/// needs or, past what any thread is given, skipped and said; `apply`
+/// lints the same way before the lock, and runs the file.
+#[test]
+fn a_deeply_nested_file_is_linted_or_skipped_never_a_crash() {
+    let nested = |levels: usize| {
+        format!(
+            "SELECT {}1{} AS x;\n",
+            "(".repeat(levels),
+            ")".repeat(levels)
+        )
+    };
+    let dir = MigrationDir::with(&[
+        ("V1__deep.sql", &nested(6_000)),
+        ("V2__deeper.sql", &nested(300_000)),
+    ]);
+    let out = lint_dir(&dir).run();
+    out.assert_success();
+    assert!(
+        out.stderr.contains("LINT_SKIPPED file=") && out.stderr.contains("levels=300000"),
+        "{}",
+        out.stderr
+    );
+    let json = out.json();
+    let skipped = json["lint"]["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{json}");
+    assert!(
+        skipped[0].as_str().unwrap().ends_with("V2__deeper.sql"),
+        "{json}"
+    );
+    let linted = json["lint"]["files"].as_array().unwrap();
+    assert_eq!(linted.len(), 1, "{json}");
+    assert!(
+        linted[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("V1__deep.sql"),
+        "{json}"
+    );
+
+    let db = Cluster::shared().create_db();
+    let deep = MigrationDir::with(&[("V1__deep.sql", &nested(6_000))]);
+    let out = apply(&db, &deep).args(["--lint", "deny"]).run();
+    out.assert_success();
+    assert!(!out.stderr.contains("LINT_SKIPPED"), "{}", out.stderr);
+    assert_eq!(db.history(), [1]);
+}

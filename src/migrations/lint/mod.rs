@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::split;
 use super::{LocalMigration, Problem, ProblemKind, Version};
 
+mod depth;
 mod engine;
 mod rules;
 
@@ -162,7 +163,7 @@ pub struct LintReport {
     /// The files linted.
     pub files: Vec<LintedFile>,
     pub findings: Vec<Finding>,
-    /// Files above [`MAX_BYTES`], not linted.
+    /// Files above [`MAX_BYTES`], or nested too deep, not linted.
     pub skipped: Vec<String>,
 }
 
@@ -186,6 +187,14 @@ impl LintReport {
             Linted::TooBig { bytes } => {
                 log::info!(
                     "LINT_SKIPPED file={} bytes={bytes} limit={MAX_BYTES} (a file this big is not linted)",
+                    path.display()
+                );
+                self.skipped.push(path.display().to_string());
+            }
+            Linted::TooDeep { levels } => {
+                log::info!(
+                    "LINT_SKIPPED file={} levels={levels} (nested this deep, the linter's parser \
+                     would run out of stack: not linted)",
                     path.display()
                 );
                 self.skipped.push(path.display().to_string());
@@ -220,6 +229,9 @@ pub enum Linted {
     /// Above [`MAX_BYTES`] (its size): not linted (logged as
     /// `LINT_SKIPPED` when added to a [`LintReport`]).
     TooBig { bytes: u64 },
+    /// Nested more deeply than the linter's parser can take (the levels
+    /// it could recurse): not linted, logged as `LINT_SKIPPED` too.
+    TooDeep { levels: usize },
 }
 
 /// Lints the file at `path`. `transactional`: whether miglock runs it in a
@@ -286,9 +298,13 @@ fn lint_text(
             findings: Vec::new(),
         });
     }
+    let raw = match engine::lint(text, transactional, rules) {
+        Ok(raw) => raw,
+        Err(levels) => return Ok(Linted::TooDeep { levels }),
+    };
     Ok(Linted::Findings {
         transaction: transactional,
-        findings: engine::lint(text, transactional, rules)
+        findings: raw
             .into_iter()
             .map(|raw| Finding {
                 file: name.clone(),
@@ -311,6 +327,7 @@ mod tests {
 
     fn lint(sql: &str, rules: &Rules) -> Vec<(usize, &'static str, Level)> {
         engine::lint(sql, true, rules)
+            .expect("nested shallowly enough")
             .into_iter()
             .map(|f| (f.line, f.rule.name, f.level))
             .collect()
