@@ -335,8 +335,15 @@ fn parse_failure(error: clap::Error, env: Env) -> u8 {
     // positional argument by mistake must not come back with its password.
     let mut rendered = error.render().to_string();
     for arg in &args {
-        if arg.contains("://") || arg.contains("password") {
-            rendered = rendered.replace(arg.as_str(), "<connection string>");
+        // `--wait=postgres://…`: clap quotes the value only.
+        let value = arg
+            .strip_prefix("--")
+            .and_then(|flag| flag.split_once('='))
+            .map(|(_, value)| value);
+        for text in std::iter::once(arg.as_str()).chain(value) {
+            if may_hold_a_password(text) {
+                rendered = rendered.replace(text, "<connection string>");
+            }
         }
     }
     output::error_text(&rendered);
@@ -353,6 +360,17 @@ fn parse_failure(error: clap::Error, env: Env) -> u8 {
         Outcome::Usage.exit_code(),
     );
     print_result(&report, format, &stdout)
+}
+
+/// A command-line word that may be a connection string or hold a
+/// password: a URL, `password=…` in any case (`PGPASSWORD=…`), or
+/// `user:password@host` without its scheme.
+fn may_hold_a_password(text: &str) -> bool {
+    text.contains("://")
+        || text.to_ascii_lowercase().contains("password")
+        || text
+            .split_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// Runs one command and records its result; the error is printed once, on

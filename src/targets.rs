@@ -51,8 +51,19 @@ pub fn read_file(path: &str) -> Result<String, Failure> {
             .map_err(|e| Failure::usage(anyhow!("--databases-from -: cannot read stdin: {e}")))?;
         text
     } else {
-        std::fs::read_to_string(path)
-            .map_err(|e| Failure::usage(anyhow!("--databases-from {path}: cannot read it: {e}")))?
+        std::fs::read_to_string(path).map_err(|e| {
+            // A connection string given for the file by mistake is not
+            // echoed: it may hold a password.
+            if path.contains("://") || conninfo::has_password(path) {
+                Failure::usage(anyhow!(
+                    "--databases-from takes a file listing connection strings, one per line (or - \
+                     for stdin), not a connection string: give DATABASE_URL or --database-url for \
+                     one database (the value is not shown, as it may hold a password)"
+                ))
+            } else {
+                Failure::usage(anyhow!("--databases-from {path}: cannot read it: {e}"))
+            }
+        })?
     };
     Ok(text)
 }

@@ -372,6 +372,25 @@ fn all_databases_with_match_runs_on_the_matching_ones() {
     out.assert_stderr_contains("TARGETS count=3");
 }
 
+/// The database's URL given for the targets file by mistake: no file has
+/// that name, and the refusal does not echo it.
+#[test]
+fn a_url_given_for_the_targets_file_is_refused_without_echoing_it() {
+    let db = Cluster::shared().create_db();
+    let dir = two_migrations();
+    let out = many("apply", &PathBuf::from(db.url()), &dir).run();
+    out.assert_code(2)
+        .assert_stderr_contains("--databases-from takes a file listing connection strings");
+    let password = db.cluster().password();
+    assert!(
+        !out.stdout.contains(password) && !out.stderr.contains(password),
+        "{}",
+        out.details()
+    );
+    assert_eq!(out.json()["outcome"], "usage");
+    assert!(!db.table_exists("refinery_schema_history"));
+}
+
 #[test]
 fn every_bad_line_is_named_with_its_text_and_never_its_password() {
     let cluster = Cluster::shared();

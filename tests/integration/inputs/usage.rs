@@ -334,6 +334,28 @@ fn odd_command_lines_are_usage_errors_without_echoing_secrets() {
     out.assert_code(2)
         .assert_stderr_contains("unexpected argument '<connection string>'");
     assert_eq!(out.json()["outcome"], "usage");
+    // Without its scheme, as a variable's assignment, or as a flag's value.
+    for (args, secret) in [
+        (&["apply", "app:Zq7Xk9Wp@db/app"][..], "Zq7Xk9Wp"),
+        (&["apply", "PGPASSWORD=Zq7Xk9Wp"][..], "Zq7Xk9Wp"),
+        (
+            &["apply", "--wait=postgres://u:Zq7Xk9Wp@h/d"][..],
+            "Zq7Xk9Wp",
+        ),
+    ] {
+        let out = Miglock::new().args(args).args(["--format", "json"]).run();
+        out.assert_code(2);
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "{args:?}: the password is shown\n{}",
+            out.details()
+        );
+        assert!(
+            out.stderr.contains("<connection string>"),
+            "{}",
+            out.details()
+        );
+    }
     // Timeouts PostgreSQL cannot hold.
     apply(&db, &dir)
         .args(["--statement-timeout", "30d"])
@@ -386,6 +408,20 @@ fn a_statement_timeout_over_366_days_is_refused() {
         2,
         "usage",
         &["duration \"400d\" is too long (at most 366 days)"],
+    )
+    .assert_refused(&bad_input_db());
+}
+
+/// A sum of u64::MAX seconds and a second of nanoseconds: the duration
+/// parser's own overflow aborted the process (exit 134) before the check.
+#[test]
+fn a_connect_timeout_summing_past_u64_seconds_is_refused() {
+    bad(
+        "apply",
+        &["--connect-timeout", "18446744073709551615s 1000ms"],
+        2,
+        "usage",
+        &["is too long (at most 366 days)"],
     )
     .assert_refused(&bad_input_db());
 }
