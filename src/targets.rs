@@ -54,7 +54,7 @@ pub fn read_file(path: &str) -> Result<String, Failure> {
         std::fs::read_to_string(path).map_err(|e| {
             // A connection string given for the file by mistake is not
             // echoed: it may hold a password.
-            if path.contains("://") || conninfo::has_password(path) {
+            if conninfo::may_hold_a_password(path) {
                 Failure::usage(anyhow!(
                     "--databases-from takes a file listing connection strings, one per line (or - \
                      for stdin), not a connection string: give DATABASE_URL or --database-url for \
@@ -295,6 +295,7 @@ postgres://app@db1:5433/shop
 
   postgres://app@db1/saas?schema=Tenant_A&application_name=x
 postgres://app@db1/saas   schema=tenant_b
+postgres://db1/saas?user=admin@srv&schema=tenant_c
 host=db2 dbname=billing schema=acme
 dbname=onlyname
 ";
@@ -306,12 +307,16 @@ dbname=onlyname
                 "app@db1:5433/shop",
                 "app@db1:5432/saas schema=tenant_a",
                 "app@db1:5432/saas schema=tenant_b",
+                "admin@srv@db1:5432/saas schema=tenant_c",
                 "envuser@db2:5432/billing schema=acme",
                 "envuser@envhost:5432/onlyname",
             ]
         );
         let lines: Vec<Option<usize>> = targets.iter().map(|t| t.line).collect();
-        assert_eq!(lines, [Some(2), Some(4), Some(5), Some(6), Some(7)]);
+        assert_eq!(
+            lines,
+            [Some(2), Some(4), Some(5), Some(6), Some(7), Some(8)]
+        );
     }
 
     #[test]

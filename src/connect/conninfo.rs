@@ -76,40 +76,54 @@ pub fn has_password(conninfo: &str) -> bool {
     }
 }
 
+/// Whether a word that is not known to be a connection string may be one,
+/// or hold a password: a URL, `password=…` in any case (`PGPASSWORD=…`),
+/// or `user:password@host` without its scheme (a `:` before an `@`).
+pub fn may_hold_a_password(text: &str) -> bool {
+    text.contains("://")
+        || text.to_ascii_lowercase().contains("password")
+        || text
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
 /// The URL with each `@` of its query percent-encoded when its first `@`
-/// is there, after its path (`postgres://host/db?user=admin@server&…`, the
-/// form Azure's documentation gives): libpq reads that `@` as the query's;
-/// rust-postgres ends the user information at it, and so would take the
-/// host, the path and the query up to it (password and all) for a user
-/// name, and connect to whatever follows. Encoded, rust-postgres reads it
-/// as libpq does (it decodes the query's values). A password's raw `/`
-/// (`u:ab/cd@host/db`) is left as it is: no `?` comes between it and the
-/// `@`.
+/// is there (see [`query_at`]): rust-postgres then reads it as libpq does
+/// (it decodes the query's values), where it would end the user
+/// information at that `@`, taking the host, the path and the query up to
+/// it (password and all) for a user name, and connect to whatever follows.
 pub fn with_query_at_signs_encoded(conninfo: &str) -> std::borrow::Cow<'_, str> {
     use std::borrow::Cow;
-    let Some(parts) = split_url(conninfo) else {
+    let Some((scheme, rest)) = conninfo.split_once("://") else {
         return Cow::Borrowed(conninfo);
     };
-    let rest = &conninfo[parts.scheme.len() + 3..];
-    let (Some(slash), Some(at)) = (rest.find('/'), rest.find('@')) else {
-        return Cow::Borrowed(conninfo);
-    };
-    let Some(question) = rest[slash..at.max(slash)].find('?') else {
-        return Cow::Borrowed(conninfo);
-    };
-    let (head, query) = rest.split_at(slash + question);
-    Cow::Owned(format!(
-        "{}://{head}{}",
-        parts.scheme,
-        query.replace('@', "%40")
-    ))
+    match query_at(rest) {
+        Some(question) if scheme == "postgres" || scheme == "postgresql" => {
+            let (head, query) = rest.split_at(question);
+            Cow::Owned(format!("{scheme}://{head}{}", query.replace('@', "%40")))
+        }
+        _ => Cow::Borrowed(conninfo),
+    }
+}
+
+/// Where the query starts (its `?`) when the first `@` of `rest` (a URL
+/// after its `scheme://`) is the query's, as libpq reads it: after the
+/// path's `/`, a `?` and a `key=` (`host/db?user=admin@server&…`, the form
+/// Azure's documentation gives). A password's raw `/` or `?` (`u:a/b@h`,
+/// `u:a/b?c@h`) keeps its `@`: no `key=` comes before it.
+fn query_at(rest: &str) -> Option<usize> {
+    let at = rest.find('@')?;
+    let slash = rest[..at].find('/')?;
+    let question = slash + rest[slash..at].find('?')?;
+    rest[question..at].contains('=').then_some(question)
 }
 
 /// A `postgres://` or `postgresql://` URL cut into its parts; `None` for a
 /// `key=value` string. The only URL splitter: everything that reads a URL's
 /// parts goes through it, so all agree with rust-postgres, which ends the
 /// user information at the *first* `@` (a password's own `@` must be
-/// percent-encoded).
+/// percent-encoded), except where that `@` is the query's ([`query_at`]:
+/// `ConnectTarget::resolve` encodes it before rust-postgres reads it).
 pub struct UrlParts<'a> {
     pub scheme: &'a str,
     /// `user:password`, without the `@`.
@@ -133,10 +147,10 @@ pub fn split_url(conninfo: &str) -> Option<UrlParts<'_>> {
         return None;
     }
     // A password may hold a raw '?' or '/': the host list starts after the
-    // user information.
+    // user information, unless its `@` is the query's.
     let (userinfo, after_user) = match rest.split_once('@') {
-        Some((userinfo, after)) => (Some(userinfo), after),
-        None => (None, rest),
+        Some((userinfo, after)) if query_at(rest).is_none() => (Some(userinfo), after),
+        _ => (None, rest),
     };
     let end = after_user.find(['/', '?']).unwrap_or(after_user.len());
     Some(UrlParts {
@@ -332,6 +346,9 @@ mod tests {
             "host=h password = 'it\\'s'",
             "host=h password='unterminated",
             "postgres://u@h/db?sslpassword=s3cret",
+            // The query's own '@' before it: libpq's reading.
+            "postgres://h/db?user=admin@srv&password=s3cret",
+            "postgres://h:5432/db?user=admin@srv&password=s3cret",
         ] {
             assert!(has_password(with), "{with}");
         }

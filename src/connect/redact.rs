@@ -46,7 +46,9 @@ const MAX_SHOWN: usize = 300;
 /// `line` with every secret replaced by `…`: a URL (optionally followed by
 /// `schema=NAME` words, as in a targets file) or `key=value` pairs.
 pub fn redact(line: &str) -> String {
-    let line = line.trim();
+    // An `@` of the query is the query's, as the connection reads it.
+    let line = super::conninfo::with_query_at_signs_encoded(line.trim());
+    let line = line.as_ref();
     let first_word = line.split_whitespace().next().unwrap_or_default();
     let shown = if first_word.contains("://") {
         url(line)

@@ -186,7 +186,8 @@ impl ConnectTarget {
         // as the user or host name, its password with it, stops here.
         if display.to_ascii_lowercase().contains("password=") {
             return Err(malformed(
-                "part of its query was read as the user or host name (an '@' in the query must                  be percent-encoded, as %40); the URL is not shown, as it holds a password"
+                "part of its query was read as the user or host name (an '@' in the query must \
+                 be percent-encoded, as %40); the URL is not shown, as it holds a password"
                     .into(),
             ));
         }

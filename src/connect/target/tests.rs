@@ -50,9 +50,12 @@ fn an_at_sign_in_the_query_is_the_querys_as_libpq_reads_it() {
     assert_eq!(t.config.get_password(), Some(&b"Zq7Xk9Wp"[..]));
     assert_eq!(t.config.get_application_name(), Some("deploy@ci"));
     assert_eq!(t.to_string(), "app@db.example:5432/app");
-    // A password's raw '/' reads as before.
+    // A password's raw '/', and a '?' after it, read as before.
     let t = resolve("postgres://u:ab/cd@h/db").unwrap();
     assert_eq!(t.config.get_password(), Some(&b"ab/cd"[..]));
+    assert_eq!(t.to_string(), "u@h:5432/db");
+    let t = resolve("postgres://u:a/b?c@h/db").unwrap();
+    assert_eq!(t.config.get_password(), Some(&b"a/b?c"[..]));
     assert_eq!(t.to_string(), "u@h:5432/db");
     // Without a path libpq misreads it too: refused, and not shown.
     let err = resolve("postgres://h?password=Zq7Xk9Wp&user=a@b")
