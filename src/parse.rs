@@ -42,25 +42,33 @@ pub fn duration(text: &str) -> Result<Duration, String> {
 
 /// More than the seconds `text` can name: each number taken in a year's
 /// seconds (humantime's longest unit), or in one second when a unit below
-/// one follows it. A duration of at most 366 days stays below 2^55 (in
+/// one follows it, and its fraction as one more. humantime reads digits
+/// across spaces (`1844674407 3709551615s` is one number), so spaces are
+/// left out first. A duration of at most 366 days stays below 2^55 (in
 /// nanoseconds, 3.2e16 of them).
 fn seconds_bound(text: &str) -> u128 {
     const YEAR: u128 = 31_557_600;
+    let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     let mut total: u128 = 0;
-    let mut rest = text;
+    let mut rest = text.as_str();
     while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
         let number = &rest[start..];
         let digits = number
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(number.len());
-        let n = number[..digits].parse::<u128>().unwrap_or(u128::MAX);
-        let unit = number[digits..].trim_start();
-        let below_a_second = unit.starts_with(['n', 'u', 'µ'])
-            || unit.starts_with("ms")
-            || unit.starts_with("milli");
+        let mut n = number[..digits].parse::<u128>().unwrap_or(u128::MAX);
+        let mut after = &number[digits..];
+        // A fraction is less than one more of its unit.
+        if let Some(fraction) = after.strip_prefix('.') {
+            n = n.saturating_add(1);
+            after = fraction.trim_start_matches(|c: char| c.is_ascii_digit());
+        }
+        let below_a_second = after.starts_with(['n', 'u', 'µ'])
+            || after.starts_with("ms")
+            || after.starts_with("milli");
         let each = if below_a_second { 1 } else { YEAR };
         total = total.saturating_add(n.saturating_mul(each));
-        rest = &number[digits..];
+        rest = after;
     }
     total
 }
@@ -307,6 +315,9 @@ mod tests {
             "18446744073709551615s1000ms",
             "18446744073709551615s 999999999ns 1ns",
             "584542046090y 1000ms",
+            // humantime reads digits across spaces.
+            "1844674407 3709551615s 1000ms",
+            "18 446 744 073 709 551 615s 1000ms",
         ] {
             let err = duration(huge).unwrap_err();
             assert!(err.contains("too long"), "{huge:?}: {err}");
@@ -319,6 +330,11 @@ mod tests {
         assert_eq!(duration("31622400000000us"), Ok(year));
         assert_eq!(duration("31622400000msec"), Ok(year));
         assert_eq!(duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(
+            duration("1.5000000000000d"),
+            Ok(Duration::from_secs(129_600))
+        );
+        assert_eq!(duration("1 5s"), Ok(Duration::from_secs(15)));
         assert_eq!(duration("1y"), Ok(Duration::from_secs(31_557_600)));
     }
 
