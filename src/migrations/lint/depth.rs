@@ -1,15 +1,16 @@
 //! How deep squawk's parser may recurse on a text, from above.
 //!
 //! Its recursive descent takes a level for each bracket, each prefix
-//! operator (`NOT NOT …`, `- - …`), each right-recursive operator of a
-//! chain (`a || b || …`, `a -> 'b' -> …`) and each `CASE`, with nothing to
-//! stop it: 16,000 nested parentheses, or 24,000 `||`, overflow the 8 MiB
-//! of a main thread (an abort, not an error). [`levels`] counts, at each
-//! point, the brackets open and every operator, `NOT` and `CASE` since the
-//! last comma of each; strings, quoted names, dollar quotes and comments are
-//! skipped. It counts more than the parser recurses (a left-recursive `+`,
-//! a `CASE` already closed), never fewer: it sizes a stack, and a stack
-//! too big is only address space.
+//! operator (`NOT NOT …`, `- - …`, `-+-+…`), each right-recursive operator
+//! of a chain (`a || b || …`, `a -> 'b' -> …`, `x IN (1) IN (1) …`) and
+//! each `CASE`, with nothing to stop it: 5,400 nested calls, 16,000 nested
+//! parentheses or 24,000 `||` overflow the 8 MiB of a main thread (an
+//! abort, not an error). [`levels`] counts, at each point, the brackets
+//! open and every operator character, `NOT`, `IN`, `OPERATOR` and `CASE`
+//! since the last comma of each; strings, quoted names, dollar quotes and
+//! comments (nested, as the server nests them) are skipped. It counts more
+//! than the parser recurses (a left-recursive `+`, a `CASE` already
+//! closed): it sizes a stack, and a stack too big is only address space.
 
 /// The most levels open at any point of `text`.
 pub fn levels(text: &str) -> usize {
@@ -45,20 +46,20 @@ pub fn levels(text: &str) -> usize {
             b'-' if b.get(i + 1) == Some(&b'-') => {
                 i = b[i..]
                     .iter()
-                    .position(|&c| c == b'\n')
+                    .position(|&c| c == b'\n' || c == b'\r')
                     .map_or(b.len(), |n| i + n);
             }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i = find(b, i + 2, b"*/").map_or(b.len(), |at| at + 2);
-            }
+            b'/' if b.get(i + 1) == Some(&b'*') => i = past_comment(b, i),
             b'$' if !after_word(b, i) => i = dollar_quoted(b, i),
             _ if operator(c) => {
-                run += 1;
+                // Each character may be a level: the parser cuts `-+-+`
+                // into prefix signs.
                 while i < b.len() && operator(b[i]) {
                     // A comment ends the operator (`+--`, `-/*`).
                     if b[i..].starts_with(b"--") || b[i..].starts_with(b"/*") {
                         break;
                     }
+                    run += 1;
                     i += 1;
                 }
             }
@@ -68,7 +69,10 @@ pub fn levels(text: &str) -> usize {
                     i += 1;
                 }
                 let w = &b[start..i];
-                if w.eq_ignore_ascii_case(b"not") || w.eq_ignore_ascii_case(b"case") {
+                if [&b"not"[..], b"case", b"in", b"operator"]
+                    .iter()
+                    .any(|k| w.eq_ignore_ascii_case(k))
+                {
                     run += 1;
                 }
             }
@@ -134,6 +138,28 @@ fn dollar_quoted(b: &[u8], i: usize) -> usize {
     }
 }
 
+/// Past the comment opening at `i`, the comments in it closed first, as
+/// the server reads them.
+fn past_comment(b: &[u8], i: usize) -> usize {
+    let mut depth = 0usize;
+    let mut j = i;
+    while j + 1 < b.len() {
+        if b[j] == b'/' && b[j + 1] == b'*' {
+            depth += 1;
+            j += 2;
+        } else if b[j] == b'*' && b[j + 1] == b'/' {
+            depth -= 1;
+            j += 2;
+            if depth == 0 {
+                return j;
+            }
+        } else {
+            j += 1;
+        }
+    }
+    b.len()
+}
+
 fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     b.get(from..)?
         .windows(needle.len())
@@ -153,16 +179,18 @@ mod tests {
             50
         );
         assert_eq!(levels(&format!("SELECT {}true;", "NOT ".repeat(40))), 40);
-        assert_eq!(levels(&format!("SELECT 'a'{};", " || 'a'".repeat(30))), 30);
-        assert_eq!(levels(&format!("SELECT a{};", " -> 'b'".repeat(30))), 30);
+        assert_eq!(levels(&format!("SELECT 'a'{};", " || 'a'".repeat(30))), 60);
+        assert_eq!(levels(&format!("SELECT a{};", " -> 'b'".repeat(30))), 60);
         assert_eq!(levels(&format!("SELECT {}1;", "- ".repeat(20))), 20);
+        assert_eq!(levels(&format!("SELECT {}1;", "-+".repeat(20))), 40);
+        assert_eq!(levels(&format!("SELECT 1{};", " IN (1)".repeat(20))), 21);
         // A run ends at a comma: a list of negative numbers is no chain.
         assert_eq!(
             levels(&format!("VALUES {};", vec!["(-1, -2)"; 500].join(", "))),
             2
         );
         // Inside a bracket, the run outside it still counts.
-        assert_eq!(levels("SELECT a || (b || (c || d));"), 5);
+        assert_eq!(levels("SELECT a || (b || (c || d));"), 8);
         for skipped in [
             "SELECT '((((((((((';",
             "SELECT E'\\'((((((((((';",
@@ -174,8 +202,13 @@ mod tests {
         ] {
             assert!(levels(skipped) <= 2, "{skipped}: {}", levels(skipped));
         }
+        // What follows a nested comment, or a comment ended by a lone
+        // carriage return, is counted.
+        let deep = "SELECT ((((((((((1))))))))));";
+        assert_eq!(levels(&format!("/* a /* b */ don't */ {deep}")), 10);
+        assert_eq!(levels(&format!("-- x\r{deep}")), 10);
         // A `$1` parameter opens no quote; a name may hold a `$`.
-        assert_eq!(levels("SELECT a$b$c, $1 || $2 || (((1)));"), 5);
+        assert_eq!(levels("SELECT a$b$c, $1 || $2 || (((1)));"), 7);
     }
 
     #[test]
