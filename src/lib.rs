@@ -341,8 +341,8 @@ fn parse_failure(error: clap::Error, env: Env) -> u8 {
             .and_then(|flag| flag.split_once('='))
             .map(|(_, value)| value);
         for text in std::iter::once(arg.as_str()).chain(value) {
-            if may_hold_a_password(text) {
-                rendered = rendered.replace(text, "<connection string>");
+            if crate::connect::conninfo::may_hold_a_password(text) {
+                rendered = scrubbed(&rendered, text);
             }
         }
     }
@@ -362,15 +362,26 @@ fn parse_failure(error: clap::Error, env: Env) -> u8 {
     print_result(&report, format, &stdout)
 }
 
-/// A command-line word that may be a connection string or hold a
-/// password: a URL, `password=…` in any case (`PGPASSWORD=…`), or
-/// `user:password@host` without its scheme.
-fn may_hold_a_password(text: &str) -> bool {
-    text.contains("://")
-        || text.to_ascii_lowercase().contains("password")
-        || text
-            .split_once('@')
-            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+/// `rendered` without `text`, nor the start of it a message quotes when it
+/// shortens a value (`invalid duration "postgres://app:s3cret@db.exampl…"`),
+/// as written or escaped as a quoted string.
+fn scrubbed(rendered: &str, text: &str) -> String {
+    let escaped = format!("{text:?}");
+    let escaped = &escaped[1..escaped.len() - 1];
+    let mut rendered = rendered.to_string();
+    for form in [text, escaped] {
+        // The longest start of it that is there, down to 12 characters
+        // (values are shortened to 20 or more).
+        let ends = form.char_indices().map(|(at, _)| at).skip(12);
+        let found = std::iter::once(form.len())
+            .chain(ends.collect::<Vec<_>>().into_iter().rev())
+            .map(|end| &form[..end])
+            .find(|start| rendered.contains(start));
+        if let Some(start) = found {
+            rendered = rendered.replace(start, "<connection string>");
+        }
+    }
+    rendered
 }
 
 /// Runs one command and records its result; the error is printed once, on

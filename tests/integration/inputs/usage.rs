@@ -334,17 +334,28 @@ fn odd_command_lines_are_usage_errors_without_echoing_secrets() {
     out.assert_code(2)
         .assert_stderr_contains("unexpected argument '<connection string>'");
     assert_eq!(out.json()["outcome"], "usage");
-    // Without its scheme, as a variable's assignment, or as a flag's value.
+    // Without its scheme, as a variable's assignment, as a flag's value,
+    // or quoted shortened by a value's own refusal.
     for (args, secret) in [
         (&["apply", "app:Zq7Xk9Wp@db/app"][..], "Zq7Xk9Wp"),
+        (&["apply", "admin@srv:Zq7Xk9Wp@db/app"][..], "Zq7Xk9Wp"),
         (&["apply", "PGPASSWORD=Zq7Xk9Wp"][..], "Zq7Xk9Wp"),
         (
             &["apply", "--wait=postgres://u:Zq7Xk9Wp@h/d"][..],
             "Zq7Xk9Wp",
         ),
+        (
+            &[
+                "apply",
+                "--wait",
+                "postgres://deploy:Zq7Xk9Wp@db.internal.example.com/app",
+            ][..],
+            "Zq7Xk9Wp",
+        ),
     ] {
         let out = Miglock::new().args(args).args(["--format", "json"]).run();
         out.assert_code(2);
+        assert_eq!(out.json()["outcome"], "usage", "{}", out.details());
         assert!(
             !out.stdout.contains(secret) && !out.stderr.contains(secret),
             "{args:?}: the password is shown\n{}",
