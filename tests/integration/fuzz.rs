@@ -604,7 +604,7 @@ proptest! {
             "\\?sslmode=%[0-9A-F]{2}",
             "\\?application_name=[a-z]{1,6}&connect_timeout=[0-9a-z]{1,3}",
         ],
-        form in 0..3,
+        form in 0..5,
         vars in libpq_env(),
     ) {
         let encoded = utf8_percent_encode(&password, NON_ALPHANUMERIC).to_string();
@@ -620,10 +620,18 @@ proptest! {
                     query.trim_start_matches('?').replace('&', " "),
                 ))
             }
-            _ => {
+            2 => {
                 vars.insert("PGPASSWORD".into(), password.clone());
                 Some(format!("postgres://{user}@{host}{colon_port}/{db}{query}"))
             }
+            // The password in the query, an '@' after it (Azure's
+            // `user=admin@server`), with a path or without.
+            3 => Some(format!(
+                "postgres://{host}{colon_port}/{db}?password={encoded}&user={user}@{host}"
+            )),
+            _ => Some(format!(
+                "postgres://{host}{colon_port}?password={encoded}&user={user}@{host}"
+            )),
         };
         // The marker is alphanumeric, so it reads the same encoded or not;
         // nothing else in the inputs has upper-case letters.
