@@ -65,6 +65,18 @@ impl Progress {
                 builder.filter_module("miglock", LevelFilter::Trace);
             }
         }
+        // Whatever RUST_LOG asks, tokio-postgres does not echo the
+        // statements it sends (at debug): they hold migrations with Flyway's
+        // placeholders replaced, a role's password among them, and the
+        // session's `--set` values. The server's log has them for whoever
+        // may read it.
+        for statements in [
+            "tokio_postgres::simple_query",
+            "tokio_postgres::query",
+            "tokio_postgres::prepare",
+        ] {
+            builder.filter_module(statements, LevelFilter::Info);
+        }
         builder.format(|buf, record| {
             if json::enabled() {
                 let message = record.args().to_string();

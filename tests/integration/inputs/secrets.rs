@@ -99,7 +99,8 @@ fn rust_log_trace_prints_no_password() {
         Some("trace"),
         &[
             " TRACE ",
-            "executing simple query",
+            // tokio-postgres at trace (its statements are never echoed).
+            "poll_read: ",
             "connected to ",
             "lock attempt: ",
         ],
@@ -114,8 +115,55 @@ fn rust_log_trace_prints_no_password() {
         "RUST_LOG=miglock=trace,tokio_postgres=trace,postgres=trace",
         None,
         Some("miglock=trace,tokio_postgres=trace,postgres=trace"),
-        &[" TRACE ", "executing simple query", "lock attempt: "],
+        &[" TRACE ", "poll_read: ", "lock attempt: "],
     );
+}
+
+/// A Flyway placeholder's value (a token given in the environment, to
+/// keep it out of the files) is in the statement sent and never in the
+/// output, at any log level: tokio-postgres echoes each statement at
+/// debug, and echoed this one with the token in it.
+#[test]
+fn a_placeholder_value_is_never_printed_at_any_log_level() {
+    let token = "tok-Zq7Xk9Wp";
+    for (case, rust_log, flag, logged) in [
+        ("RUST_LOG=debug", Some("debug"), None, " DEBUG "),
+        ("RUST_LOG=trace", Some("trace"), None, "poll_read: "),
+        ("-vv", None, Some("-vv"), " TRACE "),
+    ] {
+        let db = Cluster::shared().create_db();
+        let dir = MigrationDir::with(&[(
+            "V1.1__token.sql",
+            "CREATE TABLE tokens (v text);\nINSERT INTO tokens VALUES ('${api_token}');\n",
+        )]);
+        let mut m = Miglock::for_db(&db);
+        m.args(["apply", "--layout", "flyway", "--migrations"])
+            .arg(dir.path())
+            .env("MIGLOCK_PLACEHOLDERS", format!("api_token={token}"));
+        if let Some(level) = rust_log {
+            m.env("RUST_LOG", level);
+        }
+        if let Some(flag) = flag {
+            m.arg(flag);
+        }
+        let out = m.run();
+        assert_run(
+            case,
+            &out,
+            0,
+            &["MIGRATION_APPLIED version=1.1 name=token", logged],
+        );
+        assert!(
+            !out.stdout.contains(token) && !out.stderr.contains(token),
+            "[{case}] the placeholder's value is printed\n{}",
+            out.details()
+        );
+        assert_eq!(
+            db.query_i64(&format!("SELECT count(*) FROM tokens WHERE v = '{token}'")),
+            1,
+            "[{case}]"
+        );
+    }
 }
 
 const PASSWORD_WARNING: &str = "the --database-url value holds a password, which every local user \
