@@ -10,16 +10,16 @@ use crate::report::Report;
 
 /// What linting the pending files gave, each file's in order; `None`
 /// when the lint is off or nothing is pending.
-pub struct Linted(Option<Vec<Result<lint::Linted, String>>>);
+pub struct PendingLinted(Option<Vec<Result<lint::Linted, String>>>);
 
 /// Lints the pending files, before the plan's refusals are read: each is
 /// read once for both, as the lint's text gives it its summary
 /// ([`lint::migration`]). Nothing is said yet: [`check`] says it, once
 /// the run is not refused.
-pub fn pending(config: &ApplyConfig, plan: &Plan) -> Linted {
+pub fn pending(config: &ApplyConfig, plan: &Plan) -> PendingLinted {
     let gate = &config.lint;
     if gate.mode == LintMode::Off || plan.pending.is_empty() {
-        return Linted(None);
+        return PendingLinted(None);
     }
     // Parsing is CPU work, and it is on the way to the lock: the second
     // half of many files is linted on a second thread, in order all the
@@ -31,7 +31,7 @@ pub fn pending(config: &ApplyConfig, plan: &Plan) -> Linted {
             .collect()
     };
     let pending = &plan.pending[..];
-    Linted(Some(if pending.len() >= 32 {
+    PendingLinted(Some(if pending.len() >= 32 {
         let (first, second) = pending.split_at(pending.len() / 2);
         std::thread::scope(|scope| {
             let other = scope.spawn(|| lint(second));
@@ -53,11 +53,11 @@ pub fn pending(config: &ApplyConfig, plan: &Plan) -> Linted {
 pub fn check(
     config: &ApplyConfig,
     plan: &Plan,
-    linted: Linted,
+    linted: PendingLinted,
     report: &mut Report,
 ) -> Result<(), Failure> {
     let gate = &config.lint;
-    let Linted(Some(results)) = linted else {
+    let PendingLinted(Some(results)) = linted else {
         return Ok(());
     };
     let pending = &plan.pending[..];
