@@ -10,7 +10,7 @@ use postgres::config::{Host, TargetSessionAttrs};
 
 use super::conninfo;
 use super::tls::{self, TlsSettings};
-use super::url_shape::{not_a_postgres_url, refuse_a_second_at, url_with_default_port};
+use super::url_shape::{not_a_postgres_url, refuse_an_unencoded_at, url_with_default_port};
 use crate::env::Env;
 use crate::error::Failure;
 use crate::pg_error::error_chain;
@@ -88,7 +88,7 @@ impl ConnectTarget {
         };
         let mut config = match url {
             Some(url) => {
-                refuse_a_second_at(url)?;
+                refuse_an_unencoded_at(url)?;
                 let url = pg_port
                     .and_then(|port| url_with_default_port(url, port))
                     .map_or(std::borrow::Cow::Borrowed(url), std::borrow::Cow::Owned);

@@ -71,19 +71,57 @@ pub(super) fn not_a_postgres_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A URL whose host part holds an `@`: the user information ends at the
-/// first one (as rust-postgres and libpq read it), so a second is a
-/// password's own `@` left unencoded — and what follows the first would be
-/// taken for a host, and shown as one, with part of the password in it.
-pub(super) fn refuse_a_second_at(url: &str) -> Result<(), Failure> {
-    match conninfo::split_url(url) {
-        Some(parts) if parts.hosts.contains('@') => Err(Failure::usage(anyhow!(
+/// An `@` left unencoded where it cannot end the user information:
+/// - in the host part: the user information ends at the first `@` (as
+///   rust-postgres and libpq read it), so a second is a password's own
+///   `@`, and what follows the first would be taken for a host, and shown
+///   as one, with part of the password in it;
+/// - after a query with no path before it (`postgres://h:5432?user=a@srv&
+///   password=…`, which libpq misreads too): the host, port and query up to
+///   it would be taken for the user and password, and the run would
+///   connect to what follows. (With a path, the query's `@` is read as
+///   libpq reads it: see `conninfo::with_query_at_signs_encoded`.)
+pub(super) fn refuse_an_unencoded_at(url: &str) -> Result<(), Failure> {
+    let Some(parts) = conninfo::split_url(url) else {
+        return Ok(());
+    };
+    if parts.hosts.contains('@') {
+        return Err(Failure::usage(anyhow!(
             "the database URL is malformed: more than one '@' before its host (a password holding \
              '@' must be percent-encoded, as %40; ':', '/', '?' and '#' as %3A, %2F, %3F and %23); \
              the URL is not shown, as it holds a password"
-        ))),
-        _ => Ok(()),
+        )));
     }
+    if parts.userinfo.is_some_and(holds_a_query) {
+        return Err(Failure::usage(anyhow!(
+            "the database URL is malformed: its query comes before an '@' (an '@' in a query value \
+             must be percent-encoded, as %40, and the query follows the database: \
+             postgres://HOST:PORT/DATABASE?…); the URL is not shown, as it may hold a password"
+        )));
+    }
+    Ok(())
+}
+
+/// `?name=` or `&name=` with a connection parameter's name: a query, which
+/// no user name or password holds.
+fn holds_a_query(userinfo: &str) -> bool {
+    const NAMES: [&str; 8] = [
+        "user",
+        "password",
+        "dbname",
+        "host",
+        "port",
+        "sslmode",
+        "application_name",
+        "options",
+    ];
+    userinfo.match_indices(['?', '&']).any(|(at, _)| {
+        let rest = &userinfo[at + 1..];
+        NAMES.iter().any(|name| {
+            rest.strip_prefix(name)
+                .is_some_and(|after| after.starts_with('='))
+        })
+    })
 }
 
 /// A `postgres://` URL with `port` given to each host that has none, as

@@ -57,13 +57,18 @@ fn an_at_sign_in_the_query_is_the_querys_as_libpq_reads_it() {
     let t = resolve("postgres://u:a/b?c@h/db").unwrap();
     assert_eq!(t.config.get_password(), Some(&b"a/b?c"[..]));
     assert_eq!(t.to_string(), "u@h:5432/db");
-    // Without a path libpq misreads it too: refused, and not shown.
-    let err = resolve("postgres://h?password=Zq7Xk9Wp&user=a@b")
-        .err()
-        .unwrap();
-    assert_eq!(err.outcome, crate::outcome::Outcome::Usage);
-    assert!(err.message().contains("%40"), "{err}");
-    assert!(!err.message().contains("Zq7"), "{err}");
+    // Without a path libpq misreads it too: refused, and not shown, with
+    // a port (read as a password) or without (read as the user).
+    for url in [
+        "postgres://h?password=Zq7Xk9Wp&user=a@b",
+        "postgres://h:5432?password=Zq7Xk9Wp&user=a@b",
+        "postgres://h:5432?user=a@b&password=Zq7Xk9Wp",
+    ] {
+        let err = resolve(url).err().unwrap();
+        assert_eq!(err.outcome, crate::outcome::Outcome::Usage);
+        assert!(err.message().contains("%40"), "{url}: {err}");
+        assert!(!err.message().contains("Zq7"), "{url}: {err}");
+    }
 }
 
 #[test]
